@@ -1,0 +1,19 @@
+//! The pure model of the rmm tunnel: who may open a tunnel to which agent, what states a
+//! session goes through, how channels multiplex inside a tunnel, and which mode an agent is in.
+//!
+//! This crate must not know about I/O, serialization, clocks or randomness: time and fresh ids
+//! come in as arguments, so every rule here is testable as a plain function.
+
+mod agent_mode;
+mod channel;
+mod ids;
+mod names;
+mod session;
+mod time;
+
+pub use agent_mode::{AgentMode, ModeError};
+pub use channel::{Channel, ChannelError, ChannelKind, Channels};
+pub use ids::{AgentId, ChannelId, CommandId, IdError, SessionId, UserId};
+pub use names::{Actor, AgentName, NameError, Role, Username};
+pub use session::{AccessError, CloseReason, Session, SessionAction, SessionError, SessionState, SessionStatus};
+pub use time::Timestamp;

@@ -1,0 +1,141 @@
+//! Validated names and the identity of whoever acts.
+
+use std::fmt;
+
+use crate::ids::UserId;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("username must be 1 to 64 characters of a-z A-Z 0-9 . _ @ -")]
+    BadUsername,
+    #[error("agent name must be 1 to 128 characters without control characters")]
+    BadAgentName,
+    #[error("role must be \"admin\" or \"tech\", got {0:?}")]
+    BadRole(String),
+}
+
+/// A login name.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Username(String);
+
+impl Username {
+    /// # Errors
+    /// [`NameError::BadUsername`] when empty, longer than 64 or with other characters.
+    pub fn parse(value: &str) -> Result<Self, NameError> {
+        let ok = !value.is_empty()
+            && value.len() <= 64
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
+        if ok { Ok(Self(value.to_owned())) } else { Err(NameError::BadUsername) }
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Username({})", self.0)
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The display name an admin gives an agent, e.g. the machine's hostname.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct AgentName(String);
+
+impl AgentName {
+    /// # Errors
+    /// [`NameError::BadAgentName`] when blank, longer than 128 characters or with a control
+    /// character.
+    pub fn parse(value: &str) -> Result<Self, NameError> {
+        let trimmed = value.trim();
+        let ok = !trimmed.is_empty()
+            && trimmed.chars().count() <= 128
+            && !trimmed.chars().any(char::is_control);
+        if ok { Ok(Self(trimmed.to_owned())) } else { Err(NameError::BadAgentName) }
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AgentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentName({})", self.0)
+    }
+}
+
+/// What a user may do beyond their own sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Manages users and agents, may close anyone's session, reads the whole audit log.
+    Admin,
+    /// Opens and uses their own sessions.
+    Tech,
+}
+
+impl Role {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Tech => "tech",
+        }
+    }
+
+    /// # Errors
+    /// [`NameError::BadRole`] for anything but `admin` and `tech`.
+    pub fn parse(value: &str) -> Result<Self, NameError> {
+        match value {
+            "admin" => Ok(Self::Admin),
+            "tech" => Ok(Self::Tech),
+            other => Err(NameError::BadRole(other.chars().take(32).collect())),
+        }
+    }
+}
+
+/// An authenticated user acting on the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub id: UserId,
+    pub role: Role,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_restricted_to_a_safe_alphabet() {
+        assert_eq!(Username::parse("alice.b@msp-1").unwrap().as_str(), "alice.b@msp-1");
+        assert_eq!(Username::parse(""), Err(NameError::BadUsername));
+        assert_eq!(Username::parse("a b"), Err(NameError::BadUsername));
+        assert_eq!(Username::parse(&"a".repeat(65)), Err(NameError::BadUsername));
+    }
+
+    #[test]
+    fn agent_names_are_trimmed_and_reject_control_characters() {
+        assert_eq!(AgentName::parse("  web-01 ").unwrap().as_str(), "web-01");
+        assert_eq!(AgentName::parse("   "), Err(NameError::BadAgentName));
+        assert_eq!(AgentName::parse("a\nb"), Err(NameError::BadAgentName));
+    }
+
+    #[test]
+    fn roles_round_trip_through_text() {
+        for role in [Role::Admin, Role::Tech] {
+            assert_eq!(Role::parse(role.as_str()), Ok(role));
+        }
+        assert!(Role::parse("root").is_err());
+    }
+}
