@@ -19,7 +19,10 @@ pub enum ModeError {
     #[error("no tunnel is open")]
     NoTunnel,
     #[error("the open tunnel is session {current}, not {requested}")]
-    OtherSession { current: SessionId, requested: SessionId },
+    OtherSession {
+        current: SessionId,
+        requested: SessionId,
+    },
 }
 
 impl AgentMode {
@@ -43,9 +46,10 @@ impl AgentMode {
     pub fn close(self, session: SessionId) -> Result<Self, ModeError> {
         match self {
             Self::Tunnel { session: current } if current == session => Ok(Self::Heartbeat),
-            Self::Tunnel { session: current } => {
-                Err(ModeError::OtherSession { current, requested: session })
-            }
+            Self::Tunnel { session: current } => Err(ModeError::OtherSession {
+                current,
+                requested: session,
+            }),
             Self::Heartbeat => Err(ModeError::NoTunnel),
         }
     }
@@ -79,7 +83,10 @@ mod tests {
 
     #[test]
     fn heartbeat_opens_a_tunnel() {
-        assert_eq!(AgentMode::Heartbeat.open(s(1)), Ok(AgentMode::Tunnel { session: s(1) }));
+        assert_eq!(
+            AgentMode::Heartbeat.open(s(1)),
+            Ok(AgentMode::Tunnel { session: s(1) })
+        );
         assert_eq!(AgentMode::default(), AgentMode::Heartbeat);
     }
 
@@ -99,7 +106,13 @@ mod tests {
     #[test]
     fn closing_another_session_leaves_the_tunnel_alone() {
         let mode = AgentMode::Tunnel { session: s(1) };
-        assert_eq!(mode.close(s(2)), Err(ModeError::OtherSession { current: s(1), requested: s(2) }));
+        assert_eq!(
+            mode.close(s(2)),
+            Err(ModeError::OtherSession {
+                current: s(1),
+                requested: s(2)
+            })
+        );
     }
 
     #[test]

@@ -45,7 +45,11 @@ pub enum ChannelError {
     #[error("no open channel {0}")]
     Unknown(ChannelId),
     #[error("channel {id} is a {actual} channel, not {expected}", actual = .actual.as_str(), expected = .expected.as_str())]
-    WrongKind { id: ChannelId, actual: ChannelKind, expected: ChannelKind },
+    WrongKind {
+        id: ChannelId,
+        actual: ChannelKind,
+        expected: ChannelKind,
+    },
 }
 
 /// The open channels of one tunnel.
@@ -59,7 +63,10 @@ impl Channels {
     /// An empty set that admits at most `limit` open channels at once.
     #[must_use]
     pub fn with_limit(limit: usize) -> Self {
-        Self { open: BTreeMap::new(), limit }
+        Self {
+            open: BTreeMap::new(),
+            limit,
+        }
     }
 
     /// # Errors
@@ -83,7 +90,11 @@ impl Channels {
         match self.open.get(id) {
             None => Err(ChannelError::Unknown(id.clone())),
             Some(&actual) if actual == kind => Ok(()),
-            Some(&actual) => Err(ChannelError::WrongKind { id: id.clone(), actual, expected: kind }),
+            Some(&actual) => Err(ChannelError::WrongKind {
+                id: id.clone(),
+                actual,
+                expected: kind,
+            }),
         }
     }
 
@@ -92,13 +103,19 @@ impl Channels {
     pub fn close(&mut self, id: &ChannelId) -> Result<Channel, ChannelError> {
         self.open
             .remove(id)
-            .map(|kind| Channel { id: id.clone(), kind })
+            .map(|kind| Channel {
+                id: id.clone(),
+                kind,
+            })
             .ok_or_else(|| ChannelError::Unknown(id.clone()))
     }
 
     /// Closes every channel (the tunnel closed), returning what was open.
     pub fn close_all(&mut self) -> Vec<Channel> {
-        std::mem::take(&mut self.open).into_iter().map(|(id, kind)| Channel { id, kind }).collect()
+        std::mem::take(&mut self.open)
+            .into_iter()
+            .map(|(id, kind)| Channel { id, kind })
+            .collect()
     }
 
     #[must_use]
@@ -128,7 +145,13 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c.check(&id("terminal-1"), ChannelKind::Terminal), Ok(()));
         let closed = c.close(&id("terminal-1")).unwrap();
-        assert_eq!(closed, Channel { id: id("terminal-1"), kind: ChannelKind::Terminal });
+        assert_eq!(
+            closed,
+            Channel {
+                id: id("terminal-1"),
+                kind: ChannelKind::Terminal
+            }
+        );
         assert_eq!(c.len(), 1);
     }
 
@@ -136,7 +159,10 @@ mod tests {
     fn a_duplicate_id_is_refused_while_open_and_reusable_after_close() {
         let mut c = Channels::with_limit(4);
         c.open(id("a"), ChannelKind::Terminal).unwrap();
-        assert_eq!(c.open(id("a"), ChannelKind::File), Err(ChannelError::Duplicate(id("a"))));
+        assert_eq!(
+            c.open(id("a"), ChannelKind::File),
+            Err(ChannelError::Duplicate(id("a")))
+        );
         c.close(&id("a")).unwrap();
         assert_eq!(c.open(id("a"), ChannelKind::File), Ok(()));
     }
@@ -145,15 +171,24 @@ mod tests {
     fn the_limit_is_enforced() {
         let mut c = Channels::with_limit(1);
         c.open(id("a"), ChannelKind::Terminal).unwrap();
-        assert_eq!(c.open(id("b"), ChannelKind::Terminal), Err(ChannelError::TooMany { limit: 1 }));
+        assert_eq!(
+            c.open(id("b"), ChannelKind::Terminal),
+            Err(ChannelError::TooMany { limit: 1 })
+        );
     }
 
     #[test]
     fn frames_of_another_kind_or_on_unknown_channels_are_rejected() {
         let mut c = Channels::with_limit(2);
         c.open(id("a"), ChannelKind::Terminal).unwrap();
-        assert!(matches!(c.check(&id("a"), ChannelKind::File), Err(ChannelError::WrongKind { .. })));
-        assert_eq!(c.check(&id("zz"), ChannelKind::Terminal), Err(ChannelError::Unknown(id("zz"))));
+        assert!(matches!(
+            c.check(&id("a"), ChannelKind::File),
+            Err(ChannelError::WrongKind { .. })
+        ));
+        assert_eq!(
+            c.check(&id("zz"), ChannelKind::Terminal),
+            Err(ChannelError::Unknown(id("zz")))
+        );
         assert_eq!(c.close(&id("zz")), Err(ChannelError::Unknown(id("zz"))));
     }
 

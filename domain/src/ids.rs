@@ -154,14 +154,23 @@ mod tests {
     #[test]
     fn a_non_uuid_is_rejected_naming_the_field() {
         let err = AgentId::parse("not-a-uuid").unwrap_err();
-        assert_eq!(err.to_string(), "agent_id must be a UUID, got \"not-a-uuid\"");
+        assert_eq!(
+            err.to_string(),
+            "agent_id must be a UUID, got \"not-a-uuid\""
+        );
     }
 
     #[test]
     fn channel_ids_accept_the_reference_examples() {
-        assert_eq!(ChannelId::parse("terminal-1").unwrap().as_str(), "terminal-1");
+        assert_eq!(
+            ChannelId::parse("terminal-1").unwrap().as_str(),
+            "terminal-1"
+        );
         let session = SessionId::parse("550e8400-e29b-41d4-a716-446655440000").unwrap();
-        assert_eq!(ChannelId::for_session(session).as_str(), session.to_string());
+        assert_eq!(
+            ChannelId::for_session(session).as_str(),
+            session.to_string()
+        );
     }
 
     #[test]

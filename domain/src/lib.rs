@@ -15,5 +15,7 @@ pub use agent_mode::{AgentMode, ModeError};
 pub use channel::{Channel, ChannelError, ChannelKind, Channels};
 pub use ids::{AgentId, ChannelId, CommandId, IdError, SessionId, UserId};
 pub use names::{Actor, AgentName, NameError, Role, Username};
-pub use session::{AccessError, CloseReason, Session, SessionAction, SessionError, SessionState, SessionStatus};
+pub use session::{
+    AccessError, CloseReason, Session, SessionAction, SessionError, SessionState, SessionStatus,
+};
 pub use time::Timestamp;

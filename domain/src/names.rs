@@ -27,7 +27,11 @@ impl Username {
             && value
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
-        if ok { Ok(Self(value.to_owned())) } else { Err(NameError::BadUsername) }
+        if ok {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(NameError::BadUsername)
+        }
     }
 
     #[must_use]
@@ -61,7 +65,11 @@ impl AgentName {
         let ok = !trimmed.is_empty()
             && trimmed.chars().count() <= 128
             && !trimmed.chars().any(char::is_control);
-        if ok { Ok(Self(trimmed.to_owned())) } else { Err(NameError::BadAgentName) }
+        if ok {
+            Ok(Self(trimmed.to_owned()))
+        } else {
+            Err(NameError::BadAgentName)
+        }
     }
 
     #[must_use]
@@ -118,10 +126,16 @@ mod tests {
 
     #[test]
     fn usernames_are_restricted_to_a_safe_alphabet() {
-        assert_eq!(Username::parse("alice.b@msp-1").unwrap().as_str(), "alice.b@msp-1");
+        assert_eq!(
+            Username::parse("alice.b@msp-1").unwrap().as_str(),
+            "alice.b@msp-1"
+        );
         assert_eq!(Username::parse(""), Err(NameError::BadUsername));
         assert_eq!(Username::parse("a b"), Err(NameError::BadUsername));
-        assert_eq!(Username::parse(&"a".repeat(65)), Err(NameError::BadUsername));
+        assert_eq!(
+            Username::parse(&"a".repeat(65)),
+            Err(NameError::BadUsername)
+        );
     }
 
     #[test]

@@ -141,7 +141,14 @@ impl Session {
     /// A new session, pending until the agent confirms.
     #[must_use]
     pub fn open(id: SessionId, agent: AgentId, owner: UserId, now: Timestamp) -> Self {
-        Self { id, agent, owner, opened_at: now, last_activity: now, state: SessionState::Pending }
+        Self {
+            id,
+            agent,
+            owner,
+            opened_at: now,
+            last_activity: now,
+            state: SessionState::Pending,
+        }
     }
 
     /// Rebuilds a stored session; stores validate their text columns with
@@ -155,7 +162,14 @@ impl Session {
         last_activity: Timestamp,
         state: SessionState,
     ) -> Self {
-        Self { id, agent, owner, opened_at, last_activity, state }
+        Self {
+            id,
+            agent,
+            owner,
+            opened_at,
+            last_activity,
+            state,
+        }
     }
 
     /// Validates the stored form of a state: a status word, and for closed sessions the time
@@ -233,7 +247,11 @@ impl Session {
                 (Role::Admin, SessionAction::Close) => true,
                 (Role::Admin, SessionAction::Read | SessionAction::Use) | (Role::Tech, _) => false,
             };
-        if allowed { Ok(()) } else { Err(AccessError { session: self.id }) }
+        if allowed {
+            Ok(())
+        } else {
+            Err(AccessError { session: self.id })
+        }
     }
 
     /// Whether an active session has seen no activity for `idle` at `now`.
@@ -245,7 +263,11 @@ impl Session {
     /// The reason to record when `actor` closes this session.
     #[must_use]
     pub fn close_reason_for(&self, actor: Actor) -> CloseReason {
-        if actor.id == self.owner { CloseReason::ClosedByOwner } else { CloseReason::ClosedByAdmin }
+        if actor.id == self.owner {
+            CloseReason::ClosedByOwner
+        } else {
+            CloseReason::ClosedByAdmin
+        }
     }
 
     #[must_use]
@@ -350,14 +372,23 @@ mod tests {
     fn closed_cannot_activate() {
         let mut s = pending();
         s.close(CloseReason::OpenTimeout, t(150)).unwrap();
-        assert_eq!(s.activate(t(300)), Err(SessionError::Closed(CloseReason::OpenTimeout)));
+        assert_eq!(
+            s.activate(t(300)),
+            Err(SessionError::Closed(CloseReason::OpenTimeout))
+        );
     }
 
     #[test]
     fn pending_and_active_close_with_time_and_reason() {
         let mut p = pending();
         p.close(CloseReason::Refused, t(150)).unwrap();
-        assert_eq!(p.state(), SessionState::Closed { at: t(150), reason: CloseReason::Refused });
+        assert_eq!(
+            p.state(),
+            SessionState::Closed {
+                at: t(150),
+                reason: CloseReason::Refused
+            }
+        );
 
         let mut a = active();
         a.close(CloseReason::ClosedByOwner, t(400)).unwrap();
@@ -385,13 +416,23 @@ mod tests {
         assert_eq!(pending().touch(t(900)), Err(SessionError::NotActive));
         let mut c = active();
         c.close(CloseReason::Idle, t(300)).unwrap();
-        assert_eq!(c.touch(t(900)), Err(SessionError::Closed(CloseReason::Idle)));
+        assert_eq!(
+            c.touch(t(900)),
+            Err(SessionError::Closed(CloseReason::Idle))
+        );
     }
 
     #[test]
     fn the_owner_may_do_everything() {
-        let me = Actor { id: owner(), role: Role::Tech };
-        for action in [SessionAction::Read, SessionAction::Use, SessionAction::Close] {
+        let me = Actor {
+            id: owner(),
+            role: Role::Tech,
+        };
+        for action in [
+            SessionAction::Read,
+            SessionAction::Use,
+            SessionAction::Close,
+        ] {
             assert_eq!(active().authorize(me, action), Ok(()));
         }
         assert_eq!(active().close_reason_for(me), CloseReason::ClosedByOwner);
@@ -399,15 +440,25 @@ mod tests {
 
     #[test]
     fn another_tech_may_do_nothing() {
-        let other = Actor { id: UserId::from_uuid(Uuid::from_u128(2)), role: Role::Tech };
-        for action in [SessionAction::Read, SessionAction::Use, SessionAction::Close] {
+        let other = Actor {
+            id: UserId::from_uuid(Uuid::from_u128(2)),
+            role: Role::Tech,
+        };
+        for action in [
+            SessionAction::Read,
+            SessionAction::Use,
+            SessionAction::Close,
+        ] {
             assert!(active().authorize(other, action).is_err());
         }
     }
 
     #[test]
     fn an_admin_may_close_but_not_read_or_use_anothers_session() {
-        let admin = Actor { id: UserId::from_uuid(Uuid::from_u128(3)), role: Role::Admin };
+        let admin = Actor {
+            id: UserId::from_uuid(Uuid::from_u128(3)),
+            role: Role::Admin,
+        };
         assert_eq!(active().authorize(admin, SessionAction::Close), Ok(()));
         assert!(active().authorize(admin, SessionAction::Read).is_err());
         assert!(active().authorize(admin, SessionAction::Use).is_err());
@@ -429,9 +480,15 @@ mod tests {
         }
         assert_eq!(
             Session::state_from_parts("closed", Some(t(5)), Some("idle")),
-            Ok(SessionState::Closed { at: t(5), reason: CloseReason::Idle })
+            Ok(SessionState::Closed {
+                at: t(5),
+                reason: CloseReason::Idle
+            })
         );
-        assert_eq!(Session::state_from_parts("active", None, None), Ok(SessionState::Active));
+        assert_eq!(
+            Session::state_from_parts("active", None, None),
+            Ok(SessionState::Active)
+        );
         assert!(Session::state_from_parts("closed", None, Some("idle")).is_err());
         assert!(Session::state_from_parts("closed", Some(t(5)), Some("bogus")).is_err());
         assert!(Session::state_from_parts("weird", None, None).is_err());

@@ -34,7 +34,8 @@ impl Timestamp {
     /// How long after `earlier` this is; zero when `earlier` is later.
     #[must_use]
     pub fn since(self, earlier: Self) -> Duration {
-        u64::try_from(self.0.saturating_sub(earlier.0)).map_or(Duration::ZERO, Duration::from_micros)
+        u64::try_from(self.0.saturating_sub(earlier.0))
+            .map_or(Duration::ZERO, Duration::from_micros)
     }
 }
 
@@ -48,7 +49,10 @@ mod tests {
         assert_eq!(t.plus(Duration::from_secs(1)).as_unix_micros(), i64::MAX);
         let t = Timestamp::from_unix_micros(10);
         assert_eq!(t.since(Timestamp::from_unix_micros(30)), Duration::ZERO);
-        assert_eq!(t.since(Timestamp::from_unix_micros(4)), Duration::from_micros(6));
+        assert_eq!(
+            t.since(Timestamp::from_unix_micros(4)),
+            Duration::from_micros(6)
+        );
         assert_eq!(t.minus(Duration::from_micros(3)).as_unix_micros(), 7);
     }
 }

@@ -1,0 +1,245 @@
+//! Tunnel sessions: open (a handshake with the agent), close, status, and the cleanups that
+//! keep "active" true: agent disconnect, restart reconciliation, shutdown.
+
+use rmm_domain::{Actor, AgentId, CloseReason, Session, SessionAction, SessionId};
+
+use crate::app::{App, Ports};
+use crate::ports::{
+    AgentGateway, AuditAction, Clock, GatewayError, IdGenerator, OpenReply, SessionRepository,
+    StoreError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenTunnelError {
+    #[error("agent {0} is not connected")]
+    AgentOffline(AgentId),
+    #[error("agent already has an active session")]
+    Conflict,
+    #[error("agent refused the tunnel: {0}")]
+    Refused(String),
+    #[error("agent did not confirm the tunnel within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("agent disconnected before confirming the tunnel")]
+    AgentGone,
+    #[error("agent is overloaded; try again")]
+    Overloaded,
+    #[error("session store failed")]
+    Store(#[source] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloseTunnelError {
+    #[error("session {0} not found")]
+    NotFound(SessionId),
+    #[error("session {0} is owned by another user")]
+    Forbidden(SessionId),
+    #[error("session store failed")]
+    Store(#[source] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GetTunnelStatusError {
+    #[error("session {0} not found")]
+    NotFound(SessionId),
+    #[error("session {0} is owned by another user")]
+    Forbidden(SessionId),
+    #[error("session store failed")]
+    Store(#[source] StoreError),
+}
+
+impl<P: Ports> App<P> {
+    /// Opens a tunnel: records a pending session, sends `tunnel_open`, and returns the active
+    /// session only once the agent answered `tunnel_ready`. On refusal, timeout or
+    /// disconnect nothing is left active.
+    ///
+    /// # Errors
+    /// See [`OpenTunnelError`].
+    pub async fn open_tunnel(
+        &self,
+        actor: Actor,
+        agent: AgentId,
+    ) -> Result<Session, OpenTunnelError> {
+        // A quick answer for the common case; the gateway checks again atomically.
+        if self.gateway.mode(agent).is_none() {
+            return Err(OpenTunnelError::AgentOffline(agent));
+        }
+        let mut session = Session::open(self.ids.session_id(), agent, actor.id, self.clock.now());
+        match self.sessions.insert_pending(&session).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => return Err(OpenTunnelError::Conflict),
+            Err(e) => return Err(OpenTunnelError::Store(e)),
+        }
+        let id = session.id();
+        let timeout = self.config.open_timeout;
+        let reply =
+            tokio::time::timeout(timeout, self.gateway.open_tunnel(agent, id, actor.id)).await;
+        let failure = match reply {
+            Ok(Ok(OpenReply::Ready)) => None,
+            Ok(Ok(OpenReply::Refused(why))) => {
+                Some((CloseReason::Refused, OpenTunnelError::Refused(why)))
+            }
+            Ok(Err(GatewayError::NotConnected)) => Some((
+                CloseReason::AgentDisconnected,
+                OpenTunnelError::AgentOffline(agent),
+            )),
+            Ok(Err(GatewayError::Busy)) => Some((CloseReason::Refused, OpenTunnelError::Conflict)),
+            Ok(Err(GatewayError::Disconnected)) => {
+                Some((CloseReason::AgentDisconnected, OpenTunnelError::AgentGone))
+            }
+            Ok(Err(GatewayError::Overloaded)) => {
+                Some((CloseReason::Refused, OpenTunnelError::Overloaded))
+            }
+            Err(_elapsed) => {
+                self.gateway.abandon_open(agent, id);
+                Some((CloseReason::OpenTimeout, OpenTunnelError::Timeout(timeout)))
+            }
+        };
+        if let Some((reason, error)) = failure {
+            let closed = self
+                .sessions
+                .close(id, reason, self.clock.now())
+                .await
+                .map_err(OpenTunnelError::Store)?;
+            if let Some(closed) = closed {
+                let action = match reason {
+                    CloseReason::Refused => AuditAction::TunnelRefused,
+                    CloseReason::OpenTimeout => AuditAction::TunnelTimeout,
+                    _ => AuditAction::TunnelClose,
+                };
+                self.audit_session(&closed, action, Some(error.to_string()))
+                    .await;
+            }
+            tracing::info!(session_id = %id, agent_id = %agent, tech_id = %actor.id, reason = reason.as_str(), "tunnel open failed");
+            return Err(error);
+        }
+        let now = self.clock.now();
+        if !self
+            .sessions
+            .activate(id, now)
+            .await
+            .map_err(OpenTunnelError::Store)?
+        {
+            // Closed while we waited: the agent dropped between its answer and this write.
+            self.gateway.close_tunnel(agent, id);
+            return Err(OpenTunnelError::AgentGone);
+        }
+        // The stored row is active; mirror the transition on our copy.
+        session
+            .activate(now)
+            .map_err(|_| OpenTunnelError::AgentGone)?;
+        self.audit_session(&session, AuditAction::TunnelOpen, None)
+            .await;
+        tracing::info!(session_id = %id, agent_id = %agent, tech_id = %actor.id, "tunnel open");
+        Ok(session)
+    }
+
+    /// Closes a session: its owner, or an admin. Closing a closed session answers its state.
+    ///
+    /// # Errors
+    /// [`CloseTunnelError::NotFound`], [`CloseTunnelError::Forbidden`].
+    pub async fn close_tunnel(
+        &self,
+        actor: Actor,
+        id: SessionId,
+    ) -> Result<Session, CloseTunnelError> {
+        let session = self
+            .sessions
+            .get(id)
+            .await
+            .map_err(CloseTunnelError::Store)?;
+        let session = session.ok_or(CloseTunnelError::NotFound(id))?;
+        session
+            .authorize(actor, SessionAction::Close)
+            .map_err(|_| CloseTunnelError::Forbidden(id))?;
+        let reason = session.close_reason_for(actor);
+        match self
+            .sessions
+            .close(id, reason, self.clock.now())
+            .await
+            .map_err(CloseTunnelError::Store)?
+        {
+            Some(closed) => {
+                self.gateway.close_tunnel(closed.agent(), id);
+                self.audit_close(&closed, reason).await;
+                tracing::info!(session_id = %id, agent_id = %closed.agent(), by = %actor.id, reason = reason.as_str(), "tunnel closed");
+                Ok(closed)
+            }
+            // Closed meanwhile (or before): report what is stored.
+            None => self
+                .sessions
+                .get(id)
+                .await
+                .map_err(CloseTunnelError::Store)?
+                .ok_or(CloseTunnelError::NotFound(id)),
+        }
+    }
+
+    /// A session's state, for its owner.
+    ///
+    /// # Errors
+    /// [`GetTunnelStatusError::NotFound`], [`GetTunnelStatusError::Forbidden`].
+    pub async fn tunnel_status(
+        &self,
+        actor: Actor,
+        id: SessionId,
+    ) -> Result<Session, GetTunnelStatusError> {
+        let session = self
+            .sessions
+            .get(id)
+            .await
+            .map_err(GetTunnelStatusError::Store)?;
+        let session = session.ok_or(GetTunnelStatusError::NotFound(id))?;
+        session
+            .authorize(actor, SessionAction::Read)
+            .map_err(|_| GetTunnelStatusError::Forbidden(id))?;
+        Ok(session)
+    }
+
+    /// An agent's connection ended. `tunnel` is the session that connection had open, if any
+    /// (pending opens are closed by the open itself, which sees the disconnect). Only the
+    /// connection's own session is closed, so a late cleanup cannot touch a newer connection.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn agent_disconnected(
+        &self,
+        agent: AgentId,
+        tunnel: Option<SessionId>,
+    ) -> Result<(), StoreError> {
+        let Some(id) = tunnel else { return Ok(()) };
+        if let Some(closed) = self
+            .sessions
+            .close(id, CloseReason::AgentDisconnected, self.clock.now())
+            .await?
+        {
+            self.audit_close(&closed, CloseReason::AgentDisconnected)
+                .await;
+            tracing::info!(session_id = %id, agent_id = %agent, "tunnel closed: agent disconnected");
+        }
+        Ok(())
+    }
+
+    /// Closes every session still open, for `reason` (start-up reconciliation or shutdown),
+    /// telling connected agents. Returns how many were closed.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn close_all_sessions(&self, reason: CloseReason) -> Result<usize, StoreError> {
+        let closed = self
+            .sessions
+            .close_all_open(reason, self.clock.now())
+            .await?;
+        for session in &closed {
+            self.gateway.close_tunnel(session.agent(), session.id());
+            self.audit_close(session, reason).await;
+        }
+        if !closed.is_empty() {
+            tracing::info!(
+                count = closed.len(),
+                reason = reason.as_str(),
+                "closed open sessions"
+            );
+        }
+        Ok(closed.len())
+    }
+}

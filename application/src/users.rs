@@ -1,0 +1,102 @@
+//! Users: creating them and checking their passwords.
+
+use rmm_domain::{Actor, Role, UserId, Username};
+
+use crate::app::{App, Ports};
+use crate::ports::{Clock, Credentials, IdGenerator, StoreError, UserRecord, UserRepository};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown user or wrong password: deliberately indistinguishable.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("user store failed")]
+    Store(#[source] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error("username {0} is taken")]
+    Taken(Username),
+    #[error("password must be at least 8 characters")]
+    WeakPassword,
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    #[error("user store failed")]
+    Store(#[source] StoreError),
+}
+
+/// A hash to verify against when the user does not exist, so that a login for an unknown
+/// name costs as much as one for a known name (no user enumeration by timing).
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$U2s6wTv9qFHTRz33M0lMXz/DhPJNPl5jZ5/GI9HM0Vg";
+
+impl<P: Ports> App<P> {
+    /// Checks a username and password.
+    ///
+    /// # Errors
+    /// [`LoginError::InvalidCredentials`] for an unknown user or a wrong password.
+    pub async fn login(&self, username: &str, password: &str) -> Result<Actor, LoginError> {
+        let Ok(name) = Username::parse(username) else {
+            return Err(LoginError::InvalidCredentials);
+        };
+        let user = self
+            .users
+            .find_user(&name)
+            .await
+            .map_err(LoginError::Store)?;
+        let hash = user
+            .as_ref()
+            .map_or(DUMMY_HASH, |u| u.password_hash.as_str());
+        let matches = self.credentials.verify_password(password, hash).await;
+        match user {
+            Some(user) if matches => Ok(Actor {
+                id: user.id,
+                role: user.role,
+            }),
+            Some(_) | None => Err(LoginError::InvalidCredentials),
+        }
+    }
+
+    /// Creates a user with an argon2id-hashed password.
+    ///
+    /// # Errors
+    /// [`CreateUserError::Taken`], [`CreateUserError::WeakPassword`], or a failure.
+    pub async fn create_user(
+        &self,
+        username: Username,
+        password: &str,
+        role: Role,
+    ) -> Result<UserId, CreateUserError> {
+        if password.chars().count() < 8 {
+            return Err(CreateUserError::WeakPassword);
+        }
+        let password_hash = self
+            .credentials
+            .hash_password(password)
+            .await
+            .map_err(CreateUserError::Hashing)?;
+        let user = UserRecord {
+            id: self.ids.user_id(),
+            username: username.clone(),
+            password_hash,
+            role,
+            created_at: self.clock.now(),
+        };
+        match self.users.insert_user(&user).await {
+            Ok(()) => {
+                tracing::info!(user_id = %user.id, username = %username, role = role.as_str(), "user created");
+                Ok(user.id)
+            }
+            Err(StoreError::Conflict) => Err(CreateUserError::Taken(username)),
+            Err(e) => Err(CreateUserError::Store(e)),
+        }
+    }
+
+    /// How many users exist (zero on a first run).
+    ///
+    /// # Errors
+    /// [`StoreError`] from the store.
+    pub async fn count_users(&self) -> Result<u64, StoreError> {
+        self.users.count_users().await
+    }
+}

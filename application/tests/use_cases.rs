@@ -1,0 +1,490 @@
+//! Use cases against mocked ports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mockall::predicate::eq;
+use rmm_application::*;
+use rmm_domain::*;
+use uuid::Uuid;
+
+struct Mocks;
+impl Ports for Mocks {
+    type Sessions = MockSessionRepository;
+    type Agents = MockAgentRepository;
+    type Users = MockUserRepository;
+    type Audit = MockAuditLog;
+    type Gateway = MockAgentGateway;
+    type Clock = MockClock;
+    type Ids = MockIdGenerator;
+    type Credentials = MockCredentials;
+}
+
+#[derive(Default)]
+struct Setup {
+    sessions: MockSessionRepository,
+    agents: MockAgentRepository,
+    users: MockUserRepository,
+    audit: MockAuditLog,
+    gateway: MockAgentGateway,
+    credentials: MockCredentials,
+}
+
+const AGENT: AgentId = AgentId::from_uuid(Uuid::from_u128(0xA));
+const SESSION: SessionId = SessionId::from_uuid(Uuid::from_u128(0x5));
+const TECH: Actor = Actor {
+    id: UserId::from_uuid(Uuid::from_u128(0x1)),
+    role: Role::Tech,
+};
+const OTHER_TECH: Actor = Actor {
+    id: UserId::from_uuid(Uuid::from_u128(0x2)),
+    role: Role::Tech,
+};
+const ADMIN: Actor = Actor {
+    id: UserId::from_uuid(Uuid::from_u128(0x3)),
+    role: Role::Admin,
+};
+
+fn now() -> Timestamp {
+    Timestamp::from_unix_micros(1_000_000)
+}
+
+impl Setup {
+    fn build(self) -> App<Mocks> {
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(now);
+        let mut ids = MockIdGenerator::new();
+        ids.expect_session_id().returning(|| SESSION);
+        ids.expect_agent_id().returning(|| AGENT);
+        ids.expect_user_id().returning(|| TECH.id);
+        App::new(
+            Arc::new(self.sessions),
+            Arc::new(self.agents),
+            Arc::new(self.users),
+            Arc::new(self.audit),
+            Arc::new(self.gateway),
+            Arc::new(clock),
+            Arc::new(ids),
+            Arc::new(self.credentials),
+            Config {
+                open_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+            },
+        )
+    }
+
+    fn agent_connected(mut self) -> Self {
+        self.gateway
+            .expect_mode()
+            .with(eq(AGENT))
+            .return_const(Some(AgentMode::Heartbeat));
+        self
+    }
+
+    fn expect_audit(mut self, action: AuditAction) -> Self {
+        self.audit
+            .expect_append()
+            .withf(move |e| {
+                e.action == action && e.session == Some(SESSION) && e.agent == Some(AGENT)
+            })
+            .times(1)
+            .returning(|_| Box::pin(async { Ok(()) }));
+        self
+    }
+}
+
+fn stored(owner: Actor) -> Session {
+    let mut s = Session::open(SESSION, AGENT, owner.id, now());
+    s.activate(now()).unwrap();
+    s
+}
+
+fn closed(owner: Actor, reason: CloseReason) -> Session {
+    let mut s = stored(owner);
+    s.close(reason, now()).unwrap();
+    s
+}
+
+#[tokio::test]
+async fn open_answers_active_only_after_the_agent_is_ready() {
+    let mut s = Setup::default()
+        .agent_connected()
+        .expect_audit(AuditAction::TunnelOpen);
+    s.sessions
+        .expect_insert_pending()
+        .withf(|sess| sess.status() == SessionStatus::Pending && sess.owner() == TECH.id)
+        .times(1)
+        .returning(|_| Box::pin(async { Ok(()) }));
+    s.gateway
+        .expect_open_tunnel()
+        .with(eq(AGENT), eq(SESSION), eq(TECH.id))
+        .times(1)
+        .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Ready) }));
+    s.sessions
+        .expect_activate()
+        .with(eq(SESSION), eq(now()))
+        .times(1)
+        .returning(|_, _| Box::pin(async { Ok(true) }));
+
+    let session = s.build().open_tunnel(TECH, AGENT).await.unwrap();
+    assert_eq!(session.status(), SessionStatus::Active);
+    assert_eq!(session.id(), SESSION);
+}
+
+#[tokio::test]
+async fn open_of_an_offline_agent_touches_nothing() {
+    let mut s = Setup::default();
+    s.gateway.expect_mode().return_const(None);
+    s.sessions.expect_insert_pending().never();
+    let err = s.build().open_tunnel(TECH, AGENT).await.unwrap_err();
+    assert!(matches!(err, OpenTunnelError::AgentOffline(a) if a == AGENT));
+}
+
+#[tokio::test]
+async fn open_conflicts_when_the_store_has_an_open_session() {
+    let mut s = Setup::default().agent_connected();
+    s.sessions
+        .expect_insert_pending()
+        .returning(|_| Box::pin(async { Err(StoreError::Conflict) }));
+    s.gateway.expect_open_tunnel().never();
+    let err = s.build().open_tunnel(TECH, AGENT).await.unwrap_err();
+    assert!(matches!(err, OpenTunnelError::Conflict));
+}
+
+#[tokio::test]
+async fn a_refusal_closes_the_pending_session_and_is_audited() {
+    let mut s = Setup::default()
+        .agent_connected()
+        .expect_audit(AuditAction::TunnelRefused);
+    s.sessions
+        .expect_insert_pending()
+        .returning(|_| Box::pin(async { Ok(()) }));
+    s.gateway
+        .expect_open_tunnel()
+        .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Refused("busy".into())) }));
+    s.sessions
+        .expect_close()
+        .with(eq(SESSION), eq(CloseReason::Refused), eq(now()))
+        .times(1)
+        .returning(|_, _, _| Box::pin(async { Ok(Some(closed(TECH, CloseReason::Refused))) }));
+    s.sessions.expect_activate().never();
+    let err = s.build().open_tunnel(TECH, AGENT).await.unwrap_err();
+    assert!(matches!(err, OpenTunnelError::Refused(ref why) if why == "busy"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_open_times_out_abandons_and_closes() {
+    let mut s = Setup::default()
+        .agent_connected()
+        .expect_audit(AuditAction::TunnelTimeout);
+    s.sessions
+        .expect_insert_pending()
+        .returning(|_| Box::pin(async { Ok(()) }));
+    s.gateway
+        .expect_open_tunnel()
+        .returning(|_, _, _| Box::pin(std::future::pending()));
+    s.gateway
+        .expect_abandon_open()
+        .with(eq(AGENT), eq(SESSION))
+        .times(1)
+        .return_const(());
+    s.sessions
+        .expect_close()
+        .with(eq(SESSION), eq(CloseReason::OpenTimeout), eq(now()))
+        .times(1)
+        .returning(|_, _, _| Box::pin(async { Ok(Some(closed(TECH, CloseReason::OpenTimeout))) }));
+    let app = s.build();
+    let started = tokio::time::Instant::now();
+    let err = app.open_tunnel(TECH, AGENT).await.unwrap_err();
+    assert!(matches!(err, OpenTunnelError::Timeout(d) if d == Duration::from_secs(10)));
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_disconnect_during_the_handshake_closes_the_pending_session() {
+    let mut s = Setup::default()
+        .agent_connected()
+        .expect_audit(AuditAction::TunnelClose);
+    s.sessions
+        .expect_insert_pending()
+        .returning(|_| Box::pin(async { Ok(()) }));
+    s.gateway
+        .expect_open_tunnel()
+        .returning(|_, _, _| Box::pin(async { Err(GatewayError::Disconnected) }));
+    s.sessions
+        .expect_close()
+        .with(eq(SESSION), eq(CloseReason::AgentDisconnected), eq(now()))
+        .times(1)
+        .returning(|_, _, _| {
+            Box::pin(async { Ok(Some(closed(TECH, CloseReason::AgentDisconnected))) })
+        });
+    let err = s.build().open_tunnel(TECH, AGENT).await.unwrap_err();
+    assert!(matches!(err, OpenTunnelError::AgentGone));
+}
+
+#[tokio::test]
+async fn a_ready_that_loses_the_race_with_a_disconnect_is_not_active() {
+    let mut s = Setup::default().agent_connected();
+    s.sessions
+        .expect_insert_pending()
+        .returning(|_| Box::pin(async { Ok(()) }));
+    s.gateway
+        .expect_open_tunnel()
+        .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Ready) }));
+    s.sessions
+        .expect_activate()
+        .returning(|_, _| Box::pin(async { Ok(false) }));
+    s.gateway
+        .expect_close_tunnel()
+        .with(eq(AGENT), eq(SESSION))
+        .times(1)
+        .return_const(());
+    s.audit.expect_append().never();
+    let err = s.build().open_tunnel(TECH, AGENT).await.unwrap_err();
+    assert!(matches!(err, OpenTunnelError::AgentGone));
+}
+
+#[tokio::test]
+async fn the_owner_closes_tells_the_agent_and_audits() {
+    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
+    s.sessions
+        .expect_get()
+        .with(eq(SESSION))
+        .returning(|_| Box::pin(async { Ok(Some(stored(TECH))) }));
+    s.sessions
+        .expect_close()
+        .with(eq(SESSION), eq(CloseReason::ClosedByOwner), eq(now()))
+        .times(1)
+        .returning(|_, _, _| {
+            Box::pin(async { Ok(Some(closed(TECH, CloseReason::ClosedByOwner))) })
+        });
+    s.gateway
+        .expect_close_tunnel()
+        .with(eq(AGENT), eq(SESSION))
+        .times(1)
+        .return_const(());
+    let session = s.build().close_tunnel(TECH, SESSION).await.unwrap();
+    assert_eq!(session.close_reason(), Some(CloseReason::ClosedByOwner));
+}
+
+#[tokio::test]
+async fn another_tech_may_neither_close_nor_read() {
+    let mut s = Setup::default();
+    s.sessions
+        .expect_get()
+        .returning(|_| Box::pin(async { Ok(Some(stored(TECH))) }));
+    s.sessions.expect_close().never();
+    let app = s.build();
+    assert!(matches!(
+        app.close_tunnel(OTHER_TECH, SESSION).await,
+        Err(CloseTunnelError::Forbidden(_))
+    ));
+    assert!(matches!(
+        app.tunnel_status(OTHER_TECH, SESSION).await,
+        Err(GetTunnelStatusError::Forbidden(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_admin_closes_anothers_session_with_the_admin_reason() {
+    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
+    s.sessions
+        .expect_get()
+        .returning(|_| Box::pin(async { Ok(Some(stored(TECH))) }));
+    s.sessions
+        .expect_close()
+        .with(eq(SESSION), eq(CloseReason::ClosedByAdmin), eq(now()))
+        .times(1)
+        .returning(|_, _, _| {
+            Box::pin(async { Ok(Some(closed(TECH, CloseReason::ClosedByAdmin))) })
+        });
+    s.gateway.expect_close_tunnel().return_const(());
+    let session = s.build().close_tunnel(ADMIN, SESSION).await.unwrap();
+    assert_eq!(session.close_reason(), Some(CloseReason::ClosedByAdmin));
+}
+
+#[tokio::test]
+async fn closing_a_closed_session_reports_it_without_a_second_close() {
+    let mut s = Setup::default();
+    s.sessions
+        .expect_get()
+        .returning(|_| Box::pin(async { Ok(Some(closed(TECH, CloseReason::Idle))) }));
+    s.sessions
+        .expect_close()
+        .returning(|_, _, _| Box::pin(async { Ok(None) }));
+    s.gateway.expect_close_tunnel().never();
+    s.audit.expect_append().never();
+    let session = s.build().close_tunnel(TECH, SESSION).await.unwrap();
+    assert_eq!(session.close_reason(), Some(CloseReason::Idle));
+}
+
+#[tokio::test]
+async fn status_of_an_unknown_session_is_not_found() {
+    let mut s = Setup::default();
+    s.sessions
+        .expect_get()
+        .returning(|_| Box::pin(async { Ok(None) }));
+    assert!(matches!(
+        s.build().tunnel_status(TECH, SESSION).await,
+        Err(GetTunnelStatusError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_disconnect_closes_only_that_connections_session() {
+    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
+    s.sessions
+        .expect_close()
+        .with(eq(SESSION), eq(CloseReason::AgentDisconnected), eq(now()))
+        .times(1)
+        .returning(|_, _, _| {
+            Box::pin(async { Ok(Some(closed(TECH, CloseReason::AgentDisconnected))) })
+        });
+    s.sessions.expect_close_for_agent().never();
+    let app = s.build();
+    app.agent_disconnected(AGENT, Some(SESSION)).await.unwrap();
+    app.agent_disconnected(AGENT, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connecting_agent_with_a_known_key_closes_its_stale_sessions() {
+    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
+    let digest = KeyDigest([9; 32]);
+    s.credentials
+        .expect_digest_agent_key()
+        .with(eq("k"))
+        .return_const(digest);
+    s.agents.expect_find_agent_by_key().returning(move |d| {
+        Box::pin(async move {
+            Ok(Some(AgentRecord {
+                id: AGENT,
+                name: AgentName::parse("web-01").unwrap(),
+                key_digest: d,
+                created_at: now(),
+                last_seen: None,
+                facts: HostFacts::default(),
+            }))
+        })
+    });
+    s.sessions
+        .expect_close_for_agent()
+        .with(eq(AGENT), eq(CloseReason::AgentReconnected), eq(now()))
+        .times(1)
+        .returning(|_, _, _| {
+            Box::pin(async { Ok(vec![closed(TECH, CloseReason::AgentReconnected)]) })
+        });
+    let agent = s.build().connect_agent("k").await.unwrap();
+    assert_eq!(agent.id, AGENT);
+}
+
+#[tokio::test]
+async fn an_unknown_agent_key_is_rejected() {
+    let mut s = Setup::default();
+    s.credentials
+        .expect_digest_agent_key()
+        .return_const(KeyDigest([1; 32]));
+    s.agents
+        .expect_find_agent_by_key()
+        .returning(|_| Box::pin(async { Ok(None) }));
+    s.sessions.expect_close_for_agent().never();
+    assert!(matches!(
+        s.build().connect_agent("nope").await,
+        Err(ConnectAgentError::UnknownKey)
+    ));
+}
+
+#[tokio::test]
+async fn heartbeats_are_written_in_one_batch_per_flush() {
+    let mut s = Setup::default();
+    s.agents
+        .expect_record_seen()
+        .withf(|seen| {
+            seen.len() == 1
+                && seen[0].0 == AGENT
+                && seen[0].2.as_ref().and_then(|f| f.hostname.as_deref()) == Some("h2")
+        })
+        .times(1)
+        .returning(|_| Box::pin(async { Ok(()) }));
+    s.sessions.expect_touch().never();
+    s.sessions
+        .expect_close_idle()
+        .times(2)
+        .returning(|_, _| Box::pin(async { Ok(vec![]) }));
+    let app = s.build();
+    for host in ["h1", "h2"] {
+        app.agent_heartbeat(
+            AGENT,
+            Some(HostFacts {
+                hostname: Some(host.into()),
+                ..HostFacts::default()
+            }),
+        );
+    }
+    assert_eq!(app.flush_presence_and_close_idle().await.unwrap(), 0);
+    // Nothing new: the second flush writes nothing.
+    assert_eq!(app.flush_presence_and_close_idle().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn idle_sessions_are_closed_and_their_agents_told() {
+    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
+    s.sessions
+        .expect_close_idle()
+        .with(eq(now().minus(Duration::from_secs(60))), eq(now()))
+        .returning(|_, _| Box::pin(async { Ok(vec![closed(TECH, CloseReason::Idle)]) }));
+    s.gateway
+        .expect_close_tunnel()
+        .with(eq(AGENT), eq(SESSION))
+        .times(1)
+        .return_const(());
+    assert_eq!(s.build().flush_presence_and_close_idle().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn only_admins_register_agents() {
+    let s = Setup::default();
+    let err = s
+        .build()
+        .register_agent(TECH, AgentName::parse("x").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegisterAgentError::Forbidden));
+}
+
+#[tokio::test]
+async fn login_with_an_unknown_user_still_verifies_a_hash_and_fails() {
+    let mut s = Setup::default();
+    s.users
+        .expect_find_user()
+        .returning(|_| Box::pin(async { Ok(None) }));
+    s.credentials
+        .expect_verify_password()
+        .times(1)
+        .returning(|_, _| Box::pin(async { false }));
+    assert!(matches!(
+        s.build().login("ghost", "pw").await,
+        Err(LoginError::InvalidCredentials)
+    ));
+}
+
+#[tokio::test]
+async fn login_with_the_right_password_yields_the_actor() {
+    let mut s = Setup::default();
+    s.users.expect_find_user().returning(|name| {
+        let username = name.clone();
+        Box::pin(async move {
+            Ok(Some(UserRecord {
+                id: ADMIN.id,
+                username,
+                password_hash: "h".into(),
+                role: Role::Admin,
+                created_at: now(),
+            }))
+        })
+    });
+    s.credentials
+        .expect_verify_password()
+        .withf(|p, h| p == "pw" && h == "h")
+        .returning(|_, _| Box::pin(async { true }));
+    assert_eq!(s.build().login("admin", "pw").await.unwrap(), ADMIN);
+}
