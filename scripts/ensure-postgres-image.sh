@@ -167,7 +167,7 @@ cat >"$ROOTFS/usr/local/bin/rmm-pg-entrypoint" <<'ENTRYPOINT'
 set -euo pipefail
 
 PGBIN=/usr/lib/postgresql/15/bin
-export PATH="$PGBIN:$PATH"
+case ":$PATH:" in *":$PGBIN:"*) ;; *) export PATH="$PGBIN:$PATH" ;; esac
 export PGDATA="${PGDATA:-/var/lib/postgresql/data}"
 
 if [ "$#" -eq 0 ] || [ "${1:0:1}" = "-" ]; then
@@ -233,6 +233,7 @@ exec postgres -D "$PGDATA" \
 ENTRYPOINT
 chmod 755 "$ROOTFS/usr/local/bin/rmm-pg-entrypoint"
 
+OLD_ID="$(docker image inspect -f '{{.Id}}' "$LOCAL_IMAGE" 2>/dev/null || true)"
 log "importing rootfs as $LOCAL_IMAGE"
 tar -C "$ROOTFS" --numeric-owner -c . | docker import \
     -c 'EXPOSE 5432' \
@@ -243,5 +244,8 @@ tar -C "$ROOTFS" --numeric-owner -c . | docker import \
     -c 'ENTRYPOINT ["/usr/local/bin/rmm-pg-entrypoint"]' \
     -c 'CMD ["postgres"]' \
     - "$LOCAL_IMAGE" >&2
+if [ -n "$OLD_ID" ] && [ "$OLD_ID" != "$(docker image inspect -f '{{.Id}}' "$LOCAL_IMAGE")" ]; then
+    docker image rm "$OLD_ID" >/dev/null 2>&1 || true   # stale build; ignore if still in use
+fi
 log "built $LOCAL_IMAGE in $((SECONDS - START))s ($(docker image inspect -f '{{.Size}}' "$LOCAL_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 answer "$LOCAL_IMAGE"

@@ -1,1 +1,273 @@
-fn main() {}
+//! `rmm-server`: configuration, telemetry and wiring. The store is chosen once, here, from the
+//! database URL; everything else is generic over it.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use rmm_adapters::credentials::{Jwt, JwtSecret, random_secret};
+use rmm_adapters::gateway::ConnectionTimings;
+use rmm_adapters::server::{ServeOptions, build_app, openapi_spec, serve};
+use rmm_adapters::store::{PgStore, SqliteStore};
+use rmm_application::{AgentRepository, AuditLog, Config, CreateUserError, SessionRepository, UserRepository};
+use rmm_domain::{Role, Username};
+
+/// The rmm tunnel server.
+#[derive(Debug, Parser)]
+#[command(name = "rmm-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from the first line of standard input.
+    Add {
+        #[arg(long)]
+        username: String,
+        /// Read the password from standard input (required: passwords never go in argv).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Settings {
+    /// postgres://... or sqlite://path; default: SQLite in the data folder.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "RMM_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    listen: SocketAddr,
+    /// HS256 secret for technicians' tokens, at least 32 bytes.
+    #[arg(long, env = "RMM_JWT_SECRET", global = true, hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Development mode: without RMM_JWT_SECRET, generate one and keep it in the data folder.
+    #[arg(long, env = "RMM_DEV", global = true)]
+    dev: bool,
+    /// Folder for the embedded database and dev-mode secret.
+    #[arg(long, env = "RMM_DATA_DIR", default_value = "data", global = true)]
+    data_dir: PathBuf,
+    /// Password for the `admin` user created on first run (default: random, printed once).
+    #[arg(long, env = "RMM_ADMIN_PASSWORD", global = true, hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Seconds an open waits for the agent's tunnel_ready.
+    #[arg(long, env = "RMM_OPEN_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    open_timeout_secs: u64,
+    /// Seconds without activity after which a session is closed.
+    #[arg(long, env = "RMM_IDLE_TIMEOUT_SECS", default_value_t = 1800, global = true)]
+    idle_timeout_secs: u64,
+    /// Lifetime of login tokens, seconds.
+    #[arg(long, env = "RMM_TOKEN_TTL_SECS", default_value_t = 43_200, global = true)]
+    token_ttl_secs: u64,
+    /// Largest WebSocket message an agent may send, bytes (larger: close code 1009).
+    #[arg(long, env = "RMM_MAX_AGENT_FRAME", default_value_t = 1024 * 1024, global = true)]
+    max_agent_frame: usize,
+    /// Seconds between pings to agents.
+    #[arg(long, env = "RMM_PING_INTERVAL_SECS", default_value_t = 20, global = true)]
+    ping_interval_secs: u64,
+    /// Seconds without any frame from an agent after which its socket is dropped.
+    #[arg(long, env = "RMM_AGENT_READ_IDLE_SECS", default_value_t = 60, global = true)]
+    agent_read_idle_secs: u64,
+    /// Milliseconds between presence flushes and idle checks.
+    #[arg(long, env = "RMM_MAINTENANCE_INTERVAL_MS", default_value_t = 5000, global = true)]
+    maintenance_interval_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,poem=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let url = database_url(&cli.settings)?;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        run(PgStore::connect(&url).await?, cli).await
+    } else if url.starts_with("sqlite:") {
+        run(SqliteStore::connect(&url).await?, cli).await
+    } else {
+        bail!("DATABASE_URL must start with postgres:// or sqlite:// (got {:?})", url.split(':').next().unwrap_or(""))
+    }
+}
+
+fn database_url(settings: &Settings) -> anyhow::Result<String> {
+    if let Some(url) = &settings.database_url {
+        return Ok(url.clone());
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create the data folder {}", settings.data_dir.display()))?;
+    Ok(format!("sqlite://{}", settings.data_dir.join("rmm.db").display()))
+}
+
+async fn run<S>(store: S, cli: Cli) -> anyhow::Result<()>
+where
+    S: SessionRepository + AgentRepository + UserRepository + AuditLog,
+{
+    let settings = cli.settings;
+    let config = Config {
+        open_timeout: Duration::from_secs(settings.open_timeout_secs),
+        idle_timeout: Duration::from_secs(settings.idle_timeout_secs),
+    };
+    let app = build_app(Arc::new(store), config);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi => {
+            let jwt = Arc::new(Jwt::new(&JwtSecret::parse(&"x".repeat(32))?, Duration::from_secs(1)));
+            println!("{}", openapi_spec(app, jwt));
+            Ok(())
+        }
+        Command::User { command: UserCommand::Add { username, password_stdin: _, admin } } => {
+            let username = Username::parse(&username)?;
+            let mut password = String::new();
+            std::io::stdin().lock().read_line(&mut password).context("cannot read the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let role = if admin { Role::Admin } else { Role::Tech };
+            match app.create_user(username.clone(), password, role).await {
+                Ok(id) => {
+                    println!("created {} {username} ({id})", role.as_str());
+                    Ok(())
+                }
+                Err(e @ (CreateUserError::Taken(_) | CreateUserError::WeakPassword)) => bail!("{e}"),
+                Err(e) => Err(anyhow::Error::new(e).context("could not create the user")),
+            }
+        }
+        Command::Serve => {
+            let secret = jwt_secret(&settings)?;
+            let jwt = Arc::new(Jwt::new(&secret, Duration::from_secs(settings.token_ttl_secs)));
+            first_run_admin(&app, settings.admin_password.as_deref(), settings.listen).await?;
+            let options = ServeOptions {
+                max_agent_frame: settings.max_agent_frame,
+                timings: ConnectionTimings {
+                    ping_interval: Duration::from_secs(settings.ping_interval_secs.max(1)),
+                    read_idle: Duration::from_secs(settings.agent_read_idle_secs.max(1)),
+                    ..ConnectionTimings::default()
+                },
+                maintenance_interval: Duration::from_millis(settings.maintenance_interval_ms.max(10)),
+            };
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (RMM_LISTEN)", settings.listen))?;
+            serve(app, jwt, options, listener, shutdown_signal()).await
+        }
+    }
+}
+
+fn jwt_secret(settings: &Settings) -> anyhow::Result<JwtSecret> {
+    if let Some(secret) = &settings.jwt_secret {
+        return Ok(JwtSecret::parse(secret)?);
+    }
+    if !settings.dev {
+        bail!(
+            "RMM_JWT_SECRET is not set: set it to a random string of at least 32 bytes \
+             (e.g. `export RMM_JWT_SECRET=$(openssl rand -base64 48)`), or pass --dev to generate one for local use"
+        );
+    }
+    let path = settings.data_dir.join("jwt-secret");
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(secret) => secret.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = random_secret(48);
+            write_private(&path, &secret)?;
+            secret
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    tracing::warn!(path = %path.display(), "dev mode: using the JWT secret kept in the data folder; set RMM_JWT_SECRET in production");
+    Ok(JwtSecret::parse(&secret)?)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, contents.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// With no users at all, creates `admin` and prints its password once.
+async fn first_run_admin<P: rmm_application::Ports>(
+    app: &rmm_application::App<P>,
+    password: Option<&str>,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
+    if app.count_users().await? > 0 {
+        return Ok(());
+    }
+    let generated = password.is_none();
+    let password = password.map_or_else(|| random_secret(18), str::to_owned);
+    let admin = Username::parse("admin")?;
+    app.create_user(admin, &password, Role::Admin).await.context("could not create the first admin user")?;
+    if generated {
+        println!(
+            "\n  First run: created user `admin` with password\n\n      {password}\n\n  It is shown only this once. Log in with:\n\n      \
+             curl -s http://{listen}/api/v1/auth/login -H 'content-type: application/json' \\\n        \
+             -d '{{\"username\":\"admin\",\"password\":\"{password}\"}}'\n"
+        );
+    } else {
+        println!("First run: created user `admin` with the password from RMM_ADMIN_PASSWORD.");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

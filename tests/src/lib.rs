@@ -1,1 +1,8 @@
-//! placeholder
+//! Black-box end-to-end tests of the rmm tunnel, and the harness other crates' tests share.
+//!
+//! The library part holds test support only: [`pg`] gives each test a brand-new PostgreSQL
+//! database on one container per test process, and a SQLite URL helper. It must not know
+//! the product's internals; tests drive the real binaries and stores through their public
+//! faces.
+
+pub mod pg;

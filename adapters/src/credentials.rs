@@ -1,0 +1,250 @@
+//! Secrets: argon2id password hashes, agent keys (256-bit random, stored as SHA-256), and the
+//! JWTs technicians present (HS256).
+
+use std::fmt;
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rmm_application::{AgentKey, Credentials, KeyDigest};
+use rmm_domain::{Actor, Role, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Prefix of agent keys, so a leaked key is recognisable in logs and secret scanners.
+const AGENT_KEY_PREFIX: &str = "rmmk_";
+
+/// Argon2id with the crate's defaults (RFC 9106 second recommendation); hashing runs on the
+/// blocking pool because it costs tens of milliseconds of CPU by design.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Argon2Credentials;
+
+impl Credentials for Argon2Credentials {
+    async fn hash_password(&self, password: &str) -> Result<String, String> {
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || {
+            Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    async fn verify_password(&self, password: &str, hash: &str) -> bool {
+        let (password, hash) = (password.to_owned(), hash.to_owned());
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    fn new_agent_key(&self) -> AgentKey {
+        let secret = format!("{AGENT_KEY_PREFIX}{}", random_secret(32));
+        let digest = self.digest_agent_key(&secret);
+        AgentKey { secret, digest }
+    }
+
+    fn digest_agent_key(&self, key: &str) -> KeyDigest {
+        KeyDigest(Sha256::digest(key.as_bytes()).into())
+    }
+}
+
+/// `bytes` random bytes from the OS, URL-safe base64 encoded: passwords and secrets that are
+/// printed or stored in files.
+#[must_use]
+pub fn random_secret(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The OS random source failing is not recoverable for a server that mints secrets.
+    getrandom::fill(&mut buf).unwrap_or_else(|e| panic!("OS random source failed: {e}"));
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// The HS256 secret. Debug output never shows it.
+#[derive(Clone)]
+pub struct JwtSecret(Vec<u8>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtSecretError {
+    #[error("RMM_JWT_SECRET must be at least 32 bytes (got {0}); generate one with `openssl rand -base64 48`")]
+    TooShort(usize),
+}
+
+impl JwtSecret {
+    pub const MIN_LEN: usize = 32;
+
+    /// # Errors
+    /// [`JwtSecretError::TooShort`] under 32 bytes.
+    pub fn parse(secret: &str) -> Result<Self, JwtSecretError> {
+        if secret.len() < Self::MIN_LEN {
+            return Err(JwtSecretError::TooShort(secret.len()));
+        }
+        Ok(Self(secret.as_bytes().to_vec()))
+    }
+}
+
+impl fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JwtSecret([redacted])")
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: String,
+    exp: i64,
+    iat: i64,
+}
+
+/// Issues and checks technicians' tokens.
+pub struct Jwt {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl fmt::Debug for Jwt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jwt").field("ttl", &self.ttl).finish_non_exhaustive()
+    }
+}
+
+/// A token and when it expires.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is expired")]
+    Expired,
+    #[error("token is invalid")]
+    Invalid,
+}
+
+impl Jwt {
+    #[must_use]
+    pub fn new(secret: &JwtSecret, ttl: Duration) -> Self {
+        // Only HS256: `alg: none` and every other algorithm are rejected by the validation.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
+        Self {
+            encoding: EncodingKey::from_secret(&secret.0),
+            decoding: DecodingKey::from_secret(&secret.0),
+            validation,
+            ttl,
+        }
+    }
+
+    /// # Errors
+    /// A message if signing fails (it does not with an HMAC key).
+    pub fn issue(&self, actor: Actor, now: Timestamp) -> Result<IssuedToken, String> {
+        let iat = now.as_unix_micros() / 1_000_000;
+        let expires_at = now.plus(self.ttl);
+        let claims = Claims {
+            sub: actor.id.to_string(),
+            role: actor.role.as_str().to_owned(),
+            exp: expires_at.as_unix_micros() / 1_000_000,
+            iat,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| e.to_string())?;
+        Ok(IssuedToken { token, expires_at })
+    }
+
+    /// # Errors
+    /// [`TokenError::Expired`], or [`TokenError::Invalid`] for a bad signature, algorithm,
+    /// shape or claim.
+    pub fn verify(&self, token: &str) -> Result<Actor, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            }
+        })?;
+        let id = UserId::parse(&data.claims.sub).map_err(|_| TokenError::Invalid)?;
+        let role = Role::parse(&data.claims.role).map_err(|_| TokenError::Invalid)?;
+        Ok(Actor { id, role })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn jwt() -> Jwt {
+        Jwt::new(&JwtSecret::parse(&"k".repeat(32)).unwrap(), Duration::from_secs(3600))
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_unix_micros(chrono::Utc::now().timestamp_micros())
+    }
+
+    const ACTOR: Actor = Actor { id: UserId::from_uuid(Uuid::from_u128(7)), role: Role::Admin };
+
+    #[test]
+    fn short_secrets_are_refused_with_the_length() {
+        let err = JwtSecret::parse("short").unwrap_err();
+        assert!(err.to_string().contains("got 5"));
+        assert!(!format!("{:?}", JwtSecret::parse(&"x".repeat(40)).unwrap()).contains("xxx"));
+    }
+
+    #[test]
+    fn an_issued_token_verifies_to_the_same_actor() {
+        let jwt = jwt();
+        let token = jwt.issue(ACTOR, now()).unwrap();
+        assert_eq!(jwt.verify(&token.token).unwrap(), ACTOR);
+    }
+
+    #[test]
+    fn expired_wrongly_signed_none_and_garbage_tokens_are_rejected() {
+        let jwt = jwt();
+        let old = jwt.issue(ACTOR, now().minus(Duration::from_secs(7200))).unwrap();
+        assert!(matches!(jwt.verify(&old.token), Err(TokenError::Expired)));
+
+        let other = Jwt::new(&JwtSecret::parse(&"z".repeat(32)).unwrap(), Duration::from_secs(60));
+        let forged = other.issue(ACTOR, now()).unwrap();
+        assert!(matches!(jwt.verify(&forged.token), Err(TokenError::Invalid)));
+
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let exp = now().as_unix_micros() / 1_000_000 + 3600;
+        let body = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"sub":"{}","role":"admin","exp":{exp},"iat":1}}"#,
+            ACTOR.id
+        ));
+        assert!(matches!(jwt.verify(&format!("{header}.{body}.")), Err(TokenError::Invalid)));
+        assert!(matches!(jwt.verify("not.a.jwt"), Err(TokenError::Invalid)));
+    }
+
+    #[test]
+    fn agent_keys_are_random_prefixed_and_digested() {
+        let creds = Argon2Credentials;
+        let a = creds.new_agent_key();
+        let b = creds.new_agent_key();
+        assert!(a.secret.starts_with("rmmk_"));
+        assert_eq!(a.secret.len(), 5 + 43);
+        assert_ne!(a.secret, b.secret);
+        assert!(creds.digest_agent_key(&a.secret).ct_eq(&a.digest));
+        assert!(!creds.digest_agent_key(&b.secret).ct_eq(&a.digest));
+    }
+
+    #[tokio::test]
+    async fn passwords_hash_with_argon2id_and_verify() {
+        let creds = Argon2Credentials;
+        let hash = creds.hash_password("correct horse").await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(creds.verify_password("correct horse", &hash).await);
+        assert!(!creds.verify_password("wrong horse", &hash).await);
+        assert!(!creds.verify_password("correct horse", "not a hash").await);
+    }
+}

@@ -1,0 +1,337 @@
+//! The live agent connections: a registry of who is connected (with a generation per
+//! connection and the agent's mode), the `AgentGateway` port over it, and the task that runs
+//! one agent's WebSocket.
+//!
+//! Nothing here blocks on a peer: messages to an agent go through a bounded queue fed with
+//! `try_send`, the registry lock is never held across `.await`, and a socket that stops
+//! answering is dropped by the ping/read-idle deadline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use poem::web::websocket::{CloseCode, Message, WebSocketStream};
+use rmm_application::{AgentGateway, App, GatewayError, HostFacts, OpenReply, Ports};
+use rmm_domain::{AgentId, AgentMode, SessionId, UserId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::protocol::{AgentMessage, DecodeError, ServerMessage, encode};
+
+/// Frames queued for one agent. Small on purpose: an agent that does not read is evicted,
+/// it never makes the server hold more.
+pub const OUTBOUND_QUEUE: usize = 64;
+
+/// Timings of an agent connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionTimings {
+    /// How often the server pings.
+    pub ping_interval: Duration,
+    /// A connection with no inbound frame (pongs included) for this long is dead.
+    pub read_idle: Duration,
+    /// A single write that takes longer than this means the peer stopped reading.
+    pub write_timeout: Duration,
+}
+
+impl Default for ConnectionTimings {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(20),
+            read_idle: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Connection {
+    generation: u64,
+    outbound: mpsc::Sender<ServerMessage>,
+    mode: AgentMode,
+    /// The open in flight (at most one: the store allows one open session per agent).
+    pending: Option<(SessionId, oneshot::Sender<OpenReply>)>,
+}
+
+/// The registry of connected agents; implements [`AgentGateway`].
+#[derive(Debug, Default)]
+pub struct WsAgentGateway {
+    connections: Mutex<HashMap<AgentId, Connection>>,
+    generations: AtomicU64,
+}
+
+impl WsAgentGateway {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Connection>> {
+        // Every critical section below leaves the map consistent at each statement, so a
+        // poisoned lock (a panic elsewhere) is safe to keep using.
+        self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `outbound` the agent's current connection and returns its generation. A previous
+    /// connection of the same agent is dropped: its queue closes, so its task ends, and an
+    /// open waiting on it resolves as disconnected.
+    pub fn register(&self, agent: AgentId, outbound: mpsc::Sender<ServerMessage>) -> u64 {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let old = self.lock().insert(agent, Connection { generation, outbound, mode: AgentMode::Heartbeat, pending: None });
+        if let Some(old) = old {
+            tracing::info!(agent_id = %agent, old_generation = old.generation, generation, "agent reconnected; replacing its previous connection");
+        }
+        generation
+    }
+
+    /// Removes the connection if it is still the current one, returning its last mode.
+    /// `None` when a newer connection replaced it: that one is left alone.
+    pub fn unregister(&self, agent: AgentId, generation: u64) -> Option<AgentMode> {
+        let mut connections = self.lock();
+        match connections.get(&agent) {
+            Some(c) if c.generation == generation => connections.remove(&agent).map(|c| c.mode),
+            Some(_) | None => None,
+        }
+    }
+
+    /// Number of connected agents.
+    pub fn connected(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Tells every connected agent to close its tunnel and drops every connection (shutdown).
+    pub fn disconnect_all(&self) {
+        let drained: Vec<_> = self.lock().drain().collect();
+        for (_, connection) in drained {
+            if let AgentMode::Tunnel { session } = connection.mode {
+                let _ = connection.outbound.try_send(ServerMessage::TunnelClose { session_id: session.to_string() });
+            }
+        }
+    }
+
+    /// `tunnel_ready` from `agent` on connection `generation`. Only that connection's own
+    /// pending open is answered: a ready for anyone else's session changes nothing.
+    fn on_ready(&self, agent: AgentId, generation: u64, session: SessionId) {
+        let mut connections = self.lock();
+        let Some(connection) = connections.get_mut(&agent).filter(|c| c.generation == generation) else {
+            return;
+        };
+        match connection.pending.take() {
+            Some((pending, reply)) if pending == session => match connection.mode.open(session) {
+                Ok(mode) => {
+                    connection.mode = mode;
+                    // The opener may have given up (timeout) a moment ago; then abandon_open
+                    // has already told the agent to close, and this send finds no receiver.
+                    if reply.send(OpenReply::Ready).is_err() {
+                        connection.mode = AgentMode::Heartbeat;
+                        let _ = connection.outbound.try_send(ServerMessage::TunnelClose { session_id: session.to_string() });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(agent_id = %agent, session_id = %session, error = %e, "tunnel_ready while a tunnel is open; refusing");
+                    let _ = reply.send(OpenReply::Refused(e.to_string()));
+                }
+            },
+            other => {
+                connection.pending = other;
+                tracing::warn!(agent_id = %agent, session_id = %session, "tunnel_ready for a session this agent was not asked to open; ignored");
+            }
+        }
+    }
+
+    /// `tunnel_error` whose channel names a pending session: the agent refused the open.
+    /// Returns whether it was such a refusal.
+    fn on_refusal(&self, agent: AgentId, generation: u64, session: SessionId, why: &str) -> bool {
+        let mut connections = self.lock();
+        let Some(connection) = connections.get_mut(&agent).filter(|c| c.generation == generation) else {
+            return false;
+        };
+        match connection.pending.take() {
+            Some((pending, reply)) if pending == session => {
+                let _ = reply.send(OpenReply::Refused(why.to_owned()));
+                true
+            }
+            other => {
+                connection.pending = other;
+                false
+            }
+        }
+    }
+
+    /// The agent closed a tunnel on its own (it sent `tunnel_error` on the session channel
+    /// while the tunnel was open): reflect it in the mode.
+    fn mode_of(&self, agent: AgentId, generation: u64) -> Option<AgentMode> {
+        self.lock().get(&agent).filter(|c| c.generation == generation).map(|c| c.mode)
+    }
+
+    fn send(connection: &Connection, message: ServerMessage) -> Result<(), GatewayError> {
+        connection.outbound.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => GatewayError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => GatewayError::NotConnected,
+        })
+    }
+}
+
+impl AgentGateway for WsAgentGateway {
+    fn mode(&self, agent: AgentId) -> Option<AgentMode> {
+        self.lock().get(&agent).map(|c| c.mode)
+    }
+
+    async fn open_tunnel(&self, agent: AgentId, session: SessionId, tech: UserId) -> Result<OpenReply, GatewayError> {
+        let reply = {
+            let mut connections = self.lock();
+            let connection = connections.get_mut(&agent).ok_or(GatewayError::NotConnected)?;
+            if connection.pending.is_some() || connection.mode.open(session).is_err() {
+                return Err(GatewayError::Busy);
+            }
+            let (tx, rx) = oneshot::channel();
+            Self::send(connection, ServerMessage::TunnelOpen { session_id: session.to_string(), tech_id: tech.as_uuid() })?;
+            connection.pending = Some((session, tx));
+            rx
+        };
+        // The sender is dropped when the connection goes away (or is replaced).
+        reply.await.map_err(|_| GatewayError::Disconnected)
+    }
+
+    fn abandon_open(&self, agent: AgentId, session: SessionId) {
+        let mut connections = self.lock();
+        let Some(connection) = connections.get_mut(&agent) else { return };
+        if connection.pending.as_ref().is_some_and(|(s, _)| *s == session) {
+            connection.pending = None;
+        }
+        if let Ok(mode) = connection.mode.close(session) {
+            connection.mode = mode;
+        }
+        let _ = Self::send(connection, ServerMessage::TunnelClose { session_id: session.to_string() });
+    }
+
+    fn close_tunnel(&self, agent: AgentId, session: SessionId) {
+        let mut connections = self.lock();
+        let Some(connection) = connections.get_mut(&agent) else { return };
+        match connection.mode.close(session) {
+            Ok(mode) => {
+                connection.mode = mode;
+                if let Err(e) = Self::send(connection, ServerMessage::TunnelClose { session_id: session.to_string() }) {
+                    tracing::warn!(agent_id = %agent, session_id = %session, error = %e, "could not tell the agent to close its tunnel");
+                }
+            }
+            Err(e) => tracing::debug!(agent_id = %agent, session_id = %session, error = %e, "close of a tunnel the connection does not hold"),
+        }
+    }
+}
+
+/// Runs one authenticated agent's WebSocket until it ends, then runs the disconnect use case.
+pub async fn run_agent_connection<P>(
+    app: Arc<App<P>>,
+    agent: AgentId,
+    socket: WebSocketStream,
+    timings: ConnectionTimings,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    P: Ports<Gateway = WsAgentGateway>,
+{
+    let gateway = app.gateway();
+    let (tx, mut outbound) = mpsc::channel(OUTBOUND_QUEUE);
+    let generation = gateway.register(agent, tx);
+    tracing::info!(agent_id = %agent, generation, "agent connected");
+    let (mut sink, mut stream) = socket.split();
+    let mut ping = tokio::time::interval(timings.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut deadline = tokio::time::Instant::now() + timings.read_idle;
+
+    let why: &str = loop {
+        tokio::select! {
+            frame = stream.next() => {
+                deadline = tokio::time::Instant::now() + timings.read_idle;
+                match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        app.agent_seen(agent);
+                        handle_agent_text(&app, agent, generation, &text);
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        tracing::warn!(agent_id = %agent, "binary frame from agent ignored: the protocol is JSON text");
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => app.agent_seen(agent),
+                    Some(Ok(Message::Close(_))) | None => break "agent closed the connection",
+                    Some(Err(e)) => {
+                        if is_too_big(&e) {
+                            tracing::warn!(agent_id = %agent, error = %e, "frame over the size cap; closing with 1009");
+                            let _ = sink.send(Message::Close(Some((CloseCode::Size, "frame too large".into())))).await;
+                            break "frame over the size cap";
+                        }
+                        tracing::info!(agent_id = %agent, error = %e, "agent socket error");
+                        break "socket error";
+                    }
+                }
+            }
+            message = outbound.recv() => {
+                let Some(message) = message else { break "replaced by a newer connection" };
+                let sent = tokio::time::timeout(timings.write_timeout, sink.send(Message::Text(encode(&message)))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break "write failed or timed out";
+                }
+            }
+            _ = ping.tick() => {
+                let sent = tokio::time::timeout(timings.write_timeout, sink.send(Message::Ping(Vec::new()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break "ping failed or timed out";
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => break "no traffic within the read deadline (dead peer)",
+            _ = shutdown.changed() => {
+                // Flush what is queued (the tunnel_close of shutdown) before closing.
+                while let Ok(message) = outbound.try_recv() {
+                    let _ = tokio::time::timeout(timings.write_timeout, sink.send(Message::Text(encode(&message)))).await;
+                }
+                let _ = tokio::time::timeout(
+                    timings.write_timeout,
+                    sink.send(Message::Close(Some((CloseCode::Away, "server shutting down".into())))),
+                ).await;
+                break "server shutting down";
+            }
+        }
+    };
+
+    let mode = gateway.unregister(agent, generation);
+    tracing::info!(agent_id = %agent, generation, reason = why, "agent disconnected");
+    if let Some(mode) = mode {
+        if let Err(e) = app.agent_disconnected(agent, mode.session()).await {
+            tracing::error!(agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "could not close the sessions of a disconnected agent");
+        }
+    }
+}
+
+fn is_too_big(e: &std::io::Error) -> bool {
+    let text = e.to_string();
+    text.contains("too long") || text.contains("too big") || text.contains("Space limit")
+}
+
+fn handle_agent_text<P>(app: &App<P>, agent: AgentId, generation: u64, text: &str)
+where
+    P: Ports<Gateway = WsAgentGateway>,
+{
+    let gateway = app.gateway();
+    match AgentMessage::decode(text) {
+        Ok(AgentMessage::TunnelReady { session_id }) => match SessionId::parse(&session_id) {
+            Ok(session) => gateway.on_ready(agent, generation, session),
+            Err(e) => tracing::warn!(agent_id = %agent, error = %e, "tunnel_ready with a bad session id ignored"),
+        },
+        Ok(AgentMessage::TunnelError { channel_id, error }) => {
+            let refused = SessionId::parse(&channel_id)
+                .is_ok_and(|session| gateway.on_refusal(agent, generation, session, &error));
+            if !refused {
+                tracing::warn!(agent_id = %agent, channel_id = %channel_id, error = %error, mode = ?gateway.mode_of(agent, generation), "agent reported a tunnel error");
+            }
+        }
+        Ok(AgentMessage::TunnelData { channel_id, .. }) => {
+            if let Some(session) = gateway.mode_of(agent, generation).and_then(AgentMode::session) {
+                app.session_activity(session);
+            }
+            tracing::debug!(agent_id = %agent, channel_id = %channel_id, "tunnel_data from agent");
+        }
+        Ok(AgentMessage::Heartbeat(h)) => app.agent_heartbeat(
+            agent,
+            Some(HostFacts { version: h.agent_version, hostname: h.hostname, os: h.os, uptime_secs: h.uptime_secs }),
+        ),
+        Err(DecodeError::UnknownType(kind)) => {
+            tracing::info!(agent_id = %agent, kind = %kind, "unknown message type from agent ignored");
+        }
+        Err(e) => tracing::warn!(agent_id = %agent, error = %e, "unusable frame from agent ignored"),
+    }
+}

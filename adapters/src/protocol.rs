@@ -1,0 +1,158 @@
+//! The wire protocol between server and agents (the GuruRMM tunnel protocol), as serde types.
+//!
+//! Every message is `{"type": "<snake_case name>", "payload": {...}}`. Names and shapes are
+//! the reference's; our extensions are additive (new message types, new optional fields) and
+//! documented in docs/protocol.md.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Server → agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum ServerMessage {
+    TunnelOpen { session_id: String, tech_id: Uuid },
+    TunnelClose { session_id: String },
+    TunnelData { channel_id: String, data: TunnelDataPayload },
+}
+
+/// Agent → server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum AgentMessage {
+    TunnelReady { session_id: String },
+    TunnelData { channel_id: String, data: TunnelDataPayload },
+    TunnelError { channel_id: String, error: String },
+    /// Extension: liveness and host facts, every N seconds in both modes.
+    Heartbeat(HeartbeatPayload),
+}
+
+/// The data carried on a channel, both directions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum TunnelDataPayload {
+    Terminal { command: String },
+    TerminalOutput { stdout: String, stderr: String, exit_code: Option<i32> },
+}
+
+/// Extension: what a heartbeat says. Every field is optional so minimal agents can send `{}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HeartbeatPayload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_secs: Option<u64>,
+}
+
+/// Why an inbound text frame could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    #[error("malformed {kind} message: {error}")]
+    Malformed { kind: String, error: serde_json::Error },
+}
+
+impl AgentMessage {
+    /// Parses one text frame, telling unknown message types (tolerated: newer agents may
+    /// speak extensions we do not know) from malformed ones.
+    ///
+    /// # Errors
+    /// [`DecodeError`] naming what was wrong.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        decode(text, &["tunnel_ready", "tunnel_data", "tunnel_error", "heartbeat"])
+    }
+}
+
+impl ServerMessage {
+    /// Parses one text frame (the agent side).
+    ///
+    /// # Errors
+    /// [`DecodeError`] naming what was wrong.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        decode(text, &["tunnel_open", "tunnel_close", "tunnel_data"])
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, DecodeError> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    match serde_json::from_str::<T>(text) {
+        Ok(message) => Ok(message),
+        Err(error) => match serde_json::from_str::<Envelope>(text) {
+            Ok(Envelope { kind }) if !known.contains(&kind.as_str()) => {
+                Err(DecodeError::UnknownType(kind.chars().take(64).collect()))
+            }
+            Ok(Envelope { kind }) => Err(DecodeError::Malformed { kind, error }),
+            Err(_) if serde_json::from_str::<serde_json::Value>(text).is_err() => Err(DecodeError::NotJson(error)),
+            Err(_) => Err(DecodeError::Malformed { kind: "untyped".into(), error }),
+        },
+    }
+}
+
+/// Encodes a message as one text frame.
+#[must_use]
+pub fn encode<T: Serialize>(message: &T) -> String {
+    // Serializing these types cannot fail: every map key is a string and no value is a float.
+    serde_json::to_string(message).unwrap_or_else(|e| format!(r#"{{"type":"encode_error","payload":"{e}"}}"#))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn roundtrip_server(expected: serde_json::Value) {
+        let message: ServerMessage = serde_json::from_value(expected.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&message).unwrap(), expected);
+    }
+
+    fn roundtrip_agent(expected: serde_json::Value) {
+        let message = AgentMessage::decode(&expected.to_string()).unwrap();
+        assert_eq!(serde_json::to_value(&message).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_reference_examples_round_trip_exactly() {
+        roundtrip_server(json!({"type":"tunnel_open","payload":{"session_id":"550e8400-e29b-41d4-a716-446655440000","tech_id":"7c9e6679-7425-40de-944b-e07fc1f90ae7"}}));
+        roundtrip_server(json!({"type":"tunnel_close","payload":{"session_id":"550e8400-e29b-41d4-a716-446655440000"}}));
+        roundtrip_server(json!({"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal","payload":{"command":"ls -la /home"}}}}));
+        roundtrip_agent(json!({"type":"tunnel_ready","payload":{"session_id":"550e8400-e29b-41d4-a716-446655440000"}}));
+        roundtrip_agent(json!({"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal_output","payload":{"stdout":"total 8\n","stderr":"","exit_code":0}}}}));
+        roundtrip_agent(json!({"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal_output","payload":{"stdout":"","stderr":"","exit_code":null}}}}));
+        roundtrip_agent(json!({"type":"tunnel_error","payload":{"channel_id":"terminal-1","error":"Failed to execute command: No such file or directory"}}));
+    }
+
+    #[test]
+    fn heartbeats_accept_an_empty_payload_and_round_trip_facts() {
+        assert_eq!(
+            AgentMessage::decode(r#"{"type":"heartbeat","payload":{}}"#).unwrap(),
+            AgentMessage::Heartbeat(HeartbeatPayload::default())
+        );
+        roundtrip_agent(json!({"type":"heartbeat","payload":{"agent_version":"0.1.0","hostname":"web-01","os":"linux","uptime_secs":42}}));
+    }
+
+    #[test]
+    fn unknown_types_are_told_apart_from_malformed_frames() {
+        assert!(matches!(
+            AgentMessage::decode(r#"{"type":"file_chunk","payload":{}}"#),
+            Err(DecodeError::UnknownType(t)) if t == "file_chunk"
+        ));
+        assert!(matches!(
+            AgentMessage::decode(r#"{"type":"tunnel_ready","payload":{"session_id":5}}"#),
+            Err(DecodeError::Malformed { kind, .. }) if kind == "tunnel_ready"
+        ));
+        assert!(matches!(AgentMessage::decode("{not json"), Err(DecodeError::NotJson(_))));
+        assert!(matches!(AgentMessage::decode("[1,2]"), Err(DecodeError::Malformed { .. })));
+    }
+}

@@ -1,0 +1,422 @@
+//! The PostgreSQL store: every storage port over one `sqlx` pool, schema from
+//! `migrations/postgres`. Uuids are native `uuid`, times `timestamptz` (microsecond precision,
+//! the same as the domain's [`Timestamp`]).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use rmm_application::{
+    AgentRecord, AgentRepository, AuditEvent, AuditLog, HostFacts, KeyDigest, SessionRepository,
+    StoreError, UserRecord, UserRepository,
+};
+use rmm_domain::{AgentId, CloseReason, Session, SessionId, Timestamp, Username};
+use sqlx::Row as _;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use uuid::Uuid;
+
+use super::{
+    AgentRow, RowError, SessionRow, UserRow, merge_seen, redact_url, store_error, uptime_to_db,
+};
+
+/// Every storage port on PostgreSQL. Cloning shares the pool.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects (at most 10 connections, 5 s to get one) and brings the schema up to date.
+    ///
+    /// # Errors
+    /// When the URL is malformed, the server cannot be reached or refuses the login, or a
+    /// migration fails. The message names the URL, without its password.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let shown = redact_url(url);
+        let options = PgConnectOptions::from_str(url)
+            .with_context(|| format!("invalid PostgreSQL URL {shown}"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot connect to PostgreSQL at {shown}"))?;
+        sqlx::migrate!("../migrations/postgres")
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating the PostgreSQL database at {shown} failed"))?;
+        tracing::debug!(url = %shown, "PostgreSQL store ready");
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests and health checks.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn to_db(t: Timestamp) -> Result<DateTime<Utc>, StoreError> {
+    let micros = t.as_unix_micros();
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::backend(RowError::TimeOutOfRange(micros)))
+}
+
+fn from_db(t: DateTime<Utc>) -> Timestamp {
+    Timestamp::from_unix_micros(t.timestamp_micros())
+}
+
+fn session_from_row(row: &PgRow) -> Result<Session, StoreError> {
+    let decoded = SessionRow {
+        session_id: row.try_get("session_id").map_err(store_error)?,
+        tech_id: row.try_get("tech_id").map_err(store_error)?,
+        agent_id: row.try_get("agent_id").map_err(store_error)?,
+        opened_at: from_db(row.try_get("opened_at").map_err(store_error)?),
+        last_activity: from_db(row.try_get("last_activity").map_err(store_error)?),
+        status: row.try_get("status").map_err(store_error)?,
+        closed_at: row
+            .try_get::<Option<DateTime<Utc>>, _>("closed_at")
+            .map_err(store_error)?
+            .map(from_db),
+        close_reason: row.try_get("close_reason").map_err(store_error)?,
+    };
+    Session::try_from(decoded)
+}
+
+fn sessions_from_rows(rows: &[PgRow]) -> Result<Vec<Session>, StoreError> {
+    rows.iter().map(session_from_row).collect()
+}
+
+fn agent_from_row(row: &PgRow) -> Result<AgentRecord, StoreError> {
+    let decoded = AgentRow {
+        agent_id: row.try_get("agent_id").map_err(store_error)?,
+        name: row.try_get("name").map_err(store_error)?,
+        key_digest: row.try_get("key_digest").map_err(store_error)?,
+        created_at: from_db(row.try_get("created_at").map_err(store_error)?),
+        last_seen: row
+            .try_get::<Option<DateTime<Utc>>, _>("last_seen")
+            .map_err(store_error)?
+            .map(from_db),
+        agent_version: row.try_get("agent_version").map_err(store_error)?,
+        hostname: row.try_get("hostname").map_err(store_error)?,
+        os: row.try_get("os").map_err(store_error)?,
+        uptime_secs: row.try_get("uptime_secs").map_err(store_error)?,
+    };
+    AgentRecord::try_from(decoded)
+}
+
+fn user_from_row(row: &PgRow) -> Result<UserRecord, StoreError> {
+    let decoded = UserRow {
+        user_id: row.try_get("user_id").map_err(store_error)?,
+        username: row.try_get("username").map_err(store_error)?,
+        password_hash: row.try_get("password_hash").map_err(store_error)?,
+        role: row.try_get("role").map_err(store_error)?,
+        created_at: from_db(row.try_get("created_at").map_err(store_error)?),
+    };
+    UserRecord::try_from(decoded)
+}
+
+impl SessionRepository for PgStore {
+    async fn insert_pending(&self, session: &Session) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into tech_sessions (session_id, tech_id, agent_id, opened_at, last_activity, \
+             status, closed_at, close_reason) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(session.id().as_uuid())
+        .bind(session.owner().as_uuid())
+        .bind(session.agent().as_uuid())
+        .bind(to_db(session.opened_at())?)
+        .bind(to_db(session.last_activity())?)
+        .bind(session.status().as_str())
+        .bind(session.closed_at().map(to_db).transpose()?)
+        .bind(session.close_reason().map(CloseReason::as_str))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            session_columns!(),
+            " from tech_sessions where session_id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn activate(&self, id: SessionId, now: Timestamp) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "update tech_sessions set status = 'active', \
+             last_activity = greatest(last_activity, $2) \
+             where session_id = $1 and status = 'pending'",
+        )
+        .bind(id.as_uuid())
+        .bind(to_db(now)?)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn close(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        now: Timestamp,
+    ) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(concat!(
+            "update tech_sessions set status = 'closed', closed_at = $2, close_reason = $3 \
+             where session_id = $1 and status in ('pending', 'active') returning ",
+            session_columns!()
+        ))
+        .bind(id.as_uuid())
+        .bind(to_db(now)?)
+        .bind(reason.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn close_for_agent(
+        &self,
+        agent: AgentId,
+        reason: CloseReason,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "update tech_sessions set status = 'closed', closed_at = $2, close_reason = $3 \
+             where agent_id = $1 and status in ('pending', 'active') returning ",
+            session_columns!()
+        ))
+        .bind(agent.as_uuid())
+        .bind(to_db(now)?)
+        .bind(reason.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        sessions_from_rows(&rows)
+    }
+
+    async fn close_all_open(
+        &self,
+        reason: CloseReason,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "update tech_sessions set status = 'closed', closed_at = $1, close_reason = $2 \
+             where status in ('pending', 'active') returning ",
+            session_columns!()
+        ))
+        .bind(to_db(now)?)
+        .bind(reason.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        sessions_from_rows(&rows)
+    }
+
+    async fn close_idle(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "update tech_sessions set status = 'closed', closed_at = $2, close_reason = $3 \
+             where status = 'active' and last_activity < $1 returning ",
+            session_columns!()
+        ))
+        .bind(to_db(cutoff)?)
+        .bind(to_db(now)?)
+        .bind(CloseReason::Idle.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        sessions_from_rows(&rows)
+    }
+
+    async fn touch(&self, ids: &[SessionId], at: Timestamp) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = ids.iter().map(SessionId::as_uuid).collect();
+        sqlx::query(
+            "update tech_sessions set last_activity = greatest(last_activity, $2) \
+             where session_id = any($1) and status = 'active'",
+        )
+        .bind(ids)
+        .bind(to_db(at)?)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+}
+
+impl AgentRepository for PgStore {
+    async fn insert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "insert into agents (",
+            agent_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(agent.id.as_uuid())
+        .bind(agent.name.as_str())
+        .bind(&agent.key_digest.0[..])
+        .bind(to_db(agent.created_at)?)
+        .bind(agent.last_seen.map(to_db).transpose()?)
+        .bind(agent.facts.version.as_deref())
+        .bind(agent.facts.hostname.as_deref())
+        .bind(agent.facts.os.as_deref())
+        .bind(agent.facts.uptime_secs.map(uptime_to_db))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn find_agent_by_key(&self, digest: KeyDigest) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            agent_columns!(),
+            " from agents where key_digest = $1"
+        ))
+        .bind(&digest.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        // Byte order, as SQLite's default BINARY collation sorts: the same list on both
+        // backends whatever the server's locale.
+        let rows = sqlx::query(concat!(
+            "select ",
+            agent_columns!(),
+            " from agents order by name collate \"C\", agent_id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn record_seen(
+        &self,
+        seen: &[(AgentId, Timestamp, Option<HostFacts>)],
+    ) -> Result<(), StoreError> {
+        let updates = merge_seen(seen);
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(updates.len());
+        let mut times = Vec::with_capacity(updates.len());
+        let mut versions = Vec::with_capacity(updates.len());
+        let mut hostnames = Vec::with_capacity(updates.len());
+        let mut oses = Vec::with_capacity(updates.len());
+        let mut uptimes = Vec::with_capacity(updates.len());
+        for u in updates {
+            ids.push(u.agent.as_uuid());
+            times.push(to_db(u.at)?);
+            versions.push(u.facts.version);
+            hostnames.push(u.facts.hostname);
+            oses.push(u.facts.os);
+            uptimes.push(u.facts.uptime_secs.map(uptime_to_db));
+        }
+        // One statement for the whole batch (merge_seen left one row per agent, so no agent
+        // matches twice). Facts are taken only from a batch at least as new as the stored
+        // last_seen; the right-hand sides all see the row's old values.
+        sqlx::query(
+            "update agents as a set \
+               last_seen = greatest(coalesce(a.last_seen, s.seen_at), s.seen_at), \
+               agent_version = case when s.seen_at >= coalesce(a.last_seen, s.seen_at) \
+                 then coalesce(s.agent_version, a.agent_version) else a.agent_version end, \
+               hostname = case when s.seen_at >= coalesce(a.last_seen, s.seen_at) \
+                 then coalesce(s.hostname, a.hostname) else a.hostname end, \
+               os = case when s.seen_at >= coalesce(a.last_seen, s.seen_at) \
+                 then coalesce(s.os, a.os) else a.os end, \
+               uptime_secs = case when s.seen_at >= coalesce(a.last_seen, s.seen_at) \
+                 then coalesce(s.uptime_secs, a.uptime_secs) else a.uptime_secs end \
+             from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], \
+                         $6::int8[]) \
+               as s(agent_id, seen_at, agent_version, hostname, os, uptime_secs) \
+             where a.agent_id = s.agent_id",
+        )
+        .bind(ids)
+        .bind(times)
+        .bind(versions)
+        .bind(hostnames)
+        .bind(oses)
+        .bind(uptimes)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+}
+
+impl UserRepository for PgStore {
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "insert into users (",
+            user_columns!(),
+            ") values ($1, $2, $3, $4, $5)"
+        ))
+        .bind(user.id.as_uuid())
+        .bind(user.username.as_str())
+        .bind(user.password_hash.as_str())
+        .bind(user.role.as_str())
+        .bind(to_db(user.created_at)?)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn find_user(&self, username: &Username) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            user_columns!(),
+            " from users where username = $1"
+        ))
+        .bind(username.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("select count(*) from users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        u64::try_from(n).map_err(StoreError::backend)
+    }
+}
+
+impl AuditLog for PgStore {
+    async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into audit_events (occurred_at, action, tech_id, agent_id, session_id, detail) \
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(to_db(event.at)?)
+        .bind(event.action.as_str())
+        .bind(event.user.map(|u| u.as_uuid()))
+        .bind(event.agent.map(|a| a.as_uuid()))
+        .bind(event.session.map(|s| s.as_uuid()))
+        .bind(event.detail.as_deref())
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,36 @@
+//! The system clock and id generator: the only places that read time or draw random ids.
+
+use rmm_application::{Clock, IdGenerator};
+use rmm_domain::{AgentId, SessionId, Timestamp, UserId};
+use uuid::Uuid;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_unix_micros(chrono::Utc::now().timestamp_micros())
+    }
+}
+
+/// Random (v4) UUIDs: session ids appear in URLs, so they must not be guessable.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RandomIds;
+
+impl IdGenerator for RandomIds {
+    fn session_id(&self) -> SessionId {
+        SessionId::from_uuid(Uuid::new_v4())
+    }
+    fn agent_id(&self) -> AgentId {
+        AgentId::from_uuid(Uuid::new_v4())
+    }
+    fn user_id(&self) -> UserId {
+        UserId::from_uuid(Uuid::new_v4())
+    }
+}
+
+/// Converts a domain timestamp for the wire.
+#[must_use]
+pub fn to_datetime(t: Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(t.as_unix_micros()).unwrap_or_default()
+}

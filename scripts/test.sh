@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, dependency rules and the full
+# test suite (integration tests use PostgreSQL in Docker).
+#   scripts/test.sh [extra args for cargo test]
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    cargo_bin="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
+    if [ -x "$cargo_bin/cargo" ]; then
+        export PATH="$cargo_bin:$PATH"
+    else
+        echo "test.sh: cargo not found (PATH or $cargo_bin)" >&2
+        exit 1
+    fi
+fi
+export RUST_BACKTRACE=1
+
+banner() { printf '\n==== %s ====\n' "$*"; }
+
+banner "docker engine"
+bash scripts/ensure-docker.sh
+
+banner "postgres test image"
+RMM_TEST_PG_IMAGE="$(bash scripts/ensure-postgres-image.sh)"
+export RMM_TEST_PG_IMAGE
+echo "RMM_TEST_PG_IMAGE=$RMM_TEST_PG_IMAGE"
+
+banner "cargo fmt --all --check"
+cargo fmt --all --check
+
+banner "cargo clippy --workspace --all-targets --locked -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+banner "dependency rules (scripts/check-deps.sh)"
+bash scripts/check-deps.sh
+
+banner "cargo test --workspace --locked $*"
+cargo test --workspace --locked "$@"
