@@ -26,7 +26,10 @@ impl Credentials for Argon2Credentials {
     async fn hash_password(&self, password: &str) -> Result<String, String> {
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || {
-            Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
+            Argon2::default()
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
@@ -35,8 +38,11 @@ impl Credentials for Argon2Credentials {
     async fn verify_password(&self, password: &str, hash: &str) -> bool {
         let (password, hash) = (password.to_owned(), hash.to_owned());
         tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            PasswordHash::new(&hash).is_ok_and(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
         })
         .await
         .unwrap_or(false)
@@ -69,7 +75,9 @@ pub struct JwtSecret(Vec<u8>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwtSecretError {
-    #[error("RMM_JWT_SECRET must be at least 32 bytes (got {0}); generate one with `openssl rand -base64 48`")]
+    #[error(
+        "RMM_JWT_SECRET must be at least 32 bytes (got {0}); generate one with `openssl rand -base64 48`"
+    )]
     TooShort(usize),
 }
 
@@ -110,7 +118,9 @@ pub struct Jwt {
 
 impl fmt::Debug for Jwt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Jwt").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("Jwt")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -164,12 +174,11 @@ impl Jwt {
     /// [`TokenError::Expired`], or [`TokenError::Invalid`] for a bad signature, algorithm,
     /// shape or claim.
     pub fn verify(&self, token: &str) -> Result<Actor, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            }
-        })?;
+            })?;
         let id = UserId::parse(&data.claims.sub).map_err(|_| TokenError::Invalid)?;
         let role = Role::parse(&data.claims.role).map_err(|_| TokenError::Invalid)?;
         Ok(Actor { id, role })
@@ -183,14 +192,20 @@ mod tests {
     use super::*;
 
     fn jwt() -> Jwt {
-        Jwt::new(&JwtSecret::parse(&"k".repeat(32)).unwrap(), Duration::from_secs(3600))
+        Jwt::new(
+            &JwtSecret::parse(&"k".repeat(32)).unwrap(),
+            Duration::from_secs(3600),
+        )
     }
 
     fn now() -> Timestamp {
         Timestamp::from_unix_micros(chrono::Utc::now().timestamp_micros())
     }
 
-    const ACTOR: Actor = Actor { id: UserId::from_uuid(Uuid::from_u128(7)), role: Role::Admin };
+    const ACTOR: Actor = Actor {
+        id: UserId::from_uuid(Uuid::from_u128(7)),
+        role: Role::Admin,
+    };
 
     #[test]
     fn short_secrets_are_refused_with_the_length() {
@@ -209,12 +224,20 @@ mod tests {
     #[test]
     fn expired_wrongly_signed_none_and_garbage_tokens_are_rejected() {
         let jwt = jwt();
-        let old = jwt.issue(ACTOR, now().minus(Duration::from_secs(7200))).unwrap();
+        let old = jwt
+            .issue(ACTOR, now().minus(Duration::from_secs(7200)))
+            .unwrap();
         assert!(matches!(jwt.verify(&old.token), Err(TokenError::Expired)));
 
-        let other = Jwt::new(&JwtSecret::parse(&"z".repeat(32)).unwrap(), Duration::from_secs(60));
+        let other = Jwt::new(
+            &JwtSecret::parse(&"z".repeat(32)).unwrap(),
+            Duration::from_secs(60),
+        );
         let forged = other.issue(ACTOR, now()).unwrap();
-        assert!(matches!(jwt.verify(&forged.token), Err(TokenError::Invalid)));
+        assert!(matches!(
+            jwt.verify(&forged.token),
+            Err(TokenError::Invalid)
+        ));
 
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
         let exp = now().as_unix_micros() / 1_000_000 + 3600;
@@ -222,7 +245,10 @@ mod tests {
             r#"{{"sub":"{}","role":"admin","exp":{exp},"iat":1}}"#,
             ACTOR.id
         ));
-        assert!(matches!(jwt.verify(&format!("{header}.{body}.")), Err(TokenError::Invalid)));
+        assert!(matches!(
+            jwt.verify(&format!("{header}.{body}.")),
+            Err(TokenError::Invalid)
+        ));
         assert!(matches!(jwt.verify("not.a.jwt"), Err(TokenError::Invalid)));
     }
 

@@ -65,7 +65,9 @@ impl WsAgentGateway {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Connection>> {
         // Every critical section below leaves the map consistent at each statement, so a
         // poisoned lock (a panic elsewhere) is safe to keep using.
-        self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Makes `outbound` the agent's current connection and returns its generation. A previous
@@ -73,7 +75,15 @@ impl WsAgentGateway {
     /// open waiting on it resolves as disconnected.
     pub fn register(&self, agent: AgentId, outbound: mpsc::Sender<ServerMessage>) -> u64 {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let old = self.lock().insert(agent, Connection { generation, outbound, mode: AgentMode::Heartbeat, pending: None });
+        let old = self.lock().insert(
+            agent,
+            Connection {
+                generation,
+                outbound,
+                mode: AgentMode::Heartbeat,
+                pending: None,
+            },
+        );
         if let Some(old) = old {
             tracing::info!(agent_id = %agent, old_generation = old.generation, generation, "agent reconnected; replacing its previous connection");
         }
@@ -100,7 +110,9 @@ impl WsAgentGateway {
         let drained: Vec<_> = self.lock().drain().collect();
         for (_, connection) in drained {
             if let AgentMode::Tunnel { session } = connection.mode {
-                let _ = connection.outbound.try_send(ServerMessage::TunnelClose { session_id: session.to_string() });
+                let _ = connection.outbound.try_send(ServerMessage::TunnelClose {
+                    session_id: session.to_string(),
+                });
             }
         }
     }
@@ -109,7 +121,10 @@ impl WsAgentGateway {
     /// pending open is answered: a ready for anyone else's session changes nothing.
     fn on_ready(&self, agent: AgentId, generation: u64, session: SessionId) {
         let mut connections = self.lock();
-        let Some(connection) = connections.get_mut(&agent).filter(|c| c.generation == generation) else {
+        let Some(connection) = connections
+            .get_mut(&agent)
+            .filter(|c| c.generation == generation)
+        else {
             return;
         };
         match connection.pending.take() {
@@ -120,7 +135,9 @@ impl WsAgentGateway {
                     // has already told the agent to close, and this send finds no receiver.
                     if reply.send(OpenReply::Ready).is_err() {
                         connection.mode = AgentMode::Heartbeat;
-                        let _ = connection.outbound.try_send(ServerMessage::TunnelClose { session_id: session.to_string() });
+                        let _ = connection.outbound.try_send(ServerMessage::TunnelClose {
+                            session_id: session.to_string(),
+                        });
                     }
                 }
                 Err(e) => {
@@ -139,7 +156,10 @@ impl WsAgentGateway {
     /// Returns whether it was such a refusal.
     fn on_refusal(&self, agent: AgentId, generation: u64, session: SessionId, why: &str) -> bool {
         let mut connections = self.lock();
-        let Some(connection) = connections.get_mut(&agent).filter(|c| c.generation == generation) else {
+        let Some(connection) = connections
+            .get_mut(&agent)
+            .filter(|c| c.generation == generation)
+        else {
             return false;
         };
         match connection.pending.take() {
@@ -157,7 +177,10 @@ impl WsAgentGateway {
     /// The agent closed a tunnel on its own (it sent `tunnel_error` on the session channel
     /// while the tunnel was open): reflect it in the mode.
     fn mode_of(&self, agent: AgentId, generation: u64) -> Option<AgentMode> {
-        self.lock().get(&agent).filter(|c| c.generation == generation).map(|c| c.mode)
+        self.lock()
+            .get(&agent)
+            .filter(|c| c.generation == generation)
+            .map(|c| c.mode)
     }
 
     fn send(connection: &Connection, message: ServerMessage) -> Result<(), GatewayError> {
@@ -173,15 +196,28 @@ impl AgentGateway for WsAgentGateway {
         self.lock().get(&agent).map(|c| c.mode)
     }
 
-    async fn open_tunnel(&self, agent: AgentId, session: SessionId, tech: UserId) -> Result<OpenReply, GatewayError> {
+    async fn open_tunnel(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+        tech: UserId,
+    ) -> Result<OpenReply, GatewayError> {
         let reply = {
             let mut connections = self.lock();
-            let connection = connections.get_mut(&agent).ok_or(GatewayError::NotConnected)?;
+            let connection = connections
+                .get_mut(&agent)
+                .ok_or(GatewayError::NotConnected)?;
             if connection.pending.is_some() || connection.mode.open(session).is_err() {
                 return Err(GatewayError::Busy);
             }
             let (tx, rx) = oneshot::channel();
-            Self::send(connection, ServerMessage::TunnelOpen { session_id: session.to_string(), tech_id: tech.as_uuid() })?;
+            Self::send(
+                connection,
+                ServerMessage::TunnelOpen {
+                    session_id: session.to_string(),
+                    tech_id: tech.as_uuid(),
+                },
+            )?;
             connection.pending = Some((session, tx));
             rx
         };
@@ -191,27 +227,47 @@ impl AgentGateway for WsAgentGateway {
 
     fn abandon_open(&self, agent: AgentId, session: SessionId) {
         let mut connections = self.lock();
-        let Some(connection) = connections.get_mut(&agent) else { return };
-        if connection.pending.as_ref().is_some_and(|(s, _)| *s == session) {
+        let Some(connection) = connections.get_mut(&agent) else {
+            return;
+        };
+        if connection
+            .pending
+            .as_ref()
+            .is_some_and(|(s, _)| *s == session)
+        {
             connection.pending = None;
         }
         if let Ok(mode) = connection.mode.close(session) {
             connection.mode = mode;
         }
-        let _ = Self::send(connection, ServerMessage::TunnelClose { session_id: session.to_string() });
+        let _ = Self::send(
+            connection,
+            ServerMessage::TunnelClose {
+                session_id: session.to_string(),
+            },
+        );
     }
 
     fn close_tunnel(&self, agent: AgentId, session: SessionId) {
         let mut connections = self.lock();
-        let Some(connection) = connections.get_mut(&agent) else { return };
+        let Some(connection) = connections.get_mut(&agent) else {
+            return;
+        };
         match connection.mode.close(session) {
             Ok(mode) => {
                 connection.mode = mode;
-                if let Err(e) = Self::send(connection, ServerMessage::TunnelClose { session_id: session.to_string() }) {
+                if let Err(e) = Self::send(
+                    connection,
+                    ServerMessage::TunnelClose {
+                        session_id: session.to_string(),
+                    },
+                ) {
                     tracing::warn!(agent_id = %agent, session_id = %session, error = %e, "could not tell the agent to close its tunnel");
                 }
             }
-            Err(e) => tracing::debug!(agent_id = %agent, session_id = %session, error = %e, "close of a tunnel the connection does not hold"),
+            Err(e) => {
+                tracing::debug!(agent_id = %agent, session_id = %session, error = %e, "close of a tunnel the connection does not hold")
+            }
         }
     }
 }
@@ -310,7 +366,9 @@ where
     match AgentMessage::decode(text) {
         Ok(AgentMessage::TunnelReady { session_id }) => match SessionId::parse(&session_id) {
             Ok(session) => gateway.on_ready(agent, generation, session),
-            Err(e) => tracing::warn!(agent_id = %agent, error = %e, "tunnel_ready with a bad session id ignored"),
+            Err(e) => {
+                tracing::warn!(agent_id = %agent, error = %e, "tunnel_ready with a bad session id ignored")
+            }
         },
         Ok(AgentMessage::TunnelError { channel_id, error }) => {
             let refused = SessionId::parse(&channel_id)
@@ -320,18 +378,28 @@ where
             }
         }
         Ok(AgentMessage::TunnelData { channel_id, .. }) => {
-            if let Some(session) = gateway.mode_of(agent, generation).and_then(AgentMode::session) {
+            if let Some(session) = gateway
+                .mode_of(agent, generation)
+                .and_then(AgentMode::session)
+            {
                 app.session_activity(session);
             }
             tracing::debug!(agent_id = %agent, channel_id = %channel_id, "tunnel_data from agent");
         }
         Ok(AgentMessage::Heartbeat(h)) => app.agent_heartbeat(
             agent,
-            Some(HostFacts { version: h.agent_version, hostname: h.hostname, os: h.os, uptime_secs: h.uptime_secs }),
+            Some(HostFacts {
+                version: h.agent_version,
+                hostname: h.hostname,
+                os: h.os,
+                uptime_secs: h.uptime_secs,
+            }),
         ),
         Err(DecodeError::UnknownType(kind)) => {
             tracing::info!(agent_id = %agent, kind = %kind, "unknown message type from agent ignored");
         }
-        Err(e) => tracing::warn!(agent_id = %agent, error = %e, "unusable frame from agent ignored"),
+        Err(e) => {
+            tracing::warn!(agent_id = %agent, error = %e, "unusable frame from agent ignored")
+        }
     }
 }

@@ -10,8 +10,8 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags};
 use rmm_application::{
-    App, CloseTunnelError, GetTunnelStatusError, ListAgentsError, LoginError, OpenTunnelError, Ports,
-    RegisterAgentError,
+    App, CloseTunnelError, GetTunnelStatusError, ListAgentsError, LoginError, OpenTunnelError,
+    Ports, RegisterAgentError,
 };
 use rmm_domain::{Actor, AgentId, AgentName, Session, SessionId};
 use uuid::Uuid;
@@ -37,7 +37,9 @@ pub struct ErrorBody {
 }
 
 fn error(message: impl Into<String>) -> Json<ErrorBody> {
-    Json(ErrorBody { error: message.into() })
+    Json(ErrorBody {
+        error: message.into(),
+    })
 }
 
 /// A JWT from `POST /api/v1/auth/login`, as `Authorization: Bearer <token>`.
@@ -47,7 +49,10 @@ pub struct TechAuth(Actor);
 
 async fn check_token(req: &Request, bearer: Bearer) -> poem::Result<Actor> {
     let jwt = req.data::<Arc<Jwt>>().ok_or_else(|| {
-        poem::Error::from_string("authentication is not configured", poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+        poem::Error::from_string(
+            "authentication is not configured",
+            poem::http::StatusCode::INTERNAL_SERVER_ERROR,
+        )
     })?;
     jwt.verify(&bearer.token).map_err(|e| {
         let message = match e {
@@ -315,21 +320,33 @@ impl<P: Ports> Api<P> {
     #[oai(path = "/auth/login", method = "post", tag = "ApiTags::Auth")]
     async fn login(&self, body: Json<LoginBody>) -> LoginResponse {
         match self.app.login(&body.username, &body.password).await {
-            Ok(actor) => match self.jwt.issue(actor, rmm_application::Clock::now(self.app.clock())) {
-                Ok(t) => LoginResponse::Ok(Json(TokenResponse { token: t.token, expires_at: to_datetime(t.expires_at) })),
+            Ok(actor) => match self
+                .jwt
+                .issue(actor, rmm_application::Clock::now(self.app.clock()))
+            {
+                Ok(t) => LoginResponse::Ok(Json(TokenResponse {
+                    token: t.token,
+                    expires_at: to_datetime(t.expires_at),
+                })),
                 Err(e) => {
                     tracing::error!(error = %e, "token signing failed");
                     LoginResponse::Internal(error("internal error; see the server log"))
                 }
             },
-            Err(LoginError::InvalidCredentials) => LoginResponse::Unauthorized(error("invalid username or password")),
+            Err(LoginError::InvalidCredentials) => {
+                LoginResponse::Unauthorized(error("invalid username or password"))
+            }
             Err(e @ LoginError::Store(_)) => LoginResponse::Internal(internal("login", &e)),
         }
     }
 
     /// Register an agent (admins only). The response carries the agent's key, once.
     #[oai(path = "/agents", method = "post", tag = "ApiTags::Agents")]
-    async fn register_agent(&self, auth: TechAuth, body: Json<RegisterAgentBody>) -> RegisterAgentResponse {
+    async fn register_agent(
+        &self,
+        auth: TechAuth,
+        body: Json<RegisterAgentBody>,
+    ) -> RegisterAgentResponse {
         let name = match AgentName::parse(&body.name) {
             Ok(name) => name,
             Err(e) => return RegisterAgentResponse::BadRequest(error(e.to_string())),
@@ -339,9 +356,15 @@ impl<P: Ports> Api<P> {
                 agent_id: agent.id.as_uuid(),
                 agent_key: agent.key.secret,
             })),
-            Err(e @ RegisterAgentError::Forbidden) => RegisterAgentResponse::Forbidden(error(e.to_string())),
-            Err(e @ RegisterAgentError::NameTaken(_)) => RegisterAgentResponse::Conflict(error(e.to_string())),
-            Err(e @ RegisterAgentError::Store(_)) => RegisterAgentResponse::Internal(internal("register_agent", &e)),
+            Err(e @ RegisterAgentError::Forbidden) => {
+                RegisterAgentResponse::Forbidden(error(e.to_string()))
+            }
+            Err(e @ RegisterAgentError::NameTaken(_)) => {
+                RegisterAgentResponse::Conflict(error(e.to_string()))
+            }
+            Err(e @ RegisterAgentError::Store(_)) => {
+                RegisterAgentResponse::Internal(internal("register_agent", &e))
+            }
         }
     }
 
@@ -356,7 +379,10 @@ impl<P: Ports> Api<P> {
                         agent_id: a.record.id.as_uuid(),
                         name: a.record.name.as_str().to_owned(),
                         connected: a.mode.is_some(),
-                        mode: a.mode.map_or("offline", rmm_domain::AgentMode::as_str).to_owned(),
+                        mode: a
+                            .mode
+                            .map_or("offline", rmm_domain::AgentMode::as_str)
+                            .to_owned(),
                         last_seen: a.record.last_seen.map(to_datetime),
                         agent_version: a.record.facts.version,
                         hostname: a.record.facts.hostname,
@@ -365,14 +391,20 @@ impl<P: Ports> Api<P> {
                     })
                     .collect(),
             )),
-            Err(e @ ListAgentsError::Store(_)) => ListAgentsResponse::Internal(internal("list_agents", &e)),
+            Err(e @ ListAgentsError::Store(_)) => {
+                ListAgentsResponse::Internal(internal("list_agents", &e))
+            }
         }
     }
 
     /// Open a tunnel to a connected agent. Answers once the agent has confirmed it.
     #[oai(path = "/tunnel/open", method = "post", tag = "ApiTags::Tunnel")]
     async fn open(&self, auth: TechAuth, body: Json<OpenBody>) -> OpenResponse {
-        match self.app.open_tunnel(auth.0, AgentId::from_uuid(body.agent_id)).await {
+        match self
+            .app
+            .open_tunnel(auth.0, AgentId::from_uuid(body.agent_id))
+            .await
+        {
             Ok(session) => OpenResponse::Ok(Json(OpenedResponse {
                 session_id: session.id().as_uuid(),
                 status: session.status().as_str().to_owned(),
@@ -385,7 +417,9 @@ impl<P: Ports> Api<P> {
             }
             Err(e @ OpenTunnelError::Timeout(_)) => OpenResponse::Timeout(error(e.to_string())),
             Err(e @ OpenTunnelError::Overloaded) => OpenResponse::Unavailable(error(e.to_string())),
-            Err(e @ OpenTunnelError::Store(_)) => OpenResponse::Internal(internal("open_tunnel", &e)),
+            Err(e @ OpenTunnelError::Store(_)) => {
+                OpenResponse::Internal(internal("open_tunnel", &e))
+            }
         }
     }
 
@@ -400,19 +434,41 @@ impl<P: Ports> Api<P> {
                 close_reason: session.close_reason().map_or("", |r| r.as_str()).to_owned(),
             })),
             Err(e @ CloseTunnelError::NotFound(_)) => CloseResponse::NotFound(error(e.to_string())),
-            Err(e @ CloseTunnelError::Forbidden(_)) => CloseResponse::Forbidden(error(e.to_string())),
-            Err(e @ CloseTunnelError::Store(_)) => CloseResponse::Internal(internal("close_tunnel", &e)),
+            Err(e @ CloseTunnelError::Forbidden(_)) => {
+                CloseResponse::Forbidden(error(e.to_string()))
+            }
+            Err(e @ CloseTunnelError::Store(_)) => {
+                CloseResponse::Internal(internal("close_tunnel", &e))
+            }
         }
     }
 
     /// A session's status, for its owner.
-    #[oai(path = "/tunnel/status/:session_id", method = "get", tag = "ApiTags::Tunnel")]
-    async fn status(&self, auth: TechAuth, #[oai(name = "session_id")] session_id: Path<Uuid>) -> StatusResponse {
-        match self.app.tunnel_status(auth.0, SessionId::from_uuid(session_id.0)).await {
+    #[oai(
+        path = "/tunnel/status/:session_id",
+        method = "get",
+        tag = "ApiTags::Tunnel"
+    )]
+    async fn status(
+        &self,
+        auth: TechAuth,
+        #[oai(name = "session_id")] session_id: Path<Uuid>,
+    ) -> StatusResponse {
+        match self
+            .app
+            .tunnel_status(auth.0, SessionId::from_uuid(session_id.0))
+            .await
+        {
             Ok(session) => StatusResponse::Ok(Json(StatusDto::from(&session))),
-            Err(e @ GetTunnelStatusError::NotFound(_)) => StatusResponse::NotFound(error(e.to_string())),
-            Err(e @ GetTunnelStatusError::Forbidden(_)) => StatusResponse::Forbidden(error(e.to_string())),
-            Err(e @ GetTunnelStatusError::Store(_)) => StatusResponse::Internal(internal("tunnel_status", &e)),
+            Err(e @ GetTunnelStatusError::NotFound(_)) => {
+                StatusResponse::NotFound(error(e.to_string()))
+            }
+            Err(e @ GetTunnelStatusError::Forbidden(_)) => {
+                StatusResponse::Forbidden(error(e.to_string()))
+            }
+            Err(e @ GetTunnelStatusError::Store(_)) => {
+                StatusResponse::Internal(internal("tunnel_status", &e))
+            }
         }
     }
 }

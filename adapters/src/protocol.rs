@@ -11,18 +11,34 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
 pub enum ServerMessage {
-    TunnelOpen { session_id: String, tech_id: Uuid },
-    TunnelClose { session_id: String },
-    TunnelData { channel_id: String, data: TunnelDataPayload },
+    TunnelOpen {
+        session_id: String,
+        tech_id: Uuid,
+    },
+    TunnelClose {
+        session_id: String,
+    },
+    TunnelData {
+        channel_id: String,
+        data: TunnelDataPayload,
+    },
 }
 
 /// Agent → server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
 pub enum AgentMessage {
-    TunnelReady { session_id: String },
-    TunnelData { channel_id: String, data: TunnelDataPayload },
-    TunnelError { channel_id: String, error: String },
+    TunnelReady {
+        session_id: String,
+    },
+    TunnelData {
+        channel_id: String,
+        data: TunnelDataPayload,
+    },
+    TunnelError {
+        channel_id: String,
+        error: String,
+    },
     /// Extension: liveness and host facts, every N seconds in both modes.
     Heartbeat(HeartbeatPayload),
 }
@@ -31,8 +47,14 @@ pub enum AgentMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
 pub enum TunnelDataPayload {
-    Terminal { command: String },
-    TerminalOutput { stdout: String, stderr: String, exit_code: Option<i32> },
+    Terminal {
+        command: String,
+    },
+    TerminalOutput {
+        stdout: String,
+        stderr: String,
+        exit_code: Option<i32>,
+    },
 }
 
 /// Extension: what a heartbeat says. Every field is optional so minimal agents can send `{}`.
@@ -56,7 +78,10 @@ pub enum DecodeError {
     #[error("unknown message type {0:?}")]
     UnknownType(String),
     #[error("malformed {kind} message: {error}")]
-    Malformed { kind: String, error: serde_json::Error },
+    Malformed {
+        kind: String,
+        error: serde_json::Error,
+    },
 }
 
 impl AgentMessage {
@@ -66,7 +91,10 @@ impl AgentMessage {
     /// # Errors
     /// [`DecodeError`] naming what was wrong.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        decode(text, &["tunnel_ready", "tunnel_data", "tunnel_error", "heartbeat"])
+        decode(
+            text,
+            &["tunnel_ready", "tunnel_data", "tunnel_error", "heartbeat"],
+        )
     }
 }
 
@@ -93,8 +121,13 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<
                 Err(DecodeError::UnknownType(kind.chars().take(64).collect()))
             }
             Ok(Envelope { kind }) => Err(DecodeError::Malformed { kind, error }),
-            Err(_) if serde_json::from_str::<serde_json::Value>(text).is_err() => Err(DecodeError::NotJson(error)),
-            Err(_) => Err(DecodeError::Malformed { kind: "untyped".into(), error }),
+            Err(_) if serde_json::from_str::<serde_json::Value>(text).is_err() => {
+                Err(DecodeError::NotJson(error))
+            }
+            Err(_) => Err(DecodeError::Malformed {
+                kind: "untyped".into(),
+                error,
+            }),
         },
     }
 }
@@ -103,7 +136,8 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<
 #[must_use]
 pub fn encode<T: Serialize>(message: &T) -> String {
     // Serializing these types cannot fail: every map key is a string and no value is a float.
-    serde_json::to_string(message).unwrap_or_else(|e| format!(r#"{{"type":"encode_error","payload":"{e}"}}"#))
+    serde_json::to_string(message)
+        .unwrap_or_else(|e| format!(r#"{{"type":"encode_error","payload":"{e}"}}"#))
 }
 
 #[cfg(test)]
@@ -124,13 +158,27 @@ mod tests {
 
     #[test]
     fn the_reference_examples_round_trip_exactly() {
-        roundtrip_server(json!({"type":"tunnel_open","payload":{"session_id":"550e8400-e29b-41d4-a716-446655440000","tech_id":"7c9e6679-7425-40de-944b-e07fc1f90ae7"}}));
-        roundtrip_server(json!({"type":"tunnel_close","payload":{"session_id":"550e8400-e29b-41d4-a716-446655440000"}}));
-        roundtrip_server(json!({"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal","payload":{"command":"ls -la /home"}}}}));
-        roundtrip_agent(json!({"type":"tunnel_ready","payload":{"session_id":"550e8400-e29b-41d4-a716-446655440000"}}));
-        roundtrip_agent(json!({"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal_output","payload":{"stdout":"total 8\n","stderr":"","exit_code":0}}}}));
-        roundtrip_agent(json!({"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal_output","payload":{"stdout":"","stderr":"","exit_code":null}}}}));
-        roundtrip_agent(json!({"type":"tunnel_error","payload":{"channel_id":"terminal-1","error":"Failed to execute command: No such file or directory"}}));
+        roundtrip_server(
+            json!({"type":"tunnel_open","payload":{"session_id":"550e8400-e29b-41d4-a716-446655440000","tech_id":"7c9e6679-7425-40de-944b-e07fc1f90ae7"}}),
+        );
+        roundtrip_server(
+            json!({"type":"tunnel_close","payload":{"session_id":"550e8400-e29b-41d4-a716-446655440000"}}),
+        );
+        roundtrip_server(
+            json!({"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal","payload":{"command":"ls -la /home"}}}}),
+        );
+        roundtrip_agent(
+            json!({"type":"tunnel_ready","payload":{"session_id":"550e8400-e29b-41d4-a716-446655440000"}}),
+        );
+        roundtrip_agent(
+            json!({"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal_output","payload":{"stdout":"total 8\n","stderr":"","exit_code":0}}}}),
+        );
+        roundtrip_agent(
+            json!({"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal_output","payload":{"stdout":"","stderr":"","exit_code":null}}}}),
+        );
+        roundtrip_agent(
+            json!({"type":"tunnel_error","payload":{"channel_id":"terminal-1","error":"Failed to execute command: No such file or directory"}}),
+        );
     }
 
     #[test]
@@ -139,7 +187,9 @@ mod tests {
             AgentMessage::decode(r#"{"type":"heartbeat","payload":{}}"#).unwrap(),
             AgentMessage::Heartbeat(HeartbeatPayload::default())
         );
-        roundtrip_agent(json!({"type":"heartbeat","payload":{"agent_version":"0.1.0","hostname":"web-01","os":"linux","uptime_secs":42}}));
+        roundtrip_agent(
+            json!({"type":"heartbeat","payload":{"agent_version":"0.1.0","hostname":"web-01","os":"linux","uptime_secs":42}}),
+        );
     }
 
     #[test]
@@ -152,7 +202,13 @@ mod tests {
             AgentMessage::decode(r#"{"type":"tunnel_ready","payload":{"session_id":5}}"#),
             Err(DecodeError::Malformed { kind, .. }) if kind == "tunnel_ready"
         ));
-        assert!(matches!(AgentMessage::decode("{not json"), Err(DecodeError::NotJson(_))));
-        assert!(matches!(AgentMessage::decode("[1,2]"), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(
+            AgentMessage::decode("{not json"),
+            Err(DecodeError::NotJson(_))
+        ));
+        assert!(matches!(
+            AgentMessage::decode("[1,2]"),
+            Err(DecodeError::Malformed { .. })
+        ));
     }
 }

@@ -12,7 +12,8 @@ use poem::web::{Data, Json as PoemJson};
 use poem::{EndpointExt, IntoResponse, Response, Route, get, handler};
 use poem_openapi::OpenApiService;
 use rmm_application::{
-    AgentRepository, App, AuditLog, Config, ConnectAgentError, Ports, SessionRepository, UserRepository,
+    AgentRepository, App, AuditLog, Config, ConnectAgentError, Ports, SessionRepository,
+    UserRepository,
 };
 use rmm_domain::CloseReason;
 use tokio::sync::watch;
@@ -86,7 +87,6 @@ pub fn api_service<P: Ports>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> OpenApiService<
              the token as `Authorization: Bearer <token>`. Agents connect to `GET /api/v1/agent/ws`; the \
              WebSocket messages are documented in docs/protocol.md.",
         )
-        .url_prefix("/")
 }
 
 /// Health: 200 while serving.
@@ -102,7 +102,10 @@ async fn readyz<P: Ports>(app: Data<&Arc<App<P>>>) -> Response {
         Ok(_) => PoemJson(serde_json::json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "readiness check failed: database unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, PoemJson(serde_json::json!({ "error": "database unavailable" })))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                PoemJson(serde_json::json!({ "error": "database unavailable" })),
+            )
                 .into_response()
         }
     }
@@ -127,7 +130,10 @@ where
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(key) = key.filter(|k| !k.is_empty()) else {
-        return json_error(StatusCode::UNAUTHORIZED, "missing agent key: send Authorization: Bearer <agent_key>");
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "missing agent key: send Authorization: Bearer <agent_key>",
+        );
     };
     let agent = match app.connect_agent(key).await {
         Ok(agent) => agent,
@@ -137,12 +143,20 @@ where
         }
         Err(e @ ConnectAgentError::Store(_)) => {
             tracing::error!(error = %e, source = ?std::error::Error::source(&e), "agent authentication failed");
-            return json_error(StatusCode::SERVICE_UNAVAILABLE, "server cannot authenticate agents right now");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server cannot authenticate agents right now",
+            );
         }
     };
     let ws = match ws {
         Ok(ws) => ws,
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "this endpoint takes a WebSocket upgrade"),
+        Err(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "this endpoint takes a WebSocket upgrade",
+            );
+        }
     };
     let app = Arc::clone(&app);
     let options = Arc::clone(&options);
@@ -155,7 +169,9 @@ where
         .max_message_size(Some(options.max_agent_frame))
         .max_frame_size(Some(options.max_agent_frame));
     ws.config(config)
-        .on_upgrade(move |socket| run_agent_connection(app, agent.id, socket, options.timings, shutdown))
+        .on_upgrade(move |socket| {
+            run_agent_connection(app, agent.id, socket, options.timings, shutdown)
+        })
         .into_response()
 }
 
@@ -179,7 +195,12 @@ async fn error_as_json(err: poem::Error) -> Response {
 }
 
 /// The whole HTTP surface.
-pub fn routes<P>(app: Arc<App<P>>, jwt: Arc<Jwt>, options: Arc<ServeOptions>, shutdown: watch::Receiver<bool>) -> impl poem::Endpoint
+pub fn routes<P>(
+    app: Arc<App<P>>,
+    jwt: Arc<Jwt>,
+    options: Arc<ServeOptions>,
+    shutdown: watch::Receiver<bool>,
+) -> impl poem::Endpoint
 where
     P: Ports<Gateway = WsAgentGateway>,
 {
@@ -223,10 +244,17 @@ where
 {
     let closed = app.close_all_sessions(CloseReason::ServerRestart).await?;
     if closed > 0 {
-        tracing::warn!(count = closed, "closed sessions a previous server process left open");
+        tracing::warn!(
+            count = closed,
+            "closed sessions a previous server process left open"
+        );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let maintenance = tokio::spawn(maintain(Arc::clone(&app), options.maintenance_interval, stop_rx.clone()));
+    let maintenance = tokio::spawn(maintain(
+        Arc::clone(&app),
+        options.maintenance_interval,
+        stop_rx.clone(),
+    ));
     let addr = listener.local_addr()?;
     let options = Arc::new(options);
     let endpoint = routes(Arc::clone(&app), jwt, options, stop_rx.clone());
@@ -240,7 +268,10 @@ where
             async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing sessions and telling agents");
-                if let Err(e) = app_for_stop.close_all_sessions(CloseReason::ServerShutdown).await {
+                if let Err(e) = app_for_stop
+                    .close_all_sessions(CloseReason::ServerShutdown)
+                    .await
+                {
                     tracing::error!(error = %e, "could not close sessions at shutdown");
                 }
                 let _ = stop_tx.send(true);

@@ -13,9 +13,7 @@
 use std::collections::BTreeMap;
 
 use rmm_application::{AgentRecord, HostFacts, KeyDigest, StoreError, UserRecord};
-use rmm_domain::{
-    AgentId, AgentName, Role, Session, SessionId, Timestamp, UserId, Username,
-};
+use rmm_domain::{AgentId, AgentName, Role, Session, SessionId, Timestamp, UserId, Username};
 use uuid::Uuid;
 
 pub use postgres::PgStore;
@@ -146,7 +144,8 @@ impl TryFrom<AgentRow> for AgentRecord {
 
     fn try_from(row: AgentRow) -> Result<Self, Self::Error> {
         let key = row.agent_id;
-        let name = AgentName::parse(&row.name).map_err(|e| RowError::bad("agents", key, "name", e))?;
+        let name =
+            AgentName::parse(&row.name).map_err(|e| RowError::bad("agents", key, "name", e))?;
         let digest = <[u8; 32]>::try_from(row.key_digest.as_slice()).map_err(|_| {
             RowError::bad(
                 "agents",

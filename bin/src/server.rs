@@ -13,7 +13,9 @@ use rmm_adapters::credentials::{Jwt, JwtSecret, random_secret};
 use rmm_adapters::gateway::ConnectionTimings;
 use rmm_adapters::server::{ServeOptions, build_app, openapi_spec, serve};
 use rmm_adapters::store::{PgStore, SqliteStore};
-use rmm_application::{AgentRepository, AuditLog, Config, CreateUserError, SessionRepository, UserRepository};
+use rmm_application::{
+    AgentRepository, AuditLog, Config, CreateUserError, SessionRepository, UserRepository,
+};
 use rmm_domain::{Role, Username};
 
 /// The rmm tunnel server.
@@ -62,7 +64,12 @@ struct Settings {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
     /// Address to listen on.
-    #[arg(long, env = "RMM_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "RMM_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     listen: SocketAddr,
     /// HS256 secret for technicians' tokens, at least 32 bytes.
     #[arg(long, env = "RMM_JWT_SECRET", global = true, hide_env_values = true)]
@@ -74,28 +81,63 @@ struct Settings {
     #[arg(long, env = "RMM_DATA_DIR", default_value = "data", global = true)]
     data_dir: PathBuf,
     /// Password for the `admin` user created on first run (default: random, printed once).
-    #[arg(long, env = "RMM_ADMIN_PASSWORD", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RMM_ADMIN_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
     admin_password: Option<String>,
     /// Seconds an open waits for the agent's tunnel_ready.
-    #[arg(long, env = "RMM_OPEN_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "RMM_OPEN_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
     open_timeout_secs: u64,
     /// Seconds without activity after which a session is closed.
-    #[arg(long, env = "RMM_IDLE_TIMEOUT_SECS", default_value_t = 1800, global = true)]
+    #[arg(
+        long,
+        env = "RMM_IDLE_TIMEOUT_SECS",
+        default_value_t = 1800,
+        global = true
+    )]
     idle_timeout_secs: u64,
     /// Lifetime of login tokens, seconds.
-    #[arg(long, env = "RMM_TOKEN_TTL_SECS", default_value_t = 43_200, global = true)]
+    #[arg(
+        long,
+        env = "RMM_TOKEN_TTL_SECS",
+        default_value_t = 43_200,
+        global = true
+    )]
     token_ttl_secs: u64,
     /// Largest WebSocket message an agent may send, bytes (larger: close code 1009).
     #[arg(long, env = "RMM_MAX_AGENT_FRAME", default_value_t = 1024 * 1024, global = true)]
     max_agent_frame: usize,
     /// Seconds between pings to agents.
-    #[arg(long, env = "RMM_PING_INTERVAL_SECS", default_value_t = 20, global = true)]
+    #[arg(
+        long,
+        env = "RMM_PING_INTERVAL_SECS",
+        default_value_t = 20,
+        global = true
+    )]
     ping_interval_secs: u64,
     /// Seconds without any frame from an agent after which its socket is dropped.
-    #[arg(long, env = "RMM_AGENT_READ_IDLE_SECS", default_value_t = 60, global = true)]
+    #[arg(
+        long,
+        env = "RMM_AGENT_READ_IDLE_SECS",
+        default_value_t = 60,
+        global = true
+    )]
     agent_read_idle_secs: u64,
     /// Milliseconds between presence flushes and idle checks.
-    #[arg(long, env = "RMM_MAINTENANCE_INTERVAL_MS", default_value_t = 5000, global = true)]
+    #[arg(
+        long,
+        env = "RMM_MAINTENANCE_INTERVAL_MS",
+        default_value_t = 5000,
+        global = true
+    )]
     maintenance_interval_ms: u64,
 }
 
@@ -108,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,sqlx=warn,poem=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let url = database_url(&cli.settings)?;
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -115,7 +158,10 @@ async fn main() -> anyhow::Result<()> {
     } else if url.starts_with("sqlite:") {
         run(SqliteStore::connect(&url).await?, cli).await
     } else {
-        bail!("DATABASE_URL must start with postgres:// or sqlite:// (got {:?})", url.split(':').next().unwrap_or(""))
+        bail!(
+            "DATABASE_URL must start with postgres:// or sqlite:// (got {:?})",
+            url.split(':').next().unwrap_or("")
+        )
     }
 }
 
@@ -123,9 +169,16 @@ fn database_url(settings: &Settings) -> anyhow::Result<String> {
     if let Some(url) = &settings.database_url {
         return Ok(url.clone());
     }
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create the data folder {}", settings.data_dir.display()))?;
-    Ok(format!("sqlite://{}", settings.data_dir.join("rmm.db").display()))
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create the data folder {}",
+            settings.data_dir.display()
+        )
+    })?;
+    Ok(format!(
+        "sqlite://{}",
+        settings.data_dir.join("rmm.db").display()
+    ))
 }
 
 async fn run<S>(store: S, cli: Cli) -> anyhow::Result<()>
@@ -144,14 +197,27 @@ where
             Ok(())
         }
         Command::Openapi => {
-            let jwt = Arc::new(Jwt::new(&JwtSecret::parse(&"x".repeat(32))?, Duration::from_secs(1)));
+            let jwt = Arc::new(Jwt::new(
+                &JwtSecret::parse(&"x".repeat(32))?,
+                Duration::from_secs(1),
+            ));
             println!("{}", openapi_spec(app, jwt));
             Ok(())
         }
-        Command::User { command: UserCommand::Add { username, password_stdin: _, admin } } => {
+        Command::User {
+            command:
+                UserCommand::Add {
+                    username,
+                    password_stdin: _,
+                    admin,
+                },
+        } => {
             let username = Username::parse(&username)?;
             let mut password = String::new();
-            std::io::stdin().lock().read_line(&mut password).context("cannot read the password from stdin")?;
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .context("cannot read the password from stdin")?;
             let password = password.trim_end_matches(['\r', '\n']);
             let role = if admin { Role::Admin } else { Role::Tech };
             match app.create_user(username.clone(), password, role).await {
@@ -159,13 +225,18 @@ where
                     println!("created {} {username} ({id})", role.as_str());
                     Ok(())
                 }
-                Err(e @ (CreateUserError::Taken(_) | CreateUserError::WeakPassword)) => bail!("{e}"),
+                Err(e @ (CreateUserError::Taken(_) | CreateUserError::WeakPassword)) => {
+                    bail!("{e}")
+                }
                 Err(e) => Err(anyhow::Error::new(e).context("could not create the user")),
             }
         }
         Command::Serve => {
             let secret = jwt_secret(&settings)?;
-            let jwt = Arc::new(Jwt::new(&secret, Duration::from_secs(settings.token_ttl_secs)));
+            let jwt = Arc::new(Jwt::new(
+                &secret,
+                Duration::from_secs(settings.token_ttl_secs),
+            ));
             first_run_admin(&app, settings.admin_password.as_deref(), settings.listen).await?;
             let options = ServeOptions {
                 max_agent_frame: settings.max_agent_frame,
@@ -174,7 +245,9 @@ where
                     read_idle: Duration::from_secs(settings.agent_read_idle_secs.max(1)),
                     ..ConnectionTimings::default()
                 },
-                maintenance_interval: Duration::from_millis(settings.maintenance_interval_ms.max(10)),
+                maintenance_interval: Duration::from_millis(
+                    settings.maintenance_interval_ms.max(10),
+                ),
             };
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
@@ -210,14 +283,18 @@ fn jwt_secret(settings: &Settings) -> anyhow::Result<JwtSecret> {
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
-    std::io::Write::write_all(&mut file, contents.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// With no users at all, creates `admin` and prints its password once.
@@ -232,7 +309,9 @@ async fn first_run_admin<P: rmm_application::Ports>(
     let generated = password.is_none();
     let password = password.map_or_else(|| random_secret(18), str::to_owned);
     let admin = Username::parse("admin")?;
-    app.create_user(admin, &password, Role::Admin).await.context("could not create the first admin user")?;
+    app.create_user(admin, &password, Role::Admin)
+        .await
+        .context("could not create the first admin user")?;
     if generated {
         println!(
             "\n  First run: created user `admin` with password\n\n      {password}\n\n  It is shown only this once. Log in with:\n\n      \

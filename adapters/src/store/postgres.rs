@@ -281,7 +281,10 @@ impl AgentRepository for PgStore {
         Ok(())
     }
 
-    async fn find_agent_by_key(&self, digest: KeyDigest) -> Result<Option<AgentRecord>, StoreError> {
+    async fn find_agent_by_key(
+        &self,
+        digest: KeyDigest,
+    ) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query(concat!(
             "select ",
             agent_columns!(),

@@ -85,7 +85,11 @@ fn micros(t: Timestamp) -> i64 {
     t.as_unix_micros()
 }
 
-fn uuid_column(row: &SqliteRow, table: &'static str, column: &'static str) -> Result<Uuid, StoreError> {
+fn uuid_column(
+    row: &SqliteRow,
+    table: &'static str,
+    column: &'static str,
+) -> Result<Uuid, StoreError> {
     let text: String = row.try_get(column).map_err(store_error)?;
     Uuid::parse_str(&text).map_err(|e| RowError::bad(table, format!("{text:?}"), column, e))
 }
@@ -313,7 +317,10 @@ impl AgentRepository for SqliteStore {
         Ok(())
     }
 
-    async fn find_agent_by_key(&self, digest: KeyDigest) -> Result<Option<AgentRecord>, StoreError> {
+    async fn find_agent_by_key(
+        &self,
+        digest: KeyDigest,
+    ) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query(concat!(
             "select ",
             agent_columns!(),

@@ -1,0 +1,282 @@
+//! Runs the real `rmm-server` binary for a test: on a free loopback port, against a given
+//! database, with a known admin password and short timeouts, killed when dropped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+/// The admin password every test server is started with.
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+/// The JWT secret of every test server.
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// The folder holding the workspace's binaries (`target/debug`), found from the test
+/// executable's own path (`target/debug/deps/<test>`), so `CARGO_TARGET_DIR` is honoured.
+///
+/// # Errors
+/// When the binary is missing: build it first (`cargo build --bins`, as scripts/test.sh does).
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test executable has no target folder")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: run `cargo build --bins` before the end-to-end tests",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// One running server.
+#[derive(Debug)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub database_url: String,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    http: reqwest::Client,
+}
+
+/// Installs the TLS crypto provider reqwest needs (once per process; later calls are no-ops).
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+impl TestServer {
+    /// Starts a server on `database_url` with `env` added to (and overriding) the defaults.
+    ///
+    /// # Errors
+    /// When the binary is missing or the server does not become healthy within 30 s.
+    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        init_crypto();
+        let mut server = Self {
+            addr: free_port()?,
+            database_url: database_url.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            child: None,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+        };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(binary("rmm-server")?);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &self.database_url)
+            .env("RMM_LISTEN", self.addr.to_string())
+            .env("RMM_JWT_SECRET", JWT_SECRET)
+            .env("RMM_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("RMM_OPEN_TIMEOUT_SECS", "2")
+            .env("RMM_MAINTENANCE_INTERVAL_MS", "200")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        self.child = Some(cmd.spawn().context("starting rmm-server")?);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("rmm-server exited during start-up: {status}");
+            }
+            if let Ok(r) = self.http.get(self.url("/healthz")).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("rmm-server did not answer /healthz within 30 s")
+    }
+
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    #[must_use]
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/api/v1/agent/ws", self.addr)
+    }
+
+    #[must_use]
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Logs in; the token.
+    ///
+    /// # Errors
+    /// When the login is not 200.
+    pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<String> {
+        let r = self
+            .http
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        if status != 200 {
+            bail!("login of {username} answered {status}: {body}");
+        }
+        body["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("login response without token")
+    }
+
+    /// The first-run admin's token.
+    ///
+    /// # Errors
+    /// When login fails.
+    pub async fn admin_token(&self) -> anyhow::Result<String> {
+        self.login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Creates a technician with `rmm-server user add` (the real CLI) and logs them in.
+    ///
+    /// # Errors
+    /// When the CLI or the login fails.
+    pub async fn tech_token(&self, username: &str) -> anyhow::Result<String> {
+        let password = format!("{username}-password");
+        let mut child = Command::new(binary("rmm-server")?)
+            .args(["user", "add", "--username", username, "--password-stdin"])
+            .env_clear()
+            .env("DATABASE_URL", &self.database_url)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, format!("{password}\n").as_bytes())
+                .await?;
+        }
+        let out = child.wait_with_output().await?;
+        if !out.status.success() {
+            bail!("user add failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.login(username, &password).await
+    }
+
+    /// Registers an agent as admin; `(agent_id, agent_key)`.
+    ///
+    /// # Errors
+    /// When registration is not 201.
+    pub async fn register_agent(
+        &self,
+        admin_token: &str,
+        name: &str,
+    ) -> anyhow::Result<(String, String)> {
+        let r = self
+            .http
+            .post(self.url("/api/v1/agents"))
+            .bearer_auth(admin_token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        if status != 201 {
+            bail!("register agent answered {status}: {body}");
+        }
+        Ok((
+            body["agent_id"].as_str().context("agent_id")?.to_owned(),
+            body["agent_key"].as_str().context("agent_key")?.to_owned(),
+        ))
+    }
+
+    /// Sends a JSON request; `(status, body)` where a non-JSON body is `Value::Null`.
+    ///
+    /// # Errors
+    /// On transport failure.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// SIGKILL: no cleanup at all, as a crash or power loss.
+    ///
+    /// # Errors
+    /// When the process cannot be killed.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for the exit; its exit code.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent or the server does not exit within 20 s.
+    pub async fn terminate(&mut self) -> anyhow::Result<Option<i32>> {
+        let Some(mut child) = self.child.take() else {
+            bail!("server is not running")
+        };
+        let pid = child.id().context("server has no pid")?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .context("server did not exit after SIGTERM")??;
+        Ok(exit.code())
+    }
+
+    /// Starts the server again on the same port and database.
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.spawn().await
+    }
+}
