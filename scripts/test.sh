@@ -36,5 +36,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 banner "dependency rules (scripts/check-deps.sh)"
 bash scripts/check-deps.sh
 
+# Containers of an earlier, killed run are removed now; those of this run at exit.
+remove_test_containers() {
+    docker ps -aq --filter label=rmm-tunnel-test | xargs -r docker rm -f >/dev/null 2>&1 || true
+}
+remove_test_containers
+trap remove_test_containers EXIT
+
+# The end-to-end tests run the real binaries: build them first.
+banner "cargo build --workspace --bins --locked"
+cargo build --workspace --bins --locked
+
 banner "cargo test --workspace --locked $*"
 cargo test --workspace --locked "$@"

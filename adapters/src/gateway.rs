@@ -346,10 +346,10 @@ pub async fn run_agent_connection<P>(
 
     let mode = gateway.unregister(agent, generation);
     tracing::info!(agent_id = %agent, generation, reason = why, "agent disconnected");
-    if let Some(mode) = mode {
-        if let Err(e) = app.agent_disconnected(agent, mode.session()).await {
-            tracing::error!(agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "could not close the sessions of a disconnected agent");
-        }
+    if let Some(mode) = mode
+        && let Err(e) = app.agent_disconnected(agent, mode.session()).await
+    {
+        tracing::error!(agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "could not close the sessions of a disconnected agent");
     }
 }
 

@@ -889,6 +889,8 @@ async fn a_failed_postgres_connect_names_the_url_but_not_the_password() {
         "{message}"
     );
     assert!(!message.contains("hunter2"), "{message}");
+    // The cause, not just the pool's timeout.
+    assert!(message.contains("refused"), "{message}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use rmm_domain::{Actor, AgentId, AgentMode, AgentName, CloseReason, Role, Sessio
 use crate::app::{App, Ports};
 use crate::ports::{
     AgentGateway, AgentRecord, AgentRepository, AuditAction, AuditEvent, AuditLog, Clock,
-    Credentials, HostFacts, IdGenerator, SessionRepository, StoreError,
+    Credentials, HostFacts, IdGenerator, Seen, SessionRepository, StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,7 @@ impl Presence {
         self.lock().active.insert(session);
     }
 
-    fn take(&self) -> (Vec<(AgentId, Timestamp, Option<HostFacts>)>, Vec<SessionId>) {
+    fn take(&self) -> (Vec<Seen>, Vec<SessionId>) {
         let mut buf = self.lock();
         let seen = buf.seen.drain().map(|(a, (t, f))| (a, t, f)).collect();
         let active = buf.active.drain().collect();

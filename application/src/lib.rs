@@ -17,8 +17,8 @@ pub use agents::{
 pub use app::{App, Config, Ports};
 pub use ports::{
     AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEvent, AuditLog, Clock,
-    Credentials, GatewayError, HostFacts, IdGenerator, KeyDigest, OpenReply, SessionRepository,
-    StoreError, UserRecord, UserRepository,
+    Credentials, GatewayError, HostFacts, IdGenerator, KeyDigest, OpenReply, Seen,
+    SessionRepository, StoreError, UserRecord, UserRepository,
 };
 #[cfg(feature = "mocks")]
 pub use ports::{

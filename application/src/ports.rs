@@ -155,6 +155,9 @@ pub struct HostFacts {
     pub uptime_secs: Option<u64>,
 }
 
+/// One agent's presence to record: who, when last seen, and the facts of its last heartbeat.
+pub type Seen = (AgentId, Timestamp, Option<HostFacts>);
+
 /// A registered agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentRecord {
@@ -193,10 +196,7 @@ pub trait AgentRepository: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Backend`].
-    fn record_seen(
-        &self,
-        seen: &[(AgentId, Timestamp, Option<HostFacts>)],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn record_seen(&self, seen: &[Seen]) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A user of the server, with the hash of their password.

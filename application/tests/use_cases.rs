@@ -1,5 +1,7 @@
 //! Use cases against mocked ports.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! Phase 1 end to end: the real `rmm-server` on a free port, a fresh PostgreSQL database
 //! from testcontainers, and a scripted agent speaking the reference JSON.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -440,7 +442,8 @@ async fn open_is_a_handshake_and_the_session_lifecycle_follows_the_reference() {
 async fn bad_input_gets_the_reference_status_codes_with_json_errors() {
     let w = world(&[]).await;
     let tech = w.server.tech_token("tina").await.unwrap();
-    let cases: Vec<(Method, &str, Option<&str>, Option<Value>, u16)> = vec![
+    type Case<'a> = (Method, &'a str, Option<&'a str>, Option<Value>, u16);
+    let cases: Vec<Case<'_>> = vec![
         (
             Method::POST,
             "/api/v1/tunnel/open",
@@ -506,7 +509,7 @@ async fn bad_input_gets_the_reference_status_codes_with_json_errors() {
         ),
         (
             Method::GET,
-            &"/api/v1/tunnel/status/00000000-0000-0000-0000-000000000000",
+            "/api/v1/tunnel/status/00000000-0000-0000-0000-000000000000",
             Some(&tech),
             None,
             404,

@@ -12,8 +12,8 @@ use rmm_application::{
     StoreError, UserRecord, UserRepository,
 };
 use rmm_domain::{AgentId, CloseReason, Session, SessionId, Timestamp, Username};
-use sqlx::Row as _;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection as _, Row as _};
 use uuid::Uuid;
 
 use super::{
@@ -36,12 +36,22 @@ impl PgStore {
         let shown = redact_url(url);
         let options = PgConnectOptions::from_str(url)
             .with_context(|| format!("invalid PostgreSQL URL {shown}"))?;
-        let pool = PgPoolOptions::new()
+        let pool = match PgPoolOptions::new()
             .max_connections(10)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options.clone())
             .await
-            .with_context(|| format!("cannot connect to PostgreSQL at {shown}"))?;
+        {
+            Ok(pool) => pool,
+            Err(e) => {
+                let cause = match e {
+                    sqlx::Error::PoolTimedOut => why_unreachable(&options).await.unwrap_or(e),
+                    other => other,
+                };
+                return Err(cause)
+                    .with_context(|| format!("cannot connect to PostgreSQL at {shown}"));
+            }
+        };
         sqlx::migrate!("../migrations/postgres")
             .run(&pool)
             .await
@@ -54,6 +64,22 @@ impl PgStore {
     #[must_use]
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The pool retries refused connections until its timeout and then reports only the timeout;
+/// one direct attempt recovers the cause ("connection refused", "no such host") for the
+/// operator. `None` if that attempt succeeds or times out too.
+async fn why_unreachable(options: &PgConnectOptions) -> Option<sqlx::Error> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(Err(e)) => Some(e),
+        Ok(Ok(conn)) => {
+            conn.close().await.ok();
+            None
+        }
+        Err(_elapsed) => None,
     }
 }
 
