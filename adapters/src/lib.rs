@@ -5,6 +5,7 @@
 //! Wire types (DTOs, protocol messages) live here and nowhere else; they convert to domain
 //! types explicitly at the boundary.
 
+pub mod agent;
 pub mod credentials;
 pub mod gateway;
 pub mod http;
