@@ -254,6 +254,8 @@ impl<P: Ports> App<P> {
             agent: Some(session.agent()),
             session: Some(session.id()),
             detail,
+            command: None,
+            file: None,
         };
         if let Err(e) = self.audit.append(&event).await {
             tracing::error!(error = %e, source = ?std::error::Error::source(&e), action = action.as_str(), session_id = %session.id(), "audit write failed");

@@ -16,14 +16,15 @@ pub use agents::{
 };
 pub use app::{App, Config, Ports};
 pub use ports::{
-    AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEvent, AuditLog, Clock,
-    Credentials, GatewayError, HostFacts, IdGenerator, KeyDigest, OpenReply, Seen,
-    SessionRepository, StoreError, UserRecord, UserRepository,
+    AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry, AuditEvent,
+    AuditLog, AuditQuery, Clock, CommandAudit, CommandOutcome, CommandRecord, CommandRepository,
+    Credentials, FileAudit, GatewayError, HostFacts, IdGenerator, KeyDigest, OpenReply,
+    OutputStream, Seen, SessionRepository, StoreError, UserRecord, UserRepository,
 };
 #[cfg(feature = "mocks")]
 pub use ports::{
-    MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock, MockCredentials,
-    MockIdGenerator, MockSessionRepository, MockUserRepository,
+    MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock, MockCommandRepository,
+    MockCredentials, MockIdGenerator, MockSessionRepository, MockUserRepository,
 };
 pub use tunnels::{CloseTunnelError, GetTunnelStatusError, OpenTunnelError};
 pub use users::{CreateUserError, LoginError};

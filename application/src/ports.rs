@@ -4,8 +4,8 @@ use std::fmt;
 use std::future::Future;
 
 use rmm_domain::{
-    AgentId, AgentMode, AgentName, CloseReason, Role, Session, SessionId, Timestamp, UserId,
-    Username,
+    AgentId, AgentMode, AgentName, ChannelId, CloseReason, CommandId, CommandStatus, Role, Session,
+    SessionId, Timestamp, UserId, Username,
 };
 
 /// A storage failure, as the use cases see it.
@@ -249,6 +249,14 @@ pub enum AuditAction {
     TunnelRefused,
     /// The agent did not answer a tunnel open in time.
     TunnelTimeout,
+    /// A command was sent to an agent (written before it is sent).
+    Command,
+    /// A command ended (status, exit code, byte counts, duration).
+    CommandEnd,
+    /// A file was uploaded to an agent.
+    FileUpload,
+    /// A file was downloaded from an agent.
+    FileDownload,
 }
 
 impl AuditAction {
@@ -259,7 +267,28 @@ impl AuditAction {
             Self::TunnelClose => "tunnel_close",
             Self::TunnelRefused => "tunnel_refused",
             Self::TunnelTimeout => "tunnel_timeout",
+            Self::Command => "command",
+            Self::CommandEnd => "command_end",
+            Self::FileUpload => "file_upload",
+            Self::FileDownload => "file_download",
         }
+    }
+
+    pub const ALL: [Self; 8] = [
+        Self::TunnelOpen,
+        Self::TunnelClose,
+        Self::TunnelRefused,
+        Self::TunnelTimeout,
+        Self::Command,
+        Self::CommandEnd,
+        Self::FileUpload,
+        Self::FileDownload,
+    ];
+
+    /// The inverse of [`Self::as_str`].
+    #[must_use]
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == value)
     }
 }
 
@@ -273,6 +302,62 @@ pub struct AuditEvent {
     pub agent: Option<AgentId>,
     pub session: Option<SessionId>,
     pub detail: Option<String>,
+    /// Commands and file transfers: what they were and how they ended.
+    pub command: Option<CommandAudit>,
+    pub file: Option<FileAudit>,
+}
+
+impl AuditEvent {
+    /// An event with only the common fields set.
+    #[must_use]
+    pub fn new(at: Timestamp, action: AuditAction) -> Self {
+        Self { at, action, user: None, agent: None, session: None, detail: None, command: None, file: None }
+    }
+}
+
+/// The command part of an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandAudit {
+    pub command_id: Option<CommandId>,
+    pub text: Option<String>,
+    /// `running` when written before the command is sent; its end afterwards.
+    pub status: Option<String>,
+    pub exit_code: Option<i32>,
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+    pub duration_ms: Option<u64>,
+}
+
+/// The file-transfer part of an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileAudit {
+    pub path: String,
+    /// `upload` or `download`.
+    pub direction: String,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    /// `ok`, or why it failed.
+    pub result: String,
+}
+
+/// One stored audit entry with its position in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Increasing with every append; the pagination cursor.
+    pub id: i64,
+    pub event: AuditEvent,
+}
+
+/// Which audit entries to read: newest first, entries with `id < before` when given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditQuery {
+    pub user: Option<UserId>,
+    pub agent: Option<AgentId>,
+    pub session: Option<SessionId>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub before: Option<i64>,
+    pub limit: u32,
 }
 
 #[cfg_attr(feature = "mocks", mockall::automock)]
@@ -280,6 +365,123 @@ pub trait AuditLog: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Backend`].
     fn append(&self, event: &AuditEvent) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Entries matching `query`, newest first, at most `query.limit`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn list_audit(&self, query: &AuditQuery) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+}
+
+/// Which output stream of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// A command as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub id: CommandId,
+    pub session: SessionId,
+    pub agent: AgentId,
+    pub owner: UserId,
+    pub channel: ChannelId,
+    pub text: String,
+    pub timeout_secs: u64,
+    pub status: CommandStatus,
+    pub exit_code: Option<i32>,
+    /// The signal that killed the process, e.g. `SIGKILL`.
+    pub signal: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// Bytes the process wrote (all of them, stored or not).
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    /// Whether stored output stops short of what was written (the per-command cap).
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+/// How a command ended, to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutcome {
+    pub status: CommandStatus,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub finished_at: Timestamp,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+/// Commands and their output.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+pub trait CommandRepository: Send + Sync + 'static {
+    /// # Errors
+    /// [`StoreError::Conflict`] when the id exists.
+    fn insert_command(&self, command: &CommandRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn get_command(&self, id: CommandId) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send;
+
+    /// Appends one chunk of output. Chunks of a stream are numbered by `seq` from 0.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn append_output(
+        &self,
+        id: CommandId,
+        stream: OutputStream,
+        seq: u64,
+        data: &[u8],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` chunks of one stream with `seq >= from`, in order.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn read_output(
+        &self,
+        id: CommandId,
+        stream: OutputStream,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(u64, Vec<u8>)>, StoreError>> + Send;
+
+    /// Records the end of a running command; false when it had ended already.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn finish_command(
+        &self,
+        id: CommandId,
+        outcome: &CommandOutcome,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Ends every running command (start-up: a previous process cannot report them any more),
+    /// returning them as ended.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn fail_running_commands(
+        &self,
+        status: CommandStatus,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Vec<CommandRecord>, StoreError>> + Send;
 }
 
 /// How an agent answered a `tunnel_open`.

@@ -6,6 +6,7 @@
 
 mod agent_mode;
 mod channel;
+mod command;
 mod ids;
 mod names;
 mod session;
@@ -13,6 +14,7 @@ mod time;
 
 pub use agent_mode::{AgentMode, ModeError};
 pub use channel::{Channel, ChannelError, ChannelKind, Channels};
+pub use command::{CommandStatus, CommandStatusError, CommandText, CommandTextError};
 pub use ids::{AgentId, ChannelId, CommandId, IdError, SessionId, UserId};
 pub use names::{Actor, AgentName, NameError, Role, Username};
 pub use session::{
