@@ -80,7 +80,7 @@ start_dockerd() {
     log "starting $DOCKERD $* (log: $DOCKERD_LOG)"
     echo "==== $(date -u +%FT%TZ) starting $DOCKERD $*" >>"$DOCKERD_LOG"
     # setsid + nohup: fully detached, survives the calling shell / CI step.
-    nohup setsid "$DOCKERD" "$@" >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    nohup setsid "$DOCKERD" "$@" >>"$DOCKERD_LOG" 2>&1 </dev/null 3>&- &
     STARTED_PID=$!
 }
 
@@ -154,9 +154,12 @@ case "$PROXY_MODE" in
     *) die "RMM_DOCKER_PROXY must be auto, always or never (got '$PROXY_MODE')" ;;
 esac
 
-if ! command -v python3 >/dev/null 2>&1; then
+# Debian's interpreter (not a pyenv shim, which depends on the working directory).
+if [ ! -x /usr/bin/python3 ] && ! command -v python3 >/dev/null 2>&1; then
     apt_install python3-minimal
 fi
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY="$(command -v python3)"
 mkdir -p "$PROXY_DIR"
 cat >"$PROXY_PY.new" <<'PYEOF'
 #!/usr/bin/env python3
@@ -308,7 +311,7 @@ if __name__ == "__main__":
     main()
 PYEOF
 
-proxy_ok() { [ -S "$PROXY_SOCK" ] && python3 "$PROXY_PY" --check "$PROXY_SOCK" 2>/dev/null; }
+proxy_ok() { [ -S "$PROXY_SOCK" ] && "$PY" "$PROXY_PY" --check "$PROXY_SOCK" 2>/dev/null; }
 
 if [ -f "$PROXY_PY" ] && cmp -s "$PROXY_PY.new" "$PROXY_PY" && proxy_ok; then
     rm -f "$PROXY_PY.new"
@@ -324,7 +327,7 @@ else
     mv -f "$PROXY_PY.new" "$PROXY_PY"
     real_sock="/var/run/docker.sock"
     case "${DOCKER_HOST:-}" in unix://*) real_sock="${DOCKER_HOST#unix://}" ;; esac
-    nohup setsid python3 "$PROXY_PY" "$PROXY_SOCK" "$real_sock" >>"$PROXY_LOG" 2>&1 </dev/null &
+    nohup setsid "$PY" "$PROXY_PY" "$PROXY_SOCK" "$real_sock" >>"$PROXY_LOG" 2>&1 </dev/null 3>&- &
     echo $! >"$PROXY_DIR/api-compat-proxy.pid"
     for ((i = 0; i < 40; i++)); do
         proxy_ok && break
