@@ -1,13 +1,15 @@
 //! The agent runtime: one WebSocket to the server, heartbeats every interval in both modes,
-//! tunnel state kept by the domain's `AgentMode` (see [`TunnelState`]), redial with
-//! exponential backoff and full jitter, dead-peer detection by read deadline, and a clean close
-//! on shutdown.
+//! tunnel state kept by the domain's `AgentMode` (see [`TunnelState`]), commands run on the
+//! tunnel's channels with live output (see `exec`), redial with exponential backoff and full
+//! jitter, dead-peer detection by read deadline, and a clean close on shutdown.
 //!
 //! It must not know about command-line flags, environment variables or config files (the
 //! binary turns those into an [`AgentConfig`]), nor about the server's internals: it speaks
 //! only the wire protocol of [`crate::protocol`].
 
 mod backoff;
+mod chunker;
+mod exec;
 mod host;
 mod tls;
 mod tunnel;
@@ -19,26 +21,48 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, Uri, header};
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 pub use backoff::{Backoff, rejected_delay};
+pub use chunker::CHUNK;
+pub use exec::{KillTimings, StopReason};
 pub use host::facts as host_facts;
 pub use tls::TlsError;
-pub use tunnel::{COMMANDS_UNSUPPORTED, MAX_CHANNELS, TunnelState};
+pub use tunnel::{Action, MAX_CHANNELS, NO_TUNNEL, TunnelState};
 
-use crate::protocol::{AgentMessage, DecodeError, ServerMessage, encode};
+use exec::{CommandSpec, Commands, Event};
+
+use crate::protocol::{
+    AgentMessage, CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, CAPABILITIES_HEADER, DecodeError,
+    ServerMessage, encode,
+};
 
 /// The path of the agents' WebSocket endpoint on the server.
 pub const AGENT_WS_PATH: &str = "/api/v1/agent/ws";
 
 /// Server frames are small JSON; anything near this is hostile or a bug.
 const MAX_INBOUND_MESSAGE: usize = 1024 * 1024;
+
+/// The extensions this agent speaks, sent in [`CAPABILITIES_HEADER`] on the upgrade: the server
+/// sends `timeout_secs` and `command_cancel` only to agents that list them.
+const CAPABILITIES: [&str; 2] = [CAP_COMMAND_TIMEOUT, CAP_COMMAND_CANCEL];
+
+/// Frames the command tasks of one connection may queue before they wait; the wait is the
+/// commands' backpressure. A frame holds one [`CHUNK`] of output (about 45 KiB queued for
+/// text, under 150 KiB for the worst binary: lossy text plus base64), so queued output costs
+/// at most ~5 MiB whatever the commands print, plus two chunk buffers per running command.
+const OUTBOUND_QUEUE: usize = 32;
+
+/// After SIGKILL, how long a command's pipes may stay open (held by a process that left its
+/// group) before its end is reported anyway.
+const KILL_DRAIN: Duration = Duration::from_secs(2);
 
 /// Why a server URL or key is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,6 +196,8 @@ pub struct AgentTimings {
     pub connect_timeout: Duration,
     /// Bound on one write; longer means the server stopped reading.
     pub write_timeout: Duration,
+    /// A killed command's time between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
 }
 
 impl Default for AgentTimings {
@@ -186,6 +212,7 @@ impl Default for AgentTimings {
             rejected_retry: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(20),
             write_timeout: Duration::from_secs(10),
+            kill_grace: Duration::from_secs(2),
         }
     }
 }
@@ -199,6 +226,9 @@ pub struct AgentConfig {
     pub ca_file: Option<PathBuf>,
     /// One connection only: fail instead of retrying, and end when it ends.
     pub once: bool,
+    /// The limit on a command whose frame carries no `timeout_secs` (a server that predates
+    /// the extension); `None`: no limit.
+    pub command_timeout: Option<Duration>,
     pub timings: AgentTimings,
 }
 
@@ -211,6 +241,7 @@ impl AgentConfig {
             key,
             ca_file: None,
             once: false,
+            command_timeout: None,
             timings: AgentTimings::default(),
         }
     }
@@ -268,7 +299,7 @@ pub async fn run(
             Ok(socket) => {
                 let up_since = Instant::now();
                 tracing::info!(server = %config.server, "connected");
-                let end = drive(socket, &timings, shutdown.as_mut()).await;
+                let end = drive(socket, &config, shutdown.as_mut()).await;
                 let up = up_since.elapsed();
                 match end {
                     End::Shutdown => {
@@ -339,6 +370,11 @@ async fn dial(config: &AgentConfig, connector: Option<Connector>) -> Result<Sock
         .bearer()
         .map_err(|e| DialError::Failed(e.to_string()))?;
     request.headers_mut().insert(header::AUTHORIZATION, bearer);
+    let capabilities = HeaderValue::from_str(&CAPABILITIES.join(", "))
+        .map_err(|e| DialError::Failed(e.to_string()))?;
+    request
+        .headers_mut()
+        .insert(HeaderName::from_static(CAPABILITIES_HEADER), capabilities);
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_INBOUND_MESSAGE))
         .max_frame_size(Some(MAX_INBOUND_MESSAGE));
@@ -366,19 +402,26 @@ enum End {
     Lost(String),
 }
 
-/// One connection: heartbeats, server frames through [`TunnelState`], read deadline, shutdown.
-/// Everything is in one task, so the tunnel state needs no lock; whatever the exit, the state
-/// dies with this call (a new connection starts in heartbeat mode with no channels).
-async fn drive<S>(
-    socket: Socket,
-    timings: &AgentTimings,
-    mut shutdown: std::pin::Pin<&mut S>,
-) -> End
+/// One connection: heartbeats, server frames through [`TunnelState`], commands through
+/// [`Commands`], read deadline, shutdown. The state lives in this one task, so it needs no
+/// lock; command tasks only talk to it through the bounded `events` queue. Whatever the exit,
+/// the state dies with this call (a new connection starts in heartbeat mode with no channels)
+/// and every command of this connection is killed.
+async fn drive<S>(socket: Socket, config: &AgentConfig, mut shutdown: std::pin::Pin<&mut S>) -> End
 where
     S: Future<Output = ()> + ?Sized,
 {
+    let timings = &config.timings;
     let (mut sink, mut stream) = socket.split();
     let mut state = TunnelState::default();
+    let (events_tx, mut events) = mpsc::channel(OUTBOUND_QUEUE);
+    let mut commands = Commands::new(
+        events_tx,
+        KillTimings {
+            grace: timings.kill_grace,
+            drain: KILL_DRAIN,
+        },
+    );
     // The first tick is immediate: the server learns our facts as soon as we connect.
     let mut heartbeat = tokio::time::interval(timings.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -390,7 +433,7 @@ where
                 deadline = Instant::now() + timings.read_idle;
                 match frame {
                     Some(Ok(Message::Text(text))) => match ServerMessage::decode(&text) {
-                        Ok(message) => state.handle(message),
+                        Ok(message) => apply(&mut state, &mut commands, message, config.command_timeout),
                         Err(DecodeError::UnknownType(kind)) => {
                             tracing::debug!(kind = %kind, "unknown message type from the server ignored");
                             Vec::new()
@@ -416,6 +459,16 @@ where
                     Some(Err(e)) => break End::Lost(format!("socket error: {e}")),
                 }
             }
+            // `commands` holds a sender, so this never ends; the pattern only keeps it total.
+            Some(event) = events.recv() => match event {
+                Event::Frame(frame) => vec![frame],
+                Event::Finished(run) => {
+                    if let Some(channel) = commands.finished(run) {
+                        state.release(&channel);
+                    }
+                    Vec::new()
+                }
+            },
             _ = heartbeat.tick() => vec![AgentMessage::Heartbeat(host::facts())],
             () = tokio::time::sleep_until(deadline) => {
                 break End::Lost(format!(
@@ -424,6 +477,8 @@ where
                 ));
             }
             () = &mut shutdown => {
+                commands.stop_all(StopReason::Cancelled);
+                wind_down(&mut sink, &mut events, &mut commands, timings).await;
                 let close = Message::Close(Some(CloseFrame {
                     code: CloseCode::Away,
                     reason: "agent shutting down".into(),
@@ -441,22 +496,104 @@ where
             .await;
             match sent {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return finish(&mut state, End::Lost(format!("write failed: {e}"))),
+                Ok(Err(e)) => {
+                    return finish(
+                        &mut state,
+                        commands,
+                        End::Lost(format!("write failed: {e}")),
+                    );
+                }
                 Err(_) => {
                     return finish(
                         &mut state,
+                        commands,
                         End::Lost("write timed out (server not reading)".to_owned()),
                     );
                 }
             }
         }
     };
-    finish(&mut state, end)
+    finish(&mut state, commands, end)
 }
 
-fn finish(state: &mut TunnelState, end: End) -> End {
-    // Nothing runs in channels yet; when commands land, stopping them hangs off this list.
-    let _closed = state.reset();
+/// Applies one server frame: runs the tunnel state's actions, returns the frames to send.
+fn apply(
+    state: &mut TunnelState,
+    commands: &mut Commands,
+    message: ServerMessage,
+    default_timeout: Option<Duration>,
+) -> Vec<AgentMessage> {
+    let mut outgoing = Vec::new();
+    for action in state.handle(message) {
+        match action {
+            Action::Send(message) => outgoing.push(message),
+            Action::Run {
+                channel,
+                command,
+                timeout,
+            } => commands.start(CommandSpec {
+                channel,
+                command,
+                timeout: timeout.or(default_timeout),
+            }),
+            Action::Cancel(channel) => commands.cancel(&channel),
+            Action::StopAll => commands.stop_all(StopReason::Cancelled),
+        }
+    }
+    outgoing
+}
+
+/// Shutting down with the socket still up: the killed commands' final frames go out before
+/// the close frame, within the time a kill takes (TERM, grace, KILL, drain) and a little more.
+async fn wind_down<W>(
+    sink: &mut W,
+    events: &mut mpsc::Receiver<Event>,
+    commands: &mut Commands,
+    timings: &AgentTimings,
+) where
+    W: futures_util::Sink<Message> + Unpin,
+{
+    let until = Instant::now() + timings.kill_grace + KILL_DRAIN + Duration::from_secs(1);
+    while !commands.is_empty() {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            () = tokio::time::sleep_until(until) => break,
+        };
+        match event {
+            Some(Event::Frame(frame)) => {
+                let sent =
+                    tokio::time::timeout_at(until, sink.send(Message::text(encode(&frame)))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break;
+                }
+            }
+            Some(Event::Finished(run)) => {
+                commands.finished(run);
+            }
+            None => break,
+        }
+    }
+    if !commands.is_empty() {
+        tracing::warn!(
+            commands = commands.len(),
+            "shutting down before every killed command reported its end"
+        );
+    }
+}
+
+/// The connection is over: the tunnel goes, and so does everything that ran in it. Dropping
+/// `commands` (after telling each why) leaves each task to finish its kill sequence on its own
+/// (TERM, grace, KILL); their frames have nowhere to go any more.
+fn finish(state: &mut TunnelState, mut commands: Commands, end: End) -> End {
+    let closed = state.reset();
+    if !commands.is_empty() {
+        tracing::info!(
+            commands = commands.len(),
+            channels = closed.len(),
+            "killing the commands of the lost connection"
+        );
+    }
+    commands.stop_all(StopReason::Cancelled);
     end
 }
 
@@ -533,6 +670,7 @@ mod tests {
             rejected_retry: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
+            kill_grace: Duration::from_millis(500),
         }
     }
 
@@ -551,6 +689,10 @@ mod tests {
         tokio_tungstenite::accept_hdr_async(tcp, |req: &Request, res: Response| {
             assert_eq!(req.uri().path(), AGENT_WS_PATH);
             assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer k");
+            assert_eq!(
+                req.headers()[CAPABILITIES_HEADER],
+                "command-timeout, command-cancel"
+            );
             Ok(res)
         })
         .await
@@ -603,14 +745,19 @@ mod tests {
         ws.send(Message::text(r#"{"type":"file_chunk","payload":{}}"#))
             .await
             .unwrap();
+        // The reference's own command frame runs, and its output comes back in its format.
         ws.send(Message::text(
-            r#"{"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal","payload":{"command":"id"}}}}"#,
+            r#"{"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal","payload":{"command":"echo hi"}}}}"#,
         ))
         .await
         .unwrap();
         assert_eq!(
             next_json(&mut ws).await,
-            serde_json::json!({"type":"tunnel_error","payload":{"channel_id":"terminal-1","error": COMMANDS_UNSUPPORTED}})
+            serde_json::json!({"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal_output","payload":{"stdout":"hi\n","stderr":"","exit_code":null}}}})
+        );
+        assert_eq!(
+            next_json(&mut ws).await,
+            serde_json::json!({"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal_output","payload":{"stdout":"","stderr":"","exit_code":0}}}})
         );
         stop.send(()).unwrap();
         match tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -702,5 +849,222 @@ mod tests {
         );
         assert_eq!(t.stable_after, Duration::from_secs(60));
         assert_eq!(t.read_idle, Duration::from_secs(90));
+        assert_eq!(t.kill_grace, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_advertised_capabilities_are_the_protocols_names() {
+        assert_eq!(CAPABILITIES.join(", "), "command-timeout, command-cancel");
+    }
+
+    const SESSION: &str = "550e8400-e29b-41d4-a716-446655440000";
+
+    /// An agent connected to a test server, in tunnel mode, past its first heartbeat.
+    async fn tunnel_agent(
+        timings: AgentTimings,
+    ) -> (
+        WebSocketStream<TcpStream>,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), AgentError>>,
+    ) {
+        let (listener, url) = listener().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(run(config(url, timings, false), async {
+            let _ = stopped.await;
+        }));
+        let mut ws = accept(&listener).await;
+        assert_eq!(next_json(&mut ws).await["type"], "heartbeat");
+        ws.send(Message::text(format!(
+            r#"{{"type":"tunnel_open","payload":{{"session_id":"{SESSION}","tech_id":"7c9e6679-7425-40de-944b-e07fc1f90ae7"}}}}"#
+        )))
+        .await
+        .unwrap();
+        assert_eq!(next_json(&mut ws).await["type"], "tunnel_ready");
+        (ws, stop, agent)
+    }
+
+    async fn send_json(ws: &mut WebSocketStream<TcpStream>, value: serde_json::Value) {
+        ws.send(Message::text(value.to_string())).await.unwrap();
+    }
+
+    fn terminal(channel: &str, command: &str) -> serde_json::Value {
+        serde_json::json!({"type":"tunnel_data","payload":{"channel_id":channel,"data":{"type":"terminal","payload":{"command":command}}}})
+    }
+
+    /// The next `terminal_output` payload and its channel (heartbeats skipped).
+    async fn next_output(ws: &mut WebSocketStream<TcpStream>) -> (String, serde_json::Value) {
+        loop {
+            let frame = next_json(ws).await;
+            if frame["type"] == "heartbeat" {
+                continue;
+            }
+            assert_eq!(frame["type"], "tunnel_data", "{frame}");
+            assert_eq!(
+                frame["payload"]["data"]["type"], "terminal_output",
+                "{frame}"
+            );
+            let channel = frame["payload"]["channel_id"].as_str().unwrap().to_owned();
+            return (channel, frame["payload"]["data"]["payload"].clone());
+        }
+    }
+
+    /// Starts `echo $$; sleep 1000` on `channel` and returns its process group.
+    #[cfg(target_os = "linux")]
+    async fn start_sleeper(ws: &mut WebSocketStream<TcpStream>, channel: &str) -> i32 {
+        send_json(ws, terminal(channel, "echo $$; sleep 1000 & sleep 1000")).await;
+        let (on, output) = next_output(ws).await;
+        assert_eq!(on, channel);
+        let pgid: i32 = output["stdout"].as_str().unwrap().trim().parse().unwrap();
+        assert!(!exec::tests::live_members(pgid).is_empty());
+        pgid
+    }
+
+    #[tokio::test]
+    async fn a_terminal_frame_outside_a_tunnel_is_refused() {
+        let (listener, url) = listener().await;
+        let agent = tokio::spawn(run(config(url, fast(), false), std::future::pending()));
+        let mut ws = accept(&listener).await;
+        assert_eq!(next_json(&mut ws).await["type"], "heartbeat");
+        send_json(
+            &mut ws,
+            terminal("terminal-1", "touch /tmp/should-not-exist"),
+        )
+        .await;
+        assert_eq!(
+            next_json(&mut ws).await,
+            serde_json::json!({"type":"tunnel_error","payload":{"channel_id":"terminal-1","error": NO_TUNNEL}})
+        );
+        agent.abort();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn concurrent_commands_each_stream_on_their_own_channel_and_channels_are_reused() {
+        let (mut ws, _stop, agent) = tunnel_agent(fast()).await;
+        send_json(&mut ws, terminal("cmd-a", "sleep 0.3; echo a")).await;
+        send_json(&mut ws, terminal("cmd-b", "echo b >&2; exit 4")).await;
+        // A duplicate of a running channel is refused; the running command is untouched.
+        send_json(&mut ws, terminal("cmd-a", "echo dup")).await;
+        let mut got: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
+            std::collections::BTreeMap::new();
+        let mut refused = Vec::new();
+        while got
+            .values()
+            .filter(|frames| frames.last().is_some_and(|f| !f["exit_code"].is_null()))
+            .count()
+            < 2
+        {
+            let frame = next_json(&mut ws).await;
+            match frame["type"].as_str() {
+                Some("tunnel_error") => refused.push(frame["payload"].clone()),
+                Some("tunnel_data") => got
+                    .entry(frame["payload"]["channel_id"].as_str().unwrap().to_owned())
+                    .or_default()
+                    .push(frame["payload"]["data"]["payload"].clone()),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            refused,
+            vec![serde_json::json!({"channel_id":"cmd-a","error":"channel cmd-a is already open"})]
+        );
+        assert_eq!(got["cmd-a"][0]["stdout"], "a\n");
+        assert_eq!(got["cmd-a"][1]["exit_code"], 0);
+        assert_eq!(got["cmd-b"][0]["stderr"], "b\n");
+        assert_eq!(got["cmd-b"][1]["exit_code"], 4);
+        // Finished commands released their channels: the ids run again.
+        send_json(&mut ws, terminal("cmd-a", "echo again")).await;
+        assert_eq!(next_output(&mut ws).await.1["stdout"], "again\n");
+        assert_eq!(next_output(&mut ws).await.1["exit_code"], 0);
+        agent.abort();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_frames_timeout_and_a_cancel_kill_the_group_with_their_end_reason() {
+        let (mut ws, _stop, agent) = tunnel_agent(fast()).await;
+        send_json(
+            &mut ws,
+            serde_json::json!({"type":"tunnel_data","payload":{"channel_id":"cmd-t","data":{"type":"terminal","payload":{"command":"echo $$; sleep 1000","timeout_secs":1}}}}),
+        )
+        .await;
+        let (_, first) = next_output(&mut ws).await;
+        let pgid: i32 = first["stdout"].as_str().unwrap().trim().parse().unwrap();
+        let (channel, last) = next_output(&mut ws).await;
+        assert_eq!(channel, "cmd-t");
+        assert_eq!(last["end_reason"], "timed_out");
+        exec::tests::assert_group_gone(pgid).await;
+
+        let pgid = start_sleeper(&mut ws, "cmd-c").await;
+        send_json(
+            &mut ws,
+            serde_json::json!({"type":"command_cancel","payload":{"channel_id":"cmd-c"}}),
+        )
+        .await;
+        let (channel, last) = next_output(&mut ws).await;
+        assert_eq!(channel, "cmd-c");
+        assert_eq!(last["end_reason"], "cancelled");
+        assert!(last["exit_code"].as_i64().is_some_and(|code| code > 128));
+        exec::tests::assert_group_gone(pgid).await;
+        agent.abort();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn closing_the_tunnel_kills_its_running_commands() {
+        let (mut ws, _stop, agent) = tunnel_agent(fast()).await;
+        let one = start_sleeper(&mut ws, "cmd-1").await;
+        let two = start_sleeper(&mut ws, "cmd-2").await;
+        send_json(
+            &mut ws,
+            serde_json::json!({"type":"tunnel_close","payload":{"session_id": SESSION}}),
+        )
+        .await;
+        // Each still reports its end (the socket is up), as cancelled.
+        let mut ended = [next_output(&mut ws).await, next_output(&mut ws).await];
+        ended.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(ended[0].0, "cmd-1");
+        assert_eq!(ended[1].0, "cmd-2");
+        assert!(
+            ended
+                .iter()
+                .all(|(_, last)| last["end_reason"] == "cancelled")
+        );
+        exec::tests::assert_group_gone(one).await;
+        exec::tests::assert_group_gone(two).await;
+        agent.abort();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn losing_the_server_kills_the_running_commands() {
+        let (mut ws, _stop, agent) = tunnel_agent(fast()).await;
+        let pgid = start_sleeper(&mut ws, "cmd-1").await;
+        drop(ws);
+        // TERM at once; the shell and its children die of it well within the grace.
+        exec::tests::assert_group_gone(pgid).await;
+        agent.abort();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn shutdown_kills_the_commands_and_reports_their_end_before_closing() {
+        let (mut ws, stop, agent) = tunnel_agent(fast()).await;
+        let pgid = start_sleeper(&mut ws, "cmd-1").await;
+        stop.send(()).unwrap();
+        let (channel, last) = next_output(&mut ws).await;
+        assert_eq!(
+            (channel.as_str(), &last["end_reason"]),
+            ("cmd-1", &serde_json::json!("cancelled"))
+        );
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        assert!(agent.await.unwrap().is_ok());
+        exec::tests::assert_group_gone(pgid).await;
     }
 }

@@ -14,15 +14,40 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use poem::web::websocket::{CloseCode, Message, WebSocketStream};
-use rmm_application::{AgentGateway, App, GatewayError, HostFacts, OpenReply, Ports};
-use rmm_domain::{AgentId, AgentMode, SessionId, UserId};
+use rmm_application::{AgentGateway, App, GatewayError, HostFacts, OpenReply, OutputChunk, Ports};
+use rmm_domain::{AgentId, AgentMode, ChannelId, ChannelKind, Channels, SessionId, UserId};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::protocol::{AgentMessage, DecodeError, ServerMessage, encode};
+use crate::protocol::{
+    AgentMessage, CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, DecodeError, ServerMessage,
+    TunnelDataPayload, encode,
+};
 
 /// Frames queued for one agent. Small on purpose: an agent that does not read is evicted,
 /// it never makes the server hold more.
 pub const OUTBOUND_QUEUE: usize = 64;
+
+/// Channels one tunnel may hold open at once (commands and transfers in flight).
+pub const MAX_CHANNELS: usize = 64;
+
+/// Which protocol extensions an agent said it speaks (the `x-rmm-capabilities` header).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub command_timeout: bool,
+    pub command_cancel: bool,
+}
+
+impl Capabilities {
+    /// Parses the comma-separated header value; unknown names are ignored.
+    #[must_use]
+    pub fn parse(header: Option<&str>) -> Self {
+        let names: Vec<&str> = header.unwrap_or("").split(',').map(str::trim).collect();
+        Self {
+            command_timeout: names.contains(&CAP_COMMAND_TIMEOUT),
+            command_cancel: names.contains(&CAP_COMMAND_CANCEL),
+        }
+    }
+}
 
 /// Timings of an agent connection.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +74,9 @@ impl Default for ConnectionTimings {
 struct Connection {
     generation: u64,
     outbound: mpsc::Sender<ServerMessage>,
+    capabilities: Capabilities,
+    /// The channels open in the tunnel: only frames on these are accepted from the agent.
+    channels: Channels,
     mode: AgentMode,
     /// The open in flight (at most one: the store allows one open session per agent).
     pending: Option<(SessionId, oneshot::Sender<OpenReply>)>,
@@ -73,13 +101,20 @@ impl WsAgentGateway {
     /// Makes `outbound` the agent's current connection and returns its generation. A previous
     /// connection of the same agent is dropped: its queue closes, so its task ends, and an
     /// open waiting on it resolves as disconnected.
-    pub fn register(&self, agent: AgentId, outbound: mpsc::Sender<ServerMessage>) -> u64 {
+    pub fn register(
+        &self,
+        agent: AgentId,
+        outbound: mpsc::Sender<ServerMessage>,
+        capabilities: Capabilities,
+    ) -> u64 {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let old = self.lock().insert(
             agent,
             Connection {
                 generation,
                 outbound,
+                capabilities,
+                channels: Channels::with_limit(MAX_CHANNELS),
                 mode: AgentMode::Heartbeat,
                 pending: None,
             },
@@ -174,13 +209,28 @@ impl WsAgentGateway {
         }
     }
 
-    /// The agent closed a tunnel on its own (it sent `tunnel_error` on the session channel
-    /// while the tunnel was open): reflect it in the mode.
-    fn mode_of(&self, agent: AgentId, generation: u64) -> Option<AgentMode> {
-        self.lock()
-            .get(&agent)
-            .filter(|c| c.generation == generation)
-            .map(|c| c.mode)
+    /// Whether `channel` is an open channel of this connection's tunnel; on a last frame
+    /// (`last`) the channel is closed. The tunnel's session when it is.
+    fn accept_on_channel(
+        &self,
+        agent: AgentId,
+        generation: u64,
+        channel: &ChannelId,
+        last: bool,
+    ) -> Option<SessionId> {
+        let mut connections = self.lock();
+        let connection = connections
+            .get_mut(&agent)
+            .filter(|c| c.generation == generation)?;
+        let session = connection.mode.session()?;
+        connection
+            .channels
+            .check(channel, ChannelKind::Terminal)
+            .ok()?;
+        if last {
+            let _ = connection.channels.close(channel);
+        }
+        Some(session)
     }
 
     fn send(connection: &Connection, message: ServerMessage) -> Result<(), GatewayError> {
@@ -256,6 +306,7 @@ impl AgentGateway for WsAgentGateway {
         match connection.mode.close(session) {
             Ok(mode) => {
                 connection.mode = mode;
+                connection.channels.close_all();
                 if let Err(e) = Self::send(
                     connection,
                     ServerMessage::TunnelClose {
@@ -270,12 +321,70 @@ impl AgentGateway for WsAgentGateway {
             }
         }
     }
+
+    fn send_command(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+        channel: &ChannelId,
+        command: &str,
+        timeout_secs: u64,
+    ) -> Result<(), GatewayError> {
+        let mut connections = self.lock();
+        let connection = connections
+            .get_mut(&agent)
+            .ok_or(GatewayError::NotConnected)?;
+        if connection.mode.session() != Some(session) {
+            return Err(GatewayError::NotConnected);
+        }
+        connection
+            .channels
+            .open(channel.clone(), ChannelKind::Terminal)
+            .map_err(|_| GatewayError::Busy)?;
+        // The exact reference frame, plus the timeout only for agents that enforce it.
+        let timeout_secs = connection
+            .capabilities
+            .command_timeout
+            .then_some(timeout_secs);
+        let message = ServerMessage::TunnelData {
+            channel_id: channel.to_string(),
+            data: TunnelDataPayload::Terminal {
+                command: command.to_owned(),
+                timeout_secs,
+            },
+        };
+        Self::send(connection, message).inspect_err(|_| {
+            let _ = connection.channels.close(channel);
+        })
+    }
+
+    fn cancel_command(&self, agent: AgentId, channel: &ChannelId) -> bool {
+        let connections = self.lock();
+        let Some(connection) = connections.get(&agent) else {
+            return false;
+        };
+        connection.capabilities.command_cancel
+            && Self::send(
+                connection,
+                ServerMessage::CommandCancel {
+                    channel_id: channel.to_string(),
+                },
+            )
+            .is_ok()
+    }
+
+    fn release_channel(&self, agent: AgentId, channel: &ChannelId) {
+        if let Some(connection) = self.lock().get_mut(&agent) {
+            let _ = connection.channels.close(channel);
+        }
+    }
 }
 
 /// Runs one authenticated agent's WebSocket until it ends, then runs the disconnect use case.
 pub async fn run_agent_connection<P>(
     app: Arc<App<P>>,
     agent: AgentId,
+    capabilities: Capabilities,
     socket: WebSocketStream,
     timings: ConnectionTimings,
     mut shutdown: watch::Receiver<bool>,
@@ -284,7 +393,7 @@ pub async fn run_agent_connection<P>(
 {
     let gateway = app.gateway();
     let (tx, mut outbound) = mpsc::channel(OUTBOUND_QUEUE);
-    let generation = gateway.register(agent, tx);
+    let generation = gateway.register(agent, tx, capabilities);
     tracing::info!(agent_id = %agent, generation, "agent connected");
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval(timings.ping_interval);
@@ -298,7 +407,9 @@ pub async fn run_agent_connection<P>(
                 match frame {
                     Some(Ok(Message::Text(text))) => {
                         app.agent_seen(agent);
-                        handle_agent_text(&app, agent, generation, &text);
+                        // Awaited in line: output is stored in order, and a slow store slows
+                        // only this agent's socket (backpressure), never anyone else.
+                        handle_agent_text(&app, agent, generation, &text).await;
                     }
                     Some(Ok(Message::Binary(_))) => {
                         tracing::warn!(agent_id = %agent, "binary frame from agent ignored: the protocol is JSON text");
@@ -358,7 +469,7 @@ fn is_too_big(e: &std::io::Error) -> bool {
     text.contains("too long") || text.contains("too big") || text.contains("Space limit")
 }
 
-fn handle_agent_text<P>(app: &App<P>, agent: AgentId, generation: u64, text: &str)
+async fn handle_agent_text<P>(app: &App<P>, agent: AgentId, generation: u64, text: &str)
 where
     P: Ports<Gateway = WsAgentGateway>,
 {
@@ -373,18 +484,55 @@ where
         Ok(AgentMessage::TunnelError { channel_id, error }) => {
             let refused = SessionId::parse(&channel_id)
                 .is_ok_and(|session| gateway.on_refusal(agent, generation, session, &error));
-            if !refused {
-                tracing::warn!(agent_id = %agent, channel_id = %channel_id, error = %error, mode = ?gateway.mode_of(agent, generation), "agent reported a tunnel error");
+            if refused {
+                return;
+            }
+            let on_channel = ChannelId::parse(&channel_id).ok().and_then(|channel| {
+                gateway
+                    .accept_on_channel(agent, generation, &channel, true)
+                    .map(|session| (channel, session))
+            });
+            match on_channel {
+                Some((channel, session)) => {
+                    app.channel_error(agent, session, &channel, &error).await
+                }
+                None => {
+                    tracing::warn!(agent_id = %agent, channel_id = %clip(&channel_id), error = %clip(&error), "agent reported an error on no channel of its tunnel")
+                }
             }
         }
-        Ok(AgentMessage::TunnelData { channel_id, .. }) => {
-            if let Some(session) = gateway
-                .mode_of(agent, generation)
-                .and_then(AgentMode::session)
+        Ok(AgentMessage::TunnelData { channel_id, data }) => {
+            let TunnelDataPayload::TerminalOutput(output) = data else {
+                tracing::warn!(agent_id = %agent, channel_id = %clip(&channel_id), "agent sent a terminal command frame; ignored");
+                return;
+            };
+            let Ok(channel) = ChannelId::parse(&channel_id) else {
+                tracing::warn!(agent_id = %agent, channel_id = %clip(&channel_id), "output on an invalid channel id ignored");
+                return;
+            };
+            let (stdout, stderr) = match output.bytes() {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(agent_id = %agent, channel_id = %channel, error = %e, "output with bad base64 ignored");
+                    return;
+                }
+            };
+            let last = output.exit_code.is_some();
+            if gateway
+                .accept_on_channel(agent, generation, &channel, last)
+                .is_none()
             {
-                app.session_activity(session);
+                tracing::debug!(agent_id = %agent, channel_id = %channel, "output on a channel this agent does not hold; ignored");
+                return;
             }
-            tracing::debug!(agent_id = %agent, channel_id = %channel_id, "tunnel_data from agent");
+            let chunk = OutputChunk {
+                stdout,
+                stderr,
+                exit_code: output.exit_code,
+                signal: output.signal,
+                end_reason: output.end_reason,
+            };
+            app.command_output(agent, &channel, chunk).await;
         }
         Ok(AgentMessage::Heartbeat(h)) => app.agent_heartbeat(
             agent,
@@ -396,10 +544,15 @@ where
             }),
         ),
         Err(DecodeError::UnknownType(kind)) => {
-            tracing::info!(agent_id = %agent, kind = %kind, "unknown message type from agent ignored");
+            tracing::info!(agent_id = %agent, kind = %clip(&kind), "unknown message type from agent ignored");
         }
         Err(e) => {
             tracing::warn!(agent_id = %agent, error = %e, "unusable frame from agent ignored")
         }
     }
+}
+
+/// At most 200 characters of agent-supplied text, for logs.
+fn clip(text: &str) -> String {
+    text.chars().take(200).collect()
 }

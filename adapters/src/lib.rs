@@ -6,10 +6,12 @@
 //! types explicitly at the boundary.
 
 pub mod agent;
+pub mod client_ws;
 pub mod credentials;
 pub mod gateway;
 pub mod http;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod streams;
 pub mod system;

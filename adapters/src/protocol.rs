@@ -7,6 +7,15 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The WebSocket upgrade header in which an agent lists the protocol extensions it speaks
+/// (comma-separated). The server sends extension frames or fields only to agents that listed
+/// them, so an agent written against the reference receives reference frames only.
+pub const CAPABILITIES_HEADER: &str = "x-rmm-capabilities";
+/// Extension: the agent enforces `timeout_secs` on `terminal` payloads.
+pub const CAP_COMMAND_TIMEOUT: &str = "command-timeout";
+/// Extension: the agent understands `command_cancel`.
+pub const CAP_COMMAND_CANCEL: &str = "command-cancel";
+
 /// Server → agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
@@ -21,6 +30,11 @@ pub enum ServerMessage {
     TunnelData {
         channel_id: String,
         data: TunnelDataPayload,
+    },
+    /// Extension (`command-cancel`): kill the command running on this channel (its whole
+    /// process group), then report its end as usual with `end_reason: "cancelled"`.
+    CommandCancel {
+        channel_id: String,
     },
 }
 
@@ -49,12 +63,90 @@ pub enum AgentMessage {
 pub enum TunnelDataPayload {
     Terminal {
         command: String,
+        /// Extension (`command-timeout`): kill the command after this many seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_secs: Option<u64>,
     },
-    TerminalOutput {
-        stdout: String,
-        stderr: String,
-        exit_code: Option<i32>,
-    },
+    TerminalOutput(TerminalOutput),
+}
+
+/// Output of a command, in chunks: `exit_code` is null until the last frame.
+///
+/// Lossless extension: when a chunk's bytes are not valid UTF-8, `stdout`/`stderr` carry them
+/// decoded lossily (for readers of the reference) and `stdout_b64`/`stderr_b64` carry the exact
+/// bytes (standard base64). Valid UTF-8 travels only as the reference's strings, and a chunk
+/// never splits a character.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TerminalOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_b64: Option<String>,
+    /// Extension, last frame only: the signal that killed the process (`exit_code` is then
+    /// 128 + its number), e.g. `"SIGKILL"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// Extension, last frame only: `"timed_out"` or `"cancelled"` when the agent killed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+}
+
+/// Why a `*_b64` field could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{field} is not valid base64")]
+pub struct BadBase64 {
+    pub field: &'static str,
+}
+
+impl TerminalOutput {
+    /// Encodes one chunk of each stream losslessly (see the type's docs).
+    #[must_use]
+    pub fn chunk(stdout: &[u8], stderr: &[u8]) -> Self {
+        let (stdout, stdout_b64) = encode_bytes(stdout);
+        let (stderr, stderr_b64) = encode_bytes(stderr);
+        Self {
+            stdout,
+            stderr,
+            stdout_b64,
+            stderr_b64,
+            ..Self::default()
+        }
+    }
+
+    /// The exact bytes of each stream: from `*_b64` when present, else the strings.
+    ///
+    /// # Errors
+    /// [`BadBase64`] when a `*_b64` field is not base64.
+    pub fn bytes(&self) -> Result<(Vec<u8>, Vec<u8>), BadBase64> {
+        Ok((
+            decode_bytes(&self.stdout, self.stdout_b64.as_deref(), "stdout_b64")?,
+            decode_bytes(&self.stderr, self.stderr_b64.as_deref(), "stderr_b64")?,
+        ))
+    }
+}
+
+fn encode_bytes(bytes: &[u8]) -> (String, Option<String>) {
+    use base64::Engine as _;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_owned(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+    }
+}
+
+fn decode_bytes(text: &str, b64: Option<&str>, field: &'static str) -> Result<Vec<u8>, BadBase64> {
+    use base64::Engine as _;
+    match b64 {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| BadBase64 { field }),
+        None => Ok(text.as_bytes().to_vec()),
+    }
 }
 
 /// Extension: what a heartbeat says. Every field is optional so minimal agents can send `{}`.
@@ -104,7 +196,15 @@ impl ServerMessage {
     /// # Errors
     /// [`DecodeError`] naming what was wrong.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        decode(text, &["tunnel_open", "tunnel_close", "tunnel_data"])
+        decode(
+            text,
+            &[
+                "tunnel_open",
+                "tunnel_close",
+                "tunnel_data",
+                "command_cancel",
+            ],
+        )
     }
 }
 
@@ -179,6 +279,47 @@ mod tests {
         roundtrip_agent(
             json!({"type":"tunnel_error","payload":{"channel_id":"terminal-1","error":"Failed to execute command: No such file or directory"}}),
         );
+    }
+
+    #[test]
+    fn reference_frames_are_sent_without_extension_fields() {
+        let frame = ServerMessage::TunnelData {
+            channel_id: "terminal-1".into(),
+            data: TunnelDataPayload::Terminal {
+                command: "ls -la".into(),
+                timeout_secs: None,
+            },
+        };
+        assert_eq!(
+            encode(&frame),
+            r#"{"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal","payload":{"command":"ls -la"}}}}"#
+        );
+        roundtrip_server(
+            json!({"type":"tunnel_data","payload":{"channel_id":"c","data":{"type":"terminal","payload":{"command":"x","timeout_secs":5}}}}),
+        );
+        roundtrip_server(json!({"type":"command_cancel","payload":{"channel_id":"c"}}));
+    }
+
+    #[test]
+    fn output_that_is_not_utf8_travels_losslessly_beside_a_readable_string() {
+        let chunk = TerminalOutput::chunk(b"\xff\xfeabc\x80", "héllo".as_bytes());
+        assert_eq!(chunk.stdout, "\u{fffd}\u{fffd}abc\u{fffd}");
+        assert_eq!(chunk.stdout_b64.as_deref(), Some("//5hYmOA"));
+        assert_eq!(
+            (chunk.stderr.as_str(), chunk.stderr_b64.as_deref()),
+            ("héllo", None)
+        );
+        let wire = encode(&chunk);
+        let back: TerminalOutput = serde_json::from_str(&wire).unwrap();
+        assert_eq!(
+            back.bytes().unwrap(),
+            (b"\xff\xfeabc\x80".to_vec(), "héllo".as_bytes().to_vec())
+        );
+        let bad = TerminalOutput {
+            stdout_b64: Some("!!".into()),
+            ..TerminalOutput::default()
+        };
+        assert!(bad.bytes().is_err());
     }
 
     #[test]

@@ -12,29 +12,41 @@ use poem::web::{Data, Json as PoemJson};
 use poem::{EndpointExt, IntoResponse, Response, Route, get, handler};
 use poem_openapi::OpenApiService;
 use rmm_application::{
-    AgentRepository, App, AuditLog, Config, ConnectAgentError, Ports, SessionRepository,
-    UserRepository,
+    AgentRepository, App, AuditLog, CommandRepository, Config, ConnectAgentError, Deps, Ports,
+    SessionRepository, UserRepository,
 };
 use rmm_domain::CloseReason;
 use tokio::sync::watch;
 
 use crate::credentials::{Argon2Credentials, Jwt};
-use crate::gateway::{ConnectionTimings, WsAgentGateway, run_agent_connection};
+use crate::gateway::{Capabilities, ConnectionTimings, WsAgentGateway, run_agent_connection};
 use crate::http::Api;
+use crate::protocol::CAPABILITIES_HEADER;
+use crate::streams::BroadcastStreams;
 use crate::system::{RandomIds, SystemClock};
+
+/// Everything the server needs from a database; both SQL stores implement it.
+pub trait Store:
+    SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+{
+}
+
+impl<S> Store for S where
+    S: SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+{
+}
 
 /// The production ports over one store type `S` (PostgreSQL or SQLite).
 #[derive(Debug)]
 pub struct Production<S>(PhantomData<fn() -> S>);
 
-impl<S> Ports for Production<S>
-where
-    S: SessionRepository + AgentRepository + UserRepository + AuditLog,
-{
+impl<S: Store> Ports for Production<S> {
     type Sessions = S;
     type Agents = S;
     type Users = S;
     type Audit = S;
+    type Commands = S;
+    type Streams = BroadcastStreams;
     type Gateway = WsAgentGateway;
     type Clock = SystemClock;
     type Ids = RandomIds;
@@ -42,19 +54,20 @@ where
 }
 
 /// Builds the application over `store`.
-pub fn build_app<S>(store: Arc<S>, config: Config) -> Arc<App<Production<S>>>
-where
-    S: SessionRepository + AgentRepository + UserRepository + AuditLog,
-{
+pub fn build_app<S: Store>(store: Arc<S>, config: Config) -> Arc<App<Production<S>>> {
     Arc::new(App::new(
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        store,
-        Arc::new(WsAgentGateway::default()),
-        Arc::new(SystemClock),
-        Arc::new(RandomIds),
-        Arc::new(Argon2Credentials),
+        Deps {
+            sessions: Arc::clone(&store),
+            agents: Arc::clone(&store),
+            users: Arc::clone(&store),
+            audit: Arc::clone(&store),
+            commands: store,
+            streams: Arc::new(BroadcastStreams::default()),
+            gateway: Arc::new(WsAgentGateway::default()),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+            credentials: Arc::new(Argon2Credentials),
+        },
         config,
     ))
 }
@@ -121,7 +134,7 @@ async fn agent_ws<P>(
     shutdown: Data<&watch::Receiver<bool>>,
 ) -> Response
 where
-    P: Ports<Gateway = WsAgentGateway>,
+    P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>,
 {
     let key = req
         .headers()
@@ -158,6 +171,11 @@ where
             );
         }
     };
+    let capabilities = Capabilities::parse(
+        req.headers()
+            .get(CAPABILITIES_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
     let app = Arc::clone(&app);
     let options = Arc::clone(&options);
     let shutdown = shutdown.clone();
@@ -170,7 +188,14 @@ where
         .max_frame_size(Some(options.max_agent_frame));
     ws.config(config)
         .on_upgrade(move |socket| {
-            run_agent_connection(app, agent.id, socket, options.timings, shutdown)
+            run_agent_connection(
+                app,
+                agent.id,
+                capabilities,
+                socket,
+                options.timings,
+                shutdown,
+            )
         })
         .into_response()
 }
@@ -202,7 +227,7 @@ pub fn routes<P>(
     shutdown: watch::Receiver<bool>,
 ) -> impl poem::Endpoint
 where
-    P: Ports<Gateway = WsAgentGateway>,
+    P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>,
 {
     let api = api_service(Arc::clone(&app), Arc::clone(&jwt));
     let spec = api.spec_endpoint();
@@ -212,6 +237,10 @@ where
         .at("/api/v1/openapi.json", spec)
         .nest("/docs", docs)
         .at("/api/v1/agent/ws", get(agent_ws::<P>::default()))
+        .at(
+            "/api/v1/tunnel/:session_id/stream",
+            get(crate::client_ws::session_stream::<P>::default()),
+        )
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz::<P>::default()))
         .data(app)
@@ -240,9 +269,9 @@ pub async fn serve<P>(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()>
 where
-    P: Ports<Gateway = WsAgentGateway>,
+    P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>,
 {
-    let closed = app.close_all_sessions(CloseReason::ServerRestart).await?;
+    let (closed, _) = app.reconcile_after_restart().await?;
     if closed > 0 {
         tracing::warn!(
             count = closed,

@@ -1,19 +1,30 @@
 //! The SQL stores: one adapter per database, [`PgStore`] (PostgreSQL) and [`SqliteStore`]
 //! (SQLite), each implementing every storage port of the application (`SessionRepository`,
-//! `AgentRepository`, `UserRepository`, `AuditLog`). `main` picks one; nothing else knows
-//! which.
+//! `AgentRepository`, `UserRepository`, `AuditLog`, `CommandRepository`). `main` picks one;
+//! nothing else knows which.
 //!
 //! This module owns the mapping between rows and domain types and between database errors and
 //! [`StoreError`]; the rules (who may open what, when a session is idle) stay in the domain and
 //! the use cases. Rows come back through the domain constructors, so a corrupt row is a
 //! [`StoreError::Backend`] with a message naming the table, row and column, never a panic.
 //! Atomicity lives in SQL: every port method is one statement or one transaction, and the
-//! "one open session per agent" rule is a partial unique index, so racing opens cannot both win.
+//! "one open session per agent" rule is a partial unique index, so racing opens cannot both win;
+//! a command ends at most once because its end is one `update ... where status = 'running'`.
+//!
+//! Unsigned counts are `bigint` in both databases: a value above `i64::MAX` is saturated on
+//! the way in (they are sizes and durations, informational), and a negative stored value is
+//! a corrupt row on the way out.
 
 use std::collections::BTreeMap;
 
-use rmm_application::{AgentRecord, HostFacts, KeyDigest, StoreError, UserRecord};
-use rmm_domain::{AgentId, AgentName, Role, Session, SessionId, Timestamp, UserId, Username};
+use rmm_application::{
+    AgentRecord, AuditAction, AuditEntry, AuditEvent, CommandAudit, CommandRecord, FileAudit,
+    HostFacts, KeyDigest, StoreError, UserRecord,
+};
+use rmm_domain::{
+    AgentId, AgentName, ChannelId, CommandId, CommandStatus, Role, Session, SessionId, Timestamp,
+    UserId, Username,
+};
 use uuid::Uuid;
 
 pub use postgres::PgStore;
@@ -41,6 +52,24 @@ macro_rules! user_columns {
     };
 }
 
+/// The columns of `audit_events` in the order [`AuditRow`] is read.
+macro_rules! audit_columns {
+    () => {
+        "audit_id, occurred_at, action, tech_id, agent_id, session_id, detail, \
+         command_id, command, status, exit_code, stdout_bytes, stderr_bytes, duration_ms, \
+         path, direction, size_bytes, sha256, result"
+    };
+}
+
+/// The columns of `commands` in the order [`CommandRow`] is read.
+macro_rules! command_columns {
+    () => {
+        "command_id, session_id, agent_id, tech_id, channel_id, command, timeout_secs, status, \
+         exit_code, signal, started_at, finished_at, stdout_bytes, stderr_bytes, \
+         stdout_truncated, stderr_truncated"
+    };
+}
+
 // After the macros: the backends use them by textual scope.
 mod postgres;
 mod sqlite;
@@ -58,6 +87,8 @@ enum RowError {
     },
     #[error("timestamp {0} µs since the epoch is outside the range the database can store")]
     TimeOutOfRange(i64),
+    #[error("{what} {value} is above the largest the database can store ({max})", max = i64::MAX)]
+    TooLarge { what: &'static str, value: u64 },
 }
 
 impl RowError {
@@ -200,10 +231,243 @@ impl TryFrom<UserRow> for UserRecord {
     }
 }
 
-/// Uptime as stored (`bigint`): a host claiming more than `i64::MAX` seconds gets the maximum
-/// rather than an error, since the value is informational.
-fn uptime_to_db(secs: u64) -> i64 {
-    i64::try_from(secs).unwrap_or(i64::MAX)
+/// An unsigned count as stored (`bigint`): more than `i64::MAX` (an uptime, a byte count, a
+/// timeout no one will wait for) gets the maximum rather than an error, since such values are
+/// informational and the true one is unreachable anyway.
+fn u64_to_db(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A stored unsigned count; a negative one is a corrupt row.
+fn u64_from_db(
+    table: &'static str,
+    key: impl ToString,
+    column: &'static str,
+    value: i64,
+) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| RowError::bad(table, key, column, format!("{value} < 0")))
+}
+
+fn opt_u64_from_db(
+    table: &'static str,
+    key: impl ToString,
+    column: &'static str,
+    value: Option<i64>,
+) -> Result<Option<u64>, StoreError> {
+    value
+        .map(|v| u64_from_db(table, key, column, v))
+        .transpose()
+}
+
+/// An output chunk's number as stored. Unlike counts it is a key: saturating would make two
+/// chunks collide or reorder, so a number the database cannot hold is refused.
+fn seq_to_db(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| {
+        StoreError::backend(RowError::TooLarge {
+            what: "output chunk number",
+            value: seq,
+        })
+    })
+}
+
+/// The most audit entries one `list_audit` returns, whatever the caller asks.
+const AUDIT_PAGE_MAX: u32 = 1000;
+
+/// `limit` clamped to `1..=AUDIT_PAGE_MAX`, as bound into `limit`.
+fn audit_page_size(limit: u32) -> i64 {
+    i64::from(limit.clamp(1, AUDIT_PAGE_MAX))
+}
+
+/// The audit columns beyond the common ones, as written: one flattening of an
+/// [`AuditEvent`] shared by both backends, so they cannot disagree on what goes where.
+struct AuditDetails<'a> {
+    command_id: Option<Uuid>,
+    command: Option<&'a str>,
+    status: Option<&'a str>,
+    exit_code: Option<i32>,
+    stdout_bytes: Option<i64>,
+    stderr_bytes: Option<i64>,
+    duration_ms: Option<i64>,
+    path: Option<&'a str>,
+    direction: Option<&'a str>,
+    size_bytes: Option<i64>,
+    sha256: Option<&'a str>,
+    result: Option<&'a str>,
+}
+
+impl<'a> AuditDetails<'a> {
+    fn of(event: &'a AuditEvent) -> Self {
+        let c = event.command.as_ref();
+        let f = event.file.as_ref();
+        Self {
+            command_id: c.and_then(|c| c.command_id).map(|id| id.as_uuid()),
+            command: c.and_then(|c| c.text.as_deref()),
+            status: c.and_then(|c| c.status.as_deref()),
+            exit_code: c.and_then(|c| c.exit_code),
+            stdout_bytes: c.and_then(|c| c.stdout_bytes).map(u64_to_db),
+            stderr_bytes: c.and_then(|c| c.stderr_bytes).map(u64_to_db),
+            duration_ms: c.and_then(|c| c.duration_ms).map(u64_to_db),
+            path: f.map(|f| f.path.as_str()),
+            direction: f.map(|f| f.direction.as_str()),
+            size_bytes: f.and_then(|f| f.size).map(u64_to_db),
+            sha256: f.and_then(|f| f.sha256.as_deref()),
+            result: f.map(|f| f.result.as_str()),
+        }
+    }
+}
+
+/// An `audit_events` row with its columns decoded but not yet validated.
+struct AuditRow {
+    audit_id: i64,
+    occurred_at: Timestamp,
+    action: String,
+    tech_id: Option<Uuid>,
+    agent_id: Option<Uuid>,
+    session_id: Option<Uuid>,
+    detail: Option<String>,
+    command_id: Option<Uuid>,
+    command: Option<String>,
+    status: Option<String>,
+    exit_code: Option<i32>,
+    stdout_bytes: Option<i64>,
+    stderr_bytes: Option<i64>,
+    duration_ms: Option<i64>,
+    path: Option<String>,
+    direction: Option<String>,
+    size_bytes: Option<i64>,
+    sha256: Option<String>,
+    result: Option<String>,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = StoreError;
+
+    /// The command part is present when any of its columns is set (so a `CommandAudit` with
+    /// nothing in it reads back as none); the file part when any of its columns is set, and
+    /// then its path, direction and result must all be.
+    fn try_from(row: AuditRow) -> Result<Self, Self::Error> {
+        const TABLE: &str = "audit_events";
+        let key = row.audit_id;
+        let action = AuditAction::parse(&row.action).ok_or_else(|| {
+            RowError::bad(
+                TABLE,
+                key,
+                "action",
+                format!("unknown action {:?}", row.action),
+            )
+        })?;
+        let command = if row.command_id.is_some()
+            || row.command.is_some()
+            || row.status.is_some()
+            || row.exit_code.is_some()
+            || row.stdout_bytes.is_some()
+            || row.stderr_bytes.is_some()
+            || row.duration_ms.is_some()
+        {
+            Some(CommandAudit {
+                command_id: row.command_id.map(CommandId::from_uuid),
+                text: row.command,
+                status: row.status,
+                exit_code: row.exit_code,
+                stdout_bytes: opt_u64_from_db(TABLE, key, "stdout_bytes", row.stdout_bytes)?,
+                stderr_bytes: opt_u64_from_db(TABLE, key, "stderr_bytes", row.stderr_bytes)?,
+                duration_ms: opt_u64_from_db(TABLE, key, "duration_ms", row.duration_ms)?,
+            })
+        } else {
+            None
+        };
+        let file = match (row.path, row.direction, row.result) {
+            (None, None, None) if row.size_bytes.is_none() && row.sha256.is_none() => None,
+            (Some(path), Some(direction), Some(result)) => Some(FileAudit {
+                path,
+                direction,
+                size: opt_u64_from_db(TABLE, key, "size_bytes", row.size_bytes)?,
+                sha256: row.sha256,
+                result,
+            }),
+            (path, direction, result) => {
+                return Err(RowError::bad(
+                    TABLE,
+                    key,
+                    "path/direction/result",
+                    format!(
+                        "a file entry needs all three, got {:?}/{:?}/{:?}",
+                        path.is_some(),
+                        direction.is_some(),
+                        result.is_some()
+                    ),
+                ));
+            }
+        };
+        Ok(Self {
+            id: row.audit_id,
+            event: AuditEvent {
+                at: row.occurred_at,
+                action,
+                user: row.tech_id.map(UserId::from_uuid),
+                agent: row.agent_id.map(AgentId::from_uuid),
+                session: row.session_id.map(SessionId::from_uuid),
+                detail: row.detail,
+                command,
+                file,
+            },
+        })
+    }
+}
+
+/// A `commands` row with its columns decoded but not yet validated.
+struct CommandRow {
+    command_id: Uuid,
+    session_id: Uuid,
+    agent_id: Uuid,
+    tech_id: Uuid,
+    channel_id: String,
+    command: String,
+    timeout_secs: i64,
+    status: String,
+    exit_code: Option<i32>,
+    signal: Option<String>,
+    started_at: Timestamp,
+    finished_at: Option<Timestamp>,
+    stdout_bytes: i64,
+    stderr_bytes: i64,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+}
+
+impl TryFrom<CommandRow> for CommandRecord {
+    type Error = StoreError;
+
+    fn try_from(row: CommandRow) -> Result<Self, Self::Error> {
+        const TABLE: &str = "commands";
+        let key = row.command_id;
+        Ok(Self {
+            id: CommandId::from_uuid(row.command_id),
+            session: SessionId::from_uuid(row.session_id),
+            agent: AgentId::from_uuid(row.agent_id),
+            owner: UserId::from_uuid(row.tech_id),
+            channel: ChannelId::parse(&row.channel_id)
+                .map_err(|e| RowError::bad(TABLE, key, "channel_id", e))?,
+            text: row.command,
+            timeout_secs: u64_from_db(TABLE, key, "timeout_secs", row.timeout_secs)?,
+            status: CommandStatus::parse(&row.status).ok_or_else(|| {
+                RowError::bad(
+                    TABLE,
+                    key,
+                    "status",
+                    format!("unknown status {:?}", row.status),
+                )
+            })?,
+            exit_code: row.exit_code,
+            signal: row.signal,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            stdout_bytes: u64_from_db(TABLE, key, "stdout_bytes", row.stdout_bytes)?,
+            stderr_bytes: u64_from_db(TABLE, key, "stderr_bytes", row.stderr_bytes)?,
+            stdout_truncated: row.stdout_truncated,
+            stderr_truncated: row.stderr_truncated,
+        })
+    }
 }
 
 /// One agent's share of a `record_seen` batch, after merging its heartbeats.
@@ -352,5 +616,120 @@ mod tests {
         };
         let err = AgentRecord::try_from(row).expect_err("short digest");
         assert!(matches!(err, StoreError::Backend(c) if c.to_string().contains("key_digest")));
+    }
+
+    fn audit_row(action: &str) -> AuditRow {
+        AuditRow {
+            audit_id: 7,
+            occurred_at: t(1),
+            action: action.into(),
+            tech_id: None,
+            agent_id: None,
+            session_id: None,
+            detail: None,
+            command_id: None,
+            command: None,
+            status: None,
+            exit_code: None,
+            stdout_bytes: None,
+            stderr_bytes: None,
+            duration_ms: None,
+            path: None,
+            direction: None,
+            size_bytes: None,
+            sha256: None,
+            result: None,
+        }
+    }
+
+    fn backend_message<T: std::fmt::Debug>(r: Result<T, StoreError>) -> String {
+        match r {
+            Err(StoreError::Backend(cause)) => cause.to_string(),
+            other => panic!("expected a backend error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn corrupt_audit_rows_become_backend_errors_naming_the_column() {
+        let message = backend_message(AuditEntry::try_from(audit_row("tunnel_reopen")));
+        assert!(message.contains("audit_events row 7"), "{message}");
+        assert!(
+            message.contains("unknown action \"tunnel_reopen\""),
+            "{message}"
+        );
+
+        let mut negative = audit_row("command_end");
+        negative.stdout_bytes = Some(-1);
+        let message = backend_message(AuditEntry::try_from(negative));
+        assert!(message.contains("stdout_bytes"), "{message}");
+
+        // A file entry without its direction and result.
+        let mut partial = audit_row("file_upload");
+        partial.path = Some("/tmp/x".into());
+        let message = backend_message(AuditEntry::try_from(partial));
+        assert!(message.contains("path/direction/result"), "{message}");
+
+        let mut stray = audit_row("file_upload");
+        stray.sha256 = Some("00".into());
+        backend_message(AuditEntry::try_from(stray));
+    }
+
+    #[test]
+    fn an_audit_row_with_no_details_has_no_command_or_file_part() {
+        let entry = AuditEntry::try_from(audit_row("tunnel_open")).expect("valid row");
+        assert_eq!(entry.id, 7);
+        assert_eq!(entry.event, AuditEvent::new(t(1), AuditAction::TunnelOpen));
+    }
+
+    #[test]
+    fn corrupt_command_rows_become_backend_errors_naming_the_column() {
+        let row = || CommandRow {
+            command_id: Uuid::from_u128(5),
+            session_id: Uuid::from_u128(1),
+            agent_id: Uuid::from_u128(2),
+            tech_id: Uuid::from_u128(3),
+            channel_id: "cmd-1".into(),
+            command: "ls".into(),
+            timeout_secs: 30,
+            status: "running".into(),
+            exit_code: None,
+            signal: None,
+            started_at: t(0),
+            finished_at: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            stdout_truncated: false,
+            stderr_truncated: false,
+        };
+        CommandRecord::try_from(row()).expect("valid row");
+        let message = backend_message(CommandRecord::try_from(CommandRow {
+            status: "done".into(),
+            ..row()
+        }));
+        assert!(
+            message.contains("commands row") && message.contains("status"),
+            "{message}"
+        );
+        let message = backend_message(CommandRecord::try_from(CommandRow {
+            timeout_secs: -5,
+            ..row()
+        }));
+        assert!(message.contains("timeout_secs"), "{message}");
+        let message = backend_message(CommandRecord::try_from(CommandRow {
+            channel_id: "bad channel!".into(),
+            ..row()
+        }));
+        assert!(message.contains("channel_id"), "{message}");
+    }
+
+    #[test]
+    fn counts_saturate_chunk_numbers_do_not_and_pages_are_clamped() {
+        assert_eq!(u64_to_db(5), 5);
+        assert_eq!(u64_to_db(u64::MAX), i64::MAX);
+        assert_eq!(seq_to_db(i64::MAX.unsigned_abs()).ok(), Some(i64::MAX));
+        backend_message(seq_to_db(u64::MAX));
+        assert_eq!(audit_page_size(0), 1);
+        assert_eq!(audit_page_size(50), 50);
+        assert_eq!(audit_page_size(u32::MAX), 1000);
     }
 }

@@ -10,22 +10,30 @@
 use anyhow::{Context as _, ensure};
 use rmm_adapters::store::{PgStore, SqliteStore};
 use rmm_application::{
-    AgentRecord, AgentRepository, AuditAction, AuditEvent, AuditLog, HostFacts, KeyDigest,
-    SessionRepository, StoreError, UserRecord, UserRepository,
+    AgentRecord, AgentRepository, AuditAction, AuditEntry, AuditEvent, AuditLog, AuditQuery,
+    CommandAudit, CommandOutcome, CommandRecord, CommandRepository, FileAudit, HostFacts,
+    KeyDigest, OutputStream, SessionRepository, StoreError, UserRecord, UserRepository,
 };
 use rmm_domain::{
-    AgentId, AgentName, CloseReason, Role, Session, SessionId, SessionStatus, Timestamp, UserId,
-    Username,
+    AgentId, AgentName, ChannelId, CloseReason, CommandId, CommandStatus, Role, Session, SessionId,
+    SessionStatus, Timestamp, UserId, Username,
 };
 use tempfile::TempDir;
 use uuid::Uuid;
 
 /// Everything a SQL store implements.
-trait Store: SessionRepository + AgentRepository + UserRepository + AuditLog {}
-impl<T> Store for T where T: SessionRepository + AgentRepository + UserRepository + AuditLog {}
+trait Store:
+    SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+{
+}
+impl<T> Store for T where
+    T: SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+{
+}
 
 /// A store on a fresh database, plus the raw SQL access the ports deliberately lack (deleting
-/// users and agents, reading and tampering with the audit table).
+/// users, agents and sessions, counting output rows, reading and tampering with the audit
+/// table).
 trait Backend: Sized {
     type Store: Store;
 
@@ -35,6 +43,9 @@ trait Backend: Sized {
     async fn reopen(self) -> anyhow::Result<Self>;
     async fn delete_user(&self, id: UserId) -> anyhow::Result<()>;
     async fn delete_agent(&self, id: AgentId) -> anyhow::Result<()>;
+    async fn delete_session(&self, id: SessionId) -> anyhow::Result<()>;
+    /// Rows in `command_output`, of every command.
+    async fn output_rows(&self) -> anyhow::Result<i64>;
     /// The audit table's actions, oldest first.
     async fn audit_actions(&self) -> anyhow::Result<Vec<String>>;
     async fn update_audit(&self) -> Result<u64, sqlx::Error>;
@@ -85,6 +96,20 @@ impl Backend for Pg {
         Ok(())
     }
 
+    async fn delete_session(&self, id: SessionId) -> anyhow::Result<()> {
+        sqlx::query("delete from tech_sessions where session_id = $1")
+            .bind(id.as_uuid())
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn output_rows(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("select count(*) from command_output")
+            .fetch_one(self.store.pool())
+            .await?)
+    }
+
     async fn audit_actions(&self) -> anyhow::Result<Vec<String>> {
         Ok(
             sqlx::query_scalar("select action from audit_events order by audit_id")
@@ -94,7 +119,7 @@ impl Backend for Pg {
     }
 
     async fn update_audit(&self) -> Result<u64, sqlx::Error> {
-        sqlx::query("update audit_events set detail = 'rewritten'")
+        sqlx::query("update audit_events set detail = 'rewritten', result = 'ok'")
             .execute(self.store.pool())
             .await
             .map(|r| r.rows_affected())
@@ -156,6 +181,20 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    async fn delete_session(&self, id: SessionId) -> anyhow::Result<()> {
+        sqlx::query("delete from tech_sessions where session_id = ?1")
+            .bind(id.to_string())
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn output_rows(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("select count(*) from command_output")
+            .fetch_one(self.store.pool())
+            .await?)
+    }
+
     async fn audit_actions(&self) -> anyhow::Result<Vec<String>> {
         Ok(
             sqlx::query_scalar("select action from audit_events order by audit_id")
@@ -165,7 +204,7 @@ impl Backend for Sqlite {
     }
 
     async fn update_audit(&self) -> Result<u64, sqlx::Error> {
-        sqlx::query("update audit_events set detail = 'rewritten'")
+        sqlx::query("update audit_events set detail = 'rewritten', result = 'ok'")
             .execute(self.store.pool())
             .await
             .map(|r| r.rows_affected())
@@ -217,6 +256,15 @@ contract!(
     close_idle_closes_only_active_sessions_idle_before_the_cutoff,
     touch_moves_active_sessions_forward_only,
     audit_entries_outlive_what_they_name_and_cannot_be_changed,
+    audit_entries_round_trip_command_and_file_details,
+    audit_entries_filter_by_user_agent_session_and_time,
+    audit_entries_list_newest_first_and_page_with_before,
+    audit_page_size_is_clamped_to_1_through_1000,
+    a_command_round_trips_every_field,
+    output_reads_back_in_order_per_stream_with_paging_and_bytes_intact,
+    a_command_finishes_only_once,
+    fail_running_commands_ends_only_running_ones,
+    deleting_a_session_takes_its_commands_and_output_but_not_the_audit,
     data_survives_reopening_the_store,
 );
 
@@ -302,6 +350,73 @@ fn by_id(mut sessions: Vec<Session>) -> Vec<Session> {
 
 fn is_conflict<T>(r: &Result<T, StoreError>) -> bool {
     matches!(r, Err(StoreError::Conflict))
+}
+
+fn is_backend<T>(r: &Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Backend(_)))
+}
+
+/// All entries matching `query` with a page as large as allowed.
+fn audit_query() -> AuditQuery {
+    AuditQuery {
+        limit: 1000,
+        ..AuditQuery::default()
+    }
+}
+
+fn events(entries: &[AuditEntry]) -> Vec<AuditEvent> {
+    entries.iter().map(|e| e.event.clone()).collect()
+}
+
+/// A running command in `session`, as the use case would insert it.
+fn running_command(session: &Session, text: &str, started: Timestamp) -> CommandRecord {
+    let id = CommandId::from_uuid(Uuid::new_v4());
+    CommandRecord {
+        id,
+        session: session.id(),
+        agent: session.agent(),
+        owner: session.owner(),
+        channel: ChannelId::for_command(id),
+        text: text.into(),
+        timeout_secs: 30,
+        status: CommandStatus::Running,
+        exit_code: None,
+        signal: None,
+        started_at: started,
+        finished_at: None,
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        stdout_truncated: false,
+        stderr_truncated: false,
+    }
+}
+
+/// `command` as the store should hold it after `outcome`.
+fn finished(command: &CommandRecord, outcome: &CommandOutcome) -> CommandRecord {
+    CommandRecord {
+        status: outcome.status,
+        exit_code: outcome.exit_code,
+        signal: outcome.signal.clone(),
+        finished_at: Some(outcome.finished_at),
+        stdout_bytes: outcome.stdout_bytes,
+        stderr_bytes: outcome.stderr_bytes,
+        stdout_truncated: outcome.stdout_truncated,
+        stderr_truncated: outcome.stderr_truncated,
+        ..command.clone()
+    }
+}
+
+fn completed(exit_code: i32, at: Timestamp) -> CommandOutcome {
+    CommandOutcome {
+        status: CommandStatus::Completed,
+        exit_code: Some(exit_code),
+        signal: None,
+        finished_at: at,
+        stdout_bytes: 12,
+        stderr_bytes: 3,
+        stdout_truncated: false,
+        stderr_truncated: false,
+    }
 }
 
 // ---- users -------------------------------------------------------------------------------
@@ -788,6 +903,8 @@ async fn audit_entries_outlive_what_they_name_and_cannot_be_changed(
         agent: Some(w.web.id),
         session: Some(session.id()),
         detail: None,
+        command: None,
+        file: None,
     })
     .await?;
     s.append(&AuditEvent {
@@ -797,6 +914,8 @@ async fn audit_entries_outlive_what_they_name_and_cannot_be_changed(
         agent: Some(w.web.id),
         session: Some(session.id()),
         detail: Some("closed_by_owner".into()),
+        command: None,
+        file: None,
     })
     .await?;
     // Entries may name nothing, or things that never existed.
@@ -807,6 +926,8 @@ async fn audit_entries_outlive_what_they_name_and_cannot_be_changed(
         agent: Some(AgentId::from_uuid(Uuid::new_v4())),
         session: None,
         detail: Some("ünïcode ✓".into()),
+        command: None,
+        file: None,
     })
     .await?;
     let actions = vec!["tunnel_open", "tunnel_close", "tunnel_timeout"];
@@ -830,6 +951,642 @@ async fn audit_entries_outlive_what_they_name_and_cannot_be_changed(
     Ok(())
 }
 
+async fn audit_entries_round_trip_command_and_file_details(b: impl Backend) -> anyhow::Result<()> {
+    let s = b.store();
+    let w = world(s).await?;
+    let session = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
+    let command_id = CommandId::from_uuid(Uuid::new_v4());
+    let common = |at: Timestamp, action: AuditAction| AuditEvent {
+        user: Some(w.alice.id),
+        agent: Some(w.web.id),
+        session: Some(session.id()),
+        ..AuditEvent::new(at, action)
+    };
+
+    let sent = AuditEvent {
+        command: Some(CommandAudit {
+            command_id: Some(command_id),
+            text: Some("printf 'ü\\n' && exit 3".into()),
+            status: Some("running".into()),
+            ..CommandAudit::default()
+        }),
+        ..common(t(10), AuditAction::Command)
+    };
+    let ended = AuditEvent {
+        detail: Some("signal SIGKILL".into()),
+        command: Some(CommandAudit {
+            command_id: Some(command_id),
+            text: Some("printf 'ü\\n' && exit 3".into()),
+            status: Some("timed_out".into()),
+            exit_code: Some(-9),
+            stdout_bytes: Some(5_000_000_000),
+            stderr_bytes: Some(0),
+            duration_ms: Some(30_001),
+        }),
+        ..common(t(20), AuditAction::CommandEnd)
+    };
+    let upload = AuditEvent {
+        file: Some(FileAudit {
+            path: "/etc/ssl/certs/ca ü.pem".into(),
+            direction: "upload".into(),
+            size: Some(1_048_576),
+            sha256: Some("ab".repeat(32)),
+            result: "ok".into(),
+        }),
+        ..common(t(30), AuditAction::FileUpload)
+    };
+    let refused_download = AuditEvent {
+        file: Some(FileAudit {
+            path: "/root/.ssh/id_ed25519".into(),
+            direction: "download".into(),
+            size: None,
+            sha256: None,
+            result: "denied: permission".into(),
+        }),
+        ..common(t(40), AuditAction::FileDownload)
+    };
+    // Only the common fields, naming nothing at all.
+    let bare = AuditEvent::new(t(50), AuditAction::TunnelRefused);
+    let written = vec![sent, ended, upload, refused_download, bare];
+    for event in &written {
+        s.append(event).await?;
+    }
+
+    let listed = s.list_audit(&audit_query()).await?;
+    let mut expected = written.clone();
+    expected.reverse();
+    assert_eq!(events(&listed), expected);
+    assert!(listed.windows(2).all(|p| p[0].id > p[1].id), "{listed:?}");
+
+    // Every action survives the trip; counts above what a bigint holds are saturated.
+    for action in AuditAction::ALL {
+        s.append(&AuditEvent {
+            command: Some(CommandAudit {
+                stdout_bytes: Some(u64::MAX),
+                ..CommandAudit::default()
+            }),
+            ..AuditEvent::new(t(60), action)
+        })
+        .await?;
+    }
+    let latest = s
+        .list_audit(&AuditQuery {
+            limit: 8,
+            ..AuditQuery::default()
+        })
+        .await?;
+    let actions: Vec<AuditAction> = latest.iter().rev().map(|e| e.event.action).collect();
+    assert_eq!(actions, AuditAction::ALL);
+    for entry in &latest {
+        assert_eq!(
+            entry.event.command,
+            Some(CommandAudit {
+                stdout_bytes: Some(i64::MAX.unsigned_abs()),
+                ..CommandAudit::default()
+            })
+        );
+    }
+    assert_eq!(b.audit_actions().await?.len(), written.len() + 8);
+    Ok(())
+}
+
+async fn audit_entries_filter_by_user_agent_session_and_time(
+    b: impl Backend,
+) -> anyhow::Result<()> {
+    let s = b.store();
+    let w = world(s).await?;
+    let (alice_web, bob_db) = (
+        active_session(s, &w.web, &w.alice, t(0), t(1)).await?,
+        active_session(s, &w.db, &w.bob, t(0), t(1)).await?,
+    );
+    let event =
+        |at: i64, user: &UserRecord, agent: &AgentRecord, session: Option<&Session>| AuditEvent {
+            user: Some(user.id),
+            agent: Some(agent.id),
+            session: session.map(Session::id),
+            ..AuditEvent::new(t(at), AuditAction::Command)
+        };
+    let written = vec![
+        event(100, &w.alice, &w.web, Some(&alice_web)),
+        event(200, &w.bob, &w.db, Some(&bob_db)),
+        event(300, &w.alice, &w.db, None),
+        event(400, &w.bob, &w.web, None),
+        event(500, &w.alice, &w.web, Some(&alice_web)),
+        AuditEvent::new(t(600), AuditAction::TunnelTimeout),
+    ];
+    for e in &written {
+        s.append(e).await?;
+    }
+    // What the store must return: the matching events, newest first.
+    let expect = |keep: &dyn Fn(&AuditEvent) -> bool| -> Vec<AuditEvent> {
+        written.iter().rev().filter(|e| keep(e)).cloned().collect()
+    };
+    let list = |query: AuditQuery| async move { s.list_audit(&query).await.map(|l| events(&l)) };
+
+    assert_eq!(list(audit_query()).await?, expect(&|_| true));
+    assert_eq!(
+        list(AuditQuery {
+            user: Some(w.alice.id),
+            ..audit_query()
+        })
+        .await?,
+        expect(&|e| e.user == Some(w.alice.id))
+    );
+    assert_eq!(
+        list(AuditQuery {
+            agent: Some(w.web.id),
+            ..audit_query()
+        })
+        .await?,
+        expect(&|e| e.agent == Some(w.web.id))
+    );
+    assert_eq!(
+        list(AuditQuery {
+            session: Some(bob_db.id()),
+            ..audit_query()
+        })
+        .await?,
+        vec![written[1].clone()]
+    );
+    // since is inclusive, until exclusive.
+    assert_eq!(
+        list(AuditQuery {
+            since: Some(t(200)),
+            until: Some(t(500)),
+            ..audit_query()
+        })
+        .await?,
+        expect(&|e| e.at >= t(200) && e.at < t(500))
+    );
+    assert_eq!(
+        expect(&|e| e.at >= t(200) && e.at < t(500)).len(),
+        3,
+        "fixture"
+    );
+    assert_eq!(
+        list(AuditQuery {
+            since: Some(t(500)),
+            ..audit_query()
+        })
+        .await?,
+        vec![written[5].clone(), written[4].clone()]
+    );
+    assert_eq!(
+        list(AuditQuery {
+            until: Some(t(100)),
+            ..audit_query()
+        })
+        .await?,
+        vec![]
+    );
+    // Filters combine.
+    assert_eq!(
+        list(AuditQuery {
+            user: Some(w.alice.id),
+            agent: Some(w.web.id),
+            since: Some(t(101)),
+            ..audit_query()
+        })
+        .await?,
+        vec![written[4].clone()]
+    );
+    assert_eq!(
+        list(AuditQuery {
+            user: Some(UserId::from_uuid(Uuid::new_v4())),
+            ..audit_query()
+        })
+        .await?,
+        vec![]
+    );
+    Ok(())
+}
+
+async fn audit_entries_list_newest_first_and_page_with_before(
+    b: impl Backend,
+) -> anyhow::Result<()> {
+    let s = b.store();
+    // Newest means last appended, whatever the event's own time says (clocks skew).
+    let times = [50, 10, 40, 20, 30];
+    let mut written = Vec::new();
+    for (i, at) in times.into_iter().enumerate() {
+        let event = AuditEvent {
+            detail: Some(format!("entry {i}")),
+            ..AuditEvent::new(t(at), AuditAction::TunnelOpen)
+        };
+        s.append(&event).await?;
+        written.push(event);
+    }
+
+    let all = s.list_audit(&audit_query()).await?;
+    let mut newest_first = written.clone();
+    newest_first.reverse();
+    assert_eq!(events(&all), newest_first);
+
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s
+            .list_audit(&AuditQuery {
+                before,
+                limit: 2,
+                ..AuditQuery::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        pages.push(page);
+        ensure!(pages.len() <= 5, "paging does not end");
+    }
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![2, 2, 1]
+    );
+    // No duplicates, none missing, same order as one big page.
+    assert_eq!(pages.concat(), all);
+
+    // A cursor combines with filters.
+    let third = all[2].id;
+    assert_eq!(
+        s.list_audit(&AuditQuery {
+            before: Some(third),
+            since: Some(t(20)),
+            ..audit_query()
+        })
+        .await?,
+        vec![all[4].clone()]
+    );
+    Ok(())
+}
+
+async fn audit_page_size_is_clamped_to_1_through_1000(b: impl Backend) -> anyhow::Result<()> {
+    let s = b.store();
+    for i in 0..1_001 {
+        s.append(&AuditEvent::new(t(i), AuditAction::TunnelClose))
+            .await?;
+    }
+    let page = |limit: u32| async move {
+        s.list_audit(&AuditQuery {
+            limit,
+            ..AuditQuery::default()
+        })
+        .await
+    };
+    let one = page(0).await?;
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].event.at, t(1_000));
+    assert_eq!(page(1).await?, one);
+    assert_eq!(page(7).await?.len(), 7);
+    let most = page(1_000).await?;
+    assert_eq!(most.len(), 1_000);
+    assert_eq!(most.last().map(|e| e.event.at), Some(t(1)));
+    assert_eq!(page(1_001).await?, most);
+    assert_eq!(page(u32::MAX).await?, most);
+    Ok(())
+}
+
+// ---- commands ----------------------------------------------------------------------------
+
+async fn a_command_round_trips_every_field(b: impl Backend) -> anyhow::Result<()> {
+    let s = b.store();
+    let w = world(s).await?;
+    let session = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
+
+    let running = running_command(&session, "journalctl -u 'ü' | tail -n 50", t(10));
+    s.insert_command(&running).await?;
+    assert_eq!(s.get_command(running.id).await?, Some(running.clone()));
+
+    // Every status, with every optional field set.
+    for (i, status) in CommandStatus::ALL.into_iter().enumerate() {
+        let offset = i64::try_from(i)? * 100;
+        let mut ended = running_command(&session, &format!("sleep {i}"), t(offset));
+        ended.timeout_secs = 3_600;
+        ended.status = status;
+        if status != CommandStatus::Running {
+            ended.exit_code = Some(-1 - i32::try_from(i)?);
+            ended.signal = Some("SIGKILL".into());
+            ended.finished_at = Some(t(offset + 50));
+            ended.stdout_bytes = 5_000_000_000;
+            ended.stderr_bytes = 7;
+            ended.stdout_truncated = true;
+            ended.stderr_truncated = i % 2 == 0;
+        }
+        s.insert_command(&ended).await?;
+        assert_eq!(s.get_command(ended.id).await?, Some(ended));
+    }
+
+    // A timeout no one will wait for is saturated, not refused.
+    let mut forever = running_command(&session, "yes", t(2));
+    forever.timeout_secs = u64::MAX;
+    s.insert_command(&forever).await?;
+    assert_eq!(
+        s.get_command(forever.id).await?.map(|c| c.timeout_secs),
+        Some(i64::MAX.unsigned_abs())
+    );
+
+    assert_eq!(
+        s.get_command(CommandId::from_uuid(Uuid::new_v4())).await?,
+        None
+    );
+    // The same id twice is a conflict; a command of an unknown session is refused otherwise.
+    let mut twin = running_command(&session, "id", t(3));
+    twin.id = running.id;
+    assert!(is_conflict(&s.insert_command(&twin).await));
+    assert_eq!(s.get_command(running.id).await?, Some(running));
+    let mut orphan = running_command(&session, "id", t(3));
+    orphan.session = SessionId::from_uuid(Uuid::new_v4());
+    assert!(is_backend(&s.insert_command(&orphan).await));
+    Ok(())
+}
+
+async fn output_reads_back_in_order_per_stream_with_paging_and_bytes_intact(
+    b: impl Backend,
+) -> anyhow::Result<()> {
+    let s = b.store();
+    let w = world(s).await?;
+    let session = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
+    let cmd = running_command(&session, "cat /dev/urandom | head -c 1M", t(2));
+    s.insert_command(&cmd).await?;
+    let other = running_command(&session, "true", t(3));
+    s.insert_command(&other).await?;
+
+    let chunk = |seq: u64| -> Vec<u8> {
+        // NUL, 0xff and a truncated UTF-8 sequence: not text, and must not be treated as such.
+        vec![
+            0x00,
+            0xff,
+            0xc3,
+            0x28,
+            0xe2,
+            0x82,
+            u8::try_from(seq).unwrap_or(0xfe),
+            0x00,
+        ]
+    };
+    // Stored out of order, as concurrent writers might.
+    for seq in [3, 0, 4, 1, 2] {
+        s.append_output(cmd.id, OutputStream::Stdout, seq, &chunk(seq))
+            .await?;
+    }
+    s.append_output(cmd.id, OutputStream::Stderr, 0, b"warning: \xff\n")
+        .await?;
+    s.append_output(cmd.id, OutputStream::Stderr, 1, b"")
+        .await?;
+    s.append_output(other.id, OutputStream::Stdout, 0, b"other")
+        .await?;
+
+    let stdout: Vec<(u64, Vec<u8>)> = (0..5).map(|seq| (seq, chunk(seq))).collect();
+    assert_eq!(
+        s.read_output(cmd.id, OutputStream::Stdout, 0, 100).await?,
+        stdout
+    );
+    assert_eq!(
+        s.read_output(cmd.id, OutputStream::Stdout, 2, 2).await?,
+        stdout[2..4].to_vec()
+    );
+    assert_eq!(
+        s.read_output(cmd.id, OutputStream::Stdout, 4, 10).await?,
+        stdout[4..].to_vec()
+    );
+    assert_eq!(
+        s.read_output(cmd.id, OutputStream::Stdout, 5, 10).await?,
+        vec![]
+    );
+    assert_eq!(
+        s.read_output(cmd.id, OutputStream::Stdout, u64::MAX, 10)
+            .await?,
+        vec![]
+    );
+    assert_eq!(
+        s.read_output(cmd.id, OutputStream::Stdout, 0, 0).await?,
+        vec![]
+    );
+    // Paging from the last seq seen + 1 reads everything once.
+    let mut paged = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = s.read_output(cmd.id, OutputStream::Stdout, from, 2).await?;
+        let Some((last, _)) = page.last() else { break };
+        from = last + 1;
+        paged.extend(page);
+    }
+    assert_eq!(paged, stdout);
+
+    assert_eq!(
+        s.read_output(cmd.id, OutputStream::Stderr, 0, 100).await?,
+        vec![(0, b"warning: \xff\n".to_vec()), (1, vec![])]
+    );
+    assert_eq!(
+        s.read_output(other.id, OutputStream::Stdout, 0, 100)
+            .await?,
+        vec![(0, b"other".to_vec())]
+    );
+    assert_eq!(
+        s.read_output(other.id, OutputStream::Stderr, 0, 100)
+            .await?,
+        vec![]
+    );
+
+    // A chunk number is written once.
+    assert!(is_conflict(
+        &s.append_output(cmd.id, OutputStream::Stdout, 2, b"again")
+            .await
+    ));
+    assert_eq!(
+        s.read_output(cmd.id, OutputStream::Stdout, 2, 1).await?,
+        vec![(2, chunk(2))]
+    );
+    // Output of no command is refused; so is a chunk number the database cannot hold.
+    assert!(is_backend(
+        &s.append_output(
+            CommandId::from_uuid(Uuid::new_v4()),
+            OutputStream::Stdout,
+            0,
+            b"x"
+        )
+        .await
+    ));
+    assert!(is_backend(
+        &s.append_output(cmd.id, OutputStream::Stdout, u64::MAX, b"x")
+            .await
+    ));
+
+    // A 1 MiB chunk of every byte value.
+    let big: Vec<u8> = (0..1_048_576_u32)
+        .map(|i| u8::try_from(i % 251).unwrap_or(0))
+        .collect();
+    s.append_output(cmd.id, OutputStream::Stderr, 2, &big)
+        .await?;
+    let read = s.read_output(cmd.id, OutputStream::Stderr, 2, 1).await?;
+    ensure!(read.len() == 1, "{} chunks", read.len());
+    assert_eq!(read[0].0, 2);
+    assert!(read[0].1 == big, "the 1 MiB chunk changed on the way");
+    Ok(())
+}
+
+async fn a_command_finishes_only_once(b: impl Backend) -> anyhow::Result<()> {
+    let s = b.store();
+    let w = world(s).await?;
+    let session = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
+    let cmd = running_command(&session, "make test", t(2));
+    s.insert_command(&cmd).await?;
+
+    let first = CommandOutcome {
+        status: CommandStatus::TimedOut,
+        exit_code: Some(137),
+        signal: Some("SIGKILL".into()),
+        finished_at: t(30_000_002),
+        stdout_bytes: 9_000_000,
+        stderr_bytes: 42,
+        stdout_truncated: true,
+        stderr_truncated: false,
+    };
+    assert!(s.finish_command(cmd.id, &first).await?);
+    let expected = finished(&cmd, &first);
+    assert_eq!(s.get_command(cmd.id).await?, Some(expected.clone()));
+
+    // A late report (the agent's own end after the timeout) changes nothing.
+    assert!(
+        !s.finish_command(cmd.id, &completed(0, t(30_000_100)))
+            .await?
+    );
+    assert_eq!(s.get_command(cmd.id).await?, Some(expected));
+    assert!(
+        !s.finish_command(CommandId::from_uuid(Uuid::new_v4()), &first)
+            .await?
+    );
+
+    // Racing ends: exactly one wins.
+    let raced = running_command(&session, "sleep 1", t(3));
+    s.insert_command(&raced).await?;
+    let (a, b2) = (completed(0, t(4)), completed(1, t(5)));
+    let (ra, rb) = tokio::join!(
+        s.finish_command(raced.id, &a),
+        s.finish_command(raced.id, &b2)
+    );
+    let (ra, rb) = (ra?, rb?);
+    assert!(ra != rb, "{ra} / {rb}");
+    let winner = if ra { &a } else { &b2 };
+    assert_eq!(
+        s.get_command(raced.id).await?,
+        Some(finished(&raced, winner))
+    );
+
+    // "Running" is not an end: the schema refuses it and the command stays as it was.
+    let still = running_command(&session, "top -b", t(6));
+    s.insert_command(&still).await?;
+    let not_an_end = CommandOutcome {
+        status: CommandStatus::Running,
+        ..completed(0, t(7))
+    };
+    assert!(is_backend(&s.finish_command(still.id, &not_an_end).await));
+    assert_eq!(s.get_command(still.id).await?, Some(still));
+    Ok(())
+}
+
+async fn fail_running_commands_ends_only_running_ones(b: impl Backend) -> anyhow::Result<()> {
+    let s = b.store();
+    let w = world(s).await?;
+    let web = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
+    let db = active_session(s, &w.db, &w.bob, t(0), t(1)).await?;
+
+    let mut a = running_command(&web, "tail -f /var/log/syslog", t(10));
+    a.stdout_bytes = 100;
+    a.stdout_truncated = true;
+    let b_cmd = running_command(&db, "vacuumdb --all", t(11));
+    let done = running_command(&web, "uptime", t(12));
+    for c in [&a, &b_cmd, &done] {
+        s.insert_command(c).await?;
+    }
+    let outcome = completed(0, t(13));
+    assert!(s.finish_command(done.id, &outcome).await?);
+    let done = finished(&done, &outcome);
+
+    let mut got = s
+        .fail_running_commands(CommandStatus::Failed, t(99))
+        .await?;
+    got.sort_by_key(|c| c.id);
+    let mut expected: Vec<CommandRecord> = [a, b_cmd]
+        .into_iter()
+        .map(|c| CommandRecord {
+            status: CommandStatus::Failed,
+            finished_at: Some(t(99)),
+            ..c
+        })
+        .collect();
+    expected.sort_by_key(|c| c.id);
+    assert_eq!(got, expected);
+    for c in &expected {
+        assert_eq!(s.get_command(c.id).await?.as_ref(), Some(c));
+    }
+    assert_eq!(s.get_command(done.id).await?, Some(done));
+    assert_eq!(
+        s.fail_running_commands(CommandStatus::Cancelled, t(100))
+            .await?,
+        vec![]
+    );
+    Ok(())
+}
+
+async fn deleting_a_session_takes_its_commands_and_output_but_not_the_audit(
+    b: impl Backend,
+) -> anyhow::Result<()> {
+    let s = b.store();
+    let w = world(s).await?;
+    let gone = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
+    let kept = active_session(s, &w.db, &w.bob, t(0), t(1)).await?;
+    let doomed = running_command(&gone, "rm -rf /tmp/build", t(2));
+    let survivor = running_command(&kept, "df -h", t(2));
+    for c in [&doomed, &survivor] {
+        s.insert_command(c).await?;
+        s.append_output(c.id, OutputStream::Stdout, 0, b"out")
+            .await?;
+        s.append_output(c.id, OutputStream::Stderr, 0, b"err")
+            .await?;
+    }
+    let audit = AuditEvent {
+        user: Some(w.alice.id),
+        agent: Some(w.web.id),
+        session: Some(gone.id()),
+        command: Some(CommandAudit {
+            command_id: Some(doomed.id),
+            text: Some(doomed.text.clone()),
+            status: Some("running".into()),
+            ..CommandAudit::default()
+        }),
+        ..AuditEvent::new(t(2), AuditAction::Command)
+    };
+    s.append(&audit).await?;
+    assert_eq!(b.output_rows().await?, 4);
+
+    b.delete_session(gone.id()).await?;
+    assert_eq!(s.get(gone.id()).await?, None);
+    assert_eq!(s.get_command(doomed.id).await?, None);
+    assert_eq!(
+        s.read_output(doomed.id, OutputStream::Stdout, 0, 10)
+            .await?,
+        vec![]
+    );
+    assert_eq!(b.output_rows().await?, 2);
+    assert_eq!(s.get_command(survivor.id).await?, Some(survivor.clone()));
+    assert_eq!(
+        s.read_output(survivor.id, OutputStream::Stderr, 0, 10)
+            .await?,
+        vec![(0, b"err".to_vec())]
+    );
+    assert_eq!(events(&s.list_audit(&audit_query()).await?), vec![audit]);
+
+    // Deleting an agent reaches its commands through its sessions.
+    b.delete_agent(w.db.id).await?;
+    assert_eq!(s.get_command(survivor.id).await?, None);
+    assert_eq!(b.output_rows().await?, 0);
+
+    // The new columns did not loosen the append-only rule.
+    assert!(b.update_audit().await.is_err());
+    assert!(b.delete_audit().await.is_err());
+    assert_eq!(b.audit_actions().await?, vec!["command"]);
+    Ok(())
+}
+
 // ---- durability --------------------------------------------------------------------------
 
 async fn data_survives_reopening_the_store(b: impl Backend) -> anyhow::Result<()> {
@@ -848,6 +1605,8 @@ async fn data_survives_reopening_the_store(b: impl Backend) -> anyhow::Result<()
             agent: Some(w.web.id),
             session: Some(session.id()),
             detail: None,
+            command: None,
+            file: None,
         })
         .await?;
         (w, session, closed(ended, CloseReason::Refused, t(2))?)

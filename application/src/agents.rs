@@ -221,11 +221,14 @@ impl<P: Ports> App<P> {
         if !active.is_empty() {
             self.sessions.touch(&active, now).await?;
         }
+        self.end_overdue_commands(now).await;
         let cutoff = now.minus(self.config.idle_timeout);
         let idle = self.sessions.close_idle(cutoff, now).await?;
         for session in &idle {
             tracing::info!(session_id = %session.id(), agent_id = %session.agent(), "closing idle session");
             self.gateway.close_tunnel(session.agent(), session.id());
+            self.end_session_commands(session.id(), rmm_domain::CommandStatus::Cancelled)
+                .await;
             self.audit_close(session, CloseReason::Idle).await;
         }
         Ok(idle.len())

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agents::Presence;
+use crate::commands::Running;
 use crate::ports::{
-    AgentGateway, AgentRepository, AuditLog, Clock, Credentials, IdGenerator, SessionRepository,
-    UserRepository,
+    AgentGateway, AgentRepository, AuditLog, Clock, CommandRepository, Credentials, IdGenerator,
+    SessionRepository, SessionStreams, UserRepository,
 };
 
 /// The concrete types behind each port, chosen once when the program is wired (a store per
@@ -16,6 +17,8 @@ pub trait Ports: Send + Sync + 'static {
     type Agents: AgentRepository;
     type Users: UserRepository;
     type Audit: AuditLog;
+    type Commands: CommandRepository;
+    type Streams: SessionStreams;
     type Gateway: AgentGateway;
     type Clock: Clock;
     type Ids: IdGenerator;
@@ -29,6 +32,13 @@ pub struct Config {
     pub open_timeout: Duration,
     /// Active sessions with no activity for this long are closed.
     pub idle_timeout: Duration,
+    /// A command's timeout when the request names none.
+    pub command_timeout: Duration,
+    /// The longest timeout a request may ask for.
+    pub max_command_timeout: Duration,
+    /// Stored output per stream of one command; what is written beyond is counted, streamed
+    /// live, and reported as truncated, but not stored.
+    pub max_stored_output: u64,
 }
 
 impl Default for Config {
@@ -36,6 +46,9 @@ impl Default for Config {
         Self {
             open_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30 * 60),
+            command_timeout: Duration::from_secs(300),
+            max_command_timeout: Duration::from_secs(24 * 3600),
+            max_stored_output: 16 * 1024 * 1024,
         }
     }
 }
@@ -46,12 +59,35 @@ pub struct App<P: Ports> {
     pub(crate) agents: Arc<P::Agents>,
     pub(crate) users: Arc<P::Users>,
     pub(crate) audit: Arc<P::Audit>,
+    pub(crate) commands: Arc<P::Commands>,
+    pub(crate) streams: Arc<P::Streams>,
     pub(crate) gateway: Arc<P::Gateway>,
     pub(crate) clock: Arc<P::Clock>,
     pub(crate) ids: Arc<P::Ids>,
     pub(crate) credentials: Arc<P::Credentials>,
     pub(crate) presence: Presence,
+    pub(crate) running: Running,
     pub(crate) config: Config,
+}
+
+/// The ports an [`App`] is built from.
+pub struct Deps<P: Ports> {
+    pub sessions: Arc<P::Sessions>,
+    pub agents: Arc<P::Agents>,
+    pub users: Arc<P::Users>,
+    pub audit: Arc<P::Audit>,
+    pub commands: Arc<P::Commands>,
+    pub streams: Arc<P::Streams>,
+    pub gateway: Arc<P::Gateway>,
+    pub clock: Arc<P::Clock>,
+    pub ids: Arc<P::Ids>,
+    pub credentials: Arc<P::Credentials>,
+}
+
+impl<P: Ports> std::fmt::Debug for Deps<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps").finish_non_exhaustive()
+    }
 }
 
 impl<P: Ports> std::fmt::Debug for App<P> {
@@ -63,29 +99,21 @@ impl<P: Ports> std::fmt::Debug for App<P> {
 }
 
 impl<P: Ports> App<P> {
-    #[allow(clippy::too_many_arguments)]
     #[must_use]
-    pub fn new(
-        sessions: Arc<P::Sessions>,
-        agents: Arc<P::Agents>,
-        users: Arc<P::Users>,
-        audit: Arc<P::Audit>,
-        gateway: Arc<P::Gateway>,
-        clock: Arc<P::Clock>,
-        ids: Arc<P::Ids>,
-        credentials: Arc<P::Credentials>,
-        config: Config,
-    ) -> Self {
+    pub fn new(deps: Deps<P>, config: Config) -> Self {
         Self {
-            sessions,
-            agents,
-            users,
-            audit,
-            gateway,
-            clock,
-            ids,
-            credentials,
+            sessions: deps.sessions,
+            agents: deps.agents,
+            users: deps.users,
+            audit: deps.audit,
+            commands: deps.commands,
+            streams: deps.streams,
+            gateway: deps.gateway,
+            clock: deps.clock,
+            ids: deps.ids,
+            credentials: deps.credentials,
             presence: Presence::default(),
+            running: Running::default(),
             config,
         }
     }
@@ -98,6 +126,11 @@ impl<P: Ports> App<P> {
     #[must_use]
     pub fn gateway(&self) -> &P::Gateway {
         &self.gateway
+    }
+
+    #[must_use]
+    pub fn streams(&self) -> &P::Streams {
+        &self.streams
     }
 
     #[must_use]

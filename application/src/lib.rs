@@ -7,6 +7,7 @@
 
 mod agents;
 mod app;
+mod commands;
 mod ports;
 mod tunnels;
 mod users;
@@ -14,17 +15,20 @@ mod users;
 pub use agents::{
     AgentView, ConnectAgentError, ListAgentsError, Presence, RegisterAgentError, RegisteredAgent,
 };
-pub use app::{App, Config, Ports};
+pub use app::{App, Config, Deps, Ports};
+pub use commands::{GetCommandError, ListAuditError, RunCommandError};
 pub use ports::{
     AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry, AuditEvent,
     AuditLog, AuditQuery, Clock, CommandAudit, CommandOutcome, CommandRecord, CommandRepository,
     Credentials, FileAudit, GatewayError, HostFacts, IdGenerator, KeyDigest, OpenReply,
-    OutputStream, Seen, SessionRepository, StoreError, UserRecord, UserRepository,
+    OutputChunk, OutputStream, Seen, SessionRepository, SessionStreams, StoreError, StreamEvent,
+    UserRecord, UserRepository,
 };
 #[cfg(feature = "mocks")]
 pub use ports::{
     MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock, MockCommandRepository,
-    MockCredentials, MockIdGenerator, MockSessionRepository, MockUserRepository,
+    MockCredentials, MockIdGenerator, MockSessionRepository, MockSessionStreams,
+    MockUserRepository,
 };
 pub use tunnels::{CloseTunnelError, GetTunnelStatusError, OpenTunnelError};
 pub use users::{CreateUserError, LoginError};

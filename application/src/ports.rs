@@ -311,7 +311,16 @@ impl AuditEvent {
     /// An event with only the common fields set.
     #[must_use]
     pub fn new(at: Timestamp, action: AuditAction) -> Self {
-        Self { at, action, user: None, agent: None, session: None, detail: None, command: None, file: None }
+        Self {
+            at,
+            action,
+            user: None,
+            agent: None,
+            session: None,
+            detail: None,
+            command: None,
+            file: None,
+        }
     }
 }
 
@@ -370,7 +379,10 @@ pub trait AuditLog: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Backend`].
-    fn list_audit(&self, query: &AuditQuery) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+    fn list_audit(
+        &self,
+        query: &AuditQuery,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
 }
 
 /// Which output stream of a command.
@@ -432,11 +444,17 @@ pub struct CommandOutcome {
 pub trait CommandRepository: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Conflict`] when the id exists.
-    fn insert_command(&self, command: &CommandRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn insert_command(
+        &self,
+        command: &CommandRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// # Errors
     /// [`StoreError::Backend`].
-    fn get_command(&self, id: CommandId) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send;
+    fn get_command(
+        &self,
+        id: CommandId,
+    ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send;
 
     /// Appends one chunk of output. Chunks of a stream are numbered by `seq` from 0.
     ///
@@ -527,6 +545,64 @@ pub trait AgentGateway: Send + Sync + 'static {
 
     /// Tells the agent to close the tunnel (best effort: a gone agent has nothing to close).
     fn close_tunnel(&self, agent: AgentId, session: SessionId);
+
+    /// Opens `channel` in the agent's tunnel `session` and sends it the command (the
+    /// reference `terminal` frame; `timeout_secs` only to agents that enforce it).
+    ///
+    /// # Errors
+    /// [`GatewayError::NotConnected`]; [`GatewayError::Busy`] when the agent's tunnel is not
+    /// `session` or the channel is taken or over the limit; [`GatewayError::Overloaded`].
+    fn send_command(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+        channel: &ChannelId,
+        command: &str,
+        timeout_secs: u64,
+    ) -> Result<(), GatewayError>;
+
+    /// Asks the agent to kill the command on `channel`. False when the agent cannot be asked
+    /// (not connected, or it does not speak the cancel extension).
+    fn cancel_command(&self, agent: AgentId, channel: &ChannelId) -> bool;
+
+    /// Forgets a command channel the server ended on its own (the agent's later frames on
+    /// it are then ignored).
+    fn release_channel(&self, agent: AgentId, channel: &ChannelId);
+}
+
+/// One chunk of command output (or its end), as bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutputChunk {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Set on the last chunk only.
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    /// `timed_out` or `cancelled` when the agent killed the command.
+    pub end_reason: Option<String>,
+}
+
+/// What technicians watching a session see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    Output {
+        channel: ChannelId,
+        chunk: OutputChunk,
+    },
+    Error {
+        channel: ChannelId,
+        error: String,
+    },
+}
+
+/// Live fan-out of a session's frames to its watchers. Never blocks: a watcher that falls
+/// behind is dropped, it never slows the agent or other watchers.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+pub trait SessionStreams: Send + Sync + 'static {
+    fn publish(&self, session: SessionId, event: &StreamEvent);
+
+    /// The session ended: watchers are told and disconnected, buffers freed.
+    fn end_session(&self, session: SessionId);
 }
 
 #[cfg_attr(feature = "mocks", mockall::automock)]
@@ -539,6 +615,7 @@ pub trait IdGenerator: Send + Sync + 'static {
     fn session_id(&self) -> SessionId;
     fn agent_id(&self) -> AgentId;
     fn user_id(&self) -> UserId;
+    fn command_id(&self) -> CommandId;
 }
 
 /// Secrets: password hashing and agent keys.

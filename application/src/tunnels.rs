@@ -1,12 +1,12 @@
 //! Tunnel sessions: open (a handshake with the agent), close, status, and the cleanups that
 //! keep "active" true: agent disconnect, restart reconciliation, shutdown.
 
-use rmm_domain::{Actor, AgentId, CloseReason, Session, SessionAction, SessionId};
+use rmm_domain::{Actor, AgentId, CloseReason, CommandStatus, Session, SessionAction, SessionId};
 
 use crate::app::{App, Ports};
 use crate::ports::{
-    AgentGateway, AuditAction, Clock, GatewayError, IdGenerator, OpenReply, SessionRepository,
-    StoreError,
+    AgentGateway, AuditAction, Clock, CommandRepository, GatewayError, IdGenerator, OpenReply,
+    SessionRepository, StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +160,8 @@ impl<P: Ports> App<P> {
         {
             Some(closed) => {
                 self.gateway.close_tunnel(closed.agent(), id);
+                self.end_session_commands(id, CommandStatus::Cancelled)
+                    .await;
                 self.audit_close(&closed, reason).await;
                 tracing::info!(session_id = %id, agent_id = %closed.agent(), by = %actor.id, reason = reason.as_str(), "tunnel closed");
                 Ok(closed)
@@ -207,6 +209,7 @@ impl<P: Ports> App<P> {
         tunnel: Option<SessionId>,
     ) -> Result<(), StoreError> {
         let Some(id) = tunnel else { return Ok(()) };
+        self.end_session_commands(id, CommandStatus::Failed).await;
         if let Some(closed) = self
             .sessions
             .close(id, CloseReason::AgentDisconnected, self.clock.now())
@@ -231,6 +234,8 @@ impl<P: Ports> App<P> {
             .await?;
         for session in &closed {
             self.gateway.close_tunnel(session.agent(), session.id());
+            self.end_session_commands(session.id(), CommandStatus::Cancelled)
+                .await;
             self.audit_close(session, reason).await;
         }
         if !closed.is_empty() {
@@ -241,5 +246,25 @@ impl<P: Ports> App<P> {
             );
         }
         Ok(closed.len())
+    }
+
+    /// Start-up: closes sessions and ends commands a previous process left open (nobody can
+    /// report on them any more). Run before accepting connections.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn reconcile_after_restart(&self) -> Result<(usize, usize), StoreError> {
+        let sessions = self.close_all_sessions(CloseReason::ServerRestart).await?;
+        let commands = self
+            .commands
+            .fail_running_commands(CommandStatus::Failed, self.clock.now())
+            .await?;
+        if !commands.is_empty() {
+            tracing::warn!(
+                count = commands.len(),
+                "ended commands a previous server process left running"
+            );
+        }
+        Ok((sessions, commands.len()))
     }
 }

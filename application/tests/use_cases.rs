@@ -16,6 +16,8 @@ impl Ports for Mocks {
     type Agents = MockAgentRepository;
     type Users = MockUserRepository;
     type Audit = MockAuditLog;
+    type Commands = MockCommandRepository;
+    type Streams = MockSessionStreams;
     type Gateway = MockAgentGateway;
     type Clock = MockClock;
     type Ids = MockIdGenerator;
@@ -28,12 +30,16 @@ struct Setup {
     agents: MockAgentRepository,
     users: MockUserRepository,
     audit: MockAuditLog,
+    commands: MockCommandRepository,
+    streams: MockSessionStreams,
     gateway: MockAgentGateway,
     credentials: MockCredentials,
+    max_stored_output: Option<u64>,
 }
 
 const AGENT: AgentId = AgentId::from_uuid(Uuid::from_u128(0xA));
 const SESSION: SessionId = SessionId::from_uuid(Uuid::from_u128(0x5));
+const COMMAND: CommandId = CommandId::from_uuid(Uuid::from_u128(0xC));
 const TECH: Actor = Actor {
     id: UserId::from_uuid(Uuid::from_u128(0x1)),
     role: Role::Tech,
@@ -59,18 +65,30 @@ impl Setup {
         ids.expect_session_id().returning(|| SESSION);
         ids.expect_agent_id().returning(|| AGENT);
         ids.expect_user_id().returning(|| TECH.id);
+        ids.expect_command_id().returning(|| COMMAND);
+        // Sessions ending tell their watchers; not the subject of these tests.
+        let mut streams = self.streams;
+        streams.expect_end_session().return_const(());
         App::new(
-            Arc::new(self.sessions),
-            Arc::new(self.agents),
-            Arc::new(self.users),
-            Arc::new(self.audit),
-            Arc::new(self.gateway),
-            Arc::new(clock),
-            Arc::new(ids),
-            Arc::new(self.credentials),
+            Deps {
+                sessions: Arc::new(self.sessions),
+                agents: Arc::new(self.agents),
+                users: Arc::new(self.users),
+                audit: Arc::new(self.audit),
+                commands: Arc::new(self.commands),
+                streams: Arc::new(streams),
+                gateway: Arc::new(self.gateway),
+                clock: Arc::new(clock),
+                ids: Arc::new(ids),
+                credentials: Arc::new(self.credentials),
+            },
             Config {
                 open_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(60),
+                max_stored_output: self
+                    .max_stored_output
+                    .unwrap_or(Config::default().max_stored_output),
+                ..Config::default()
             },
         )
     }
@@ -489,4 +507,197 @@ async fn login_with_the_right_password_yields_the_actor() {
         .withf(|p, h| p == "pw" && h == "h")
         .returning(|_, _| Box::pin(async { true }));
     assert_eq!(s.build().login("admin", "pw").await.unwrap(), ADMIN);
+}
+
+// ---- commands ----
+
+fn active_session_store(s: &mut Setup) {
+    s.sessions
+        .expect_get()
+        .returning(|_| Box::pin(async { Ok(Some(stored(TECH))) }));
+}
+
+#[tokio::test]
+async fn a_command_is_audited_before_it_is_sent() {
+    let mut s = Setup::default();
+    active_session_store(&mut s);
+    let mut seq = mockall::Sequence::new();
+    s.audit
+        .expect_append()
+        .withf(|e| {
+            e.action == AuditAction::Command
+                && e.command.as_ref().and_then(|c| c.text.as_deref()) == Some("uptime")
+                && e.command.as_ref().and_then(|c| c.status.as_deref()) == Some("running")
+        })
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Box::pin(async { Ok(()) }));
+    s.commands
+        .expect_insert_command()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Box::pin(async { Ok(()) }));
+    s.gateway
+        .expect_send_command()
+        .withf(|a, sess, _, cmd, timeout| {
+            *a == AGENT && *sess == SESSION && cmd == "uptime" && *timeout == 300
+        })
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _, _| Ok(()));
+    let record = s
+        .build()
+        .run_command(TECH, SESSION, "uptime", None, None)
+        .await
+        .unwrap();
+    assert_eq!(record.status, CommandStatus::Running);
+    assert_eq!(record.channel, ChannelId::for_command(COMMAND));
+}
+
+#[tokio::test]
+async fn a_command_is_refused_when_the_audit_log_cannot_be_written() {
+    let mut s = Setup::default();
+    active_session_store(&mut s);
+    s.audit.expect_append().returning(|_| {
+        Box::pin(async { Err(StoreError::backend(std::io::Error::other("disk full"))) })
+    });
+    s.commands.expect_insert_command().never();
+    s.gateway.expect_send_command().never();
+    let err = s
+        .build()
+        .run_command(TECH, SESSION, "uptime", None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RunCommandError::AuditUnavailable(_)));
+}
+
+#[tokio::test]
+async fn commands_are_validated_and_only_the_owner_may_run_them() {
+    let mut s = Setup::default();
+    active_session_store(&mut s);
+    s.gateway.expect_send_command().never();
+    let app = s.build();
+    assert!(matches!(
+        app.run_command(TECH, SESSION, "  ", None, None).await,
+        Err(RunCommandError::Invalid(_))
+    ));
+    assert!(matches!(
+        app.run_command(TECH, SESSION, "x", Some(0), None).await,
+        Err(RunCommandError::Invalid(_))
+    ));
+    assert!(matches!(
+        app.run_command(TECH, SESSION, "x", Some(7 * 24 * 3600), None)
+            .await,
+        Err(RunCommandError::Invalid(_))
+    ));
+    assert!(matches!(
+        app.run_command(OTHER_TECH, SESSION, "x", None, None).await,
+        Err(RunCommandError::Forbidden(_))
+    ));
+    assert!(matches!(
+        app.run_command(ADMIN, SESSION, "x", None, None).await,
+        Err(RunCommandError::Forbidden(_))
+    ));
+}
+
+#[tokio::test]
+async fn output_is_stored_up_to_the_cap_streamed_whole_and_the_end_recorded() {
+    let mut s = Setup::default();
+    active_session_store(&mut s);
+    s.audit
+        .expect_append()
+        .returning(|_| Box::pin(async { Ok(()) }));
+    s.commands
+        .expect_insert_command()
+        .returning(|_| Box::pin(async { Ok(()) }));
+    s.gateway
+        .expect_send_command()
+        .returning(|_, _, _, _, _| Ok(()));
+    s.commands
+        .expect_append_output()
+        .withf(|id, stream, seq, data| {
+            *id == COMMAND && *stream == OutputStream::Stdout && *seq == 0 && data == b"0123456789"
+        })
+        .times(1)
+        .returning(|_, _, _, _| Box::pin(async { Ok(()) }));
+    s.commands
+        .expect_finish_command()
+        .withf(|id, o| {
+            *id == COMMAND
+                && o.status == CommandStatus::TimedOut
+                && o.exit_code == Some(137)
+                && o.stdout_bytes == 14
+                && o.stdout_truncated
+                && !o.stderr_truncated
+        })
+        .times(1)
+        .returning(|_, _| Box::pin(async { Ok(true) }));
+    s.streams.expect_publish().times(2).return_const(());
+    s.max_stored_output = Some(10);
+    let app = s.build();
+    app.run_command(TECH, SESSION, "yes", None, None)
+        .await
+        .unwrap();
+    let channel = ChannelId::for_command(COMMAND);
+    // Another agent's output on the same channel id touches nothing.
+    let other = AgentId::from_uuid(Uuid::from_u128(0xB));
+    assert!(
+        !app.command_output(
+            other,
+            &channel,
+            OutputChunk {
+                stdout: b"x".to_vec(),
+                ..OutputChunk::default()
+            }
+        )
+        .await
+    );
+    assert!(
+        app.command_output(
+            AGENT,
+            &channel,
+            OutputChunk {
+                stdout: b"0123456789abcd".to_vec(),
+                ..OutputChunk::default()
+            }
+        )
+        .await
+    );
+    let end = OutputChunk {
+        exit_code: Some(137),
+        signal: Some("SIGKILL".into()),
+        end_reason: Some("timed_out".into()),
+        ..OutputChunk::default()
+    };
+    assert!(app.command_output(AGENT, &channel, end).await);
+    // Ended: later frames on the channel are not a command's any more.
+    assert!(
+        !app.command_output(AGENT, &channel, OutputChunk::default())
+            .await
+    );
+}
+
+#[tokio::test]
+async fn technicians_read_only_their_own_audit_entries() {
+    let mut s = Setup::default();
+    s.audit
+        .expect_list_audit()
+        .withf(|q| q.user == Some(TECH.id) && q.limit == 500)
+        .times(1)
+        .returning(|_| Box::pin(async { Ok(vec![]) }));
+    let app = s.build();
+    let everything = AuditQuery {
+        limit: 10_000,
+        ..AuditQuery::default()
+    };
+    assert!(app.list_audit(TECH, everything).await.unwrap().is_empty());
+    let others = AuditQuery {
+        user: Some(OTHER_TECH.id),
+        limit: 10,
+        ..AuditQuery::default()
+    };
+    assert!(matches!(
+        app.list_audit(TECH, others).await,
+        Err(ListAuditError::Forbidden)
+    ));
 }

@@ -20,7 +20,8 @@ struct Cli {
     /// command lines are visible to every local user.
     #[arg(long, env = "RMM_AGENT_KEY", hide_env_values = true)]
     key: Option<String>,
-    /// TOML file with `server`, `key`, `heartbeat_secs`, `ca_file` (flags and env win).
+    /// TOML file with `server`, `key`, `heartbeat_secs`, `ca_file`, `command_timeout_secs`
+    /// (flags and env win).
     #[arg(long, env = "RMM_AGENT_CONFIG")]
     config: Option<PathBuf>,
     /// One connection attempt: exit non-zero if it fails or ends.
@@ -38,6 +39,10 @@ struct Cli {
     /// Largest delay between reconnection attempts, seconds.
     #[arg(long, env = "RMM_AGENT_BACKOFF_CAP_SECS", default_value_t = 60)]
     backoff_cap_secs: u64,
+    /// Seconds after which a command is killed when the server's frame sets no timeout (a
+    /// server without the timeout extension). Unset or 0: no agent-side default.
+    #[arg(long, env = "RMM_AGENT_COMMAND_TIMEOUT_SECS")]
+    command_timeout_secs: Option<u64>,
 }
 
 /// The config file. Unknown keys are errors: a typo must not silently fall back to a default.
@@ -48,6 +53,7 @@ struct FileConfig {
     key: Option<String>,
     heartbeat_secs: Option<u64>,
     ca_file: Option<PathBuf>,
+    command_timeout_secs: Option<u64>,
 }
 
 #[tokio::main]
@@ -90,6 +96,11 @@ fn config(cli: Cli) -> anyhow::Result<AgentConfig> {
     let mut config = AgentConfig::new(server, key);
     config.ca_file = cli.ca_file.or(file.ca_file);
     config.once = cli.once;
+    config.command_timeout = cli
+        .command_timeout_secs
+        .or(file.command_timeout_secs)
+        .filter(|&secs| secs > 0)
+        .map(Duration::from_secs);
     config.timings = AgentTimings {
         heartbeat_interval: Duration::from_secs(heartbeat_secs),
         read_idle: Duration::from_secs(cli.read_idle_secs.max(1)),
@@ -181,6 +192,25 @@ mod tests {
         assert_eq!(c.server.as_str(), "ws://flag:2/api/v1/agent/ws");
         assert_eq!(c.key, AgentKey::parse("file-key").unwrap());
         assert_eq!(c.timings.heartbeat_interval, Duration::from_secs(7));
+        assert_eq!(c.command_timeout, None);
+    }
+
+    #[test]
+    fn the_default_command_timeout_comes_from_the_flag_or_the_file_and_0_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "server = \"ws://h\"\nkey = \"k\"\ncommand_timeout_secs = 600\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = config(cli(&["--config", file])).unwrap();
+        assert_eq!(c.command_timeout, Some(Duration::from_secs(600)));
+        let c = config(cli(&["--config", file, "--command-timeout-secs", "5"])).unwrap();
+        assert_eq!(c.command_timeout, Some(Duration::from_secs(5)));
+        let c = config(cli(&["--config", file, "--command-timeout-secs", "0"])).unwrap();
+        assert_eq!(c.command_timeout, None);
     }
 
     #[test]

@@ -11,11 +11,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use rmm_adapters::credentials::{Jwt, JwtSecret, random_secret};
 use rmm_adapters::gateway::ConnectionTimings;
-use rmm_adapters::server::{ServeOptions, build_app, openapi_spec, serve};
+use rmm_adapters::server::{ServeOptions, Store, build_app, openapi_spec, serve};
 use rmm_adapters::store::{PgStore, SqliteStore};
-use rmm_application::{
-    AgentRepository, AuditLog, Config, CreateUserError, SessionRepository, UserRepository,
-};
+use rmm_application::{Config, CreateUserError};
 use rmm_domain::{Role, Username};
 
 /// The rmm tunnel server.
@@ -104,6 +102,18 @@ struct Settings {
         global = true
     )]
     idle_timeout_secs: u64,
+    /// Default timeout of a command, seconds (a request may ask for up to 24 h).
+    #[arg(
+        long,
+        env = "RMM_COMMAND_TIMEOUT_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    command_timeout_secs: u64,
+    /// Output stored per stream of one command, bytes; beyond it output is streamed live but
+    /// not stored, and the command is marked truncated.
+    #[arg(long, env = "RMM_MAX_COMMAND_OUTPUT", default_value_t = 16 * 1024 * 1024, global = true)]
+    max_command_output: u64,
     /// Lifetime of login tokens, seconds.
     #[arg(
         long,
@@ -181,14 +191,14 @@ fn database_url(settings: &Settings) -> anyhow::Result<String> {
     ))
 }
 
-async fn run<S>(store: S, cli: Cli) -> anyhow::Result<()>
-where
-    S: SessionRepository + AgentRepository + UserRepository + AuditLog,
-{
+async fn run<S: Store>(store: S, cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings;
     let config = Config {
         open_timeout: Duration::from_secs(settings.open_timeout_secs),
         idle_timeout: Duration::from_secs(settings.idle_timeout_secs),
+        command_timeout: Duration::from_secs(settings.command_timeout_secs.max(1)),
+        max_stored_output: settings.max_command_output,
+        ..Config::default()
     };
     let app = build_app(Arc::new(store), config);
     match cli.command.unwrap_or(Command::Serve) {

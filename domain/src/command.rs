@@ -62,7 +62,13 @@ pub enum CommandStatus {
 }
 
 impl CommandStatus {
-    pub const ALL: [Self; 5] = [Self::Running, Self::Completed, Self::TimedOut, Self::Cancelled, Self::Failed];
+    pub const ALL: [Self; 5] = [
+        Self::Running,
+        Self::Completed,
+        Self::TimedOut,
+        Self::Cancelled,
+        Self::Failed,
+    ];
 
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -116,17 +122,31 @@ mod tests {
     fn command_text_rejects_blank_long_and_nul() {
         assert_eq!(CommandText::parse("ls -la").unwrap().as_str(), "ls -la");
         assert_eq!(CommandText::parse("  \n"), Err(CommandTextError::Empty));
-        assert_eq!(CommandText::parse(&"x".repeat(CommandText::MAX_LEN + 1)), Err(CommandTextError::TooLong));
+        assert_eq!(
+            CommandText::parse(&"x".repeat(CommandText::MAX_LEN + 1)),
+            Err(CommandTextError::TooLong)
+        );
         assert_eq!(CommandText::parse("a\0b"), Err(CommandTextError::Nul));
     }
 
     #[test]
     fn running_ends_once_in_any_end() {
-        for end in [CommandStatus::Completed, CommandStatus::TimedOut, CommandStatus::Cancelled, CommandStatus::Failed] {
+        for end in [
+            CommandStatus::Completed,
+            CommandStatus::TimedOut,
+            CommandStatus::Cancelled,
+            CommandStatus::Failed,
+        ] {
             assert_eq!(CommandStatus::Running.finish(end), Ok(end));
-            assert_eq!(end.finish(CommandStatus::Completed), Err(CommandStatusError::Ended(end)));
+            assert_eq!(
+                end.finish(CommandStatus::Completed),
+                Err(CommandStatusError::Ended(end))
+            );
         }
-        assert_eq!(CommandStatus::Running.finish(CommandStatus::Running), Err(CommandStatusError::NotAnEnd));
+        assert_eq!(
+            CommandStatus::Running.finish(CommandStatus::Running),
+            Err(CommandStatusError::NotAnEnd)
+        );
     }
 
     #[test]

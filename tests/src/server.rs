@@ -216,6 +216,26 @@ impl TestServer {
         ))
     }
 
+    /// Waits until `agent_id` is listed as connected: an agent's WebSocket handshake
+    /// completes a moment before the server has registered the connection.
+    ///
+    /// # Errors
+    /// When it is not connected within 10 s.
+    pub async fn wait_connected(&self, token: &str, agent_id: &str) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let (_, agents) = self.call(reqwest::Method::GET, "/api/v1/agents", Some(token), None).await?;
+            let connected = agents
+                .as_array()
+                .is_some_and(|list| list.iter().any(|a| a["agent_id"] == agent_id && a["connected"] == true));
+            if connected {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bail!("agent {agent_id} was not listed as connected within 10 s")
+    }
+
     /// Sends a JSON request; `(status, body)` where a non-JSON body is `Value::Null`.
     ///
     /// # Errors

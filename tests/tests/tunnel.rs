@@ -41,10 +41,16 @@ async fn world(env: &[(&str, &str)]) -> World {
 
 impl World {
     async fn agent(&self) -> ScriptedAgent {
-        ScriptedAgent::connect(&self.server.ws_url(), Some(&self.agent_key))
+        let agent = ScriptedAgent::connect(&self.server.ws_url(), Some(&self.agent_key))
             .await
-            .expect("agent connects")
+            .expect("agent connects");
+        self.server
+            .wait_connected(&self.admin, &self.agent_id)
+            .await
+            .expect("agent registered");
+        agent
     }
+
 
     async fn open(&self, token: &str) -> (u16, Value) {
         self.server

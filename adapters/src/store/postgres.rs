@@ -8,16 +8,20 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use rmm_application::{
-    AgentRecord, AgentRepository, AuditEvent, AuditLog, HostFacts, KeyDigest, SessionRepository,
+    AgentRecord, AgentRepository, AuditEntry, AuditEvent, AuditLog, AuditQuery, CommandOutcome,
+    CommandRecord, CommandRepository, HostFacts, KeyDigest, OutputStream, SessionRepository,
     StoreError, UserRecord, UserRepository,
 };
-use rmm_domain::{AgentId, CloseReason, Session, SessionId, Timestamp, Username};
+use rmm_domain::{
+    AgentId, CloseReason, CommandId, CommandStatus, Session, SessionId, Timestamp, Username,
+};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection as _, Row as _};
+use sqlx::{Connection as _, Postgres, QueryBuilder, Row as _};
 use uuid::Uuid;
 
 use super::{
-    AgentRow, RowError, SessionRow, UserRow, merge_seen, redact_url, store_error, uptime_to_db,
+    AgentRow, AuditDetails, AuditRow, CommandRow, RowError, SessionRow, UserRow, audit_page_size,
+    merge_seen, redact_url, seq_to_db, store_error, u64_from_db, u64_to_db,
 };
 
 /// Every storage port on PostgreSQL. Cloning shares the pool.
@@ -141,6 +145,60 @@ fn user_from_row(row: &PgRow) -> Result<UserRecord, StoreError> {
         created_at: from_db(row.try_get("created_at").map_err(store_error)?),
     };
     UserRecord::try_from(decoded)
+}
+
+fn opt_time(row: &PgRow, column: &str) -> Result<Option<Timestamp>, StoreError> {
+    Ok(row
+        .try_get::<Option<DateTime<Utc>>, _>(column)
+        .map_err(store_error)?
+        .map(from_db))
+}
+
+fn audit_from_row(row: &PgRow) -> Result<AuditEntry, StoreError> {
+    let decoded = AuditRow {
+        audit_id: row.try_get("audit_id").map_err(store_error)?,
+        occurred_at: from_db(row.try_get("occurred_at").map_err(store_error)?),
+        action: row.try_get("action").map_err(store_error)?,
+        tech_id: row.try_get("tech_id").map_err(store_error)?,
+        agent_id: row.try_get("agent_id").map_err(store_error)?,
+        session_id: row.try_get("session_id").map_err(store_error)?,
+        detail: row.try_get("detail").map_err(store_error)?,
+        command_id: row.try_get("command_id").map_err(store_error)?,
+        command: row.try_get("command").map_err(store_error)?,
+        status: row.try_get("status").map_err(store_error)?,
+        exit_code: row.try_get("exit_code").map_err(store_error)?,
+        stdout_bytes: row.try_get("stdout_bytes").map_err(store_error)?,
+        stderr_bytes: row.try_get("stderr_bytes").map_err(store_error)?,
+        duration_ms: row.try_get("duration_ms").map_err(store_error)?,
+        path: row.try_get("path").map_err(store_error)?,
+        direction: row.try_get("direction").map_err(store_error)?,
+        size_bytes: row.try_get("size_bytes").map_err(store_error)?,
+        sha256: row.try_get("sha256").map_err(store_error)?,
+        result: row.try_get("result").map_err(store_error)?,
+    };
+    AuditEntry::try_from(decoded)
+}
+
+fn command_from_row(row: &PgRow) -> Result<CommandRecord, StoreError> {
+    let decoded = CommandRow {
+        command_id: row.try_get("command_id").map_err(store_error)?,
+        session_id: row.try_get("session_id").map_err(store_error)?,
+        agent_id: row.try_get("agent_id").map_err(store_error)?,
+        tech_id: row.try_get("tech_id").map_err(store_error)?,
+        channel_id: row.try_get("channel_id").map_err(store_error)?,
+        command: row.try_get("command").map_err(store_error)?,
+        timeout_secs: row.try_get("timeout_secs").map_err(store_error)?,
+        status: row.try_get("status").map_err(store_error)?,
+        exit_code: row.try_get("exit_code").map_err(store_error)?,
+        signal: row.try_get("signal").map_err(store_error)?,
+        started_at: from_db(row.try_get("started_at").map_err(store_error)?),
+        finished_at: opt_time(row, "finished_at")?,
+        stdout_bytes: row.try_get("stdout_bytes").map_err(store_error)?,
+        stderr_bytes: row.try_get("stderr_bytes").map_err(store_error)?,
+        stdout_truncated: row.try_get("stdout_truncated").map_err(store_error)?,
+        stderr_truncated: row.try_get("stderr_truncated").map_err(store_error)?,
+    };
+    CommandRecord::try_from(decoded)
 }
 
 impl SessionRepository for PgStore {
@@ -300,7 +358,7 @@ impl AgentRepository for PgStore {
         .bind(agent.facts.version.as_deref())
         .bind(agent.facts.hostname.as_deref())
         .bind(agent.facts.os.as_deref())
-        .bind(agent.facts.uptime_secs.map(uptime_to_db))
+        .bind(agent.facts.uptime_secs.map(u64_to_db))
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
@@ -357,7 +415,7 @@ impl AgentRepository for PgStore {
             versions.push(u.facts.version);
             hostnames.push(u.facts.hostname);
             oses.push(u.facts.os);
-            uptimes.push(u.facts.uptime_secs.map(uptime_to_db));
+            uptimes.push(u.facts.uptime_secs.map(u64_to_db));
         }
         // One statement for the whole batch (merge_seen left one row per agent, so no agent
         // matches twice). Facts are taken only from a batch at least as new as the stored
@@ -433,9 +491,13 @@ impl UserRepository for PgStore {
 
 impl AuditLog for PgStore {
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let d = AuditDetails::of(event);
         sqlx::query(
-            "insert into audit_events (occurred_at, action, tech_id, agent_id, session_id, detail) \
-             values ($1, $2, $3, $4, $5, $6)",
+            "insert into audit_events (occurred_at, action, tech_id, agent_id, session_id, detail, \
+             command_id, command, status, exit_code, stdout_bytes, stderr_bytes, duration_ms, \
+             path, direction, size_bytes, sha256, result) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18)",
         )
         .bind(to_db(event.at)?)
         .bind(event.action.as_str())
@@ -443,9 +505,188 @@ impl AuditLog for PgStore {
         .bind(event.agent.map(|a| a.as_uuid()))
         .bind(event.session.map(|s| s.as_uuid()))
         .bind(event.detail.as_deref())
+        .bind(d.command_id)
+        .bind(d.command)
+        .bind(d.status)
+        .bind(d.exit_code)
+        .bind(d.stdout_bytes)
+        .bind(d.stderr_bytes)
+        .bind(d.duration_ms)
+        .bind(d.path)
+        .bind(d.direction)
+        .bind(d.size_bytes)
+        .bind(d.sha256)
+        .bind(d.result)
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
         Ok(())
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        // Only the filters in use go into the statement (from fixed fragments; every value is
+        // bound), so each combination gets its own prepared statement and a plan that can use
+        // the (tech_id, audit_id) / (agent_id, audit_id) indexes. `$n is null or ...` in one
+        // static statement would push PostgreSQL's cached generic plan to a filtered scan.
+        let mut sql = QueryBuilder::<Postgres>::new(concat!(
+            "select ",
+            audit_columns!(),
+            " from audit_events where true"
+        ));
+        if let Some(user) = query.user {
+            sql.push(" and tech_id = ").push_bind(user.as_uuid());
+        }
+        if let Some(agent) = query.agent {
+            sql.push(" and agent_id = ").push_bind(agent.as_uuid());
+        }
+        if let Some(session) = query.session {
+            sql.push(" and session_id = ").push_bind(session.as_uuid());
+        }
+        if let Some(since) = query.since {
+            sql.push(" and occurred_at >= ").push_bind(to_db(since)?);
+        }
+        if let Some(until) = query.until {
+            sql.push(" and occurred_at < ").push_bind(to_db(until)?);
+        }
+        if let Some(before) = query.before {
+            sql.push(" and audit_id < ").push_bind(before);
+        }
+        sql.push(" order by audit_id desc limit ")
+            .push_bind(audit_page_size(query.limit));
+        let rows = sql
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
+
+impl CommandRepository for PgStore {
+    async fn insert_command(&self, command: &CommandRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "insert into commands (",
+            command_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        ))
+        .bind(command.id.as_uuid())
+        .bind(command.session.as_uuid())
+        .bind(command.agent.as_uuid())
+        .bind(command.owner.as_uuid())
+        .bind(command.channel.as_str())
+        .bind(command.text.as_str())
+        .bind(u64_to_db(command.timeout_secs))
+        .bind(command.status.as_str())
+        .bind(command.exit_code)
+        .bind(command.signal.as_deref())
+        .bind(to_db(command.started_at)?)
+        .bind(command.finished_at.map(to_db).transpose()?)
+        .bind(u64_to_db(command.stdout_bytes))
+        .bind(u64_to_db(command.stderr_bytes))
+        .bind(command.stdout_truncated)
+        .bind(command.stderr_truncated)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn get_command(&self, id: CommandId) -> Result<Option<CommandRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            command_columns!(),
+            " from commands where command_id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(command_from_row).transpose()
+    }
+
+    async fn append_output(
+        &self,
+        id: CommandId,
+        stream: OutputStream,
+        seq: u64,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into command_output (command_id, stream, seq, data) values ($1, $2, $3, $4)",
+        )
+        .bind(id.as_uuid())
+        .bind(stream.as_str())
+        .bind(seq_to_db(seq)?)
+        .bind(data)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn read_output(
+        &self,
+        id: CommandId,
+        stream: OutputStream,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "select seq, data from command_output \
+             where command_id = $1 and stream = $2 and seq >= $3 order by seq limit $4",
+        )
+        .bind(id.as_uuid())
+        .bind(stream.as_str())
+        .bind(u64_to_db(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.into_iter()
+            .map(|(seq, data)| Ok((u64_from_db("command_output", id, "seq", seq)?, data)))
+            .collect()
+    }
+
+    async fn finish_command(
+        &self,
+        id: CommandId,
+        outcome: &CommandOutcome,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "update commands set status = $2, exit_code = $3, signal = $4, finished_at = $5, \
+             stdout_bytes = $6, stderr_bytes = $7, stdout_truncated = $8, stderr_truncated = $9 \
+             where command_id = $1 and status = 'running'",
+        )
+        .bind(id.as_uuid())
+        .bind(outcome.status.as_str())
+        .bind(outcome.exit_code)
+        .bind(outcome.signal.as_deref())
+        .bind(to_db(outcome.finished_at)?)
+        .bind(u64_to_db(outcome.stdout_bytes))
+        .bind(u64_to_db(outcome.stderr_bytes))
+        .bind(outcome.stdout_truncated)
+        .bind(outcome.stderr_truncated)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail_running_commands(
+        &self,
+        status: CommandStatus,
+        at: Timestamp,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "update commands set status = $1, finished_at = $2 where status = 'running' \
+             returning ",
+            command_columns!()
+        ))
+        .bind(status.as_str())
+        .bind(to_db(at)?)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(command_from_row).collect()
     }
 }

@@ -7,19 +7,23 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rmm_application::{
-    AgentRecord, AgentRepository, AuditEvent, AuditLog, HostFacts, KeyDigest, SessionRepository,
+    AgentRecord, AgentRepository, AuditEntry, AuditEvent, AuditLog, AuditQuery, CommandOutcome,
+    CommandRecord, CommandRepository, HostFacts, KeyDigest, OutputStream, SessionRepository,
     StoreError, UserRecord, UserRepository,
 };
-use rmm_domain::{AgentId, CloseReason, Session, SessionId, Timestamp, Username};
-use sqlx::Row as _;
+use rmm_domain::{
+    AgentId, CloseReason, CommandId, CommandStatus, Session, SessionId, Timestamp, Username,
+};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
+use sqlx::{QueryBuilder, Row as _, Sqlite};
 use uuid::Uuid;
 
 use super::{
-    AgentRow, RowError, SessionRow, UserRow, merge_seen, redact_url, store_error, uptime_to_db,
+    AgentRow, AuditDetails, AuditRow, CommandRow, RowError, SessionRow, UserRow, audit_page_size,
+    merge_seen, redact_url, seq_to_db, store_error, u64_from_db, u64_to_db,
 };
 
 /// Every storage port on SQLite. Cloning shares the pool.
@@ -94,6 +98,18 @@ fn uuid_column(
     Uuid::parse_str(&text).map_err(|e| RowError::bad(table, format!("{text:?}"), column, e))
 }
 
+fn opt_uuid_column(
+    row: &SqliteRow,
+    table: &'static str,
+    column: &'static str,
+) -> Result<Option<Uuid>, StoreError> {
+    let text: Option<String> = row.try_get(column).map_err(store_error)?;
+    text.map(|text| {
+        Uuid::parse_str(&text).map_err(|e| RowError::bad(table, format!("{text:?}"), column, e))
+    })
+    .transpose()
+}
+
 fn time_column(row: &SqliteRow, column: &'static str) -> Result<Timestamp, StoreError> {
     row.try_get(column)
         .map(Timestamp::from_unix_micros)
@@ -148,6 +164,55 @@ fn user_from_row(row: &SqliteRow) -> Result<UserRecord, StoreError> {
         created_at: time_column(row, "created_at")?,
     };
     UserRecord::try_from(decoded)
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
+    const TABLE: &str = "audit_events";
+    let decoded = AuditRow {
+        audit_id: row.try_get("audit_id").map_err(store_error)?,
+        occurred_at: time_column(row, "occurred_at")?,
+        action: row.try_get("action").map_err(store_error)?,
+        tech_id: opt_uuid_column(row, TABLE, "tech_id")?,
+        agent_id: opt_uuid_column(row, TABLE, "agent_id")?,
+        session_id: opt_uuid_column(row, TABLE, "session_id")?,
+        detail: row.try_get("detail").map_err(store_error)?,
+        command_id: opt_uuid_column(row, TABLE, "command_id")?,
+        command: row.try_get("command").map_err(store_error)?,
+        status: row.try_get("status").map_err(store_error)?,
+        exit_code: row.try_get("exit_code").map_err(store_error)?,
+        stdout_bytes: row.try_get("stdout_bytes").map_err(store_error)?,
+        stderr_bytes: row.try_get("stderr_bytes").map_err(store_error)?,
+        duration_ms: row.try_get("duration_ms").map_err(store_error)?,
+        path: row.try_get("path").map_err(store_error)?,
+        direction: row.try_get("direction").map_err(store_error)?,
+        size_bytes: row.try_get("size_bytes").map_err(store_error)?,
+        sha256: row.try_get("sha256").map_err(store_error)?,
+        result: row.try_get("result").map_err(store_error)?,
+    };
+    AuditEntry::try_from(decoded)
+}
+
+fn command_from_row(row: &SqliteRow) -> Result<CommandRecord, StoreError> {
+    const TABLE: &str = "commands";
+    let decoded = CommandRow {
+        command_id: uuid_column(row, TABLE, "command_id")?,
+        session_id: uuid_column(row, TABLE, "session_id")?,
+        agent_id: uuid_column(row, TABLE, "agent_id")?,
+        tech_id: uuid_column(row, TABLE, "tech_id")?,
+        channel_id: row.try_get("channel_id").map_err(store_error)?,
+        command: row.try_get("command").map_err(store_error)?,
+        timeout_secs: row.try_get("timeout_secs").map_err(store_error)?,
+        status: row.try_get("status").map_err(store_error)?,
+        exit_code: row.try_get("exit_code").map_err(store_error)?,
+        signal: row.try_get("signal").map_err(store_error)?,
+        started_at: time_column(row, "started_at")?,
+        finished_at: opt_time_column(row, "finished_at")?,
+        stdout_bytes: row.try_get("stdout_bytes").map_err(store_error)?,
+        stderr_bytes: row.try_get("stderr_bytes").map_err(store_error)?,
+        stdout_truncated: row.try_get("stdout_truncated").map_err(store_error)?,
+        stderr_truncated: row.try_get("stderr_truncated").map_err(store_error)?,
+    };
+    CommandRecord::try_from(decoded)
 }
 
 impl SessionRepository for SqliteStore {
@@ -310,7 +375,7 @@ impl AgentRepository for SqliteStore {
         .bind(agent.facts.version.as_deref())
         .bind(agent.facts.hostname.as_deref())
         .bind(agent.facts.os.as_deref())
-        .bind(agent.facts.uptime_secs.map(uptime_to_db))
+        .bind(agent.facts.uptime_secs.map(u64_to_db))
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
@@ -378,7 +443,7 @@ impl AgentRepository for SqliteStore {
             .bind(u.facts.version)
             .bind(u.facts.hostname)
             .bind(u.facts.os)
-            .bind(u.facts.uptime_secs.map(uptime_to_db))
+            .bind(u.facts.uptime_secs.map(u64_to_db))
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
@@ -429,9 +494,13 @@ impl UserRepository for SqliteStore {
 
 impl AuditLog for SqliteStore {
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let d = AuditDetails::of(event);
         sqlx::query(
-            "insert into audit_events (occurred_at, action, tech_id, agent_id, session_id, detail) \
-             values (?1, ?2, ?3, ?4, ?5, ?6)",
+            "insert into audit_events (occurred_at, action, tech_id, agent_id, session_id, detail, \
+             command_id, command, status, exit_code, stdout_bytes, stderr_bytes, duration_ms, \
+             path, direction, size_bytes, sha256, result) \
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18)",
         )
         .bind(micros(event.at))
         .bind(event.action.as_str())
@@ -439,9 +508,190 @@ impl AuditLog for SqliteStore {
         .bind(event.agent.map(|a| id_text(a.as_uuid())))
         .bind(event.session.map(|s| id_text(s.as_uuid())))
         .bind(event.detail.as_deref())
+        .bind(d.command_id.map(id_text))
+        .bind(d.command)
+        .bind(d.status)
+        .bind(d.exit_code)
+        .bind(d.stdout_bytes)
+        .bind(d.stderr_bytes)
+        .bind(d.duration_ms)
+        .bind(d.path)
+        .bind(d.direction)
+        .bind(d.size_bytes)
+        .bind(d.sha256)
+        .bind(d.result)
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
         Ok(())
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        // Only the filters in use go into the statement (from fixed fragments; every value is
+        // bound): SQLite plans a statement once, and `?n is null or ...` would keep it off the
+        // (tech_id, audit_id) / (agent_id, audit_id) indexes for good.
+        let mut sql = QueryBuilder::<Sqlite>::new(concat!(
+            "select ",
+            audit_columns!(),
+            " from audit_events where true"
+        ));
+        if let Some(user) = query.user {
+            sql.push(" and tech_id = ")
+                .push_bind(id_text(user.as_uuid()));
+        }
+        if let Some(agent) = query.agent {
+            sql.push(" and agent_id = ")
+                .push_bind(id_text(agent.as_uuid()));
+        }
+        if let Some(session) = query.session {
+            sql.push(" and session_id = ")
+                .push_bind(id_text(session.as_uuid()));
+        }
+        if let Some(since) = query.since {
+            sql.push(" and occurred_at >= ").push_bind(micros(since));
+        }
+        if let Some(until) = query.until {
+            sql.push(" and occurred_at < ").push_bind(micros(until));
+        }
+        if let Some(before) = query.before {
+            sql.push(" and audit_id < ").push_bind(before);
+        }
+        sql.push(" order by audit_id desc limit ")
+            .push_bind(audit_page_size(query.limit));
+        let rows = sql
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
+
+impl CommandRepository for SqliteStore {
+    async fn insert_command(&self, command: &CommandRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "insert into commands (",
+            command_columns!(),
+            ") values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ))
+        .bind(id_text(command.id.as_uuid()))
+        .bind(id_text(command.session.as_uuid()))
+        .bind(id_text(command.agent.as_uuid()))
+        .bind(id_text(command.owner.as_uuid()))
+        .bind(command.channel.as_str())
+        .bind(command.text.as_str())
+        .bind(u64_to_db(command.timeout_secs))
+        .bind(command.status.as_str())
+        .bind(command.exit_code)
+        .bind(command.signal.as_deref())
+        .bind(micros(command.started_at))
+        .bind(command.finished_at.map(micros))
+        .bind(u64_to_db(command.stdout_bytes))
+        .bind(u64_to_db(command.stderr_bytes))
+        .bind(command.stdout_truncated)
+        .bind(command.stderr_truncated)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn get_command(&self, id: CommandId) -> Result<Option<CommandRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            command_columns!(),
+            " from commands where command_id = ?1"
+        ))
+        .bind(id_text(id.as_uuid()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(command_from_row).transpose()
+    }
+
+    async fn append_output(
+        &self,
+        id: CommandId,
+        stream: OutputStream,
+        seq: u64,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into command_output (command_id, stream, seq, data) values (?1, ?2, ?3, ?4)",
+        )
+        .bind(id_text(id.as_uuid()))
+        .bind(stream.as_str())
+        .bind(seq_to_db(seq)?)
+        .bind(data)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn read_output(
+        &self,
+        id: CommandId,
+        stream: OutputStream,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "select seq, data from command_output \
+             where command_id = ?1 and stream = ?2 and seq >= ?3 order by seq limit ?4",
+        )
+        .bind(id_text(id.as_uuid()))
+        .bind(stream.as_str())
+        .bind(u64_to_db(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.into_iter()
+            .map(|(seq, data)| Ok((u64_from_db("command_output", id, "seq", seq)?, data)))
+            .collect()
+    }
+
+    async fn finish_command(
+        &self,
+        id: CommandId,
+        outcome: &CommandOutcome,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "update commands set status = ?2, exit_code = ?3, signal = ?4, finished_at = ?5, \
+             stdout_bytes = ?6, stderr_bytes = ?7, stdout_truncated = ?8, stderr_truncated = ?9 \
+             where command_id = ?1 and status = 'running'",
+        )
+        .bind(id_text(id.as_uuid()))
+        .bind(outcome.status.as_str())
+        .bind(outcome.exit_code)
+        .bind(outcome.signal.as_deref())
+        .bind(micros(outcome.finished_at))
+        .bind(u64_to_db(outcome.stdout_bytes))
+        .bind(u64_to_db(outcome.stderr_bytes))
+        .bind(outcome.stdout_truncated)
+        .bind(outcome.stderr_truncated)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail_running_commands(
+        &self,
+        status: CommandStatus,
+        at: Timestamp,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "update commands set status = ?1, finished_at = ?2 where status = 'running' \
+             returning ",
+            command_columns!()
+        ))
+        .bind(status.as_str())
+        .bind(micros(at))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(command_from_row).collect()
     }
 }
