@@ -543,6 +543,16 @@ where
                 uptime_secs: h.uptime_secs,
             }),
         ),
+        Ok(
+            AgentMessage::FileInfo { channel_id, .. }
+            | AgentMessage::FileDone { channel_id, .. }
+            | AgentMessage::FileError { channel_id, .. }
+            | AgentMessage::FileListing { channel_id, .. }
+            | AgentMessage::FilePartial { channel_id, .. }
+            | AgentMessage::FileAck { channel_id, .. },
+        ) => {
+            tracing::debug!(agent_id = %agent, channel_id = %clip(&channel_id), "file message on no transfer; ignored");
+        }
         Err(DecodeError::UnknownType(kind)) => {
             tracing::info!(agent_id = %agent, kind = %clip(&kind), "unknown message type from agent ignored");
         }

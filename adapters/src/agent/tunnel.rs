@@ -81,6 +81,17 @@ impl TunnelState {
                 AgentMode::Tunnel { .. } => self.data(&channel_id, data),
             },
             ServerMessage::CommandCancel { channel_id } => self.cancel(&channel_id),
+            // File transfer is not spoken by this agent yet: it does not advertise
+            // `file-transfer`, so a server sends these only by mistake.
+            ServerMessage::FileUpload { channel_id, .. }
+            | ServerMessage::FileUploadEnd { channel_id, .. }
+            | ServerMessage::FileDownload { channel_id, .. }
+            | ServerMessage::FileList { channel_id, .. }
+            | ServerMessage::FileUploadStatus { channel_id, .. }
+            | ServerMessage::FileAck { channel_id, .. }
+            | ServerMessage::FileCancel { channel_id } => {
+                refuse(&channel_id, "file transfer is not supported by this agent")
+            }
         }
     }
 
