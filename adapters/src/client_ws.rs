@@ -12,7 +12,7 @@ use poem::http::StatusCode;
 use poem::web::websocket::{CloseCode, Message, WebSocket};
 use poem::web::{Data, Json, Path, Query};
 use poem::{IntoResponse, Request, Response, handler};
-use rmm_application::{App, GetCommandError, Ports};
+use rmm_application::{App, Ports, WatchSessionError};
 use rmm_domain::{ChannelId, SessionId};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -71,18 +71,18 @@ where
     };
     match app.authorize_stream(actor, session).await {
         Ok(()) => {}
-        Err(e @ GetCommandError::Forbidden(_)) => {
+        Err(e @ WatchSessionError::Forbidden(_)) => {
             return json_error(StatusCode::FORBIDDEN, &e.to_string());
         }
-        Err(e @ (GetCommandError::SessionNotFound(_) | GetCommandError::NotFound(_))) => {
+        Err(e @ WatchSessionError::NotFound(_)) => {
             return json_error(StatusCode::NOT_FOUND, &e.to_string());
         }
-        Err(e @ GetCommandError::Store(_)) => {
+        Err(e @ WatchSessionError::NotActive(_)) => {
+            return json_error(StatusCode::CONFLICT, &e.to_string());
+        }
+        Err(e @ WatchSessionError::Store(_)) => {
             tracing::error!(error = %e, "stream authorization failed");
-            return json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error; see the server log",
-            );
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log");
         }
     }
     let Ok(ws) = ws else {

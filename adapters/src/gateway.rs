@@ -19,7 +19,7 @@ use rmm_domain::{AgentId, AgentMode, ChannelId, ChannelKind, Channels, SessionId
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::protocol::{
-    AgentMessage, CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, DecodeError, ServerMessage,
+    AgentMessage, CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, CAP_FILE_TRANSFER, DataFrame, DecodeError, ServerMessage,
     TunnelDataPayload, encode,
 };
 
@@ -35,6 +35,7 @@ pub const MAX_CHANNELS: usize = 64;
 pub struct Capabilities {
     pub command_timeout: bool,
     pub command_cancel: bool,
+    pub file_transfer: bool,
 }
 
 impl Capabilities {
@@ -45,6 +46,7 @@ impl Capabilities {
         Self {
             command_timeout: names.contains(&CAP_COMMAND_TIMEOUT),
             command_cancel: names.contains(&CAP_COMMAND_CANCEL),
+            file_transfer: names.contains(&CAP_FILE_TRANSFER),
         }
     }
 }
@@ -73,13 +75,64 @@ impl Default for ConnectionTimings {
 #[derive(Debug)]
 struct Connection {
     generation: u64,
-    outbound: mpsc::Sender<ServerMessage>,
+    outbound: mpsc::Sender<Outbound>,
     capabilities: Capabilities,
     /// The channels open in the tunnel: only frames on these are accepted from the agent.
     channels: Channels,
+    /// Where the events of each file channel go.
+    files: HashMap<ChannelId, mpsc::Sender<FileEvent>>,
     mode: AgentMode,
     /// The open in flight (at most one: the store allows one open session per agent).
     pending: Option<(SessionId, oneshot::Sender<OpenReply>)>,
+}
+
+impl Connection {
+    /// Queues a message without waiting; a full queue drops it (the caller does not care:
+    /// every use is a best-effort close).
+    fn push(&self, message: ServerMessage) -> bool {
+        self.outbound.try_send(Outbound::Message(message)).is_ok()
+    }
+}
+
+/// What goes to an agent: protocol messages, and binary file data frames.
+#[derive(Debug)]
+pub enum Outbound {
+    Message(ServerMessage),
+    Data(Vec<u8>),
+}
+
+impl Outbound {
+    fn into_frame(self) -> Message {
+        match self {
+            Self::Message(message) => Message::Text(encode(&message)),
+            Self::Data(bytes) => Message::Binary(bytes),
+        }
+    }
+}
+
+/// An event of a file transfer, routed from the agent to the transfer's task.
+#[derive(Debug)]
+pub enum FileEvent {
+    Info { size: u64, sha256: String, mode: Option<u32>, modified: Option<i64> },
+    Data { offset: u64, data: bytes::Bytes },
+    Done { path: String, size: u64, sha256: String },
+    Error { code: String, message: String },
+    Listing { path: String, entries: Vec<crate::protocol::FileEntry> },
+    Partial { size: u64 },
+    Ack { offset: u64 },
+}
+
+/// Events a transfer may have queued before its task reads them. The agent keeps at most a
+/// 4 MiB window of 256 KiB data frames in flight, well under this.
+const FILE_EVENTS_QUEUE: usize = 64;
+
+/// A transfer's link to its agent: the agent's outbound queue (awaited, so a transfer waits
+/// for room instead of dropping data) and the events of its channel.
+#[derive(Debug)]
+pub struct FileLink {
+    pub channel: ChannelId,
+    pub outbound: mpsc::Sender<Outbound>,
+    pub events: mpsc::Receiver<FileEvent>,
 }
 
 /// The registry of connected agents; implements [`AgentGateway`].
@@ -104,7 +157,7 @@ impl WsAgentGateway {
     pub fn register(
         &self,
         agent: AgentId,
-        outbound: mpsc::Sender<ServerMessage>,
+        outbound: mpsc::Sender<Outbound>,
         capabilities: Capabilities,
     ) -> u64 {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
@@ -115,6 +168,7 @@ impl WsAgentGateway {
                 outbound,
                 capabilities,
                 channels: Channels::with_limit(MAX_CHANNELS),
+                files: HashMap::new(),
                 mode: AgentMode::Heartbeat,
                 pending: None,
             },
@@ -145,7 +199,7 @@ impl WsAgentGateway {
         let drained: Vec<_> = self.lock().drain().collect();
         for (_, connection) in drained {
             if let AgentMode::Tunnel { session } = connection.mode {
-                let _ = connection.outbound.try_send(ServerMessage::TunnelClose {
+                let _ = connection.push(ServerMessage::TunnelClose {
                     session_id: session.to_string(),
                 });
             }
@@ -170,7 +224,7 @@ impl WsAgentGateway {
                     // has already told the agent to close, and this send finds no receiver.
                     if reply.send(OpenReply::Ready).is_err() {
                         connection.mode = AgentMode::Heartbeat;
-                        let _ = connection.outbound.try_send(ServerMessage::TunnelClose {
+                        let _ = connection.push(ServerMessage::TunnelClose {
                             session_id: session.to_string(),
                         });
                     }
@@ -233,8 +287,58 @@ impl WsAgentGateway {
         Some(session)
     }
 
+    /// Opens a file channel in `session`'s tunnel on `agent` for a transfer.
+    ///
+    /// # Errors
+    /// [`GatewayError::NotConnected`] when the agent is gone or its tunnel is not `session`;
+    /// [`GatewayError::Busy`] when the channel limit is reached or the agent does not speak
+    /// the file-transfer extension.
+    pub fn open_file_channel(&self, agent: AgentId, session: SessionId) -> Result<FileLink, GatewayError> {
+        let mut connections = self.lock();
+        let connection = connections.get_mut(&agent).ok_or(GatewayError::NotConnected)?;
+        if connection.mode.session() != Some(session) {
+            return Err(GatewayError::NotConnected);
+        }
+        if !connection.capabilities.file_transfer {
+            return Err(GatewayError::Unsupported);
+        }
+        let channel = ChannelId::for_file(uuid::Uuid::new_v4());
+        connection
+            .channels
+            .open(channel.clone(), ChannelKind::File)
+            .map_err(|_| GatewayError::Busy)?;
+        let (tx, events) = mpsc::channel(FILE_EVENTS_QUEUE);
+        connection.files.insert(channel.clone(), tx);
+        Ok(FileLink { channel, outbound: connection.outbound.clone(), events })
+    }
+
+    /// Ends a file channel.
+    pub fn close_file_channel(&self, agent: AgentId, channel: &ChannelId) {
+        if let Some(connection) = self.lock().get_mut(&agent) {
+            connection.files.remove(channel);
+            let _ = connection.channels.close(channel);
+        }
+    }
+
+    /// Routes a file event from connection `generation` to its transfer. Events on channels
+    /// the connection did not open for a transfer are dropped.
+    fn route_file_event(&self, agent: AgentId, generation: u64, channel: &str, event: FileEvent) {
+        let connections = self.lock();
+        let Some(connection) = connections.get(&agent).filter(|c| c.generation == generation) else {
+            return;
+        };
+        let Some(tx) = ChannelId::parse(channel).ok().and_then(|c| connection.files.get(&c)) else {
+            tracing::debug!(agent_id = %agent, channel_id = %channel.chars().take(80).collect::<String>(), "file event on no transfer; ignored");
+            return;
+        };
+        if tx.try_send(event).is_err() {
+            // Only an agent ignoring the flow-control window fills this queue.
+            tracing::warn!(agent_id = %agent, channel_id = %channel, "file event dropped: the agent overran its window or the transfer ended");
+        }
+    }
+
     fn send(connection: &Connection, message: ServerMessage) -> Result<(), GatewayError> {
-        connection.outbound.try_send(message).map_err(|e| match e {
+        connection.outbound.try_send(Outbound::Message(message)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => GatewayError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => GatewayError::NotConnected,
         })
@@ -307,6 +411,8 @@ impl AgentGateway for WsAgentGateway {
             Ok(mode) => {
                 connection.mode = mode;
                 connection.channels.close_all();
+                // Dropping the senders ends every transfer of the tunnel.
+                connection.files.clear();
                 if let Err(e) = Self::send(
                     connection,
                     ServerMessage::TunnelClose {
@@ -411,9 +517,15 @@ pub async fn run_agent_connection<P>(
                         // only this agent's socket (backpressure), never anyone else.
                         handle_agent_text(&app, agent, generation, &text).await;
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        tracing::warn!(agent_id = %agent, "binary frame from agent ignored: the protocol is JSON text");
-                    }
+                    Some(Ok(Message::Binary(bytes))) => match DataFrame::decode(bytes::Bytes::from(bytes)) {
+                        Ok(frame) => gateway.route_file_event(
+                            agent,
+                            generation,
+                            &frame.channel_id,
+                            FileEvent::Data { offset: frame.offset, data: frame.data },
+                        ),
+                        Err(e) => tracing::warn!(agent_id = %agent, error = %e, "binary frame from agent ignored"),
+                    },
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => app.agent_seen(agent),
                     Some(Ok(Message::Close(_))) | None => break "agent closed the connection",
                     Some(Err(e)) => {
@@ -429,7 +541,7 @@ pub async fn run_agent_connection<P>(
             }
             message = outbound.recv() => {
                 let Some(message) = message else { break "replaced by a newer connection" };
-                let sent = tokio::time::timeout(timings.write_timeout, sink.send(Message::Text(encode(&message)))).await;
+                let sent = tokio::time::timeout(timings.write_timeout, sink.send(message.into_frame())).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     break "write failed or timed out";
                 }
@@ -444,7 +556,7 @@ pub async fn run_agent_connection<P>(
             _ = shutdown.changed() => {
                 // Flush what is queued (the tunnel_close of shutdown) before closing.
                 while let Ok(message) = outbound.try_recv() {
-                    let _ = tokio::time::timeout(timings.write_timeout, sink.send(Message::Text(encode(&message)))).await;
+                    let _ = tokio::time::timeout(timings.write_timeout, sink.send(message.into_frame())).await;
                 }
                 let _ = tokio::time::timeout(
                     timings.write_timeout,
@@ -543,15 +655,23 @@ where
                 uptime_secs: h.uptime_secs,
             }),
         ),
-        Ok(
-            AgentMessage::FileInfo { channel_id, .. }
-            | AgentMessage::FileDone { channel_id, .. }
-            | AgentMessage::FileError { channel_id, .. }
-            | AgentMessage::FileListing { channel_id, .. }
-            | AgentMessage::FilePartial { channel_id, .. }
-            | AgentMessage::FileAck { channel_id, .. },
-        ) => {
-            tracing::debug!(agent_id = %agent, channel_id = %clip(&channel_id), "file message on no transfer; ignored");
+        Ok(AgentMessage::FileInfo { channel_id, size, sha256, mode, modified }) => {
+            gateway.route_file_event(agent, generation, &channel_id, FileEvent::Info { size, sha256, mode, modified });
+        }
+        Ok(AgentMessage::FileDone { channel_id, path, size, sha256 }) => {
+            gateway.route_file_event(agent, generation, &channel_id, FileEvent::Done { path, size, sha256 });
+        }
+        Ok(AgentMessage::FileError { channel_id, code, message }) => {
+            gateway.route_file_event(agent, generation, &channel_id, FileEvent::Error { code, message });
+        }
+        Ok(AgentMessage::FileListing { channel_id, path, entries }) => {
+            gateway.route_file_event(agent, generation, &channel_id, FileEvent::Listing { path, entries });
+        }
+        Ok(AgentMessage::FilePartial { channel_id, size, .. }) => {
+            gateway.route_file_event(agent, generation, &channel_id, FileEvent::Partial { size });
+        }
+        Ok(AgentMessage::FileAck { channel_id, offset }) => {
+            gateway.route_file_event(agent, generation, &channel_id, FileEvent::Ack { offset });
         }
         Err(DecodeError::UnknownType(kind)) => {
             tracing::info!(agent_id = %agent, kind = %clip(&kind), "unknown message type from agent ignored");

@@ -6,8 +6,10 @@
 //! types explicitly at the boundary.
 
 pub mod agent;
+pub mod client;
 pub mod client_ws;
 pub mod credentials;
+pub mod files;
 pub mod gateway;
 pub mod http;
 pub mod protocol;

@@ -61,6 +61,18 @@ pub enum GetCommandError {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum WatchSessionError {
+    #[error("session {0} not found")]
+    NotFound(SessionId),
+    #[error("session {0} is owned by another user")]
+    Forbidden(SessionId),
+    #[error("session {0} is not active")]
+    NotActive(SessionId),
+    #[error("session store failed")]
+    Store(#[source] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum ListAuditError {
     #[error("technicians may only read their own audit entries")]
     Forbidden,
@@ -68,7 +80,7 @@ pub enum ListAuditError {
     Store(#[source] StoreError),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct RunningCommand {
     session: SessionId,
     agent: AgentId,
@@ -80,6 +92,9 @@ struct RunningCommand {
     stdout: StreamCounters,
     stderr: StreamCounters,
     cancel_requested: bool,
+    /// Its end is being recorded: it stays listed (so `?wait=` still finds it) until the
+    /// end is stored, but nothing may end it twice.
+    ending: bool,
     done: watch::Sender<bool>,
 }
 
@@ -133,13 +148,22 @@ impl Running {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn remove(&self, id: CommandId) -> Option<RunningCommand> {
+    /// Starts ending a command: its channel stops taking output; the command stays listed
+    /// until [`Self::ended`]. `None` when it is not running or already ending.
+    fn begin_end(&self, id: CommandId) -> Option<RunningCommand> {
         let mut inner = self.lock();
-        let command = inner.commands.remove(&id)?;
-        inner
-            .by_channel
-            .remove(&(command.agent, command.channel.clone()));
+        let command = inner.commands.get_mut(&id).filter(|c| !c.ending)?;
+        command.ending = true;
+        let command = command.clone();
+        inner.by_channel.remove(&(command.agent, command.channel.clone()));
         Some(command)
+    }
+
+    /// The end is stored: forget the command and wake its waiters.
+    fn ended(&self, id: CommandId) {
+        if let Some(command) = self.lock().commands.remove(&id) {
+            let _ = command.done.send(true);
+        }
     }
 }
 
@@ -254,6 +278,7 @@ impl<P: Ports> App<P> {
                     stdout: StreamCounters::default(),
                     stderr: StreamCounters::default(),
                     cancel_requested: false,
+                    ending: false,
                     done,
                 },
             );
@@ -271,7 +296,7 @@ impl<P: Ports> App<P> {
                 GatewayError::NotConnected | GatewayError::Disconnected => {
                     RunCommandError::AgentOffline(session_id)
                 }
-                GatewayError::Busy => RunCommandError::ChannelBusy(channel),
+                GatewayError::Busy | GatewayError::Unsupported => RunCommandError::ChannelBusy(channel),
                 GatewayError::Overloaded => RunCommandError::Overloaded,
             });
         }
@@ -303,7 +328,10 @@ impl<P: Ports> App<P> {
             let session = command.session;
             let end = if chunk.exit_code.is_some() {
                 running.by_channel.remove(&(agent, channel.clone()));
-                running.commands.remove(&id)
+                running.commands.get_mut(&id).filter(|c| !c.ending).map(|c| {
+                    c.ending = true;
+                    c.clone()
+                })
             } else {
                 None
             };
@@ -385,7 +413,7 @@ impl<P: Ports> App<P> {
         exit_code: Option<i32>,
         signal: Option<String>,
     ) {
-        if let Some(command) = self.running.remove(id) {
+        if let Some(command) = self.running.begin_end(id) {
             self.gateway
                 .release_channel(command.agent, &command.channel);
             self.record_end(id, command, status, exit_code, signal)
@@ -433,7 +461,7 @@ impl<P: Ports> App<P> {
             tracing::error!(command_id = %id, error = %e, source = ?std::error::Error::source(&e), "audit write of a command's end failed");
         }
         tracing::info!(command_id = %id, session_id = %command.session, status = status.as_str(), exit_code = ?exit_code, duration_ms = duration.as_millis() as u64, "command ended");
-        let _ = command.done.send(true);
+        self.running.ended(id);
     }
 
     /// Ends every running command of a session (tunnel closed: `Cancelled`; agent gone:
@@ -607,8 +635,17 @@ impl<P: Ports> App<P> {
         &self,
         actor: Actor,
         session_id: SessionId,
-    ) -> Result<(), GetCommandError> {
-        self.authorize_session_use(actor, session_id).await
+    ) -> Result<(), WatchSessionError> {
+        let session = self.sessions.get(session_id).await.map_err(WatchSessionError::Store)?;
+        let session = session.ok_or(WatchSessionError::NotFound(session_id))?;
+        session
+            .authorize(actor, SessionAction::Use)
+            .map_err(|_| WatchSessionError::Forbidden(session_id))?;
+        // A closed session's stream would never end: nothing publishes to it any more.
+        if session.status() != SessionStatus::Active {
+            return Err(WatchSessionError::NotActive(session_id));
+        }
+        Ok(())
     }
 
     /// Reads the audit log: admins everything, technicians their own entries.

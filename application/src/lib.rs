@@ -8,6 +8,7 @@
 mod agents;
 mod app;
 mod commands;
+mod files;
 mod ports;
 mod tunnels;
 mod users;
@@ -16,7 +17,8 @@ pub use agents::{
     AgentView, ConnectAgentError, ListAgentsError, Presence, RegisterAgentError, RegisteredAgent,
 };
 pub use app::{App, Config, Deps, Ports};
-pub use commands::{GetCommandError, ListAuditError, RunCommandError};
+pub use commands::{GetCommandError, ListAuditError, RunCommandError, WatchSessionError};
+pub use files::{Direction, FileAccessError};
 pub use ports::{
     AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry, AuditEvent,
     AuditLog, AuditQuery, Clock, CommandAudit, CommandOutcome, CommandRecord, CommandRepository,

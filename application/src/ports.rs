@@ -519,6 +519,8 @@ pub enum GatewayError {
     Disconnected,
     #[error("agent's outbound queue is full")]
     Overloaded,
+    #[error("agent does not support this operation")]
+    Unsupported,
 }
 
 /// The live connections to agents.

@@ -82,7 +82,9 @@ impl<P: Ports> App<P> {
                 CloseReason::AgentDisconnected,
                 OpenTunnelError::AgentOffline(agent),
             )),
-            Ok(Err(GatewayError::Busy)) => Some((CloseReason::Refused, OpenTunnelError::Conflict)),
+            Ok(Err(GatewayError::Busy | GatewayError::Unsupported)) => {
+                Some((CloseReason::Refused, OpenTunnelError::Conflict))
+            }
             Ok(Err(GatewayError::Disconnected)) => {
                 Some((CloseReason::AgentDisconnected, OpenTunnelError::AgentGone))
             }

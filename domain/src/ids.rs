@@ -117,6 +117,12 @@ impl ChannelId {
         Self(session.to_string())
     }
 
+    /// The channel of a file transfer.
+    #[must_use]
+    pub fn for_file(transfer: Uuid) -> Self {
+        Self(format!("file-{transfer}"))
+    }
+
     /// The channel a command runs on.
     #[must_use]
     pub fn for_command(command: CommandId) -> Self {

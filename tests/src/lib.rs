@@ -7,4 +7,5 @@
 
 pub mod agent;
 pub mod pg;
+pub mod real_agent;
 pub mod server;

@@ -118,6 +118,12 @@ impl TestServer {
         bail!("rmm-server did not answer /healthz within 30 s")
     }
 
+    /// The server process's id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     #[must_use]
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

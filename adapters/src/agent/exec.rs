@@ -24,6 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::Event;
 use super::chunker::Chunker;
 use crate::protocol::{AgentMessage, TerminalOutput, TunnelDataPayload};
 
@@ -65,18 +66,9 @@ impl Default for KillTimings {
     }
 }
 
-/// Identifies one run of a command, so a late [`Event::Finished`] of a killed command can
+/// Identifies one run of a command, so a late [`Event::CommandEnded`] of a killed command can
 /// never close a channel that a newer command reuses.
 pub type RunId = u64;
-
-/// What command tasks hand to their connection, in order.
-#[derive(Debug)]
-pub enum Event {
-    /// A frame to send.
-    Frame(AgentMessage),
-    /// The run's last frame has been queued: its channel may be released.
-    Finished(RunId),
-}
 
 /// One command to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,12 +118,12 @@ impl Commands {
         let events = self.events.clone();
         let timings = self.timings;
         // Detached: the task ends by itself (the process exits or is killed); the registry
-        // reaches it through `stop` and hears of its end through `Event::Finished`.
+        // reaches it through `stop` and hears of its end through `Event::CommandEnded`.
         tokio::spawn(async move {
             execute(spec, &events, stopped, timings).await;
             // After the final frame, in the same queue: the channel is released only once the
             // server has been told how the command ended.
-            let _ = events.send(Event::Finished(run)).await;
+            let _ = events.send(Event::CommandEnded(run)).await;
         });
         self.running.insert(
             run,
@@ -572,7 +564,7 @@ pub(super) mod tests {
         let mut outcome = Outcome::default();
         while let Some(event) = rx.recv().await {
             let Event::Frame(frame) = event else {
-                panic!("execute itself never reports Finished");
+                panic!("execute itself sends only frames, got {event:?}");
             };
             match frame {
                 AgentMessage::TunnelData {
@@ -887,8 +879,8 @@ pub(super) mod tests {
                     channel_id,
                     data: TunnelDataPayload::TerminalOutput(output),
                 }) => reasons.push((channel_id, output.end_reason)),
-                Event::Frame(other) => panic!("unexpected {other:?}"),
-                Event::Finished(run) => released.push(commands.finished(run)),
+                Event::CommandEnded(run) => released.push(commands.finished(run)),
+                other => panic!("unexpected {other:?}"),
             }
         }
         assert_eq!(released, vec![Some(one)]);
@@ -899,7 +891,7 @@ pub(super) mod tests {
         // The tunnel closes: the other command dies too, but its channel is no longer ours.
         commands.stop_all(StopReason::Cancelled);
         loop {
-            if let Event::Finished(run) = rx.recv().await.unwrap() {
+            if let Event::CommandEnded(run) = rx.recv().await.unwrap() {
                 assert_eq!(commands.finished(run), None);
                 break;
             }

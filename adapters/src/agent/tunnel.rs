@@ -3,19 +3,22 @@
 //! commands to start or stop) and does no I/O, so every rule is tested here with scripted
 //! frames.
 //!
-//! It must not know about sockets, timers or processes. The work attached to channels
-//! (commands) is run and stopped by the connection from the actions returned here; a channel
-//! stays open until its command has sent its final frame ([`TunnelState::release`]).
+//! It must not know about sockets, timers, processes or files. The work attached to channels
+//! (commands, file operations) is run and stopped by the connection from the actions returned
+//! here; a channel stays open until its work has sent its final frame
+//! ([`TunnelState::release`]), except that a `file_cancel` closes its channel at once (the
+//! server considers it closed when it sends the cancel, and a cancelled operation sends no
+//! final frame).
 
 use std::time::Duration;
 
 use rmm_domain::{AgentMode, Channel, ChannelId, ChannelKind, Channels, ModeError, SessionId};
 
-use crate::protocol::{AgentMessage, ServerMessage, TunnelDataPayload};
+use crate::protocol::{AgentMessage, DataFrame, ServerMessage, TunnelDataPayload};
 
-/// At most this many channels (running commands) at once in a tunnel: a server cannot make
-/// us hold more. The server admits as many per agent connection (its gateway's limit), so a
-/// command it accepts is not refused here.
+/// At most this many channels (running commands and file operations together) at once in a
+/// tunnel: a server cannot make us hold more. The server admits as many per agent connection
+/// (its gateway's limit), so work it accepts is not refused here.
 pub const MAX_CHANNELS: usize = 64;
 
 /// Told to the server for `tunnel_data` outside a tunnel: nothing runs without one.
@@ -33,8 +36,46 @@ pub enum Action {
     },
     /// `command_cancel`: kill the command on this open channel.
     Cancel(ChannelId),
-    /// The tunnel closed: kill every command (their channels are already closed).
+    /// The tunnel closed: kill every command and stop every file operation (their channels
+    /// are already closed).
     StopAll,
+    /// Start a file operation on `channel` (already opened here as a File channel).
+    StartFile {
+        channel: ChannelId,
+        op: FileOp,
+    },
+    /// Hand `input` to the file operation running on this open File channel.
+    FileInput {
+        channel: ChannelId,
+        input: FileInput,
+    },
+    /// `file_cancel`: stop the file operation on `channel`; the channel is already closed.
+    CancelFile(ChannelId),
+}
+
+/// A file operation a server frame asks for. Paths are as the server sent them: checking
+/// them is the file module's work (its errors are `file_error` codes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOp {
+    /// `file_upload`.
+    Upload { path: String, offset: u64 },
+    /// `file_download`.
+    Download { path: String, offset: u64 },
+    /// `file_list`.
+    List { path: String },
+    /// `file_upload_status`.
+    UploadStatus { path: String },
+}
+
+/// What the server sends to a running file operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileInput {
+    /// A binary data frame of an upload.
+    Data { offset: u64, data: bytes::Bytes },
+    /// `file_upload_end`.
+    UploadEnd { size: u64, sha256: Option<String> },
+    /// `file_ack` of a download.
+    Ack { offset: u64 },
 }
 
 /// The tunnel state of one connection; a new connection starts from [`TunnelState::default`].
@@ -81,16 +122,66 @@ impl TunnelState {
                 AgentMode::Tunnel { .. } => self.data(&channel_id, data),
             },
             ServerMessage::CommandCancel { channel_id } => self.cancel(&channel_id),
-            // File transfer is not spoken by this agent yet: it does not advertise
-            // `file-transfer`, so a server sends these only by mistake.
-            ServerMessage::FileUpload { channel_id, .. }
-            | ServerMessage::FileUploadEnd { channel_id, .. }
-            | ServerMessage::FileDownload { channel_id, .. }
-            | ServerMessage::FileList { channel_id, .. }
-            | ServerMessage::FileUploadStatus { channel_id, .. }
-            | ServerMessage::FileAck { channel_id, .. }
-            | ServerMessage::FileCancel { channel_id } => {
-                refuse(&channel_id, "file transfer is not supported by this agent")
+            ServerMessage::FileUpload {
+                channel_id,
+                path,
+                offset,
+            } => self.start_file(&channel_id, FileOp::Upload { path, offset }),
+            ServerMessage::FileDownload {
+                channel_id,
+                path,
+                offset,
+            } => self.start_file(&channel_id, FileOp::Download { path, offset }),
+            ServerMessage::FileList { channel_id, path } => {
+                self.start_file(&channel_id, FileOp::List { path })
+            }
+            ServerMessage::FileUploadStatus { channel_id, path } => {
+                self.start_file(&channel_id, FileOp::UploadStatus { path })
+            }
+            ServerMessage::FileUploadEnd {
+                channel_id,
+                size,
+                sha256,
+            } => match self.open_file_channel(&channel_id) {
+                Some(channel) => vec![Action::FileInput {
+                    channel,
+                    input: FileInput::UploadEnd { size, sha256 },
+                }],
+                // The upload already failed (its `file_error` crossed this frame) or never
+                // existed: say so, so that a server that missed the error does not wait.
+                None => refuse_file(&channel_id, FILE_IO, "no file transfer on this channel"),
+            },
+            ServerMessage::FileAck { channel_id, offset } => {
+                match self.open_file_channel(&channel_id) {
+                    Some(channel) => vec![Action::FileInput {
+                        channel,
+                        input: FileInput::Ack { offset },
+                    }],
+                    // The download ended while the ack was on its way.
+                    None => Vec::new(),
+                }
+            }
+            ServerMessage::FileCancel { channel_id } => self.cancel_file(&channel_id),
+        }
+    }
+
+    /// A binary data frame: input of the file operation on its channel. Frames on channels
+    /// that are not open File channels are dropped: after a `file_error` or a cancel, up to a
+    /// window of data the server sent before it knew is still on its way.
+    pub fn data_frame(&self, frame: DataFrame) -> Vec<Action> {
+        let DataFrame {
+            channel_id,
+            offset,
+            data,
+        } = frame;
+        match self.open_file_channel(&channel_id) {
+            Some(channel) => vec![Action::FileInput {
+                channel,
+                input: FileInput::Data { offset, data },
+            }],
+            None => {
+                tracing::debug!(channel_id = %clip(&channel_id), "data frame on no file transfer dropped");
+                Vec::new()
             }
         }
     }
@@ -199,6 +290,50 @@ impl TunnelState {
         }]
     }
 
+    /// A file frame that opens a channel (`file_upload`, `file_download`, `file_list`,
+    /// `file_upload_status`): only in a tunnel, on a fresh channel, within the limit.
+    fn start_file(&mut self, channel_id: &str, op: FileOp) -> Vec<Action> {
+        if matches!(self.mode, AgentMode::Heartbeat) {
+            return refuse_file(channel_id, FILE_IO, NO_TUNNEL);
+        }
+        let channel = match ChannelId::parse(channel_id) {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::warn!(error = %e, "file frame with a bad channel id refused");
+                return refuse_file(channel_id, FILE_IO, "invalid channel id");
+            }
+        };
+        if let Err(e) = self.channels.open(channel.clone(), ChannelKind::File) {
+            // A duplicate id or the channel limit: the running work is untouched.
+            tracing::warn!(channel_id = %channel, error = %e, "file frame refused");
+            return refuse_file(channel_id, FILE_IO, &e.to_string());
+        }
+        vec![Action::StartFile { channel, op }]
+    }
+
+    /// `file_cancel`: the channel closes now (the server's view) and its operation stops.
+    fn cancel_file(&mut self, channel_id: &str) -> Vec<Action> {
+        match self.open_file_channel(channel_id) {
+            Some(channel) => {
+                // Cannot fail: the channel was just found open.
+                let _ = self.channels.close(&channel);
+                vec![Action::CancelFile(channel)]
+            }
+            None => {
+                // The operation already ended (its final frame crossed the cancel).
+                tracing::debug!(channel_id = %clip(channel_id), "file_cancel for no file transfer ignored");
+                Vec::new()
+            }
+        }
+    }
+
+    /// `channel_id` if it names an open File channel.
+    fn open_file_channel(&self, channel_id: &str) -> Option<ChannelId> {
+        ChannelId::parse(channel_id)
+            .ok()
+            .filter(|channel| self.channels.check(channel, ChannelKind::File).is_ok())
+    }
+
     fn cancel(&self, channel_id: &str) -> Vec<Action> {
         let open = ChannelId::parse(channel_id)
             .ok()
@@ -220,6 +355,20 @@ fn refuse(channel_id: &str, error: &str) -> Vec<Action> {
     vec![Action::Send(AgentMessage::TunnelError {
         channel_id: clip(channel_id),
         error: error.to_owned(),
+    })]
+}
+
+/// The `file_error` code of failures that have no more precise one (the protocol's list).
+const FILE_IO: &str = "io";
+
+/// A file frame refused before any operation started: `file_error` on its channel (the server
+/// routes file channels' errors by that message, not by `tunnel_error`).
+fn refuse_file(channel_id: &str, code: &str, message: &str) -> Vec<Action> {
+    tracing::debug!(channel_id = %clip(channel_id), code, message, "file frame refused");
+    vec![Action::Send(AgentMessage::FileError {
+        channel_id: clip(channel_id),
+        code: code.to_owned(),
+        message: message.to_owned(),
     })]
 }
 
@@ -467,6 +616,209 @@ mod tests {
             state.handle(open(&long)).as_slice(),
             [Action::Send(AgentMessage::TunnelError { channel_id, .. })] if channel_id.len() == 128
         ));
+    }
+
+    fn upload(channel: &str, path: &str, offset: u64) -> ServerMessage {
+        ServerMessage::FileUpload {
+            channel_id: channel.to_owned(),
+            path: path.to_owned(),
+            offset,
+        }
+    }
+
+    fn file_error_on(channel: &str, message: &str) -> Vec<Action> {
+        vec![Action::Send(AgentMessage::FileError {
+            channel_id: channel.into(),
+            code: "io".into(),
+            message: message.into(),
+        })]
+    }
+
+    fn data(channel: &str, offset: u64) -> DataFrame {
+        DataFrame {
+            channel_id: channel.into(),
+            offset,
+            data: bytes::Bytes::from_static(b"abc"),
+        }
+    }
+
+    #[test]
+    fn each_file_request_opens_a_file_channel_and_starts_its_operation() {
+        let mut state = TunnelState::default();
+        state.handle(open(S1));
+        let requests = [
+            (
+                upload("file-1", "/a", 7),
+                FileOp::Upload {
+                    path: "/a".into(),
+                    offset: 7,
+                },
+            ),
+            (
+                ServerMessage::FileDownload {
+                    channel_id: "file-2".into(),
+                    path: "/b".into(),
+                    offset: 0,
+                },
+                FileOp::Download {
+                    path: "/b".into(),
+                    offset: 0,
+                },
+            ),
+            (
+                ServerMessage::FileList {
+                    channel_id: "file-3".into(),
+                    path: "/".into(),
+                },
+                FileOp::List { path: "/".into() },
+            ),
+            (
+                ServerMessage::FileUploadStatus {
+                    channel_id: "file-4".into(),
+                    path: "/a".into(),
+                },
+                FileOp::UploadStatus { path: "/a".into() },
+            ),
+        ];
+        for (n, (request, op)) in requests.into_iter().enumerate() {
+            let id = format!("file-{}", n + 1);
+            assert_eq!(
+                state.handle(request),
+                vec![Action::StartFile {
+                    channel: channel(&id),
+                    op
+                }]
+            );
+            assert!(
+                state
+                    .channels()
+                    .check(&channel(&id), ChannelKind::File)
+                    .is_ok()
+            );
+        }
+        // Commands and transfers share the tunnel: a command runs beside them.
+        assert!(matches!(
+            state.handle(terminal("cmd-1", None)).as_slice(),
+            [Action::Run { .. }]
+        ));
+        assert_eq!(state.channels().len(), 5);
+    }
+
+    #[test]
+    fn file_requests_outside_a_tunnel_or_on_a_taken_channel_are_file_errors() {
+        let mut state = TunnelState::default();
+        assert_eq!(
+            state.handle(upload("file-1", "/a", 0)),
+            file_error_on("file-1", NO_TUNNEL)
+        );
+        state.handle(open(S1));
+        state.handle(terminal("cmd-1", None));
+        assert_eq!(
+            state.handle(upload("cmd-1", "/a", 0)),
+            file_error_on("cmd-1", "channel cmd-1 is already open")
+        );
+        assert_eq!(
+            state.handle(upload("bad id!", "/a", 0)),
+            file_error_on("bad id!", "invalid channel id")
+        );
+        for n in 2..=MAX_CHANNELS {
+            state.handle(upload(&format!("file-{n}"), "/a", 0));
+        }
+        assert_eq!(
+            state.handle(upload("file-x", "/a", 0)),
+            file_error_on(
+                "file-x",
+                &format!("too many open channels (limit {MAX_CHANNELS})")
+            )
+        );
+    }
+
+    #[test]
+    fn data_end_and_acks_go_to_the_operation_on_an_open_file_channel_only() {
+        let mut state = TunnelState::default();
+        state.handle(open(S1));
+        state.handle(upload("file-1", "/a", 0));
+        state.handle(terminal("cmd-1", None));
+        assert_eq!(
+            state.data_frame(data("file-1", 0)),
+            vec![Action::FileInput {
+                channel: channel("file-1"),
+                input: FileInput::Data {
+                    offset: 0,
+                    data: bytes::Bytes::from_static(b"abc")
+                }
+            }]
+        );
+        let end = |id: &str| ServerMessage::FileUploadEnd {
+            channel_id: id.into(),
+            size: 3,
+            sha256: None,
+        };
+        assert_eq!(
+            state.handle(end("file-1")),
+            vec![Action::FileInput {
+                channel: channel("file-1"),
+                input: FileInput::UploadEnd {
+                    size: 3,
+                    sha256: None
+                }
+            }]
+        );
+        let ack = |id: &str| ServerMessage::FileAck {
+            channel_id: id.into(),
+            offset: 9,
+        };
+        assert_eq!(
+            state.handle(ack("file-1")),
+            vec![Action::FileInput {
+                channel: channel("file-1"),
+                input: FileInput::Ack { offset: 9 }
+            }]
+        );
+        // Late data and acks for no transfer (or for a command) are dropped without a word;
+        // an end is answered, so a server that missed the upload's error does not wait.
+        assert_eq!(state.data_frame(data("file-9", 0)), vec![]);
+        assert_eq!(state.data_frame(data("cmd-1", 0)), vec![]);
+        assert_eq!(state.handle(ack("file-9")), vec![]);
+        assert_eq!(
+            state.handle(end("file-9")),
+            file_error_on("file-9", "no file transfer on this channel")
+        );
+    }
+
+    #[test]
+    fn a_file_cancel_closes_the_channel_at_once_and_only_for_file_channels() {
+        let mut state = TunnelState::default();
+        state.handle(open(S1));
+        state.handle(upload("file-1", "/a", 0));
+        state.handle(terminal("cmd-1", None));
+        let cancel_file = |id: &str| ServerMessage::FileCancel {
+            channel_id: id.into(),
+        };
+        assert_eq!(
+            state.handle(cancel_file("file-1")),
+            vec![Action::CancelFile(channel("file-1"))]
+        );
+        assert_eq!(state.channels().len(), 1);
+        // The id may be used again right away (the server's view: the transfer is over).
+        assert!(matches!(
+            state.handle(upload("file-1", "/a", 3)).as_slice(),
+            [Action::StartFile { .. }]
+        ));
+        assert_eq!(state.handle(cancel_file("cmd-1")), vec![]);
+        assert_eq!(state.handle(cancel_file("file-9")), vec![]);
+        // A file channel is not a command: command_cancel does not reach it.
+        assert_eq!(state.handle(cancel("file-1")), vec![]);
+    }
+
+    #[test]
+    fn a_tunnel_close_stops_the_transfers_with_the_commands() {
+        let mut state = TunnelState::default();
+        state.handle(open(S1));
+        state.handle(upload("file-1", "/a", 0));
+        assert_eq!(state.handle(close(S1)), vec![Action::StopAll]);
+        assert!(state.channels().is_empty());
+        assert_eq!(state.data_frame(data("file-1", 0)), vec![]);
     }
 
     #[test]

@@ -1,0 +1,526 @@
+#!/usr/bin/env bash
+# The benchmark suite: rmm-tunnel side by side with OpenSSH, and an agent simulator.
+# Writes BENCHMARKS.md at the repo root (or --report FILE). See bench/README.md.
+#
+#   bench/run.sh                      every part, full sizes, release build
+#   bench/run.sh --roundtrip --stream  only those parts
+#   bench/run.sh --smoke              every part at tiny sizes (CI: bench/smoke.sh)
+#
+# Parts: --roundtrip --stream --files --sim --opens (none given: all).
+# Options:
+#   --smoke             tiny sizes
+#   --debug             use the debug build (cargo build), not --release
+#   --sim-agents N      simulated agents for --sim (default 10000; smoke 200)
+#   --report FILE       where to write the report (default BENCHMARKS.md)
+#   --results DIR       keep the JSON rows there (default: a temp folder)
+#   --keep              keep the work folder (logs, configs) for inspection
+#
+# Needs root for the OpenSSH baseline (installs Debian's openssh-server when missing, creates
+# the user rmmbench with login shell /bin/sh, runs a private sshd on 127.0.0.1) and for the
+# PostgreSQL container (scripts/ensure-docker.sh). Without them those rows say "not
+# available" and everything else still runs. Everything talks to 127.0.0.0/8 only; every
+# loop is bounded in count and time. Set RMM_BENCH_PG_URL=postgres://... to use an existing
+# PostgreSQL instead of a container.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+
+if ! command -v cargo >/dev/null 2>&1; then
+    export PATH="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin:$PATH"
+fi
+
+# Errors of the bench tools are one line each; backtraces would bury them.
+export RUST_LIB_BACKTRACE=0 RUST_BACKTRACE=0
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+ALL_PARTS=(roundtrip stream files sim opens)
+PARTS=()
+SMOKE=0
+PROFILE=release
+SIM_AGENTS=""
+REPORT="$ROOT/BENCHMARKS.md"
+RESULTS=""
+KEEP=0
+ARGS="$*"
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --roundtrip | --stream | --files | --sim | --opens) PARTS+=("${1#--}") ;;
+        --smoke) SMOKE=1 ;;
+        --debug) PROFILE=debug ;;
+        --sim-agents)
+            [ "$#" -ge 2 ] || die "--sim-agents needs a number"
+            SIM_AGENTS="$2"
+            shift
+            ;;
+        --report)
+            [ "$#" -ge 2 ] || die "--report needs a file"
+            REPORT="$2"
+            shift
+            ;;
+        --results)
+            [ "$#" -ge 2 ] || die "--results needs a folder"
+            RESULTS="$2"
+            shift
+            ;;
+        --keep) KEEP=1 ;;
+        -h | --help)
+            sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *) die "unknown argument $1 (see --help)" ;;
+    esac
+    shift
+done
+[ "${#PARTS[@]}" -gt 0 ] || PARTS=("${ALL_PARTS[@]}")
+wants() {
+    local p
+    for p in "${PARTS[@]}"; do [ "$p" = "$1" ] && return 0; done
+    return 1
+}
+
+# --- sizes ---------------------------------------------------------------------
+if [ "$SMOKE" = 1 ]; then
+    RT_ITER=20
+    STREAM_RAW_MIB=15 # base64 of 15 MiB: ~20 MB of text
+    STREAM_RUNS=1
+    FILE_MIB=32
+    FILE_RUNS=1
+    SIM_AGENTS="${SIM_AGENTS:-200}"
+    SIM_HOLD=3
+    SIM_RAMP=1000
+    OPENS_AGENTS=50
+    OPENS_CONC=8
+    OPENS_SECS=3
+else
+    RT_ITER=200
+    STREAM_RAW_MIB=768 # base64 of 768 MiB: ~1.04 GB of text
+    STREAM_RUNS=3
+    FILE_MIB=1024
+    FILE_RUNS=2
+    SIM_AGENTS="${SIM_AGENTS:-10000}"
+    SIM_HOLD=30
+    SIM_RAMP=1000
+    OPENS_AGENTS=1000
+    OPENS_CONC=32
+    OPENS_SECS=20
+fi
+case "$SIM_AGENTS" in '' | *[!0-9]*) die "--sim-agents must be a number" ;; esac
+STREAM_BYTES_TEXT="$(awk -v m="$STREAM_RAW_MIB" 'BEGIN { b = int((m * 1048576 + 2) / 3) * 4; printf "%.0f MB", (b + int(b / 76)) / 1e6 }')"
+SIZES="round trip: ${RT_ITER} runs per client; stream: ${STREAM_BYTES_TEXT} of base64 text × ${STREAM_RUNS}; files: ${FILE_MIB} MiB × ${FILE_RUNS} each way; simulator: ${SIM_AGENTS} agents, ${SIM_HOLD} s window; opens: ${OPENS_AGENTS} agents, ${OPENS_CONC} concurrent, ${OPENS_SECS} s per database"
+[ "$SMOKE" = 1 ] && SIZES="smoke — $SIZES"
+
+# --- build ---------------------------------------------------------------------
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [ "$PROFILE" = release ]; then
+    log "cargo build --release --bins -p rmm -p rmm-bench (once; minutes on 2 cores)"
+    cargo build --release --bins -p rmm -p rmm-bench >&2
+    BIN="$TARGET_DIR/release"
+else
+    log "cargo build --bins -p rmm -p rmm-bench"
+    cargo build --bins -p rmm -p rmm-bench >&2
+    BIN="$TARGET_DIR/debug"
+fi
+BENCH="$BIN/rmm-bench"
+SIM="$BIN/rmm-agent-sim"
+
+# --- work folder and cleanup -----------------------------------------------------
+WORK="$(mktemp -d /tmp/rmm-bench.XXXXXX)"
+chmod 755 "$WORK" # the sshd user reads the data files
+export RMM_BENCH_WORK="$WORK" RMM_BENCH_ROOT="$ROOT"
+mkdir -p "$WORK/data"
+if [ -z "$RESULTS" ]; then RESULTS="$WORK/results"; fi
+mkdir -p "$RESULTS"
+rm -f "$RESULTS"/*.json
+log "work folder $WORK; results in $RESULTS"
+
+STARTED_PIDS=()
+SSHD_PID=""
+SSH_CONFIG=""
+PG_CONTAINER=""
+cleanup() {
+    local pid
+    if [ -n "$SSH_CONFIG" ]; then ssh -F "$SSH_CONFIG" -O exit bench >/dev/null 2>&1 || true; fi
+    for pid in "${STARTED_PIDS[@]}" $SSHD_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED_PIDS[@]}" $SSHD_PID; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "$PG_CONTAINER" ]; then docker rm -f "$PG_CONTAINER" >/dev/null 2>&1 || true; fi
+    if [ "$KEEP" = 1 ]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Records a row that could not be measured.
+na() { # part name reason outfile
+    "$BENCH" not-available --part "$1" --name "$2" --reason "$3" --out "$4" || true
+}
+
+# Runs a measuring command; when it fails without writing its row, records why instead.
+measure() { # part name outfile -- command...
+    local part="$1" name="$2" out="$3" errlog
+    shift 4
+    errlog="$WORK/$(basename "$out" .json).err"
+    # stderr goes to the terminal live and to the log; stdout stays stdout.
+    if { "$@" 2>&1 1>&3 3>&- | tee "$errlog" >&2; } 3>&1; then return 0; fi
+    if [ ! -f "$out" ]; then
+        local why
+        why="$(grep -m1 '^Error' "$errlog" || grep -v '^[[:space:]]*$' "$errlog" | tail -n 3)"
+        na "$part" "$name" "failed: $(printf '%s' "$why" | tr '\n' ' ' | cut -c1-400)" "$out"
+    fi
+}
+
+# --- servers and agents --------------------------------------------------------------
+ADMIN_PASSWORD="bench-admin-password-$RANDOM$RANDOM"
+export RMM_BENCH_PASSWORD="$ADMIN_PASSWORD"
+JWT_SECRET="bench-jwt-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+# start_server NAME DATABASE_URL: sets SERVER_URL, SERVER_PID, TOKEN.
+start_server() {
+    local name="$1" db="$2" port
+    port="$("$BENCH" free-port)"
+    mkdir -p "$WORK/$name"
+    # The open-file limit is raised to its hard limit: each agent holds a socket.
+    (
+        ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+        exec env RMM_LISTEN="127.0.0.1:$port" DATABASE_URL="$db" RMM_JWT_SECRET="$JWT_SECRET" \
+            RMM_ADMIN_PASSWORD="$ADMIN_PASSWORD" RMM_DATA_DIR="$WORK/$name" \
+            RUST_LOG="${RMM_BENCH_SERVER_LOG:-warn}" "$BIN/rmm-server"
+    ) >"$WORK/$name.log" 2>&1 &
+    SERVER_PID=$!
+    STARTED_PIDS+=("$SERVER_PID")
+    SERVER_URL="http://127.0.0.1:$port"
+    if ! "$BENCH" wait-http --url "$SERVER_URL/healthz" --timeout-secs 60; then
+        tail -n 20 "$WORK/$name.log" >&2 || true
+        return 1
+    fi
+    TOKEN="$("$BENCH" token --server "$SERVER_URL")"
+    export RMM_TOKEN="$TOKEN"
+}
+
+stop_pid() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# start_agent NAME: a real rmm-agent; sets AGENT_ID, AGENT_PID.
+start_agent() {
+    local line key
+    line="$("$BENCH" register --server "$SERVER_URL" --name "$1")" || return 1
+    AGENT_ID="${line%%$'\t'*}"
+    key="${line#*$'\t'}"
+    RMM_SERVER="ws://${SERVER_URL#http://}" RMM_AGENT_KEY="$key" RUST_LOG=warn \
+        "$BIN/rmm-agent" >"$WORK/agent-$1.log" 2>&1 &
+    AGENT_PID=$!
+    STARTED_PIDS+=("$AGENT_PID")
+    "$BENCH" wait-agent --server "$SERVER_URL" --agent-id "$AGENT_ID" --timeout-secs 30
+}
+
+# --- OpenSSH baseline ------------------------------------------------------------------
+SSH_OK=0
+SSH_WHY=""
+SSH_PORT="${RMM_BENCH_SSH_PORT:-2222}"
+SSH_USER=rmmbench
+
+install_sshd() {
+    [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v scp >/dev/null && return 0
+    [ "$(id -u)" -eq 0 ] || { SSH_WHY="openssh-server is not installed and installing it needs root"; return 1; }
+    local policy=/usr/sbin/policy-rc.d created=0 rc=0
+    # Keep the package from starting the system's own sshd (on port 22, every address).
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        created=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -n1)" ]; then
+        log "apt-get update"
+        apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 || rc=$?
+    fi
+    log "apt-get install -y openssh-server"
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends openssh-server >&2 || rc=$?
+    if [ "$created" = 1 ]; then rm -f "$policy"; fi
+    [ "$rc" -eq 0 ] || SSH_WHY="apt-get install openssh-server failed (exit $rc)"
+    return "$rc"
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+setup_ssh() {
+    install_sshd || return 1
+    if ! id "$SSH_USER" >/dev/null 2>&1; then
+        useradd --create-home --shell /bin/sh "$SSH_USER" || { SSH_WHY="useradd $SSH_USER failed"; return 1; }
+    fi
+    # /bin/sh (dash) as login shell: nothing like .bashrc runs per command. '*' (not '!'):
+    # an account whose password is locked with '!' is refused even for key logins.
+    usermod --shell /bin/sh --password '*' "$SSH_USER" || { SSH_WHY="usermod $SSH_USER failed"; return 1; }
+    local dir="$WORK/ssh"
+    mkdir -p "$dir" "$WORK/ssh-up"
+    chmod 755 "$dir"
+    chown "$SSH_USER" "$WORK/ssh-up"
+    ssh-keygen -q -t ed25519 -N '' -f "$dir/host_ed25519" -C rmm-bench-host
+    ssh-keygen -q -t ed25519 -N '' -f "$dir/id_ed25519" -C rmm-bench-client
+    cp "$dir/id_ed25519.pub" "$dir/authorized_keys"
+    chown "$SSH_USER" "$dir/authorized_keys"
+    chmod 600 "$dir/authorized_keys"
+    if port_busy "$SSH_PORT"; then SSH_PORT="$("$BENCH" free-port)"; fi
+    cat >"$dir/sshd_config" <<EOF
+# A private sshd for the benchmarks: loopback only, key auth only, one user.
+Port $SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $dir/host_ed25519
+PidFile $dir/sshd.pid
+AuthorizedKeysFile $dir/authorized_keys
+# The keys file lives under /tmp, which StrictModes would refuse.
+StrictModes no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin no
+AllowUsers $SSH_USER
+MaxSessions 64
+Subsystem sftp /usr/lib/openssh/sftp-server
+LogLevel ERROR
+EOF
+    mkdir -p /run/sshd
+    chmod 755 /run/sshd
+    /usr/sbin/sshd -t -f "$dir/sshd_config" || { SSH_WHY="sshd rejected its config"; return 1; }
+    /usr/sbin/sshd -D -f "$dir/sshd_config" -E "$dir/sshd.log" &
+    SSHD_PID=$!
+    echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$dir/host_ed25519.pub")" >"$dir/known_hosts"
+    SSH_CONFIG="$dir/config"
+    cat >"$SSH_CONFIG" <<EOF
+Host bench 127.0.0.1
+    HostName 127.0.0.1
+    Port $SSH_PORT
+    User $SSH_USER
+    IdentityFile $dir/id_ed25519
+    IdentitiesOnly yes
+    UserKnownHostsFile $dir/known_hosts
+    StrictHostKeyChecking yes
+    BatchMode yes
+    LogLevel ERROR
+    ControlMaster auto
+    ControlPath $dir/cm-%C
+    ControlPersist 600
+EOF
+    local i
+    for ((i = 0; i < 50; i++)); do
+        port_busy "$SSH_PORT" && break
+        sleep 0.1
+    done
+    # The master connection, kept open for every ssh and scp below.
+    if ! ssh -F "$SSH_CONFIG" -o ControlMaster=yes -fN bench 2>"$dir/master.err"; then
+        SSH_WHY="ssh master connection failed: $(tr '\n' ' ' <"$dir/master.err")"
+        return 1
+    fi
+    ssh -F "$SSH_CONFIG" -O check bench 2>/dev/null || { SSH_WHY="ssh ControlMaster is not running"; return 1; }
+    # Shown in the report: the ControlMaster options spelled out (the config file holds the
+    # key and the known host).
+    SSH=(ssh -F "$SSH_CONFIG" -o ControlMaster=auto -o ControlPath="$dir/cm-%C" -o ControlPersist=600 -p "$SSH_PORT" "$SSH_USER@127.0.0.1")
+    SCP=(scp -F "$SSH_CONFIG" -o ControlMaster=auto -o ControlPath="$dir/cm-%C" -o ControlPersist=600 -P "$SSH_PORT" -q)
+    SSH_OK=1
+    log "sshd on 127.0.0.1:$SSH_PORT (user $SSH_USER, /bin/sh), ControlMaster up"
+}
+
+if wants roundtrip || wants stream || wants files; then
+    setup_ssh || { SSH_OK=0; log "OpenSSH baseline not available: $SSH_WHY"; }
+fi
+SSH_VERSION="$(ssh -V 2>&1 || true)"
+
+# --- parts 1-3: one server, one real agent ----------------------------------------------
+part_roundtrip() {
+    local out="$RESULTS"
+    log "part 1: command round trip ($RT_ITER runs each)"
+    if [ "$SSH_OK" = 1 ]; then
+        measure roundtrip "ssh (ControlMaster)" "$out/roundtrip-1-ssh.json" -- \
+            "$BENCH" time-cmd --part roundtrip --name "ssh (ControlMaster)" --iterations "$RT_ITER" \
+            --out "$out/roundtrip-1-ssh.json" -- "${SSH[@]}" true
+    else
+        na roundtrip "ssh (ControlMaster)" "$SSH_WHY" "$out/roundtrip-1-ssh.json"
+    fi
+    measure roundtrip "HTTP API (POST command, GET ?wait=)" "$out/roundtrip-2-api.json" -- \
+        "$BENCH" roundtrip --server "$SERVER_URL" --agent-id "$AGENT_ID" --iterations "$RT_ITER" \
+        --out "$out/roundtrip-2-api.json"
+    local kept="rmm exec (session kept open)" fresh="rmm exec (opens and closes a session)"
+    if [ ! -x "$BIN/rmm" ]; then
+        na roundtrip "$kept" "the rmm CLI binary is not built" "$out/roundtrip-3-cli.json"
+        return
+    fi
+    # The CLI keeps its token and remembered sessions here; RMM_TOKEN is set by start_server.
+    export XDG_CONFIG_HOME="$WORK/cli"
+    local rmm=("$BIN/rmm" --server "$SERVER_URL")
+    # Opens a session and remembers it; later execs reuse it (as ssh reuses its master).
+    if ! "${rmm[@]}" exec --keep bench -- true 2>"$WORK/cli-warmup.err"; then
+        na roundtrip "$kept" "rmm exec --keep bench -- true failed: $(tr '\n' ' ' <"$WORK/cli-warmup.err" | cut -c1-300)" "$out/roundtrip-3-cli.json"
+        return
+    fi
+    measure roundtrip "$kept" "$out/roundtrip-3-cli.json" -- \
+        "$BENCH" time-cmd --part roundtrip --name "$kept" --iterations "$RT_ITER" \
+        --out "$out/roundtrip-3-cli.json" -- "${rmm[@]}" exec bench -- true
+    "${rmm[@]}" close bench >/dev/null 2>&1 || true
+    measure roundtrip "$fresh" "$out/roundtrip-4-cli-fresh.json" -- \
+        "$BENCH" time-cmd --part roundtrip --name "$fresh" --iterations "$(((RT_ITER + 3) / 4))" \
+        --out "$out/roundtrip-4-cli-fresh.json" -- "${rmm[@]}" exec bench -- true
+}
+
+part_stream() {
+    local out="$RESULTS" file="$WORK/data/stream.b64"
+    log "part 2: output throughput (${STREAM_BYTES_TEXT} of base64 text, $STREAM_RUNS runs)"
+    head -c "$((STREAM_RAW_MIB * 1048576))" /dev/urandom | base64 -w 76 >"$file"
+    chmod 644 "$file"
+    if [ "$SSH_OK" = 1 ]; then
+        measure stream "ssh cat (ControlMaster)" "$out/stream-1-ssh.json" -- \
+            "$BENCH" time-cmd --part stream --name "ssh cat (ControlMaster)" --count-stdout \
+            --warmup 0 --iterations "$STREAM_RUNS" --out "$out/stream-1-ssh.json" -- "${SSH[@]}" cat "$file"
+    else
+        na stream "ssh cat (ControlMaster)" "$SSH_WHY" "$out/stream-1-ssh.json"
+    fi
+    measure stream "rmm session stream (WebSocket)" "$out/stream-2-rmm.json" -- \
+        "$BENCH" stream --server "$SERVER_URL" --agent-id "$AGENT_ID" --file "$file" \
+        --runs "$STREAM_RUNS" --out "$out/stream-2-rmm.json"
+    rm -f "$file"
+}
+
+part_files() {
+    local out="$RESULTS" file="$WORK/data/file.bin" size
+    log "part 3: file transfer (${FILE_MIB} MiB, $FILE_RUNS runs each way)"
+    head -c "$((FILE_MIB * 1048576))" /dev/urandom >"$file"
+    chmod 644 "$file"
+    size=$((FILE_MIB * 1048576))
+    mkdir -p "$WORK/agent-up"
+    measure files "upload: rmm API (PUT .../files)" "$out/files-1-upload-api.json" -- \
+        "$BENCH" files --server "$SERVER_URL" --agent-id "$AGENT_ID" --local "$file" \
+        --remote "$WORK/agent-up/file.bin" --download-to "$WORK/data/dl-api.bin" \
+        --runs "$FILE_RUNS" --out-dir "$out"
+    rm -f "$WORK/agent-up/file.bin" "$WORK/data/dl-api.bin"
+    if [ "$SSH_OK" = 1 ]; then
+        measure files "upload: scp (ControlMaster)" "$out/files-2-upload-scp.json" -- \
+            "$BENCH" time-cmd --part files --name "upload: scp (ControlMaster)" --bytes "$size" \
+            --warmup 0 --iterations "$FILE_RUNS" --out "$out/files-2-upload-scp.json" -- \
+            "${SCP[@]}" "$file" "$SSH_USER@127.0.0.1:$WORK/ssh-up/file.bin"
+        measure files "download: scp (ControlMaster)" "$out/files-4-download-scp.json" -- \
+            "$BENCH" time-cmd --part files --name "download: scp (ControlMaster)" --bytes "$size" \
+            --warmup 0 --iterations "$FILE_RUNS" --out "$out/files-4-download-scp.json" -- \
+            "${SCP[@]}" "$SSH_USER@127.0.0.1:$WORK/ssh-up/file.bin" "$WORK/data/dl-scp.bin"
+    else
+        na files "upload: scp (ControlMaster)" "$SSH_WHY" "$out/files-2-upload-scp.json"
+    fi
+    rm -f "$file" "$WORK/ssh-up/file.bin" "$WORK/data/dl-scp.bin"
+}
+
+if wants roundtrip || wants stream || wants files; then
+    if start_server tunnel "sqlite://$WORK/tunnel/rmm.db" && start_agent bench; then
+        if wants roundtrip; then part_roundtrip || log "part 1 failed"; fi
+        if wants stream; then part_stream || log "part 2 failed"; fi
+        if wants files; then part_files || log "part 3 failed"; fi
+    else
+        for p in roundtrip stream files; do
+            wants "$p" && na "$p" "rmm" "the server or the agent did not start (see the log above)" "$RESULTS/$p-9-setup.json"
+        done
+    fi
+    stop_pid "${AGENT_PID:-}"
+    stop_pid "${SERVER_PID:-}"
+fi
+
+# --- part 4: the agent simulator -----------------------------------------------------------
+if wants sim; then
+    log "part 4: agent simulator ($SIM_AGENTS agents)"
+    out="$RESULTS/sim-1.json"
+    if start_server sim "sqlite://$WORK/sim/rmm.db"; then
+        keys="$WORK/sim-keys.tsv"
+        # Register only as many as both processes' open-file limits allow (the simulator
+        # reports the shortfall).
+        hard="$(ulimit -Hn)"
+        register="$SIM_AGENTS"
+        if [ "$hard" != unlimited ] && [ "$register" -gt $((hard - 256)) ]; then
+            register=$((hard - 256))
+        fi
+        ws="ws://${SERVER_URL#http://}"
+        if RMM_ADMIN_TOKEN="$TOKEN" "$SIM" --server "$ws" --keys-file "$keys" --register "$register"; then
+            measure sim "$SIM_AGENTS agents" "$out" -- "$SIM" --server "$ws" \
+                --agents "$SIM_AGENTS" --keys-file "$keys" --heartbeat-secs 30 \
+                --ramp-per-sec "$SIM_RAMP" --bind-ips 127.0.0.1-127.0.0.20 \
+                --server-pid "$SERVER_PID" --hold-secs "$SIM_HOLD" --out "$out"
+        else
+            na sim "$SIM_AGENTS agents" "registering the agents failed" "$out"
+        fi
+    else
+        na sim "$SIM_AGENTS agents" "the server did not start" "$out"
+    fi
+    stop_pid "${SERVER_PID:-}"
+fi
+
+# --- part 5: tunnel opens on SQLite and PostgreSQL ------------------------------------------
+start_postgres() { # sets PG_URL
+    if [ -n "${RMM_BENCH_PG_URL:-}" ]; then
+        PG_URL="$RMM_BENCH_PG_URL"
+        return 0
+    fi
+    command -v docker >/dev/null 2>&1 || [ "$(id -u)" -eq 0 ] || { PG_WHY="no docker and not root"; return 1; }
+    # The Docker CLI negotiates its API version; the proxy ensure-docker.sh may print is
+    # for testcontainers only.
+    bash "$ROOT/scripts/ensure-docker.sh" >/dev/null || { PG_WHY="no Docker engine (scripts/ensure-docker.sh failed)"; return 1; }
+    local image="${RMM_TEST_PG_IMAGE:-}" port i
+    # The image the tests built earlier, if any, without ensure-postgres-image.sh's pull attempt.
+    if [ -z "$image" ] && docker image inspect rmm-postgres:15-bookworm >/dev/null 2>&1; then
+        image="rmm-postgres:15-bookworm"
+    fi
+    if [ -z "$image" ]; then
+        image="$(bash "$ROOT/scripts/ensure-postgres-image.sh")" || { PG_WHY="no PostgreSQL image (scripts/ensure-postgres-image.sh failed)"; return 1; }
+    fi
+    PG_CONTAINER="rmm-bench-pg-$$"
+    docker run -d --rm --name "$PG_CONTAINER" --label rmm-bench -e POSTGRES_PASSWORD=bench \
+        -p 127.0.0.1::5432 "$image" >/dev/null || { PG_WHY="docker run $image failed"; PG_CONTAINER=""; return 1; }
+    port="$(docker port "$PG_CONTAINER" 5432/tcp | head -n1 | sed 's/.*://')"
+    PG_URL="postgres://postgres:bench@127.0.0.1:$port/postgres"
+    for ((i = 0; i < 120; i++)); do
+        if docker exec "$PG_CONTAINER" pg_isready -h 127.0.0.1 -U postgres >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    PG_WHY="PostgreSQL in $image did not become ready within 60 s"
+    return 1
+}
+
+run_opens() { # backend database_url outfile
+    local name="$1 ($OPENS_AGENTS agents, $OPENS_CONC at once)"
+    if start_server "opens-$1" "$2"; then
+        measure opens "$name" "$3" -- \
+            "$BENCH" opens --server "$SERVER_URL" --agents "$OPENS_AGENTS" --concurrency "$OPENS_CONC" \
+            --secs "$OPENS_SECS" --backend "$1" --out "$3"
+    else
+        na opens "$name" "the server did not start on $1" "$3"
+    fi
+    stop_pid "${SERVER_PID:-}"
+}
+
+if wants opens; then
+    log "part 5: tunnel opens ($OPENS_AGENTS agents, $OPENS_CONC concurrent, $OPENS_SECS s each)"
+    run_opens sqlite "sqlite://$WORK/opens-sqlite.db" "$RESULTS/opens-1-sqlite.json"
+    PG_WHY=""
+    if start_postgres; then
+        run_opens postgres "$PG_URL" "$RESULTS/opens-2-postgres.json"
+    else
+        na opens "postgres" "$PG_WHY" "$RESULTS/opens-2-postgres.json"
+    fi
+    if [ -n "$PG_CONTAINER" ]; then
+        docker rm -f "$PG_CONTAINER" >/dev/null 2>&1 || true
+        PG_CONTAINER=""
+    fi
+fi
+
+# --- the report --------------------------------------------------------------------------------
+"$BENCH" report --results "$RESULTS" --out "$REPORT" --command "bench/run.sh${ARGS:+ $ARGS}" \
+    --sizes "$SIZES" --profile "$PROFILE" --ssh-version "$SSH_VERSION" --notes "$ROOT/bench/notes.md"
+log "done: $REPORT"

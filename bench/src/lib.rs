@@ -1,0 +1,21 @@
+//! The instruments of the benchmark suite (`bench/run.sh`): figures side by side with OpenSSH,
+//! and an agent simulator.
+//!
+//! Benchmarks are not tests: nothing here asserts a target. Each instrument measures one
+//! thing against a running `rmm-server` (and, for the baselines, a local `sshd`) and writes
+//! a [`measure::Measurement`] as JSON; [`report`] turns a folder of them into BENCHMARKS.md.
+//!
+//! Everything talks to the loopback range only: [`sim`] refuses other addresses, and the
+//! HTTP client is only ever given the server's `127.0.0.1` URL by run.sh. Every loop is
+//! bounded in count and in time.
+//!
+//! This crate knows the server only by its public faces: the HTTP API, the session stream
+//! WebSocket and the agents' WebSocket, spoken with the wire types of
+//! [`rmm_adapters::protocol`] so the simulator says exactly what real agents say.
+
+pub mod api;
+pub mod limits;
+pub mod measure;
+pub mod procfs;
+pub mod report;
+pub mod sim;

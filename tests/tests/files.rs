@@ -1,0 +1,290 @@
+//! File transfer end to end: the real server and agent (on this machine, so the test checks
+//! the agent's files directly), PostgreSQL from testcontainers.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use reqwest::Method;
+use rmm_e2e::pg::fresh_database;
+use rmm_e2e::real_agent::spawn_agent;
+use rmm_e2e::server::TestServer;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tokio::process::Child;
+
+const MIB: usize = 1024 * 1024;
+
+struct World {
+    server: TestServer,
+    admin: String,
+    tech: String,
+    session: String,
+    dir: tempfile::TempDir,
+    _agent: Child,
+}
+
+async fn world() -> World {
+    let db = fresh_database().await.unwrap();
+    let server = TestServer::start(&db, &[]).await.unwrap();
+    let admin = server.admin_token().await.unwrap();
+    let (agent_id, key) = server.register_agent(&admin, "web-01").await.unwrap();
+    let agent = spawn_agent(&server, &key).unwrap();
+    server.wait_connected(&admin, &agent_id).await.unwrap();
+    let tech = server.tech_token("tina").await.unwrap();
+    let (code, body) = server
+        .call(Method::POST, "/api/v1/tunnel/open", Some(&tech), Some(json!({ "agent_id": agent_id })))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let session = body["session_id"].as_str().unwrap().to_owned();
+    World { server, admin, tech, session, dir: tempfile::tempdir().unwrap(), _agent: agent }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so large files need not be kept in memory.
+fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl World {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn files_url(&self, path: &Path, query: &str) -> String {
+        self.server.url(&format!("/api/v1/tunnel/{}/files?path={}{query}", self.session, path.display()))
+    }
+
+    async fn upload(&self, path: &Path, body: impl Into<reqwest::Body>, query: &str) -> (u16, Value) {
+        let r = self.server.http().put(self.files_url(path, query)).bearer_auth(&self.tech).body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.server.call(Method::GET, &format!("/api/v1/tunnel/{}{path}", self.session), Some(&self.tech), None).await.unwrap()
+    }
+
+    async fn audit(&self) -> Vec<Value> {
+        let (_, body) = self.server.call(Method::GET, "/api/v1/audit?limit=100", Some(&self.admin), None).await.unwrap();
+        body["entries"].as_array().cloned().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_64_mib_file_goes_up_and_comes_back_with_matching_sha256() {
+    let w = world().await;
+    let data = pseudo_random(1, 64 * MIB);
+    let sum = sha256_hex(&data);
+    let target = w.path("up.bin");
+    let (code, body) = w.upload(&target, data.clone(), "").await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body, json!({ "path": target.display().to_string(), "size": 64 * MIB, "sha256": sum }));
+    assert!(std::fs::read(&target).unwrap() == data, "the file on the agent differs");
+    assert!(!w.path(".up.bin.rmm-partial").exists());
+
+    let r = w.server.http().get(w.files_url(&target, "")).bearer_auth(&w.tech).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-content-sha256"], sum.as_str());
+    assert_eq!(r.headers()["content-length"], (64 * MIB).to_string().as_str());
+    let got = r.bytes().await.unwrap();
+    assert_eq!(sha256_hex(&got), sum);
+
+    let audit = w.audit().await;
+    let up = audit.iter().find(|e| e["event"] == "file_upload").unwrap();
+    assert_eq!((up["sha256"].clone(), up["size"].clone(), up["result"].clone(), up["direction"].clone()), (json!(sum), json!(64 * MIB), json!("ok"), json!("upload")));
+    let down = audit.iter().find(|e| e["event"] == "file_download").unwrap();
+    assert_eq!((down["path"].clone(), down["result"].clone()), (json!(target.display().to_string()), json!("ok")));
+}
+
+#[tokio::test]
+async fn an_upload_cut_in_the_middle_leaves_no_file_and_resumes_to_a_correct_one() {
+    let w = world().await;
+    let data = pseudo_random(2, 24 * MIB);
+    let sum = sha256_hex(&data);
+    let target = w.path("resumed.bin");
+    // A body that breaks after 12 MiB, as a dropped connection would.
+    let first: Vec<Result<Bytes, std::io::Error>> = data[..12 * MIB]
+        .chunks(MIB)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .chain(std::iter::once(Err(std::io::Error::other("cable pulled"))))
+        .collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(first));
+    let _ = w.server.http().put(w.files_url(&target, "")).bearer_auth(&w.tech).body(body).send().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!target.exists(), "a broken upload left a file at the target");
+
+    let (code, status) = w.get(&format!("/files/upload-status?path={}", target.display())).await;
+    assert_eq!(code, 200, "{status}");
+    let received = usize::try_from(status["received"].as_u64().unwrap()).unwrap();
+    assert!(received > 0 && received <= 12 * MIB, "{status}");
+
+    let (code, body) = w.upload(&target, data[received..].to_vec(), &format!("&offset={received}&sha256={sum}")).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["sha256"], sum.as_str());
+    assert!(std::fs::read(&target).unwrap() == data);
+}
+
+#[tokio::test]
+async fn a_range_download_resumes_where_it_stopped() {
+    let w = world().await;
+    let data = pseudo_random(3, 5 * MIB + 123);
+    let target = w.path("ranged.bin");
+    std::fs::write(&target, &data).unwrap();
+    let start = 3 * MIB + 7;
+    let r = w
+        .server
+        .http()
+        .get(w.files_url(&target, ""))
+        .bearer_auth(&w.tech)
+        .header("range", format!("bytes={start}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], format!("bytes {start}-{}/{}", data.len() - 1, data.len()).as_str());
+    assert_eq!(r.headers()["x-content-sha256"], sha256_hex(&data).as_str());
+    assert!(r.bytes().await.unwrap() == data[start..]);
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn server_memory_stays_bounded_during_a_transfer_far_larger_than_the_window() {
+    let w = world().await;
+    let pid = w.server.pid().unwrap();
+    let before = rss_kib(pid);
+    let total = 512 * MIB;
+    let chunk = Bytes::from(pseudo_random(4, MIB));
+    let stream = futures_util::stream::iter((0..total / MIB).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        for _ in 0..600 {
+            peak = peak.max(rss_kib(pid));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        peak
+    });
+    let target = w.path("big.bin");
+    let (code, body) = w.upload(&target, reqwest::Body::wrap_stream(stream), "").await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["size"], total);
+    let peak = {
+        sampler.abort();
+        rss_kib(pid).max(before)
+    };
+    // Sampled while the upload ran: the growth is the window and buffers, not the file.
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    assert!(growth_mib < 64, "server RSS grew by {growth_mib} MiB for a 512 MiB upload");
+    std::fs::remove_file(&target).unwrap();
+}
+
+#[tokio::test]
+async fn file_errors_are_typed_and_clear() {
+    let w = world().await;
+    let missing = w.path("nope/missing.bin");
+    let (code, body) = w.get(&format!("/files?path={}", missing.display())).await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = w.get(&format!("/files?path={}", w.dir.path().display())).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("directory"), "{body}");
+    let (code, body) = w.get("/files?path=relative/path").await;
+    assert_eq!(code, 400);
+    assert!(body["error"].as_str().unwrap().contains("absolute"), "{body}");
+    let (code, body) = w.upload(Path::new("/sys/rmm-denied"), b"x".to_vec(), "").await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().to_lowercase().contains("permission denied"), "{body}");
+    let (code, body) = w.upload(&missing, b"x".to_vec(), "").await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = w.upload(&w.path("x"), b"abc".to_vec(), "&sha256=00").await;
+    assert_eq!(code, 422, "{body}");
+    assert!(!w.path("x").exists());
+
+    // A tiny filesystem to fill up.
+    let small = w.path("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root, as CI runs");
+    let (code, body) = w.upload(&small.join("big"), vec![0u8; 3 * MIB], "").await;
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert_eq!(code, 507, "{body}");
+
+    let otto = w.server.tech_token("otto").await.unwrap();
+    let (code, _) = w
+        .server
+        .call(Method::GET, &format!("/api/v1/tunnel/{}/files/list?path=/", w.session), Some(&otto), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 403);
+}
+
+#[tokio::test]
+async fn a_directory_lists_with_types_sizes_and_modes() {
+    let w = world().await;
+    std::fs::write(w.path("b.txt"), b"hello").unwrap();
+    std::fs::create_dir(w.path("a-dir")).unwrap();
+    let (code, body) = w.get(&format!("/files/list?path={}", w.dir.path().display())).await;
+    assert_eq!(code, 200, "{body}");
+    let entries = body["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!((entries[0]["name"].clone(), entries[0]["type"].clone()), (json!("a-dir"), json!("dir")));
+    assert_eq!((entries[1]["name"].clone(), entries[1]["type"].clone(), entries[1]["size"].clone()), (json!("b.txt"), json!("file"), json!(5)));
+    assert!(entries[1]["mode"].is_u64() && entries[1]["modified"].is_i64());
+}
+
+#[tokio::test]
+async fn a_transfer_and_a_command_run_side_by_side() {
+    let w = world().await;
+    let (code, started) = w
+        .server
+        .call(
+            Method::POST,
+            &format!("/api/v1/tunnel/{}/command", w.session),
+            Some(&w.tech),
+            Some(json!({ "command": "for i in 1 2 3 4 5; do echo $i; sleep 0.2; done" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 202);
+    let data = pseudo_random(5, 32 * MIB);
+    let (code, body) = w.upload(&w.path("side.bin"), data.clone(), "").await;
+    assert_eq!(code, 201, "{body}");
+    let id = started["command_id"].as_str().unwrap();
+    let (_, result) = w.get(&format!("/commands/{id}?wait=30")).await;
+    assert_eq!(result["stdout"], "1\n2\n3\n4\n5\n");
+    let mut stream = w.server.http().get(w.files_url(&w.path("side.bin"), "")).bearer_auth(&w.tech).send().await.unwrap().bytes_stream();
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = stream.next().await {
+        hasher.update(chunk.unwrap());
+    }
+    assert_eq!(hex(&hasher.finalize()), sha256_hex(&data));
+}
