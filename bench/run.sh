@@ -10,6 +10,7 @@
 # Options:
 #   --smoke             tiny sizes
 #   --debug             use the debug build (cargo build), not --release
+#   --no-build          use the binaries already in target/ as they are
 #   --sim-agents N      simulated agents for --sim (default 10000; smoke 200)
 #   --report FILE       where to write the report (default BENCHMARKS.md)
 #   --results DIR       keep the JSON rows there (default: a temp folder)
@@ -41,15 +42,18 @@ PARTS=()
 SMOKE=0
 PROFILE=release
 SIM_AGENTS=""
+BUILD=1
 REPORT="$ROOT/BENCHMARKS.md"
 RESULTS=""
 KEEP=0
 ARGS="$*"
+LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)"
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --roundtrip | --stream | --files | --sim | --opens) PARTS+=("${1#--}") ;;
         --smoke) SMOKE=1 ;;
         --debug) PROFILE=debug ;;
+        --no-build) BUILD=0 ;;
         --sim-agents)
             [ "$#" -ge 2 ] || die "--sim-agents needs a number"
             SIM_AGENTS="$2"
@@ -115,14 +119,21 @@ SIZES="round trip: ${RT_ITER} runs per client; stream: ${STREAM_BYTES_TEXT} of b
 # --- build ---------------------------------------------------------------------
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 if [ "$PROFILE" = release ]; then
-    log "cargo build --release --bins -p rmm -p rmm-bench (once; minutes on 2 cores)"
-    cargo build --release --bins -p rmm -p rmm-bench >&2
     BIN="$TARGET_DIR/release"
+    build=(cargo build --release --bins -p rmm -p rmm-bench)
 else
-    log "cargo build --bins -p rmm -p rmm-bench"
-    cargo build --bins -p rmm -p rmm-bench >&2
     BIN="$TARGET_DIR/debug"
+    build=(cargo build --bins -p rmm -p rmm-bench)
 fi
+if [ "$BUILD" = 1 ]; then
+    log "${build[*]} (once; a release build takes minutes on 2 cores)"
+    "${build[@]}" >&2 || die "the build failed; fix it, or pass --no-build to measure the binaries already in $BIN"
+else
+    PROFILE="$PROFILE (prebuilt binaries, --no-build)"
+fi
+for b in rmm-server rmm-agent rmm-bench rmm-agent-sim; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b is missing: build it (drop --no-build)"
+done
 BENCH="$BIN/rmm-bench"
 SIM="$BIN/rmm-agent-sim"
 
@@ -522,5 +533,6 @@ fi
 
 # --- the report --------------------------------------------------------------------------------
 "$BENCH" report --results "$RESULTS" --out "$REPORT" --command "bench/run.sh${ARGS:+ $ARGS}" \
-    --sizes "$SIZES" --profile "$PROFILE" --ssh-version "$SSH_VERSION" --notes "$ROOT/bench/notes.md"
+    --sizes "$SIZES" --profile "$PROFILE" --ssh-version "$SSH_VERSION" --load "$LOAD_AT_START" \
+    --notes "$ROOT/bench/notes.md"
 log "done: $REPORT"

@@ -1726,42 +1726,5 @@ mod tests {
             assert!(!target.exists());
             agent.abort();
         }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn tmp_throughput() {
-            let (mut ws, _stop, agent) = tunnel_agent(fast()).await;
-            let dir = tempfile::tempdir().unwrap();
-            let target = dir.path().join("big");
-            let data = random_bytes(256 * MIB as usize);
-            let t = std::time::Instant::now();
-            send_json(&mut ws, upload("file-1", &path_of(&target), 0)).await;
-            let mut acked = 0u64;
-            let mut sent = 0u64;
-            for piece in data.chunks(FRAME_DATA) {
-                while sent - acked >= WINDOW {
-                    acked = expect_json(&mut ws, "file_ack", "file-1").await["offset"].as_u64().unwrap();
-                }
-                let frame = DataFrame { channel_id: "file-1".into(), offset: sent, data: bytes::Bytes::copy_from_slice(piece) };
-                ws.send(Message::binary(frame.encode())).await.unwrap();
-                sent += piece.len() as u64;
-            }
-            send_json(&mut ws, upload_end("file-1", sent, None)).await;
-            loop { if let Frame::Json(v) = next_frame(&mut ws).await { if v["type"] == "file_done" { break; } } }
-            let up = t.elapsed();
-            let t = std::time::Instant::now();
-            send_json(&mut ws, download("file-2", &path_of(&target), 0)).await;
-            expect_json(&mut ws, "file_info", "file-2").await;
-            let hashed = t.elapsed();
-            let mut got = 0u64; let mut acked = 0u64;
-            loop {
-                match next_frame(&mut ws).await {
-                    Frame::Data(f) => { got += f.data.len() as u64; if got - acked >= MIB { acked = got; send_json(&mut ws, file_ack("file-2", got)).await; } }
-                    Frame::Json(v) => { assert_eq!(v["type"], "file_done"); break; }
-                }
-            }
-            let down = t.elapsed();
-            eprintln!("THROUGHPUT upload {:.0} MB/s, download {:.0} MB/s (hash pass {:?})", 256.0 / up.as_secs_f64(), 256.0 / down.as_secs_f64(), hashed);
-            agent.abort();
-        }
     }
 }

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::{Stream, StreamExt as _};
@@ -789,6 +789,117 @@ impl ApiClient {
         self.json(request, About::Audit, REQUEST_TIMEOUT).await
     }
 
+    /// Uploads `body` to `path` on the session's agent, from byte `offset`: 0 for a whole
+    /// file; to resume, the `received` of [`Self::upload_status`], with `body` the rest of the
+    /// file. `sha256` is the whole file's (hex): the agent renames the file into place only
+    /// when what it holds hashes to it. The body is pulled as the connection takes it, so
+    /// memory stays bounded; an upload broken off leaves the agent's partial file for a resume.
+    ///
+    /// # Errors
+    /// [`ClientError::ChecksumMismatch`] (422), [`ClientError::RemoteDirNotFound`] (404),
+    /// [`ClientError::RemotePermissionDenied`] (403), [`ClientError::TransferRefused`] (400:
+    /// not absolute, a directory, an offset the agent does not hold),
+    /// [`ClientError::AgentDiskFull`] (507), [`ClientError::FilesUnsupported`] and
+    /// [`ClientError::SessionInactive`] (409), [`ClientError::TransferStopped`] (503),
+    /// [`ClientError::AgentTimedOut`] (504), [`ClientError::TimedOut`] when nothing moves for
+    /// 630 s; session, auth, transport and server errors. A `body` that fails reads as
+    /// [`ClientError::Unreachable`]: the caller knows its own error better. Name the agent
+    /// with [`ClientError::naming_agent`].
+    pub async fn upload_file<S>(
+        &self,
+        session: SessionId,
+        path: &str,
+        offset: u64,
+        sha256: &str,
+        body: S,
+    ) -> Result<UploadedResponse, ClientError>
+    where
+        S: Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static,
+    {
+        let mut url = self.url(&format!("api/v1/tunnel/{session}/files"))?;
+        url.query_pairs_mut()
+            .append_pair("path", path)
+            .append_pair("offset", &offset.to_string())
+            .append_pair("sha256", sha256);
+        let activity = Activity::new();
+        let body = {
+            let activity = activity.clone();
+            body.inspect(move |_| activity.touch())
+        };
+        let request = self
+            .authorized(self.http.put(url))?
+            .body(reqwest::Body::wrap_stream(body));
+        let about = About::File {
+            session,
+            op: FileOp::Upload,
+            path: path.to_owned(),
+        };
+        // No timeout on the whole request: the body may take hours. It fails when it stops
+        // moving instead.
+        let response = tokio::select! {
+            response = self.send(request, about, None) => response?,
+            () = activity.stalled(TRANSFER_STALL) => return Err(self.timed_out(TRANSFER_STALL)),
+        };
+        self.read_json(response, REQUEST_TIMEOUT).await
+    }
+
+    /// How many bytes of an interrupted upload to `path` the agent holds: the offset to
+    /// resume from (0 when none).
+    ///
+    /// # Errors
+    /// As [`Self::upload_file`], less the checksum and disk errors.
+    pub async fn upload_status(
+        &self,
+        session: SessionId,
+        path: &str,
+    ) -> Result<UploadStatusResponse, ClientError> {
+        let mut url = self.url(&format!("api/v1/tunnel/{session}/files/upload-status"))?;
+        url.query_pairs_mut().append_pair("path", path);
+        let request = self.authorized(self.http.get(url))?;
+        let about = About::File {
+            session,
+            op: FileOp::UploadStatus,
+            path: path.to_owned(),
+        };
+        self.json(request, about, REQUEST_TIMEOUT).await
+    }
+
+    /// Downloads `path` from the session's agent, from byte `from` (`Range: bytes=from-`
+    /// when not 0). Answers once the agent has hashed the file: the answer carries the whole
+    /// file's size and SHA-256, and the body follows through [`FileDownload::chunk`].
+    ///
+    /// # Errors
+    /// [`ClientError::RemoteFileNotFound`] (404), [`ClientError::RemotePermissionDenied`]
+    /// (403), [`ClientError::TransferRefused`] (400: not absolute, a directory, `from` past
+    /// the end), [`ClientError::FilesUnsupported`] and [`ClientError::SessionInactive`]
+    /// (409), [`ClientError::TransferStopped`] (503), [`ClientError::AgentTimedOut`] (504),
+    /// [`ClientError::Protocol`] when the size, range or SHA-256 headers are missing or do not
+    /// fit; session, auth, transport and server errors. Name the agent with
+    /// [`ClientError::naming_agent`].
+    pub async fn download_file(
+        &self,
+        session: SessionId,
+        path: &str,
+        from: u64,
+    ) -> Result<FileDownload, ClientError> {
+        let mut url = self.url(&format!("api/v1/tunnel/{session}/files"))?;
+        url.query_pairs_mut().append_pair("path", path);
+        let mut request = self.authorized(self.http.get(url))?;
+        if from > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={from}-"));
+        }
+        let about = About::File {
+            session,
+            op: FileOp::Download,
+            path: path.to_owned(),
+        };
+        // The agent hashes the whole file before the answer: its head may take minutes.
+        let response = tokio::time::timeout(TRANSFER_STALL, self.send(request, about, None))
+            .await
+            .map_err(|_| self.timed_out(TRANSFER_STALL))??;
+        FileDownload::new(response, from, self.server.clone())
+    }
+
     /// Connects to the session's stream WebSocket: every frame of the session from now on,
     /// after a replay of the recent ones. Connect before running a command so none of its
     /// output is missed.
@@ -877,13 +988,29 @@ impl ApiClient {
         timeout: Duration,
     ) -> Result<T, ClientError> {
         let response = self.send(request, about, Some(timeout)).await?;
+        self.read_json(response, timeout).await
+    }
+
+    /// The JSON body of a successful answer, read within `timeout`.
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
         let url = response.url().path().to_owned();
-        let body = response
-            .bytes()
+        let body = tokio::time::timeout(timeout, response.bytes())
             .await
+            .map_err(|_| self.timed_out(timeout))?
             .map_err(|e| self.transport(&e, timeout))?;
         serde_json::from_slice(&body)
             .map_err(|e| ClientError::Protocol(format!("cannot read the answer to {url}: {e}")))
+    }
+
+    fn timed_out(&self, after: Duration) -> ClientError {
+        ClientError::TimedOut {
+            server: self.server.clone(),
+            secs: after.as_secs(),
+        }
     }
 
     async fn send(
@@ -960,6 +1087,123 @@ impl RawOutput {
     }
 }
 
+/// A download under way: the whole file's facts, and its bytes from [`Self::offset`].
+#[derive(Debug)]
+pub struct FileDownload {
+    /// The whole file's size.
+    pub size: u64,
+    /// SHA-256 of the whole file (lowercase hex), as the agent computed it before sending.
+    pub sha256: String,
+    /// The byte the body starts at: the one asked for, or 0 when the server sent the whole
+    /// file (a server that ignores ranges).
+    pub offset: u64,
+    response: reqwest::Response,
+    server: String,
+}
+
+impl FileDownload {
+    fn new(response: reqwest::Response, from: u64, server: String) -> Result<Self, ClientError> {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        let bad = |what: &str| ClientError::Protocol(format!("the download {what}"));
+        let sha256 = header("x-content-sha256")
+            .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| bad("has no valid X-Content-SHA256 header"))?
+            .to_ascii_lowercase();
+        let length: u64 = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad("has no Content-Length"))?;
+        let (offset, size) = if response.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+            header("content-range")
+                .and_then(content_range)
+                .ok_or_else(|| bad("has no valid Content-Range"))?
+        } else {
+            (0, length)
+        };
+        if (offset != from && offset != 0) || offset > size || size - offset != length {
+            return Err(bad(&format!(
+                "does not fit: asked from byte {from}, got {length} bytes from {offset} of {size}"
+            )));
+        }
+        Ok(Self {
+            size,
+            sha256,
+            offset,
+            response,
+            server,
+        })
+    }
+
+    /// The next chunk; `None` at the end of the body.
+    ///
+    /// # Errors
+    /// [`ClientError::TransferStopped`] when the body breaks off (the agent went away, the
+    /// connection failed), [`ClientError::TimedOut`] when no chunk arrives for 630 s.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, ClientError> {
+        match tokio::time::timeout(TRANSFER_STALL, self.response.chunk()).await {
+            Ok(Ok(chunk)) => Ok(chunk),
+            Ok(Err(e)) => Err(ClientError::TransferStopped(format!(
+                "the download broke off ({})",
+                root_cause(&e)
+            ))),
+            Err(_) => Err(ClientError::TimedOut {
+                server: self.server.clone(),
+                secs: TRANSFER_STALL.as_secs(),
+            }),
+        }
+    }
+}
+
+/// `bytes START-END/TOTAL`: START and TOTAL.
+fn content_range(value: &str) -> Option<(u64, u64)> {
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
+}
+
+/// When a transfer last moved, shared with the body stream that moves it.
+#[derive(Debug, Clone)]
+struct Activity {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start` to the last move.
+    last: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: tokio::time::Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    /// Resolves once nothing has moved for `limit`.
+    async fn stalled(&self, limit: Duration) {
+        loop {
+            let idle = self.idle();
+            if idle >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - idle).await;
+        }
+    }
+}
+
 /// A session's stream: the agent's frames (`tunnel_data`, `tunnel_error`) in the reference
 /// format with the lossless extension, decoded with the server's [`AgentMessage`].
 #[derive(Debug)]
@@ -1023,6 +1267,7 @@ fn status_error(status: u16, message: String, about: About) -> ClientError {
         (401, About::Login) => ClientError::InvalidCredentials,
         (401, _) if message.contains("expired") => ClientError::TokenExpired,
         (401, _) => ClientError::TokenRejected(message),
+        (_, About::File { session, op, path }) => file_error(status, message, session, op, &path),
         (403, About::Session(session) | About::Command(session, _)) => {
             ClientError::SessionForbidden(session)
         }
@@ -1054,6 +1299,68 @@ fn status_error(status: u16, message: String, about: About) -> ClientError {
         (503, _) => ClientError::Unavailable(message),
         (500..=599, _) => ClientError::Server(message),
         _ => ClientError::Protocol(format!("HTTP {status}: {message}")),
+    }
+}
+
+/// An error status of a file request. The server says "session ..." when the session is the
+/// problem; any other message is the agent's, about the file.
+fn file_error(
+    status: u16,
+    message: String,
+    session: SessionId,
+    op: FileOp,
+    path: &str,
+) -> ClientError {
+    let agent = THE_AGENT.to_owned();
+    let about_session = message.starts_with("session ");
+    match status {
+        403 if about_session => ClientError::SessionForbidden(session),
+        403 => ClientError::RemotePermissionDenied {
+            agent,
+            reason: message,
+            verb: match op {
+                FileOp::Upload => "write",
+                FileOp::Download | FileOp::UploadStatus => "read",
+            },
+        },
+        404 if about_session => ClientError::SessionNotFound(session),
+        404 => match op {
+            FileOp::Upload => ClientError::RemoteDirNotFound {
+                agent,
+                dir: parent_dir(path),
+            },
+            FileOp::Download | FileOp::UploadStatus => ClientError::RemoteFileNotFound {
+                agent,
+                path: path.to_owned(),
+            },
+        },
+        409 if message.contains("does not support file transfer") => {
+            ClientError::FilesUnsupported { agent }
+        }
+        409 => ClientError::SessionInactive {
+            session,
+            reason: message,
+        },
+        400 => ClientError::TransferRefused {
+            agent,
+            reason: message,
+        },
+        422 => ClientError::ChecksumMismatch,
+        503 => ClientError::TransferStopped(message),
+        504 => ClientError::AgentTimedOut { agent },
+        507 => ClientError::AgentDiskFull { agent },
+        500..=599 => ClientError::Server(message),
+        _ => ClientError::Protocol(format!("HTTP {status}: {message}")),
+    }
+}
+
+/// The directory part of a path on the agent (Unix or Windows separators).
+fn parent_dir(path: &str) -> String {
+    let trimmed = path.trim_end_matches(['/', '\\']);
+    match trimmed.rfind(['/', '\\']) {
+        Some(0) => "/".to_owned(),
+        Some(end) => trimmed.get(..end).unwrap_or(trimmed).to_owned(),
+        None => path.to_owned(),
     }
 }
 
@@ -1163,6 +1470,120 @@ mod tests {
             status_error(418, "teapot".into(), About::Audit),
             ClientError::Protocol(_)
         ));
+    }
+
+    fn file(op: FileOp, path: &str) -> About {
+        About::File {
+            session: S,
+            op,
+            path: path.to_owned(),
+        }
+    }
+
+    #[test]
+    fn file_errors_tell_the_session_from_the_file_and_name_the_agent() {
+        let missing = status_error(
+            404,
+            "cannot open /x: No such file or directory (os error 2)".into(),
+            file(FileOp::Download, "/x"),
+        );
+        assert_eq!(
+            missing.naming_agent("web-01").to_string(),
+            "no such file on web-01: /x (404); check the path"
+        );
+        let no_dir = status_error(
+            404,
+            "cannot create /a/b/.c.rmm-partial: No such file or directory".into(),
+            file(FileOp::Upload, "/a/b/c"),
+        );
+        assert_eq!(
+            no_dir.naming_agent("web-01").to_string(),
+            "no such directory on web-01: /a/b (404); create it first, or check the path"
+        );
+        assert!(matches!(
+            status_error(404, format!("session {S} not found"), file(FileOp::Download, "/x")),
+            ClientError::SessionNotFound(s) if s == S
+        ));
+        assert!(matches!(
+            status_error(403, format!("session {S} is owned by another user"), file(FileOp::Upload, "/x")),
+            ClientError::SessionForbidden(s) if s == S
+        ));
+        assert!(matches!(
+            status_error(
+                403,
+                "cannot create /sys/x: Permission denied".into(),
+                file(FileOp::Upload, "/sys/x")
+            ),
+            ClientError::RemotePermissionDenied { verb: "write", .. }
+        ));
+        assert!(matches!(
+            status_error(
+                409,
+                "the agent does not support file transfer (upgrade the agent)".into(),
+                file(FileOp::Upload, "/x")
+            ),
+            ClientError::FilesUnsupported { .. }
+        ));
+        assert!(matches!(
+            status_error(
+                409,
+                format!("session {S} is not active"),
+                file(FileOp::Download, "/x")
+            ),
+            ClientError::SessionInactive { .. }
+        ));
+        assert_eq!(
+            status_error(422, "sha differs".into(), file(FileOp::Upload, "/x")).to_string(),
+            "checksum mismatch: the file changed during transfer; run again"
+        );
+        assert_eq!(
+            status_error(507, "no space".into(), file(FileOp::Upload, "/x"))
+                .naming_agent("web-01")
+                .to_string(),
+            "the agent's disk is full: free some space on web-01 and run again"
+        );
+        assert!(matches!(
+            status_error(
+                400,
+                "/tmp is a directory".into(),
+                file(FileOp::Download, "/tmp")
+            ),
+            ClientError::TransferRefused { .. }
+        ));
+        assert!(matches!(
+            status_error(401, "token expired".into(), file(FileOp::Download, "/x")),
+            ClientError::TokenExpired
+        ));
+    }
+
+    #[test]
+    fn the_parent_of_a_remote_path_is_its_directory() {
+        assert_eq!(parent_dir("/a/b/c"), "/a/b");
+        assert_eq!(parent_dir("/c"), "/");
+        assert_eq!(parent_dir("/a/b/"), "/a");
+        assert_eq!(parent_dir(r"C:\dir\f"), r"C:\dir");
+        assert_eq!(parent_dir("f"), "f");
+    }
+
+    #[test]
+    fn content_ranges_give_the_start_and_the_total() {
+        assert_eq!(content_range("bytes 100-199/200"), Some((100, 200)));
+        assert_eq!(content_range("bytes 200-200/200"), Some((200, 200)));
+        assert_eq!(content_range("bytes */200"), None);
+        assert_eq!(content_range("items 1-2/3"), None);
+    }
+
+    #[tokio::test]
+    async fn a_transfer_is_stalled_only_after_the_limit_without_a_move() {
+        let activity = Activity::new();
+        let limit = Duration::from_millis(400);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        activity.touch();
+        let started = tokio::time::Instant::now();
+        activity.stalled(limit).await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(350), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
     }
 
     #[test]

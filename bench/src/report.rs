@@ -20,6 +20,8 @@ pub struct ReportInputs<'a> {
     pub sizes: &'a str,
     pub profile: &'a str,
     pub ssh_version: &'a str,
+    /// The 1, 5 and 15 minute load averages when the run started.
+    pub load: &'a str,
     pub machine: Machine,
     pub date: DateTime<Utc>,
     pub notes: Option<&'a str>,
@@ -186,6 +188,13 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
         m.memory_gib,
         m.kernel
     );
+    if !inputs.load.is_empty() {
+        let _ = writeln!(
+            out,
+            "| load average at start | {} (1, 5, 15 min) |",
+            inputs.load
+        );
+    }
     let _ = writeln!(out, "| build | {} |", inputs.profile);
     let _ = writeln!(out, "| sizes | {} |", inputs.sizes);
     if !inputs.ssh_version.is_empty() {
@@ -596,6 +605,7 @@ mod tests {
             sizes: "tiny",
             profile: "release",
             ssh_version: "OpenSSH_9",
+            load: "0.5 0.4 0.3",
             machine: crate::procfs::machine(),
             date: Utc::now(),
             notes: Some("## Analysis\n\nhello\n"),

@@ -1,12 +1,12 @@
 //! `rmm`: the technician's command-line client. Logs in once, then lists agents, opens and
-//! closes tunnels, runs commands with live output and reads the audit log, all through the
-//! server's public API ([`rmm_adapters::client`]).
+//! closes tunnels, runs commands with live output, copies files both ways and reads the audit
+//! log, all through the server's public API ([`rmm_adapters::client`]).
 //!
 //! This file holds the command line (clap, with environment variables and shell
 //! completions), `main`, and the mapping of every failure to one line on stderr and an exit
 //! code: 1 for API and local errors, 2 for usage errors (clap's), and for `exec` the remote
 //! command's own code, 124 when it timed out, 130 when it was cancelled, 255 when it failed
-//! (the agent went away). What each subcommand does lives in the modules below; where the
+//! (the agent went away); `cp` leaves with 130 when interrupted. What each subcommand does lives in the modules below; where the
 //! token and remembered sessions are kept, in `config`.
 
 use std::io::Write as _;
@@ -19,10 +19,14 @@ use rmm_adapters::client::{ApiClient, ClientError};
 mod commands;
 #[path = "cli/config.rs"]
 mod config;
+#[path = "cli/cp.rs"]
+mod cp;
 #[path = "cli/exec.rs"]
 mod exec;
 #[path = "cli/render.rs"]
 mod render;
+#[path = "cli/session.rs"]
+mod session;
 
 /// The rmm technician's client: log in once, then reach managed machines through the server.
 #[derive(Debug, Parser)]
@@ -94,6 +98,19 @@ enum Command {
     /// remote command), 255 failed (the agent went away), 1 for other errors.
     #[command(override_usage = "rmm exec [OPTIONS] <AGENT> -- <COMMAND>...")]
     Exec(exec::ExecArgs),
+    /// Copy a file to or from an agent, verified by SHA-256: `rmm cp LOCAL AGENT:/path` or
+    /// `rmm cp AGENT:/path LOCAL`.
+    ///
+    /// Streams any size with a progress bar on a terminal (none when stderr is piped). The
+    /// file lands only once its SHA-256 matches: an upload as `.NAME.rmm-partial` beside the
+    /// target, a download as LOCAL.rmm-partial, renamed when verified. An interrupted copy
+    /// keeps what arrived; run it again with --resume to send only the rest. Reuses your open
+    /// session to the agent; otherwise opens one and closes it afterwards. Exit codes: 0
+    /// copied and verified, 1 failed (one line says why), 130 interrupted.
+    #[command(
+        override_usage = "rmm cp [OPTIONS] <LOCAL> <AGENT:/path>\n       rmm cp [OPTIONS] <AGENT:/path> <LOCAL>"
+    )]
+    Cp(cp::CpArgs),
     /// Read the audit log, newest first (technicians see their own entries).
     Audit(commands::AuditArgs),
     /// Print a shell completion script, e.g. `rmm completions bash > /etc/bash_completion.d/rmm`.
@@ -181,6 +198,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Exec(args) => {
             let (client, dir) = connect(&server)?;
             exec::exec(&client, &dir, args).await
+        }
+        Command::Cp(args) => {
+            let (client, dir) = connect(&server)?;
+            cp::cp(&client, &dir, args).await
         }
         Command::Audit(args) => {
             let (client, _) = connect(&server)?;

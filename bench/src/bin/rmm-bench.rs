@@ -235,6 +235,9 @@ struct ReportArgs {
     profile: String,
     #[arg(long, default_value = "")]
     ssh_version: String,
+    /// The load average when the run started (other work on the machine skews figures).
+    #[arg(long, default_value = "")]
+    load: String,
     /// Hand-written analysis appended to the report (kept across regenerations).
     #[arg(long)]
     notes: Option<PathBuf>,
@@ -299,6 +302,7 @@ async fn main() -> anyhow::Result<()> {
                 sizes: &args.sizes,
                 profile: &args.profile,
                 ssh_version: &args.ssh_version,
+                load: &args.load,
                 machine: rmm_bench::procfs::machine(),
                 date: chrono::Utc::now(),
                 notes: notes.as_deref(),

@@ -32,8 +32,9 @@ use rmm_adapters::protocol::{AgentMessage, TunnelDataPayload};
 use rmm_domain::{CommandId, CommandStatus, CommandText, SessionId};
 
 use super::CliError;
-use super::commands::{remember, remembered_active, resolve_agent};
+use super::commands::resolve_agent;
 use super::config::ConfigDir;
+use super::session::{Interrupts, Lease};
 
 /// `timeout(1)`'s code for a command killed at its timeout.
 const EXIT_TIMED_OUT: u8 = 124;
@@ -108,48 +109,18 @@ pub async fn exec(
         agent = resolve_agent(client, &args.agent) => agent?,
         () = interrupts.recv() => return Ok(report(&Ending::NotStarted)),
     };
-    let (session, opened_here) = match remembered_active(client, dir, agent.id()).await? {
-        Some(session) => (session, false),
-        None => {
-            let opening = client.open_tunnel(agent.id());
-            tokio::pin!(opening);
-            let opened = tokio::select! {
-                opened = &mut opening => opened.map_err(|e| e.naming_agent(&agent.name))?,
-                () = interrupts.recv() => {
-                    // The server may still complete the open: close what it opens, unless
-                    // interrupted again.
-                    tokio::select! {
-                        opened = &mut opening => if let Ok(opened) = opened {
-                            let _ = client.close_tunnel(opened.session()).await;
-                        },
-                        () = interrupts.recv() => {}
-                    }
-                    return Ok(report(&Ending::NotStarted));
-                }
-            };
-            (opened.session(), true)
-        }
+    let Some(lease) = Lease::acquire(client, dir, &agent, args.keep, &mut interrupts).await? else {
+        return Ok(report(&Ending::NotStarted));
     };
-    if opened_here && args.keep {
-        remember(client, dir, &agent, session)?;
-    }
     let result = run(
         client,
-        session,
+        lease.session(),
         text.as_str(),
         args.timeout,
         &mut interrupts,
     )
     .await;
-    if opened_here
-        && !args.keep
-        && let Err(e) = client.close_tunnel(session).await
-    {
-        let _ = writeln!(
-            std::io::stderr(),
-            "rmm: could not close session {session} ({e}); close it with `rmm close {session}`"
-        );
-    }
+    lease.release(client).await;
     Ok(report(&result?))
 }
 
@@ -560,43 +531,6 @@ impl LocalOutput {
             }
         }
         Ok(())
-    }
-}
-
-/// Ctrl-C (SIGINT), caught from the moment [`Interrupts::listen`] is called: a Ctrl-C that
-/// comes while rmm is busy waits for the next [`Interrupts::recv`].
-struct Interrupts {
-    #[cfg(unix)]
-    signal: tokio::signal::unix::Signal,
-    #[cfg(windows)]
-    signal: tokio::signal::windows::CtrlC,
-}
-
-impl Interrupts {
-    fn listen() -> Result<Self, CliError> {
-        let failed = |e: std::io::Error| CliError::Local(format!("cannot catch Ctrl-C: {e}"));
-        #[cfg(unix)]
-        let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-            .map_err(failed)?;
-        #[cfg(windows)]
-        let signal = tokio::signal::windows::ctrl_c().map_err(failed)?;
-        Ok(Self { signal })
-    }
-
-    /// Resolves on the next Ctrl-C (at once for one that came since the last).
-    async fn recv(&mut self) {
-        if self.signal.recv().await.is_none() {
-            std::future::pending::<()>().await;
-        }
-    }
-
-    /// Whether a Ctrl-C has come, without waiting.
-    async fn pending(&mut self) -> bool {
-        tokio::select! {
-            biased;
-            () = self.recv() => true,
-            () = std::future::ready(()) => false,
-        }
     }
 }
 
