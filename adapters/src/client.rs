@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -802,9 +802,9 @@ impl ApiClient {
     /// [`ClientError::AgentDiskFull`] (507), [`ClientError::FilesUnsupported`] and
     /// [`ClientError::SessionInactive`] (409), [`ClientError::TransferStopped`] (503),
     /// [`ClientError::AgentTimedOut`] (504), [`ClientError::TimedOut`] when nothing moves for
-    /// 630 s; session, auth, transport and server errors. A `body` that fails reads as
-    /// [`ClientError::Unreachable`]: the caller knows its own error better. Name the agent
-    /// with [`ClientError::naming_agent`].
+    /// 630 s; session, auth, transport and server errors. A connection that breaks once the
+    /// body flows, and a `body` that fails (the caller knows its own error better), read as
+    /// [`ClientError::TransferStopped`]. Name the agent with [`ClientError::naming_agent`].
     pub async fn upload_file<S>(
         &self,
         session: SessionId,
@@ -828,6 +828,7 @@ impl ApiClient {
         };
         let request = self
             .authorized(self.http.put(url))?
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(reqwest::Body::wrap_stream(body));
         let about = About::File {
             session,
@@ -837,7 +838,16 @@ impl ApiClient {
         // No timeout on the whole request: the body may take hours. It fails when it stops
         // moving instead.
         let response = tokio::select! {
-            response = self.send(request, about, None) => response?,
+            response = self.send(request, about, None) => response.map_err(|e| match e {
+                // Once the body flows, a broken connection is a transfer cut short (or an early
+                // answer lost: an HTTP/1 server that refuses mid-body answers and closes, and
+                // the write can fail before the answer is read). Either way the agent keeps
+                // what it received.
+                ClientError::Unreachable { cause, .. } if activity.moved() => {
+                    ClientError::TransferStopped(format!("the connection broke during the upload ({cause})"))
+                }
+                other => other,
+            })?,
             () = activity.stalled(TRANSFER_STALL) => return Err(self.timed_out(TRANSFER_STALL)),
         };
         self.read_json(response, REQUEST_TIMEOUT).await
@@ -1172,6 +1182,8 @@ struct Activity {
     start: tokio::time::Instant,
     /// Milliseconds from `start` to the last move.
     last: Arc<AtomicU64>,
+    /// Whether it ever moved.
+    moved: Arc<AtomicBool>,
 }
 
 impl Activity {
@@ -1179,12 +1191,18 @@ impl Activity {
         Self {
             start: tokio::time::Instant::now(),
             last: Arc::new(AtomicU64::new(0)),
+            moved: Arc::new(AtomicBool::new(false)),
         }
     }
 
     fn touch(&self) {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(now, Ordering::Relaxed);
+        self.moved.store(true, Ordering::Relaxed);
+    }
+
+    fn moved(&self) -> bool {
+        self.moved.load(Ordering::Relaxed)
     }
 
     fn idle(&self) -> Duration {

@@ -270,14 +270,35 @@ where
             return Err(e);
         }
     };
-    let state = DownloadState { channel, delivered: offset, last_ack: offset, size, sha256: sha256.clone(), ended: false };
+    let state = DownloadState {
+        channel,
+        delivered: offset,
+        last_ack: offset,
+        size,
+        sha256: sha256.clone(),
+        ended: false,
+        complete: offset == size,
+    };
     let body = futures_util::stream::unfold(state, move |mut state| {
         let audit = audit.clone();
         async move {
             if state.ended {
                 return None;
             }
+            if state.complete {
+                state.ended = true;
+                state.channel.finished = true;
+                audit("ok".into(), Some(state.size), Some(state.sha256.clone())).await;
+                return None;
+            }
             match state.next_chunk().await {
+                Ok(Some(data)) if state.complete => {
+                    // Settled with this chunk: record it now, the client may not poll again.
+                    state.ended = true;
+                    state.channel.finished = true;
+                    audit("ok".into(), Some(state.size), Some(state.sha256.clone())).await;
+                    Some((Ok(data), state))
+                }
                 Ok(Some(data)) => Some((Ok(data), state)),
                 Ok(None) => {
                     state.ended = true;
@@ -303,9 +324,22 @@ struct DownloadState<P: Ports<Gateway = WsAgentGateway>> {
     size: u64,
     sha256: String,
     ended: bool,
+    /// The agent confirmed the whole file (`file_done`).
+    complete: bool,
 }
 
 impl<P: Ports<Gateway = WsAgentGateway>> DownloadState<P> {
+    /// The agent's `file_done` for the whole file, after its last data.
+    async fn expect_done(&mut self) -> Result<(), TransferError> {
+        match self.channel.next(ANSWER_TIMEOUT).await? {
+            FileEvent::Done { size, .. } if size == self.size => {
+                self.complete = true;
+                Ok(())
+            }
+            other => Err(TransferError::Protocol(format!("expected file_done, got {other:?}"))),
+        }
+    }
+
     /// The next data, `None` at the agent's `file_done`.
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, TransferError> {
         if self.delivered - self.last_ack >= ACK_EVERY {
@@ -318,13 +352,22 @@ impl<P: Ports<Gateway = WsAgentGateway>> DownloadState<P> {
                 if self.delivered > self.size {
                     return Err(TransferError::Protocol("more data than the file's size".into()));
                 }
+                if self.delivered == self.size {
+                    // The last bytes: hand them on only with the agent's word that the file
+                    // did not change while it was read. An HTTP client that has its
+                    // Content-Length may not ask for more, so the end is settled here.
+                    self.expect_done().await?;
+                }
                 Ok(Some(data))
             }
             FileEvent::Data { offset, .. } => Err(TransferError::Protocol(format!(
                 "data at {offset}, expected {}",
                 self.delivered
             ))),
-            FileEvent::Done { size, .. } if size == self.size && self.delivered == size => Ok(None),
+            FileEvent::Done { size, .. } if size == self.size && self.delivered == size => {
+                self.complete = true;
+                Ok(None)
+            }
             FileEvent::Done { .. } => Err(TransferError::Protocol(format!(
                 "file_done after {} of {} bytes",
                 self.delivered, self.size

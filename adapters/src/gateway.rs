@@ -498,6 +498,11 @@ pub async fn run_agent_connection<P>(
     P: Ports<Gateway = WsAgentGateway>,
 {
     let gateway = app.gateway();
+    // Before registering: what an earlier connection left open is closed first, so nothing
+    // of this connection can be caught by it.
+    if let Err(e) = app.agent_connected(agent).await {
+        tracing::error!(agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "could not close what the agent's previous connection left open");
+    }
     let (tx, mut outbound) = mpsc::channel(OUTBOUND_QUEUE);
     let generation = gateway.register(agent, tx, capabilities);
     tracing::info!(agent_id = %agent, generation, "agent connected");
@@ -646,15 +651,16 @@ where
             };
             app.command_output(agent, &channel, chunk).await;
         }
-        Ok(AgentMessage::Heartbeat(h)) => app.agent_heartbeat(
-            agent,
-            Some(HostFacts {
+        Ok(AgentMessage::Heartbeat(h)) => {
+            let facts = HostFacts {
                 version: h.agent_version,
                 hostname: h.hostname,
                 os: h.os,
                 uptime_secs: h.uptime_secs,
-            }),
-        ),
+            };
+            let any = facts != HostFacts::default();
+            app.agent_heartbeat(agent, any.then_some(facts));
+        }
         Ok(AgentMessage::FileInfo { channel_id, size, sha256, mode, modified }) => {
             gateway.route_file_event(agent, generation, &channel_id, FileEvent::Info { size, sha256, mode, modified });
         }

@@ -631,7 +631,7 @@ impl<P: Ports<Gateway = WsAgentGateway>> Api<P> {
         offset: Query<Option<u64>>,
         /// Expected SHA-256 (hex) of the whole file.
         sha256: Query<Option<String>>,
-        body: Binary<poem::Body>,
+        body: RawBody,
     ) -> UploadResponse {
         let stream = body.0.into_bytes_stream();
         let session = SessionId::from_uuid(session_id.0);
@@ -1126,6 +1126,46 @@ enum AuditResponse {
     /// The server failed; details are in its log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+}
+
+/// A request body taken as raw bytes, streamed, whatever its `Content-Type` (or none: `curl
+/// -T` sends none, and a file's bytes need no media type).
+pub struct RawBody(poem::Body);
+
+impl std::fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawBody(..)")
+    }
+}
+
+impl<'a> poem_openapi::ApiExtractor<'a> for RawBody {
+    const TYPES: &'static [poem_openapi::ApiExtractorType] = &[poem_openapi::ApiExtractorType::RequestObject];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        <Binary<poem::Body> as poem_openapi::payload::Payload>::register(registry);
+    }
+
+    fn request_meta() -> Option<poem_openapi::registry::MetaRequest> {
+        Some(poem_openapi::registry::MetaRequest {
+            description: Some("The file's bytes, any Content-Type."),
+            content: vec![poem_openapi::registry::MetaMediaType {
+                content_type: "application/octet-stream",
+                schema: <Binary<poem::Body> as poem_openapi::payload::Payload>::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        _request: &'a Request,
+        body: &mut poem::RequestBody,
+        _param_opts: poem_openapi::ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        Ok(Self(body.take()?))
+    }
 }
 
 #[derive(Debug, Object)]

@@ -148,7 +148,7 @@ where
             "missing agent key: send Authorization: Bearer <agent_key>",
         );
     };
-    let agent = match app.connect_agent(key).await {
+    let agent = match app.authenticate_agent(key).await {
         Ok(agent) => agent,
         Err(ConnectAgentError::UnknownKey) => {
             tracing::warn!(remote = %req.remote_addr(), "agent connection with an unknown key rejected");

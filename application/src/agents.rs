@@ -79,8 +79,13 @@ impl Presence {
         let mut buf = self.lock();
         let entry = buf.seen.entry(agent).or_insert((at, None));
         entry.0 = entry.0.max(at);
-        if facts.is_some() {
-            entry.1 = facts;
+        if let Some(new) = facts {
+            // Field by field, as the store merges: a heartbeat that omits a fact keeps it.
+            let merged = entry.1.get_or_insert_with(HostFacts::default);
+            merged.version = new.version.or(merged.version.take());
+            merged.hostname = new.hostname.or(merged.hostname.take());
+            merged.os = new.os.or(merged.os.take());
+            merged.uptime_secs = new.uptime_secs.or(merged.uptime_secs);
         }
     }
 
@@ -160,13 +165,12 @@ impl<P: Ports> App<P> {
             .collect())
     }
 
-    /// Authenticates a connecting agent by its key, and closes sessions a previous
-    /// connection of the same agent left open: a reconnected agent has lost its tunnel.
-    /// Call before the new connection is registered, so no new session can be affected.
+    /// Authenticates a connecting agent by its key. Changes nothing: the connection may
+    /// still fail to upgrade.
     ///
     /// # Errors
     /// [`ConnectAgentError::UnknownKey`] when no agent has this key.
-    pub async fn connect_agent(&self, key: &str) -> Result<AgentRecord, ConnectAgentError> {
+    pub async fn authenticate_agent(&self, key: &str) -> Result<AgentRecord, ConnectAgentError> {
         let digest = self.credentials.digest_agent_key(key);
         let found = self
             .agents
@@ -177,18 +181,24 @@ impl<P: Ports> App<P> {
             Some(agent) if agent.key_digest.ct_eq(&digest) => agent,
             Some(_) | None => return Err(ConnectAgentError::UnknownKey),
         };
-        let now = self.clock.now();
-        self.presence.note_seen(agent.id, now, None);
-        let stale = self
-            .sessions
-            .close_for_agent(agent.id, CloseReason::AgentReconnected, now)
-            .await
-            .map_err(ConnectAgentError::Store)?;
-        for session in &stale {
-            self.audit_close(session, CloseReason::AgentReconnected)
-                .await;
-        }
         Ok(agent)
+    }
+
+    /// An authenticated agent's connection is up: closes what a previous connection of the
+    /// same agent left open (a reconnected agent has lost its tunnel and everything running
+    /// in it). Call before the new connection is registered, so nothing of it is affected.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn agent_connected(&self, agent: AgentId) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        self.presence.note_seen(agent, now, None);
+        let stale = self.sessions.close_for_agent(agent, CloseReason::AgentReconnected, now).await?;
+        for session in &stale {
+            self.end_session_commands(session.id(), rmm_domain::CommandStatus::Failed).await;
+            self.audit_close(session, CloseReason::AgentReconnected).await;
+        }
+        Ok(())
     }
 
     /// Notes a heartbeat (written at the next flush).

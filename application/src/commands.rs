@@ -155,7 +155,9 @@ impl Running {
         let command = inner.commands.get_mut(&id).filter(|c| !c.ending)?;
         command.ending = true;
         let command = command.clone();
-        inner.by_channel.remove(&(command.agent, command.channel.clone()));
+        inner
+            .by_channel
+            .remove(&(command.agent, command.channel.clone()));
         Some(command)
     }
 
@@ -260,28 +262,51 @@ impl<P: Ports> App<P> {
 
         // Registered before sending, so the first output cannot race the registration.
         let (done, _) = watch::channel(false);
-        {
+        let busy = {
             let mut running = self.running.lock();
-            running
+            // Another command of this agent may hold the channel (a watcher chose the id).
+            let busy = running
                 .by_channel
-                .insert((record.agent, channel.clone()), id);
-            running.commands.insert(
-                id,
-                RunningCommand {
-                    session: session_id,
-                    agent: record.agent,
-                    owner: actor.id,
-                    channel: channel.clone(),
-                    text: record.text.clone(),
-                    started_at: now,
-                    deadline: now.plus(timeout),
-                    stdout: StreamCounters::default(),
-                    stderr: StreamCounters::default(),
-                    cancel_requested: false,
-                    ending: false,
-                    done,
-                },
-            );
+                .contains_key(&(record.agent, channel.clone()));
+            if !busy {
+                running
+                    .by_channel
+                    .insert((record.agent, channel.clone()), id);
+                running.commands.insert(
+                    id,
+                    RunningCommand {
+                        session: session_id,
+                        agent: record.agent,
+                        owner: actor.id,
+                        channel: channel.clone(),
+                        text: record.text.clone(),
+                        started_at: now,
+                        deadline: now.plus(timeout),
+                        stdout: StreamCounters::default(),
+                        stderr: StreamCounters::default(),
+                        cancel_requested: false,
+                        ending: false,
+                        done,
+                    },
+                );
+            }
+            busy
+        };
+        if busy {
+            let outcome = CommandOutcome {
+                status: CommandStatus::Failed,
+                exit_code: None,
+                signal: None,
+                finished_at: now,
+                stdout_bytes: 0,
+                stderr_bytes: 0,
+                stdout_truncated: false,
+                stderr_truncated: false,
+            };
+            if let Err(e) = self.commands.finish_command(id, &outcome).await {
+                tracing::error!(command_id = %id, error = %e, "storing a refused command's end failed");
+            }
+            return Err(RunCommandError::ChannelBusy(channel));
         }
         if let Err(e) = self.gateway.send_command(
             record.agent,
@@ -296,7 +321,9 @@ impl<P: Ports> App<P> {
                 GatewayError::NotConnected | GatewayError::Disconnected => {
                     RunCommandError::AgentOffline(session_id)
                 }
-                GatewayError::Busy | GatewayError::Unsupported => RunCommandError::ChannelBusy(channel),
+                GatewayError::Busy | GatewayError::Unsupported => {
+                    RunCommandError::ChannelBusy(channel)
+                }
                 GatewayError::Overloaded => RunCommandError::Overloaded,
             });
         }
@@ -328,10 +355,14 @@ impl<P: Ports> App<P> {
             let session = command.session;
             let end = if chunk.exit_code.is_some() {
                 running.by_channel.remove(&(agent, channel.clone()));
-                running.commands.get_mut(&id).filter(|c| !c.ending).map(|c| {
-                    c.ending = true;
-                    c.clone()
-                })
+                running
+                    .commands
+                    .get_mut(&id)
+                    .filter(|c| !c.ending)
+                    .map(|c| {
+                        c.ending = true;
+                        c.clone()
+                    })
             } else {
                 None
             };
@@ -636,7 +667,11 @@ impl<P: Ports> App<P> {
         actor: Actor,
         session_id: SessionId,
     ) -> Result<(), WatchSessionError> {
-        let session = self.sessions.get(session_id).await.map_err(WatchSessionError::Store)?;
+        let session = self
+            .sessions
+            .get(session_id)
+            .await
+            .map_err(WatchSessionError::Store)?;
         let session = session.ok_or(WatchSessionError::NotFound(session_id))?;
         session
             .authorize(actor, SessionAction::Use)

@@ -367,8 +367,8 @@ async fn a_disconnect_closes_only_that_connections_session() {
 }
 
 #[tokio::test]
-async fn a_connecting_agent_with_a_known_key_closes_its_stale_sessions() {
-    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
+async fn a_known_key_authenticates_without_touching_any_session() {
+    let mut s = Setup::default();
     let digest = KeyDigest([9; 32]);
     s.credentials
         .expect_digest_agent_key()
@@ -386,6 +386,15 @@ async fn a_connecting_agent_with_a_known_key_closes_its_stale_sessions() {
             }))
         })
     });
+    // Authentication alone changes nothing: the upgrade may still fail.
+    s.sessions.expect_close_for_agent().never();
+    let agent = s.build().authenticate_agent("k").await.unwrap();
+    assert_eq!(agent.id, AGENT);
+}
+
+#[tokio::test]
+async fn a_connected_agent_closes_what_its_previous_connection_left_open() {
+    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
     s.sessions
         .expect_close_for_agent()
         .with(eq(AGENT), eq(CloseReason::AgentReconnected), eq(now()))
@@ -393,8 +402,7 @@ async fn a_connecting_agent_with_a_known_key_closes_its_stale_sessions() {
         .returning(|_, _, _| {
             Box::pin(async { Ok(vec![closed(TECH, CloseReason::AgentReconnected)]) })
         });
-    let agent = s.build().connect_agent("k").await.unwrap();
-    assert_eq!(agent.id, AGENT);
+    s.build().agent_connected(AGENT).await.unwrap();
 }
 
 #[tokio::test]
@@ -408,9 +416,28 @@ async fn an_unknown_agent_key_is_rejected() {
         .returning(|_| Box::pin(async { Ok(None) }));
     s.sessions.expect_close_for_agent().never();
     assert!(matches!(
-        s.build().connect_agent("nope").await,
+        s.build().authenticate_agent("nope").await,
         Err(ConnectAgentError::UnknownKey)
     ));
+}
+
+#[tokio::test]
+async fn a_heartbeat_that_omits_a_fact_keeps_the_earlier_one() {
+    let mut s = Setup::default();
+    s.agents
+        .expect_record_seen()
+        .withf(|seen| {
+            let facts = seen[0].2.as_ref().unwrap();
+            facts.hostname.as_deref() == Some("h1") && facts.os.as_deref() == Some("linux")
+        })
+        .times(1)
+        .returning(|_| Box::pin(async { Ok(()) }));
+    s.sessions.expect_close_idle().returning(|_, _| Box::pin(async { Ok(vec![]) }));
+    let app = s.build();
+    app.agent_heartbeat(AGENT, Some(HostFacts { hostname: Some("h1".into()), ..HostFacts::default() }));
+    app.agent_heartbeat(AGENT, Some(HostFacts { os: Some("linux".into()), ..HostFacts::default() }));
+    app.agent_heartbeat(AGENT, None);
+    app.flush_presence_and_close_idle().await.unwrap();
 }
 
 #[tokio::test]

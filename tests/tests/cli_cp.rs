@@ -321,6 +321,7 @@ async fn an_interrupted_upload_is_resumed_with_resume() {
         .http()
         .put(url)
         .bearer_auth(&token)
+        .header("content-type", "application/octet-stream")
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             first,
         )))

@@ -519,3 +519,19 @@ async fn a_disconnect_fails_running_commands_and_closing_the_tunnel_cancels_them
         .unwrap();
     assert_eq!(result["status"], "failed");
 }
+
+#[tokio::test]
+async fn a_watcher_reusing_a_busy_channel_id_is_refused_and_the_first_command_keeps_its_output() {
+    let mut w = world(&[]).await;
+    let mut watcher = w.watcher(&w.tech.clone()).await;
+    let frame = r#"{"type":"tunnel_data","payload":{"channel_id":"terminal-1","data":{"type":"terminal","payload":{"command":"sleep 5"}}}}"#;
+    watcher.send_text(frame).await.unwrap();
+    let _ = w.agent.recv_json(WAIT).await.unwrap();
+    watcher.send_text(frame).await.unwrap();
+    let refusal = watcher.recv_json(WAIT).await.unwrap();
+    assert_eq!(refusal["type"], "tunnel_error");
+    assert_eq!(refusal["payload"]["channel_id"], "terminal-1");
+    w.output("terminal-1", "still mine\n", "", Some(0)).await;
+    let seen = watcher.recv_json(WAIT).await.unwrap();
+    assert_eq!(seen["payload"]["data"]["payload"]["stdout"], "still mine\n");
+}

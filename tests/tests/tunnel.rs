@@ -780,3 +780,22 @@ async fn hostile_frames_never_cost_the_connection_but_oversized_ones_close_with_
         other => panic!("expected close 1009, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_plain_get_with_a_valid_agent_key_changes_nothing() {
+    let w = world(&[]).await;
+    let tech = w.server.tech_token("tina").await.unwrap();
+    let mut agent = w.agent().await;
+    let session = w.open_ready(&mut agent, &tech).await;
+    let r = w
+        .server
+        .http()
+        .get(w.server.url("/api/v1/agent/ws"))
+        .bearer_auth(&w.agent_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(w.status(&tech, &session).await.1["status"], "active");
+    assert_eq!(w.agents().await[0]["mode"], "tunnel");
+}

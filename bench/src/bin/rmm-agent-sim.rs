@@ -97,14 +97,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn command_line() -> String {
-    let work = std::env::var("RMM_BENCH_WORK")
-        .ok()
-        .filter(|w| !w.is_empty());
-    let line = std::env::args().collect::<Vec<_>>().join(" ");
-    match work {
-        Some(work) => line.replace(&work, "$WORK"),
-        None => line,
-    }
+    rmm_bench::report::shorten_paths(&std::env::args().collect::<Vec<_>>().join(" "))
 }
 
 async fn register(cli: &Cli, target: &Target, n: usize) -> anyhow::Result<()> {

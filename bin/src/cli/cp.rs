@@ -27,7 +27,7 @@ use std::time::Duration;
 use clap::Args;
 use futures_util::Stream;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rmm_adapters::client::{ApiClient, ClientError};
+use rmm_adapters::client::{ApiClient, ClientError, UploadedResponse};
 use rmm_domain::SessionId;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
@@ -46,6 +46,12 @@ const HASH_CHUNK: usize = 1024 * 1024;
 const PARTIAL_SUFFIX: &str = ".rmm-partial";
 /// 128 + SIGINT, as for `exec`.
 const EXIT_INTERRUPTED: u8 = 130;
+/// Upload requests per copy: the first, and those going on after a broken connection.
+const UPLOAD_ATTEMPTS: u32 = 3;
+/// A careful upload's first chunks: small, each followed by a pause.
+const CAREFUL_CHUNKS: usize = 3;
+const CAREFUL_CHUNK: usize = 64 * 1024;
+const CAREFUL_PAUSE: Duration = Duration::from_millis(300);
 
 /// `rmm cp`.
 #[derive(Debug, Args)]
@@ -282,71 +288,43 @@ impl Upload {
 
     async fn run(&self, t: &Transfer<'_>) -> Result<String, CliError> {
         let local = &self.local;
-        let mut file = tokio::fs::File::open(local)
-            .await
-            .map_err(|e| local_error("read", local, &e))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| local_error("read", local, &e))?
-            .len();
-        let sha256 = {
-            let bar = t.progress.bar("hashing", size, 0);
-            hash_prefix(&mut file, size, &bar)
+        let (size, sha256) = {
+            let mut file = tokio::fs::File::open(local)
+                .await
+                .map_err(|e| local_error("read", local, &e))?;
+            let size = file
+                .metadata()
                 .await
                 .map_err(|e| local_error("read", local, &e))?
-                .ok_or_else(|| changed_while_read(local))?
-        };
-        let offset = if t.resume {
-            let held = t
-                .client
-                .upload_status(t.session, &self.remote)
+                .len();
+            let bar = t.progress.bar("hashing", size, 0);
+            let sha256 = hash_prefix(&mut file, size, &bar)
                 .await
-                .map_err(|e| t.named(e))?
-                .received;
-            if held > size {
-                Transfer::note(&format!(
-                    "{}:{} holds {held} bytes of an upload, more than {} has: sending it all again",
-                    t.agent,
-                    self.remote,
-                    local.display()
-                ));
-                0
-            } else {
-                if held > 0 {
-                    Transfer::note(&format!("resuming the upload at byte {held} of {size}"));
-                }
-                held
+                .map_err(|e| local_error("read", local, &e))?
+                .ok_or_else(|| changed_while_read(local))?;
+            (size, sha256)
+        };
+        let mut offset = if t.resume {
+            let held = self.held(t, size).await?;
+            if held > 0 {
+                Transfer::note(&format!("resuming the upload at byte {held} of {size}"));
             }
+            held
         } else {
             0
         };
-        file.seek(SeekFrom::Start(offset))
-            .await
-            .map_err(|e| local_error("read", local, &e))?;
-        let bar = t.progress.bar("uploading", size, offset);
-        let read_failure = Arc::new(Mutex::new(None));
-        let body = read_chunks(file, size - offset, bar.handle(), Arc::clone(&read_failure));
-        let result = t
-            .client
-            .upload_file(t.session, &self.remote, offset, &sha256, body)
-            .await;
-        drop(bar);
-        let done = match result {
-            Ok(done) => done,
-            Err(e) => {
-                // A failed read of ours breaks the request: say so, not "cannot reach".
-                let failure = read_failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
-                return Err(match failure {
-                    Some(cause) => CliError::Local(format!(
-                        "cannot read {}: {cause}; run again with --resume",
-                        local.display()
-                    )),
-                    None => t.named(e),
-                });
+        let mut attempt = 1;
+        let done = loop {
+            match self.send(t, offset, size, &sha256, attempt > 1).await {
+                // The connection broke: a real break, or the agent's refusal lost to the race
+                // of an HTTP/1 server that answers mid-body. Go on from what the agent holds,
+                // starting slowly: an answer that comes then is read, not lost.
+                Err(Sent::Stopped(_)) if attempt < UPLOAD_ATTEMPTS => {
+                    attempt += 1;
+                    offset = self.held(t, size).await?;
+                }
+                Err(Sent::Stopped(e) | Sent::Failed(e)) => return Err(e),
+                Ok(done) => break done,
             }
         };
         if done.size != size || !done.sha256.eq_ignore_ascii_case(&sha256) {
@@ -363,36 +341,117 @@ impl Upload {
             t.agent, self.remote
         ))
     }
+
+    /// The bytes of an interrupted upload the agent holds, when they can be the start of
+    /// this file (no more than it has); else 0, and it is sent again whole.
+    async fn held(&self, t: &Transfer<'_>, size: u64) -> Result<u64, CliError> {
+        let held = t
+            .client
+            .upload_status(t.session, &self.remote)
+            .await
+            .map_err(|e| t.named(e))?
+            .received;
+        if held > size {
+            Transfer::note(&format!(
+                "{}:{} holds {held} bytes of an upload, more than {} has: sending it all again",
+                t.agent,
+                self.remote,
+                self.local.display()
+            ));
+            return Ok(0);
+        }
+        Ok(held)
+    }
+
+    /// One upload request: the file from `offset` on.
+    async fn send(
+        &self,
+        t: &Transfer<'_>,
+        offset: u64,
+        size: u64,
+        sha256: &str,
+        careful: bool,
+    ) -> Result<UploadedResponse, Sent> {
+        let local = &self.local;
+        let failed = |e: std::io::Error| Sent::Failed(local_error("read", local, &e));
+        let mut file = tokio::fs::File::open(local).await.map_err(failed)?;
+        file.seek(SeekFrom::Start(offset)).await.map_err(failed)?;
+        let bar = t.progress.bar("uploading", size, offset);
+        let read_failure = Arc::new(Mutex::new(None));
+        let body = read_chunks(
+            file,
+            size.saturating_sub(offset),
+            bar.handle(),
+            Arc::clone(&read_failure),
+            careful,
+        );
+        let result = t
+            .client
+            .upload_file(t.session, &self.remote, offset, sha256, body)
+            .await;
+        drop(bar);
+        // A failed read of ours breaks the request: say so, not that the connection broke.
+        if let Some(cause) = read_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(Sent::Failed(CliError::Local(format!(
+                "cannot read {}: {cause}; run again with --resume",
+                local.display()
+            ))));
+        }
+        result.map_err(|e| match e {
+            ClientError::TransferStopped(_) => Sent::Stopped(t.named(e)),
+            other => Sent::Failed(t.named(other)),
+        })
+    }
+}
+
+/// Why an upload request failed.
+enum Sent {
+    /// The connection broke or the agent went away: going on from what it holds may work.
+    Stopped(CliError),
+    Failed(CliError),
 }
 
 /// The first `len` bytes of `file` as the upload body, in chunks of at most [`CHUNK`]. A
 /// file that shrank meanwhile ends the body early: the agent's checksum check reports it. A
 /// read error ends it with an error, kept in `failure` for the message.
+///
+/// `careful` starts with [`CAREFUL_CHUNKS`] small chunks, each followed by a pause, so that a
+/// refusal the server sends right away arrives while nothing is being written (and is read).
 fn read_chunks(
     file: tokio::fs::File,
     len: u64,
     bar: ProgressBar,
     failure: Arc<Mutex<Option<String>>>,
+    careful: bool,
 ) -> impl Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
-    futures_util::stream::unfold((file, len), move |(mut file, left)| {
+    let slow = if careful { CAREFUL_CHUNKS } else { 0 };
+    futures_util::stream::unfold((file, len, 0), move |(mut file, left, index)| {
         let (bar, failure) = (bar.clone(), Arc::clone(&failure));
         async move {
             if left == 0 {
                 return None;
             }
-            let want = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
+            if index > 0 && index <= slow {
+                tokio::time::sleep(CAREFUL_PAUSE).await;
+            }
+            let chunk = if index < slow { CAREFUL_CHUNK } else { CHUNK };
+            let want = usize::try_from(left.min(chunk as u64)).unwrap_or(chunk);
             let mut buf = vec![0; want];
             match file.read(&mut buf).await {
                 Ok(0) => None,
                 Ok(read) => {
                     buf.truncate(read);
                     bar.inc(read as u64);
-                    Some((Ok(buf), (file, left - read as u64)))
+                    Some((Ok(buf), (file, left - read as u64, index + 1)))
                 }
                 Err(e) => {
                     let message = e.to_string();
                     *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(message);
-                    Some((Err(e), (file, 0)))
+                    Some((Err(e), (file, 0, index + 1)))
                 }
             }
         }
