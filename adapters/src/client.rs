@@ -1033,10 +1033,24 @@ impl ApiClient {
             Some(timeout) => request.timeout(timeout),
             None => request,
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.transport(&e, timeout.unwrap_or(REQUEST_TIMEOUT)))?;
+        let (client, request) = request.build_split();
+        let request = request.map_err(|e| {
+            ClientError::Protocol(format!("cannot form the request: {}", root_cause(&e)))
+        })?;
+        // A GET that fails in transit is sent once more: a pooled connection the server has
+        // just closed fails the first request sent on it, and a GET is safe to repeat.
+        let again = if request.method() == Method::GET {
+            request.try_clone()
+        } else {
+            None
+        };
+        let response = match (client.execute(request).await, again) {
+            (Err(e), Some(again)) if !e.is_timeout() && !e.is_connect() => {
+                client.execute(again).await
+            }
+            (sent, _) => sent,
+        }
+        .map_err(|e| self.transport(&e, timeout.unwrap_or(REQUEST_TIMEOUT)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);

@@ -130,8 +130,18 @@ where
     P: Ports<Gateway = WsAgentGateway>,
     S: Stream<Item = Result<Bytes, std::io::Error>> + Send,
 {
-    let agent = app.authorize_file(actor, session, path).await?;
-    let result = upload_inner(app, agent, session, path, offset, sha256, body).await;
+    let mut body = std::pin::pin!(body);
+    let agent = match app.authorize_file(actor, session, path).await {
+        Ok(agent) => agent,
+        Err(e) => {
+            drain(body.as_mut()).await;
+            return Err(e.into());
+        }
+    };
+    let result = upload_inner(app, agent, session, path, offset, sha256, body.as_mut()).await;
+    if result.is_err() {
+        drain(body.as_mut()).await;
+    }
     let file = match &result {
         Ok(done) => FileAudit {
             path: done.path.clone(),
@@ -165,11 +175,11 @@ where
     P: Ports<Gateway = WsAgentGateway>,
     S: Stream<Item = Result<Bytes, std::io::Error>> + Send,
 {
+    let mut body = std::pin::pin!(body);
     let mut channel = Channel::open(app, agent, session).await?;
     channel.send(ServerMessage::FileUpload { channel_id: channel.id(), path: path.to_owned(), offset }).await?;
     let mut hasher = (offset == 0 && sha256.is_none()).then(Sha256::new);
     let (mut sent, mut acked) = (offset, offset);
-    let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| TransferError::ClientAborted(e.to_string()))?;
         for piece in chunk.chunks(CHUNK) {
@@ -200,6 +210,26 @@ where
             other => return Err(TransferError::Protocol(format!("unexpected {other:?} at the end of an upload"))),
         }
     }
+}
+
+/// Reads and discards what is left of a refused upload's body, within bounds, so the client
+/// is still reading when the error answer comes: an HTTP/1 client that is cut off while it
+/// writes sees a broken pipe instead of the reason.
+async fn drain<S>(mut body: std::pin::Pin<&mut S>)
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send,
+{
+    const MAX_DRAIN: usize = 64 * 1024 * 1024;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut drained = 0usize;
+        while let Some(Ok(chunk)) = body.next().await {
+            drained += chunk.len();
+            if drained > MAX_DRAIN {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn on_upload_event(event: FileEvent, acked: u64) -> Result<u64, TransferError> {

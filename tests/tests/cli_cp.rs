@@ -327,12 +327,14 @@ async fn an_interrupted_upload_is_resumed_with_resume() {
         )))
         .send()
         .await;
-    // The agent holds part of it, and nothing is at the target.
+    // The agent holds part of it (once it has written all it received), and nothing is at
+    // the target.
     let status_url = format!(
         "/api/v1/tunnel/{session}/files/upload-status?path={}",
         remote.display()
     );
     let started = Instant::now();
+    let mut last = 0;
     let held = loop {
         let (code, status) = w
             .server
@@ -341,11 +343,12 @@ async fn an_interrupted_upload_is_resumed_with_resume() {
             .unwrap();
         assert_eq!(code, 200, "{status}");
         let held = status["received"].as_u64().unwrap();
-        if held > 0 {
+        if held > 0 && held == last {
             break held;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "{status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = held;
+        assert!(started.elapsed() < Duration::from_secs(10), "{status}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert!(held <= 3 * MIB as u64, "{held}");
     assert!(!remote.exists());
@@ -509,5 +512,36 @@ async fn missing_remote_files_and_directories_are_one_line_errors() {
         )) && stderr.lines().count() == 1,
         "{stderr}"
     );
+    w.wait_heartbeat().await;
+}
+
+#[tokio::test]
+async fn a_full_disk_on_the_agent_is_named_as_such() {
+    let w = world().await;
+    let source = w.local_path("payload.bin");
+    std::fs::write(&source, pseudo_random(7, 3 * MIB)).unwrap();
+    // A tiny filesystem to fill up (mounting needs root, as CI runs).
+    let small = w.remote_path("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root, as CI runs");
+    let out = w
+        .run(&[
+            "cp",
+            path_str(&source),
+            &format!("web-01:{}", small.join("big.bin").display()),
+        ])
+        .await;
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "rmm: the agent's disk is full: free some space on web-01 and run again\n"
+    );
+    // The session cp opened is closed even after a refused upload.
     w.wait_heartbeat().await;
 }

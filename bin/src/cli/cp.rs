@@ -14,6 +14,11 @@
 //! piped. The result line goes to stdout. The session is the caller's open one to the agent,
 //! else one opened for the copy (see [`super::session`]).
 //!
+//! An upload whose connection breaks goes on from what the agent holds (twice at most),
+//! starting with small chunks and pauses: an HTTP/1 server that refuses an upload mid-body
+//! answers and closes, and a client still writing can fail before it reads the answer; the
+//! careful restart reads it.
+//!
 //! An AGENT:/path argument is told from a local one as scp does: a colon before any slash.
 //! A local file with a colon in its name is written `./a:b`.
 
@@ -120,31 +125,32 @@ impl Plan {
     fn parse(source: &str, destination: &str) -> Result<Self, CliError> {
         match (Endpoint::parse(source), Endpoint::parse(destination)) {
             (Endpoint::Local(local), Endpoint::Remote { agent, path }) => {
+                require_path(&agent, &path)?;
                 let remote = if path.ends_with(['/', '\\']) {
-                    let name = local
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .ok_or_else(|| {
-                            CliError::Usage(format!(
-                                "{} has no file name to use on the agent: name the target, {agent}:{path}NAME",
-                                local.display()
-                            ))
-                        })?;
+                    let name = local.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                        CliError::Usage(format!(
+                            "{} has no file name to use on the agent: name the target, {agent}:{path}NAME",
+                            local.display()
+                        ))
+                    })?;
                     format!("{path}{name}")
                 } else {
                     path
                 };
                 Ok(Self::Upload {
                     local,
-                    agent: remote_non_empty(agent.clone(), &remote)?,
+                    agent,
                     remote,
                 })
             }
-            (Endpoint::Remote { agent, path }, Endpoint::Local(local)) => Ok(Self::Download {
-                agent: remote_non_empty(agent, &path)?,
-                remote: path,
-                local,
-            }),
+            (Endpoint::Remote { agent, path }, Endpoint::Local(local)) => {
+                require_path(&agent, &path)?;
+                Ok(Self::Download {
+                    agent,
+                    remote: path,
+                    local,
+                })
+            }
             (Endpoint::Remote { .. }, Endpoint::Remote { .. }) => Err(CliError::Usage(
                 "both sides name an agent: copy from one to this machine, then to the other"
                     .into(),
@@ -163,13 +169,13 @@ impl Plan {
     }
 }
 
-fn remote_non_empty(agent: String, path: &str) -> Result<String, CliError> {
+fn require_path(agent: &str, path: &str) -> Result<(), CliError> {
     if path.is_empty() {
         Err(CliError::Usage(format!(
             "no path on the agent: write {agent}:/absolute/path"
         )))
     } else {
-        Ok(agent)
+        Ok(())
     }
 }
 
@@ -180,22 +186,28 @@ fn remote_non_empty(agent: String, path: &str) -> Result<String, CliError> {
 /// agent); each is one line, and rmm leaves with 1.
 pub async fn cp(client: &ApiClient, dir: &ConfigDir, args: CpArgs) -> Result<ExitCode, CliError> {
     let plan = Plan::parse(&args.source, &args.destination)?;
-    // Local mistakes are found before a session is opened for nothing.
+    // Local mistakes are found before the server is asked anything.
     let job = match &plan {
-        Plan::Upload { local, remote, .. } => Job::Upload(Upload::prepare(local, remote).await?),
+        Plan::Upload { local, remote, .. } => Job::Upload(Upload::check(local, remote).await?),
         Plan::Download { remote, local, .. } => {
             Job::Download(Download::prepare(remote, local, &args.destination)?)
         }
     };
     let mut interrupts = Interrupts::listen()?;
+    let progress = Progress::for_stderr();
     let agent = tokio::select! {
         agent = resolve_agent(client, plan.agent()) => agent?,
+        () = interrupts.recv() => return Ok(interrupted(false)),
+    };
+    // Hashing a large file takes a while: done before the session is opened, so the agent's
+    // one tunnel is not held meanwhile.
+    let job = tokio::select! {
+        job = job.ready(progress) => job?,
         () = interrupts.recv() => return Ok(interrupted(false)),
     };
     let Some(lease) = Lease::acquire(client, dir, &agent, args.keep, &mut interrupts).await? else {
         return Ok(interrupted(false));
     };
-    let progress = Progress::for_stderr();
     let transfer = Transfer {
         client,
         session: lease.session(),
@@ -243,6 +255,25 @@ impl Transfer<'_> {
         CliError::Client(e.naming_agent(self.agent))
     }
 
+    /// A client error of a transfer of `remote`, naming the agent, with the fix for a
+    /// directory where a file was meant.
+    fn explained(&self, e: ClientError, remote: &str, upload: bool) -> CliError {
+        match e {
+            ClientError::TransferRefused { reason, .. } if reason.ends_with("is a directory") => {
+                let target = format!("{}:{remote}", self.agent);
+                CliError::Usage(if upload {
+                    format!(
+                        "{target} is a directory: end it with / to copy into it ({}/)",
+                        target.trim_end_matches(['/', '\\'])
+                    )
+                } else {
+                    format!("{target} is a directory: rmm cp copies one file at a time")
+                })
+            }
+            other => self.named(other),
+        }
+    }
+
     /// A line on stderr about what is being done differently (a resume, a restart).
     fn note(message: &str) {
         let _ = writeln!(std::io::stderr(), "rmm: {message}");
@@ -255,13 +286,39 @@ enum Job {
 }
 
 impl Job {
+    /// Ready to transfer: an upload's file hashed.
+    async fn ready(self, progress: Progress) -> Result<Ready, CliError> {
+        match self {
+            Self::Upload(upload) => {
+                let digest = upload.hash(progress).await?;
+                Ok(Ready::Upload(upload, digest))
+            }
+            Self::Download(download) => Ok(Ready::Download(download)),
+        }
+    }
+}
+
+/// A [`Job`] ready to run.
+enum Ready {
+    Upload(Upload, Digest),
+    Download(Download),
+}
+
+impl Ready {
     /// The result line.
     async fn run(&self, transfer: &Transfer<'_>) -> Result<String, CliError> {
         match self {
-            Self::Upload(upload) => upload.run(transfer).await,
+            Self::Upload(upload, digest) => upload.run(digest, transfer).await,
             Self::Download(download) => download.run(transfer).await,
         }
     }
+}
+
+/// The size and SHA-256 (hex) of a local file.
+#[derive(Debug, Clone)]
+struct Digest {
+    size: u64,
+    sha256: String,
 }
 
 struct Upload {
@@ -270,7 +327,8 @@ struct Upload {
 }
 
 impl Upload {
-    async fn prepare(local: &Path, remote: &str) -> Result<Self, CliError> {
+    /// A local file to send: it must be there and not be a directory.
+    async fn check(local: &Path, remote: &str) -> Result<Self, CliError> {
         let meta = tokio::fs::metadata(local)
             .await
             .map_err(|e| local_error("read", local, &e))?;
@@ -286,24 +344,28 @@ impl Upload {
         })
     }
 
-    async fn run(&self, t: &Transfer<'_>) -> Result<String, CliError> {
+    /// The file's size and SHA-256, taken before the transfer: the agent verifies against it.
+    async fn hash(&self, progress: Progress) -> Result<Digest, CliError> {
         let local = &self.local;
-        let (size, sha256) = {
-            let mut file = tokio::fs::File::open(local)
-                .await
-                .map_err(|e| local_error("read", local, &e))?;
-            let size = file
-                .metadata()
-                .await
-                .map_err(|e| local_error("read", local, &e))?
-                .len();
-            let bar = t.progress.bar("hashing", size, 0);
-            let sha256 = hash_prefix(&mut file, size, &bar)
-                .await
-                .map_err(|e| local_error("read", local, &e))?
-                .ok_or_else(|| changed_while_read(local))?;
-            (size, sha256)
-        };
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| local_error("read", local, &e))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| local_error("read", local, &e))?
+            .len();
+        let bar = progress.bar("hashing", size, 0);
+        let sha256 = hash_prefix(&mut file, size, &bar)
+            .await
+            .map_err(|e| local_error("read", local, &e))?
+            .ok_or_else(|| changed_while_read(local))?;
+        Ok(Digest { size, sha256 })
+    }
+
+    async fn run(&self, digest: &Digest, t: &Transfer<'_>) -> Result<String, CliError> {
+        let local = &self.local;
+        let (size, sha256) = (digest.size, digest.sha256.as_str());
         let mut offset = if t.resume {
             let held = self.held(t, size).await?;
             if held > 0 {
@@ -315,7 +377,7 @@ impl Upload {
         };
         let mut attempt = 1;
         let done = loop {
-            match self.send(t, offset, size, &sha256, attempt > 1).await {
+            match self.send(t, offset, size, sha256, attempt > 1).await {
                 // The connection broke: a real break, or the agent's refusal lost to the race
                 // of an HTTP/1 server that answers mid-body. Go on from what the agent holds,
                 // starting slowly: an answer that comes then is read, not lost.
@@ -327,7 +389,7 @@ impl Upload {
                 Ok(done) => break done,
             }
         };
-        if done.size != size || !done.sha256.eq_ignore_ascii_case(&sha256) {
+        if done.size != size || !done.sha256.eq_ignore_ascii_case(sha256) {
             return Err(ClientError::Protocol(format!(
                 "the agent reports {} bytes with sha256 {}, but {} has {size} bytes with sha256 {sha256}",
                 done.size,
@@ -403,7 +465,7 @@ impl Upload {
         }
         result.map_err(|e| match e {
             ClientError::TransferStopped(_) => Sent::Stopped(t.named(e)),
-            other => Sent::Failed(t.named(other)),
+            other => Sent::Failed(t.explained(other, &self.remote, true)),
         })
     }
 }
@@ -534,7 +596,7 @@ impl Download {
                     ));
                     download
                 }
-                Err(e) => return Err(t.named(e)),
+                Err(e) => return Err(t.explained(e, &self.remote, false)),
             }
         };
         let start = download.offset;

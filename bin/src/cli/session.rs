@@ -7,7 +7,7 @@
 
 use std::io::Write as _;
 
-use rmm_adapters::client::{AgentDto, ApiClient};
+use rmm_adapters::client::{AgentDto, ApiClient, ClientError};
 use rmm_domain::SessionId;
 
 use super::CliError;
@@ -76,12 +76,20 @@ impl Lease {
     }
 
     /// Closes the session if it was opened for this command and not kept; says so on stderr
-    /// when that fails.
+    /// when that fails. A close that fails in transit is sent once more (closing is
+    /// idempotent): a session left open would keep the agent from every other tunnel.
     pub async fn release(self, client: &ApiClient) {
         let session = self.session;
-        if self.close_after
-            && let Err(e) = client.close_tunnel(session).await
-        {
+        if !self.close_after {
+            return;
+        }
+        let closed = match client.close_tunnel(session).await {
+            Err(ClientError::Unreachable { .. } | ClientError::TimedOut { .. }) => {
+                client.close_tunnel(session).await
+            }
+            closed => closed,
+        };
+        if let Err(e) = closed {
             let _ = writeln!(
                 std::io::stderr(),
                 "rmm: could not close session {session} ({e}); close it with `rmm close {session}`"
