@@ -89,9 +89,9 @@ wants() {
 if [ "$SMOKE" = 1 ]; then
     RT_ITER=20
     STREAM_RAW_MIB=15 # base64 of 15 MiB: ~20 MB of text
-    STREAM_RUNS=1
+    STREAM_RUNS=2
     FILE_MIB=32
-    FILE_RUNS=1
+    FILE_RUNS=2
     SIM_AGENTS="${SIM_AGENTS:-200}"
     SIM_HOLD=3
     SIM_RAMP=1000
@@ -101,9 +101,9 @@ if [ "$SMOKE" = 1 ]; then
 else
     RT_ITER=200
     STREAM_RAW_MIB=768 # base64 of 768 MiB: ~1.04 GB of text
-    STREAM_RUNS=3
+    STREAM_RUNS=5
     FILE_MIB=1024
-    FILE_RUNS=2
+    FILE_RUNS=3
     SIM_AGENTS="${SIM_AGENTS:-10000}"
     SIM_HOLD=30
     SIM_RAMP=1000
@@ -389,16 +389,19 @@ part_stream() {
     log "part 2: output throughput (${STREAM_BYTES_TEXT} of base64 text, $STREAM_RUNS runs)"
     head -c "$((STREAM_RAW_MIB * 1048576))" /dev/urandom | base64 -w 76 >"$file"
     chmod 644 "$file"
-    if [ "$SSH_OK" = 1 ]; then
-        measure stream "ssh cat (ControlMaster)" "$out/stream-1-ssh.json" -- \
-            "$BENCH" time-cmd --part stream --name "ssh cat (ControlMaster)" --count-stdout \
-            --warmup 0 --iterations "$STREAM_RUNS" --out "$out/stream-1-ssh.json" -- "${SSH[@]}" cat "$file"
-    else
-        na stream "ssh cat (ControlMaster)" "$SSH_WHY" "$out/stream-1-ssh.json"
-    fi
-    measure stream "rmm session stream (WebSocket)" "$out/stream-2-rmm.json" -- \
-        "$BENCH" stream --server "$SERVER_URL" --agent-id "$AGENT_ID" --file "$file" \
-        --runs "$STREAM_RUNS" --out "$out/stream-2-rmm.json"
+    [ "$SSH_OK" = 1 ] || na stream "ssh cat (ControlMaster)" "$SSH_WHY" "$out/stream-1-ssh.json"
+    # Runs alternate between the two, so a change of load on a shared machine hits both.
+    local i
+    for ((i = 1; i <= STREAM_RUNS; i++)); do
+        if [ "$SSH_OK" = 1 ]; then
+            measure stream "ssh cat (ControlMaster)" "$out/stream-1-ssh.json" -- \
+                "$BENCH" time-cmd --part stream --name "ssh cat (ControlMaster)" --count-stdout \
+                --warmup 0 --iterations 1 --append --out "$out/stream-1-ssh.json" -- "${SSH[@]}" cat "$file"
+        fi
+        measure stream "rmm session stream (WebSocket)" "$out/stream-2-rmm.json" -- \
+            "$BENCH" stream --server "$SERVER_URL" --agent-id "$AGENT_ID" --file "$file" \
+            --runs 1 --append --out "$out/stream-2-rmm.json"
+    done
     rm -f "$file"
 }
 
@@ -409,23 +412,27 @@ part_files() {
     chmod 644 "$file"
     size=$((FILE_MIB * 1048576))
     mkdir -p "$WORK/agent-up"
-    measure files "upload: rmm API (PUT .../files)" "$out/files-1-upload-api.json" -- \
-        "$BENCH" files --server "$SERVER_URL" --agent-id "$AGENT_ID" --local "$file" \
-        --remote "$WORK/agent-up/file.bin" --download-to "$WORK/data/dl-api.bin" \
-        --runs "$FILE_RUNS" --out-dir "$out"
-    rm -f "$WORK/agent-up/file.bin" "$WORK/data/dl-api.bin"
-    if [ "$SSH_OK" = 1 ]; then
-        measure files "upload: scp (ControlMaster)" "$out/files-2-upload-scp.json" -- \
-            "$BENCH" time-cmd --part files --name "upload: scp (ControlMaster)" --bytes "$size" \
-            --warmup 0 --iterations "$FILE_RUNS" --out "$out/files-2-upload-scp.json" -- \
-            "${SCP[@]}" "$file" "$SSH_USER@127.0.0.1:$WORK/ssh-up/file.bin"
-        measure files "download: scp (ControlMaster)" "$out/files-4-download-scp.json" -- \
-            "$BENCH" time-cmd --part files --name "download: scp (ControlMaster)" --bytes "$size" \
-            --warmup 0 --iterations "$FILE_RUNS" --out "$out/files-4-download-scp.json" -- \
-            "${SCP[@]}" "$SSH_USER@127.0.0.1:$WORK/ssh-up/file.bin" "$WORK/data/dl-scp.bin"
-    else
-        na files "upload: scp (ControlMaster)" "$SSH_WHY" "$out/files-2-upload-scp.json"
-    fi
+    [ "$SSH_OK" = 1 ] || na files "upload: scp (ControlMaster)" "$SSH_WHY" "$out/files-2-upload-scp.json"
+    # Runs alternate between the API and scp, so a change of load hits both.
+    local i
+    for ((i = 1; i <= FILE_RUNS; i++)); do
+        measure files "upload: rmm API (PUT .../files)" "$out/files-1-upload-api.json" -- \
+            "$BENCH" files --server "$SERVER_URL" --agent-id "$AGENT_ID" --local "$file" \
+            --remote "$WORK/agent-up/file.bin" --download-to "$WORK/data/dl-api.bin" \
+            --runs 1 --append --out-dir "$out"
+        rm -f "$WORK/agent-up/file.bin" "$WORK/data/dl-api.bin"
+        if [ "$SSH_OK" = 1 ]; then
+            measure files "upload: scp (ControlMaster)" "$out/files-2-upload-scp.json" -- \
+                "$BENCH" time-cmd --part files --name "upload: scp (ControlMaster)" --bytes "$size" \
+                --warmup 0 --iterations 1 --append --out "$out/files-2-upload-scp.json" -- \
+                "${SCP[@]}" "$file" "$SSH_USER@127.0.0.1:$WORK/ssh-up/file.bin"
+            measure files "download: scp (ControlMaster)" "$out/files-4-download-scp.json" -- \
+                "$BENCH" time-cmd --part files --name "download: scp (ControlMaster)" --bytes "$size" \
+                --warmup 0 --iterations 1 --append --out "$out/files-4-download-scp.json" -- \
+                "${SCP[@]}" "$SSH_USER@127.0.0.1:$WORK/ssh-up/file.bin" "$WORK/data/dl-scp.bin"
+            rm -f "$WORK/ssh-up/file.bin" "$WORK/data/dl-scp.bin"
+        fi
+    done
     rm -f "$file" "$WORK/ssh-up/file.bin" "$WORK/data/dl-scp.bin"
 }
 
@@ -509,7 +516,7 @@ run_opens() { # backend database_url outfile
     if start_server "opens-$1" "$2"; then
         measure opens "$name" "$3" -- \
             "$BENCH" opens --server "$SERVER_URL" --agents "$OPENS_AGENTS" --concurrency "$OPENS_CONC" \
-            --secs "$OPENS_SECS" --backend "$1" --out "$3"
+            --secs "$OPENS_SECS" --backend "$1" --server-pid "$SERVER_PID" --out "$3"
     else
         na opens "$name" "the server did not start on $1" "$3"
     fi

@@ -110,13 +110,19 @@ pub struct Throughput {
     pub secs: f64,
     pub mb_per_s: f64,
     pub runs: usize,
+    /// Seconds of every run, so rows of interleaved runs can be merged exactly.
+    #[serde(default)]
+    pub run_secs: Vec<f64>,
 }
 
 impl Throughput {
     /// The median of `runs` (each the seconds one transfer of `bytes` took).
     #[must_use]
     pub fn from_runs(bytes: u64, runs: &[Duration]) -> Option<Self> {
-        let mut secs: Vec<f64> = runs.iter().map(Duration::as_secs_f64).collect();
+        Self::from_secs(bytes, runs.iter().map(Duration::as_secs_f64).collect())
+    }
+
+    fn from_secs(bytes: u64, mut secs: Vec<f64>) -> Option<Self> {
         secs.sort_by(f64::total_cmp);
         let median = *secs.get(secs.len() / 2)?;
         Some(Self {
@@ -128,7 +134,19 @@ impl Throughput {
                 0.0
             },
             runs: secs.len(),
+            run_secs: secs,
         })
+    }
+
+    /// Both rows' runs as one row (same transfer size), or `None` when the sizes differ.
+    #[must_use]
+    pub fn merged(&self, other: &Self) -> Option<Self> {
+        if self.bytes != other.bytes {
+            return None;
+        }
+        let mut secs = self.run_secs.clone();
+        secs.extend_from_slice(&other.run_secs);
+        Self::from_secs(self.bytes, secs)
     }
 }
 
@@ -180,6 +198,9 @@ pub struct OpensFigures {
     pub close_p99_ms: f64,
     pub errors: usize,
     pub first_error: Option<String>,
+    /// The server's CPU over the run, percent of one core (when its pid was given).
+    #[serde(default)]
+    pub server_cpu_pct: Option<f64>,
 }
 
 /// Nearest-rank percentile of an ascending slice; 0 when empty.
@@ -213,6 +234,35 @@ pub fn write(path: &Path, m: &Measurement) -> anyhow::Result<()> {
     }
     let text = serde_json::to_string_pretty(m)?;
     std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `m` to `path`; with `append`, a throughput row already there gains `m`'s runs
+/// (runs of two tools are interleaved so a change of load on a shared machine hits both).
+///
+/// # Errors
+/// When the file cannot be read or written, or the rows do not merge.
+pub fn write_appending(path: &Path, m: &Measurement, append: bool) -> anyhow::Result<Measurement> {
+    let merged = match (append, std::fs::read_to_string(path)) {
+        (true, Ok(text)) => {
+            let old: Measurement = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a measurement", path.display()))?;
+            match (&old.figures, &m.figures) {
+                (Figures::Throughput(a), Figures::Throughput(b)) => Measurement {
+                    figures: Figures::Throughput(
+                        a.merged(b)
+                            .context("cannot merge runs of different sizes")?,
+                    ),
+                    ..m.clone()
+                },
+                // A failed run is kept as the reason only when nothing was measured before.
+                (Figures::Throughput(_), Figures::NotAvailable { .. }) => old,
+                _ => m.clone(),
+            }
+        }
+        (true, Err(_)) | (false, _) => m.clone(),
+    };
+    write(path, &merged)?;
+    Ok(merged)
 }
 
 /// Every measurement in `dir` (files ending in `.json`), in part then file-name order.
@@ -274,6 +324,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!((t.secs, t.mb_per_s, t.runs), (2.0, 1.0, 3));
+        let one = Throughput::from_runs(2_000_000, &[Duration::from_secs(8)]).unwrap();
+        let all = t.merged(&one).unwrap();
+        assert_eq!((all.runs, all.secs), (4, 4.0));
+        assert!(
+            t.merged(&Throughput::from_runs(1, &[Duration::from_secs(1)]).unwrap())
+                .is_none()
+        );
     }
 
     #[test]

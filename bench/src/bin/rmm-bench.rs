@@ -138,6 +138,9 @@ struct TimeCmd {
     bytes: Option<u64>,
     #[arg(long)]
     out: PathBuf,
+    /// Add these runs to the throughput row already in --out.
+    #[arg(long)]
+    append: bool,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -172,6 +175,9 @@ struct StreamArgs {
     runs: usize,
     #[arg(long)]
     out: PathBuf,
+    /// Add these runs to the row already in --out.
+    #[arg(long)]
+    append: bool,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +200,9 @@ struct FilesArgs {
     /// Folder for the two result files (upload, download).
     #[arg(long)]
     out_dir: PathBuf,
+    /// Add these runs to the rows already in --out-dir.
+    #[arg(long)]
+    append: bool,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +223,9 @@ struct OpensArgs {
     /// The database, for the report: sqlite or postgres.
     #[arg(long)]
     backend: String,
+    /// The server's process id, to report its CPU over the run.
+    #[arg(long)]
+    server_pid: Option<u32>,
     #[arg(long)]
     out: PathBuf,
 }
@@ -318,8 +330,13 @@ async fn main() -> anyhow::Result<()> {
 
 /// Writes a row and echoes it as one line on stderr.
 fn emit(out: &Path, m: &Measurement) -> anyhow::Result<()> {
-    measure::write(out, m)?;
-    eprintln!("{}", report::one_line(m));
+    emit_appending(out, m, false)
+}
+
+/// As [`emit`]; with `append`, merges the runs into the row already in `out`.
+fn emit_appending(out: &Path, m: &Measurement, append: bool) -> anyhow::Result<()> {
+    let written = measure::write_appending(out, m, append)?;
+    eprintln!("{}", report::one_line(&written));
     Ok(())
 }
 
@@ -438,7 +455,7 @@ async fn time_cmd(args: TimeCmd) -> anyhow::Result<()> {
     if let Some(f) = &first_failure {
         eprintln!("time-cmd: {failures} failed runs; first: {f}");
     }
-    emit(
+    emit_appending(
         &args.out,
         &Measurement {
             part: args.part,
@@ -446,6 +463,7 @@ async fn time_cmd(args: TimeCmd) -> anyhow::Result<()> {
             command,
             figures,
         },
+        args.append,
     )
 }
 
@@ -541,7 +559,7 @@ async fn roundtrip(args: Roundtrip) -> anyhow::Result<()> {
             part: Part::Roundtrip,
             name: "HTTP API (POST command, GET ?wait=)".into(),
             command: format!(
-                "POST /api/v1/tunnel/{{session}}/command {{\"command\":\"true\"}}, then GET /api/v1/tunnel/{{session}}/commands/{{id}}?wait=30, again while it answers `running` (reqwest, keep-alive, session kept open; {repolled} of {} round trips needed a second GET)",
+                "POST /api/v1/tunnel/{{session}}/command {{\"command\":\"true\"}}, then GET /api/v1/tunnel/{{session}}/commands/{{id}}?wait=30, again while it answers running (reqwest, keep-alive, session kept open; {repolled} of {} round trips needed a second GET)",
                 samples.len()
             ),
             figures,
@@ -602,7 +620,7 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
         },
         Figures::Throughput,
     );
-    emit(
+    emit_appending(
         &args.out,
         &Measurement {
             part: Part::Stream,
@@ -612,6 +630,7 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
             )),
             figures,
         },
+        args.append,
     )
 }
 
@@ -737,7 +756,7 @@ async fn files(args: FilesArgs) -> anyhow::Result<()> {
             },
             Figures::Throughput,
         );
-        emit(
+        emit_appending(
             out,
             &Measurement {
                 part: Part::Files,
@@ -745,6 +764,7 @@ async fn files(args: FilesArgs) -> anyhow::Result<()> {
                 command,
                 figures,
             },
+            args.append,
         )?;
     }
     Ok(())
@@ -869,6 +889,11 @@ async fn opens(args: OpensArgs) -> anyhow::Result<()> {
     let concurrency = args.concurrency.clamp(1, args.agents.max(1));
     let deadline = Instant::now() + Duration::from_secs(args.secs);
     let pairs_left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(args.max_pairs));
+    let ticks = || {
+        args.server_pid
+            .and_then(|p| rmm_bench::procfs::cpu_ticks(p).ok())
+    };
+    let ticks_before = ticks();
     let began = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..concurrency {
@@ -926,6 +951,9 @@ async fn opens(args: OpensArgs) -> anyhow::Result<()> {
         }
     }
     let secs = began.elapsed().as_secs_f64();
+    let server_cpu_pct = ticks_before.zip(ticks()).map(|(before, after)| {
+        after.saturating_sub(before) as f64 / rmm_bench::procfs::TICKS_PER_SEC / secs * 100.0
+    });
     let counts = fleet.counts();
     fleet.stop(Duration::from_secs(10)).await;
     if let Some(e) = &first_error {
@@ -962,6 +990,7 @@ async fn opens(args: OpensArgs) -> anyhow::Result<()> {
                 close_p99_ms,
                 errors,
                 first_error,
+                server_cpu_pct,
             }),
         },
     )
