@@ -55,3 +55,7 @@ cargo build --workspace --bins --locked
 
 banner "cargo test --workspace --locked $*"
 cargo test --workspace --locked "$@"
+
+# Benchmarks are not timed tests: the smoke run only proves every part still produces figures.
+banner "benchmark smoke (bench/smoke.sh)"
+bash bench/smoke.sh

@@ -82,7 +82,10 @@ where
         }
         Err(e @ WatchSessionError::Store(_)) => {
             tracing::error!(error = %e, "stream authorization failed");
-            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log");
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the server log",
+            );
         }
     }
     let Ok(ws) = ws else {

@@ -77,9 +77,21 @@ struct Channel<P: Ports<Gateway = WsAgentGateway>> {
 }
 
 impl<P: Ports<Gateway = WsAgentGateway>> Channel<P> {
-    async fn open(app: &Arc<App<P>>, agent: AgentId, session: SessionId) -> Result<Self, TransferError> {
-        let link = app.gateway().open_file_channel(agent, session).map_err(TransferError::from_gateway)?;
-        Ok(Self { app: Arc::clone(app), agent, link, finished: false })
+    async fn open(
+        app: &Arc<App<P>>,
+        agent: AgentId,
+        session: SessionId,
+    ) -> Result<Self, TransferError> {
+        let link = app
+            .gateway()
+            .open_file_channel(agent, session)
+            .map_err(TransferError::from_gateway)?;
+        Ok(Self {
+            app: Arc::clone(app),
+            agent,
+            link,
+            finished: false,
+        })
     }
 
     fn id(&self) -> String {
@@ -87,13 +99,19 @@ impl<P: Ports<Gateway = WsAgentGateway>> Channel<P> {
     }
 
     async fn send(&self, message: ServerMessage) -> Result<(), TransferError> {
-        self.link.outbound.send(Outbound::Message(message)).await.map_err(|_| TransferError::AgentGone)
+        self.link
+            .outbound
+            .send(Outbound::Message(message))
+            .await
+            .map_err(|_| TransferError::AgentGone)
     }
 
     /// The next event; `AgentGone` when the channel closed (tunnel closed, agent gone).
     async fn next(&mut self, wait: Duration) -> Result<FileEvent, TransferError> {
         match tokio::time::timeout(wait, self.link.events.recv()).await {
-            Ok(Some(FileEvent::Error { code, message })) => Err(TransferError::Agent { code, message }),
+            Ok(Some(FileEvent::Error { code, message })) => {
+                Err(TransferError::Agent { code, message })
+            }
             Ok(Some(event)) => Ok(event),
             Ok(None) => Err(TransferError::AgentGone),
             Err(_) => Err(TransferError::Timeout),
@@ -104,9 +122,16 @@ impl<P: Ports<Gateway = WsAgentGateway>> Channel<P> {
 impl<P: Ports<Gateway = WsAgentGateway>> Drop for Channel<P> {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = self.link.outbound.try_send(Outbound::Message(ServerMessage::FileCancel { channel_id: self.id() }));
+            let _ = self
+                .link
+                .outbound
+                .try_send(Outbound::Message(ServerMessage::FileCancel {
+                    channel_id: self.id(),
+                }));
         }
-        self.app.gateway().close_file_channel(self.agent, &self.link.channel);
+        self.app
+            .gateway()
+            .close_file_channel(self.agent, &self.link.channel);
     }
 }
 
@@ -158,7 +183,8 @@ where
             result: e.to_string(),
         },
     };
-    app.audit_file(actor, session, agent, Direction::Upload, file).await;
+    app.audit_file(actor, session, agent, Direction::Upload, file)
+        .await;
     result
 }
 
@@ -177,7 +203,13 @@ where
 {
     let mut body = std::pin::pin!(body);
     let mut channel = Channel::open(app, agent, session).await?;
-    channel.send(ServerMessage::FileUpload { channel_id: channel.id(), path: path.to_owned(), offset }).await?;
+    channel
+        .send(ServerMessage::FileUpload {
+            channel_id: channel.id(),
+            path: path.to_owned(),
+            offset,
+        })
+        .await?;
     let mut hasher = (offset == 0 && sha256.is_none()).then(Sha256::new);
     let (mut sent, mut acked) = (offset, offset);
     while let Some(chunk) = body.next().await {
@@ -190,16 +222,33 @@ where
             while sent - acked >= WINDOW {
                 acked = on_upload_event(channel.next(ANSWER_TIMEOUT).await?, acked)?;
             }
-            let frame = DataFrame { channel_id: channel.id(), offset: sent, data: Bytes::copy_from_slice(piece) };
-            channel.link.outbound.send(Outbound::Data(frame.encode())).await.map_err(|_| TransferError::AgentGone)?;
+            let frame = DataFrame {
+                channel_id: channel.id(),
+                offset: sent,
+                data: Bytes::copy_from_slice(piece),
+            };
+            channel
+                .link
+                .outbound
+                .send(Outbound::Data(frame.encode()))
+                .await
+                .map_err(|_| TransferError::AgentGone)?;
             if let Some(hasher) = hasher.as_mut() {
                 hasher.update(piece);
             }
             sent += piece.len() as u64;
         }
     }
-    let expected = sha256.map(|s| s.to_ascii_lowercase()).or_else(|| hasher.map(|h| hex::encode(h.finalize())));
-    channel.send(ServerMessage::FileUploadEnd { channel_id: channel.id(), size: sent, sha256: expected }).await?;
+    let expected = sha256
+        .map(|s| s.to_ascii_lowercase())
+        .or_else(|| hasher.map(|h| hex::encode(h.finalize())));
+    channel
+        .send(ServerMessage::FileUploadEnd {
+            channel_id: channel.id(),
+            size: sent,
+            sha256: expected,
+        })
+        .await?;
     loop {
         match channel.next(ANSWER_TIMEOUT).await? {
             FileEvent::Done { path, size, sha256 } => {
@@ -207,7 +256,11 @@ where
                 return Ok(Uploaded { path, size, sha256 });
             }
             FileEvent::Ack { .. } => {}
-            other => return Err(TransferError::Protocol(format!("unexpected {other:?} at the end of an upload"))),
+            other => {
+                return Err(TransferError::Protocol(format!(
+                    "unexpected {other:?} at the end of an upload"
+                )));
+            }
         }
     }
 }
@@ -236,7 +289,9 @@ fn on_upload_event(event: FileEvent, acked: u64) -> Result<u64, TransferError> {
     match event {
         FileEvent::Ack { offset } => Ok(acked.max(offset)),
         FileEvent::Error { code, message } => Err(TransferError::Agent { code, message }),
-        other => Err(TransferError::Protocol(format!("unexpected {other:?} during an upload"))),
+        other => Err(TransferError::Protocol(format!(
+            "unexpected {other:?} during an upload"
+        ))),
     }
 }
 
@@ -250,7 +305,10 @@ pub struct Download {
 
 impl std::fmt::Debug for Download {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Download").field("size", &self.size).field("offset", &self.offset).finish_non_exhaustive()
+        f.debug_struct("Download")
+            .field("size", &self.size)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
     }
 }
 
@@ -275,8 +333,15 @@ where
         let app = Arc::clone(&audit_app);
         let path = audit_path.clone();
         async move {
-            let file = FileAudit { path, direction: "download".into(), size, sha256, result };
-            app.audit_file(actor, session, agent, Direction::Download, file).await;
+            let file = FileAudit {
+                path,
+                direction: "download".into(),
+                size,
+                sha256,
+                result,
+            };
+            app.audit_file(actor, session, agent, Direction::Download, file)
+                .await;
         }
     };
     let mut channel = match Channel::open(app, agent, session).await {
@@ -287,10 +352,18 @@ where
         }
     };
     let first = async {
-        channel.send(ServerMessage::FileDownload { channel_id: channel.id(), path: path.to_owned(), offset }).await?;
+        channel
+            .send(ServerMessage::FileDownload {
+                channel_id: channel.id(),
+                path: path.to_owned(),
+                offset,
+            })
+            .await?;
         match channel.next(ANSWER_TIMEOUT).await? {
             FileEvent::Info { size, sha256, .. } => Ok((size, sha256)),
-            other => Err(TransferError::Protocol(format!("expected file_info, got {other:?}"))),
+            other => Err(TransferError::Protocol(format!(
+                "expected file_info, got {other:?}"
+            ))),
         }
     };
     let (size, sha256) = match first.await {
@@ -344,7 +417,12 @@ where
             }
         }
     });
-    Ok(Download { size, sha256, offset, body: Box::pin(body) })
+    Ok(Download {
+        size,
+        sha256,
+        offset,
+        body: Box::pin(body),
+    })
 }
 
 struct DownloadState<P: Ports<Gateway = WsAgentGateway>> {
@@ -366,7 +444,9 @@ impl<P: Ports<Gateway = WsAgentGateway>> DownloadState<P> {
                 self.complete = true;
                 Ok(())
             }
-            other => Err(TransferError::Protocol(format!("expected file_done, got {other:?}"))),
+            other => Err(TransferError::Protocol(format!(
+                "expected file_done, got {other:?}"
+            ))),
         }
     }
 
@@ -374,13 +454,20 @@ impl<P: Ports<Gateway = WsAgentGateway>> DownloadState<P> {
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, TransferError> {
         if self.delivered - self.last_ack >= ACK_EVERY {
             self.last_ack = self.delivered;
-            self.channel.send(ServerMessage::FileAck { channel_id: self.channel.id(), offset: self.delivered }).await?;
+            self.channel
+                .send(ServerMessage::FileAck {
+                    channel_id: self.channel.id(),
+                    offset: self.delivered,
+                })
+                .await?;
         }
         match self.channel.next(ANSWER_TIMEOUT).await? {
             FileEvent::Data { offset, data } if offset == self.delivered => {
                 self.delivered += data.len() as u64;
                 if self.delivered > self.size {
-                    return Err(TransferError::Protocol("more data than the file's size".into()));
+                    return Err(TransferError::Protocol(
+                        "more data than the file's size".into(),
+                    ));
                 }
                 if self.delivered == self.size {
                     // The last bytes: hand them on only with the agent's word that the file
@@ -402,7 +489,9 @@ impl<P: Ports<Gateway = WsAgentGateway>> DownloadState<P> {
                 "file_done after {} of {} bytes",
                 self.delivered, self.size
             ))),
-            other => Err(TransferError::Protocol(format!("unexpected {other:?} during a download"))),
+            other => Err(TransferError::Protocol(format!(
+                "unexpected {other:?} during a download"
+            ))),
         }
     }
 }
@@ -411,19 +500,31 @@ impl<P: Ports<Gateway = WsAgentGateway>> DownloadState<P> {
 ///
 /// # Errors
 /// See [`TransferError`].
-pub async fn list<P>(app: &Arc<App<P>>, actor: Actor, session: SessionId, path: &str) -> Result<Vec<FileEntry>, TransferError>
+pub async fn list<P>(
+    app: &Arc<App<P>>,
+    actor: Actor,
+    session: SessionId,
+    path: &str,
+) -> Result<Vec<FileEntry>, TransferError>
 where
     P: Ports<Gateway = WsAgentGateway>,
 {
     let agent = app.authorize_file(actor, session, path).await?;
     let mut channel = Channel::open(app, agent, session).await?;
-    channel.send(ServerMessage::FileList { channel_id: channel.id(), path: path.to_owned() }).await?;
+    channel
+        .send(ServerMessage::FileList {
+            channel_id: channel.id(),
+            path: path.to_owned(),
+        })
+        .await?;
     match channel.next(ANSWER_TIMEOUT).await? {
         FileEvent::Listing { entries, .. } => {
             channel.finished = true;
             Ok(entries)
         }
-        other => Err(TransferError::Protocol(format!("expected file_listing, got {other:?}"))),
+        other => Err(TransferError::Protocol(format!(
+            "expected file_listing, got {other:?}"
+        ))),
     }
 }
 
@@ -431,19 +532,31 @@ where
 ///
 /// # Errors
 /// See [`TransferError`].
-pub async fn upload_status<P>(app: &Arc<App<P>>, actor: Actor, session: SessionId, path: &str) -> Result<u64, TransferError>
+pub async fn upload_status<P>(
+    app: &Arc<App<P>>,
+    actor: Actor,
+    session: SessionId,
+    path: &str,
+) -> Result<u64, TransferError>
 where
     P: Ports<Gateway = WsAgentGateway>,
 {
     let agent = app.authorize_file(actor, session, path).await?;
     let mut channel = Channel::open(app, agent, session).await?;
-    channel.send(ServerMessage::FileUploadStatus { channel_id: channel.id(), path: path.to_owned() }).await?;
+    channel
+        .send(ServerMessage::FileUploadStatus {
+            channel_id: channel.id(),
+            path: path.to_owned(),
+        })
+        .await?;
     match channel.next(ANSWER_TIMEOUT).await? {
         FileEvent::Partial { size } => {
             channel.finished = true;
             Ok(size)
         }
-        other => Err(TransferError::Protocol(format!("expected file_partial, got {other:?}"))),
+        other => Err(TransferError::Protocol(format!(
+            "expected file_partial, got {other:?}"
+        ))),
     }
 }
 

@@ -19,8 +19,8 @@ use rmm_domain::{AgentId, AgentMode, ChannelId, ChannelKind, Channels, SessionId
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::protocol::{
-    AgentMessage, CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, CAP_FILE_TRANSFER, DataFrame, DecodeError, ServerMessage,
-    TunnelDataPayload, encode,
+    AgentMessage, CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, CAP_FILE_TRANSFER, DataFrame,
+    DecodeError, ServerMessage, TunnelDataPayload, encode,
 };
 
 /// Frames queued for one agent. Small on purpose: an agent that does not read is evicted,
@@ -113,13 +113,35 @@ impl Outbound {
 /// An event of a file transfer, routed from the agent to the transfer's task.
 #[derive(Debug)]
 pub enum FileEvent {
-    Info { size: u64, sha256: String, mode: Option<u32>, modified: Option<i64> },
-    Data { offset: u64, data: bytes::Bytes },
-    Done { path: String, size: u64, sha256: String },
-    Error { code: String, message: String },
-    Listing { path: String, entries: Vec<crate::protocol::FileEntry> },
-    Partial { size: u64 },
-    Ack { offset: u64 },
+    Info {
+        size: u64,
+        sha256: String,
+        mode: Option<u32>,
+        modified: Option<i64>,
+    },
+    Data {
+        offset: u64,
+        data: bytes::Bytes,
+    },
+    Done {
+        path: String,
+        size: u64,
+        sha256: String,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+    Listing {
+        path: String,
+        entries: Vec<crate::protocol::FileEntry>,
+    },
+    Partial {
+        size: u64,
+    },
+    Ack {
+        offset: u64,
+    },
 }
 
 /// Events a transfer may have queued before its task reads them. The agent keeps at most a
@@ -293,9 +315,15 @@ impl WsAgentGateway {
     /// [`GatewayError::NotConnected`] when the agent is gone or its tunnel is not `session`;
     /// [`GatewayError::Busy`] when the channel limit is reached or the agent does not speak
     /// the file-transfer extension.
-    pub fn open_file_channel(&self, agent: AgentId, session: SessionId) -> Result<FileLink, GatewayError> {
+    pub fn open_file_channel(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+    ) -> Result<FileLink, GatewayError> {
         let mut connections = self.lock();
-        let connection = connections.get_mut(&agent).ok_or(GatewayError::NotConnected)?;
+        let connection = connections
+            .get_mut(&agent)
+            .ok_or(GatewayError::NotConnected)?;
         if connection.mode.session() != Some(session) {
             return Err(GatewayError::NotConnected);
         }
@@ -309,7 +337,11 @@ impl WsAgentGateway {
             .map_err(|_| GatewayError::Busy)?;
         let (tx, events) = mpsc::channel(FILE_EVENTS_QUEUE);
         connection.files.insert(channel.clone(), tx);
-        Ok(FileLink { channel, outbound: connection.outbound.clone(), events })
+        Ok(FileLink {
+            channel,
+            outbound: connection.outbound.clone(),
+            events,
+        })
     }
 
     /// Ends a file channel.
@@ -324,10 +356,16 @@ impl WsAgentGateway {
     /// the connection did not open for a transfer are dropped.
     fn route_file_event(&self, agent: AgentId, generation: u64, channel: &str, event: FileEvent) {
         let connections = self.lock();
-        let Some(connection) = connections.get(&agent).filter(|c| c.generation == generation) else {
+        let Some(connection) = connections
+            .get(&agent)
+            .filter(|c| c.generation == generation)
+        else {
             return;
         };
-        let Some(tx) = ChannelId::parse(channel).ok().and_then(|c| connection.files.get(&c)) else {
+        let Some(tx) = ChannelId::parse(channel)
+            .ok()
+            .and_then(|c| connection.files.get(&c))
+        else {
             tracing::debug!(agent_id = %agent, channel_id = %channel.chars().take(80).collect::<String>(), "file event on no transfer; ignored");
             return;
         };
@@ -338,10 +376,13 @@ impl WsAgentGateway {
     }
 
     fn send(connection: &Connection, message: ServerMessage) -> Result<(), GatewayError> {
-        connection.outbound.try_send(Outbound::Message(message)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => GatewayError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => GatewayError::NotConnected,
-        })
+        connection
+            .outbound
+            .try_send(Outbound::Message(message))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => GatewayError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => GatewayError::NotConnected,
+            })
     }
 }
 
@@ -661,19 +702,65 @@ where
             let any = facts != HostFacts::default();
             app.agent_heartbeat(agent, any.then_some(facts));
         }
-        Ok(AgentMessage::FileInfo { channel_id, size, sha256, mode, modified }) => {
-            gateway.route_file_event(agent, generation, &channel_id, FileEvent::Info { size, sha256, mode, modified });
+        Ok(AgentMessage::FileInfo {
+            channel_id,
+            size,
+            sha256,
+            mode,
+            modified,
+        }) => {
+            gateway.route_file_event(
+                agent,
+                generation,
+                &channel_id,
+                FileEvent::Info {
+                    size,
+                    sha256,
+                    mode,
+                    modified,
+                },
+            );
         }
-        Ok(AgentMessage::FileDone { channel_id, path, size, sha256 }) => {
-            gateway.route_file_event(agent, generation, &channel_id, FileEvent::Done { path, size, sha256 });
+        Ok(AgentMessage::FileDone {
+            channel_id,
+            path,
+            size,
+            sha256,
+        }) => {
+            gateway.route_file_event(
+                agent,
+                generation,
+                &channel_id,
+                FileEvent::Done { path, size, sha256 },
+            );
         }
-        Ok(AgentMessage::FileError { channel_id, code, message }) => {
-            gateway.route_file_event(agent, generation, &channel_id, FileEvent::Error { code, message });
+        Ok(AgentMessage::FileError {
+            channel_id,
+            code,
+            message,
+        }) => {
+            gateway.route_file_event(
+                agent,
+                generation,
+                &channel_id,
+                FileEvent::Error { code, message },
+            );
         }
-        Ok(AgentMessage::FileListing { channel_id, path, entries }) => {
-            gateway.route_file_event(agent, generation, &channel_id, FileEvent::Listing { path, entries });
+        Ok(AgentMessage::FileListing {
+            channel_id,
+            path,
+            entries,
+        }) => {
+            gateway.route_file_event(
+                agent,
+                generation,
+                &channel_id,
+                FileEvent::Listing { path, entries },
+            );
         }
-        Ok(AgentMessage::FilePartial { channel_id, size, .. }) => {
+        Ok(AgentMessage::FilePartial {
+            channel_id, size, ..
+        }) => {
             gateway.route_file_event(agent, generation, &channel_id, FileEvent::Partial { size });
         }
         Ok(AgentMessage::FileAck { channel_id, offset }) => {

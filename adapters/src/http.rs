@@ -620,7 +620,11 @@ impl<P: Ports<Gateway = WsAgentGateway>> Api<P> {
     /// arrived and the SHA-256 matches: an interrupted upload leaves no file at `path`. Resume
     /// with `offset` = the size `files/upload-status` reports (pass `sha256` of the whole file
     /// so the resumed result is verified).
-    #[oai(path = "/tunnel/:session_id/files", method = "put", tag = "ApiTags::Files")]
+    #[oai(
+        path = "/tunnel/:session_id/files",
+        method = "put",
+        tag = "ApiTags::Files"
+    )]
     async fn upload_file(
         &self,
         auth: TechAuth,
@@ -636,7 +640,11 @@ impl<P: Ports<Gateway = WsAgentGateway>> Api<P> {
         let stream = body.0.into_bytes_stream();
         let session = SessionId::from_uuid(session_id.0);
         let offset = offset.0.unwrap_or(0);
-        match crate::files::upload(&self.app, auth.0, session, &path.0, offset, sha256.0, stream).await {
+        match crate::files::upload(
+            &self.app, auth.0, session, &path.0, offset, sha256.0, stream,
+        )
+        .await
+        {
             Ok(done) => UploadResponse::Created(Json(UploadedDto {
                 path: done.path,
                 size: done.size,
@@ -648,7 +656,11 @@ impl<P: Ports<Gateway = WsAgentGateway>> Api<P> {
 
     /// Download `path` from the agent, streamed, with its SHA-256 in `X-Content-SHA256`.
     /// `Range: bytes=N-` resumes from byte N (206).
-    #[oai(path = "/tunnel/:session_id/files", method = "get", tag = "ApiTags::Files")]
+    #[oai(
+        path = "/tunnel/:session_id/files",
+        method = "get",
+        tag = "ApiTags::Files"
+    )]
     async fn download_file(
         &self,
         auth: TechAuth,
@@ -661,7 +673,8 @@ impl<P: Ports<Gateway = WsAgentGateway>> Api<P> {
     ) -> DownloadResponse {
         let offset = crate::files::range_start(range.0.as_deref());
         let session = SessionId::from_uuid(session_id.0);
-        match crate::files::download(&self.app, auth.0, session, &path.0, offset.unwrap_or(0)).await {
+        match crate::files::download(&self.app, auth.0, session, &path.0, offset.unwrap_or(0)).await
+        {
             Ok(d) => {
                 let length = d.size.saturating_sub(d.offset);
                 let body = Binary(poem::Body::from_bytes_stream(d.body));
@@ -670,7 +683,11 @@ impl<P: Ports<Gateway = WsAgentGateway>> Api<P> {
                         body,
                         d.sha256,
                         length,
-                        format!("bytes {start}-{}/{}", d.size.saturating_sub(1).max(start), d.size),
+                        format!(
+                            "bytes {start}-{}/{}",
+                            d.size.saturating_sub(1).max(start),
+                            d.size
+                        ),
                         "bytes".into(),
                     ),
                     None => DownloadResponse::Ok(body, d.sha256, length, "bytes".into()),
@@ -681,7 +698,11 @@ impl<P: Ports<Gateway = WsAgentGateway>> Api<P> {
     }
 
     /// List a directory on the agent: name, type, size, mode and modification time.
-    #[oai(path = "/tunnel/:session_id/files/list", method = "get", tag = "ApiTags::Files")]
+    #[oai(
+        path = "/tunnel/:session_id/files/list",
+        method = "get",
+        tag = "ApiTags::Files"
+    )]
     async fn list_files(
         &self,
         auth: TechAuth,
@@ -710,7 +731,11 @@ impl<P: Ports<Gateway = WsAgentGateway>> Api<P> {
 
     /// How many bytes of an interrupted upload to `path` the agent holds (0 when none): the
     /// `offset` to resume from.
-    #[oai(path = "/tunnel/:session_id/files/upload-status", method = "get", tag = "ApiTags::Files")]
+    #[oai(
+        path = "/tunnel/:session_id/files/upload-status",
+        method = "get",
+        tag = "ApiTags::Files"
+    )]
     async fn upload_status(
         &self,
         auth: TechAuth,
@@ -1139,7 +1164,8 @@ impl std::fmt::Debug for RawBody {
 }
 
 impl<'a> poem_openapi::ApiExtractor<'a> for RawBody {
-    const TYPES: &'static [poem_openapi::ApiExtractorType] = &[poem_openapi::ApiExtractorType::RequestObject];
+    const TYPES: &'static [poem_openapi::ApiExtractorType] =
+        &[poem_openapi::ApiExtractorType::RequestObject];
 
     type ParamType = ();
     type ParamRawType = ();

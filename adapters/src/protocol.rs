@@ -187,10 +187,16 @@ impl DataFrame {
         if frame.len() < header {
             return Err(BadDataFrame);
         }
-        let channel_id = std::str::from_utf8(&frame[1..=len]).map_err(|_| BadDataFrame)?.to_owned();
+        let channel_id = std::str::from_utf8(&frame[1..=len])
+            .map_err(|_| BadDataFrame)?
+            .to_owned();
         let mut offset = [0u8; 8];
         offset.copy_from_slice(&frame[1 + len..header]);
-        Ok(Self { channel_id, offset: u64::from_be_bytes(offset), data: frame.slice(header..) })
+        Ok(Self {
+            channel_id,
+            offset: u64::from_be_bytes(offset),
+            data: frame.slice(header..),
+        })
     }
 
     /// The frame's bytes. Channel ids are at most 64 bytes, so the length fits a byte.
@@ -492,20 +498,38 @@ mod tests {
 
     #[test]
     fn data_frames_round_trip_and_reject_short_input() {
-        let frame = DataFrame { channel_id: "file-1".into(), offset: 1 << 40, data: bytes::Bytes::from_static(b"\x00\xffdata") };
+        let frame = DataFrame {
+            channel_id: "file-1".into(),
+            offset: 1 << 40,
+            data: bytes::Bytes::from_static(b"\x00\xffdata"),
+        };
         let wire = frame.encode();
         assert_eq!(wire[0], 6);
-        assert_eq!(DataFrame::decode(bytes::Bytes::from(wire.clone())).unwrap(), frame);
-        assert_eq!(DataFrame::decode(bytes::Bytes::from(wire[..10].to_vec())), Err(BadDataFrame));
+        assert_eq!(
+            DataFrame::decode(bytes::Bytes::from(wire.clone())).unwrap(),
+            frame
+        );
+        assert_eq!(
+            DataFrame::decode(bytes::Bytes::from(wire[..10].to_vec())),
+            Err(BadDataFrame)
+        );
         assert_eq!(DataFrame::decode(bytes::Bytes::new()), Err(BadDataFrame));
     }
 
     #[test]
     fn file_messages_have_the_documented_shapes() {
-        roundtrip_server(json!({"type":"file_upload","payload":{"channel_id":"f","path":"/tmp/x","offset":0}}));
-        roundtrip_server(json!({"type":"file_upload_end","payload":{"channel_id":"f","size":3,"sha256":"ab"}}));
-        roundtrip_agent(json!({"type":"file_error","payload":{"channel_id":"f","code":"not_found","message":"no such file"}}));
-        roundtrip_agent(json!({"type":"file_listing","payload":{"channel_id":"f","path":"/","entries":[{"name":"etc","type":"dir","size":4096,"mode":493,"modified":1}]}}));
+        roundtrip_server(
+            json!({"type":"file_upload","payload":{"channel_id":"f","path":"/tmp/x","offset":0}}),
+        );
+        roundtrip_server(
+            json!({"type":"file_upload_end","payload":{"channel_id":"f","size":3,"sha256":"ab"}}),
+        );
+        roundtrip_agent(
+            json!({"type":"file_error","payload":{"channel_id":"f","code":"not_found","message":"no such file"}}),
+        );
+        roundtrip_agent(
+            json!({"type":"file_listing","payload":{"channel_id":"f","path":"/","entries":[{"name":"etc","type":"dir","size":4096,"mode":493,"modified":1}]}}),
+        );
     }
 
     #[test]

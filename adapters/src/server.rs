@@ -93,7 +93,10 @@ impl Default for ServeOptions {
 }
 
 /// The OpenAPI service, also used to write the committed spec.
-pub fn api_service<P: Ports<Gateway = WsAgentGateway>>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> OpenApiService<Api<P>, ()> {
+pub fn api_service<P: Ports<Gateway = WsAgentGateway>>(
+    app: Arc<App<P>>,
+    jwt: Arc<Jwt>,
+) -> OpenApiService<Api<P>, ()> {
     OpenApiService::new(Api::new(app, jwt), "rmm-tunnel", env!("CARGO_PKG_VERSION"))
         .description(
             "Remote-access tunnels to managed machines. Authenticate with `POST /api/v1/auth/login` and send \

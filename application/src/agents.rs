@@ -193,10 +193,15 @@ impl<P: Ports> App<P> {
     pub async fn agent_connected(&self, agent: AgentId) -> Result<(), StoreError> {
         let now = self.clock.now();
         self.presence.note_seen(agent, now, None);
-        let stale = self.sessions.close_for_agent(agent, CloseReason::AgentReconnected, now).await?;
+        let stale = self
+            .sessions
+            .close_for_agent(agent, CloseReason::AgentReconnected, now)
+            .await?;
         for session in &stale {
-            self.end_session_commands(session.id(), rmm_domain::CommandStatus::Failed).await;
-            self.audit_close(session, CloseReason::AgentReconnected).await;
+            self.end_session_commands(session.id(), rmm_domain::CommandStatus::Failed)
+                .await;
+            self.audit_close(session, CloseReason::AgentReconnected)
+                .await;
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 use rmm_domain::{Actor, AgentId, SessionAction, SessionId, SessionStatus};
 
 use crate::app::{App, Ports};
-use crate::ports::{AuditAction, AuditEvent, AuditLog, Clock, FileAudit, SessionRepository, StoreError};
+use crate::ports::{
+    AuditAction, AuditEvent, AuditLog, Clock, FileAudit, SessionRepository, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileAccessError {
@@ -33,13 +35,26 @@ impl<P: Ports> App<P> {
     ///
     /// # Errors
     /// See [`FileAccessError`].
-    pub async fn authorize_file(&self, actor: Actor, session_id: SessionId, path: &str) -> Result<AgentId, FileAccessError> {
+    pub async fn authorize_file(
+        &self,
+        actor: Actor,
+        session_id: SessionId,
+        path: &str,
+    ) -> Result<AgentId, FileAccessError> {
         if !is_absolute(path) {
-            return Err(FileAccessError::NotAbsolute(path.chars().take(200).collect()));
+            return Err(FileAccessError::NotAbsolute(
+                path.chars().take(200).collect(),
+            ));
         }
-        let session = self.sessions.get(session_id).await.map_err(FileAccessError::Store)?;
+        let session = self
+            .sessions
+            .get(session_id)
+            .await
+            .map_err(FileAccessError::Store)?;
         let session = session.ok_or(FileAccessError::NotFound(session_id))?;
-        session.authorize(actor, SessionAction::Use).map_err(|_| FileAccessError::Forbidden(session_id))?;
+        session
+            .authorize(actor, SessionAction::Use)
+            .map_err(|_| FileAccessError::Forbidden(session_id))?;
         if session.status() != SessionStatus::Active {
             return Err(FileAccessError::NotActive(session_id));
         }
@@ -49,7 +64,14 @@ impl<P: Ports> App<P> {
 
     /// Records a transfer (success or failure) in the audit log. A failed write is logged:
     /// the transfer has already happened and cannot be undone.
-    pub async fn audit_file(&self, actor: Actor, session: SessionId, agent: AgentId, direction: Direction, file: FileAudit) {
+    pub async fn audit_file(
+        &self,
+        actor: Actor,
+        session: SessionId,
+        agent: AgentId,
+        direction: Direction,
+        file: FileAudit,
+    ) {
         let action = match direction {
             Direction::Upload => AuditAction::FileUpload,
             Direction::Download => AuditAction::FileDownload,
@@ -71,7 +93,10 @@ fn is_absolute(path: &str) -> bool {
     let bytes = path.as_bytes();
     path.starts_with('/')
         || path.starts_with("\\\\")
-        || (bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && matches!(bytes[2], b'\\' | b'/'))
+        || (bytes.len() >= 3
+            && bytes[0].is_ascii_alphabetic()
+            && bytes[1] == b':'
+            && matches!(bytes[2], b'\\' | b'/'))
 }
 
 #[cfg(test)]

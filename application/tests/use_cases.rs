@@ -432,10 +432,24 @@ async fn a_heartbeat_that_omits_a_fact_keeps_the_earlier_one() {
         })
         .times(1)
         .returning(|_| Box::pin(async { Ok(()) }));
-    s.sessions.expect_close_idle().returning(|_, _| Box::pin(async { Ok(vec![]) }));
+    s.sessions
+        .expect_close_idle()
+        .returning(|_, _| Box::pin(async { Ok(vec![]) }));
     let app = s.build();
-    app.agent_heartbeat(AGENT, Some(HostFacts { hostname: Some("h1".into()), ..HostFacts::default() }));
-    app.agent_heartbeat(AGENT, Some(HostFacts { os: Some("linux".into()), ..HostFacts::default() }));
+    app.agent_heartbeat(
+        AGENT,
+        Some(HostFacts {
+            hostname: Some("h1".into()),
+            ..HostFacts::default()
+        }),
+    );
+    app.agent_heartbeat(
+        AGENT,
+        Some(HostFacts {
+            os: Some("linux".into()),
+            ..HostFacts::default()
+        }),
+    );
     app.agent_heartbeat(AGENT, None);
     app.flush_presence_and_close_idle().await.unwrap();
 }

@@ -18,7 +18,10 @@ pub fn spawn_agent(server: &TestServer, key: &str) -> anyhow::Result<Child> {
         .env("RMM_SERVER", format!("ws://{}", server.addr))
         .env("RMM_AGENT_KEY", key)
         .env("RMM_AGENT_HEARTBEAT_SECS", "1")
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

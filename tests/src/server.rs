@@ -230,10 +230,13 @@ impl TestServer {
     pub async fn wait_connected(&self, token: &str, agent_id: &str) -> anyhow::Result<()> {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
-            let (_, agents) = self.call(reqwest::Method::GET, "/api/v1/agents", Some(token), None).await?;
-            let connected = agents
-                .as_array()
-                .is_some_and(|list| list.iter().any(|a| a["agent_id"] == agent_id && a["connected"] == true));
+            let (_, agents) = self
+                .call(reqwest::Method::GET, "/api/v1/agents", Some(token), None)
+                .await?;
+            let connected = agents.as_array().is_some_and(|list| {
+                list.iter()
+                    .any(|a| a["agent_id"] == agent_id && a["connected"] == true)
+            });
             if connected {
                 return Ok(());
             }

@@ -30,12 +30,23 @@ async fn world() -> World {
     server.wait_connected(&admin, &agent_id).await.unwrap();
     let tech = server.tech_token("tina").await.unwrap();
     let (code, body) = server
-        .call(Method::POST, "/api/v1/tunnel/open", Some(&tech), Some(json!({ "agent_id": agent_id })))
+        .call(
+            Method::POST,
+            "/api/v1/tunnel/open",
+            Some(&tech),
+            Some(json!({ "agent_id": agent_id })),
+        )
         .await
         .unwrap();
     assert_eq!(code, 200, "{body}");
     let session = body["session_id"].as_str().unwrap().to_owned();
-    World { server, admin, tech, session, _agent: agent }
+    World {
+        server,
+        admin,
+        tech,
+        session,
+        _agent: agent,
+    }
 }
 
 impl World {
@@ -46,7 +57,12 @@ impl World {
         }
         let (code, started) = self
             .server
-            .call(Method::POST, &format!("/api/v1/tunnel/{}/command", self.session), Some(&self.tech), Some(body))
+            .call(
+                Method::POST,
+                &format!("/api/v1/tunnel/{}/command", self.session),
+                Some(&self.tech),
+                Some(body),
+            )
             .await
             .unwrap();
         assert_eq!(code, 202, "{started}");
@@ -56,7 +72,12 @@ impl World {
     async fn wait(&self, id: &str, secs: u64) -> Value {
         let (code, body) = self
             .server
-            .call(Method::GET, &format!("/api/v1/tunnel/{}/commands/{id}?wait={secs}", self.session), Some(&self.tech), None)
+            .call(
+                Method::GET,
+                &format!("/api/v1/tunnel/{}/commands/{id}?wait={secs}", self.session),
+                Some(&self.tech),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(code, 200, "{body}");
@@ -66,7 +87,10 @@ impl World {
     async fn run(&self, command: &str) -> Value {
         let id = self.start(command, None).await;
         let result = self.wait(&id, 30).await;
-        assert_ne!(result["status"], "running", "{command} did not end: {result}");
+        assert_ne!(
+            result["status"], "running",
+            "{command} did not end: {result}"
+        );
         result
     }
 
@@ -74,7 +98,10 @@ impl World {
         let r = self
             .server
             .http()
-            .get(self.server.url(&format!("/api/v1/tunnel/{}/commands/{id}/{stream}", self.session)))
+            .get(self.server.url(&format!(
+                "/api/v1/tunnel/{}/commands/{id}/{stream}",
+                self.session
+            )))
             .bearer_auth(&self.tech)
             .send()
             .await
@@ -103,7 +130,12 @@ async fn stdout_stderr_and_the_exit_code_come_back() {
     let w = world().await;
     let result = w.run("echo out; echo err >&2; exit 3").await;
     assert_eq!(
-        (result["status"].clone(), result["exit_code"].clone(), result["stdout"].clone(), result["stderr"].clone()),
+        (
+            result["status"].clone(),
+            result["exit_code"].clone(),
+            result["stdout"].clone(),
+            result["stderr"].clone()
+        ),
         (json!("completed"), json!(3), json!("out\n"), json!("err\n"))
     );
 }
@@ -122,7 +154,10 @@ async fn eight_megabytes_of_output_arrive_intact() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big");
     // 8 MB of base64 lines, kept on disk so the test can compare with what arrived.
-    let make = format!("head -c 6000000 /dev/urandom | base64 > {0}; cat {0}", file.display());
+    let make = format!(
+        "head -c 6000000 /dev/urandom | base64 > {0}; cat {0}",
+        file.display()
+    );
     let id = w.start(&make, None).await;
     let result = w.wait(&id, 60).await;
     assert_eq!(result["status"], "completed", "{}", result["stderr"]);
@@ -143,7 +178,11 @@ async fn the_first_line_reaches_a_watcher_within_a_second() {
     let id = w.start("echo first; sleep 3; echo last", None).await;
     let frame = watcher.recv_json(Duration::from_secs(3)).await.unwrap();
     assert_eq!(frame["payload"]["data"]["payload"]["stdout"], "first\n");
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(w.wait(&id, 30).await["stdout"], "first\nlast\n");
 }
 
@@ -156,7 +195,11 @@ async fn a_timeout_kills_the_whole_process_group() {
     assert_eq!(result["status"], "timed_out", "{result}");
     assert!(result["exit_code"].as_i64().unwrap() > 128);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(processes_with(marker), Vec::<String>::new(), "a child survived the timeout");
+    assert_eq!(
+        processes_with(marker),
+        Vec::<String>::new(),
+        "a child survived the timeout"
+    );
 }
 
 #[tokio::test]
@@ -167,10 +210,19 @@ async fn cancel_kills_the_command() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (code, result) = w
         .server
-        .call(Method::DELETE, &format!("/api/v1/tunnel/{}/commands/{id}", w.session), Some(&w.tech), None)
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tunnel/{}/commands/{id}", w.session),
+            Some(&w.tech),
+            None,
+        )
         .await
         .unwrap();
-    assert_eq!((code, result["status"].clone()), (200, json!("cancelled")), "{result}");
+    assert_eq!(
+        (code, result["status"].clone()),
+        (200, json!("cancelled")),
+        "{result}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(processes_with(marker).is_empty());
 }
@@ -180,7 +232,10 @@ async fn a_command_reading_stdin_finishes_at_once() {
     let w = world().await;
     let started = Instant::now();
     let result = w.run("cat").await;
-    assert_eq!((result["status"].clone(), result["exit_code"].clone()), (json!("completed"), json!(0)));
+    assert_eq!(
+        (result["status"].clone(), result["exit_code"].clone()),
+        (json!("completed"), json!(0))
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -189,11 +244,22 @@ async fn twenty_concurrent_commands_each_get_exactly_their_own_output() {
     let w = world().await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        ids.push((i, w.start(&format!("for n in 1 2 3; do echo cmd{i}-$n; sleep 0.05; done"), None).await));
+        ids.push((
+            i,
+            w.start(
+                &format!("for n in 1 2 3; do echo cmd{i}-$n; sleep 0.05; done"),
+                None,
+            )
+            .await,
+        ));
     }
     for (i, id) in ids {
         let result = w.wait(&id, 30).await;
-        assert_eq!(result["stdout"], format!("cmd{i}-1\ncmd{i}-2\ncmd{i}-3\n"), "command {i}");
+        assert_eq!(
+            result["stdout"],
+            format!("cmd{i}-1\ncmd{i}-2\ncmd{i}-3\n"),
+            "command {i}"
+        );
     }
 }
 
@@ -203,10 +269,18 @@ async fn closing_the_tunnel_kills_a_running_command_and_everything_is_audited() 
     let marker = "sleep 1019";
     let id = w.start(marker, None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!processes_with(marker).is_empty(), "the command is not running");
+    assert!(
+        !processes_with(marker).is_empty(),
+        "the command is not running"
+    );
     let (code, _) = w
         .server
-        .call(Method::POST, "/api/v1/tunnel/close", Some(&w.tech), Some(json!({ "session_id": w.session })))
+        .call(
+            Method::POST,
+            "/api/v1/tunnel/close",
+            Some(&w.tech),
+            Some(json!({ "session_id": w.session })),
+        )
         .await
         .unwrap();
     assert_eq!(code, 200);
@@ -216,7 +290,19 @@ async fn closing_the_tunnel_kills_a_running_command_and_everything_is_audited() 
         assert!(Instant::now() < deadline, "the command outlived its tunnel");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, audit) = w.server.call(Method::GET, "/api/v1/audit?limit=50", Some(&w.admin), None).await.unwrap();
-    let events: Vec<&str> = audit["entries"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(events, ["tunnel_close", "command_end", "command", "tunnel_open"]);
+    let (_, audit) = w
+        .server
+        .call(Method::GET, "/api/v1/audit?limit=50", Some(&w.admin), None)
+        .await
+        .unwrap();
+    let events: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["tunnel_close", "command_end", "command", "tunnel_open"]
+    );
 }

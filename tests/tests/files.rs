@@ -36,12 +36,24 @@ async fn world() -> World {
     server.wait_connected(&admin, &agent_id).await.unwrap();
     let tech = server.tech_token("tina").await.unwrap();
     let (code, body) = server
-        .call(Method::POST, "/api/v1/tunnel/open", Some(&tech), Some(json!({ "agent_id": agent_id })))
+        .call(
+            Method::POST,
+            "/api/v1/tunnel/open",
+            Some(&tech),
+            Some(json!({ "agent_id": agent_id })),
+        )
         .await
         .unwrap();
     assert_eq!(code, 200, "{body}");
     let session = body["session_id"].as_str().unwrap().to_owned();
-    World { server, admin, tech, session, dir: tempfile::tempdir().unwrap(), _agent: agent }
+    World {
+        server,
+        admin,
+        tech,
+        session,
+        dir: tempfile::tempdir().unwrap(),
+        _agent: agent,
+    }
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so large files need not be kept in memory.
@@ -72,21 +84,55 @@ impl World {
     }
 
     fn files_url(&self, path: &Path, query: &str) -> String {
-        self.server.url(&format!("/api/v1/tunnel/{}/files?path={}{query}", self.session, path.display()))
+        self.server.url(&format!(
+            "/api/v1/tunnel/{}/files?path={}{query}",
+            self.session,
+            path.display()
+        ))
     }
 
-    async fn upload(&self, path: &Path, body: impl Into<reqwest::Body>, query: &str) -> (u16, Value) {
-        let r = self.server.http().put(self.files_url(path, query)).bearer_auth(&self.tech).body(body).send().await.unwrap();
+    async fn upload(
+        &self,
+        path: &Path,
+        body: impl Into<reqwest::Body>,
+        query: &str,
+    ) -> (u16, Value) {
+        let r = self
+            .server
+            .http()
+            .put(self.files_url(path, query))
+            .bearer_auth(&self.tech)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        self.server.call(Method::GET, &format!("/api/v1/tunnel/{}{path}", self.session), Some(&self.tech), None).await.unwrap()
+        self.server
+            .call(
+                Method::GET,
+                &format!("/api/v1/tunnel/{}{path}", self.session),
+                Some(&self.tech),
+                None,
+            )
+            .await
+            .unwrap()
     }
 
     async fn audit(&self) -> Vec<Value> {
-        let (_, body) = self.server.call(Method::GET, "/api/v1/audit?limit=100", Some(&self.admin), None).await.unwrap();
+        let (_, body) = self
+            .server
+            .call(
+                Method::GET,
+                "/api/v1/audit?limit=100",
+                Some(&self.admin),
+                None,
+            )
+            .await
+            .unwrap();
         body["entries"].as_array().cloned().unwrap()
     }
 }
@@ -99,22 +145,52 @@ async fn a_64_mib_file_goes_up_and_comes_back_with_matching_sha256() {
     let target = w.path("up.bin");
     let (code, body) = w.upload(&target, data.clone(), "").await;
     assert_eq!(code, 201, "{body}");
-    assert_eq!(body, json!({ "path": target.display().to_string(), "size": 64 * MIB, "sha256": sum }));
-    assert!(std::fs::read(&target).unwrap() == data, "the file on the agent differs");
+    assert_eq!(
+        body,
+        json!({ "path": target.display().to_string(), "size": 64 * MIB, "sha256": sum })
+    );
+    assert!(
+        std::fs::read(&target).unwrap() == data,
+        "the file on the agent differs"
+    );
     assert!(!w.path(".up.bin.rmm-partial").exists());
 
-    let r = w.server.http().get(w.files_url(&target, "")).bearer_auth(&w.tech).send().await.unwrap();
+    let r = w
+        .server
+        .http()
+        .get(w.files_url(&target, ""))
+        .bearer_auth(&w.tech)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-content-sha256"], sum.as_str());
-    assert_eq!(r.headers()["content-length"], (64 * MIB).to_string().as_str());
+    assert_eq!(
+        r.headers()["content-length"],
+        (64 * MIB).to_string().as_str()
+    );
     let got = r.bytes().await.unwrap();
     assert_eq!(sha256_hex(&got), sum);
 
     let audit = w.audit().await;
     let up = audit.iter().find(|e| e["event"] == "file_upload").unwrap();
-    assert_eq!((up["sha256"].clone(), up["size"].clone(), up["result"].clone(), up["direction"].clone()), (json!(sum), json!(64 * MIB), json!("ok"), json!("upload")));
-    let down = audit.iter().find(|e| e["event"] == "file_download").unwrap();
-    assert_eq!((down["path"].clone(), down["result"].clone()), (json!(target.display().to_string()), json!("ok")));
+    assert_eq!(
+        (
+            up["sha256"].clone(),
+            up["size"].clone(),
+            up["result"].clone(),
+            up["direction"].clone()
+        ),
+        (json!(sum), json!(64 * MIB), json!("ok"), json!("upload"))
+    );
+    let down = audit
+        .iter()
+        .find(|e| e["event"] == "file_download")
+        .unwrap();
+    assert_eq!(
+        (down["path"].clone(), down["result"].clone()),
+        (json!(target.display().to_string()), json!("ok"))
+    );
 }
 
 #[tokio::test]
@@ -130,16 +206,34 @@ async fn an_upload_cut_in_the_middle_leaves_no_file_and_resumes_to_a_correct_one
         .chain(std::iter::once(Err(std::io::Error::other("cable pulled"))))
         .collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(first));
-    let _ = w.server.http().put(w.files_url(&target, "")).bearer_auth(&w.tech).body(body).send().await;
+    let _ = w
+        .server
+        .http()
+        .put(w.files_url(&target, ""))
+        .bearer_auth(&w.tech)
+        .body(body)
+        .send()
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!target.exists(), "a broken upload left a file at the target");
+    assert!(
+        !target.exists(),
+        "a broken upload left a file at the target"
+    );
 
-    let (code, status) = w.get(&format!("/files/upload-status?path={}", target.display())).await;
+    let (code, status) = w
+        .get(&format!("/files/upload-status?path={}", target.display()))
+        .await;
     assert_eq!(code, 200, "{status}");
     let received = usize::try_from(status["received"].as_u64().unwrap()).unwrap();
     assert!(received > 0 && received <= 12 * MIB, "{status}");
 
-    let (code, body) = w.upload(&target, data[received..].to_vec(), &format!("&offset={received}&sha256={sum}")).await;
+    let (code, body) = w
+        .upload(
+            &target,
+            data[received..].to_vec(),
+            &format!("&offset={received}&sha256={sum}"),
+        )
+        .await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(body["sha256"], sum.as_str());
     assert!(std::fs::read(&target).unwrap() == data);
@@ -162,7 +256,10 @@ async fn a_range_download_resumes_where_it_stopped() {
         .await
         .unwrap();
     assert_eq!(r.status(), 206);
-    assert_eq!(r.headers()["content-range"], format!("bytes {start}-{}/{}", data.len() - 1, data.len()).as_str());
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes {start}-{}/{}", data.len() - 1, data.len()).as_str()
+    );
     assert_eq!(r.headers()["x-content-sha256"], sha256_hex(&data).as_str());
     assert!(r.bytes().await.unwrap() == data[start..]);
 }
@@ -181,7 +278,9 @@ async fn server_memory_stays_bounded_during_a_transfer_far_larger_than_the_windo
     let before = rss_kib(pid);
     let total = 512 * MIB;
     let chunk = Bytes::from(pseudo_random(4, MIB));
-    let stream = futures_util::stream::iter((0..total / MIB).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let stream = futures_util::stream::iter(
+        (0..total / MIB).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
     let sampler = tokio::spawn(async move {
         let mut peak = 0;
         for _ in 0..600 {
@@ -191,7 +290,9 @@ async fn server_memory_stays_bounded_during_a_transfer_far_larger_than_the_windo
         peak
     });
     let target = w.path("big.bin");
-    let (code, body) = w.upload(&target, reqwest::Body::wrap_stream(stream), "").await;
+    let (code, body) = w
+        .upload(&target, reqwest::Body::wrap_stream(stream), "")
+        .await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(body["size"], total);
     let peak = {
@@ -200,7 +301,10 @@ async fn server_memory_stays_bounded_during_a_transfer_far_larger_than_the_windo
     };
     // Sampled while the upload ran: the growth is the window and buffers, not the file.
     let growth_mib = peak.saturating_sub(before) / 1024;
-    assert!(growth_mib < 64, "server RSS grew by {growth_mib} MiB for a 512 MiB upload");
+    assert!(
+        growth_mib < 64,
+        "server RSS grew by {growth_mib} MiB for a 512 MiB upload"
+    );
     std::fs::remove_file(&target).unwrap();
 }
 
@@ -210,15 +314,32 @@ async fn file_errors_are_typed_and_clear() {
     let missing = w.path("nope/missing.bin");
     let (code, body) = w.get(&format!("/files?path={}", missing.display())).await;
     assert_eq!(code, 404, "{body}");
-    let (code, body) = w.get(&format!("/files?path={}", w.dir.path().display())).await;
+    let (code, body) = w
+        .get(&format!("/files?path={}", w.dir.path().display()))
+        .await;
     assert_eq!(code, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("directory"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("directory"),
+        "{body}"
+    );
     let (code, body) = w.get("/files?path=relative/path").await;
     assert_eq!(code, 400);
-    assert!(body["error"].as_str().unwrap().contains("absolute"), "{body}");
-    let (code, body) = w.upload(Path::new("/sys/rmm-denied"), b"x".to_vec(), "").await;
+    assert!(
+        body["error"].as_str().unwrap().contains("absolute"),
+        "{body}"
+    );
+    let (code, body) = w
+        .upload(Path::new("/sys/rmm-denied"), b"x".to_vec(), "")
+        .await;
     assert_eq!(code, 403, "{body}");
-    assert!(body["error"].as_str().unwrap().to_lowercase().contains("permission denied"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("permission denied"),
+        "{body}"
+    );
     let (code, body) = w.upload(&missing, b"x".to_vec(), "").await;
     assert_eq!(code, 404, "{body}");
     let (code, body) = w.upload(&w.path("x"), b"abc".to_vec(), "&sha256=00").await;
@@ -241,7 +362,12 @@ async fn file_errors_are_typed_and_clear() {
     let otto = w.server.tech_token("otto").await.unwrap();
     let (code, _) = w
         .server
-        .call(Method::GET, &format!("/api/v1/tunnel/{}/files/list?path=/", w.session), Some(&otto), None)
+        .call(
+            Method::GET,
+            &format!("/api/v1/tunnel/{}/files/list?path=/", w.session),
+            Some(&otto),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(code, 403);
@@ -252,12 +378,24 @@ async fn a_directory_lists_with_types_sizes_and_modes() {
     let w = world().await;
     std::fs::write(w.path("b.txt"), b"hello").unwrap();
     std::fs::create_dir(w.path("a-dir")).unwrap();
-    let (code, body) = w.get(&format!("/files/list?path={}", w.dir.path().display())).await;
+    let (code, body) = w
+        .get(&format!("/files/list?path={}", w.dir.path().display()))
+        .await;
     assert_eq!(code, 200, "{body}");
     let entries = body["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
-    assert_eq!((entries[0]["name"].clone(), entries[0]["type"].clone()), (json!("a-dir"), json!("dir")));
-    assert_eq!((entries[1]["name"].clone(), entries[1]["type"].clone(), entries[1]["size"].clone()), (json!("b.txt"), json!("file"), json!(5)));
+    assert_eq!(
+        (entries[0]["name"].clone(), entries[0]["type"].clone()),
+        (json!("a-dir"), json!("dir"))
+    );
+    assert_eq!(
+        (
+            entries[1]["name"].clone(),
+            entries[1]["type"].clone(),
+            entries[1]["size"].clone()
+        ),
+        (json!("b.txt"), json!("file"), json!(5))
+    );
     assert!(entries[1]["mode"].is_u64() && entries[1]["modified"].is_i64());
 }
 
@@ -281,7 +419,15 @@ async fn a_transfer_and_a_command_run_side_by_side() {
     let id = started["command_id"].as_str().unwrap();
     let (_, result) = w.get(&format!("/commands/{id}?wait=30")).await;
     assert_eq!(result["stdout"], "1\n2\n3\n4\n5\n");
-    let mut stream = w.server.http().get(w.files_url(&w.path("side.bin"), "")).bearer_auth(&w.tech).send().await.unwrap().bytes_stream();
+    let mut stream = w
+        .server
+        .http()
+        .get(w.files_url(&w.path("side.bin"), ""))
+        .bearer_auth(&w.tech)
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream();
     let mut hasher = Sha256::new();
     while let Some(chunk) = stream.next().await {
         hasher.update(chunk.unwrap());

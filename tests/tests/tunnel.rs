@@ -51,7 +51,6 @@ impl World {
         agent
     }
 
-
     async fn open(&self, token: &str) -> (u16, Value) {
         self.server
             .call(
