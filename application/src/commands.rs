@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rmm_domain::{
-    Actor, AgentId, ChannelId, CommandId, CommandStatus, CommandText, Role, SessionAction,
-    SessionId, SessionStatus, Timestamp, UserId,
+    Actor, AgentId, ChannelId, CommandId, CommandStatus, CommandText, Role, SessionId,
+    SessionStatus, Timestamp, UserId,
 };
 use tokio::sync::watch;
 
@@ -19,8 +19,9 @@ use crate::app::{App, Ports};
 use crate::ports::{
     AgentGateway, AuditAction, AuditEntry, AuditEvent, AuditLog, AuditQuery, Clock, CommandAudit,
     CommandOutcome, CommandRecord, CommandRepository, GatewayError, IdGenerator, OutputChunk,
-    OutputStream, SessionRepository, SessionStreams, StoreError,
+    OutputStream, SessionStreams, StoreError,
 };
+use crate::tunnels::SessionUseError;
 
 /// How long past its timeout a command may stay silent before the server ends it itself
 /// (the agent enforces the timeout; this covers an agent that cannot).
@@ -208,15 +209,12 @@ impl<P: Ports> App<P> {
             }
             Some(secs) => Duration::from_secs(secs),
         };
-        let session = self
-            .sessions
-            .get(session_id)
-            .await
-            .map_err(RunCommandError::Store)?;
-        let session = session.ok_or(RunCommandError::NotFound(session_id))?;
-        session
-            .authorize(actor, SessionAction::Use)
-            .map_err(|_| RunCommandError::Forbidden(session_id))?;
+        let session = match self.session_for_use(actor, session_id).await {
+            Ok(session) => session,
+            Err(SessionUseError::NotFound(id)) => return Err(RunCommandError::NotFound(id)),
+            Err(SessionUseError::Forbidden(id)) => return Err(RunCommandError::Forbidden(id)),
+            Err(SessionUseError::Store(e)) => return Err(RunCommandError::Store(e)),
+        };
         if session.status() != SessionStatus::Active {
             return Err(RunCommandError::NotActive(session_id));
         }
@@ -647,35 +645,29 @@ impl<P: Ports> App<P> {
         actor: Actor,
         session_id: SessionId,
     ) -> Result<(), GetCommandError> {
-        let session = self
-            .sessions
-            .get(session_id)
-            .await
-            .map_err(GetCommandError::Store)?;
-        let session = session.ok_or(GetCommandError::SessionNotFound(session_id))?;
-        session
-            .authorize(actor, SessionAction::Use)
-            .map_err(|_| GetCommandError::Forbidden(session_id))
+        match self.session_for_use(actor, session_id).await {
+            Ok(_) => Ok(()),
+            Err(SessionUseError::NotFound(id)) => Err(GetCommandError::SessionNotFound(id)),
+            Err(SessionUseError::Forbidden(id)) => Err(GetCommandError::Forbidden(id)),
+            Err(SessionUseError::Store(e)) => Err(GetCommandError::Store(e)),
+        }
     }
 
-    /// Checks that `actor` may watch a session's stream.
+    /// Checks that `actor` may watch a session's stream: their own, active session.
     ///
     /// # Errors
-    /// See [`GetCommandError`] (not found, forbidden).
+    /// See [`WatchSessionError`].
     pub async fn authorize_stream(
         &self,
         actor: Actor,
         session_id: SessionId,
     ) -> Result<(), WatchSessionError> {
-        let session = self
-            .sessions
-            .get(session_id)
-            .await
-            .map_err(WatchSessionError::Store)?;
-        let session = session.ok_or(WatchSessionError::NotFound(session_id))?;
-        session
-            .authorize(actor, SessionAction::Use)
-            .map_err(|_| WatchSessionError::Forbidden(session_id))?;
+        let session = match self.session_for_use(actor, session_id).await {
+            Ok(session) => session,
+            Err(SessionUseError::NotFound(id)) => return Err(WatchSessionError::NotFound(id)),
+            Err(SessionUseError::Forbidden(id)) => return Err(WatchSessionError::Forbidden(id)),
+            Err(SessionUseError::Store(e)) => return Err(WatchSessionError::Store(e)),
+        };
         // A closed session's stream would never end: nothing publishes to it any more.
         if session.status() != SessionStatus::Active {
             return Err(WatchSessionError::NotActive(session_id));

@@ -1,12 +1,11 @@
 //! File transfers: who may move files through a session, and the audit entry of every
 //! transfer. The bytes themselves stream in the adapters; these rules do not depend on how.
 
-use rmm_domain::{Actor, AgentId, SessionAction, SessionId, SessionStatus};
+use rmm_domain::{Actor, AgentId, SessionId, SessionStatus};
 
 use crate::app::{App, Ports};
-use crate::ports::{
-    AuditAction, AuditEvent, AuditLog, Clock, FileAudit, SessionRepository, StoreError,
-};
+use crate::ports::{AuditAction, AuditEvent, AuditLog, Clock, FileAudit, StoreError};
+use crate::tunnels::SessionUseError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileAccessError {
@@ -46,15 +45,12 @@ impl<P: Ports> App<P> {
                 path.chars().take(200).collect(),
             ));
         }
-        let session = self
-            .sessions
-            .get(session_id)
-            .await
-            .map_err(FileAccessError::Store)?;
-        let session = session.ok_or(FileAccessError::NotFound(session_id))?;
-        session
-            .authorize(actor, SessionAction::Use)
-            .map_err(|_| FileAccessError::Forbidden(session_id))?;
+        let session = match self.session_for_use(actor, session_id).await {
+            Ok(session) => session,
+            Err(SessionUseError::NotFound(id)) => return Err(FileAccessError::NotFound(id)),
+            Err(SessionUseError::Forbidden(id)) => return Err(FileAccessError::Forbidden(id)),
+            Err(SessionUseError::Store(e)) => return Err(FileAccessError::Store(e)),
+        };
         if session.status() != SessionStatus::Active {
             return Err(FileAccessError::NotActive(session_id));
         }

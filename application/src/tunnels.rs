@@ -269,4 +269,31 @@ impl<P: Ports> App<P> {
         }
         Ok((sessions, commands.len()))
     }
+
+    /// The session, when `actor` may use it (run commands, move files, watch): the shared
+    /// first step of every use of a session.
+    pub(crate) async fn session_for_use(
+        &self,
+        actor: Actor,
+        id: SessionId,
+    ) -> Result<Session, SessionUseError> {
+        let session = self
+            .sessions
+            .get(id)
+            .await
+            .map_err(SessionUseError::Store)?;
+        let session = session.ok_or(SessionUseError::NotFound(id))?;
+        session
+            .authorize(actor, SessionAction::Use)
+            .map_err(|_| SessionUseError::Forbidden(id))?;
+        Ok(session)
+    }
+}
+
+/// Why a session cannot be used.
+#[derive(Debug)]
+pub(crate) enum SessionUseError {
+    NotFound(SessionId),
+    Forbidden(SessionId),
+    Store(StoreError),
 }

@@ -1,6 +1,8 @@
 //! `rmm-agent`: configuration (flags over environment over config file), telemetry and the
 //! shutdown signal, handed to the agent runtime in `rmm_adapters::agent`.
 
+mod process;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,15 +61,9 @@ struct FileConfig {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    process::init_logging("info");
     let config = config(cli)?;
-    run(config, shutdown_signal()).await?;
+    run(config, process::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -135,35 +131,6 @@ fn warn_if_readable_by_others(path: &Path, file: &FileConfig) {
 
 #[cfg(not(unix))]
 fn warn_if_readable_by_others(_path: &Path, _file: &FileConfig) {}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    // Windows: a service stop arrives as a service control event, not Ctrl-C; running as a
-    // Windows service (windows-service crate) is not built or tested here.
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = term => tracing::info!("SIGTERM received"),
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,8 @@
 //! database URL; everything else is generic over it. With `--demo-agent` it also registers an
 //! agent named `demo` and runs it inside this process (see [`demo`]), for a one-command trial.
 
+mod process;
+
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -159,14 +161,7 @@ struct Settings {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,poem=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    process::init_logging("info,sqlx=warn,poem=warn");
     // Checked before the database is touched, so a refused start leaves nothing behind.
     let secret = match cli.command {
         None | Some(Command::Serve) => Some(jwt_secret(&cli.settings)?),
@@ -286,7 +281,7 @@ async fn run<S: Store>(store: S, cli: Cli, secret: Option<JwtSecret>) -> anyhow:
                 .await
                 .with_context(|| format!("cannot listen on {} (RMM_LISTEN)", settings.listen))?;
             match demo_agent {
-                None => serve(app, jwt, options, listener, shutdown_signal()).await,
+                None => serve(app, jwt, options, listener, process::shutdown_signal()).await,
                 Some(agent) => {
                     let addr = demo::reachable(listener.local_addr()?);
                     let steps = demo::next_steps(addr, &agent, new_password.as_deref());
@@ -386,33 +381,6 @@ async fn first_run_admin<P: rmm_application::Ports>(
         );
     }
     Ok(Some(password))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = term => tracing::info!("SIGTERM received"),
-    }
 }
 
 /// `--demo-agent`: an agent registered here and run inside this process, connected to this
@@ -591,7 +559,7 @@ mod demo {
         let (stop_tx, stop_rx) = watch::channel(false);
         let app_for_signal = Arc::clone(&app);
         let signal = tokio::spawn(async move {
-            super::shutdown_signal().await;
+            super::process::shutdown_signal().await;
             // Close the sessions before the demo agent hangs up: otherwise its disconnect
             // races `serve`'s own shutdown close and a session may be recorded as
             // `agent_disconnected` instead of `server_shutdown`.

@@ -6,13 +6,14 @@ use tokio::process::{Child, Command};
 
 use crate::server::{TestServer, binary};
 
-/// Starts `rmm-agent` with `key`, pointed at `server`, heartbeating every second; killed when
-/// the returned child is dropped.
+/// `rmm-agent` with `args`, configured through its environment as an MSP would run it:
+/// pointed at `server` with `key`, heartbeating every second, killed when dropped.
 ///
 /// # Errors
-/// When the binary is missing or cannot start.
-pub fn spawn_agent(server: &TestServer, key: &str) -> anyhow::Result<Child> {
-    let child = Command::new(binary("rmm-agent")?)
+/// When the binary is missing (`cargo build --bins` first).
+pub fn agent_command(server: &TestServer, key: &str, args: &[&str]) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(binary("rmm-agent")?);
+    cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RMM_SERVER", format!("ws://{}", server.addr))
@@ -25,7 +26,14 @@ pub fn spawn_agent(server: &TestServer, key: &str) -> anyhow::Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    Ok(child)
+        .kill_on_drop(true);
+    Ok(cmd)
+}
+
+/// Starts `rmm-agent` with `key` (see [`agent_command`]).
+///
+/// # Errors
+/// When the binary is missing or cannot start.
+pub fn spawn_agent(server: &TestServer, key: &str) -> anyhow::Result<Child> {
+    Ok(agent_command(server, key, &[])?.spawn()?)
 }

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use rmm_e2e::pg::fresh_database;
-use rmm_e2e::server::{TestServer, binary};
+use rmm_e2e::real_agent::agent_command;
+use rmm_e2e::server::TestServer;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -36,26 +37,6 @@ async fn world() -> World {
     }
 }
 
-/// The agent binary, pointed at `server`, heartbeating every second, killed when dropped.
-fn agent_command(server: &TestServer, key: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(binary("rmm-agent").expect("cargo build --bins first"));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RMM_SERVER", format!("ws://{}", server.addr))
-        .env("RMM_AGENT_KEY", key)
-        .env("RMM_AGENT_HEARTBEAT_SECS", "1")
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    cmd
-}
-
 fn local_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .expect("hostname")
@@ -66,6 +47,7 @@ fn local_hostname() -> String {
 impl World {
     fn spawn_agent(&self) -> Child {
         agent_command(&self.server, &self.agent_key, &[])
+            .expect("agent binary")
             .spawn()
             .expect("agent starts")
     }
@@ -275,6 +257,7 @@ async fn sigterm_closes_the_socket_cleanly_and_exits_zero() {
 async fn a_wrong_key_never_connects_and_once_exits_non_zero_saying_why() {
     let w = world().await;
     let _retrying = agent_command(&w.server, "not-the-agent-key", &[])
+        .expect("agent binary")
         .spawn()
         .expect("agent starts");
     let started = Instant::now();
@@ -285,6 +268,7 @@ async fn a_wrong_key_never_connects_and_once_exits_non_zero_saying_why() {
     }
 
     let out = agent_command(&w.server, "not-the-agent-key", &["--once"])
+        .expect("agent binary")
         .stderr(Stdio::piped())
         .spawn()
         .expect("agent starts")
@@ -309,6 +293,7 @@ async fn once_exits_non_zero_when_the_server_is_unreachable() {
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let out = agent_command(&w.server, &w.agent_key, &["--once"])
+        .expect("agent binary")
         .env("RMM_SERVER", format!("ws://{closed_port}"))
         .stderr(Stdio::piped())
         .spawn()

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use rmm_e2e::agent::ScriptedAgent;
 use rmm_e2e::pg::fresh_database;
+use rmm_e2e::real_agent::spawn_agent;
 use rmm_e2e::server::{TestServer, binary};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -38,7 +39,7 @@ async fn world(env: &[(&str, &str)], run_agent: bool) -> World {
     let (agent_id, agent_key) = server.register_agent(&admin, "web-01").await.unwrap();
     server.tech_token(TECH).await.unwrap();
     let agent = if run_agent {
-        let child = agent_command(&server, &agent_key).spawn().unwrap();
+        let child = spawn_agent(&server, &agent_key).unwrap();
         server.wait_connected(&admin, &agent_id).await.unwrap();
         Some(child)
     } else {
@@ -52,25 +53,6 @@ async fn world(env: &[(&str, &str)], run_agent: bool) -> World {
         home: tempfile::tempdir().unwrap(),
         _agent: agent,
     }
-}
-
-/// The real agent, pointed at `server`, killed when dropped.
-fn agent_command(server: &TestServer, key: &str) -> Command {
-    let mut cmd = Command::new(binary("rmm-agent").expect("cargo build --bins first"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RMM_SERVER", format!("ws://{}", server.addr))
-        .env("RMM_AGENT_KEY", key)
-        .env("RMM_AGENT_HEARTBEAT_SECS", "1")
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    cmd
 }
 
 /// `rmm` with a clean environment: only PATH, the server and this test's config folder.
