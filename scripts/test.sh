@@ -54,7 +54,7 @@ banner "cargo build --workspace --bins --locked"
 cargo build --workspace --bins --locked
 
 banner "cargo test --workspace --locked $*"
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"
 
 # Benchmarks are not timed tests: the smoke run only proves every part still produces figures.
 banner "benchmark smoke (bench/smoke.sh)"

@@ -469,9 +469,6 @@ impl<P: Ports> App<P> {
             stdout_truncated: command.stdout.truncated,
             stderr_truncated: command.stderr.truncated,
         };
-        if let Err(e) = self.commands.finish_command(id, &outcome).await {
-            tracing::error!(command_id = %id, error = %e, source = ?std::error::Error::source(&e), "storing a command's end failed");
-        }
         let duration = now.since(command.started_at);
         let mut event = AuditEvent::new(now, AuditAction::CommandEnd);
         event.user = Some(command.owner);
@@ -486,8 +483,12 @@ impl<P: Ports> App<P> {
             stderr_bytes: Some(command.stderr.written),
             duration_ms: Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
         });
+        // The audit entry first: once the stored command shows its end, the audit log has it.
         if let Err(e) = self.audit.append(&event).await {
             tracing::error!(command_id = %id, error = %e, source = ?std::error::Error::source(&e), "audit write of a command's end failed");
+        }
+        if let Err(e) = self.commands.finish_command(id, &outcome).await {
+            tracing::error!(command_id = %id, error = %e, source = ?std::error::Error::source(&e), "storing a command's end failed");
         }
         tracing::info!(command_id = %id, session_id = %command.session, status = status.as_str(), exit_code = ?exit_code, duration_ms = duration.as_millis() as u64, "command ended");
         self.running.ended(id);
