@@ -173,15 +173,15 @@ impl WsAgentGateway {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Makes `outbound` the agent's current connection and returns its generation. A previous
-    /// connection of the same agent is dropped: its queue closes, so its task ends, and an
-    /// open waiting on it resolves as disconnected.
+    /// Makes `outbound` the agent's current connection; its generation, and the mode of the
+    /// connection it replaced. That previous connection is dropped: its queue closes, so its
+    /// task ends, and an open waiting on it resolves as disconnected.
     pub fn register(
         &self,
         agent: AgentId,
         outbound: mpsc::Sender<Outbound>,
         capabilities: Capabilities,
-    ) -> u64 {
+    ) -> (u64, Option<AgentMode>) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let old = self.lock().insert(
             agent,
@@ -195,10 +195,10 @@ impl WsAgentGateway {
                 pending: None,
             },
         );
-        if let Some(old) = old {
+        if let Some(old) = &old {
             tracing::info!(agent_id = %agent, old_generation = old.generation, generation, "agent reconnected; replacing its previous connection");
         }
-        generation
+        (generation, old.map(|c| c.mode))
     }
 
     /// Removes the connection if it is still the current one, returning its last mode.
@@ -539,13 +539,16 @@ pub async fn run_agent_connection<P>(
     P: Ports<Gateway = WsAgentGateway>,
 {
     let gateway = app.gateway();
-    // Before registering: what an earlier connection left open is closed first, so nothing
-    // of this connection can be caught by it.
-    if let Err(e) = app.agent_connected(agent).await {
-        tracing::error!(agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "could not close what the agent's previous connection left open");
-    }
     let (tx, mut outbound) = mpsc::channel(OUTBOUND_QUEUE);
-    let generation = gateway.register(agent, tx, capabilities);
+    let (generation, previous) = gateway.register(agent, tx, capabilities);
+    // The tunnel the replaced connection held is gone with it (its own cleanup will find
+    // itself replaced and do nothing).
+    if let Err(e) = app
+        .agent_connected(agent, previous.and_then(AgentMode::session))
+        .await
+    {
+        tracing::error!(agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "could not close the tunnel of the agent's previous connection");
+    }
     tracing::info!(agent_id = %agent, generation, "agent connected");
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval(timings.ping_interval);

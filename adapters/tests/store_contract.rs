@@ -251,7 +251,6 @@ contract!(
     an_agent_has_at_most_one_open_session_until_it_closes,
     only_a_pending_session_activates,
     close_returns_the_closed_session_once,
-    close_for_agent_closes_only_that_agents_open_sessions,
     close_all_open_closes_and_returns_every_open_session,
     close_idle_closes_only_active_sessions_idle_before_the_cutoff,
     touch_moves_active_sessions_forward_only,
@@ -737,43 +736,6 @@ async fn close_returns_the_closed_session_once(b: impl Backend) -> anyhow::Resul
         s.close(pending.id(), CloseReason::OpenTimeout, t(50))
             .await?,
         Some(closed(pending, CloseReason::OpenTimeout, t(50))?)
-    );
-    Ok(())
-}
-
-async fn close_for_agent_closes_only_that_agents_open_sessions(
-    b: impl Backend,
-) -> anyhow::Result<()> {
-    let s = b.store();
-    let w = world(s).await?;
-
-    // web: one session closed long ago, one active now. db: one pending.
-    let old = active_session(s, &w.web, &w.bob, t(0), t(1)).await?;
-    s.close(old.id(), CloseReason::ClosedByOwner, t(2)).await?;
-    let old = closed(old, CloseReason::ClosedByOwner, t(2))?;
-    let current = active_session(s, &w.web, &w.alice, t(10), t(11)).await?;
-    let other = new_session(&w.db, &w.bob, t(12));
-    s.insert_pending(&other).await?;
-
-    let got = s
-        .close_for_agent(w.web.id, CloseReason::AgentDisconnected, t(20))
-        .await?;
-    assert_eq!(
-        got,
-        vec![closed(
-            current.clone(),
-            CloseReason::AgentDisconnected,
-            t(20)
-        )?]
-    );
-    assert_eq!(s.get(old.id()).await?, Some(old));
-    assert_eq!(s.get(other.id()).await?, Some(other));
-
-    // Nothing left open on web.
-    assert_eq!(
-        s.close_for_agent(w.web.id, CloseReason::AgentReconnected, t(30))
-            .await?,
-        vec![]
     );
     Ok(())
 }

@@ -184,24 +184,33 @@ impl<P: Ports> App<P> {
         Ok(agent)
     }
 
-    /// An authenticated agent's connection is up: closes what a previous connection of the
-    /// same agent left open (a reconnected agent has lost its tunnel and everything running
-    /// in it). Call before the new connection is registered, so nothing of it is affected.
+    /// An authenticated agent's new connection replaced `previous`, the tunnel its earlier
+    /// connection held (if any): a reconnected agent has lost that tunnel and everything
+    /// running in it, so it is closed. Only that session: the new connection may already
+    /// have opened one of its own.
     ///
     /// # Errors
     /// [`StoreError`].
-    pub async fn agent_connected(&self, agent: AgentId) -> Result<(), StoreError> {
+    pub async fn agent_connected(
+        &self,
+        agent: AgentId,
+        previous: Option<SessionId>,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
         self.presence.note_seen(agent, now, None);
-        let stale = self
+        let Some(previous) = previous else {
+            return Ok(());
+        };
+        self.end_session_commands(previous, rmm_domain::CommandStatus::Failed)
+            .await;
+        if let Some(closed) = self
             .sessions
-            .close_for_agent(agent, CloseReason::AgentReconnected, now)
-            .await?;
-        for session in &stale {
-            self.end_session_commands(session.id(), rmm_domain::CommandStatus::Failed)
+            .close(previous, CloseReason::AgentReconnected, now)
+            .await?
+        {
+            self.audit_close(&closed, CloseReason::AgentReconnected)
                 .await;
-            self.audit_close(session, CloseReason::AgentReconnected)
-                .await;
+            tracing::info!(session_id = %previous, agent_id = %agent, "tunnel closed: the agent reconnected");
         }
         Ok(())
     }

@@ -68,17 +68,6 @@ pub trait SessionRepository: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
 
-    /// Closes every pending or active session of one agent.
-    ///
-    /// # Errors
-    /// [`StoreError::Backend`].
-    fn close_for_agent(
-        &self,
-        agent: AgentId,
-        reason: CloseReason,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
-
     /// Closes every pending or active session (restart reconciliation, shutdown).
     ///
     /// # Errors

@@ -360,7 +360,6 @@ async fn a_disconnect_closes_only_that_connections_session() {
         .returning(|_, _, _| {
             Box::pin(async { Ok(Some(closed(TECH, CloseReason::AgentDisconnected))) })
         });
-    s.sessions.expect_close_for_agent().never();
     let app = s.build();
     app.agent_disconnected(AGENT, Some(SESSION)).await.unwrap();
     app.agent_disconnected(AGENT, None).await.unwrap();
@@ -387,7 +386,6 @@ async fn a_known_key_authenticates_without_touching_any_session() {
         })
     });
     // Authentication alone changes nothing: the upgrade may still fail.
-    s.sessions.expect_close_for_agent().never();
     let agent = s.build().authenticate_agent("k").await.unwrap();
     assert_eq!(agent.id, AGENT);
 }
@@ -396,13 +394,16 @@ async fn a_known_key_authenticates_without_touching_any_session() {
 async fn a_connected_agent_closes_what_its_previous_connection_left_open() {
     let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
     s.sessions
-        .expect_close_for_agent()
-        .with(eq(AGENT), eq(CloseReason::AgentReconnected), eq(now()))
+        .expect_close()
+        .with(eq(SESSION), eq(CloseReason::AgentReconnected), eq(now()))
         .times(1)
         .returning(|_, _, _| {
-            Box::pin(async { Ok(vec![closed(TECH, CloseReason::AgentReconnected)]) })
+            Box::pin(async { Ok(Some(closed(TECH, CloseReason::AgentReconnected))) })
         });
-    s.build().agent_connected(AGENT).await.unwrap();
+    let app = s.build();
+    app.agent_connected(AGENT, Some(SESSION)).await.unwrap();
+    // A first connection (nothing replaced) closes nothing.
+    app.agent_connected(AGENT, None).await.unwrap();
 }
 
 #[tokio::test]
@@ -414,7 +415,6 @@ async fn an_unknown_agent_key_is_rejected() {
     s.agents
         .expect_find_agent_by_key()
         .returning(|_| Box::pin(async { Ok(None) }));
-    s.sessions.expect_close_for_agent().never();
     assert!(matches!(
         s.build().authenticate_agent("nope").await,
         Err(ConnectAgentError::UnknownKey)

@@ -268,26 +268,6 @@ impl SessionRepository for PgStore {
         row.as_ref().map(session_from_row).transpose()
     }
 
-    async fn close_for_agent(
-        &self,
-        agent: AgentId,
-        reason: CloseReason,
-        now: Timestamp,
-    ) -> Result<Vec<Session>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "update tech_sessions set status = 'closed', closed_at = $2, close_reason = $3 \
-             where agent_id = $1 and status in ('pending', 'active') returning ",
-            session_columns!()
-        ))
-        .bind(agent.as_uuid())
-        .bind(to_db(now)?)
-        .bind(reason.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        sessions_from_rows(&rows)
-    }
-
     async fn close_all_open(
         &self,
         reason: CloseReason,
