@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rmm_domain::{
-    Actor, AgentId, ChannelId, CommandId, CommandStatus, CommandText, Role, SessionId,
-    SessionStatus, Timestamp, UserId,
+    Actor, AgentId, ChannelId, CommandId, CommandStatus, CommandText, Role, SessionAction,
+    SessionId, SessionStatus, Timestamp, UserId,
 };
 use tokio::sync::watch;
 
@@ -209,7 +209,10 @@ impl<P: Ports> App<P> {
             }
             Some(secs) => Duration::from_secs(secs),
         };
-        let session = match self.session_for_use(actor, session_id).await {
+        let session = match self
+            .session_for(actor, session_id, SessionAction::Use)
+            .await
+        {
             Ok(session) => session,
             Err(SessionUseError::NotFound(id)) => return Err(RunCommandError::NotFound(id)),
             Err(SessionUseError::Forbidden(id)) => return Err(RunCommandError::Forbidden(id)),
@@ -646,7 +649,10 @@ impl<P: Ports> App<P> {
         actor: Actor,
         session_id: SessionId,
     ) -> Result<(), GetCommandError> {
-        match self.session_for_use(actor, session_id).await {
+        match self
+            .session_for(actor, session_id, SessionAction::Use)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(SessionUseError::NotFound(id)) => Err(GetCommandError::SessionNotFound(id)),
             Err(SessionUseError::Forbidden(id)) => Err(GetCommandError::Forbidden(id)),
@@ -663,7 +669,10 @@ impl<P: Ports> App<P> {
         actor: Actor,
         session_id: SessionId,
     ) -> Result<(), WatchSessionError> {
-        let session = match self.session_for_use(actor, session_id).await {
+        let session = match self
+            .session_for(actor, session_id, SessionAction::Use)
+            .await
+        {
             Ok(session) => session,
             Err(SessionUseError::NotFound(id)) => return Err(WatchSessionError::NotFound(id)),
             Err(SessionUseError::Forbidden(id)) => return Err(WatchSessionError::Forbidden(id)),

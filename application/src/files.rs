@@ -1,7 +1,7 @@
 //! File transfers: who may move files through a session, and the audit entry of every
 //! transfer. The bytes themselves stream in the adapters; these rules do not depend on how.
 
-use rmm_domain::{Actor, AgentId, SessionId, SessionStatus};
+use rmm_domain::{Actor, AgentId, SessionAction, SessionId, SessionStatus};
 
 use crate::app::{App, Ports};
 use crate::ports::{AuditAction, AuditEvent, AuditLog, Clock, FileAudit, StoreError};
@@ -45,7 +45,10 @@ impl<P: Ports> App<P> {
                 path.chars().take(200).collect(),
             ));
         }
-        let session = match self.session_for_use(actor, session_id).await {
+        let session = match self
+            .session_for(actor, session_id, SessionAction::Use)
+            .await
+        {
             Ok(session) => session,
             Err(SessionUseError::NotFound(id)) => return Err(FileAccessError::NotFound(id)),
             Err(SessionUseError::Forbidden(id)) => return Err(FileAccessError::Forbidden(id)),

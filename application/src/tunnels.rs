@@ -144,15 +144,12 @@ impl<P: Ports> App<P> {
         actor: Actor,
         id: SessionId,
     ) -> Result<Session, CloseTunnelError> {
-        let session = self
-            .sessions
-            .get(id)
-            .await
-            .map_err(CloseTunnelError::Store)?;
-        let session = session.ok_or(CloseTunnelError::NotFound(id))?;
-        session
-            .authorize(actor, SessionAction::Close)
-            .map_err(|_| CloseTunnelError::Forbidden(id))?;
+        let session = match self.session_for(actor, id, SessionAction::Close).await {
+            Ok(session) => session,
+            Err(SessionUseError::NotFound(id)) => return Err(CloseTunnelError::NotFound(id)),
+            Err(SessionUseError::Forbidden(id)) => return Err(CloseTunnelError::Forbidden(id)),
+            Err(SessionUseError::Store(e)) => return Err(CloseTunnelError::Store(e)),
+        };
         let reason = session.close_reason_for(actor);
         match self
             .sessions
@@ -187,16 +184,12 @@ impl<P: Ports> App<P> {
         actor: Actor,
         id: SessionId,
     ) -> Result<Session, GetTunnelStatusError> {
-        let session = self
-            .sessions
-            .get(id)
-            .await
-            .map_err(GetTunnelStatusError::Store)?;
-        let session = session.ok_or(GetTunnelStatusError::NotFound(id))?;
-        session
-            .authorize(actor, SessionAction::Read)
-            .map_err(|_| GetTunnelStatusError::Forbidden(id))?;
-        Ok(session)
+        match self.session_for(actor, id, SessionAction::Read).await {
+            Ok(session) => Ok(session),
+            Err(SessionUseError::NotFound(id)) => Err(GetTunnelStatusError::NotFound(id)),
+            Err(SessionUseError::Forbidden(id)) => Err(GetTunnelStatusError::Forbidden(id)),
+            Err(SessionUseError::Store(e)) => Err(GetTunnelStatusError::Store(e)),
+        }
     }
 
     /// An agent's connection ended. `tunnel` is the session that connection had open, if any
@@ -270,12 +263,13 @@ impl<P: Ports> App<P> {
         Ok((sessions, commands.len()))
     }
 
-    /// The session, when `actor` may use it (run commands, move files, watch): the shared
-    /// first step of every use of a session.
-    pub(crate) async fn session_for_use(
+    /// The session, when `actor` may do `action` with it: the shared first step of every
+    /// use of a session.
+    pub(crate) async fn session_for(
         &self,
         actor: Actor,
         id: SessionId,
+        action: SessionAction,
     ) -> Result<Session, SessionUseError> {
         let session = self
             .sessions
@@ -284,7 +278,7 @@ impl<P: Ports> App<P> {
             .map_err(SessionUseError::Store)?;
         let session = session.ok_or(SessionUseError::NotFound(id))?;
         session
-            .authorize(actor, SessionAction::Use)
+            .authorize(actor, action)
             .map_err(|_| SessionUseError::Forbidden(id))?;
         Ok(session)
     }
