@@ -37,3 +37,50 @@ pub fn agent_command(server: &TestServer, key: &str, args: &[&str]) -> anyhow::R
 pub fn spawn_agent(server: &TestServer, key: &str) -> anyhow::Result<Child> {
     Ok(agent_command(server, key, &[])?.spawn()?)
 }
+
+/// A real server (fresh PostgreSQL database) with a real agent connected, and a technician's
+/// tunnel open to it.
+#[derive(Debug)]
+pub struct Tunnel {
+    pub server: TestServer,
+    pub admin: String,
+    pub tech: String,
+    pub session: String,
+    /// The agent process, killed when dropped.
+    pub agent: Child,
+}
+
+/// Starts everything a test of commands or files through a tunnel needs.
+///
+/// # Errors
+/// When any step fails (database, server, agent, login, open).
+pub async fn open_tunnel() -> anyhow::Result<Tunnel> {
+    let db = crate::pg::fresh_database().await?;
+    let server = TestServer::start(&db, &[]).await?;
+    let admin = server.admin_token().await?;
+    let (agent_id, key) = server.register_agent(&admin, "web-01").await?;
+    let agent = spawn_agent(&server, &key)?;
+    server.wait_connected(&admin, &agent_id).await?;
+    let tech = server.tech_token("tina").await?;
+    let body = serde_json::json!({ "agent_id": agent_id });
+    let (code, opened) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/tunnel/open",
+            Some(&tech),
+            Some(body),
+        )
+        .await?;
+    anyhow::ensure!(code == 200, "open answered {code}: {opened}");
+    let session = opened["session_id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("open without session_id: {opened}"))?
+        .to_owned();
+    Ok(Tunnel {
+        server,
+        admin,
+        tech,
+        session,
+        agent,
+    })
+}

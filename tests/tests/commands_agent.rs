@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use rmm_e2e::agent::ScriptedAgent;
-use rmm_e2e::pg::fresh_database;
-use rmm_e2e::real_agent::spawn_agent;
+use rmm_e2e::real_agent::{Tunnel, open_tunnel};
 use rmm_e2e::server::TestServer;
 use serde_json::{Value, json};
 use tokio::process::Child;
@@ -22,24 +21,13 @@ struct World {
 }
 
 async fn world() -> World {
-    let db = fresh_database().await.unwrap();
-    let server = TestServer::start(&db, &[]).await.unwrap();
-    let admin = server.admin_token().await.unwrap();
-    let (agent_id, key) = server.register_agent(&admin, "web-01").await.unwrap();
-    let agent = spawn_agent(&server, &key).unwrap();
-    server.wait_connected(&admin, &agent_id).await.unwrap();
-    let tech = server.tech_token("tina").await.unwrap();
-    let (code, body) = server
-        .call(
-            Method::POST,
-            "/api/v1/tunnel/open",
-            Some(&tech),
-            Some(json!({ "agent_id": agent_id })),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 200, "{body}");
-    let session = body["session_id"].as_str().unwrap().to_owned();
+    let Tunnel {
+        server,
+        admin,
+        tech,
+        session,
+        agent,
+    } = open_tunnel().await.unwrap();
     World {
         server,
         admin,
