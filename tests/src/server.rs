@@ -269,6 +269,34 @@ impl TestServer {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// A command's raw stdout or stderr (`stream`): `(status, content type, bytes)`.
+    ///
+    /// # Errors
+    /// On transport failure.
+    pub async fn raw_output(
+        &self,
+        token: &str,
+        session: &str,
+        command: &str,
+        stream: &str,
+    ) -> anyhow::Result<(u16, String, Vec<u8>)> {
+        let path = format!("/api/v1/tunnel/{session}/commands/{command}/{stream}");
+        let r = self
+            .http
+            .get(self.url(&path))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        Ok((status, content_type, r.bytes().await?.to_vec()))
+    }
+
     /// SIGKILL: no cleanup at all, as a crash or power loss.
     ///
     /// # Errors
@@ -308,4 +336,28 @@ impl TestServer {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.spawn().await
     }
+}
+
+/// The `rmm` CLI with a clean environment: only PATH, the server's URL and a private config
+/// folder under `home` (so tests never share or touch a real token).
+///
+/// # Errors
+/// When the binary is missing (`cargo build --bins` first).
+pub fn rmm_command(
+    server_url: &str,
+    home: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(binary("rmm")?);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("RMM_SERVER", server_url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    Ok(cmd)
 }

@@ -12,7 +12,7 @@ use reqwest::Method;
 use rmm_e2e::agent::ScriptedAgent;
 use rmm_e2e::pg::fresh_database;
 use rmm_e2e::real_agent::spawn_agent;
-use rmm_e2e::server::{TestServer, binary};
+use rmm_e2e::server::TestServer;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -55,20 +55,8 @@ async fn world(env: &[(&str, &str)], run_agent: bool) -> World {
     }
 }
 
-/// `rmm` with a clean environment: only PATH, the server and this test's config folder.
 fn rmm_command(server_url: &str, home: &TempDir, args: &[&str]) -> Command {
-    let mut cmd = Command::new(binary("rmm").expect("cargo build --bins first"));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path().join("config"))
-        .env("RMM_SERVER", server_url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
+    rmm_e2e::server::rmm_command(server_url, home.path(), args).expect("cargo build --bins first")
 }
 
 async fn finish(child: Child) -> Output {

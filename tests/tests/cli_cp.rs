@@ -57,20 +57,8 @@ async fn world() -> World {
     w
 }
 
-/// `rmm` with a clean environment: only PATH, the server and this test's config folder.
 fn rmm_command(server_url: &str, home: &TempDir, args: &[&str]) -> Command {
-    let mut cmd = Command::new(binary("rmm").expect("cargo build --bins first"));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path().join("config"))
-        .env("RMM_SERVER", server_url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
+    rmm_e2e::server::rmm_command(server_url, home.path(), args).expect("cargo build --bins first")
 }
 
 async fn finish(child: Child) -> Output {

@@ -83,19 +83,13 @@ impl World {
     }
 
     async fn raw(&self, id: &str, stream: &str) -> Vec<u8> {
-        let r = self
+        let (status, _content_type, bytes) = self
             .server
-            .http()
-            .get(self.server.url(&format!(
-                "/api/v1/tunnel/{}/commands/{id}/{stream}",
-                self.session
-            )))
-            .bearer_auth(&self.tech)
-            .send()
+            .raw_output(&self.tech, &self.session, id, stream)
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
-        r.bytes().await.unwrap().to_vec()
+        assert_eq!(status, 200);
+        bytes
     }
 }
 

@@ -89,20 +89,14 @@ impl World {
     }
 
     async fn raw(&self, command_id: &str, stream: &str) -> Vec<u8> {
-        let r = self
+        let (status, content_type, bytes) = self
             .server
-            .http()
-            .get(self.server.url(&format!(
-                "/api/v1/tunnel/{}/commands/{command_id}/{stream}",
-                self.session
-            )))
-            .bearer_auth(&self.tech)
-            .send()
+            .raw_output(&self.tech, &self.session, command_id, stream)
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["content-type"], "application/octet-stream");
-        r.bytes().await.unwrap().to_vec()
+        assert_eq!(status, 200);
+        assert_eq!(content_type, "application/octet-stream");
+        bytes
     }
 
     async fn watcher(&self, token: &str) -> ScriptedAgent {
