@@ -9,5 +9,5 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-${HOME:-/root}/.car
     export PATH="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin:$PATH"
 fi
 
-UPDATE_OPENAPI=1 cargo test -p rmm-adapters --test openapi_spec -- --nocapture
+UPDATE_OPENAPI=1 cargo test -p rmm-server --test openapi_spec -- --nocapture
 echo "update-openapi: wrote openapi/openapi.json"

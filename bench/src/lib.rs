@@ -11,7 +11,7 @@
 //!
 //! This crate knows the server only by its public faces: the HTTP API, the session stream
 //! WebSocket and the agents' WebSocket, spoken with the wire types of
-//! [`rmm_adapters::protocol`] so the simulator says exactly what real agents say.
+//! [`rmm_protocol`] so the simulator says exactly what real agents say.
 
 pub mod api;
 pub mod limits;

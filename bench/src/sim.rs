@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _, TryStreamExt as _};
-use rmm_adapters::protocol::{
+use rmm_protocol::{
     AgentMessage, HeartbeatPayload, ServerMessage, TerminalOutput, TunnelDataPayload, encode,
 };
 use tokio::net::{TcpSocket, TcpStream};

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt as _;
-use rmm_adapters::protocol::{AgentMessage, TunnelDataPayload};
 use rmm_bench::api::{Api, UnexpectedStatus};
 use rmm_bench::measure::{self, Figures, Latency, Measurement, OpensFigures, Part, Throughput};
 use rmm_bench::report::{self, ReportInputs};
 use rmm_bench::sim::{Fleet, SimOptions, Target, register_many};
+use rmm_protocol::{AgentMessage, TunnelDataPayload};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::Message;
 

@@ -1,0 +1,212 @@
+//! The technicians' WebSocket, `GET /api/v1/tunnel/{session_id}/stream`: every
+//! `tunnel_data` / `tunnel_error` frame of the session in the reference format, replaying
+//! what is buffered first; a client may send reference `terminal` frames to run commands.
+//!
+//! Browsers cannot set headers on a WebSocket, so the JWT may come as `?access_token=`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use poem::http::StatusCode;
+use poem::web::websocket::{CloseCode, Message, WebSocket};
+use poem::web::{Data, Json, Path, Query};
+use poem::{IntoResponse, Request, Response, handler};
+use rmm_application::{App, Ports, WatchSessionError};
+use rmm_domain::{ChannelId, SessionId};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use crate::streams::BroadcastStreams;
+use rmm_auth::Jwt;
+use rmm_protocol::{AgentMessage, ServerMessage, TunnelDataPayload, encode};
+
+/// A write to a watcher that takes longer than this means it stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest frame a watcher may send (a command is at most 64 KiB).
+const MAX_CLIENT_FRAME: usize = 128 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    access_token: Option<String>,
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The handler.
+#[handler]
+pub async fn session_stream<P>(
+    req: &Request,
+    ws: poem::Result<WebSocket>,
+    Path(session_id): Path<String>,
+    Query(query): Query<StreamQuery>,
+    app: Data<&Arc<App<P>>>,
+    jwt: Data<&Arc<Jwt>>,
+) -> Response
+where
+    P: Ports<Streams = BroadcastStreams>,
+{
+    let Ok(session_uuid) = Uuid::parse_str(&session_id) else {
+        return json_error(StatusCode::BAD_REQUEST, "session_id must be a UUID");
+    };
+    let session = SessionId::from_uuid(session_uuid);
+    let header = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(token) = header.or(query.access_token) else {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "missing token: send Authorization: Bearer <token> or ?access_token=<token>",
+        );
+    };
+    let actor = match jwt.verify(&token) {
+        Ok(actor) => actor,
+        Err(e) => return json_error(StatusCode::UNAUTHORIZED, &format!("{e}: log in again")),
+    };
+    match app.authorize_stream(actor, session).await {
+        Ok(()) => {}
+        Err(e @ WatchSessionError::Forbidden(_)) => {
+            return json_error(StatusCode::FORBIDDEN, &e.to_string());
+        }
+        Err(e @ WatchSessionError::NotFound(_)) => {
+            return json_error(StatusCode::NOT_FOUND, &e.to_string());
+        }
+        Err(e @ WatchSessionError::NotActive(_)) => {
+            return json_error(StatusCode::CONFLICT, &e.to_string());
+        }
+        Err(e @ WatchSessionError::Store(_)) => {
+            tracing::error!(error = %e, "stream authorization failed");
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the server log",
+            );
+        }
+    }
+    let Ok(ws) = ws else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "this endpoint takes a WebSocket upgrade",
+        );
+    };
+    let app = Arc::clone(&app);
+    let config = poem::web::websocket::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .max_message_size(Some(MAX_CLIENT_FRAME))
+        .max_frame_size(Some(MAX_CLIENT_FRAME));
+    ws.config(config)
+        .on_upgrade(move |socket| async move {
+            let subscription = app.streams().subscribe(session);
+            let (mut sink, mut inbound) = socket.split();
+            tracing::info!(session_id = %session, tech_id = %actor.id, replay = subscription.replay.len(), "watcher joined");
+            for frame in subscription.replay {
+                if !send(&mut sink, Message::Text(frame.to_string())).await {
+                    return;
+                }
+            }
+            let mut live = subscription.live;
+            let why = loop {
+                tokio::select! {
+                    frame = live.recv() => match frame {
+                        Ok(frame) => {
+                            if !send(&mut sink, Message::Text(frame.to_string())).await {
+                                break "write failed or timed out";
+                            }
+                        }
+                        Err(RecvError::Lagged(missed)) => {
+                            let reason = format!("client too slow: fell {missed} frames behind; reconnect to resume");
+                            let _ = send(&mut sink, Message::Close(Some((CloseCode::Policy, reason)))).await;
+                            break "watcher fell behind";
+                        }
+                        Err(RecvError::Closed) => {
+                            let _ = send(&mut sink, Message::Close(Some((CloseCode::Normal, "session closed".into())))).await;
+                            break "session closed";
+                        }
+                    },
+                    message = inbound.next() => match message {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(reply) = client_frame(&app, actor, session, &text).await
+                                && !send(&mut sink, Message::Text(reply)).await
+                            {
+                                break "write failed or timed out";
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None => break "client closed",
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "watcher socket error");
+                            break "socket error";
+                        }
+                    },
+                }
+            };
+            tracing::info!(session_id = %session, tech_id = %actor.id, reason = why, "watcher left");
+        })
+        .into_response()
+}
+
+async fn send<S>(sink: &mut S, message: Message) -> bool
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// A frame from a watcher: a reference `terminal` frame runs a command on the channel it
+/// names. Returns a `tunnel_error` to send back when it cannot.
+async fn client_frame<P: Ports>(
+    app: &App<P>,
+    actor: rmm_domain::Actor,
+    session: SessionId,
+    text: &str,
+) -> Option<String> {
+    let (channel_id, command, timeout_secs) = match ServerMessage::decode(text) {
+        Ok(ServerMessage::TunnelData {
+            channel_id,
+            data:
+                TunnelDataPayload::Terminal {
+                    command,
+                    timeout_secs,
+                },
+        }) => (channel_id, command, timeout_secs),
+        Ok(_) => {
+            return Some(error_frame(
+                "client",
+                "only tunnel_data terminal frames may be sent on this stream",
+            ));
+        }
+        Err(e) => return Some(error_frame("client", &e.to_string())),
+    };
+    let channel = match ChannelId::parse(&channel_id) {
+        Ok(channel) => channel,
+        Err(e) => return Some(error_frame("client", &e.to_string())),
+    };
+    match app
+        .run_command(
+            actor,
+            session,
+            &command,
+            timeout_secs,
+            Some(channel.clone()),
+        )
+        .await
+    {
+        Ok(_) => None,
+        Err(e) => Some(error_frame(channel.as_str(), &e.to_string())),
+    }
+}
+
+fn error_frame(channel: &str, error: &str) -> String {
+    encode(&AgentMessage::TunnelError {
+        channel_id: channel.to_owned(),
+        error: error.to_owned(),
+    })
+}

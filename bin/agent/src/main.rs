@@ -1,0 +1,204 @@
+//! `rmm-agent`: configuration (flags over environment over config file), telemetry and the
+//! shutdown signal, handed to the agent runtime in `rmm_agent_runtime`.
+
+use rmm_process as process;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use rmm_agent_runtime::{AgentConfig, AgentKey, AgentTimings, ServerUrl, run};
+use serde::Deserialize;
+
+/// The rmm agent: keeps one WebSocket to the rmm server, sends heartbeats and serves tunnels.
+#[derive(Debug, Parser)]
+#[command(name = "rmm-agent", version, about)]
+struct Cli {
+    /// Server URL, ws://host[:port] or wss://host[:port] (/api/v1/agent/ws is appended).
+    #[arg(long, env = "RMM_SERVER")]
+    server: Option<String>,
+    /// This agent's key, from `POST /api/v1/agents`. Prefer the env or the config file:
+    /// command lines are visible to every local user.
+    #[arg(long, env = "RMM_AGENT_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// TOML file with `server`, `key`, `heartbeat_secs`, `ca_file`, `command_timeout_secs`
+    /// (flags and env win).
+    #[arg(long, env = "RMM_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// One connection attempt: exit non-zero if it fails or ends.
+    #[arg(long)]
+    once: bool,
+    /// Seconds between heartbeats (default 30).
+    #[arg(long, env = "RMM_AGENT_HEARTBEAT_SECS")]
+    heartbeat_secs: Option<u64>,
+    /// PEM file of extra CA certificates to trust for wss:// (self-signed servers).
+    #[arg(long, env = "RMM_AGENT_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Seconds without any frame from the server before the socket is dropped and redialled.
+    #[arg(long, env = "RMM_AGENT_READ_IDLE_SECS", default_value_t = 90)]
+    read_idle_secs: u64,
+    /// Largest delay between reconnection attempts, seconds.
+    #[arg(long, env = "RMM_AGENT_BACKOFF_CAP_SECS", default_value_t = 60)]
+    backoff_cap_secs: u64,
+    /// Seconds after which a command is killed when the server's frame sets no timeout (a
+    /// server without the timeout extension). Unset or 0: no agent-side default.
+    #[arg(long, env = "RMM_AGENT_COMMAND_TIMEOUT_SECS")]
+    command_timeout_secs: Option<u64>,
+}
+
+/// The config file. Unknown keys are errors: a typo must not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    server: Option<String>,
+    key: Option<String>,
+    heartbeat_secs: Option<u64>,
+    ca_file: Option<PathBuf>,
+    command_timeout_secs: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    process::init_logging("info");
+    let config = config(cli)?;
+    run(config, process::shutdown_signal()).await?;
+    Ok(())
+}
+
+fn config(cli: Cli) -> anyhow::Result<AgentConfig> {
+    let file = match &cli.config {
+        Some(path) => read_file(path)?,
+        None => FileConfig::default(),
+    };
+    let Some(server) = cli.server.or(file.server) else {
+        bail!(
+            "no server URL: pass --server wss://host, set RMM_SERVER, or put `server = \"wss://host\"` in the config file (--config)"
+        );
+    };
+    let Some(key) = cli.key.or(file.key) else {
+        bail!(
+            "no agent key: set RMM_AGENT_KEY, put `key = \"...\"` in the config file (--config), or pass --key"
+        );
+    };
+    let server = ServerUrl::parse(&server)
+        .context("invalid server URL (--server / RMM_SERVER / `server`)")?;
+    let key = AgentKey::parse(&key).context("invalid agent key (--key / RMM_AGENT_KEY / `key`)")?;
+    let heartbeat_secs = cli.heartbeat_secs.or(file.heartbeat_secs).unwrap_or(30);
+    if heartbeat_secs == 0 {
+        bail!("heartbeat_secs must be at least 1");
+    }
+    let mut config = AgentConfig::new(server, key);
+    config.ca_file = cli.ca_file.or(file.ca_file);
+    config.once = cli.once;
+    config.command_timeout = cli
+        .command_timeout_secs
+        .or(file.command_timeout_secs)
+        .filter(|&secs| secs > 0)
+        .map(Duration::from_secs);
+    config.timings = AgentTimings {
+        heartbeat_interval: Duration::from_secs(heartbeat_secs),
+        read_idle: Duration::from_secs(cli.read_idle_secs.max(1)),
+        backoff_cap: Duration::from_secs(cli.backoff_cap_secs.max(1)),
+        ..AgentTimings::default()
+    };
+    Ok(config)
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let file: FileConfig =
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+    warn_if_readable_by_others(path, &file);
+    Ok(file)
+}
+
+/// The key is a credential: a config file holding it should be readable by its owner only.
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path, file: &FileConfig) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if file.key.is_none() {
+        return;
+    }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "the config file holds the agent key and is readable by other users; chmod 600 it");
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path, _file: &FileConfig) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("rmm-agent").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_fills_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "server = \"ws://file:1\"\nkey = \"file-key\"\nheartbeat_secs = 7\n",
+        )
+        .unwrap();
+        let c = config(cli(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--server",
+            "ws://flag:2",
+        ]))
+        .unwrap();
+        assert_eq!(c.server.as_str(), "ws://flag:2/api/v1/agent/ws");
+        assert_eq!(c.key, AgentKey::parse("file-key").unwrap());
+        assert_eq!(c.timings.heartbeat_interval, Duration::from_secs(7));
+        assert_eq!(c.command_timeout, None);
+    }
+
+    #[test]
+    fn the_default_command_timeout_comes_from_the_flag_or_the_file_and_0_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "server = \"ws://h\"\nkey = \"k\"\ncommand_timeout_secs = 600\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = config(cli(&["--config", file])).unwrap();
+        assert_eq!(c.command_timeout, Some(Duration::from_secs(600)));
+        let c = config(cli(&["--config", file, "--command-timeout-secs", "5"])).unwrap();
+        assert_eq!(c.command_timeout, Some(Duration::from_secs(5)));
+        let c = config(cli(&["--config", file, "--command-timeout-secs", "0"])).unwrap();
+        assert_eq!(c.command_timeout, None);
+    }
+
+    #[test]
+    fn a_missing_server_or_key_names_what_to_set() {
+        let e = config(cli(&["--key", "k"])).unwrap_err().to_string();
+        assert!(e.contains("--server") && e.contains("RMM_SERVER"), "{e}");
+        let e = config(cli(&["--server", "ws://h"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RMM_AGENT_KEY") && e.contains("--key"), "{e}");
+    }
+
+    #[test]
+    fn unknown_config_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "sever = \"ws://typo\"\n").unwrap();
+        let e = format!(
+            "{:#}",
+            config(cli(&["--config", path.to_str().unwrap()])).unwrap_err()
+        );
+        assert!(e.contains("sever"), "{e}");
+    }
+}

@@ -1,0 +1,272 @@
+//! `rmm`: the technician's command-line client. Logs in once, then lists agents, opens and
+//! closes tunnels, runs commands with live output, copies files both ways and reads the audit
+//! log, all through the server's public API ([`rmm_client`]).
+//!
+//! This file holds the command line (clap, with environment variables and shell
+//! completions), `main`, and the mapping of every failure to one line on stderr and an exit
+//! code: 1 for API and local errors, 2 for usage errors (clap's), and for `exec` the remote
+//! command's own code, 124 when it timed out, 130 when it was cancelled, 255 when it failed
+//! (the agent went away); `cp` leaves with 130 when interrupted. What each subcommand does lives in the modules below; where the
+//! token and remembered sessions are kept, in `config`.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
+use rmm_client::{ApiClient, ClientError};
+
+mod commands;
+mod config;
+mod cp;
+mod exec;
+mod render;
+mod session;
+
+/// The rmm technician's client: log in once, then reach managed machines through the server.
+#[derive(Debug, Parser)]
+#[command(name = "rmm", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// The rmm server, http(s)://host[:port] (ws:// and wss:// are read as http:// and
+    /// https://). The token comes from `rmm login`, or RMM_TOKEN.
+    #[arg(
+        long,
+        env = "RMM_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Log in and keep the token in the config directory (file mode 0600).
+    Login {
+        /// Your username (prompted for on a terminal when missing).
+        #[arg(long, env = "RMM_USERNAME")]
+        username: Option<String>,
+        /// Read the password from the first line of standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the agents: name, id, connected, mode, last seen.
+    Agents {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a tunnel session to an agent (by id or unique name) and remember it.
+    Open {
+        /// The agent: its id, or its name.
+        agent: String,
+        /// Print the session as JSON instead of its id.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a session (default: the one session this CLI has open).
+    Close {
+        /// The session id, or an agent whose remembered session to close.
+        session: Option<String>,
+    },
+    /// Show a session (default: every session this CLI has open).
+    Status {
+        /// The session id, or an agent whose remembered session to show.
+        session: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command on an agent, streaming its output live; exits with its exit code.
+    ///
+    /// The words after `--` are joined with spaces and run by the agent's shell (`sh -c`),
+    /// as ssh does: quote for the remote shell, e.g. `rmm exec web-01 -- 'cd /tmp && ls'`.
+    /// Reuses your open session to the agent; otherwise opens one and closes it afterwards.
+    /// Exit codes: the remote command's, 124 timed out, 130 cancelled (Ctrl-C cancels the
+    /// remote command), 255 failed (the agent went away), 1 for other errors.
+    #[command(override_usage = "rmm exec [OPTIONS] <AGENT> -- <COMMAND>...")]
+    Exec(exec::ExecArgs),
+    /// Copy a file to or from an agent, verified by SHA-256: `rmm cp LOCAL AGENT:/path` or
+    /// `rmm cp AGENT:/path LOCAL`.
+    ///
+    /// Streams any size with a progress bar on a terminal (none when stderr is piped). The
+    /// file lands only once its SHA-256 matches: an upload as `.NAME.rmm-partial` beside the
+    /// target, a download as LOCAL.rmm-partial, renamed when verified. An interrupted copy
+    /// keeps what arrived; run it again with --resume to send only the rest. Reuses your open
+    /// session to the agent; otherwise opens one and closes it afterwards. Exit codes: 0
+    /// copied and verified, 1 failed (one line says why), 130 interrupted.
+    #[command(
+        override_usage = "rmm cp [OPTIONS] <LOCAL> <AGENT:/path>\n       rmm cp [OPTIONS] <AGENT:/path> <LOCAL>"
+    )]
+    Cp(cp::CpArgs),
+    /// Read the audit log, newest first (technicians see their own entries).
+    Audit(commands::AuditArgs),
+    /// Print a shell completion script, e.g. `rmm completions bash > /etc/bash_completion.d/rmm`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Every failure of the CLI; each displays as one line naming the cause and the fix.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Bad input the argument parser could not catch (an unknown agent, a bad time, ...).
+    #[error("{0}")]
+    Usage(String),
+    /// The config directory or a file in it.
+    #[error("{0}")]
+    Config(String),
+    /// Local stdin, stdout or terminal.
+    #[error("{0}")]
+    Local(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // reqwest is built with rustls and no provider of its own: ring is the tree's one provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&CliError::Local(format!("cannot start the runtime: {e}"))),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(error: &CliError) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "rmm: {error}");
+    ExitCode::from(1)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let server = cli.global.server;
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "rmm", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Login {
+            username,
+            password_stdin,
+        } => {
+            let dir = config::ConfigDir::locate()?;
+            let client = ApiClient::new(&server, None)?;
+            commands::login(&client, &dir, username, password_stdin).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agents { json } => {
+            let (client, _) = connect(&server)?;
+            commands::agents(&client, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Open { agent, json } => {
+            let (client, dir) = connect(&server)?;
+            commands::open(&client, &dir, &agent, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Close { session } => {
+            let (client, dir) = connect(&server)?;
+            commands::close(&client, &dir, session.as_deref()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { session, json } => {
+            let (client, dir) = connect(&server)?;
+            commands::status(&client, &dir, session.as_deref(), json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Exec(args) => {
+            let (client, dir) = connect(&server)?;
+            exec::exec(&client, &dir, args).await
+        }
+        Command::Cp(args) => {
+            let (client, dir) = connect(&server)?;
+            cp::cp(&client, &dir, args).await
+        }
+        Command::Audit(args) => {
+            let (client, _) = connect(&server)?;
+            commands::audit(&client, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A client with the user's token (RMM_TOKEN first, then the saved one) and the config
+/// directory.
+fn connect(server: &str) -> Result<(ApiClient, config::ConfigDir), CliError> {
+    let dir = config::ConfigDir::locate()?;
+    let token = match config::token_from_env()? {
+        Some(token) => Some(token),
+        None => dir.load_token()?,
+    };
+    if token.is_none() {
+        return Err(ClientError::NotLoggedIn.into());
+    }
+    Ok((ApiClient::new(server, token)?, dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_takes_the_command_after_the_agent_with_or_without_a_double_dash() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Exec(args),
+                ..
+            }) => Some((args.agent, args.keep, args.timeout, args.command)),
+            Ok(_) | Err(_) => None,
+        };
+        assert_eq!(
+            parse(&["rmm", "exec", "web-01", "--keep", "--", "ls", "-la"]),
+            Some((
+                "web-01".to_owned(),
+                true,
+                None,
+                vec!["ls".to_owned(), "-la".to_owned()]
+            ))
+        );
+        assert_eq!(
+            parse(&[
+                "rmm",
+                "exec",
+                "--timeout",
+                "5",
+                "web-01",
+                "uptime",
+                "--keep"
+            ]),
+            Some((
+                "web-01".to_owned(),
+                false,
+                Some(5),
+                vec!["uptime".to_owned(), "--keep".to_owned()]
+            ))
+        );
+        assert_eq!(parse(&["rmm", "exec", "web-01"]), None);
+        assert_eq!(
+            parse(&["rmm", "exec", "web-01", "--timeout", "0", "x"]),
+            None
+        );
+    }
+}

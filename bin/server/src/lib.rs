@@ -1,0 +1,5 @@
+//! rmm-server's wiring: the production ports over one store ([`wiring`]) and the system
+//! clock and id generator ([`system`]). `main.rs` holds the configuration and the commands.
+
+pub mod system;
+pub mod wiring;

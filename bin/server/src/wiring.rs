@@ -1,0 +1,335 @@
+//! Assembles the server: the routes (API, docs, health, the agents' WebSocket), the
+//! background maintenance loop, and graceful shutdown. `bin` calls [`serve`] with a store.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::http::StatusCode;
+use poem::listener::TcpAcceptor;
+use poem::web::websocket::{WebSocket, WebSocketConfig};
+use poem::web::{Data, Json as PoemJson};
+use poem::{EndpointExt, IntoResponse, Response, Route, get, handler};
+use poem_openapi::OpenApiService;
+use rmm_application::{
+    AgentRepository, App, AuditLog, CommandRepository, Config, ConnectAgentError, Deps, Ports,
+    SessionRepository, UserRepository,
+};
+use rmm_domain::CloseReason;
+use tokio::sync::watch;
+
+use crate::system::{RandomIds, SystemClock};
+use rmm_auth::{Argon2Credentials, Jwt};
+use rmm_gateway::agents::{Capabilities, ConnectionTimings, WsAgentGateway, run_agent_connection};
+use rmm_gateway::streams::BroadcastStreams;
+use rmm_http::Api;
+use rmm_protocol::CAPABILITIES_HEADER;
+
+/// Everything the server needs from a database; both SQL stores implement it.
+pub trait Store:
+    SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+{
+}
+
+impl<S> Store for S where
+    S: SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+{
+}
+
+/// The production ports over one store type `S` (PostgreSQL or SQLite).
+#[derive(Debug)]
+pub struct Production<S>(PhantomData<fn() -> S>);
+
+impl<S: Store> Ports for Production<S> {
+    type Sessions = S;
+    type Agents = S;
+    type Users = S;
+    type Audit = S;
+    type Commands = S;
+    type Streams = BroadcastStreams;
+    type Gateway = WsAgentGateway;
+    type Clock = SystemClock;
+    type Ids = RandomIds;
+    type Credentials = Argon2Credentials;
+}
+
+/// Builds the application over `store`.
+pub fn build_app<S: Store>(store: Arc<S>, config: Config) -> Arc<App<Production<S>>> {
+    Arc::new(App::new(
+        Deps {
+            sessions: Arc::clone(&store),
+            agents: Arc::clone(&store),
+            users: Arc::clone(&store),
+            audit: Arc::clone(&store),
+            commands: store,
+            streams: Arc::new(BroadcastStreams::default()),
+            gateway: Arc::new(WsAgentGateway::default()),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+            credentials: Arc::new(Argon2Credentials),
+        },
+        config,
+    ))
+}
+
+/// Settings of the network side.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Largest frame an agent may send; larger closes the socket with 1009.
+    pub max_agent_frame: usize,
+    pub timings: ConnectionTimings,
+    /// How often buffered heartbeats are written and idle sessions closed.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_agent_frame: 1024 * 1024,
+            timings: ConnectionTimings::default(),
+            maintenance_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The OpenAPI service, also used to write the committed spec.
+pub fn api_service<P: Ports<Gateway = WsAgentGateway>>(
+    app: Arc<App<P>>,
+    jwt: Arc<Jwt>,
+) -> OpenApiService<Api<P>, ()> {
+    OpenApiService::new(Api::new(app, jwt), "rmm-tunnel", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Remote-access tunnels to managed machines. Authenticate with `POST /api/v1/auth/login` and send \
+             the token as `Authorization: Bearer <token>`. Agents connect to `GET /api/v1/agent/ws`; the \
+             WebSocket messages are documented in docs/protocol.md.",
+        )
+}
+
+/// Health: 200 while serving.
+#[handler]
+fn healthz() -> PoemJson<serde_json::Value> {
+    PoemJson(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: 200 when the database answers, 503 otherwise.
+#[handler]
+async fn readyz<P: Ports>(app: Data<&Arc<App<P>>>) -> Response {
+    match app.count_users().await {
+        Ok(_) => PoemJson(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "readiness check failed: database unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                PoemJson(serde_json::json!({ "error": "database unavailable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The agents' WebSocket. The key is checked before the upgrade, so a bad key is a plain 401.
+#[handler]
+async fn agent_ws<P>(
+    req: &poem::Request,
+    ws: poem::Result<WebSocket>,
+    app: Data<&Arc<App<P>>>,
+    options: Data<&Arc<ServeOptions>>,
+    shutdown: Data<&watch::Receiver<bool>>,
+) -> Response
+where
+    P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>,
+{
+    let key = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(key) = key.filter(|k| !k.is_empty()) else {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "missing agent key: send Authorization: Bearer <agent_key>",
+        );
+    };
+    let agent = match app.authenticate_agent(key).await {
+        Ok(agent) => agent,
+        Err(ConnectAgentError::UnknownKey) => {
+            tracing::warn!(remote = %req.remote_addr(), "agent connection with an unknown key rejected");
+            return json_error(StatusCode::UNAUTHORIZED, "unknown agent key");
+        }
+        Err(e @ ConnectAgentError::Store(_)) => {
+            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "agent authentication failed");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server cannot authenticate agents right now",
+            );
+        }
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "this endpoint takes a WebSocket upgrade",
+            );
+        }
+    };
+    let capabilities = Capabilities::parse(
+        req.headers()
+            .get(CAPABILITIES_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let app = Arc::clone(&app);
+    let options = Arc::clone(&options);
+    let shutdown = shutdown.clone();
+    // Small buffers: most agents idle, and tungstenite's defaults (128 KiB read buffer, 64 MiB
+    // messages) would cost memory per connection and let one agent make us buffer a lot.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(options.max_agent_frame))
+        .max_frame_size(Some(options.max_agent_frame));
+    ws.config(config)
+        .on_upgrade(move |socket| {
+            run_agent_connection(
+                app,
+                agent.id,
+                capabilities,
+                socket,
+                options.timings,
+                shutdown,
+            )
+        })
+        .into_response()
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, PoemJson(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// Every error the framework produces (bad JSON, bad path parameter, missing token, unknown
+/// route) leaves as JSON `{"error": ...}` with its status.
+async fn error_as_json(err: poem::Error) -> Response {
+    let status = err.status();
+    let message = if status.is_server_error() {
+        tracing::error!(error = %err, "request failed");
+        "internal error; see the server log".to_owned()
+    } else if status == StatusCode::UNAUTHORIZED && err.to_string() == "authorization error" {
+        "missing bearer token: log in with POST /api/v1/auth/login and send Authorization: Bearer <token>".to_owned()
+    } else {
+        err.to_string()
+    };
+    json_error(status, &message)
+}
+
+/// The whole HTTP surface.
+pub fn routes<P>(
+    app: Arc<App<P>>,
+    jwt: Arc<Jwt>,
+    options: Arc<ServeOptions>,
+    shutdown: watch::Receiver<bool>,
+) -> impl poem::Endpoint
+where
+    P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>,
+{
+    let api = api_service(Arc::clone(&app), Arc::clone(&jwt));
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    Route::new()
+        .nest("/", api)
+        .at("/api/v1/openapi.json", spec)
+        .nest("/docs", docs)
+        .at("/api/v1/agent/ws", get(agent_ws::<P>::default()))
+        .at(
+            "/api/v1/tunnel/:session_id/stream",
+            get(rmm_gateway::stream_ws::session_stream::<P>::default()),
+        )
+        .at("/healthz", get(healthz))
+        .at("/readyz", get(readyz::<P>::default()))
+        .data(app)
+        .data(jwt)
+        .data(options)
+        .data(shutdown)
+        .catch_all_error(error_as_json)
+}
+
+/// The spec as served at `/api/v1/openapi.json`.
+pub fn openapi_spec<P: Ports<Gateway = WsAgentGateway>>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> String {
+    api_service(app, jwt).spec()
+}
+
+/// Runs the server on `listener` until `shutdown` resolves: reconciles sessions a previous
+/// process left open before accepting anything, runs maintenance, and on shutdown stops
+/// accepting, closes sessions (telling agents) and returns.
+///
+/// # Errors
+/// When binding or serving fails, or the start-up reconciliation cannot reach the store.
+pub async fn serve<P>(
+    app: Arc<App<P>>,
+    jwt: Arc<Jwt>,
+    options: ServeOptions,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()>
+where
+    P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>,
+{
+    let (closed, _) = app.reconcile_after_restart().await?;
+    if closed > 0 {
+        tracing::warn!(
+            count = closed,
+            "closed sessions a previous server process left open"
+        );
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let maintenance = tokio::spawn(maintain(
+        Arc::clone(&app),
+        options.maintenance_interval,
+        stop_rx.clone(),
+    ));
+    let addr = listener.local_addr()?;
+    let options = Arc::new(options);
+    let endpoint = routes(Arc::clone(&app), jwt, options, stop_rx.clone());
+    tracing::info!(%addr, "listening; API docs at http://{addr}/docs");
+
+    let app_for_stop = Arc::clone(&app);
+    let server = poem::Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?);
+    server
+        .run_with_graceful_shutdown(
+            endpoint,
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing sessions and telling agents");
+                if let Err(e) = app_for_stop
+                    .close_all_sessions(CloseReason::ServerShutdown)
+                    .await
+                {
+                    tracing::error!(error = %e, "could not close sessions at shutdown");
+                }
+                let _ = stop_tx.send(true);
+            },
+            Some(Duration::from_secs(5)),
+        )
+        .await?;
+    maintenance.abort();
+    if let Err(e) = app.flush_presence_and_close_idle().await {
+        tracing::warn!(error = %e, "final presence flush failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn maintain<P: Ports>(app: Arc<App<P>>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = app.flush_presence_and_close_idle().await {
+                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "maintenance (presence flush, idle close) failed");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
