@@ -37,20 +37,12 @@ use tokio::time::Instant;
 
 use super::Event;
 use super::tunnel::{FileInput, FileOp};
-use rmm_protocol::{AgentMessage, DataFrame, FileEntry};
+use rmm_protocol::{AgentMessage, DataFrame, FileEntry, FileErrorCode as Code};
 
-/// The largest data frame a download sends (the server's events queue is sized for a window
-/// of these).
-pub const FRAME_DATA: usize = 256 * 1024;
-/// Bytes a download may have sent beyond the server's last `file_ack`, and the most an
-/// upload's server keeps unacknowledged.
-pub const WINDOW: u64 = 4 * 1024 * 1024;
-/// An upload is acknowledged every this many bytes written (and at its end).
-pub const ACK_EVERY: u64 = 1024 * 1024;
-/// At most this many entries in a `file_listing` (the first ones by name).
-pub const MAX_ENTRIES: usize = 10_000;
-/// The suffix of an upload's partial file (after a leading dot and the target's name).
-pub const PARTIAL_SUFFIX: &str = ".rmm-partial";
+pub use rmm_protocol::limits::{
+    FILE_ACK_EVERY as ACK_EVERY, FILE_FRAME_DATA as FRAME_DATA, FILE_WINDOW as WINDOW,
+    MAX_LISTING_ENTRIES as MAX_ENTRIES, PARTIAL_SUFFIX,
+};
 
 /// A `file_listing` stays under this many bytes of JSON: the server refuses agent frames over
 /// 1 MiB, and 10,000 long names would be more.
@@ -392,44 +384,15 @@ async fn send_event(out: &mpsc::Sender<Event>, event: Event) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-/// The protocol's `file_error` codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Code {
-    NotFound,
-    PermissionDenied,
-    IsDirectory,
-    NotADirectory,
-    NotAbsolute,
-    DiskFull,
-    ChecksumMismatch,
-    BadOffset,
-    Io,
-}
-
-impl Code {
-    const fn as_str(self) -> &'static str {
-        match self {
-            Self::NotFound => "not_found",
-            Self::PermissionDenied => "permission_denied",
-            Self::IsDirectory => "is_directory",
-            Self::NotADirectory => "not_a_directory",
-            Self::NotAbsolute => "not_absolute",
-            Self::DiskFull => "disk_full",
-            Self::ChecksumMismatch => "checksum_mismatch",
-            Self::BadOffset => "bad_offset",
-            Self::Io => "io",
-        }
-    }
-
-    fn of(error: &io::Error) -> Self {
-        match error.kind() {
-            io::ErrorKind::NotFound => Self::NotFound,
-            io::ErrorKind::PermissionDenied => Self::PermissionDenied,
-            io::ErrorKind::IsADirectory => Self::IsDirectory,
-            io::ErrorKind::NotADirectory => Self::NotADirectory,
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Self::DiskFull,
-            _ => Self::Io,
-        }
+/// The `file_error` code of an I/O error.
+fn code_of(error: &io::Error) -> Code {
+    match error.kind() {
+        io::ErrorKind::NotFound => Code::NotFound,
+        io::ErrorKind::PermissionDenied => Code::PermissionDenied,
+        io::ErrorKind::IsADirectory => Code::IsDirectory,
+        io::ErrorKind::NotADirectory => Code::NotADirectory,
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Code::DiskFull,
+        _ => Code::Io,
     }
 }
 
@@ -450,7 +413,7 @@ impl Failure {
     /// technician's own.
     fn io(what: &str, path: &Path, error: &io::Error) -> Self {
         Self::new(
-            Code::of(error),
+            code_of(error),
             format!("cannot {what} {}: {error}", path.display()),
         )
     }
@@ -462,7 +425,7 @@ impl Failure {
     fn frame(&self, channel_id: &str) -> AgentMessage {
         AgentMessage::FileError {
             channel_id: channel_id.to_owned(),
-            code: self.code.as_str().to_owned(),
+            code: self.code,
             message: self.message.clone(),
         }
     }
@@ -1280,7 +1243,7 @@ mod tests {
 
     #[test]
     fn operating_system_errors_map_to_the_protocols_codes() {
-        let code = |errno| Code::of(&io::Error::from_raw_os_error(errno)).as_str();
+        let code = |errno| code_of(&io::Error::from_raw_os_error(errno)).as_str();
         assert_eq!(code(2), "not_found"); // ENOENT
         assert_eq!(code(13), "permission_denied"); // EACCES
         assert_eq!(code(1), "permission_denied"); // EPERM
@@ -1505,7 +1468,7 @@ mod tests {
             }
         }
         assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].0, "io");
+        assert_eq!(errors[0].0, Code::Io);
         assert!(errors[0].1.contains("flow-control window"), "{errors:?}");
         assert!(!target.exists());
         assert!(transfers.is_empty());

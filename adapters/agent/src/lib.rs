@@ -48,8 +48,7 @@ use rmm_protocol::{
     DataFrame, DecodeError, ServerMessage, encode,
 };
 
-/// The path of the agents' WebSocket endpoint on the server.
-pub const AGENT_WS_PATH: &str = "/api/v1/agent/ws";
+pub use rmm_protocol::limits::AGENT_WS_PATH;
 
 /// Server frames are small JSON or upload data frames (256 KiB of data from our server);
 /// anything near this is hostile or a bug.

@@ -14,12 +14,9 @@ use std::time::Duration;
 
 use rmm_domain::{AgentMode, Channel, ChannelId, ChannelKind, Channels, ModeError, SessionId};
 
-use rmm_protocol::{AgentMessage, DataFrame, ServerMessage, TunnelDataPayload};
+use rmm_protocol::{AgentMessage, DataFrame, FileErrorCode, ServerMessage, TunnelDataPayload};
 
-/// At most this many channels (running commands and file operations together) at once in a
-/// tunnel: a server cannot make us hold more. The server admits as many per agent connection
-/// (its gateway's limit), so work it accepts is not refused here.
-pub const MAX_CHANNELS: usize = 64;
+pub use rmm_protocol::limits::MAX_CHANNELS;
 
 /// Told to the server for `tunnel_data` outside a tunnel: nothing runs without one.
 pub const NO_TUNNEL: &str = "no tunnel is open";
@@ -359,15 +356,15 @@ fn refuse(channel_id: &str, error: &str) -> Vec<Action> {
 }
 
 /// The `file_error` code of failures that have no more precise one (the protocol's list).
-const FILE_IO: &str = "io";
+const FILE_IO: FileErrorCode = FileErrorCode::Io;
 
 /// A file frame refused before any operation started: `file_error` on its channel (the server
 /// routes file channels' errors by that message, not by `tunnel_error`).
-fn refuse_file(channel_id: &str, code: &str, message: &str) -> Vec<Action> {
-    tracing::debug!(channel_id = %clip(channel_id), code, message, "file frame refused");
+fn refuse_file(channel_id: &str, code: FileErrorCode, message: &str) -> Vec<Action> {
+    tracing::debug!(channel_id = %clip(channel_id), code = code.as_str(), message, "file frame refused");
     vec![Action::Send(AgentMessage::FileError {
         channel_id: clip(channel_id),
-        code: code.to_owned(),
+        code,
         message: message.to_owned(),
     })]
 }
@@ -629,7 +626,7 @@ mod tests {
     fn file_error_on(channel: &str, message: &str) -> Vec<Action> {
         vec![Action::Send(AgentMessage::FileError {
             channel_id: channel.into(),
-            code: "io".into(),
+            code: FileErrorCode::Io,
             message: message.into(),
         })]
     }

@@ -27,8 +27,7 @@ use rmm_protocol::{
 /// it never makes the server hold more.
 pub const OUTBOUND_QUEUE: usize = 64;
 
-/// Channels one tunnel may hold open at once (commands and transfers in flight).
-pub const MAX_CHANNELS: usize = 64;
+pub use rmm_protocol::limits::MAX_CHANNELS;
 
 /// Which protocol extensions an agent said it speaks (the `x-rmm-capabilities` header).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,7 +128,7 @@ pub enum FileEvent {
         sha256: String,
     },
     Error {
-        code: String,
+        code: rmm_protocol::FileErrorCode,
         message: String,
     },
     Listing {

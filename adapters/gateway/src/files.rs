@@ -18,12 +18,9 @@ use sha2::{Digest as _, Sha256};
 use crate::agents::{FileEvent, FileLink, Outbound, WsAgentGateway};
 use rmm_protocol::{DataFrame, FileEntry, ServerMessage};
 
-/// Largest data frame sent to an agent.
-pub const CHUNK: usize = 256 * 1024;
-/// Bytes sent but not yet acknowledged, at most.
-pub const WINDOW: u64 = 4 * 1024 * 1024;
-/// A download is acknowledged to the agent every this many bytes.
-pub const ACK_EVERY: u64 = 1024 * 1024;
+pub use rmm_protocol::limits::{
+    FILE_ACK_EVERY as ACK_EVERY, FILE_FRAME_DATA as CHUNK, FILE_WINDOW as WINDOW,
+};
 /// How long an agent may take to answer a request (hashing a large file included).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -34,7 +31,10 @@ pub enum TransferError {
     Access(#[from] FileAccessError),
     /// The agent refused or failed; `code` is the protocol's error code.
     #[error("{message}")]
-    Agent { code: String, message: String },
+    Agent {
+        code: rmm_protocol::FileErrorCode,
+        message: String,
+    },
     #[error("the agent of this session is not connected")]
     AgentGone,
     #[error("the agent does not support file transfer (upgrade the agent)")]

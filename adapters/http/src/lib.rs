@@ -16,6 +16,7 @@ use rmm_application::{
     OutputStream, Ports, RegisterAgentError, RunCommandError,
 };
 use rmm_domain::{Actor, AgentId, AgentName, CommandId, Session, SessionId, Timestamp, UserId};
+use rmm_protocol::FileErrorCode;
 use uuid::Uuid;
 
 use rmm_auth::{Jwt, TokenError};
@@ -1256,15 +1257,16 @@ impl From<TransferError> for FileErrorResponse {
             TransferError::Access(FileAccessError::Store(_)) => {
                 Self::Internal(internal("file_access", &e))
             }
-            TransferError::Agent { code, .. } => match code.as_str() {
-                "not_found" => Self::NotFound(body),
-                "permission_denied" => Self::Forbidden(body),
-                "not_absolute" | "is_directory" | "not_a_directory" | "bad_offset" => {
-                    Self::BadRequest(body)
-                }
-                "checksum_mismatch" => Self::Unprocessable(body),
-                "disk_full" => Self::InsufficientStorage(body),
-                _ => Self::Internal(body),
+            TransferError::Agent { code, .. } => match code {
+                FileErrorCode::NotFound => Self::NotFound(body),
+                FileErrorCode::PermissionDenied => Self::Forbidden(body),
+                FileErrorCode::NotAbsolute
+                | FileErrorCode::IsDirectory
+                | FileErrorCode::NotADirectory
+                | FileErrorCode::BadOffset => Self::BadRequest(body),
+                FileErrorCode::ChecksumMismatch => Self::Unprocessable(body),
+                FileErrorCode::DiskFull => Self::InsufficientStorage(body),
+                FileErrorCode::Io => Self::Internal(body),
             },
             TransferError::AgentGone | TransferError::Busy => Self::Unavailable(body),
             TransferError::ClientAborted(_) => Self::BadRequest(body),

@@ -7,6 +7,12 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod api;
+mod codes;
+pub mod limits;
+
+pub use codes::FileErrorCode;
+
 /// The WebSocket upgrade header in which an agent lists the protocol extensions it speaks
 /// (comma-separated). The server sends extension frames or fields only to agents that listed
 /// them, so an agent written against the reference receives reference frames only.
@@ -120,12 +126,10 @@ pub enum AgentMessage {
         size: u64,
         sha256: String,
     },
-    /// Extension: a file operation failed. `code` is one of `not_found`,
-    /// `permission_denied`, `is_directory`, `not_a_directory`, `not_absolute`, `disk_full`,
-    /// `checksum_mismatch`, `bad_offset`, `io`.
+    /// Extension: a file operation failed, for the reason [`FileErrorCode`] names.
     FileError {
         channel_id: String,
-        code: String,
+        code: FileErrorCode,
         message: String,
     },
     /// Extension: a directory's entries.

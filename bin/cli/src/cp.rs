@@ -48,7 +48,7 @@ const CHUNK: usize = 256 * 1024;
 /// Bytes read per step while hashing (nothing waits for them, so larger).
 const HASH_CHUNK: usize = 1024 * 1024;
 /// Appended to LOCAL for the file a download is written to until it is verified.
-const PARTIAL_SUFFIX: &str = ".rmm-partial";
+use rmm_protocol::limits::PARTIAL_SUFFIX;
 /// 128 + SIGINT, as for `exec`.
 const EXIT_INTERRUPTED: u8 = 130;
 /// Upload requests per copy: the first, and those going on after a broken connection.

@@ -1,0 +1,164 @@
+//! The HTTP API's error contract: every error answer is `{"error": "<for people>", "code":
+//! "<for programs>"}`. Clients match on [`ApiErrorCode`], never on the message text.
+
+use serde::{Deserialize, Serialize};
+
+use crate::FileErrorCode;
+
+/// The body of every 4xx and 5xx answer of the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong, in words for a person.
+    pub error: String,
+    /// What went wrong, stable for programs.
+    pub code: ApiErrorCode,
+}
+
+macro_rules! api_error_codes {
+    ($($variant:ident = $wire:literal: $doc:literal,)+) => {
+        /// A stable, machine-readable reason for an API error (`code` in every error body).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum ApiErrorCode {
+            $(#[doc = $doc] #[serde(rename = $wire)] $variant,)+
+            /// A code this build does not know (a newer server's).
+            #[serde(other, rename = "unknown")]
+            Unknown,
+        }
+
+        impl ApiErrorCode {
+            /// Every code a server sends, in documentation order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            /// The code as it travels on the wire.
+            #[must_use]
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $wire,)+
+                    Self::Unknown => "unknown",
+                }
+            }
+
+            /// What the code means, as documented in the API reference.
+            #[must_use]
+            pub const fn description(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $doc,)+
+                    Self::Unknown => "a code this client does not know",
+                }
+            }
+        }
+    };
+}
+
+api_error_codes! {
+    InvalidRequest = "invalid_request":
+        "400: the request is malformed (JSON, a UUID, a parameter out of range, a bad name).",
+    Unauthenticated = "unauthenticated":
+        "401: no token, or a token that is invalid.",
+    TokenExpired = "token_expired":
+        "401: the token has expired; log in again.",
+    InvalidCredentials = "invalid_credentials":
+        "401: wrong username or password.",
+    Forbidden = "forbidden":
+        "403: the caller may not do this (another user's session, or an admin-only operation).",
+    SessionNotFound = "session_not_found":
+        "404: no such session.",
+    AgentNotFound = "agent_not_found":
+        "404: no such agent.",
+    AgentNotConnected = "agent_not_connected":
+        "404: the agent exists but is not connected.",
+    CommandNotFound = "command_not_found":
+        "404: no such command in this session.",
+    SessionExists = "session_exists":
+        "409: the agent already has an active session (the message says whose).",
+    AgentRefused = "agent_refused":
+        "409: the agent refused to open the tunnel.",
+    SessionNotActive = "session_not_active":
+        "409: the session is not active (closed, or still opening).",
+    AgentExists = "agent_exists":
+        "409: an agent with this name exists.",
+    AgentUnsupported = "agent_unsupported":
+        "409: the agent is too old for this operation (upgrade it).",
+    AgentBusy = "agent_busy":
+        "503: the agent's connection is saturated; try again shortly.",
+    AgentGone = "agent_gone":
+        "503: the agent disconnected during the operation.",
+    DatabaseUnavailable = "database_unavailable":
+        "503: the database does not answer; nothing was changed.",
+    AgentTimeout = "agent_timeout":
+        "504: the agent did not answer in time.",
+    FileNotFound = "file_not_found":
+        "404 (files): no such file or directory on the agent.",
+    PermissionDenied = "permission_denied":
+        "403 (files): the agent's operating system refused access.",
+    IsDirectory = "is_directory":
+        "400 (files): a directory where a file is needed.",
+    NotADirectory = "not_a_directory":
+        "400 (files): a file where a directory is needed.",
+    NotAbsolute = "not_absolute":
+        "400 (files): the path is not absolute.",
+    BadOffset = "bad_offset":
+        "400 (files): the offset to resume from does not match what the agent holds.",
+    ChecksumMismatch = "checksum_mismatch":
+        "422 (files): the SHA-256 does not match; the file changed or the transfer was damaged.",
+    DiskFull = "disk_full":
+        "507 (files): the agent's disk is full.",
+    TransferAborted = "transfer_aborted":
+        "400 (files): the request body ended before the declared size.",
+    FileIo = "file_io":
+        "500 (files): another I/O failure on the agent.",
+    Internal = "internal":
+        "500: an internal error; the server log has the details.",
+}
+
+impl From<FileErrorCode> for ApiErrorCode {
+    fn from(code: FileErrorCode) -> Self {
+        match code {
+            FileErrorCode::NotFound => Self::FileNotFound,
+            FileErrorCode::PermissionDenied => Self::PermissionDenied,
+            FileErrorCode::IsDirectory => Self::IsDirectory,
+            FileErrorCode::NotADirectory => Self::NotADirectory,
+            FileErrorCode::NotAbsolute => Self::NotAbsolute,
+            FileErrorCode::DiskFull => Self::DiskFull,
+            FileErrorCode::ChecksumMismatch => Self::ChecksumMismatch,
+            FileErrorCode::BadOffset => Self::BadOffset,
+            FileErrorCode::Io => Self::FileIo,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_as_their_wire_names() {
+        for &code in ApiErrorCode::ALL {
+            let json = serde_json::to_string(&code).expect("serialise");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(
+                serde_json::from_str::<ApiErrorCode>(&json).expect("parse"),
+                code
+            );
+            assert!(
+                !code.description().is_empty(),
+                "{code:?} has no description"
+            );
+        }
+    }
+
+    #[test]
+    fn a_code_from_a_newer_server_reads_as_unknown() {
+        let body: ApiError =
+            serde_json::from_str(r#"{"error":"x","code":"quota_exceeded"}"#).expect("parse");
+        assert_eq!(body.code, ApiErrorCode::Unknown);
+    }
+
+    #[test]
+    fn wire_names_are_unique() {
+        let mut names: Vec<_> = ApiErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ApiErrorCode::ALL.len());
+    }
+}
