@@ -43,3 +43,55 @@ pub async fn shutdown_signal() {
         () = term => tracing::info!("SIGTERM received"),
     }
 }
+
+/// How a daemon ends: `Ok` exits 0; an error prints `error: <cause>: <cause>...` on one line of
+/// stderr (never a backtrace, whatever `RUST_BACKTRACE` says: the error chain names the cause)
+/// and exits 1, as the `rmm` CLI does.
+#[must_use]
+pub fn exit_code(program: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::debug!(error = ?e, "{program} failed");
+            eprintln!("{program}: error: {}", chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, outermost first.
+#[must_use]
+pub fn chain(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context as _;
+
+    #[test]
+    fn the_chain_names_every_cause_outermost_first() {
+        let e = Err::<(), _>(std::io::Error::other("permission denied"))
+            .context("cannot read /etc/rmm/key")
+            .expect_err("an error");
+        assert_eq!(
+            super::chain(&e),
+            "cannot read /etc/rmm/key: permission denied"
+        );
+    }
+
+    #[test]
+    fn an_error_exits_non_zero_and_success_zero() {
+        assert_eq!(
+            super::exit_code("t", Err(anyhow::anyhow!("boom"))),
+            std::process::ExitCode::FAILURE
+        );
+        assert_eq!(
+            super::exit_code("t", Ok(())),
+            std::process::ExitCode::SUCCESS
+        );
+    }
+}
