@@ -19,7 +19,8 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::streams::BroadcastStreams;
-use rmm_auth::Jwt;
+use rmm_auth::{Jwt, TokenError};
+use rmm_protocol::api::{ApiError, ApiErrorCode};
 use rmm_protocol::{AgentMessage, ServerMessage, TunnelDataPayload, encode};
 
 /// A write to a watcher that takes longer than this means it stopped reading.
@@ -32,8 +33,13 @@ pub struct StreamQuery {
     access_token: Option<String>,
 }
 
-fn json_error(status: StatusCode, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
+/// An answer before the upgrade: the API's error body (`rmm_protocol::api::ApiError`).
+fn json_error(status: StatusCode, code: ApiErrorCode, message: &str) -> Response {
+    let body = ApiError {
+        error: message.to_owned(),
+        code,
+    };
+    (status, Json(body)).into_response()
 }
 
 /// The handler.
@@ -50,7 +56,11 @@ where
     P: Ports<Streams = BroadcastStreams>,
 {
     let Ok(session_uuid) = Uuid::parse_str(&session_id) else {
-        return json_error(StatusCode::BAD_REQUEST, "session_id must be a UUID");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidRequest,
+            "session_id must be a UUID",
+        );
     };
     let session = SessionId::from_uuid(session_uuid);
     let header = req
@@ -62,28 +72,52 @@ where
     let Some(token) = header.or(query.access_token) else {
         return json_error(
             StatusCode::UNAUTHORIZED,
+            ApiErrorCode::Unauthenticated,
             "missing token: send Authorization: Bearer <token> or ?access_token=<token>",
         );
     };
     let actor = match jwt.verify(&token) {
         Ok(actor) => actor,
-        Err(e) => return json_error(StatusCode::UNAUTHORIZED, &format!("{e}: log in again")),
+        Err(e) => {
+            let code = match e {
+                TokenError::Expired => ApiErrorCode::TokenExpired,
+                TokenError::Invalid => ApiErrorCode::Unauthenticated,
+            };
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                code,
+                &format!("{e}: log in again"),
+            );
+        }
     };
     match app.authorize_stream(actor, session).await {
         Ok(()) => {}
         Err(e @ WatchSessionError::Forbidden(_)) => {
-            return json_error(StatusCode::FORBIDDEN, &e.to_string());
+            return json_error(
+                StatusCode::FORBIDDEN,
+                ApiErrorCode::Forbidden,
+                &e.to_string(),
+            );
         }
         Err(e @ WatchSessionError::NotFound(_)) => {
-            return json_error(StatusCode::NOT_FOUND, &e.to_string());
+            return json_error(
+                StatusCode::NOT_FOUND,
+                ApiErrorCode::SessionNotFound,
+                &e.to_string(),
+            );
         }
         Err(e @ WatchSessionError::NotActive(_)) => {
-            return json_error(StatusCode::CONFLICT, &e.to_string());
+            return json_error(
+                StatusCode::CONFLICT,
+                ApiErrorCode::SessionNotActive,
+                &e.to_string(),
+            );
         }
         Err(e @ WatchSessionError::Store(_)) => {
             tracing::error!(error = %e, "stream authorization failed");
             return json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
+                ApiErrorCode::Internal,
                 "internal error; see the server log",
             );
         }
@@ -91,6 +125,7 @@ where
     let Ok(ws) = ws else {
         return json_error(
             StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidRequest,
             "this endpoint takes a WebSocket upgrade",
         );
     };

@@ -75,6 +75,8 @@ api_error_codes! {
         "409: the agent refused to open the tunnel.",
     SessionNotActive = "session_not_active":
         "409: the session is not active (closed, or still opening).",
+    ChannelBusy = "channel_busy":
+        "409: the channel id is in use by a running command in this session.",
     AgentExists = "agent_exists":
         "409: an agent with this name exists.",
     AgentUnsupported = "agent_unsupported":
@@ -107,6 +109,10 @@ api_error_codes! {
         "400 (files): the request body ended before the declared size.",
     FileIo = "file_io":
         "500 (files): another I/O failure on the agent.",
+    NotFound = "not_found":
+        "404: no such route.",
+    MethodNotAllowed = "method_not_allowed":
+        "405: the route does not take this method.",
     Internal = "internal":
         "500: an internal error; the server log has the details.",
 }

@@ -22,8 +22,9 @@ use crate::system::{RandomIds, SystemClock};
 use rmm_auth::{Argon2Credentials, Jwt};
 use rmm_gateway::agents::{Capabilities, ConnectionTimings, WsAgentGateway, run_agent_connection};
 use rmm_gateway::streams::BroadcastStreams;
-use rmm_http::Api;
+use rmm_http::{Api, error_as_json, json_error};
 use rmm_protocol::CAPABILITIES_HEADER;
+use rmm_protocol::api::ApiErrorCode;
 
 /// Everything the server needs from a database; both SQL stores implement it.
 pub trait Store:
@@ -97,7 +98,7 @@ pub fn api_service<P: Ports<Gateway = WsAgentGateway>>(
     app: Arc<App<P>>,
     jwt: Arc<Jwt>,
 ) -> OpenApiService<Api<P>, ()> {
-    OpenApiService::new(Api::new(app, jwt), "rmm-tunnel", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new(rmm_http::api(app, jwt), "rmm-tunnel", env!("CARGO_PKG_VERSION"))
         .description(
             "Remote-access tunnels to managed machines. Authenticate with `POST /api/v1/auth/login` and send \
              the token as `Authorization: Bearer <token>`. Agents connect to `GET /api/v1/agent/ws`; the \
@@ -118,11 +119,11 @@ async fn readyz<P: Ports>(app: Data<&Arc<App<P>>>) -> Response {
         Ok(_) => PoemJson(serde_json::json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "readiness check failed: database unavailable");
-            (
+            json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                PoemJson(serde_json::json!({ "error": "database unavailable" })),
+                ApiErrorCode::DatabaseUnavailable,
+                "database unavailable",
             )
-                .into_response()
         }
     }
 }
@@ -148,6 +149,7 @@ where
     let Some(key) = key.filter(|k| !k.is_empty()) else {
         return json_error(
             StatusCode::UNAUTHORIZED,
+            ApiErrorCode::Unauthenticated,
             "missing agent key: send Authorization: Bearer <agent_key>",
         );
     };
@@ -155,12 +157,17 @@ where
         Ok(agent) => agent,
         Err(ConnectAgentError::UnknownKey) => {
             tracing::warn!(remote = %req.remote_addr(), "agent connection with an unknown key rejected");
-            return json_error(StatusCode::UNAUTHORIZED, "unknown agent key");
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                ApiErrorCode::Unauthenticated,
+                "unknown agent key",
+            );
         }
         Err(e @ ConnectAgentError::Store(_)) => {
             tracing::error!(error = %e, source = ?std::error::Error::source(&e), "agent authentication failed");
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
+                ApiErrorCode::DatabaseUnavailable,
                 "server cannot authenticate agents right now",
             );
         }
@@ -170,6 +177,7 @@ where
         Err(_) => {
             return json_error(
                 StatusCode::BAD_REQUEST,
+                ApiErrorCode::InvalidRequest,
                 "this endpoint takes a WebSocket upgrade",
             );
         }
@@ -201,25 +209,6 @@ where
             )
         })
         .into_response()
-}
-
-fn json_error(status: StatusCode, message: &str) -> Response {
-    (status, PoemJson(serde_json::json!({ "error": message }))).into_response()
-}
-
-/// Every error the framework produces (bad JSON, bad path parameter, missing token, unknown
-/// route) leaves as JSON `{"error": ...}` with its status.
-async fn error_as_json(err: poem::Error) -> Response {
-    let status = err.status();
-    let message = if status.is_server_error() {
-        tracing::error!(error = %err, "request failed");
-        "internal error; see the server log".to_owned()
-    } else if status == StatusCode::UNAUTHORIZED && err.to_string() == "authorization error" {
-        "missing bearer token: log in with POST /api/v1/auth/login and send Authorization: Bearer <token>".to_owned()
-    } else {
-        err.to_string()
-    };
-    json_error(status, &message)
 }
 
 /// The whole HTTP surface.

@@ -1,0 +1,158 @@
+//! The append-only audit log.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use rmm_application::{AuditEntry, AuditQuery, ListAuditError, Ports};
+use rmm_domain::{AgentId, SessionId, UserId};
+use rmm_protocol::api::ApiErrorCode;
+use uuid::Uuid;
+
+use crate::auth::TechAuth;
+use crate::error::{ErrorBody, error, internal};
+use crate::{ApiTags, Audit, Handlers, from_datetime, to_datetime};
+
+#[OpenApi(prefix_path = "/api/v1")]
+impl<P: Ports> Handlers<P, Audit> {
+    /// The audit log, newest first. Admins read everything; technicians their own entries.
+    /// Page with `before` = the `next_before` of the previous page.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/audit", method = "get", tag = "ApiTags::Audit")]
+    async fn audit(
+        &self,
+        auth: TechAuth,
+        agent_id: Query<Option<Uuid>>,
+        tech_id: Query<Option<Uuid>>,
+        session_id: Query<Option<Uuid>>,
+        since: Query<Option<DateTime<Utc>>>,
+        until: Query<Option<DateTime<Utc>>>,
+        limit: Query<Option<u32>>,
+        before: Query<Option<i64>>,
+    ) -> AuditResponse {
+        let query = AuditQuery {
+            user: tech_id.0.map(UserId::from_uuid),
+            agent: agent_id.0.map(AgentId::from_uuid),
+            session: session_id.0.map(SessionId::from_uuid),
+            since: since.0.map(from_datetime),
+            until: until.0.map(from_datetime),
+            before: before.0,
+            limit: limit.0.unwrap_or(50),
+        };
+        match self.app.list_audit(auth.0, query).await {
+            Ok(entries) => {
+                let next_before = entries.last().map(|e| e.id).filter(|_| {
+                    entries.len()
+                        >= usize::try_from(limit.0.unwrap_or(50).clamp(1, 500))
+                            .unwrap_or(usize::MAX)
+                });
+                AuditResponse::Ok(Json(AuditPage {
+                    entries: entries.iter().map(AuditEntryDto::from).collect(),
+                    next_before,
+                }))
+            }
+            Err(e @ ListAuditError::Forbidden) => {
+                AuditResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()))
+            }
+            Err(e @ ListAuditError::Store(_)) => {
+                AuditResponse::Internal(internal("list_audit", &e))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+struct AuditEntryDto {
+    /// Increasing position in the log; pass as `before` to page.
+    id: i64,
+    at: DateTime<Utc>,
+    /// `tunnel_open`, `tunnel_close`, `tunnel_refused`, `tunnel_timeout`, `command`,
+    /// `command_end`, `file_upload`, `file_download`.
+    event: String,
+    tech_id: Option<Uuid>,
+    agent_id: Option<Uuid>,
+    session_id: Option<Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    detail: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    command_id: Option<Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    command: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    status: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    exit_code: Option<i32>,
+    #[oai(skip_serializing_if_is_none)]
+    stdout_bytes: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    stderr_bytes: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    duration_ms: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    path: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    direction: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    size: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    sha256: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    result: Option<String>,
+}
+
+impl From<&AuditEntry> for AuditEntryDto {
+    fn from(entry: &AuditEntry) -> Self {
+        let e = &entry.event;
+        let command = e.command.clone().unwrap_or_default();
+        let file = e.file.as_ref();
+        Self {
+            id: entry.id,
+            at: to_datetime(e.at),
+            event: e.action.as_str().to_owned(),
+            tech_id: e.user.map(|u| u.as_uuid()),
+            agent_id: e.agent.map(|a| a.as_uuid()),
+            session_id: e.session.map(|s| s.as_uuid()),
+            detail: e.detail.clone(),
+            command_id: command.command_id.map(|c| c.as_uuid()),
+            command: command.text,
+            status: command.status,
+            exit_code: command.exit_code,
+            stdout_bytes: command.stdout_bytes,
+            stderr_bytes: command.stderr_bytes,
+            duration_ms: command.duration_ms,
+            path: file.map(|f| f.path.clone()),
+            direction: file.map(|f| f.direction.clone()),
+            size: file.and_then(|f| f.size),
+            sha256: file.and_then(|f| f.sha256.clone()),
+            result: file.map(|f| f.result.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+struct AuditPage {
+    entries: Vec<AuditEntryDto>,
+    /// Pass as `before` for the next (older) page; null on the last page.
+    next_before: Option<i64>,
+}
+
+#[derive(ApiResponse)]
+enum AuditResponse {
+    /// A page of entries, newest first.
+    #[oai(status = 200)]
+    Ok(Json<AuditPage>),
+    /// A query parameter is malformed.
+    #[oai(status = 400)]
+    #[allow(dead_code)] // Answered by the query parser; listed for the API docs.
+    BadRequest(Json<ErrorBody>),
+    /// Missing, expired or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
+    /// A technician asked for another user's entries.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// The server failed; details are in its log.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}

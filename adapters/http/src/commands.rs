@@ -1,0 +1,434 @@
+//! Running commands in a tunnel and reading their stored output.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Binary, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use rmm_application::{CommandRecord, GetCommandError, OutputStream, Ports, RunCommandError};
+use rmm_domain::{Actor, CommandId, SessionId};
+use rmm_protocol::api::ApiErrorCode;
+use uuid::Uuid;
+
+use crate::auth::TechAuth;
+use crate::error::{ErrorBody, error, internal};
+use crate::{ApiTags, Commands, Handlers, to_datetime};
+
+#[OpenApi(prefix_path = "/api/v1")]
+impl<P: Ports> Handlers<P, Commands> {
+    /// Run a command in the session's tunnel. Answers at once; output streams live on
+    /// `GET /api/v1/tunnel/{session_id}/stream` and is kept for
+    /// `GET /api/v1/tunnel/{session_id}/commands/{command_id}`.
+    #[oai(
+        path = "/tunnel/:session_id/command",
+        method = "post",
+        tag = "ApiTags::Commands"
+    )]
+    async fn run_command(
+        &self,
+        auth: TechAuth,
+        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        body: Json<CommandBody>,
+    ) -> RunCommandResponse {
+        let session = SessionId::from_uuid(session_id.0);
+        match self
+            .app
+            .run_command(auth.0, session, &body.command, body.timeout_secs, None)
+            .await
+        {
+            Ok(record) => RunCommandResponse::Accepted(Json(CommandStartedDto {
+                command_id: record.id.as_uuid(),
+                channel_id: record.channel.to_string(),
+                timeout_secs: record.timeout_secs,
+            })),
+            Err(e @ RunCommandError::Invalid(_)) => {
+                RunCommandResponse::BadRequest(error(ApiErrorCode::InvalidRequest, e.to_string()))
+            }
+            Err(e @ RunCommandError::NotFound(_)) => {
+                RunCommandResponse::NotFound(error(ApiErrorCode::SessionNotFound, e.to_string()))
+            }
+            Err(e @ RunCommandError::Forbidden(_)) => {
+                RunCommandResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()))
+            }
+            Err(e @ RunCommandError::NotActive(_)) => {
+                RunCommandResponse::Conflict(error(ApiErrorCode::SessionNotActive, e.to_string()))
+            }
+            Err(e @ RunCommandError::AgentOffline(_)) => {
+                RunCommandResponse::Conflict(error(ApiErrorCode::AgentNotConnected, e.to_string()))
+            }
+            Err(e @ RunCommandError::ChannelBusy(_)) => {
+                RunCommandResponse::Conflict(error(ApiErrorCode::ChannelBusy, e.to_string()))
+            }
+            Err(e @ RunCommandError::Overloaded) => {
+                RunCommandResponse::Unavailable(error(ApiErrorCode::AgentBusy, e.to_string()))
+            }
+            Err(e @ RunCommandError::AuditUnavailable(_)) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "command refused: audit log unavailable");
+                RunCommandResponse::Unavailable(error(
+                    ApiErrorCode::DatabaseUnavailable,
+                    e.to_string(),
+                ))
+            }
+            Err(e @ RunCommandError::Store(_)) => {
+                RunCommandResponse::Internal(internal("run_command", &e))
+            }
+        }
+    }
+
+    /// A command's status and stored output. With `wait`, holds the request until the
+    /// command ends or `wait` seconds pass (at most 300).
+    #[oai(
+        path = "/tunnel/:session_id/commands/:command_id",
+        method = "get",
+        tag = "ApiTags::Commands"
+    )]
+    async fn get_command(
+        &self,
+        auth: TechAuth,
+        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        #[oai(name = "command_id")] command_id: Path<Uuid>,
+        wait: Query<Option<u64>>,
+    ) -> CommandResponse {
+        let wait = wait
+            .0
+            .map(|secs| Duration::from_secs(secs.min(MAX_WAIT_SECS)));
+        let (session, id) = (
+            SessionId::from_uuid(session_id.0),
+            CommandId::from_uuid(command_id.0),
+        );
+        let result = self.app.get_command(auth.0, session, id, wait).await;
+        self.command_response(auth.0, session, result).await
+    }
+
+    /// Cancel a running command: the agent kills its whole process group (TERM, then KILL).
+    /// Answers with the command once it has ended (or after 10 s).
+    #[oai(
+        path = "/tunnel/:session_id/commands/:command_id",
+        method = "delete",
+        tag = "ApiTags::Commands"
+    )]
+    async fn cancel_command(
+        &self,
+        auth: TechAuth,
+        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        #[oai(name = "command_id")] command_id: Path<Uuid>,
+    ) -> CommandResponse {
+        let (session, id) = (
+            SessionId::from_uuid(session_id.0),
+            CommandId::from_uuid(command_id.0),
+        );
+        let result = self
+            .app
+            .cancel_command(auth.0, session, id, Duration::from_secs(10))
+            .await;
+        self.command_response(auth.0, session, result).await
+    }
+
+    /// The exact bytes the command wrote to stdout (up to the stored cap).
+    #[oai(
+        path = "/tunnel/:session_id/commands/:command_id/stdout",
+        method = "get",
+        tag = "ApiTags::Commands"
+    )]
+    async fn command_stdout(
+        &self,
+        auth: TechAuth,
+        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        #[oai(name = "command_id")] command_id: Path<Uuid>,
+    ) -> RawOutputResponse {
+        self.raw_output(auth.0, session_id.0, command_id.0, OutputStream::Stdout)
+            .await
+    }
+
+    /// The exact bytes the command wrote to stderr (up to the stored cap).
+    #[oai(
+        path = "/tunnel/:session_id/commands/:command_id/stderr",
+        method = "get",
+        tag = "ApiTags::Commands"
+    )]
+    async fn command_stderr(
+        &self,
+        auth: TechAuth,
+        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        #[oai(name = "command_id")] command_id: Path<Uuid>,
+    ) -> RawOutputResponse {
+        self.raw_output(auth.0, session_id.0, command_id.0, OutputStream::Stderr)
+            .await
+    }
+}
+
+/// The longest `?wait=` honoured, seconds.
+const MAX_WAIT_SECS: u64 = 300;
+/// Chunks read from the store per round while streaming raw output.
+const RAW_CHUNKS_PER_READ: u32 = 16;
+
+impl<P: Ports> Handlers<P, Commands> {
+    async fn command_response(
+        &self,
+        actor: Actor,
+        session: SessionId,
+        result: Result<CommandRecord, GetCommandError>,
+    ) -> CommandResponse {
+        let record = match result {
+            Ok(record) => record,
+            Err(e @ GetCommandError::NotFound(_)) => {
+                return CommandResponse::NotFound(error(
+                    ApiErrorCode::CommandNotFound,
+                    e.to_string(),
+                ));
+            }
+            Err(e @ GetCommandError::SessionNotFound(_)) => {
+                return CommandResponse::NotFound(error(
+                    ApiErrorCode::SessionNotFound,
+                    e.to_string(),
+                ));
+            }
+            Err(e @ GetCommandError::Forbidden(_)) => {
+                return CommandResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()));
+            }
+            Err(e @ GetCommandError::Store(_)) => {
+                return CommandResponse::Internal(internal("get_command", &e));
+            }
+        };
+        let mut streams = Vec::with_capacity(2);
+        for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+            match self
+                .app
+                .command_output_chunks(actor, session, record.id, stream, 0, u32::MAX)
+                .await
+            {
+                Ok(chunks) => streams.push(
+                    chunks
+                        .into_iter()
+                        .flat_map(|(_, bytes)| bytes)
+                        .collect::<Vec<u8>>(),
+                ),
+                Err(e) => return CommandResponse::Internal(internal("read_output", &e)),
+            }
+        }
+        let stderr = streams.pop().unwrap_or_default();
+        let stdout = streams.pop().unwrap_or_default();
+        CommandResponse::Ok(Json(Box::new(CommandDto::new(&record, &stdout, &stderr))))
+    }
+
+    async fn raw_output(
+        &self,
+        actor: Actor,
+        session: Uuid,
+        command: Uuid,
+        stream: OutputStream,
+    ) -> RawOutputResponse {
+        let (session, id) = (SessionId::from_uuid(session), CommandId::from_uuid(command));
+        // The first read checks access, so errors are answered before any byte is streamed.
+        let first = match self
+            .app
+            .command_output_chunks(actor, session, id, stream, 0, RAW_CHUNKS_PER_READ)
+            .await
+        {
+            Ok(chunks) => chunks,
+            Err(e @ GetCommandError::NotFound(_)) => {
+                return RawOutputResponse::NotFound(error(
+                    ApiErrorCode::CommandNotFound,
+                    e.to_string(),
+                ));
+            }
+            Err(e @ GetCommandError::SessionNotFound(_)) => {
+                return RawOutputResponse::NotFound(error(
+                    ApiErrorCode::SessionNotFound,
+                    e.to_string(),
+                ));
+            }
+            Err(e @ GetCommandError::Forbidden(_)) => {
+                return RawOutputResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()));
+            }
+            Err(e @ GetCommandError::Store(_)) => {
+                return RawOutputResponse::Internal(internal("read_output", &e));
+            }
+        };
+        let app = Arc::clone(&self.app);
+        // Streamed a few chunks at a time: memory stays bounded whatever the output size.
+        let body = futures_util::stream::unfold(Some(first), move |state| {
+            let app = Arc::clone(&app);
+            async move {
+                let chunks = state?;
+                if chunks.is_empty() {
+                    return None;
+                }
+                let next_seq = chunks.last().map_or(0, |(seq, _)| seq + 1);
+                let full = chunks.len() >= RAW_CHUNKS_PER_READ as usize;
+                let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, b)| b).collect();
+                let next = if full {
+                    match app
+                        .command_output_chunks(
+                            actor,
+                            session,
+                            id,
+                            stream,
+                            next_seq,
+                            RAW_CHUNKS_PER_READ,
+                        )
+                        .await
+                    {
+                        Ok(chunks) => Some(chunks),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading output while streaming failed");
+                            return Some((Err(std::io::Error::other("output store failed")), None));
+                        }
+                    }
+                } else {
+                    Some(Vec::new())
+                };
+                Some((Ok::<_, std::io::Error>(bytes), next))
+            }
+        });
+        RawOutputResponse::Ok(Binary(poem::Body::from_bytes_stream(
+            futures_util::StreamExt::map(body, |r| r.map(bytes::Bytes::from)),
+        )))
+    }
+}
+
+#[derive(Debug, Object)]
+struct CommandBody {
+    /// Run through the agent's shell (`sh -c` on Unix), stdin closed.
+    command: String,
+    /// Kill the command (its whole process group) after this many seconds; default 300.
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Object)]
+struct CommandStartedDto {
+    command_id: Uuid,
+    /// The channel its output frames carry on the session stream.
+    channel_id: String,
+    timeout_secs: u64,
+}
+
+#[derive(ApiResponse)]
+enum RunCommandResponse {
+    /// Sent to the agent.
+    #[oai(status = 202)]
+    Accepted(Json<CommandStartedDto>),
+    /// Empty, too long or otherwise invalid command or timeout.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing, expired or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
+    /// The session belongs to another user.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such session.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The session is closed (or still pending), or its agent is gone.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The server failed; details are in its log.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The agent is saturated, or the audit log cannot be written (commands are never run
+    /// unaudited).
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[derive(Debug, Object)]
+struct CommandDto {
+    command_id: Uuid,
+    channel_id: String,
+    session_id: Uuid,
+    command: String,
+    /// `running`, `completed`, `timed_out`, `cancelled` or `failed` (agent gone).
+    status: String,
+    /// Null while running; 128 + signal number when killed by a signal.
+    exit_code: Option<i32>,
+    /// The signal that killed the process, e.g. `SIGKILL`.
+    #[oai(skip_serializing_if_is_none)]
+    signal: Option<String>,
+    /// Stored stdout, decoded as UTF-8 (invalid bytes replaced: use `.../stdout` for bytes).
+    stdout: String,
+    stderr: String,
+    /// Bytes written in all (stored or not).
+    stdout_bytes: u64,
+    stderr_bytes: u64,
+    /// True when the stored output stops at the server's cap.
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    timeout_secs: u64,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl CommandDto {
+    fn new(r: &CommandRecord, stdout: &[u8], stderr: &[u8]) -> Self {
+        Self {
+            command_id: r.id.as_uuid(),
+            channel_id: r.channel.to_string(),
+            session_id: r.session.as_uuid(),
+            command: r.text.clone(),
+            status: r.status.as_str().to_owned(),
+            exit_code: r.exit_code,
+            signal: r.signal.clone(),
+            stdout: String::from_utf8_lossy(stdout).into_owned(),
+            stderr: String::from_utf8_lossy(stderr).into_owned(),
+            stdout_bytes: r.stdout_bytes,
+            stderr_bytes: r.stderr_bytes,
+            stdout_truncated: r.stdout_truncated,
+            stderr_truncated: r.stderr_truncated,
+            timeout_secs: r.timeout_secs,
+            started_at: to_datetime(r.started_at),
+            finished_at: r.finished_at.map(to_datetime),
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum CommandResponse {
+    /// The command.
+    #[oai(status = 200)]
+    Ok(Json<Box<CommandDto>>),
+    /// A path parameter is not a UUID.
+    #[oai(status = 400)]
+    #[allow(dead_code)] // Answered by the path parser; listed for the API docs.
+    BadRequest(Json<ErrorBody>),
+    /// Missing, expired or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
+    /// The session belongs to another user.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such session, or no such command in it.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The server failed; details are in its log.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+enum RawOutputResponse {
+    /// The bytes, streamed.
+    #[oai(status = 200)]
+    Ok(Binary<poem::Body>),
+    /// A path parameter is not a UUID.
+    #[oai(status = 400)]
+    #[allow(dead_code)] // Answered by the path parser; listed for the API docs.
+    BadRequest(Json<ErrorBody>),
+    /// Missing, expired or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
+    /// The session belongs to another user.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such session, or no such command in it.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The server failed; details are in its log.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}

@@ -1,0 +1,391 @@
+//! Moving files to and from the agent, streamed both ways.
+
+use poem::Request;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::{Binary, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use rmm_application::{FileAccessError, Ports};
+use rmm_domain::SessionId;
+use rmm_gateway::agents::WsAgentGateway;
+use rmm_gateway::files::TransferError;
+use rmm_protocol::FileErrorCode;
+use rmm_protocol::api::ApiErrorCode;
+use uuid::Uuid;
+
+use crate::auth::TechAuth;
+use crate::error::{ErrorBody, error, internal};
+use crate::{ApiTags, Files, Handlers};
+
+#[OpenApi(prefix_path = "/api/v1")]
+impl<P: Ports<Gateway = WsAgentGateway>> Handlers<P, Files> {
+    /// Upload the request body to `path` on the agent (any size, streamed). The agent writes
+    /// a temporary file beside the target and renames it into place only when every byte has
+    /// arrived and the SHA-256 matches: an interrupted upload leaves no file at `path`. Resume
+    /// with `offset` = the size `files/upload-status` reports (pass `sha256` of the whole file
+    /// so the resumed result is verified).
+    #[oai(
+        path = "/tunnel/:session_id/files",
+        method = "put",
+        tag = "ApiTags::Files"
+    )]
+    async fn upload_file(
+        &self,
+        auth: TechAuth,
+        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// Absolute path of the file on the agent.
+        path: Query<String>,
+        /// Resume from this byte (the bytes before it are already on the agent).
+        offset: Query<Option<u64>>,
+        /// Expected SHA-256 (hex) of the whole file.
+        sha256: Query<Option<String>>,
+        body: RawBody,
+    ) -> UploadResponse {
+        let stream = body.0.into_bytes_stream();
+        let session = SessionId::from_uuid(session_id.0);
+        let offset = offset.0.unwrap_or(0);
+        match rmm_gateway::files::upload(
+            &self.app, auth.0, session, &path.0, offset, sha256.0, stream,
+        )
+        .await
+        {
+            Ok(done) => UploadResponse::Created(Json(UploadedDto {
+                path: done.path,
+                size: done.size,
+                sha256: done.sha256,
+            })),
+            Err(e) => UploadResponse::from(FileErrorResponse::from(e)),
+        }
+    }
+
+    /// Download `path` from the agent, streamed, with its SHA-256 in `X-Content-SHA256`.
+    /// `Range: bytes=N-` resumes from byte N (206).
+    #[oai(
+        path = "/tunnel/:session_id/files",
+        method = "get",
+        tag = "ApiTags::Files"
+    )]
+    async fn download_file(
+        &self,
+        auth: TechAuth,
+        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// Absolute path of the file on the agent.
+        path: Query<String>,
+        /// `bytes=N-` to resume from byte N.
+        #[oai(name = "Range")]
+        range: Header<Option<String>>,
+    ) -> DownloadResponse {
+        let offset = rmm_gateway::files::range_start(range.0.as_deref());
+        let session = SessionId::from_uuid(session_id.0);
+        match rmm_gateway::files::download(&self.app, auth.0, session, &path.0, offset.unwrap_or(0))
+            .await
+        {
+            Ok(d) => {
+                let length = d.size.saturating_sub(d.offset);
+                let body = Binary(poem::Body::from_bytes_stream(d.body));
+                match offset {
+                    Some(start) => DownloadResponse::Partial(
+                        body,
+                        d.sha256,
+                        length,
+                        format!(
+                            "bytes {start}-{}/{}",
+                            d.size.saturating_sub(1).max(start),
+                            d.size
+                        ),
+                        "bytes".into(),
+                    ),
+                    None => DownloadResponse::Ok(body, d.sha256, length, "bytes".into()),
+                }
+            }
+            Err(e) => DownloadResponse::from(FileErrorResponse::from(e)),
+        }
+    }
+
+    /// List a directory on the agent: name, type, size, mode and modification time.
+    #[oai(
+        path = "/tunnel/:session_id/files/list",
+        method = "get",
+        tag = "ApiTags::Files"
+    )]
+    async fn list_files(
+        &self,
+        auth: TechAuth,
+        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// Absolute path of the directory on the agent.
+        path: Query<String>,
+    ) -> ListFilesResponse {
+        let session = SessionId::from_uuid(session_id.0);
+        match rmm_gateway::files::list(&self.app, auth.0, session, &path.0).await {
+            Ok(entries) => ListFilesResponse::Ok(Json(DirectoryDto {
+                path: path.0,
+                entries: entries
+                    .into_iter()
+                    .map(|e| FileEntryDto {
+                        name: e.name,
+                        kind: e.kind,
+                        size: e.size,
+                        mode: e.mode,
+                        modified: e.modified,
+                    })
+                    .collect(),
+            })),
+            Err(e) => ListFilesResponse::from(FileErrorResponse::from(e)),
+        }
+    }
+
+    /// How many bytes of an interrupted upload to `path` the agent holds (0 when none): the
+    /// `offset` to resume from.
+    #[oai(
+        path = "/tunnel/:session_id/files/upload-status",
+        method = "get",
+        tag = "ApiTags::Files"
+    )]
+    async fn upload_status(
+        &self,
+        auth: TechAuth,
+        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// Absolute path of the file being uploaded.
+        path: Query<String>,
+    ) -> UploadStatusResponse {
+        let session = SessionId::from_uuid(session_id.0);
+        match rmm_gateway::files::upload_status(&self.app, auth.0, session, &path.0).await {
+            Ok(size) => UploadStatusResponse::Ok(Json(UploadStatusDto {
+                path: path.0,
+                received: size,
+            })),
+            Err(e) => UploadStatusResponse::from(FileErrorResponse::from(e)),
+        }
+    }
+}
+
+/// A request body taken as raw bytes, streamed, whatever its `Content-Type` (or none: `curl
+/// -T` sends none, and a file's bytes need no media type).
+pub struct RawBody(poem::Body);
+
+impl std::fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawBody(..)")
+    }
+}
+
+impl<'a> poem_openapi::ApiExtractor<'a> for RawBody {
+    const TYPES: &'static [poem_openapi::ApiExtractorType] =
+        &[poem_openapi::ApiExtractorType::RequestObject];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        <Binary<poem::Body> as poem_openapi::payload::Payload>::register(registry);
+    }
+
+    fn request_meta() -> Option<poem_openapi::registry::MetaRequest> {
+        Some(poem_openapi::registry::MetaRequest {
+            description: Some("The file's bytes, any Content-Type."),
+            content: vec![poem_openapi::registry::MetaMediaType {
+                content_type: "application/octet-stream",
+                schema: <Binary<poem::Body> as poem_openapi::payload::Payload>::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        _request: &'a Request,
+        body: &mut poem::RequestBody,
+        _param_opts: poem_openapi::ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        Ok(Self(body.take()?))
+    }
+}
+
+#[derive(Debug, Object)]
+struct UploadedDto {
+    path: String,
+    size: u64,
+    /// SHA-256 (hex) of the whole file as written.
+    sha256: String,
+}
+
+#[derive(Debug, Object)]
+struct UploadStatusDto {
+    path: String,
+    /// Bytes of the interrupted upload on the agent: resume with `offset` = this.
+    received: u64,
+}
+
+#[derive(Debug, Object)]
+struct FileEntryDto {
+    name: String,
+    /// `file`, `dir`, `symlink` or `other`.
+    #[oai(rename = "type")]
+    kind: String,
+    size: u64,
+    /// Unix permission bits.
+    #[oai(skip_serializing_if_is_none)]
+    mode: Option<u32>,
+    /// Seconds since the Unix epoch.
+    #[oai(skip_serializing_if_is_none)]
+    modified: Option<i64>,
+}
+
+#[derive(Debug, Object)]
+struct DirectoryDto {
+    path: String,
+    entries: Vec<FileEntryDto>,
+}
+
+/// The error statuses shared by every file operation.
+enum FileErrorResponse {
+    BadRequest(Json<ErrorBody>),
+    Forbidden(Json<ErrorBody>),
+    NotFound(Json<ErrorBody>),
+    Conflict(Json<ErrorBody>),
+    Unprocessable(Json<ErrorBody>),
+    Internal(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>),
+    Timeout(Json<ErrorBody>),
+    InsufficientStorage(Json<ErrorBody>),
+}
+
+impl From<TransferError> for FileErrorResponse {
+    fn from(e: TransferError) -> Self {
+        let body = |code: ApiErrorCode| error(code, e.to_string());
+        match &e {
+            TransferError::Access(FileAccessError::NotAbsolute(_)) => {
+                Self::BadRequest(body(ApiErrorCode::NotAbsolute))
+            }
+            TransferError::Access(FileAccessError::NotFound(_)) => {
+                Self::NotFound(body(ApiErrorCode::SessionNotFound))
+            }
+            TransferError::Access(FileAccessError::Forbidden(_)) => {
+                Self::Forbidden(body(ApiErrorCode::Forbidden))
+            }
+            TransferError::Access(FileAccessError::NotActive(_)) => {
+                Self::Conflict(body(ApiErrorCode::SessionNotActive))
+            }
+            TransferError::Unsupported => Self::Conflict(body(ApiErrorCode::AgentUnsupported)),
+            TransferError::Access(FileAccessError::Store(_)) => {
+                Self::Internal(internal("file_access", &e))
+            }
+            TransferError::Agent { code, .. } => {
+                let body = body(ApiErrorCode::from(*code));
+                match code {
+                    FileErrorCode::NotFound => Self::NotFound(body),
+                    FileErrorCode::PermissionDenied => Self::Forbidden(body),
+                    FileErrorCode::NotAbsolute
+                    | FileErrorCode::IsDirectory
+                    | FileErrorCode::NotADirectory
+                    | FileErrorCode::BadOffset => Self::BadRequest(body),
+                    FileErrorCode::ChecksumMismatch => Self::Unprocessable(body),
+                    FileErrorCode::DiskFull => Self::InsufficientStorage(body),
+                    FileErrorCode::Io => Self::Internal(body),
+                }
+            }
+            TransferError::AgentGone => Self::Unavailable(body(ApiErrorCode::AgentGone)),
+            TransferError::Busy => Self::Unavailable(body(ApiErrorCode::AgentBusy)),
+            TransferError::ClientAborted(_) => {
+                Self::BadRequest(body(ApiErrorCode::TransferAborted))
+            }
+            TransferError::Timeout => Self::Timeout(body(ApiErrorCode::AgentTimeout)),
+            TransferError::Protocol(_) => Self::Internal(internal("file_transfer", &e)),
+        }
+    }
+}
+
+/// One response enum per file operation, all with the shared error statuses.
+macro_rules! file_response {
+    ($name:ident { $($(#[$meta:meta])* $variant:ident($($(#[$fmeta:meta])* $ty:ty),+ $(,)?)),+ $(,)? }) => {
+        #[derive(ApiResponse)]
+        enum $name {
+            $($(#[$meta])* $variant($($(#[$fmeta])* $ty),+),)+
+            /// Path not absolute, a directory where a file is needed (or the reverse), an
+            /// offset the agent cannot resume from, or an interrupted request body.
+            #[oai(status = 400)]
+            BadRequest(Json<ErrorBody>),
+            /// Missing, expired or invalid token.
+            #[oai(status = 401)]
+            #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+            Unauthorized(Json<ErrorBody>),
+            /// The session belongs to another user, or the agent was denied access (its
+            /// reason is in the message).
+            #[oai(status = 403)]
+            Forbidden(Json<ErrorBody>),
+            /// No such session, file or directory.
+            #[oai(status = 404)]
+            NotFound(Json<ErrorBody>),
+            /// The session is not active, or its agent does not support file transfer.
+            #[oai(status = 409)]
+            Conflict(Json<ErrorBody>),
+            /// The file's SHA-256 does not match the expected one (nothing was written).
+            #[oai(status = 422)]
+            Unprocessable(Json<ErrorBody>),
+            /// The server or agent failed; details are in the server log.
+            #[oai(status = 500)]
+            Internal(Json<ErrorBody>),
+            /// The agent is gone or too busy; try again.
+            #[oai(status = 503)]
+            Unavailable(Json<ErrorBody>),
+            /// The agent did not answer in time.
+            #[oai(status = 504)]
+            Timeout(Json<ErrorBody>),
+            /// The agent's disk is full.
+            #[oai(status = 507)]
+            InsufficientStorage(Json<ErrorBody>),
+        }
+
+        impl From<FileErrorResponse> for $name {
+            fn from(e: FileErrorResponse) -> Self {
+                match e {
+                    FileErrorResponse::BadRequest(b) => Self::BadRequest(b),
+                    FileErrorResponse::Forbidden(b) => Self::Forbidden(b),
+                    FileErrorResponse::NotFound(b) => Self::NotFound(b),
+                    FileErrorResponse::Conflict(b) => Self::Conflict(b),
+                    FileErrorResponse::Unprocessable(b) => Self::Unprocessable(b),
+                    FileErrorResponse::Internal(b) => Self::Internal(b),
+                    FileErrorResponse::Unavailable(b) => Self::Unavailable(b),
+                    FileErrorResponse::Timeout(b) => Self::Timeout(b),
+                    FileErrorResponse::InsufficientStorage(b) => Self::InsufficientStorage(b),
+                }
+            }
+        }
+    };
+}
+
+file_response!(UploadResponse {
+    /// Every byte arrived, the SHA-256 matched, and the file is in place.
+    #[oai(status = 201)]
+    Created(Json<UploadedDto>),
+});
+
+file_response!(DownloadResponse {
+    /// The whole file.
+    #[oai(status = 200)]
+    Ok(
+        Binary<poem::Body>,
+        #[oai(header = "X-Content-SHA256")] String,
+        #[oai(header = "Content-Length")] u64,
+        #[oai(header = "Accept-Ranges")] String,
+    ),
+    /// The file from the requested byte (`Range: bytes=N-`).
+    #[oai(status = 206)]
+    Partial(
+        Binary<poem::Body>,
+        #[oai(header = "X-Content-SHA256")] String,
+        #[oai(header = "Content-Length")] u64,
+        #[oai(header = "Content-Range")] String,
+        #[oai(header = "Accept-Ranges")] String,
+    ),
+});
+
+file_response!(ListFilesResponse {
+    /// The directory's entries, by name.
+    #[oai(status = 200)]
+    Ok(Json<DirectoryDto>),
+});
+
+file_response!(UploadStatusResponse {
+    /// Bytes held of an interrupted upload.
+    #[oai(status = 200)]
+    Ok(Json<UploadStatusDto>),
+});
