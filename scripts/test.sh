@@ -40,7 +40,11 @@ banner "cargo clippy --workspace --all-targets --locked -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 banner "dependency rules (scripts/check-deps.sh)"
+bash scripts/check-deps.sh --self-test
 bash scripts/check-deps.sh
+
+banner "size rules (scripts/check-size.py)"
+python3 scripts/check-size.py
 
 # Containers of an earlier, killed run are removed now; those of this run at exit.
 remove_test_containers() {
