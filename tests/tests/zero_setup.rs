@@ -348,17 +348,25 @@ async fn a_fresh_folder_runs_the_demo_from_the_printed_password_and_survives_a_r
         eprintln!("zero_setup: curl or jq missing, the printed curl steps were not run");
     }
 
-    // So do the printed CLI steps, when the CLI is built (it keeps its token under HOME).
+    // The printed CLI steps name the `rmm` built beside the server by its path, and work as
+    // printed with nothing added to PATH (the CLI keeps its token under HOME). Without a
+    // built CLI they say how to build it.
+    let steps = printed_block(&out, "export RMM_SERVER=");
     match binary("rmm") {
         Ok(rmm) => {
-            let steps = printed_block(&out, "export RMM_SERVER=");
-            let bin_dir = rmm.parent().unwrap().display().to_string();
-            let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
+            let agents_line = steps
+                .lines()
+                .map(str::trim)
+                .find(|line| line.ends_with(" agents"))
+                .unwrap_or_else(|| panic!("no `rmm agents` step: {steps}"));
+            let program = agents_line.trim_end_matches(" agents").trim_matches('\'');
+            assert_eq!(Path::new(program), rmm, "{steps}");
+            assert!(Path::new(program).is_file(), "{program} is not a file");
             let ran = Command::new("sh")
                 .args(["-e", "-c", &steps])
                 .current_dir(dir.path())
                 .env_clear()
-                .env("PATH", path)
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
                 .env("HOME", dir.path())
                 .output()
                 .await
@@ -372,7 +380,10 @@ async fn a_fresh_folder_runs_the_demo_from_the_printed_password_and_survives_a_r
             );
             assert!(stdout.contains("demo"), "{stdout}");
         }
-        Err(e) => eprintln!("zero_setup: the printed CLI steps were not run: {e}"),
+        Err(e) => {
+            eprintln!("zero_setup: the printed CLI steps were not run: {e}");
+            assert!(out.contains("cargo build --release -p rmm-cli"), "{out}");
+        }
     }
 
     // A tunnel of our own, with a command in it, left open across the restart.
@@ -517,4 +528,79 @@ async fn without_dev_or_rmm_jwt_secret_the_server_refuses_to_start_and_says_what
     }
     // The secret is checked first: no data folder, no database was made.
     assert!(!dir.path().join("data").exists());
+}
+
+/// A setting the user got wrong ends the server at once with one line naming the cause and a
+/// non-zero exit code: no backtrace, even with `RUST_BACKTRACE=1`.
+#[tokio::test]
+async fn a_bad_setting_ends_the_server_with_one_line_naming_the_cause_and_no_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let not_a_folder = dir.path().join("not-a-folder");
+    std::fs::write(&not_a_folder, "").unwrap();
+    let data_dir = not_a_folder.join("data").display().to_string();
+    let secret = ("RMM_JWT_SECRET", "zero-setup-test-secret-0123456789abcdef");
+    let cases: [(&[&str], Vec<(&str, &str)>, Vec<&str>); 4] = [
+        (
+            &[],
+            vec![secret, ("DATABASE_URL", "mysql://db/rmm")],
+            vec![
+                "DATABASE_URL must start with postgres:// or sqlite://",
+                "mysql",
+            ],
+        ),
+        (
+            &[],
+            vec![("RMM_JWT_SECRET", "too-short")],
+            vec!["RMM_JWT_SECRET must be at least 32 bytes"],
+        ),
+        (
+            &["--data-dir", &data_dir],
+            vec![secret],
+            vec!["cannot create the data folder", &data_dir],
+        ),
+        (
+            &[],
+            vec![secret, ("RMM_LISTEN", &busy_addr)],
+            vec!["cannot listen on", &busy_addr],
+        ),
+    ];
+    for (args, mut env, causes) in cases {
+        // Logs at error only: the one line to check is the exit message, not start-up news.
+        env.extend([
+            ("RUST_BACKTRACE", "1"),
+            ("RUST_LIB_BACKTRACE", "1"),
+            ("RUST_LOG", "error"),
+        ]);
+        let server = Embedded::new(dir.path(), args, &env);
+        let out = tokio::time::timeout(
+            START,
+            server
+                .command()
+                .unwrap()
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output(),
+        )
+        .await
+        .expect("the server exits at once")
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?} {env:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?} {env:?}: not one line: {stderr}");
+        assert!(
+            lines[0].starts_with("rmm-server: error: "),
+            "{args:?} {env:?}: {stderr}"
+        );
+        for cause in causes {
+            assert!(lines[0].contains(cause), "{cause:?} not named: {stderr}");
+        }
+        assert!(
+            !stderr.to_lowercase().contains("backtrace"),
+            "{args:?} {env:?}: {stderr}"
+        );
+    }
+    drop(busy);
 }

@@ -7,21 +7,29 @@ use rmm_process as process;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use rmm_application::{Config, CreateUserError};
+use rmm_application::{App, Config, CreateUserError};
 use rmm_auth::{Jwt, JwtSecret, random_secret};
 use rmm_domain::{Role, Username};
 use rmm_gateway::agents::ConnectionTimings;
-use rmm_server::wiring::{ServeOptions, Store, build_app, openapi_spec, serve};
+use rmm_server::wiring::{Production, ServeOptions, Store, build_app, openapi_spec, serve};
 use rmm_store::{PgStore, SqliteStore};
 
-/// The rmm tunnel server.
+mod demo;
+
+/// rmm-server: the rmm tunnel server. Agents connect to it over WebSocket; technicians open
+/// tunnels to them through its HTTP API (docs at /docs).
+///
+/// With no settings it keeps its SQLite database in the data folder and, on the first run,
+/// creates the user `admin` and prints its password once. To try it on this machine:
+/// `rmm-server --dev --demo-agent`.
 #[derive(Debug, Parser)]
-#[command(name = "rmm-server", version, about)]
+#[command(name = "rmm-server", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -159,9 +167,14 @@ struct Settings {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     process::init_logging("info,sqlx=warn,poem=warn");
+    process::exit_code("rmm-server", start(cli).await)
+}
+
+/// Checks the settings, opens the store the database URL names and runs the command on it.
+async fn start(cli: Cli) -> anyhow::Result<()> {
     // Checked before the database is touched, so a refused start leaves nothing behind.
     let secret = match cli.command {
         None | Some(Command::Serve) => Some(jwt_secret(&cli.settings)?),
@@ -228,66 +241,82 @@ async fn run<S: Store>(store: S, cli: Cli, secret: Option<JwtSecret>) -> anyhow:
                     password_stdin: _,
                     admin,
                 },
-        } => {
-            let username = Username::parse(&username)?;
-            let mut password = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut password)
-                .context("cannot read the password from stdin")?;
-            let password = password.trim_end_matches(['\r', '\n']);
-            let role = if admin { Role::Admin } else { Role::Tech };
-            match app.create_user(username.clone(), password, role).await {
-                Ok(id) => {
-                    println!("created {} {username} ({id})", role.as_str());
-                    Ok(())
-                }
-                Err(e @ (CreateUserError::Taken(_) | CreateUserError::WeakPassword)) => {
-                    bail!("{e}")
-                }
-                Err(e) => Err(anyhow::Error::new(e).context("could not create the user")),
-            }
-        }
+        } => add_user(&app, &username, admin).await,
         Command::Serve => {
             let secret = secret.context("no JWT secret to serve with")?;
-            let jwt = Arc::new(Jwt::new(
-                &secret,
-                Duration::from_secs(settings.token_ttl_secs),
-            ));
-            let new_password = first_run_admin(
-                &app,
-                settings.admin_password.as_deref(),
-                settings.listen,
-                !settings.demo_agent,
-            )
-            .await?;
-            let demo_agent = if settings.demo_agent {
-                Some(demo::ensure_registered(&*store, &app, &settings.data_dir).await?)
-            } else {
-                None
-            };
-            let options = ServeOptions {
-                max_agent_frame: settings.max_agent_frame,
-                timings: ConnectionTimings {
-                    ping_interval: Duration::from_secs(settings.ping_interval_secs.max(1)),
-                    read_idle: Duration::from_secs(settings.agent_read_idle_secs.max(1)),
-                    ..ConnectionTimings::default()
-                },
-                maintenance_interval: Duration::from_millis(
-                    settings.maintenance_interval_ms.max(10),
-                ),
-            };
-            let listener = tokio::net::TcpListener::bind(settings.listen)
-                .await
-                .with_context(|| format!("cannot listen on {} (RMM_LISTEN)", settings.listen))?;
-            match demo_agent {
-                None => serve(app, jwt, options, listener, process::shutdown_signal()).await,
-                Some(agent) => {
-                    let addr = demo::reachable(listener.local_addr()?);
-                    let steps = demo::next_steps(addr, &agent, new_password.as_deref());
-                    demo::serve_with(app, jwt, options, listener, agent, addr, steps).await
-                }
-            }
+            serve_command(&*store, app, &settings, &secret).await
+        }
+    }
+}
+
+/// `user add`: creates the user with the password on the first line of stdin.
+async fn add_user<P: rmm_application::Ports>(
+    app: &rmm_application::App<P>,
+    username: &str,
+    admin: bool,
+) -> anyhow::Result<()> {
+    let username = Username::parse(username)?;
+    let mut password = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .context("cannot read the password from stdin")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    let role = if admin { Role::Admin } else { Role::Tech };
+    match app.create_user(username.clone(), password, role).await {
+        Ok(id) => {
+            println!("created {} {username} ({id})", role.as_str());
+            Ok(())
+        }
+        Err(e @ (CreateUserError::Taken(_) | CreateUserError::WeakPassword)) => {
+            bail!("{e}")
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("could not create the user")),
+    }
+}
+
+/// `serve`: the first-run admin, the demo agent if asked for, then the server until stopped.
+async fn serve_command<S: Store>(
+    store: &S,
+    app: Arc<App<Production<S>>>,
+    settings: &Settings,
+    secret: &JwtSecret,
+) -> anyhow::Result<()> {
+    let jwt = Arc::new(Jwt::new(
+        secret,
+        Duration::from_secs(settings.token_ttl_secs),
+    ));
+    let new_password = first_run_admin(
+        &app,
+        settings.admin_password.as_deref(),
+        settings.listen,
+        !settings.demo_agent,
+    )
+    .await?;
+    let demo_agent = if settings.demo_agent {
+        Some(demo::ensure_registered(store, &app, &settings.data_dir).await?)
+    } else {
+        None
+    };
+    let options = ServeOptions {
+        max_agent_frame: settings.max_agent_frame,
+        timings: ConnectionTimings {
+            ping_interval: Duration::from_secs(settings.ping_interval_secs.max(1)),
+            read_idle: Duration::from_secs(settings.agent_read_idle_secs.max(1)),
+            ..ConnectionTimings::default()
+        },
+        maintenance_interval: Duration::from_millis(settings.maintenance_interval_ms.max(10)),
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (RMM_LISTEN)", settings.listen))?;
+    match demo_agent {
+        None => serve(app, jwt, options, listener, process::shutdown_signal()).await,
+        Some(agent) => {
+            let addr = demo::reachable(listener.local_addr()?);
+            let rmm = demo::cli_beside_this_program();
+            let steps = demo::next_steps(addr, &agent, new_password.as_deref(), rmm.as_deref());
+            demo::serve_with(app, jwt, options, listener, agent, addr, steps).await
         }
     }
 }
@@ -381,342 +410,4 @@ async fn first_run_admin<P: rmm_application::Ports>(
         );
     }
     Ok(Some(password))
-}
-
-/// `--demo-agent`: an agent registered here and run inside this process, connected to this
-/// server over loopback like any other agent, so a newcomer can open a tunnel and run a
-/// command right after the first start.
-///
-/// Only the digest of an agent key is stored, so the demo key itself is kept in the data
-/// folder ([`KEY_FILE`], mode 0600). When that file is gone but `demo` is still registered,
-/// its key cannot be recovered and there is no port to rotate it: the demo registers a fresh
-/// agent (`demo-2`, `demo-3`, ...) and says so; the old one stays listed, offline.
-mod demo {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-    use std::path::Path;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use anyhow::{Context as _, bail};
-    use rmm_agent_runtime::{AgentConfig, AgentKey, ServerUrl};
-    use rmm_application::{AgentGateway as _, App, Credentials as _, Ports, RegisterAgentError};
-    use rmm_auth::{Argon2Credentials, Jwt};
-    use rmm_domain::{Actor, AgentId, AgentName, CloseReason, Username};
-    use rmm_server::wiring::{ServeOptions, Store, serve};
-    use tokio::sync::watch;
-    use tracing::Instrument as _;
-
-    /// The first-run user, who registers the demo agent.
-    pub const ADMIN: &str = "admin";
-    /// The demo agent's key, in the data folder.
-    pub const KEY_FILE: &str = "demo-agent.key";
-    /// `demo`, then `demo-2` ... `demo-N` when earlier names are taken by lost demo agents.
-    const NAMES: u32 = 20;
-    /// How long the start-up waits for the demo agent before it gives up announcing it.
-    const CONNECT_WAIT: Duration = Duration::from_secs(20);
-
-    /// The demo agent: who it is and the key it connects with.
-    pub struct DemoAgent {
-        pub id: AgentId,
-        pub name: AgentName,
-        key: AgentKey,
-    }
-
-    /// Finds the demo agent by the key kept in `data_dir`, or registers one as `admin`.
-    ///
-    /// # Errors
-    /// When the store fails, the key file cannot be read or written, there is no admin user
-    /// named `admin`, or every demo name is taken.
-    pub async fn ensure_registered<S: Store, P: Ports>(
-        store: &S,
-        app: &App<P>,
-        data_dir: &Path,
-    ) -> anyhow::Result<DemoAgent> {
-        let path = data_dir.join(KEY_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let digest = Argon2Credentials.digest_agent_key(text.trim());
-                if let Some(agent) = store.find_agent_by_key(digest).await? {
-                    return Ok(DemoAgent {
-                        id: agent.id,
-                        name: agent.name,
-                        key: AgentKey::parse(&text)?,
-                    });
-                }
-                tracing::warn!(path = %path.display(), "the demo agent key matches no registered agent (was the database replaced?): registering a new demo agent");
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
-        let admin = store.find_user(&Username::parse(ADMIN)?).await?.context(
-            "--demo-agent registers the demo agent as the user `admin`, which does not exist",
-        )?;
-        let actor = Actor {
-            id: admin.id,
-            role: admin.role,
-        };
-        for n in 1..=NAMES {
-            let name = if n == 1 {
-                "demo".to_owned()
-            } else {
-                format!("demo-{n}")
-            };
-            match app.register_agent(actor, AgentName::parse(&name)?).await {
-                Ok(registered) => {
-                    super::replace_private(&path, &registered.key.secret)?;
-                    if n > 1 {
-                        tracing::warn!(name, path = %path.display(), "`demo` is registered but its key is not in the key file (only a digest is stored, so it cannot be recovered): registered a new demo agent; the old one stays listed, offline");
-                    }
-                    return Ok(DemoAgent {
-                        id: registered.id,
-                        name: registered.name,
-                        key: AgentKey::parse(&registered.key.secret)?,
-                    });
-                }
-                Err(RegisterAgentError::NameTaken(_)) => {}
-                Err(RegisterAgentError::Forbidden) => {
-                    bail!("--demo-agent registers the demo agent as `admin`, who is not an admin")
-                }
-                Err(e @ RegisterAgentError::Store(_)) => {
-                    return Err(anyhow::Error::new(e).context("cannot register the demo agent"));
-                }
-            }
-        }
-        bail!(
-            "demo, demo-2 ... demo-{NAMES} are all registered already: start without --demo-agent"
-        )
-    }
-
-    /// The address to dial, and to tell users: `0.0.0.0` and `[::]` only make sense to bind.
-    pub fn reachable(listen: SocketAddr) -> SocketAddr {
-        let ip = match listen.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        SocketAddr::new(ip, listen.port())
-    }
-
-    /// Copy-paste next steps; `password` is the first-run password when it was just made.
-    pub fn next_steps(addr: SocketAddr, agent: &DemoAgent, password: Option<&str>) -> String {
-        let (name, id) = (agent.name.as_str(), agent.id);
-        // A password made just now goes in the steps; an older one was shown once and is
-        // gone, so the CLI prompts for it and curl gets a placeholder.
-        let cli_login = match password {
-            Some(password) => {
-                format!("echo '{password}' | rmm login --username admin --password-stdin")
-            }
-            None => "rmm login --username admin".to_owned(),
-        };
-        let password = password.unwrap_or("<admin password>");
-        let auth = r#"-H "authorization: Bearer $TOKEN""#;
-        let json = "-H 'content-type: application/json'";
-        format!(
-            "
-  Demo agent `{name}` is connected. Try it with curl and jq:
-
-    URL=http://{addr}
-    TOKEN=$(curl -s $URL/api/v1/auth/login {json} \\
-      -d '{{\"username\":\"admin\",\"password\":\"{password}\"}}' | jq -r .token)
-    curl -s $URL/api/v1/agents {auth} | jq .
-    SESSION=$(curl -s $URL/api/v1/tunnel/open {auth} \\
-      {json} -d '{{\"agent_id\":\"{id}\"}}' | jq -r .session_id)
-    COMMAND=$(curl -s $URL/api/v1/tunnel/$SESSION/command {auth} \\
-      {json} -d '{{\"command\":\"uname -a\"}}' | jq -r .command_id)
-    curl -s \"$URL/api/v1/tunnel/$SESSION/commands/$COMMAND?wait=10\" {auth} | jq .
-    curl -s $URL/api/v1/tunnel/close {auth} \\
-      {json} -d \"{{\\\"session_id\\\":\\\"$SESSION\\\"}}\" | jq .
-
-  With the CLI:
-
-    export RMM_SERVER=http://{addr}
-    {cli_login}
-    rmm agents
-    rmm exec {name} -- uname -a
-"
-        )
-    }
-
-    /// Serves with the demo agent running beside the server, and prints `steps` once the
-    /// agent is connected.
-    ///
-    /// # Errors
-    /// As [`serve`]; an invalid agent URL.
-    pub async fn serve_with<S: Store>(
-        app: Arc<App<rmm_server::wiring::Production<S>>>,
-        jwt: Arc<Jwt>,
-        options: ServeOptions,
-        listener: tokio::net::TcpListener,
-        agent: DemoAgent,
-        addr: SocketAddr,
-        steps: String,
-    ) -> anyhow::Result<()> {
-        tracing::warn!(
-            name = agent.name.as_str(),
-            "demo agent: every user of this server can run commands on this machine as the user running it"
-        );
-        let config = AgentConfig::new(ServerUrl::parse(&format!("ws://{addr}"))?, agent.key);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let app_for_signal = Arc::clone(&app);
-        let signal = tokio::spawn(async move {
-            rmm_process::shutdown_signal().await;
-            // Close the sessions before the demo agent hangs up: otherwise its disconnect
-            // races `serve`'s own shutdown close and a session may be recorded as
-            // `agent_disconnected` instead of `server_shutdown`.
-            if let Err(e) = app_for_signal
-                .close_all_sessions(CloseReason::ServerShutdown)
-                .await
-            {
-                tracing::error!(error = %e, "could not close sessions at shutdown");
-            }
-            let _ = stop_tx.send(true);
-        });
-        let runtime = tokio::spawn(
-            rmm_agent_runtime::run(config, stopped(stop_rx.clone()))
-                .instrument(tracing::info_span!("demo_agent")),
-        );
-        let announce = tokio::spawn(announce(Arc::clone(&app), agent.id, steps));
-        let served = serve(app, jwt, options, listener, stopped(stop_rx)).await;
-        announce.abort();
-        signal.abort();
-        // After a clean stop the agent has its signal and closes at once; after a failed
-        // serve it never will, so it is not waited for long.
-        match tokio::time::timeout(Duration::from_secs(5), runtime).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "demo agent ended with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "demo agent task failed"),
-            Err(_) => tracing::warn!("demo agent did not stop within 5 s"),
-        }
-        served
-    }
-
-    /// Resolves when a stop is sent, or when nobody can send one any more.
-    async fn stopped(mut stop: watch::Receiver<bool>) {
-        let _ = stop.wait_for(|stop| *stop).await;
-    }
-
-    /// Prints the next steps once the agent is connected: before that, they would fail.
-    async fn announce<P: Ports>(app: Arc<App<P>>, agent: AgentId, steps: String) {
-        let started = tokio::time::Instant::now();
-        while app.gateway().mode(agent).is_none() {
-            if started.elapsed() > CONNECT_WAIT {
-                tracing::error!(agent_id = %agent, "the demo agent did not connect within {}s; see the demo_agent lines of this log", CONNECT_WAIT.as_secs());
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        println!("{steps}");
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
-
-        use std::sync::Arc;
-
-        use rmm_application::{App, Config};
-        use rmm_domain::{Role, Username};
-        use rmm_server::wiring::{Production, build_app};
-        use rmm_store::SqliteStore;
-
-        use super::*;
-
-        async fn fresh(dir: &Path) -> (Arc<SqliteStore>, Arc<App<Production<SqliteStore>>>) {
-            let url = format!("sqlite://{}", dir.join("rmm.db").display());
-            let store = Arc::new(SqliteStore::connect(&url).await.unwrap());
-            let app = build_app(Arc::clone(&store), Config::default());
-            (store, app)
-        }
-
-        async fn with_admin(dir: &Path) -> (Arc<SqliteStore>, Arc<App<Production<SqliteStore>>>) {
-            let (store, app) = fresh(dir).await;
-            app.create_user(Username::parse(ADMIN).unwrap(), "password-1", Role::Admin)
-                .await
-                .unwrap();
-            (store, app)
-        }
-
-        #[tokio::test]
-        async fn the_demo_agent_is_registered_once_and_found_again_by_its_kept_key() {
-            let dir = tempfile::tempdir().unwrap();
-            let (store, app) = with_admin(dir.path()).await;
-            let first = ensure_registered(&*store, &app, dir.path()).await.unwrap();
-            assert_eq!(first.name.as_str(), "demo");
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt as _;
-                let mode = std::fs::metadata(dir.path().join(KEY_FILE))
-                    .unwrap()
-                    .permissions()
-                    .mode();
-                assert_eq!(mode & 0o777, 0o600);
-            }
-            let again = ensure_registered(&*store, &app, dir.path()).await.unwrap();
-            assert_eq!((again.id, again.key), (first.id, first.key));
-            assert_eq!(app.list_agents().await.unwrap().len(), 1);
-        }
-
-        #[tokio::test]
-        async fn a_lost_or_stale_key_registers_a_fresh_demo_agent_under_the_next_name() {
-            let dir = tempfile::tempdir().unwrap();
-            let (store, app) = with_admin(dir.path()).await;
-            let first = ensure_registered(&*store, &app, dir.path()).await.unwrap();
-            std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
-            let second = ensure_registered(&*store, &app, dir.path()).await.unwrap();
-            assert_eq!(second.name.as_str(), "demo-2");
-            assert_ne!(second.id, first.id);
-            std::fs::write(dir.path().join(KEY_FILE), "rmmk_not-a-key-of-ours\n").unwrap();
-            let third = ensure_registered(&*store, &app, dir.path()).await.unwrap();
-            assert_eq!(third.name.as_str(), "demo-3");
-            let kept = ensure_registered(&*store, &app, dir.path()).await.unwrap();
-            assert_eq!(kept.id, third.id);
-        }
-
-        #[tokio::test]
-        async fn without_a_user_named_admin_the_demo_agent_is_refused() {
-            let dir = tempfile::tempdir().unwrap();
-            let (store, app) = fresh(dir.path()).await;
-            let e = ensure_registered(&*store, &app, dir.path())
-                .await
-                .err()
-                .unwrap()
-                .to_string();
-            assert!(e.contains("`admin`"), "{e}");
-            assert!(!dir.path().join(KEY_FILE).exists());
-        }
-
-        #[test]
-        fn the_next_steps_use_the_real_address_the_agent_and_a_new_password() {
-            let agent = DemoAgent {
-                id: AgentId::parse("7f74e9bf-0f33-4b8d-8cf6-fd76b6a1437e").unwrap(),
-                name: AgentName::parse("demo-2").unwrap(),
-                key: AgentKey::parse("k").unwrap(),
-            };
-            let addr = reachable("0.0.0.0:9090".parse().unwrap());
-            let steps = next_steps(addr, &agent, Some("pw-123"));
-            assert!(steps.contains("URL=http://127.0.0.1:9090\n"), "{steps}");
-            assert!(steps.contains(r#""password":"pw-123""#), "{steps}");
-            assert!(steps.contains(r#"{"agent_id":"7f74e9bf-0f33-4b8d-8cf6-fd76b6a1437e"}"#));
-            assert!(steps.contains("rmm exec demo-2 -- uname -a"), "{steps}");
-            assert!(steps.contains("export RMM_SERVER=http://127.0.0.1:9090\n"));
-            assert!(steps.contains("echo 'pw-123' | rmm login --username admin --password-stdin"));
-            let later = next_steps(addr, &agent, None);
-            assert!(
-                later.contains("\n    rmm login --username admin\n"),
-                "{later}"
-            );
-            assert!(
-                later.contains(r#""password":"<admin password>""#),
-                "{later}"
-            );
-            assert_eq!(
-                reachable("[::]:1".parse().unwrap()),
-                "[::1]:1".parse().unwrap()
-            );
-            assert_eq!(
-                reachable("10.0.0.5:8080".parse().unwrap()),
-                "10.0.0.5:8080".parse().unwrap()
-            );
-        }
-    }
 }

@@ -1,0 +1,154 @@
+//! `tech_sessions` on PostgreSQL: the technicians' sessions.
+
+use chrono::{DateTime, Utc};
+use rmm_application::{SessionRepository, StoreError};
+use rmm_domain::{CloseReason, Session, SessionId, Timestamp};
+use sqlx::Row as _;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use super::{PgStore, from_db, to_db};
+use crate::{SessionRow, store_error};
+
+fn session_from_row(row: &PgRow) -> Result<Session, StoreError> {
+    let decoded = SessionRow {
+        session_id: row.try_get("session_id").map_err(store_error)?,
+        tech_id: row.try_get("tech_id").map_err(store_error)?,
+        agent_id: row.try_get("agent_id").map_err(store_error)?,
+        opened_at: from_db(row.try_get("opened_at").map_err(store_error)?),
+        last_activity: from_db(row.try_get("last_activity").map_err(store_error)?),
+        status: row.try_get("status").map_err(store_error)?,
+        closed_at: row
+            .try_get::<Option<DateTime<Utc>>, _>("closed_at")
+            .map_err(store_error)?
+            .map(from_db),
+        close_reason: row.try_get("close_reason").map_err(store_error)?,
+    };
+    Session::try_from(decoded)
+}
+
+fn sessions_from_rows(rows: &[PgRow]) -> Result<Vec<Session>, StoreError> {
+    rows.iter().map(session_from_row).collect()
+}
+
+impl SessionRepository for PgStore {
+    async fn insert_pending(&self, session: &Session) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into tech_sessions (session_id, tech_id, agent_id, opened_at, last_activity, \
+             status, closed_at, close_reason) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(session.id().as_uuid())
+        .bind(session.owner().as_uuid())
+        .bind(session.agent().as_uuid())
+        .bind(to_db(session.opened_at())?)
+        .bind(to_db(session.last_activity())?)
+        .bind(session.status().as_str())
+        .bind(session.closed_at().map(to_db).transpose()?)
+        .bind(session.close_reason().map(CloseReason::as_str))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            session_columns!(),
+            " from tech_sessions where session_id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn activate(&self, id: SessionId, now: Timestamp) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "update tech_sessions set status = 'active', \
+             last_activity = greatest(last_activity, $2) \
+             where session_id = $1 and status = 'pending'",
+        )
+        .bind(id.as_uuid())
+        .bind(to_db(now)?)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn close(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        now: Timestamp,
+    ) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(concat!(
+            "update tech_sessions set status = 'closed', closed_at = $2, close_reason = $3 \
+             where session_id = $1 and status in ('pending', 'active') returning ",
+            session_columns!()
+        ))
+        .bind(id.as_uuid())
+        .bind(to_db(now)?)
+        .bind(reason.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn close_all_open(
+        &self,
+        reason: CloseReason,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "update tech_sessions set status = 'closed', closed_at = $1, close_reason = $2 \
+             where status in ('pending', 'active') returning ",
+            session_columns!()
+        ))
+        .bind(to_db(now)?)
+        .bind(reason.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        sessions_from_rows(&rows)
+    }
+
+    async fn close_idle(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "update tech_sessions set status = 'closed', closed_at = $2, close_reason = $3 \
+             where status = 'active' and last_activity < $1 returning ",
+            session_columns!()
+        ))
+        .bind(to_db(cutoff)?)
+        .bind(to_db(now)?)
+        .bind(CloseReason::Idle.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        sessions_from_rows(&rows)
+    }
+
+    async fn touch(&self, ids: &[SessionId], at: Timestamp) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = ids.iter().map(SessionId::as_uuid).collect();
+        sqlx::query(
+            "update tech_sessions set last_activity = greatest(last_activity, $2) \
+             where session_id = any($1) and status = 'active'",
+        )
+        .bind(ids)
+        .bind(to_db(at)?)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+}

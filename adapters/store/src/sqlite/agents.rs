@@ -1,0 +1,169 @@
+//! `agents` and `users` on SQLite: who connects and who logs in.
+
+use rmm_application::{
+    AgentRecord, AgentRepository, HostFacts, KeyDigest, StoreError, UserRecord, UserRepository,
+};
+use rmm_domain::{AgentId, Timestamp, Username};
+use sqlx::Row as _;
+use sqlx::sqlite::SqliteRow;
+
+use super::{SqliteStore, id_text, micros, opt_time_column, time_column, uuid_column};
+use crate::{AgentRow, UserRow, merge_seen, store_error, u64_to_db};
+
+fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
+    let decoded = AgentRow {
+        agent_id: uuid_column(row, "agents", "agent_id")?,
+        name: row.try_get("name").map_err(store_error)?,
+        key_digest: row.try_get("key_digest").map_err(store_error)?,
+        created_at: time_column(row, "created_at")?,
+        last_seen: opt_time_column(row, "last_seen")?,
+        agent_version: row.try_get("agent_version").map_err(store_error)?,
+        hostname: row.try_get("hostname").map_err(store_error)?,
+        os: row.try_get("os").map_err(store_error)?,
+        uptime_secs: row.try_get("uptime_secs").map_err(store_error)?,
+    };
+    AgentRecord::try_from(decoded)
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<UserRecord, StoreError> {
+    let decoded = UserRow {
+        user_id: uuid_column(row, "users", "user_id")?,
+        username: row.try_get("username").map_err(store_error)?,
+        password_hash: row.try_get("password_hash").map_err(store_error)?,
+        role: row.try_get("role").map_err(store_error)?,
+        created_at: time_column(row, "created_at")?,
+    };
+    UserRecord::try_from(decoded)
+}
+
+impl AgentRepository for SqliteStore {
+    async fn insert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "insert into agents (",
+            agent_columns!(),
+            ") values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ))
+        .bind(id_text(agent.id.as_uuid()))
+        .bind(agent.name.as_str())
+        .bind(&agent.key_digest.0[..])
+        .bind(micros(agent.created_at))
+        .bind(agent.last_seen.map(micros))
+        .bind(agent.facts.version.as_deref())
+        .bind(agent.facts.hostname.as_deref())
+        .bind(agent.facts.os.as_deref())
+        .bind(agent.facts.uptime_secs.map(u64_to_db))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn find_agent_by_key(
+        &self,
+        digest: KeyDigest,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            agent_columns!(),
+            " from agents where key_digest = ?1"
+        ))
+        .bind(&digest.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        // BINARY collation: byte order, which the PostgreSQL store matches with `collate "C"`.
+        let rows = sqlx::query(concat!(
+            "select ",
+            agent_columns!(),
+            " from agents order by name, agent_id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn record_seen(
+        &self,
+        seen: &[(AgentId, Timestamp, Option<HostFacts>)],
+    ) -> Result<(), StoreError> {
+        let updates = merge_seen(seen);
+        if updates.is_empty() {
+            return Ok(());
+        }
+        // One transaction, one fsync for the batch. Its first statement writes, so the write
+        // lock is taken up front and the busy timeout applies (no read-to-write upgrade).
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        for u in updates {
+            // Facts are taken only from a batch at least as new as the stored last_seen; the
+            // right-hand sides all see the row's old values.
+            sqlx::query(
+                "update agents set \
+                   last_seen = max(coalesce(last_seen, ?2), ?2), \
+                   agent_version = case when ?2 >= coalesce(last_seen, ?2) \
+                     then coalesce(?3, agent_version) else agent_version end, \
+                   hostname = case when ?2 >= coalesce(last_seen, ?2) \
+                     then coalesce(?4, hostname) else hostname end, \
+                   os = case when ?2 >= coalesce(last_seen, ?2) \
+                     then coalesce(?5, os) else os end, \
+                   uptime_secs = case when ?2 >= coalesce(last_seen, ?2) \
+                     then coalesce(?6, uptime_secs) else uptime_secs end \
+                 where agent_id = ?1",
+            )
+            .bind(id_text(u.agent.as_uuid()))
+            .bind(micros(u.at))
+            .bind(u.facts.version)
+            .bind(u.facts.hostname)
+            .bind(u.facts.os)
+            .bind(u.facts.uptime_secs.map(u64_to_db))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+}
+
+impl UserRepository for SqliteStore {
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "insert into users (",
+            user_columns!(),
+            ") values (?1, ?2, ?3, ?4, ?5)"
+        ))
+        .bind(id_text(user.id.as_uuid()))
+        .bind(user.username.as_str())
+        .bind(user.password_hash.as_str())
+        .bind(user.role.as_str())
+        .bind(micros(user.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn find_user(&self, username: &Username) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            user_columns!(),
+            " from users where username = ?1"
+        ))
+        .bind(username.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("select count(*) from users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        u64::try_from(n).map_err(StoreError::backend)
+    }
+}

@@ -1,0 +1,161 @@
+//! `commands` and `command_output` on SQLite: commands run in sessions and their output.
+
+use rmm_application::{CommandOutcome, CommandRecord, CommandRepository, OutputStream, StoreError};
+use rmm_domain::{CommandId, CommandStatus, Timestamp};
+use sqlx::Row as _;
+use sqlx::sqlite::SqliteRow;
+
+use super::{SqliteStore, id_text, micros, opt_time_column, time_column, uuid_column};
+use crate::{CommandRow, seq_to_db, store_error, u64_from_db, u64_to_db};
+
+fn command_from_row(row: &SqliteRow) -> Result<CommandRecord, StoreError> {
+    const TABLE: &str = "commands";
+    let decoded = CommandRow {
+        command_id: uuid_column(row, TABLE, "command_id")?,
+        session_id: uuid_column(row, TABLE, "session_id")?,
+        agent_id: uuid_column(row, TABLE, "agent_id")?,
+        tech_id: uuid_column(row, TABLE, "tech_id")?,
+        channel_id: row.try_get("channel_id").map_err(store_error)?,
+        command: row.try_get("command").map_err(store_error)?,
+        timeout_secs: row.try_get("timeout_secs").map_err(store_error)?,
+        status: row.try_get("status").map_err(store_error)?,
+        exit_code: row.try_get("exit_code").map_err(store_error)?,
+        signal: row.try_get("signal").map_err(store_error)?,
+        started_at: time_column(row, "started_at")?,
+        finished_at: opt_time_column(row, "finished_at")?,
+        stdout_bytes: row.try_get("stdout_bytes").map_err(store_error)?,
+        stderr_bytes: row.try_get("stderr_bytes").map_err(store_error)?,
+        stdout_truncated: row.try_get("stdout_truncated").map_err(store_error)?,
+        stderr_truncated: row.try_get("stderr_truncated").map_err(store_error)?,
+    };
+    CommandRecord::try_from(decoded)
+}
+
+impl CommandRepository for SqliteStore {
+    async fn insert_command(&self, command: &CommandRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "insert into commands (",
+            command_columns!(),
+            ") values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ))
+        .bind(id_text(command.id.as_uuid()))
+        .bind(id_text(command.session.as_uuid()))
+        .bind(id_text(command.agent.as_uuid()))
+        .bind(id_text(command.owner.as_uuid()))
+        .bind(command.channel.as_str())
+        .bind(command.text.as_str())
+        .bind(u64_to_db(command.timeout_secs))
+        .bind(command.status.as_str())
+        .bind(command.exit_code)
+        .bind(command.signal.as_deref())
+        .bind(micros(command.started_at))
+        .bind(command.finished_at.map(micros))
+        .bind(u64_to_db(command.stdout_bytes))
+        .bind(u64_to_db(command.stderr_bytes))
+        .bind(command.stdout_truncated)
+        .bind(command.stderr_truncated)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn get_command(&self, id: CommandId) -> Result<Option<CommandRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            command_columns!(),
+            " from commands where command_id = ?1"
+        ))
+        .bind(id_text(id.as_uuid()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(command_from_row).transpose()
+    }
+
+    async fn append_output(
+        &self,
+        id: CommandId,
+        stream: OutputStream,
+        seq: u64,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into command_output (command_id, stream, seq, data) values (?1, ?2, ?3, ?4)",
+        )
+        .bind(id_text(id.as_uuid()))
+        .bind(stream.as_str())
+        .bind(seq_to_db(seq)?)
+        .bind(data)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn read_output(
+        &self,
+        id: CommandId,
+        stream: OutputStream,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "select seq, data from command_output \
+             where command_id = ?1 and stream = ?2 and seq >= ?3 order by seq limit ?4",
+        )
+        .bind(id_text(id.as_uuid()))
+        .bind(stream.as_str())
+        .bind(u64_to_db(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.into_iter()
+            .map(|(seq, data)| Ok((u64_from_db("command_output", id, "seq", seq)?, data)))
+            .collect()
+    }
+
+    async fn finish_command(
+        &self,
+        id: CommandId,
+        outcome: &CommandOutcome,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "update commands set status = ?2, exit_code = ?3, signal = ?4, finished_at = ?5, \
+             stdout_bytes = ?6, stderr_bytes = ?7, stdout_truncated = ?8, stderr_truncated = ?9 \
+             where command_id = ?1 and status = 'running'",
+        )
+        .bind(id_text(id.as_uuid()))
+        .bind(outcome.status.as_str())
+        .bind(outcome.exit_code)
+        .bind(outcome.signal.as_deref())
+        .bind(micros(outcome.finished_at))
+        .bind(u64_to_db(outcome.stdout_bytes))
+        .bind(u64_to_db(outcome.stderr_bytes))
+        .bind(outcome.stdout_truncated)
+        .bind(outcome.stderr_truncated)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail_running_commands(
+        &self,
+        status: CommandStatus,
+        at: Timestamp,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "update commands set status = ?1, finished_at = ?2 where status = 'running' \
+             returning ",
+            command_columns!()
+        ))
+        .bind(status.as_str())
+        .bind(micros(at))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(command_from_row).collect()
+    }
+}
