@@ -52,7 +52,6 @@ pub fn exit_code(program: &str, result: anyhow::Result<()>) -> std::process::Exi
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::debug!(error = ?e, "{program} failed");
             eprintln!("{program}: error: {}", chain(&e));
             std::process::ExitCode::FAILURE
         }
