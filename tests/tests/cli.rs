@@ -612,3 +612,36 @@ async fn output_the_stream_dropped_is_recovered_from_the_server_byte_for_byte() 
     assert_eq!(out.stdout.len(), expected.len());
     assert!(out.stdout == expected, "the output differs");
 }
+
+#[tokio::test]
+async fn a_server_shutdown_during_exec_says_so_in_one_line_and_exits_255() {
+    let mut w = world(&[], true).await;
+    assert_success(&w.login().await);
+    let child = w
+        .rmm(&["exec", "web-01", "--", "echo started; sleep 100"])
+        .spawn()
+        .unwrap();
+    w.wait_audit_command("echo started; sleep 100").await;
+    // The output has started, so the command is running on the agent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopping = Instant::now();
+    w.server.terminate().await.unwrap();
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "started\n");
+    // The server closed the session itself: no advice to close it, one line saying what
+    // happened (whether the command was seen to stop depends on which news came first).
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr
+            == "rmm: the server shut down and closed the session; the remote command was stopped with it\n"
+            || stderr
+                == "rmm: the server shut down and closed the session; the command's end is unknown\n",
+        "{stderr}"
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        stopping.elapsed()
+    );
+}

@@ -42,6 +42,7 @@ impl ApiClient {
                 socket,
                 server: self.server.clone(),
                 close_reason: None,
+                close_code: None,
             }),
             Ok(Err(WsError::Http(response))) => {
                 let body = response.body().as_deref().unwrap_or_default();
@@ -71,6 +72,8 @@ pub struct SessionStream {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     server: String,
     close_reason: Option<String>,
+    /// The code of the server's close frame, once it has sent one.
+    close_code: Option<u16>,
 }
 
 impl SessionStream {
@@ -94,6 +97,8 @@ impl SessionStream {
                     }
                 },
                 Some(Ok(Message::Close(frame))) => {
+                    // A close frame without a code is 1005, "no status received" (RFC 6455, 7.1.5).
+                    self.close_code = Some(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
                     self.close_reason = frame.map(|f| one_line(f.reason.as_str()));
                     return Ok(None);
                 }
@@ -114,6 +119,14 @@ impl SessionStream {
     #[must_use]
     pub fn close_reason(&self) -> Option<&str> {
         self.close_reason.as_deref()
+    }
+
+    /// Whether the server closed the stream because the session's frames ended (a normal
+    /// close, code 1000): the session was closed. Not after a close for another cause (a
+    /// watcher that fell behind), nor after a connection that broke.
+    #[must_use]
+    pub fn ended_with_the_session(&self) -> bool {
+        self.close_code == Some(1000)
     }
 
     /// Closes the stream politely (best effort).
