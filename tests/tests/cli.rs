@@ -645,3 +645,42 @@ async fn a_server_shutdown_during_exec_says_so_in_one_line_and_exits_255() {
         stopping.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_agent_whose_tunnel_another_user_holds_says_whose_and_what_to_do() {
+    let w = world(&[], true).await;
+    assert_success(&w.login().await);
+    // The admin holds the agent's one tunnel.
+    let (code, opened) = w
+        .server
+        .call(
+            Method::POST,
+            "/api/v1/tunnel/open",
+            Some(&w.admin),
+            Some(serde_json::json!({ "agent_id": w.agent_id })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{opened}");
+    for args in [
+        &["exec", "web-01", "--", "true"][..],
+        &["open", "web-01"][..],
+    ] {
+        let out = w.run(args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(text(&out.stdout), "", "{args:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("rmm: cannot open a session to agent web-01: "),
+            "{stderr}"
+        );
+        assert!(
+            stderr.ends_with(
+                "; wait until that session ends, or have it closed (by whoever holds it, or by an admin with `rmm close SESSION`)\n"
+            ),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("close yours"), "{stderr}");
+    }
+}
