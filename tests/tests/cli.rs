@@ -612,3 +612,75 @@ async fn output_the_stream_dropped_is_recovered_from_the_server_byte_for_byte() 
     assert_eq!(out.stdout.len(), expected.len());
     assert!(out.stdout == expected, "the output differs");
 }
+
+#[tokio::test]
+async fn a_server_shutdown_during_exec_says_so_in_one_line_and_exits_255() {
+    let mut w = world(&[], true).await;
+    assert_success(&w.login().await);
+    let child = w
+        .rmm(&["exec", "web-01", "--", "echo started; sleep 100"])
+        .spawn()
+        .unwrap();
+    w.wait_audit_command("echo started; sleep 100").await;
+    // The output has started, so the command is running on the agent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopping = Instant::now();
+    w.server.terminate().await.unwrap();
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "started\n");
+    // The server closed the session itself: no advice to close it, one line saying what
+    // happened (whether the command was seen to stop depends on which news came first).
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr
+            == "rmm: the server shut down and closed the session; the remote command was stopped with it\n"
+            || stderr
+                == "rmm: the server shut down and closed the session; the command's end is unknown\n",
+        "{stderr}"
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        stopping.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_agent_whose_tunnel_another_user_holds_says_whose_and_what_to_do() {
+    let w = world(&[], true).await;
+    assert_success(&w.login().await);
+    // The admin holds the agent's one tunnel.
+    let (code, opened) = w
+        .server
+        .call(
+            Method::POST,
+            "/api/v1/tunnel/open",
+            Some(&w.admin),
+            Some(serde_json::json!({ "agent_id": w.agent_id })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{opened}");
+    for args in [
+        &["exec", "web-01", "--", "true"][..],
+        &["open", "web-01"][..],
+    ] {
+        let out = w.run(args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(text(&out.stdout), "", "{args:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("rmm: cannot open a session to agent web-01: "),
+            "{stderr}"
+        );
+        assert!(
+            stderr.ends_with(
+                "; wait until that session ends, or have it closed (by whoever holds it, or by an admin with `rmm close SESSION`)\n"
+            ),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("close yours"), "{stderr}");
+    }
+}

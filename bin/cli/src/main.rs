@@ -6,7 +6,8 @@
 //! completions), `main`, and the mapping of every failure to one line on stderr and an exit
 //! code: 1 for API and local errors, 2 for usage errors (clap's), and for `exec` the remote
 //! command's own code, 124 when it timed out, 130 when it was cancelled, 255 when it failed
-//! (the agent went away); `cp` leaves with 130 when interrupted. What each subcommand does lives in the modules below; where the
+//! (the agent went away, or the server shut down and closed the session); `cp` leaves with
+//! 130 when interrupted. What each subcommand does lives in the modules below; where the
 //! token and remembered sessions are kept, in `config`.
 
 use std::io::Write as _;
@@ -89,7 +90,8 @@ enum Command {
     /// as ssh does: quote for the remote shell, e.g. `rmm exec web-01 -- 'cd /tmp && ls'`.
     /// Reuses your open session to the agent; otherwise opens one and closes it afterwards.
     /// Exit codes: the remote command's, 124 timed out, 130 cancelled (Ctrl-C cancels the
-    /// remote command), 255 failed (the agent went away), 1 for other errors.
+    /// remote command), 255 failed (the agent went away, or the server shut down and closed
+    /// the session), 1 for other errors.
     #[command(override_usage = "rmm exec [OPTIONS] <AGENT> -- <COMMAND>...")]
     Exec(exec::ExecArgs),
     /// Copy a file to or from an agent, verified by SHA-256: `rmm cp LOCAL AGENT:/path` or

@@ -1,0 +1,136 @@
+//! The session stream WebSocket: every frame of a session, decoded with the server's own
+//! [`rmm_protocol`] types, not a copy.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use rmm_domain::SessionId;
+use rmm_protocol::{AgentMessage, DecodeError};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::classify::{About, ErrorReply};
+use crate::error::one_line;
+use crate::{ApiClient, ClientError, REQUEST_TIMEOUT};
+
+impl ApiClient {
+    /// Connects to the session's stream WebSocket: every frame of the session from now on,
+    /// after a replay of the recent ones. Connect before running a command so none of its
+    /// output is missed.
+    ///
+    /// # Errors
+    /// Session, auth and transport errors, as for the HTTP calls.
+    pub async fn stream(&self, session: SessionId) -> Result<SessionStream, ClientError> {
+        let mut url = self.url(&format!("api/v1/tunnel/{session}/stream"))?;
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme)
+            .map_err(|()| ClientError::Protocol("cannot form the stream URL".into()))?;
+        let token = self.token.as_ref().ok_or(ClientError::NotLoggedIn)?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ClientError::Protocol(format!("cannot form the stream request: {e}")))?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| ClientError::TokenRejected("it is not a valid header value".into()))?;
+        request.headers_mut().insert("authorization", bearer);
+        let connecting = tokio_tungstenite::connect_async(request);
+        match tokio::time::timeout(REQUEST_TIMEOUT, connecting).await {
+            Ok(Ok((socket, _))) => Ok(SessionStream {
+                socket,
+                server: self.server.clone(),
+                close_reason: None,
+                close_code: None,
+            }),
+            Ok(Err(WsError::Http(response))) => {
+                let body = response.body().as_deref().unwrap_or_default();
+                Err(ErrorReply::parse(response.status().as_u16(), body)
+                    .into_error(About::Session(session)))
+            }
+            Ok(Err(WsError::Io(e))) => Err(ClientError::Unreachable {
+                server: self.server.clone(),
+                cause: e.to_string(),
+            }),
+            Ok(Err(e)) => Err(ClientError::Protocol(format!(
+                "the stream handshake failed: {}",
+                one_line(&e.to_string())
+            ))),
+            Err(_) => Err(ClientError::TimedOut {
+                server: self.server.clone(),
+                secs: REQUEST_TIMEOUT.as_secs(),
+            }),
+        }
+    }
+}
+
+/// A session's stream: the agent's frames (`tunnel_data`, `tunnel_error`) in the reference
+/// format with the lossless extension, decoded with the server's [`AgentMessage`].
+#[derive(Debug)]
+pub struct SessionStream {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    server: String,
+    close_reason: Option<String>,
+    /// The code of the server's close frame, once it has sent one.
+    close_code: Option<u16>,
+}
+
+impl SessionStream {
+    /// The next message; `Ok(None)` once the server has closed the stream (see
+    /// [`Self::close_reason`]). Frames of types this client does not know are skipped.
+    /// Cancel-safe: no frame is lost when the future is dropped.
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`] when the connection fails, [`ClientError::Protocol`] for a
+    /// frame that does not parse.
+    pub async fn next_message(&mut self) -> Result<Option<AgentMessage>, ClientError> {
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => match AgentMessage::decode(&text) {
+                    Ok(message) => return Ok(Some(message)),
+                    Err(DecodeError::UnknownType(_)) => {}
+                    Err(e) => {
+                        return Err(ClientError::Protocol(format!(
+                            "bad frame on the stream: {e}"
+                        )));
+                    }
+                },
+                Some(Ok(Message::Close(frame))) => {
+                    // A close frame without a code is 1005, "no status received" (RFC 6455, 7.1.5).
+                    self.close_code = Some(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
+                    self.close_reason = frame.map(|f| one_line(f.reason.as_str()));
+                    return Ok(None);
+                }
+                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Frame(_))) => {}
+                Some(Err(e)) => {
+                    return Err(ClientError::Unreachable {
+                        server: self.server.clone(),
+                        cause: format!("the session stream failed: {}", one_line(&e.to_string())),
+                    });
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Why the server closed the stream, if it said.
+    #[must_use]
+    pub fn close_reason(&self) -> Option<&str> {
+        self.close_reason.as_deref()
+    }
+
+    /// Whether the server closed the stream because the session's frames ended (a normal
+    /// close, code 1000): the session was closed. Not after a close for another cause (a
+    /// watcher that fell behind), nor after a connection that broke.
+    #[must_use]
+    pub fn ended_with_the_session(&self) -> bool {
+        self.close_code == Some(1000)
+    }
+
+    /// Closes the stream politely (best effort).
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.socket.close(None)).await;
+    }
+}
