@@ -88,7 +88,7 @@ const KILL_DRAIN: Duration = Duration::from_secs(2);
 pub enum ConfigError {
     #[error("server URL {0:?} is not a URL")]
     BadUrl(String),
-    #[error("server URL must start with ws:// or wss:// (got {0:?})")]
+    #[error("server URL must start with ws://, wss://, http:// or https:// (got {0:?})")]
     BadScheme(String),
     #[error("server URL {0:?} has no host")]
     NoHost(String),
@@ -102,6 +102,8 @@ pub enum ConfigError {
 
 /// The agents' WebSocket URL of a server: `ws://` or `wss://`, with [`AGENT_WS_PATH`] appended
 /// when the given URL does not already end with it (a path prefix of a reverse proxy is kept).
+/// The server's `http://` and `https://` URL (the `rmm` CLI's `RMM_SERVER`) are accepted too
+/// and become `ws://` and `wss://`: one setting serves both programs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerUrl {
     url: String,
@@ -117,8 +119,8 @@ impl ServerUrl {
             .parse()
             .map_err(|_| ConfigError::BadUrl(value.chars().take(200).collect()))?;
         let tls = match uri.scheme_str() {
-            Some("wss") => true,
-            Some("ws") => false,
+            Some("wss" | "https") => true,
+            Some("ws" | "http") => false,
             other => return Err(ConfigError::BadScheme(other.unwrap_or("").to_owned())),
         };
         let authority = uri
@@ -683,10 +685,59 @@ mod tests {
     }
 
     #[test]
-    fn server_urls_other_than_ws_or_wss_are_refused() {
-        assert!(
-            matches!(ServerUrl::parse("http://h"), Err(ConfigError::BadScheme(s)) if s == "http")
+    fn http_and_https_server_urls_become_ws_and_wss() {
+        let cases = [
+            (
+                "http://127.0.0.1:8080",
+                "ws://127.0.0.1:8080/api/v1/agent/ws",
+                false,
+            ),
+            (
+                "https://rmm.example.com",
+                "wss://rmm.example.com/api/v1/agent/ws",
+                true,
+            ),
+            (
+                "https://proxy.example.com/rmm/",
+                "wss://proxy.example.com/rmm/api/v1/agent/ws",
+                true,
+            ),
+            (
+                "http://h:1/api/v1/agent/ws",
+                "ws://h:1/api/v1/agent/ws",
+                false,
+            ),
+        ];
+        for (given, want, tls) in cases {
+            let url = ServerUrl::parse(given).unwrap();
+            assert_eq!((url.as_str(), url.is_tls()), (want, tls), "{given}");
+        }
+    }
+
+    #[test]
+    fn ws_and_wss_server_urls_are_kept_as_they_are() {
+        let ws = ServerUrl::parse("ws://h:8080").unwrap();
+        assert_eq!(
+            (ws.as_str(), ws.is_tls()),
+            ("ws://h:8080/api/v1/agent/ws", false)
         );
+        let wss = ServerUrl::parse("wss://h").unwrap();
+        assert_eq!(
+            (wss.as_str(), wss.is_tls()),
+            ("wss://h/api/v1/agent/ws", true)
+        );
+    }
+
+    #[test]
+    fn server_urls_of_other_schemes_are_refused_naming_the_accepted_ones() {
+        for (given, scheme) in [("ftp://h", "ftp"), ("unix://h/run/rmm.sock", "unix")] {
+            let e = ServerUrl::parse(given).unwrap_err();
+            assert_eq!(e, ConfigError::BadScheme(scheme.to_owned()), "{given}");
+            let message = e.to_string();
+            for accepted in ["ws://", "wss://", "http://", "https://"] {
+                assert!(message.contains(accepted), "{message}");
+            }
+        }
         assert!(matches!(
             ServerUrl::parse("h:8080"),
             Err(ConfigError::BadScheme(_))
