@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use rmm_e2e::pg::fresh_database;
 use rmm_e2e::real_agent::agent_command;
-use rmm_e2e::server::TestServer;
+use rmm_e2e::server::{TestServer, binary};
 use serde_json::{Value, json};
 use tokio::process::Child;
 
@@ -306,4 +306,56 @@ async fn once_exits_non_zero_when_the_server_is_unreachable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("cannot connect"), "stderr: {stderr}");
+}
+
+/// A setting the agent cannot use ends it with one line naming the cause and exit code 1,
+/// never a backtrace, even with `RUST_BACKTRACE=1`. No server is needed: it stops before it
+/// dials.
+#[tokio::test]
+async fn a_bad_setting_exits_1_with_one_line_naming_the_cause_and_no_backtrace() {
+    let agent = binary("rmm-agent").expect("agent binary");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let missing = dir.path().join("agent.toml");
+    let missing = missing.to_str().expect("a UTF-8 path");
+    let read_missing = format!("cannot read the config file {missing}");
+    let cases: [(&[(&str, &str)], &[&str], &str); 3] = [
+        (
+            &[
+                ("RMM_SERVER", "ftp://rmm.example.com"),
+                ("RMM_AGENT_KEY", "k"),
+            ],
+            &[],
+            "invalid server URL",
+        ),
+        (
+            &[("RMM_SERVER", "https://rmm.example.com")],
+            &[],
+            "no agent key",
+        ),
+        (&[], &["--config", missing], &read_missing),
+    ];
+    for (env, args, cause) in cases {
+        let out = tokio::process::Command::new(&agent)
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .output();
+        let out = tokio::time::timeout(WAIT, out)
+            .await
+            .expect("the agent exits promptly")
+            .expect("output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cause}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line for {cause}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("rmm-agent: error: {cause}")),
+            "stderr: {stderr}"
+        );
+        assert!(
+            !stderr.to_lowercase().contains("backtrace"),
+            "stderr: {stderr}"
+        );
+    }
 }

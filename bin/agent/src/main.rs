@@ -4,6 +4,7 @@
 use rmm_process as process;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -11,11 +12,23 @@ use clap::Parser;
 use rmm_agent_runtime::{AgentConfig, AgentKey, AgentTimings, ServerUrl, run};
 use serde::Deserialize;
 
-/// The rmm agent: keeps one WebSocket to the rmm server, sends heartbeats and serves tunnels.
+/// What `rmm-agent --help` opens with: the program's purpose.
+const ABOUT: &str = "rmm-agent: connects this machine to an rmm-server and serves technicians' \
+                     tunnels: commands and file transfer.";
+
+/// `--help` says how it runs, after the purpose.
+const LONG_ABOUT: &str = "rmm-agent: connects this machine to an rmm-server and serves \
+                          technicians' tunnels: commands and file transfer.\n\n\
+                          It keeps one WebSocket to the server, sends a heartbeat with this \
+                          machine's facts, and redials by itself when the connection is lost. \
+                          Settings come from flags, then the environment, then the config file \
+                          (--config).";
+
 #[derive(Debug, Parser)]
-#[command(name = "rmm-agent", version, about)]
+#[command(name = "rmm-agent", version, about = ABOUT, long_about = LONG_ABOUT)]
 struct Cli {
-    /// Server URL, ws://host[:port] or wss://host[:port] (/api/v1/agent/ws is appended).
+    /// Server URL: ws://, wss://, or the server's http:// or https:// URL (the same as the rmm
+    /// CLI's RMM_SERVER); /api/v1/agent/ws is appended.
     #[arg(long, env = "RMM_SERVER")]
     server: Option<String>,
     /// This agent's key, from `POST /api/v1/agents`. Prefer the env or the config file:
@@ -58,10 +71,16 @@ struct FileConfig {
     command_timeout_secs: Option<u64>,
 }
 
+/// A user error (missing key, bad URL, unreadable config) or a failed `--once` ends with one
+/// line, `rmm-agent: error: <cause>`, and a non-zero exit: never a backtrace.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     process::init_logging("info");
+    process::exit_code("rmm-agent", agent(cli).await)
+}
+
+async fn agent(cli: Cli) -> anyhow::Result<()> {
     let config = config(cli)?;
     run(config, process::shutdown_signal()).await?;
     Ok(())
@@ -188,6 +207,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("RMM_AGENT_KEY") && e.contains("--key"), "{e}");
+    }
+
+    #[test]
+    fn the_help_opens_with_the_programs_purpose() {
+        use clap::CommandFactory as _;
+        let help = Cli::command().render_help().to_string();
+        assert!(
+            help.starts_with("rmm-agent: connects this machine to an rmm-server"),
+            "{help}"
+        );
+        let long = Cli::command().render_long_help().to_string();
+        assert!(
+            long.starts_with("rmm-agent: connects this machine to an rmm-server"),
+            "{long}"
+        );
+    }
+
+    #[test]
+    fn the_servers_http_url_serves_the_agent_too() {
+        let c = config(cli(&["--server", "https://rmm.example.com", "--key", "k"])).unwrap();
+        assert_eq!(c.server.as_str(), "wss://rmm.example.com/api/v1/agent/ws");
+        let e = format!(
+            "{:#}",
+            config(cli(&["--server", "ftp://h", "--key", "k"])).unwrap_err()
+        );
+        assert!(
+            e.contains("invalid server URL") && e.contains("https://"),
+            "{e}"
+        );
     }
 
     #[test]

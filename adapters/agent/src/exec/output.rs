@@ -1,0 +1,130 @@
+//! A command's output: each pipe streamed as `terminal_output` frames while it is produced,
+//! then exactly one final frame with the exit code, the signal and why the agent killed it.
+
+use std::process::ExitStatus;
+
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::StopReason;
+use crate::Event;
+use crate::chunker::Chunker;
+use rmm_protocol::{AgentMessage, TerminalOutput, TunnelDataPayload};
+
+/// Which pipe a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn chunk(self, bytes: &[u8]) -> TerminalOutput {
+        match self {
+            Self::Stdout => TerminalOutput::chunk(bytes, b""),
+            Self::Stderr => TerminalOutput::chunk(b"", bytes),
+        }
+    }
+}
+
+/// Streams one pipe until EOF, one frame per chunk, as soon as it is read.
+pub(super) async fn pump(
+    mut pipe: impl AsyncRead + Unpin,
+    stream: Stream,
+    channel: &str,
+    out: &mpsc::Sender<Event>,
+) {
+    let mut chunker = Chunker::default();
+    loop {
+        let read = match pipe.read(chunker.spare()).await {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(channel_id = %channel, stream = ?stream, error = %e, "reading command output failed");
+                break;
+            }
+        };
+        if let Some(chunk) = chunker.filled(read) {
+            send_with(out, || output_frame(channel, stream.chunk(&chunk))).await;
+        }
+    }
+    if let Some(rest) = chunker.finish() {
+        send_with(out, || output_frame(channel, stream.chunk(&rest))).await;
+    }
+}
+
+/// Queues a frame, waiting for room: this wait is the backpressure on the command's output.
+pub(super) async fn send(out: &mpsc::Sender<Event>, frame: AgentMessage) {
+    send_with(out, || frame).await;
+}
+
+/// Like [`send`], but the frame (up to ~4x its raw chunk once encoded losslessly) is built
+/// only once there is room for it, so a waiting command holds just its raw chunk.
+async fn send_with(out: &mpsc::Sender<Event>, frame: impl FnOnce() -> AgentMessage) {
+    // An error means the connection is gone; its registry went with it, so the command is
+    // being killed and its output has nowhere to go. Reading on lets the pipes reach EOF.
+    if let Ok(permit) = out.reserve().await {
+        permit.send(Event::Frame(frame()));
+    }
+}
+
+fn output_frame(channel: &str, output: TerminalOutput) -> AgentMessage {
+    AgentMessage::TunnelData {
+        channel_id: channel.to_owned(),
+        data: TunnelDataPayload::TerminalOutput(output),
+    }
+}
+
+pub(super) fn error_frame(channel: &str, error: &str) -> AgentMessage {
+    AgentMessage::TunnelError {
+        channel_id: channel.to_owned(),
+        error: error.to_owned(),
+    }
+}
+
+/// Reports how the command ended: its final frame, queued.
+pub(super) async fn report_end(
+    out: &mpsc::Sender<Event>,
+    channel: &str,
+    status: Option<std::io::Result<ExitStatus>>,
+    reason: Option<StopReason>,
+    started: Instant,
+) {
+    let (exit_code, signal) = match status {
+        Some(Ok(status)) => exit_fields(status),
+        Some(Err(e)) => {
+            tracing::warn!(channel_id = %channel, error = %e, "cannot read the command's exit status");
+            (-1, None)
+        }
+        // The loop ends only with a status; kept total rather than unwrapped.
+        None => (-1, None),
+    };
+    tracing::info!(channel_id = %channel, exit_code, signal = ?signal, end_reason = ?reason.map(StopReason::as_str), elapsed_ms = started.elapsed().as_millis(), "command ended");
+    let last = TerminalOutput {
+        exit_code: Some(exit_code),
+        signal,
+        end_reason: reason.map(|r| r.as_str().to_owned()),
+        ..TerminalOutput::default()
+    };
+    send(out, output_frame(channel, last)).await;
+}
+
+/// The final frame's `exit_code` and `signal`: a process killed by a signal reports 128 + its
+/// number (the shells' convention) and the signal's name.
+fn exit_fields(status: ExitStatus) -> (i32, Option<String>) {
+    if let Some(code) = status.code() {
+        return (code, None);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        if let Some(signo) = status.signal() {
+            let name = nix::sys::signal::Signal::try_from(signo)
+                .map_or_else(|_| format!("SIG{signo}"), |s| s.as_str().to_owned());
+            return (128 + signo, Some(name));
+        }
+    }
+    (-1, None)
+}

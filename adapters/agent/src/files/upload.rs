@@ -1,0 +1,142 @@
+//! `file_upload`: the server's data frames written to the partial file in order, acknowledged
+//! every [`FILE_ACK_EVERY`] bytes, and committed once `file_upload_end` confirms the size and
+//! SHA-256. And `file_upload_status`: how much of an upload is held.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rmm_protocol::limits::FILE_ACK_EVERY;
+use rmm_protocol::{AgentMessage, FileErrorCode as Code};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::disk::{absolute, blocking};
+use super::failure::Failure;
+use super::partial::{PathLocks, commit, open_partial, partial_of, partial_size};
+use super::{FRAME_COST, Outcome, Stop, Task, UploadInput};
+
+#[derive(Debug)]
+pub(super) struct Upload {
+    pub(super) path: String,
+    pub(super) offset: u64,
+    pub(super) input: mpsc::UnboundedReceiver<UploadInput>,
+    pub(super) queued: Arc<AtomicUsize>,
+    pub(super) locks: PathLocks,
+}
+
+impl Upload {
+    pub(super) async fn run(mut self, task: &mut Task) -> Result<Outcome, Failure> {
+        let started = Instant::now();
+        let target = absolute(&self.path)?;
+        let partial_path = partial_of(&target)?;
+        {
+            let target = target.clone();
+            blocking(move || check_upload_target(&target)).await??;
+        }
+        // Waiting here is short: only a stopped upload of the same path can hold the lock
+        // (or a concurrent one, whose server then waits for our acks).
+        let _guard = tokio::select! {
+            biased;
+            stop = task.until_stopped() => return Ok(Outcome::Stopped(stop)),
+            guard = self.locks.lock(partial_path.clone()) => guard,
+        };
+        let (offset, path) = (self.offset, partial_path.clone());
+        let mut partial = blocking(move || open_partial(&path, offset)).await??;
+        tracing::info!(channel_id = %task.channel, path = %target.display(), offset, "upload started");
+        let mut acked = offset;
+        loop {
+            let input = tokio::select! {
+                biased;
+                stop = task.until_stopped() => return Ok(Outcome::Stopped(stop)),
+                input = self.input.recv() => input,
+            };
+            match input {
+                // The registry is gone with its connection.
+                None => return Ok(Outcome::Stopped(Stop::Cancelled)),
+                Some(UploadInput::Data { offset, data }) => {
+                    let cost = data.len() + FRAME_COST;
+                    if offset != partial.len {
+                        return Err(Failure::bad_offset(format!(
+                            "data at offset {offset}, expected offset {}",
+                            partial.len
+                        )));
+                    }
+                    let path = partial_path.clone();
+                    let (back, written) = blocking(move || {
+                        let written = partial.append(&data);
+                        (partial, written)
+                    })
+                    .await?;
+                    partial = back;
+                    self.queued.fetch_sub(cost, Ordering::AcqRel);
+                    written.map_err(|e| Failure::io("write", &path, &e))?;
+                    if partial.len - acked >= FILE_ACK_EVERY {
+                        acked = partial.len;
+                        if !task.send(ack(task, acked)).await {
+                            return Ok(Outcome::Stopped(Stop::Cancelled));
+                        }
+                    }
+                }
+                Some(UploadInput::End { size, sha256 }) => {
+                    if !task.send(ack(task, partial.len)).await {
+                        return Ok(Outcome::Stopped(Stop::Cancelled));
+                    }
+                    if partial.len != size {
+                        return Err(Failure::bad_offset(format!(
+                            "received {} bytes, but the upload's size is {size}",
+                            partial.len
+                        )));
+                    }
+                    let (from, to) = (partial_path.clone(), target.clone());
+                    let sha256 =
+                        blocking(move || commit(partial, &from, &to, sha256.as_deref())).await??;
+                    tracing::info!(channel_id = %task.channel, path = %target.display(), size, sha256 = %sha256, elapsed_ms = started.elapsed().as_millis(), "upload done");
+                    return Ok(Outcome::Done(AgentMessage::FileDone {
+                        channel_id: task.channel.as_str().to_owned(),
+                        path: self.path,
+                        size,
+                        sha256,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+fn ack(task: &Task, offset: u64) -> AgentMessage {
+    AgentMessage::FileAck {
+        channel_id: task.channel.as_str().to_owned(),
+        offset,
+    }
+}
+
+/// An upload may create or replace a file, never a directory.
+fn check_upload_target(target: &Path) -> Result<(), Failure> {
+    match std::fs::metadata(target) {
+        Ok(meta) if meta.is_dir() => Err(Failure::new(
+            Code::IsDirectory,
+            format!("{} is a directory", target.display()),
+        )),
+        // A missing parent directory is reported when the partial file cannot be created.
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Failure::io("inspect", target, &e)),
+    }
+}
+
+pub(super) async fn upload_status(task: &mut Task, path: String) -> Result<Outcome, Failure> {
+    let target = absolute(&path)?;
+    let partial = partial_of(&target)?;
+    let size = tokio::select! {
+        biased;
+        stop = task.until_stopped() => return Ok(Outcome::Stopped(stop)),
+        size = blocking(move || partial_size(&partial)) => size??,
+    };
+    Ok(Outcome::Done(AgentMessage::FilePartial {
+        channel_id: task.channel.as_str().to_owned(),
+        path,
+        size,
+    }))
+}
