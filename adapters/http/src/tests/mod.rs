@@ -7,6 +7,8 @@
 
 mod agents;
 mod auth;
+mod commands_read;
+mod commands_run;
 mod cross_cutting;
 mod tunnels;
 
@@ -52,6 +54,7 @@ impl Ports for Mocks {
 const AGENT: AgentId = AgentId::from_uuid(Uuid::from_u128(0xA));
 const OTHER_AGENT: AgentId = AgentId::from_uuid(Uuid::from_u128(0xB));
 const SESSION: SessionId = SessionId::from_uuid(Uuid::from_u128(0x5));
+const OTHER_SESSION: SessionId = SessionId::from_uuid(Uuid::from_u128(0x6));
 const COMMAND: CommandId = CommandId::from_uuid(Uuid::from_u128(0xC));
 const TECH: Actor = Actor {
     id: UserId::from_uuid(Uuid::from_u128(0x1)),
@@ -192,6 +195,12 @@ impl Server {
             .post(path)
             .header("Authorization", format!("Bearer {}", self.token(actor)))
             .body_json(body)
+    }
+
+    fn delete(&self, path: &str, actor: Actor) -> Request<'_> {
+        self.client
+            .delete(path)
+            .header("Authorization", format!("Bearer {}", self.token(actor)))
     }
 }
 
