@@ -6,6 +6,7 @@
 //! The files section is not covered here.
 
 mod agents;
+mod audit;
 mod auth;
 mod commands_read;
 mod commands_run;
