@@ -125,6 +125,28 @@ async fn an_agent_that_drops_during_the_open_is_agent_not_connected() {
     assert_error(resp, StatusCode::NOT_FOUND, ApiErrorCode::AgentNotConnected).await;
 }
 
+/// The agent answered, but its connection closed the session before it could be activated.
+#[tokio::test]
+async fn a_ready_that_loses_the_race_with_a_disconnect_is_agent_not_connected() {
+    let mut s = opening(|| Box::pin(async { Ok(OpenReply::Ready) }));
+    s.sessions
+        .expect_activate()
+        .times(1)
+        .returning(|_, _| Box::pin(async { Ok(false) }));
+    s.gateway
+        .expect_close_tunnel()
+        .withf(|a, sess| *a == AGENT && *sess == SESSION)
+        .times(1)
+        .return_const(());
+    s.audit.expect_append().never();
+    let resp = s
+        .serve()
+        .post("/api/v1/tunnel/open", TECH, &open_body())
+        .send()
+        .await;
+    assert_error(resp, StatusCode::NOT_FOUND, ApiErrorCode::AgentNotConnected).await;
+}
+
 #[tokio::test]
 async fn open_when_the_agent_has_a_session_is_session_exists() {
     let mut s = Setup::default();
