@@ -11,6 +11,7 @@ mod auth;
 mod commands_read;
 mod commands_run;
 mod cross_cutting;
+mod docs;
 mod tunnels;
 
 use std::sync::{Arc, OnceLock};
