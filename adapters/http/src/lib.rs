@@ -19,6 +19,8 @@ mod auth;
 mod commands;
 pub mod error;
 mod files;
+#[cfg(test)]
+mod tests;
 mod tunnels;
 
 pub use auth::TechAuth;

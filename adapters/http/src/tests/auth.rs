@@ -1,0 +1,122 @@
+//! `POST /api/v1/auth/login`: 200, 401 `invalid_credentials`, 500.
+
+use poem::http::StatusCode;
+use rmm_application::UserRecord;
+use rmm_domain::{Role, Username};
+use rmm_protocol::api::ApiErrorCode;
+use serde_json::json;
+
+use super::{ADMIN, Setup, assert_error, assert_internal, assert_ok, backend_error, now};
+
+const HASH: &str = "$argon2id$stored-hash";
+
+fn admin_record() -> UserRecord {
+    UserRecord {
+        id: ADMIN.id,
+        username: Username::parse("alice").expect("a valid username"),
+        password_hash: HASH.to_owned(),
+        role: Role::Admin,
+        created_at: now(),
+    }
+}
+
+/// The store knows alice; her password checks as `matches`.
+fn alice(matches: bool) -> Setup {
+    let mut s = Setup::default();
+    s.users
+        .expect_find_user()
+        .withf(|name| name.as_str() == "alice")
+        .times(1)
+        .returning(|_| Box::pin(async { Ok(Some(admin_record())) }));
+    s.credentials
+        .expect_verify_password()
+        .withf(|_, hash| hash == HASH)
+        .times(1)
+        .returning(move |_, _| Box::pin(async move { matches }));
+    s
+}
+
+#[tokio::test]
+async fn login_answers_a_token_for_the_user() {
+    let server = alice(true).serve();
+    let resp = server
+        .client
+        .post("/api/v1/auth/login")
+        .body_json(&json!({"username": "alice", "password": "right password"}))
+        .send()
+        .await;
+    let body = assert_ok(resp, StatusCode::OK).await;
+    let token = body["token"].as_str().expect("a token");
+    let actor = server.jwt.verify(token).expect("the token verifies");
+    assert_eq!(actor, ADMIN);
+    let expires_at = crate::to_datetime(now().plus(super::TOKEN_TTL));
+    assert_eq!(
+        body["expires_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
+        Some(expires_at.fixed_offset()),
+        "expires_at of {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_invalid_credentials() {
+    let server = alice(false).serve();
+    let resp = server
+        .client
+        .post("/api/v1/auth/login")
+        .body_json(&json!({"username": "alice", "password": "wrong"}))
+        .send()
+        .await;
+    assert_error(
+        resp,
+        StatusCode::UNAUTHORIZED,
+        ApiErrorCode::InvalidCredentials,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_user_is_invalid_credentials_too() {
+    let mut s = Setup::default();
+    s.users
+        .expect_find_user()
+        .times(1)
+        .returning(|_| Box::pin(async { Ok(None) }));
+    // Still verified, against a dummy hash: no user enumeration by timing.
+    s.credentials
+        .expect_verify_password()
+        .times(1)
+        .returning(|_, _| Box::pin(async { false }));
+    let resp = s
+        .serve()
+        .client
+        .post("/api/v1/auth/login")
+        .body_json(&json!({"username": "mallory", "password": "guess"}))
+        .send()
+        .await;
+    assert_error(
+        resp,
+        StatusCode::UNAUTHORIZED,
+        ApiErrorCode::InvalidCredentials,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_user_store_is_a_500_without_the_cause() {
+    let mut s = Setup::default();
+    s.users
+        .expect_find_user()
+        .times(1)
+        .returning(|_| Box::pin(async { Err(backend_error()) }));
+    s.credentials.expect_verify_password().never();
+    let resp = s
+        .serve()
+        .client
+        .post("/api/v1/auth/login")
+        .body_json(&json!({"username": "alice", "password": "right password"}))
+        .send()
+        .await;
+    assert_internal(resp).await;
+}
