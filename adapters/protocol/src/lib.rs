@@ -129,6 +129,7 @@ pub enum AgentMessage {
     /// Extension: a file operation failed, for the reason [`FileErrorCode`] names.
     FileError {
         channel_id: String,
+        #[serde(with = "codes::wire")]
         code: FileErrorCode,
         message: String,
     },
@@ -534,6 +535,26 @@ mod tests {
         roundtrip_agent(
             json!({"type":"file_listing","payload":{"channel_id":"f","path":"/","entries":[{"name":"etc","type":"dir","size":4096,"mode":493,"modified":1}]}}),
         );
+    }
+
+    #[test]
+    fn every_file_error_code_travels_by_its_name_and_unknown_ones_read_as_io() {
+        for code in FileErrorCode::ALL {
+            roundtrip_agent(
+                json!({"type":"file_error","payload":{"channel_id":"f","code":code.as_str(),"message":"m"}}),
+            );
+        }
+        let newer = AgentMessage::decode(
+            r#"{"type":"file_error","payload":{"channel_id":"f","code":"quota_exceeded","message":"m"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            newer,
+            AgentMessage::FileError {
+                code: FileErrorCode::Io,
+                ..
+            }
+        ));
     }
 
     #[test]
