@@ -1,6 +1,6 @@
 //! The live agent connections: a registry of who is connected (with a generation per
-//! connection and the agent's mode), the `AgentGateway` port over it ([`registry`], `port`),
-//! and the task that runs one agent's WebSocket ([`connection`]).
+//! connection and the agent's mode), the `AgentGateway` port over it (`registry`, `port`), and
+//! the task that runs one agent's WebSocket (`connection`).
 //!
 //! Nothing here blocks on a peer: messages to an agent go through a bounded queue fed with
 //! `try_send`, the registry lock is never held across `.await`, and a socket that stops
@@ -15,10 +15,11 @@ use rmm_protocol::{
 
 mod connection;
 mod port;
-pub mod registry;
+mod registry;
 
 pub use connection::run_agent_connection;
-pub use registry::{FileLink, WsAgentGateway};
+pub(crate) use registry::FileLink;
+pub use registry::WsAgentGateway;
 
 /// Frames queued for one agent. Small on purpose: an agent that does not read is evicted,
 /// it never makes the server hold more.

@@ -53,8 +53,8 @@ fn lock(connections: &Connections) -> std::sync::MutexGuard<'_, HashMap<AgentId,
 /// for room instead of dropping data) and the events of its channel. Dropping it closes the
 /// channel, and tells the agent to stop unless the transfer was [`Self::finished`].
 #[derive(Debug)]
-pub struct FileLink {
-    pub channel: ChannelId,
+pub(crate) struct FileLink {
+    pub(crate) channel: ChannelId,
     pub(crate) outbound: mpsc::Sender<Outbound>,
     pub(crate) events: mpsc::Receiver<FileEvent>,
     /// The transfer completed: nothing to cancel.
@@ -319,5 +319,92 @@ impl WsAgentGateway {
                 mpsc::error::TrySendError::Full(_) => GatewayError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => GatewayError::NotConnected,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rmm_application::AgentGateway as _;
+    use rmm_domain::UserId;
+
+    use super::*;
+
+    /// A gateway with `agent` connected (speaking file transfer) and its tunnel `session`
+    /// open; the agent's outbound queue, drained of the `tunnel_open`.
+    async fn tunnel(
+        agent: AgentId,
+        session: SessionId,
+    ) -> (Arc<WsAgentGateway>, mpsc::Receiver<Outbound>) {
+        let gateway = Arc::new(WsAgentGateway::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        let capabilities = Capabilities {
+            file_transfer: true,
+            ..Capabilities::default()
+        };
+        let (generation, _) = gateway.register(agent, tx, capabilities);
+        let opener = Arc::clone(&gateway);
+        let open = tokio::spawn(async move {
+            opener
+                .open_tunnel(agent, session, UserId::from_uuid(uuid::Uuid::from_u128(1)))
+                .await
+        });
+        assert!(matches!(
+            rx.recv().await,
+            Some(Outbound::Message(ServerMessage::TunnelOpen { .. }))
+        ));
+        assert_eq!(gateway.pending_open(agent), Some(session));
+        gateway.on_ready(agent, generation, session);
+        assert_eq!(open.await.unwrap(), Ok(OpenReply::Ready));
+        assert_eq!(gateway.pending_open(agent), None);
+        (gateway, rx)
+    }
+
+    fn channels_open(gateway: &WsAgentGateway, agent: AgentId) -> usize {
+        gateway.lock().get(&agent).map_or(0, |c| c.files.len())
+    }
+
+    #[tokio::test]
+    async fn a_dropped_link_closes_its_channel_and_cancels_only_an_unfinished_transfer() {
+        let agent = AgentId::from_uuid(uuid::Uuid::from_u128(0xA));
+        let session = SessionId::from_uuid(uuid::Uuid::from_u128(0x5));
+        let (gateway, mut rx) = tunnel(agent, session).await;
+
+        let link = gateway.open_file_channel(agent, session).unwrap();
+        let channel = link.channel.to_string();
+        assert_eq!(channels_open(&gateway, agent), 1);
+        drop(link);
+        assert_eq!(channels_open(&gateway, agent), 0);
+        match rx.try_recv() {
+            Ok(Outbound::Message(ServerMessage::FileCancel { channel_id })) => {
+                assert_eq!(channel_id, channel);
+            }
+            other => panic!("expected file_cancel, got {other:?}"),
+        }
+
+        let mut done = gateway.open_file_channel(agent, session).unwrap();
+        done.finished = true;
+        drop(done);
+        assert_eq!(channels_open(&gateway, agent), 0);
+        assert!(
+            rx.try_recv().is_err(),
+            "a finished transfer has nothing to cancel"
+        );
+    }
+
+    #[tokio::test]
+    async fn file_channels_open_only_in_the_agents_own_tunnel() {
+        let agent = AgentId::from_uuid(uuid::Uuid::from_u128(0xA));
+        let session = SessionId::from_uuid(uuid::Uuid::from_u128(0x5));
+        let (gateway, _rx) = tunnel(agent, session).await;
+        let other = SessionId::from_uuid(uuid::Uuid::from_u128(0x6));
+        assert_eq!(
+            gateway.open_file_channel(agent, other).unwrap_err(),
+            GatewayError::NotConnected
+        );
+        let stranger = AgentId::from_uuid(uuid::Uuid::from_u128(0xB));
+        assert_eq!(
+            gateway.open_file_channel(stranger, session).unwrap_err(),
+            GatewayError::NotConnected
+        );
     }
 }
