@@ -69,6 +69,14 @@ async fn the_caller_is_told_it_is_their_own_session_and_how_to_close_it() {
         }
     );
     let message = holder.to_string();
+    assert_eq!(
+        message,
+        "you already hold session 00000000-0000-0000-0000-000000000006 to this agent (open \
+         since 2024-02-29T13:05:09Z); an agent has one session at a time: use that one, or \
+         close it first with POST /api/v1/tunnel/close {\"session_id\": \
+         \"00000000-0000-0000-0000-000000000006\"} (rmm close \
+         00000000-0000-0000-0000-000000000006)"
+    );
     assert!(
         message.starts_with("you already hold session 00000000-0000-0000-0000-000000000006"),
         "{message}"
@@ -98,6 +106,12 @@ async fn another_tech_is_told_who_holds_it_since_when_but_not_its_id() {
         }
     );
     let message = holder.to_string();
+    assert_eq!(
+        message,
+        "user 00000000-0000-0000-0000-000000000002 holds this agent: their session is open \
+         since 2024-02-29T13:05:09Z; an agent has one session at a time: they or an admin \
+         can close it"
+    );
     assert!(
         message.starts_with("user 00000000-0000-0000-0000-000000000002 holds this agent"),
         "{message}"
