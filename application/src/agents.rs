@@ -1,15 +1,14 @@
 //! Agents: registration, listing, authentication of their connections, and their presence
 //! (last seen, host facts), which is buffered in memory and written in batches.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-
-use rmm_domain::{Actor, AgentId, AgentMode, AgentName, CloseReason, Role, SessionId, Timestamp};
+use rmm_domain::{
+    Actor, AgentId, AgentMode, AgentName, CloseReason, CommandStatus, Role, SessionId,
+};
 
 use crate::app::{App, Ports};
 use crate::ports::{
-    AgentGateway, AgentRecord, AgentRepository, AuditAction, AuditEvent, AuditLog, Clock,
-    Credentials, HostFacts, IdGenerator, Seen, SessionRepository, StoreError,
+    AgentGateway, AgentKey, AgentRecord, AgentRepository, Clock, Credentials, HostFacts,
+    IdGenerator, SessionRepository, StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +40,7 @@ pub enum ConnectAgentError {
 pub struct RegisteredAgent {
     pub id: AgentId,
     pub name: AgentName,
-    pub key: crate::ports::AgentKey,
+    pub key: AgentKey,
 }
 
 /// An agent as listed to technicians.
@@ -50,59 +49,6 @@ pub struct AgentView {
     pub record: AgentRecord,
     /// `None` when not connected.
     pub mode: Option<AgentMode>,
-}
-
-/// Presence noted since the last flush. Heartbeats and session activity arrive far more often
-/// than they are worth writing, so they are kept here (bounded by the number of agents and
-/// open sessions) and written in one batch per flush.
-#[derive(Debug, Default)]
-pub struct Presence {
-    inner: Mutex<PresenceBuffer>,
-}
-
-#[derive(Debug, Default)]
-struct PresenceBuffer {
-    seen: HashMap<AgentId, (Timestamp, Option<HostFacts>)>,
-    active: HashSet<SessionId>,
-}
-
-impl Presence {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PresenceBuffer> {
-        // A panic while holding this lock cannot leave the maps inconsistent (each update is a
-        // single insert), so a poisoned lock is still safe to use.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn note_seen(&self, agent: AgentId, at: Timestamp, facts: Option<HostFacts>) {
-        let mut buf = self.lock();
-        let entry = buf.seen.entry(agent).or_insert((at, None));
-        entry.0 = entry.0.max(at);
-        if let Some(new) = facts {
-            // Field by field, as the store merges: a heartbeat that omits a fact keeps it.
-            let merged = entry.1.get_or_insert_with(HostFacts::default);
-            merged.version = new.version.or(merged.version.take());
-            merged.hostname = new.hostname.or(merged.hostname.take());
-            merged.os = new.os.or(merged.os.take());
-            merged.uptime_secs = new.uptime_secs.or(merged.uptime_secs);
-        }
-    }
-
-    fn note_activity(&self, session: SessionId) {
-        self.lock().active.insert(session);
-    }
-
-    fn take(&self) -> (Vec<Seen>, Vec<SessionId>) {
-        let mut buf = self.lock();
-        let seen = buf.seen.drain().map(|(a, (t, f))| (a, t, f)).collect();
-        let active = buf.active.drain().collect();
-        (seen, active)
-    }
-
-    fn last_seen(&self, agent: AgentId) -> Option<Timestamp> {
-        self.lock().seen.get(&agent).map(|(t, _)| *t)
-    }
 }
 
 impl<P: Ports> App<P> {
@@ -201,7 +147,7 @@ impl<P: Ports> App<P> {
         let Some(previous) = previous else {
             return Ok(());
         };
-        self.end_session_commands(previous, rmm_domain::CommandStatus::Failed)
+        self.end_session_commands(previous, CommandStatus::Failed)
             .await;
         if let Some(closed) = self
             .sessions
@@ -251,41 +197,10 @@ impl<P: Ports> App<P> {
         for session in &idle {
             tracing::info!(session_id = %session.id(), agent_id = %session.agent(), "closing idle session");
             self.gateway.close_tunnel(session.agent(), session.id());
-            self.end_session_commands(session.id(), rmm_domain::CommandStatus::Cancelled)
+            self.end_session_commands(session.id(), CommandStatus::Cancelled)
                 .await;
             self.audit_close(session, CloseReason::Idle).await;
         }
         Ok(idle.len())
-    }
-
-    /// Writes an audit entry; a failure is logged, and never undoes what already happened.
-    pub(crate) async fn audit_close(&self, session: &rmm_domain::Session, reason: CloseReason) {
-        self.audit_session(
-            session,
-            AuditAction::TunnelClose,
-            Some(reason.as_str().to_owned()),
-        )
-        .await;
-    }
-
-    pub(crate) async fn audit_session(
-        &self,
-        session: &rmm_domain::Session,
-        action: AuditAction,
-        detail: Option<String>,
-    ) {
-        let event = AuditEvent {
-            at: self.clock.now(),
-            action,
-            user: Some(session.owner()),
-            agent: Some(session.agent()),
-            session: Some(session.id()),
-            detail,
-            command: None,
-            file: None,
-        };
-        if let Err(e) = self.audit.append(&event).await {
-            tracing::error!(error = %e, source = ?std::error::Error::source(&e), action = action.as_str(), session_id = %session.id(), "audit write failed");
-        }
     }
 }

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agents::Presence;
-use crate::commands::Running;
 use crate::ports::{
     AgentGateway, AgentRepository, AuditLog, Clock, CommandRepository, Credentials, IdGenerator,
     SessionRepository, SessionStreams, UserRepository,
 };
+use crate::presence::Presence;
+use crate::running::Running;
 
 /// The concrete types behind each port, chosen once when the program is wired (a store per
 /// database, mocks in tests). One type parameter instead of eight keeps signatures readable.

@@ -1,29 +1,41 @@
 //! The use cases of the rmm tunnel, written against port traits.
 //!
 //! This crate decides *what* happens (open waits for the agent, a refusal leaves nothing
-//! active, every session change is audited) and leaves *how* to the adapters: it knows no
-//! database, socket, HTTP or serialization format. Time and ids come from ports so the rules
-//! can be tested with mocks and paused time.
+//! active, every session change and every file transfer is audited) and leaves *how* to the
+//! adapters: it knows no database, socket, HTTP or serialization format. Time and ids come
+//! from ports so the rules can be tested with mocks and paused time.
+//!
+//! Modules depend one way: [`ports`] and the state kept in memory (`presence`, `running`)
+//! and the shared session check (`access`) depend on nothing but the domain and the ports;
+//! `app` bundles them; each use-case module builds on `app`.
 
+mod access;
 mod agents;
 mod app;
+mod audit;
+mod command_ends;
 mod commands;
 mod files;
 mod ports;
+mod presence;
+mod running;
 mod tunnels;
 mod users;
+mod watch;
 
 pub use agents::{
-    AgentView, ConnectAgentError, ListAgentsError, Presence, RegisterAgentError, RegisteredAgent,
+    AgentView, ConnectAgentError, ListAgentsError, RegisterAgentError, RegisteredAgent,
 };
 pub use app::{App, Config, Deps, Ports};
-pub use commands::{GetCommandError, ListAuditError, RunCommandError, WatchSessionError};
-pub use files::{Direction, FileAccessError};
+pub use audit::ListAuditError;
+pub use commands::{GetCommandError, RunCommandError};
+pub use files::{Direction, Download, FileAccessError, TransferError};
 pub use ports::{
-    AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry, AuditEvent,
-    AuditLog, AuditQuery, Clock, CommandAudit, CommandOutcome, CommandRecord, CommandRepository,
-    Credentials, FileAudit, GatewayError, HostFacts, IdGenerator, KeyDigest, OpenReply,
-    OutputChunk, OutputStream, Seen, SessionRepository, SessionStreams, StoreError, StreamEvent,
+    AgentDownload, AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry,
+    AuditEvent, AuditLog, AuditQuery, ByteStream, Clock, CommandAudit, CommandOutcome,
+    CommandRecord, CommandRepository, Credentials, FileAudit, FileBytes, FileEntry, FileOpError,
+    GatewayError, HostFacts, IdGenerator, KeyDigest, OpenReply, OutputChunk, OutputStream, Seen,
+    SessionRepository, SessionStreams, StoreError, StreamEvent, UploadRequest, Uploaded,
     UserRecord, UserRepository,
 };
 #[cfg(feature = "mocks")]
@@ -32,5 +44,7 @@ pub use ports::{
     MockCredentials, MockIdGenerator, MockSessionRepository, MockSessionStreams,
     MockUserRepository,
 };
-pub use tunnels::{CloseTunnelError, GetTunnelStatusError, OpenTunnelError};
+pub use presence::Presence;
+pub use tunnels::{CloseTunnelError, GetTunnelStatusError, OpenTunnelError, TunnelHolder};
 pub use users::{CreateUserError, LoginError};
+pub use watch::WatchSessionError;

@@ -1,8 +1,12 @@
 //! Tunnel sessions: open (a handshake with the agent), close, status, and the cleanups that
 //! keep "active" true: agent disconnect, restart reconciliation, shutdown.
 
-use rmm_domain::{Actor, AgentId, CloseReason, CommandStatus, Session, SessionAction, SessionId};
+use rmm_domain::{
+    Actor, AgentId, AgentMode, CloseReason, CommandStatus, Role, Session, SessionAction, SessionId,
+    SessionStatus, Timestamp, UserId,
+};
 
+use crate::access::{SessionUseError, session_for};
 use crate::app::{App, Ports};
 use crate::ports::{
     AgentGateway, AuditAction, Clock, CommandRepository, GatewayError, IdGenerator, OpenReply,
@@ -13,8 +17,9 @@ use crate::ports::{
 pub enum OpenTunnelError {
     #[error("agent {0} is not connected")]
     AgentOffline(AgentId),
-    #[error("agent already has an active session")]
-    Conflict,
+    /// The agent has a session already (one at a time); the holder says whose.
+    #[error("{0}")]
+    Conflict(TunnelHolder),
     #[error("agent refused the tunnel: {0}")]
     Refused(String),
     #[error("agent did not confirm the tunnel within {0:?}")]
@@ -47,6 +52,69 @@ pub enum GetTunnelStatusError {
     Store(#[source] StoreError),
 }
 
+/// Who holds an agent whose tunnel could not be opened, as the refusal tells the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunnelHolder {
+    /// The caller's own session, pending or active.
+    Caller {
+        session: SessionId,
+        status: SessionStatus,
+        since: Timestamp,
+    },
+    /// Another user's session. Its id is told only to admins, who may close it.
+    Other {
+        user: UserId,
+        status: SessionStatus,
+        since: Timestamp,
+        session: Option<SessionId>,
+    },
+    /// Nobody the server can name right now (the session ended a moment ago, or the store
+    /// could not be read).
+    Unknown,
+}
+
+impl std::fmt::Display for TunnelHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = |status: SessionStatus| match status {
+            SessionStatus::Pending => "being opened",
+            SessionStatus::Active | SessionStatus::Closed => "open",
+        };
+        match self {
+            Self::Caller {
+                session,
+                status,
+                since,
+            } => write!(
+                f,
+                "you already hold session {session} to this agent ({} since {since}); an \
+                 agent has one session at a time: use that one, or close it first with POST \
+                 /api/v1/tunnel/close {{\"session_id\": \"{session}\"}} (rmm close {session})",
+                state(*status)
+            ),
+            Self::Other {
+                user,
+                status,
+                since,
+                session,
+            } => {
+                write!(
+                    f,
+                    "user {user} holds this agent: their session is {} since {since}; an \
+                     agent has one session at a time: they or an admin can close it",
+                    state(*status)
+                )?;
+                match session {
+                    Some(session) => write!(f, " (session {session})"),
+                    None => Ok(()),
+                }
+            }
+            Self::Unknown => f.write_str(
+                "the agent already has a session open or being opened; retry when it ends",
+            ),
+        }
+    }
+}
+
 impl<P: Ports> App<P> {
     /// Opens a tunnel: records a pending session, sends `tunnel_open`, and returns the active
     /// session only once the agent answered `tunnel_ready`. On refusal, timeout or
@@ -60,13 +128,16 @@ impl<P: Ports> App<P> {
         agent: AgentId,
     ) -> Result<Session, OpenTunnelError> {
         // A quick answer for the common case; the gateway checks again atomically.
-        if self.gateway.mode(agent).is_none() {
+        let Some(mode) = self.gateway.mode(agent) else {
             return Err(OpenTunnelError::AgentOffline(agent));
-        }
+        };
         let mut session = Session::open(self.ids.session_id(), agent, actor.id, self.clock.now());
         match self.sessions.insert_pending(&session).await {
             Ok(()) => {}
-            Err(StoreError::Conflict) => return Err(OpenTunnelError::Conflict),
+            Err(StoreError::Conflict) => {
+                let holder = self.tunnel_holder(actor, agent, Some(mode)).await;
+                return Err(OpenTunnelError::Conflict(holder));
+            }
             Err(e) => return Err(OpenTunnelError::Store(e)),
         }
         let id = session.id();
@@ -78,41 +149,16 @@ impl<P: Ports> App<P> {
             Ok(Ok(OpenReply::Refused(why))) => {
                 Some((CloseReason::Refused, OpenTunnelError::Refused(why)))
             }
-            Ok(Err(GatewayError::NotConnected)) => Some((
-                CloseReason::AgentDisconnected,
-                OpenTunnelError::AgentOffline(agent),
-            )),
-            Ok(Err(GatewayError::Busy | GatewayError::Unsupported)) => {
-                Some((CloseReason::Refused, OpenTunnelError::Conflict))
-            }
-            Ok(Err(GatewayError::Disconnected)) => {
-                Some((CloseReason::AgentDisconnected, OpenTunnelError::AgentGone))
-            }
-            Ok(Err(GatewayError::Overloaded)) => {
-                Some((CloseReason::Refused, OpenTunnelError::Overloaded))
-            }
+            Ok(Err(e)) => Some(self.open_failure(actor, agent, e).await),
             Err(_elapsed) => {
                 self.gateway.abandon_open(agent, id);
                 Some((CloseReason::OpenTimeout, OpenTunnelError::Timeout(timeout)))
             }
         };
         if let Some((reason, error)) = failure {
-            let closed = self
-                .sessions
-                .close(id, reason, self.clock.now())
-                .await
-                .map_err(OpenTunnelError::Store)?;
-            if let Some(closed) = closed {
-                let action = match reason {
-                    CloseReason::Refused => AuditAction::TunnelRefused,
-                    CloseReason::OpenTimeout => AuditAction::TunnelTimeout,
-                    _ => AuditAction::TunnelClose,
-                };
-                self.audit_session(&closed, action, Some(error.to_string()))
-                    .await;
-            }
-            tracing::info!(session_id = %id, agent_id = %agent, tech_id = %actor.id, reason = reason.as_str(), "tunnel open failed");
-            return Err(error);
+            return Err(self
+                .close_failed_open(actor, id, agent, reason, error)
+                .await);
         }
         let now = self.clock.now();
         if !self
@@ -135,6 +181,95 @@ impl<P: Ports> App<P> {
         Ok(session)
     }
 
+    /// What a gateway failure during an open means: how to close the pending session, and
+    /// what to answer.
+    async fn open_failure(
+        &self,
+        actor: Actor,
+        agent: AgentId,
+        e: GatewayError,
+    ) -> (CloseReason, OpenTunnelError) {
+        match e {
+            GatewayError::NotConnected => (
+                CloseReason::AgentDisconnected,
+                OpenTunnelError::AgentOffline(agent),
+            ),
+            GatewayError::Busy | GatewayError::Unsupported => {
+                let mode = self.gateway.mode(agent);
+                let holder = self.tunnel_holder(actor, agent, mode).await;
+                (CloseReason::Refused, OpenTunnelError::Conflict(holder))
+            }
+            GatewayError::Disconnected => {
+                (CloseReason::AgentDisconnected, OpenTunnelError::AgentGone)
+            }
+            GatewayError::Overloaded => (CloseReason::Refused, OpenTunnelError::Overloaded),
+        }
+    }
+
+    /// Closes the pending session of an open that failed, audits it, and returns `error`.
+    async fn close_failed_open(
+        &self,
+        actor: Actor,
+        id: SessionId,
+        agent: AgentId,
+        reason: CloseReason,
+        error: OpenTunnelError,
+    ) -> OpenTunnelError {
+        let closed = match self.sessions.close(id, reason, self.clock.now()).await {
+            Ok(closed) => closed,
+            Err(e) => return OpenTunnelError::Store(e),
+        };
+        if let Some(closed) = closed {
+            let action = match reason {
+                CloseReason::Refused => AuditAction::TunnelRefused,
+                CloseReason::OpenTimeout => AuditAction::TunnelTimeout,
+                _ => AuditAction::TunnelClose,
+            };
+            self.audit_session(&closed, action, Some(error.to_string()))
+                .await;
+        }
+        tracing::info!(session_id = %id, agent_id = %agent, tech_id = %actor.id, reason = reason.as_str(), "tunnel open failed");
+        error
+    }
+
+    /// Who holds `agent`: the session of its tunnel (from `mode`) or of the open in flight,
+    /// as stored. Best effort: a refusal must not fail for want of a name.
+    async fn tunnel_holder(
+        &self,
+        actor: Actor,
+        agent: AgentId,
+        mode: Option<AgentMode>,
+    ) -> TunnelHolder {
+        let Some(id) = mode
+            .and_then(AgentMode::session)
+            .or_else(|| self.gateway.pending_open(agent))
+        else {
+            return TunnelHolder::Unknown;
+        };
+        let held = match self.sessions.get(id).await {
+            Ok(Some(held)) if held.status() != SessionStatus::Closed => held,
+            Ok(_) => return TunnelHolder::Unknown,
+            Err(e) => {
+                tracing::warn!(session_id = %id, error = %e, "could not read the session that holds an agent");
+                return TunnelHolder::Unknown;
+            }
+        };
+        if held.owner() == actor.id {
+            TunnelHolder::Caller {
+                session: held.id(),
+                status: held.status(),
+                since: held.opened_at(),
+            }
+        } else {
+            TunnelHolder::Other {
+                user: held.owner(),
+                status: held.status(),
+                since: held.opened_at(),
+                session: (actor.role == Role::Admin).then_some(held.id()),
+            }
+        }
+    }
+
     /// Closes a session: its owner, or an admin. Closing a closed session answers its state.
     ///
     /// # Errors
@@ -144,7 +279,7 @@ impl<P: Ports> App<P> {
         actor: Actor,
         id: SessionId,
     ) -> Result<Session, CloseTunnelError> {
-        let session = match self.session_for(actor, id, SessionAction::Close).await {
+        let session = match session_for(&*self.sessions, actor, id, SessionAction::Close).await {
             Ok(session) => session,
             Err(SessionUseError::NotFound(id)) => return Err(CloseTunnelError::NotFound(id)),
             Err(SessionUseError::Forbidden(id)) => return Err(CloseTunnelError::Forbidden(id)),
@@ -184,7 +319,7 @@ impl<P: Ports> App<P> {
         actor: Actor,
         id: SessionId,
     ) -> Result<Session, GetTunnelStatusError> {
-        match self.session_for(actor, id, SessionAction::Read).await {
+        match session_for(&*self.sessions, actor, id, SessionAction::Read).await {
             Ok(session) => Ok(session),
             Err(SessionUseError::NotFound(id)) => Err(GetTunnelStatusError::NotFound(id)),
             Err(SessionUseError::Forbidden(id)) => Err(GetTunnelStatusError::Forbidden(id)),
@@ -262,32 +397,4 @@ impl<P: Ports> App<P> {
         }
         Ok((sessions, commands.len()))
     }
-
-    /// The session, when `actor` may do `action` with it: the shared first step of every
-    /// use of a session.
-    pub(crate) async fn session_for(
-        &self,
-        actor: Actor,
-        id: SessionId,
-        action: SessionAction,
-    ) -> Result<Session, SessionUseError> {
-        let session = self
-            .sessions
-            .get(id)
-            .await
-            .map_err(SessionUseError::Store)?;
-        let session = session.ok_or(SessionUseError::NotFound(id))?;
-        session
-            .authorize(actor, action)
-            .map_err(|_| SessionUseError::Forbidden(id))?;
-        Ok(session)
-    }
-}
-
-/// Why a session cannot be used.
-#[derive(Debug)]
-pub(crate) enum SessionUseError {
-    NotFound(SessionId),
-    Forbidden(SessionId),
-    Store(StoreError),
 }

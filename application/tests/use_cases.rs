@@ -2,128 +2,15 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
+use common::*;
 use mockall::predicate::eq;
 use rmm_application::*;
 use rmm_domain::*;
 use uuid::Uuid;
-
-struct Mocks;
-impl Ports for Mocks {
-    type Sessions = MockSessionRepository;
-    type Agents = MockAgentRepository;
-    type Users = MockUserRepository;
-    type Audit = MockAuditLog;
-    type Commands = MockCommandRepository;
-    type Streams = MockSessionStreams;
-    type Gateway = MockAgentGateway;
-    type Clock = MockClock;
-    type Ids = MockIdGenerator;
-    type Credentials = MockCredentials;
-}
-
-#[derive(Default)]
-struct Setup {
-    sessions: MockSessionRepository,
-    agents: MockAgentRepository,
-    users: MockUserRepository,
-    audit: MockAuditLog,
-    commands: MockCommandRepository,
-    streams: MockSessionStreams,
-    gateway: MockAgentGateway,
-    credentials: MockCredentials,
-    max_stored_output: Option<u64>,
-}
-
-const AGENT: AgentId = AgentId::from_uuid(Uuid::from_u128(0xA));
-const SESSION: SessionId = SessionId::from_uuid(Uuid::from_u128(0x5));
-const COMMAND: CommandId = CommandId::from_uuid(Uuid::from_u128(0xC));
-const TECH: Actor = Actor {
-    id: UserId::from_uuid(Uuid::from_u128(0x1)),
-    role: Role::Tech,
-};
-const OTHER_TECH: Actor = Actor {
-    id: UserId::from_uuid(Uuid::from_u128(0x2)),
-    role: Role::Tech,
-};
-const ADMIN: Actor = Actor {
-    id: UserId::from_uuid(Uuid::from_u128(0x3)),
-    role: Role::Admin,
-};
-
-fn now() -> Timestamp {
-    Timestamp::from_unix_micros(1_000_000)
-}
-
-impl Setup {
-    fn build(self) -> App<Mocks> {
-        let mut clock = MockClock::new();
-        clock.expect_now().returning(now);
-        let mut ids = MockIdGenerator::new();
-        ids.expect_session_id().returning(|| SESSION);
-        ids.expect_agent_id().returning(|| AGENT);
-        ids.expect_user_id().returning(|| TECH.id);
-        ids.expect_command_id().returning(|| COMMAND);
-        // Sessions ending tell their watchers; not the subject of these tests.
-        let mut streams = self.streams;
-        streams.expect_end_session().return_const(());
-        App::new(
-            Deps {
-                sessions: Arc::new(self.sessions),
-                agents: Arc::new(self.agents),
-                users: Arc::new(self.users),
-                audit: Arc::new(self.audit),
-                commands: Arc::new(self.commands),
-                streams: Arc::new(streams),
-                gateway: Arc::new(self.gateway),
-                clock: Arc::new(clock),
-                ids: Arc::new(ids),
-                credentials: Arc::new(self.credentials),
-            },
-            Config {
-                open_timeout: Duration::from_secs(10),
-                idle_timeout: Duration::from_secs(60),
-                max_stored_output: self
-                    .max_stored_output
-                    .unwrap_or(Config::default().max_stored_output),
-                ..Config::default()
-            },
-        )
-    }
-
-    fn agent_connected(mut self) -> Self {
-        self.gateway
-            .expect_mode()
-            .with(eq(AGENT))
-            .return_const(Some(AgentMode::Heartbeat));
-        self
-    }
-
-    fn expect_audit(mut self, action: AuditAction) -> Self {
-        self.audit
-            .expect_append()
-            .withf(move |e| {
-                e.action == action && e.session == Some(SESSION) && e.agent == Some(AGENT)
-            })
-            .times(1)
-            .returning(|_| Box::pin(async { Ok(()) }));
-        self
-    }
-}
-
-fn stored(owner: Actor) -> Session {
-    let mut s = Session::open(SESSION, AGENT, owner.id, now());
-    s.activate(now()).unwrap();
-    s
-}
-
-fn closed(owner: Actor, reason: CloseReason) -> Session {
-    let mut s = stored(owner);
-    s.close(reason, now()).unwrap();
-    s
-}
 
 #[tokio::test]
 async fn open_answers_active_only_after_the_agent_is_ready() {
@@ -158,17 +45,6 @@ async fn open_of_an_offline_agent_touches_nothing() {
     s.sessions.expect_insert_pending().never();
     let err = s.build().open_tunnel(TECH, AGENT).await.unwrap_err();
     assert!(matches!(err, OpenTunnelError::AgentOffline(a) if a == AGENT));
-}
-
-#[tokio::test]
-async fn open_conflicts_when_the_store_has_an_open_session() {
-    let mut s = Setup::default().agent_connected();
-    s.sessions
-        .expect_insert_pending()
-        .returning(|_| Box::pin(async { Err(StoreError::Conflict) }));
-    s.gateway.expect_open_tunnel().never();
-    let err = s.build().open_tunnel(TECH, AGENT).await.unwrap_err();
-    assert!(matches!(err, OpenTunnelError::Conflict));
 }
 
 #[tokio::test]
@@ -551,12 +427,6 @@ async fn login_with_the_right_password_yields_the_actor() {
 }
 
 // ---- commands ----
-
-fn active_session_store(s: &mut Setup) {
-    s.sessions
-        .expect_get()
-        .returning(|_| Box::pin(async { Ok(Some(stored(TECH))) }));
-}
 
 #[tokio::test]
 async fn a_command_is_audited_before_it_is_sent() {

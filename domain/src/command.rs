@@ -112,6 +112,139 @@ pub enum CommandStatusError {
     Ended(CommandStatus),
     #[error("running is not an end")]
     NotAnEnd,
+    #[error("only the agent can report that a command completed")]
+    AgentOnly,
+}
+
+/// How a command ended: which end, and what that end carries. An end the agent reports
+/// carries the process's exit code (and the signal that killed it, if one did); an end the
+/// server decides on its own carries neither, because nobody saw the process end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandEnd {
+    status: CommandStatus,
+    exit_code: Option<i32>,
+    signal: Option<String>,
+}
+
+/// The agent's `end_reason` when it killed a command itself.
+const AGENT_TIMED_OUT: &str = "timed_out";
+const AGENT_CANCELLED: &str = "cancelled";
+
+impl CommandEnd {
+    /// The end the agent reported with its last output chunk. The agent's `end_reason`
+    /// (`timed_out`, `cancelled`) says it killed the process; a command whose cancel was
+    /// requested ends cancelled however the process exited; otherwise it completed. A timeout
+    /// outranks a cancel: the process was killed for running too long either way.
+    #[must_use]
+    pub fn reported(
+        exit_code: i32,
+        signal: Option<String>,
+        end_reason: Option<&str>,
+        cancel_requested: bool,
+    ) -> Self {
+        let status = match (end_reason, cancel_requested) {
+            (Some(AGENT_TIMED_OUT), _) => CommandStatus::TimedOut,
+            (Some(AGENT_CANCELLED), _) | (_, true) => CommandStatus::Cancelled,
+            _ => CommandStatus::Completed,
+        };
+        Self {
+            status,
+            exit_code: Some(exit_code),
+            signal,
+        }
+    }
+
+    /// An end the server decides without the agent's word: the tunnel closed (cancelled),
+    /// the agent went away or refused the channel (failed), the agent stayed silent past the
+    /// timeout (timed out). It carries no exit code.
+    ///
+    /// # Errors
+    /// [`CommandStatusError::NotAnEnd`] for `Running`; [`CommandStatusError::AgentOnly`] for
+    /// `Completed`, which only the agent can report.
+    pub fn decided(status: CommandStatus) -> Result<Self, CommandStatusError> {
+        match status {
+            CommandStatus::Running => Err(CommandStatusError::NotAnEnd),
+            CommandStatus::Completed => Err(CommandStatusError::AgentOnly),
+            CommandStatus::TimedOut | CommandStatus::Cancelled | CommandStatus::Failed => {
+                Ok(Self {
+                    status,
+                    exit_code: None,
+                    signal: None,
+                })
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn status(&self) -> CommandStatus {
+        self.status
+    }
+
+    #[must_use]
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
+    }
+
+    #[must_use]
+    pub fn signal(&self) -> Option<&str> {
+        self.signal.as_deref()
+    }
+
+    /// The status, exit code and signal, to store.
+    #[must_use]
+    pub fn into_parts(self) -> (CommandStatus, Option<i32>, Option<String>) {
+        (self.status, self.exit_code, self.signal)
+    }
+}
+
+/// A command the server is running, as far as its lifecycle goes: running (perhaps with a
+/// cancel requested), then exactly one end. The first end taken wins; later ones (the agent's
+/// last chunk racing the tunnel's close) are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommandRun {
+    cancel_requested: bool,
+    end: Option<CommandStatus>,
+}
+
+impl CommandRun {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `Running` until an end is taken, then that end.
+    #[must_use]
+    pub fn status(&self) -> CommandStatus {
+        self.end.unwrap_or(CommandStatus::Running)
+    }
+
+    #[must_use]
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel_requested
+    }
+
+    /// A technician asked to cancel: when the process ends, it ended cancelled.
+    ///
+    /// # Errors
+    /// [`CommandStatusError::Ended`] when the command has an end already.
+    pub fn request_cancel(&mut self) -> Result<(), CommandStatusError> {
+        match self.end {
+            Some(end) => Err(CommandStatusError::Ended(end)),
+            None => {
+                self.cancel_requested = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes `end` as the command's end.
+    ///
+    /// # Errors
+    /// [`CommandStatusError::Ended`] when it has one already.
+    pub fn end(&mut self, end: &CommandEnd) -> Result<(), CommandStatusError> {
+        self.end = Some(self.status().finish(end.status)?);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +280,61 @@ mod tests {
             CommandStatus::Running.finish(CommandStatus::Running),
             Err(CommandStatusError::NotAnEnd)
         );
+    }
+
+    #[test]
+    fn the_agents_end_reason_and_a_requested_cancel_decide_a_reported_end() {
+        let end = |reason, cancel| CommandEnd::reported(0, None, reason, cancel).status();
+        assert_eq!(end(None, false), CommandStatus::Completed);
+        assert_eq!(end(Some("timed_out"), false), CommandStatus::TimedOut);
+        assert_eq!(end(Some("timed_out"), true), CommandStatus::TimedOut);
+        assert_eq!(end(Some("cancelled"), false), CommandStatus::Cancelled);
+        assert_eq!(end(None, true), CommandStatus::Cancelled);
+        assert_eq!(end(Some("something_new"), false), CommandStatus::Completed);
+        let killed = CommandEnd::reported(137, Some("SIGKILL".into()), None, false);
+        assert_eq!(killed.exit_code(), Some(137));
+        assert_eq!(killed.signal(), Some("SIGKILL"));
+    }
+
+    #[test]
+    fn the_server_decides_only_ends_without_an_exit_code_and_never_a_completion() {
+        for status in [
+            CommandStatus::TimedOut,
+            CommandStatus::Cancelled,
+            CommandStatus::Failed,
+        ] {
+            let end = CommandEnd::decided(status).unwrap();
+            assert_eq!(end.clone().into_parts(), (status, None, None));
+        }
+        assert_eq!(
+            CommandEnd::decided(CommandStatus::Completed),
+            Err(CommandStatusError::AgentOnly)
+        );
+        assert_eq!(
+            CommandEnd::decided(CommandStatus::Running),
+            Err(CommandStatusError::NotAnEnd)
+        );
+    }
+
+    #[test]
+    fn a_run_takes_one_end_and_refuses_cancels_after_it() {
+        let mut run = CommandRun::new();
+        assert_eq!(run.status(), CommandStatus::Running);
+        run.request_cancel().unwrap();
+        assert!(run.cancel_requested());
+        let cancelled = CommandEnd::reported(0, None, None, run.cancel_requested());
+        run.end(&cancelled).unwrap();
+        assert_eq!(run.status(), CommandStatus::Cancelled);
+        let failed = CommandEnd::decided(CommandStatus::Failed).unwrap();
+        assert_eq!(
+            run.end(&failed),
+            Err(CommandStatusError::Ended(CommandStatus::Cancelled))
+        );
+        assert_eq!(
+            run.request_cancel(),
+            Err(CommandStatusError::Ended(CommandStatus::Cancelled))
+        );
+        assert_eq!(run.status(), CommandStatus::Cancelled);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod agent_mode;
 mod channel;
 mod command;
+mod file;
 mod ids;
 mod names;
 mod session;
@@ -14,7 +15,10 @@ mod time;
 
 pub use agent_mode::{AgentMode, ModeError};
 pub use channel::{Channel, ChannelError, ChannelKind, Channels};
-pub use command::{CommandStatus, CommandStatusError, CommandText, CommandTextError};
+pub use command::{
+    CommandEnd, CommandRun, CommandStatus, CommandStatusError, CommandText, CommandTextError,
+};
+pub use file::FileErrorCode;
 pub use ids::{AgentId, ChannelId, CommandId, IdError, SessionId, UserId};
 pub use names::{Actor, AgentName, NameError, Role, Username};
 pub use session::{

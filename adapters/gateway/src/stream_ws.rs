@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use poem::http::StatusCode;
-use poem::web::websocket::{CloseCode, Message, WebSocket};
+use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketStream};
 use poem::web::{Data, Json, Path, Query};
 use poem::{IntoResponse, Request, Response, handler};
 use rmm_application::{App, Ports, WatchSessionError};
-use rmm_domain::{ChannelId, SessionId};
+use rmm_domain::{Actor, ChannelId, SessionId};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -55,73 +55,10 @@ pub async fn session_stream<P>(
 where
     P: Ports<Streams = BroadcastStreams>,
 {
-    let Ok(session_uuid) = Uuid::parse_str(&session_id) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            ApiErrorCode::InvalidRequest,
-            "session_id must be a UUID",
-        );
+    let (session, actor) = match admit(req, &session_id, query, &app, &jwt).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
-    let session = SessionId::from_uuid(session_uuid);
-    let header = req
-        .headers()
-        .get(poem::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let Some(token) = header.or(query.access_token) else {
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            ApiErrorCode::Unauthenticated,
-            "missing token: send Authorization: Bearer <token> or ?access_token=<token>",
-        );
-    };
-    let actor = match jwt.verify(&token) {
-        Ok(actor) => actor,
-        Err(e) => {
-            let code = match e {
-                TokenError::Expired => ApiErrorCode::TokenExpired,
-                TokenError::Invalid => ApiErrorCode::Unauthenticated,
-            };
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                code,
-                &format!("{e}: log in again"),
-            );
-        }
-    };
-    match app.authorize_stream(actor, session).await {
-        Ok(()) => {}
-        Err(e @ WatchSessionError::Forbidden(_)) => {
-            return json_error(
-                StatusCode::FORBIDDEN,
-                ApiErrorCode::Forbidden,
-                &e.to_string(),
-            );
-        }
-        Err(e @ WatchSessionError::NotFound(_)) => {
-            return json_error(
-                StatusCode::NOT_FOUND,
-                ApiErrorCode::SessionNotFound,
-                &e.to_string(),
-            );
-        }
-        Err(e @ WatchSessionError::NotActive(_)) => {
-            return json_error(
-                StatusCode::CONFLICT,
-                ApiErrorCode::SessionNotActive,
-                &e.to_string(),
-            );
-        }
-        Err(e @ WatchSessionError::Store(_)) => {
-            tracing::error!(error = %e, "stream authorization failed");
-            return json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ApiErrorCode::Internal,
-                "internal error; see the server log",
-            );
-        }
-    }
     let Ok(ws) = ws else {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -135,54 +72,129 @@ where
         .max_message_size(Some(MAX_CLIENT_FRAME))
         .max_frame_size(Some(MAX_CLIENT_FRAME));
     ws.config(config)
-        .on_upgrade(move |socket| async move {
-            let subscription = app.streams().subscribe(session);
-            let (mut sink, mut inbound) = socket.split();
-            tracing::info!(session_id = %session, tech_id = %actor.id, replay = subscription.replay.len(), "watcher joined");
-            for frame in subscription.replay {
-                if !send(&mut sink, Message::Text(frame.to_string())).await {
-                    return;
-                }
-            }
-            let mut live = subscription.live;
-            let why = loop {
-                tokio::select! {
-                    frame = live.recv() => match frame {
-                        Ok(frame) => {
-                            if !send(&mut sink, Message::Text(frame.to_string())).await {
-                                break "write failed or timed out";
-                            }
-                        }
-                        Err(RecvError::Lagged(missed)) => {
-                            let reason = format!("client too slow: fell {missed} frames behind; reconnect to resume");
-                            let _ = send(&mut sink, Message::Close(Some((CloseCode::Policy, reason)))).await;
-                            break "watcher fell behind";
-                        }
-                        Err(RecvError::Closed) => {
-                            let _ = send(&mut sink, Message::Close(Some((CloseCode::Normal, "session closed".into())))).await;
-                            break "session closed";
-                        }
-                    },
-                    message = inbound.next() => match message {
-                        Some(Ok(Message::Text(text))) => {
-                            if let Some(reply) = client_frame(&app, actor, session, &text).await
-                                && !send(&mut sink, Message::Text(reply)).await
-                            {
-                                break "write failed or timed out";
-                            }
-                        }
-                        Some(Ok(Message::Close(_))) | None => break "client closed",
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "watcher socket error");
-                            break "socket error";
-                        }
-                    },
-                }
-            };
-            tracing::info!(session_id = %session, tech_id = %actor.id, reason = why, "watcher left");
-        })
+        .on_upgrade(move |socket| watch(app, actor, session, socket))
         .into_response()
+}
+
+/// The session and the technician, when the request may watch it; the answer otherwise.
+async fn admit<P: Ports>(
+    req: &Request,
+    session_id: &str,
+    query: StreamQuery,
+    app: &App<P>,
+    jwt: &Jwt,
+) -> Result<(SessionId, Actor), Response> {
+    let Ok(session_uuid) = Uuid::parse_str(session_id) else {
+        return Err(json_error(
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidRequest,
+            "session_id must be a UUID",
+        ));
+    };
+    let session = SessionId::from_uuid(session_uuid);
+    let header = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(token) = header.or(query.access_token) else {
+        return Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            ApiErrorCode::Unauthenticated,
+            "missing token: send Authorization: Bearer <token> or ?access_token=<token>",
+        ));
+    };
+    let actor = match jwt.verify(&token) {
+        Ok(actor) => actor,
+        Err(e) => {
+            let code = match e {
+                TokenError::Expired => ApiErrorCode::TokenExpired,
+                TokenError::Invalid => ApiErrorCode::Unauthenticated,
+            };
+            let message = format!("{e}: log in again");
+            return Err(json_error(StatusCode::UNAUTHORIZED, code, &message));
+        }
+    };
+    let refusal = match app.authorize_stream(actor, session).await {
+        Ok(()) => return Ok((session, actor)),
+        Err(e @ WatchSessionError::Forbidden(_)) => (
+            StatusCode::FORBIDDEN,
+            ApiErrorCode::Forbidden,
+            e.to_string(),
+        ),
+        Err(e @ WatchSessionError::NotFound(_)) => (
+            StatusCode::NOT_FOUND,
+            ApiErrorCode::SessionNotFound,
+            e.to_string(),
+        ),
+        Err(e @ WatchSessionError::NotActive(_)) => (
+            StatusCode::CONFLICT,
+            ApiErrorCode::SessionNotActive,
+            e.to_string(),
+        ),
+        Err(e @ WatchSessionError::Store(_)) => {
+            tracing::error!(error = %e, "stream authorization failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ApiErrorCode::Internal,
+                "internal error; see the server log".to_owned(),
+            )
+        }
+    };
+    Err(json_error(refusal.0, refusal.1, &refusal.2))
+}
+
+/// One watcher's socket: the replay, then live frames; its `terminal` frames run commands.
+async fn watch<P>(app: Arc<App<P>>, actor: Actor, session: SessionId, socket: WebSocketStream)
+where
+    P: Ports<Streams = BroadcastStreams>,
+{
+    let subscription = app.streams().subscribe(session);
+    let (mut sink, mut inbound) = socket.split();
+    tracing::info!(session_id = %session, tech_id = %actor.id, replay = subscription.replay.len(), "watcher joined");
+    for frame in subscription.replay {
+        if !send(&mut sink, Message::Text(frame.to_string())).await {
+            return;
+        }
+    }
+    let mut live = subscription.live;
+    let why = loop {
+        tokio::select! {
+            frame = live.recv() => match frame {
+                Ok(frame) => {
+                    if !send(&mut sink, Message::Text(frame.to_string())).await {
+                        break "write failed or timed out";
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    let reason = format!("client too slow: fell {missed} frames behind; reconnect to resume");
+                    let _ = send(&mut sink, Message::Close(Some((CloseCode::Policy, reason)))).await;
+                    break "watcher fell behind";
+                }
+                Err(RecvError::Closed) => {
+                    let _ = send(&mut sink, Message::Close(Some((CloseCode::Normal, "session closed".into())))).await;
+                    break "session closed";
+                }
+            },
+            message = inbound.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(reply) = client_frame(&app, actor, session, &text).await
+                        && !send(&mut sink, Message::Text(reply)).await
+                    {
+                        break "write failed or timed out";
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => break "client closed",
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "watcher socket error");
+                    break "socket error";
+                }
+            },
+        }
+    };
+    tracing::info!(session_id = %session, tech_id = %actor.id, reason = why, "watcher left");
 }
 
 async fn send<S>(sink: &mut S, message: Message) -> bool
@@ -199,7 +211,7 @@ where
 /// names. Returns a `tunnel_error` to send back when it cannot.
 async fn client_frame<P: Ports>(
     app: &App<P>,
-    actor: rmm_domain::Actor,
+    actor: Actor,
     session: SessionId,
     text: &str,
 ) -> Option<String> {

@@ -4,10 +4,8 @@ use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use rmm_application::{FileAccessError, Ports};
+use rmm_application::{ByteStream, FileAccessError, FileOpError, Ports, TransferError};
 use rmm_domain::SessionId;
-use rmm_gateway::agents::WsAgentGateway;
-use rmm_gateway::files::TransferError;
 use rmm_protocol::FileErrorCode;
 use rmm_protocol::api::ApiErrorCode;
 use uuid::Uuid;
@@ -17,7 +15,7 @@ use crate::error::{ErrorBody, error, internal};
 use crate::{ApiTags, Files, Handlers};
 
 #[OpenApi(prefix_path = "/api/v1")]
-impl<P: Ports<Gateway = WsAgentGateway>> Handlers<P, Files> {
+impl<P: Ports> Handlers<P, Files> {
     /// Upload the request body to `path` on the agent (any size, streamed). The agent writes
     /// a temporary file beside the target and renames it into place only when every byte has
     /// arrived and the SHA-256 matches: an interrupted upload leaves no file at `path`. Resume
@@ -40,13 +38,13 @@ impl<P: Ports<Gateway = WsAgentGateway>> Handlers<P, Files> {
         sha256: Query<Option<String>>,
         body: RawBody,
     ) -> UploadResponse {
-        let stream = body.0.into_bytes_stream();
+        let stream: ByteStream = Box::pin(body.0.into_bytes_stream());
         let session = SessionId::from_uuid(session_id.0);
         let offset = offset.0.unwrap_or(0);
-        match rmm_gateway::files::upload(
-            &self.app, auth.0, session, &path.0, offset, sha256.0, stream,
-        )
-        .await
+        match self
+            .app
+            .upload_file(auth.0, session, &path.0, offset, sha256.0, stream)
+            .await
         {
             Ok(done) => UploadResponse::Created(Json(UploadedDto {
                 path: done.path,
@@ -74,9 +72,11 @@ impl<P: Ports<Gateway = WsAgentGateway>> Handlers<P, Files> {
         #[oai(name = "Range")]
         range: Header<Option<String>>,
     ) -> DownloadResponse {
-        let offset = rmm_gateway::files::range_start(range.0.as_deref());
+        let offset = range_start(range.0.as_deref());
         let session = SessionId::from_uuid(session_id.0);
-        match rmm_gateway::files::download(&self.app, auth.0, session, &path.0, offset.unwrap_or(0))
+        match self
+            .app
+            .download_file(auth.0, session, &path.0, offset.unwrap_or(0))
             .await
         {
             Ok(d) => {
@@ -115,7 +115,7 @@ impl<P: Ports<Gateway = WsAgentGateway>> Handlers<P, Files> {
         path: Query<String>,
     ) -> ListFilesResponse {
         let session = SessionId::from_uuid(session_id.0);
-        match rmm_gateway::files::list(&self.app, auth.0, session, &path.0).await {
+        match self.app.list_files(auth.0, session, &path.0).await {
             Ok(entries) => ListFilesResponse::Ok(Json(DirectoryDto {
                 path: path.0,
                 entries: entries
@@ -148,7 +148,7 @@ impl<P: Ports<Gateway = WsAgentGateway>> Handlers<P, Files> {
         path: Query<String>,
     ) -> UploadStatusResponse {
         let session = SessionId::from_uuid(session_id.0);
-        match rmm_gateway::files::upload_status(&self.app, auth.0, session, &path.0).await {
+        match self.app.upload_status(auth.0, session, &path.0).await {
             Ok(size) => UploadStatusResponse::Ok(Json(UploadStatusDto {
                 path: path.0,
                 received: size,
@@ -264,11 +264,13 @@ impl From<TransferError> for FileErrorResponse {
             TransferError::Access(FileAccessError::NotActive(_)) => {
                 Self::Conflict(body(ApiErrorCode::SessionNotActive))
             }
-            TransferError::Unsupported => Self::Conflict(body(ApiErrorCode::AgentUnsupported)),
+            TransferError::Failed(FileOpError::Unsupported) => {
+                Self::Conflict(body(ApiErrorCode::AgentUnsupported))
+            }
             TransferError::Access(FileAccessError::Store(_)) => {
                 Self::Internal(internal("file_access", &e))
             }
-            TransferError::Agent { code, .. } => {
+            TransferError::Failed(FileOpError::Agent { code, .. }) => {
                 let body = body(ApiErrorCode::from(*code));
                 match code {
                     FileErrorCode::NotFound => Self::NotFound(body),
@@ -282,15 +284,34 @@ impl From<TransferError> for FileErrorResponse {
                     FileErrorCode::Io => Self::Internal(body),
                 }
             }
-            TransferError::AgentGone => Self::Unavailable(body(ApiErrorCode::AgentGone)),
-            TransferError::Busy => Self::Unavailable(body(ApiErrorCode::AgentBusy)),
-            TransferError::ClientAborted(_) => {
+            TransferError::Failed(FileOpError::AgentGone) => {
+                Self::Unavailable(body(ApiErrorCode::AgentGone))
+            }
+            TransferError::Failed(FileOpError::Busy) => {
+                Self::Unavailable(body(ApiErrorCode::AgentBusy))
+            }
+            TransferError::Failed(FileOpError::ClientAborted(_)) => {
                 Self::BadRequest(body(ApiErrorCode::TransferAborted))
             }
-            TransferError::Timeout => Self::Timeout(body(ApiErrorCode::AgentTimeout)),
-            TransferError::Protocol(_) => Self::Internal(internal("file_transfer", &e)),
+            TransferError::Failed(FileOpError::Timeout) => {
+                Self::Timeout(body(ApiErrorCode::AgentTimeout))
+            }
+            TransferError::Failed(FileOpError::Protocol(_)) => {
+                Self::Internal(internal("file_transfer", &e))
+            }
         }
     }
+}
+
+/// Parses `Range: bytes=N-` (the form resuming clients send). Other forms are not supported:
+/// `None`, and the whole file is sent.
+fn range_start(header: Option<&str>) -> Option<u64> {
+    let spec = header?.trim().strip_prefix("bytes=")?;
+    let (start, end) = spec.split_once('-')?;
+    if !end.trim().is_empty() {
+        return None;
+    }
+    start.trim().parse().ok()
 }
 
 /// One response enum per file operation, all with the shared error statuses.
@@ -389,3 +410,18 @@ file_response!(UploadStatusResponse {
     #[oai(status = 200)]
     Ok(Json<UploadStatusDto>),
 });
+
+#[cfg(test)]
+mod tests {
+    use super::range_start;
+
+    #[test]
+    fn only_open_ended_byte_ranges_are_understood() {
+        assert_eq!(range_start(Some("bytes=100-")), Some(100));
+        assert_eq!(range_start(Some("bytes=0-")), Some(0));
+        assert_eq!(range_start(Some("bytes=0-99")), None);
+        assert_eq!(range_start(Some("bytes=-5")), None);
+        assert_eq!(range_start(Some("items=1-")), None);
+        assert_eq!(range_start(None), None);
+    }
+}

@@ -11,7 +11,6 @@ use poem_openapi::Tags;
 use rmm_application::{App, Ports};
 use rmm_auth::Jwt;
 use rmm_domain::Timestamp;
-use rmm_gateway::agents::WsAgentGateway;
 
 mod agents;
 mod audit;
@@ -91,7 +90,7 @@ pub type Api<P> = (
 );
 
 /// The API over `app`, checking technicians' tokens with `jwt`.
-pub fn api<P: Ports<Gateway = WsAgentGateway>>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> Api<P> {
+pub fn api<P: Ports>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> Api<P> {
     (
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),

@@ -161,7 +161,7 @@ impl<P: Ports> Handlers<P, Tunnels> {
             Err(e @ (OpenTunnelError::AgentOffline(_) | OpenTunnelError::AgentGone)) => {
                 OpenResponse::NotFound(error(ApiErrorCode::AgentNotConnected, e.to_string()))
             }
-            Err(e @ OpenTunnelError::Conflict) => {
+            Err(e @ OpenTunnelError::Conflict(_)) => {
                 OpenResponse::Conflict(error(ApiErrorCode::SessionExists, e.to_string()))
             }
             Err(e @ OpenTunnelError::Refused(_)) => {

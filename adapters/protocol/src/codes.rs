@@ -1,58 +1,27 @@
-//! The agent's `file_error` codes: one enum, shared by the agent that sends them and the
-//! server that maps them to HTTP statuses.
+//! The agent's `file_error` codes. The enum is the domain's ([`rmm_domain::FileErrorCode`]):
+//! one type for the agent that sends them, the server that maps them to HTTP statuses, and
+//! the use cases in between. This module is how it travels: its snake_case wire name, and a
+//! code unknown to this build (a newer agent's) reads as `io`.
 
-use serde::{Deserialize, Serialize};
+pub use rmm_domain::FileErrorCode;
 
-/// Why a file operation failed on the agent (`file_error.code`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FileErrorCode {
-    NotFound,
-    PermissionDenied,
-    IsDirectory,
-    NotADirectory,
-    NotAbsolute,
-    DiskFull,
-    ChecksumMismatch,
-    BadOffset,
-    /// Any other I/O failure; also what a code unknown to this build (a newer agent's) reads as.
-    #[serde(other)]
-    Io,
-}
+/// `#[serde(with = "wire")]` for a [`FileErrorCode`] field.
+pub(crate) mod wire {
+    use serde::{Deserialize as _, Deserializer, Serializer};
 
-impl FileErrorCode {
-    /// Every code, in documentation order.
-    pub const ALL: [Self; 9] = [
-        Self::NotFound,
-        Self::PermissionDenied,
-        Self::IsDirectory,
-        Self::NotADirectory,
-        Self::NotAbsolute,
-        Self::DiskFull,
-        Self::ChecksumMismatch,
-        Self::BadOffset,
-        Self::Io,
-    ];
+    use super::FileErrorCode;
 
-    /// The code as it travels on the wire.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::NotFound => "not_found",
-            Self::PermissionDenied => "permission_denied",
-            Self::IsDirectory => "is_directory",
-            Self::NotADirectory => "not_a_directory",
-            Self::NotAbsolute => "not_absolute",
-            Self::DiskFull => "disk_full",
-            Self::ChecksumMismatch => "checksum_mismatch",
-            Self::BadOffset => "bad_offset",
-            Self::Io => "io",
-        }
+    pub(crate) fn serialize<S: Serializer>(
+        code: &FileErrorCode,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(code.as_str())
     }
-}
 
-impl std::fmt::Display for FileErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<FileErrorCode, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(FileErrorCode::from_wire(&text))
     }
 }

@@ -94,10 +94,7 @@ impl Default for ServeOptions {
 }
 
 /// The OpenAPI service, also used to write the committed spec.
-pub fn api_service<P: Ports<Gateway = WsAgentGateway>>(
-    app: Arc<App<P>>,
-    jwt: Arc<Jwt>,
-) -> OpenApiService<Api<P>, ()> {
+pub fn api_service<P: Ports>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> OpenApiService<Api<P>, ()> {
     OpenApiService::new(rmm_http::api(app, jwt), "rmm-tunnel", env!("CARGO_PKG_VERSION"))
         .description(
             "Remote-access tunnels to managed machines. Authenticate with `POST /api/v1/auth/login` and send \
@@ -243,7 +240,7 @@ where
 }
 
 /// The spec as served at `/api/v1/openapi.json`.
-pub fn openapi_spec<P: Ports<Gateway = WsAgentGateway>>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> String {
+pub fn openapi_spec<P: Ports>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> String {
     api_service(app, jwt).spec()
 }
 

@@ -1,0 +1,331 @@
+//! The task that runs one agent's WebSocket: reads its frames (routing each to its use case
+//! or transfer), writes what is queued for it, pings, and ends on a dead peer or shutdown.
+
+use std::sync::Arc;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use poem::web::websocket::{CloseCode, Message, WebSocketStream};
+use rmm_application::{App, HostFacts, OutputChunk, Ports};
+use rmm_domain::{AgentId, AgentMode, ChannelId, SessionId};
+use rmm_protocol::{AgentMessage, DataFrame, DecodeError, TerminalOutput, TunnelDataPayload};
+use tokio::sync::{mpsc, watch};
+
+use super::{Capabilities, ConnectionTimings, FileEvent, OUTBOUND_QUEUE, Outbound, WsAgentGateway};
+
+type Sink = SplitSink<WebSocketStream, Message>;
+
+/// One agent's connection, as its task sees it.
+struct Link<'a, P: Ports<Gateway = WsAgentGateway>> {
+    app: &'a App<P>,
+    agent: AgentId,
+    generation: u64,
+    timings: ConnectionTimings,
+}
+
+/// Runs one authenticated agent's WebSocket until it ends, then runs the disconnect use case.
+pub async fn run_agent_connection<P>(
+    app: Arc<App<P>>,
+    agent: AgentId,
+    capabilities: Capabilities,
+    socket: WebSocketStream,
+    timings: ConnectionTimings,
+    shutdown: watch::Receiver<bool>,
+) where
+    P: Ports<Gateway = WsAgentGateway>,
+{
+    let gateway = app.gateway();
+    let (tx, outbound) = mpsc::channel(OUTBOUND_QUEUE);
+    let (generation, previous) = gateway.register(agent, tx, capabilities);
+    // The tunnel the replaced connection held is gone with it (its own cleanup will find
+    // itself replaced and do nothing).
+    if let Err(e) = app
+        .agent_connected(agent, previous.and_then(AgentMode::session))
+        .await
+    {
+        tracing::error!(agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "could not close the tunnel of the agent's previous connection");
+    }
+    tracing::info!(agent_id = %agent, generation, "agent connected");
+    let link = Link {
+        app: &app,
+        agent,
+        generation,
+        timings,
+    };
+    let why = link.serve(socket, outbound, shutdown).await;
+
+    let mode = gateway.unregister(agent, generation);
+    tracing::info!(agent_id = %agent, generation, reason = why, "agent disconnected");
+    if let Some(mode) = mode
+        && let Err(e) = app.agent_disconnected(agent, mode.session()).await
+    {
+        tracing::error!(agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "could not close the sessions of a disconnected agent");
+    }
+}
+
+impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
+    /// Moves frames both ways until the connection ends; why it ended.
+    async fn serve(
+        &self,
+        socket: WebSocketStream,
+        mut outbound: mpsc::Receiver<Outbound>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> &'static str {
+        let (mut sink, mut stream): (Sink, SplitStream<WebSocketStream>) = socket.split();
+        let mut ping = tokio::time::interval(self.timings.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut deadline = tokio::time::Instant::now() + self.timings.read_idle;
+        loop {
+            tokio::select! {
+                frame = stream.next() => {
+                    deadline = tokio::time::Instant::now() + self.timings.read_idle;
+                    if let Some(why) = self.inbound(frame, &mut sink).await {
+                        return why;
+                    }
+                }
+                message = outbound.recv() => {
+                    let Some(message) = message else { return "replaced by a newer connection" };
+                    if !self.write(&mut sink, message.into_frame()).await {
+                        return "write failed or timed out";
+                    }
+                }
+                _ = ping.tick() => {
+                    if !self.write(&mut sink, Message::Ping(Vec::new())).await {
+                        return "ping failed or timed out";
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return "no traffic within the read deadline (dead peer)",
+                _ = shutdown.changed() => {
+                    // Flush what is queued (the tunnel_close of shutdown) before closing.
+                    while let Ok(message) = outbound.try_recv() {
+                        self.write(&mut sink, message.into_frame()).await;
+                    }
+                    let close = Message::Close(Some((CloseCode::Away, "server shutting down".into())));
+                    self.write(&mut sink, close).await;
+                    return "server shutting down";
+                }
+            }
+        }
+    }
+
+    /// Writes one frame within the write timeout; false when it failed or took too long.
+    async fn write(&self, sink: &mut Sink, message: Message) -> bool {
+        let sent = tokio::time::timeout(self.timings.write_timeout, sink.send(message)).await;
+        matches!(sent, Ok(Ok(())))
+    }
+
+    /// Handles one inbound frame; `Some(why)` when the connection is over.
+    async fn inbound(
+        &self,
+        frame: Option<Result<Message, std::io::Error>>,
+        sink: &mut Sink,
+    ) -> Option<&'static str> {
+        let (app, agent) = (self.app, self.agent);
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                app.agent_seen(agent);
+                // Awaited in line: output is stored in order, and a slow store slows only
+                // this agent's socket (backpressure), never anyone else.
+                self.text(&text).await;
+            }
+            Some(Ok(Message::Binary(bytes))) => {
+                match DataFrame::decode(bytes::Bytes::from(bytes)) {
+                    Ok(frame) => {
+                        let event = FileEvent::Data {
+                            offset: frame.offset,
+                            data: frame.data,
+                        };
+                        self.route_file(&frame.channel_id, event);
+                    }
+                    Err(e) => {
+                        tracing::warn!(agent_id = %agent, error = %e, "binary frame from agent ignored")
+                    }
+                }
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => app.agent_seen(agent),
+            Some(Ok(Message::Close(_))) | None => return Some("agent closed the connection"),
+            Some(Err(e)) => {
+                if is_too_big(&e) {
+                    tracing::warn!(agent_id = %agent, error = %e, "frame over the size cap; closing with 1009");
+                    let close = Message::Close(Some((CloseCode::Size, "frame too large".into())));
+                    let _ = sink.send(close).await;
+                    return Some("frame over the size cap");
+                }
+                tracing::info!(agent_id = %agent, error = %e, "agent socket error");
+                return Some("socket error");
+            }
+        }
+        None
+    }
+
+    /// A text frame: a protocol message.
+    async fn text(&self, text: &str) {
+        let agent = self.agent;
+        let message = match AgentMessage::decode(text) {
+            Ok(message) => message,
+            Err(DecodeError::UnknownType(kind)) => {
+                tracing::info!(agent_id = %agent, kind = %clip(&kind), "unknown message type from agent ignored");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(agent_id = %agent, error = %e, "unusable frame from agent ignored");
+                return;
+            }
+        };
+        match message {
+            AgentMessage::TunnelReady { session_id } => match SessionId::parse(&session_id) {
+                Ok(session) => self.app.gateway().on_ready(agent, self.generation, session),
+                Err(e) => {
+                    tracing::warn!(agent_id = %agent, error = %e, "tunnel_ready with a bad session id ignored")
+                }
+            },
+            AgentMessage::TunnelError { channel_id, error } => {
+                self.tunnel_error(&channel_id, &error).await;
+            }
+            AgentMessage::TunnelData { channel_id, data } => {
+                let TunnelDataPayload::TerminalOutput(output) = data else {
+                    tracing::warn!(agent_id = %agent, channel_id = %clip(&channel_id), "agent sent a terminal command frame; ignored");
+                    return;
+                };
+                self.output(&channel_id, output).await;
+            }
+            AgentMessage::Heartbeat(h) => {
+                let facts = HostFacts {
+                    version: h.agent_version,
+                    hostname: h.hostname,
+                    os: h.os,
+                    uptime_secs: h.uptime_secs,
+                };
+                let any = facts != HostFacts::default();
+                self.app.agent_heartbeat(agent, any.then_some(facts));
+            }
+            file => {
+                if let Some((channel_id, event)) = file_event(file) {
+                    self.route_file(&channel_id, event);
+                }
+            }
+        }
+    }
+
+    /// `tunnel_error`: the agent refused an open (the channel names the session), or a
+    /// command on a channel of its tunnel failed.
+    async fn tunnel_error(&self, channel_id: &str, error: &str) {
+        let (gateway, agent, generation) = (self.app.gateway(), self.agent, self.generation);
+        let refused = SessionId::parse(channel_id)
+            .is_ok_and(|session| gateway.on_refusal(agent, generation, session, error));
+        if refused {
+            return;
+        }
+        let on_channel = ChannelId::parse(channel_id).ok().and_then(|channel| {
+            gateway
+                .accept_on_channel(agent, generation, &channel, true)
+                .map(|session| (channel, session))
+        });
+        match on_channel {
+            Some((channel, session)) => {
+                self.app
+                    .channel_error(agent, session, &channel, error)
+                    .await;
+            }
+            None => {
+                tracing::warn!(agent_id = %agent, channel_id = %clip(channel_id), error = %clip(error), "agent reported an error on no channel of its tunnel")
+            }
+        }
+    }
+
+    /// Command output on a channel of the agent's tunnel.
+    async fn output(&self, channel_id: &str, output: TerminalOutput) {
+        let agent = self.agent;
+        let Ok(channel) = ChannelId::parse(channel_id) else {
+            tracing::warn!(agent_id = %agent, channel_id = %clip(channel_id), "output on an invalid channel id ignored");
+            return;
+        };
+        let (stdout, stderr) = match output.bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(agent_id = %agent, channel_id = %channel, error = %e, "output with bad base64 ignored");
+                return;
+            }
+        };
+        let last = output.exit_code.is_some();
+        if self
+            .app
+            .gateway()
+            .accept_on_channel(agent, self.generation, &channel, last)
+            .is_none()
+        {
+            tracing::debug!(agent_id = %agent, channel_id = %channel, "output on a channel this agent does not hold; ignored");
+            return;
+        }
+        let chunk = OutputChunk {
+            stdout,
+            stderr,
+            exit_code: output.exit_code,
+            signal: output.signal,
+            end_reason: output.end_reason,
+        };
+        self.app.command_output(agent, &channel, chunk).await;
+    }
+
+    fn route_file(&self, channel_id: &str, event: FileEvent) {
+        self.app
+            .gateway()
+            .route_file_event(self.agent, self.generation, channel_id, event);
+    }
+}
+
+/// A `file_*` message as the event of its transfer, with the transfer's channel.
+fn file_event(message: AgentMessage) -> Option<(String, FileEvent)> {
+    let routed = match message {
+        AgentMessage::FileInfo {
+            channel_id,
+            size,
+            sha256,
+            mode,
+            modified,
+        } => (
+            channel_id,
+            FileEvent::Info {
+                size,
+                sha256,
+                mode,
+                modified,
+            },
+        ),
+        AgentMessage::FileDone {
+            channel_id,
+            path,
+            size,
+            sha256,
+        } => (channel_id, FileEvent::Done { path, size, sha256 }),
+        AgentMessage::FileError {
+            channel_id,
+            code,
+            message,
+        } => (channel_id, FileEvent::Error { code, message }),
+        AgentMessage::FileListing {
+            channel_id,
+            path,
+            entries,
+        } => (channel_id, FileEvent::Listing { path, entries }),
+        AgentMessage::FilePartial {
+            channel_id, size, ..
+        } => (channel_id, FileEvent::Partial { size }),
+        AgentMessage::FileAck { channel_id, offset } => (channel_id, FileEvent::Ack { offset }),
+        AgentMessage::TunnelReady { .. }
+        | AgentMessage::TunnelError { .. }
+        | AgentMessage::TunnelData { .. }
+        | AgentMessage::Heartbeat(_) => return None,
+    };
+    Some(routed)
+}
+
+fn is_too_big(e: &std::io::Error) -> bool {
+    let text = e.to_string();
+    text.contains("too long") || text.contains("too big") || text.contains("Space limit")
+}
+
+/// At most 200 characters of agent-supplied text, for logs.
+fn clip(text: &str) -> String {
+    text.chars().take(200).collect()
+}

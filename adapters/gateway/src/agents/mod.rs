@@ -1,0 +1,120 @@
+//! The live agent connections: a registry of who is connected (with a generation per
+//! connection and the agent's mode), the `AgentGateway` port over it (`registry`, `port`), and
+//! the task that runs one agent's WebSocket (`connection`).
+//!
+//! Nothing here blocks on a peer: messages to an agent go through a bounded queue fed with
+//! `try_send`, the registry lock is never held across `.await`, and a socket that stops
+//! answering is dropped by the ping/read-idle deadline.
+
+use std::time::Duration;
+
+use poem::web::websocket::Message;
+use rmm_protocol::{
+    CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, CAP_FILE_TRANSFER, ServerMessage, encode,
+};
+
+mod connection;
+mod port;
+mod registry;
+
+pub use connection::run_agent_connection;
+pub(crate) use registry::FileLink;
+pub use registry::WsAgentGateway;
+
+/// Frames queued for one agent. Small on purpose: an agent that does not read is evicted,
+/// it never makes the server hold more.
+pub const OUTBOUND_QUEUE: usize = 64;
+
+pub use rmm_protocol::limits::MAX_CHANNELS;
+
+/// Which protocol extensions an agent said it speaks (the `x-rmm-capabilities` header).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub command_timeout: bool,
+    pub command_cancel: bool,
+    pub file_transfer: bool,
+}
+
+impl Capabilities {
+    /// Parses the comma-separated header value; unknown names are ignored.
+    #[must_use]
+    pub fn parse(header: Option<&str>) -> Self {
+        let names: Vec<&str> = header.unwrap_or("").split(',').map(str::trim).collect();
+        Self {
+            command_timeout: names.contains(&CAP_COMMAND_TIMEOUT),
+            command_cancel: names.contains(&CAP_COMMAND_CANCEL),
+            file_transfer: names.contains(&CAP_FILE_TRANSFER),
+        }
+    }
+}
+
+/// Timings of an agent connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionTimings {
+    /// How often the server pings.
+    pub ping_interval: Duration,
+    /// A connection with no inbound frame (pongs included) for this long is dead.
+    pub read_idle: Duration,
+    /// A single write that takes longer than this means the peer stopped reading.
+    pub write_timeout: Duration,
+}
+
+impl Default for ConnectionTimings {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(20),
+            read_idle: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What goes to an agent: protocol messages, and binary file data frames.
+#[derive(Debug)]
+pub enum Outbound {
+    Message(ServerMessage),
+    Data(Vec<u8>),
+}
+
+impl Outbound {
+    pub(crate) fn into_frame(self) -> Message {
+        match self {
+            Self::Message(message) => Message::Text(encode(&message)),
+            Self::Data(bytes) => Message::Binary(bytes),
+        }
+    }
+}
+
+/// An event of a file transfer, routed from the agent to the transfer's task.
+#[derive(Debug)]
+pub enum FileEvent {
+    Info {
+        size: u64,
+        sha256: String,
+        mode: Option<u32>,
+        modified: Option<i64>,
+    },
+    Data {
+        offset: u64,
+        data: bytes::Bytes,
+    },
+    Done {
+        path: String,
+        size: u64,
+        sha256: String,
+    },
+    Error {
+        code: rmm_protocol::FileErrorCode,
+        message: String,
+    },
+    Listing {
+        path: String,
+        entries: Vec<rmm_protocol::FileEntry>,
+    },
+    Partial {
+        size: u64,
+    },
+    Ack {
+        offset: u64,
+    },
+}

@@ -1,0 +1,200 @@
+//! The [`AgentGateway`] port over the registry: tunnels and commands here, file operations
+//! in [`crate::files`].
+
+use rmm_application::{
+    AgentDownload, AgentGateway, ByteStream, FileEntry, FileOpError, GatewayError, OpenReply,
+    UploadRequest, Uploaded,
+};
+use rmm_domain::{AgentId, AgentMode, ChannelId, ChannelKind, SessionId, UserId};
+use rmm_protocol::{ServerMessage, TunnelDataPayload};
+use tokio::sync::oneshot;
+
+use super::WsAgentGateway;
+use crate::files;
+
+impl AgentGateway for WsAgentGateway {
+    fn mode(&self, agent: AgentId) -> Option<AgentMode> {
+        self.lock().get(&agent).map(|c| c.mode)
+    }
+
+    async fn open_tunnel(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+        tech: UserId,
+    ) -> Result<OpenReply, GatewayError> {
+        let reply = {
+            let mut connections = self.lock();
+            let connection = connections
+                .get_mut(&agent)
+                .ok_or(GatewayError::NotConnected)?;
+            if connection.pending.is_some() || connection.mode.open(session).is_err() {
+                return Err(GatewayError::Busy);
+            }
+            let (tx, rx) = oneshot::channel();
+            Self::send(
+                connection,
+                ServerMessage::TunnelOpen {
+                    session_id: session.to_string(),
+                    tech_id: tech.as_uuid(),
+                },
+            )?;
+            connection.pending = Some((session, tx));
+            rx
+        };
+        // The sender is dropped when the connection goes away (or is replaced).
+        reply.await.map_err(|_| GatewayError::Disconnected)
+    }
+
+    fn abandon_open(&self, agent: AgentId, session: SessionId) {
+        let mut connections = self.lock();
+        let Some(connection) = connections.get_mut(&agent) else {
+            return;
+        };
+        if connection
+            .pending
+            .as_ref()
+            .is_some_and(|(s, _)| *s == session)
+        {
+            connection.pending = None;
+        }
+        if let Ok(mode) = connection.mode.close(session) {
+            connection.mode = mode;
+        }
+        let _ = Self::send(
+            connection,
+            ServerMessage::TunnelClose {
+                session_id: session.to_string(),
+            },
+        );
+    }
+
+    fn close_tunnel(&self, agent: AgentId, session: SessionId) {
+        let mut connections = self.lock();
+        let Some(connection) = connections.get_mut(&agent) else {
+            return;
+        };
+        match connection.mode.close(session) {
+            Ok(mode) => {
+                connection.mode = mode;
+                connection.channels.close_all();
+                // Dropping the senders ends every transfer of the tunnel.
+                connection.files.clear();
+                if let Err(e) = Self::send(
+                    connection,
+                    ServerMessage::TunnelClose {
+                        session_id: session.to_string(),
+                    },
+                ) {
+                    tracing::warn!(agent_id = %agent, session_id = %session, error = %e, "could not tell the agent to close its tunnel");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(agent_id = %agent, session_id = %session, error = %e, "close of a tunnel the connection does not hold")
+            }
+        }
+    }
+
+    fn send_command(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+        channel: &ChannelId,
+        command: &str,
+        timeout_secs: u64,
+    ) -> Result<(), GatewayError> {
+        let mut connections = self.lock();
+        let connection = connections
+            .get_mut(&agent)
+            .ok_or(GatewayError::NotConnected)?;
+        if connection.mode.session() != Some(session) {
+            return Err(GatewayError::NotConnected);
+        }
+        connection
+            .channels
+            .open(channel.clone(), ChannelKind::Terminal)
+            .map_err(|_| GatewayError::Busy)?;
+        // The exact reference frame, plus the timeout only for agents that enforce it.
+        let timeout_secs = connection
+            .capabilities
+            .command_timeout
+            .then_some(timeout_secs);
+        let message = ServerMessage::TunnelData {
+            channel_id: channel.to_string(),
+            data: TunnelDataPayload::Terminal {
+                command: command.to_owned(),
+                timeout_secs,
+            },
+        };
+        Self::send(connection, message).inspect_err(|_| {
+            let _ = connection.channels.close(channel);
+        })
+    }
+
+    fn cancel_command(&self, agent: AgentId, channel: &ChannelId) -> bool {
+        let connections = self.lock();
+        let Some(connection) = connections.get(&agent) else {
+            return false;
+        };
+        connection.capabilities.command_cancel
+            && Self::send(
+                connection,
+                ServerMessage::CommandCancel {
+                    channel_id: channel.to_string(),
+                },
+            )
+            .is_ok()
+    }
+
+    fn release_channel(&self, agent: AgentId, channel: &ChannelId) {
+        if let Some(connection) = self.lock().get_mut(&agent) {
+            let _ = connection.channels.close(channel);
+        }
+    }
+
+    fn pending_open(&self, agent: AgentId) -> Option<SessionId> {
+        WsAgentGateway::pending_open(self, agent)
+    }
+
+    async fn upload_file(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+        upload: &UploadRequest,
+        body: &mut ByteStream,
+    ) -> Result<Uploaded, FileOpError> {
+        let link = self.open_file_channel(agent, session)?;
+        files::upload(link, upload, body).await
+    }
+
+    async fn download_file(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+        path: &str,
+        offset: u64,
+    ) -> Result<AgentDownload, FileOpError> {
+        let link = self.open_file_channel(agent, session)?;
+        files::download(link, path, offset).await
+    }
+
+    async fn list_files(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+        path: &str,
+    ) -> Result<Vec<FileEntry>, FileOpError> {
+        let link = self.open_file_channel(agent, session)?;
+        files::list(link, path).await
+    }
+
+    async fn upload_status(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+        path: &str,
+    ) -> Result<u64, FileOpError> {
+        let link = self.open_file_channel(agent, session)?;
+        files::upload_status(link, path).await
+    }
+}

@@ -1,0 +1,410 @@
+//! The registry of live agent connections: one per agent, each with a generation (so a
+//! replaced connection's late cleanup touches nothing), its mode, its open channels and the
+//! open in flight. The lock is never held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rmm_application::{GatewayError, OpenReply};
+use rmm_domain::{AgentId, AgentMode, ChannelId, ChannelKind, Channels, SessionId};
+use rmm_protocol::ServerMessage;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Capabilities, FileEvent, MAX_CHANNELS, Outbound};
+
+#[derive(Debug)]
+pub(crate) struct Connection {
+    generation: u64,
+    pub(crate) outbound: mpsc::Sender<Outbound>,
+    pub(crate) capabilities: Capabilities,
+    /// The channels open in the tunnel: only frames on these are accepted from the agent.
+    pub(crate) channels: Channels,
+    /// Where the events of each file channel go.
+    pub(crate) files: HashMap<ChannelId, mpsc::Sender<FileEvent>>,
+    pub(crate) mode: AgentMode,
+    /// The open in flight (at most one: the store allows one open session per agent).
+    pub(crate) pending: Option<(SessionId, oneshot::Sender<OpenReply>)>,
+}
+
+impl Connection {
+    /// Queues a message without waiting; a full queue drops it (the caller does not care:
+    /// every use is a best-effort close).
+    fn push(&self, message: ServerMessage) -> bool {
+        self.outbound.try_send(Outbound::Message(message)).is_ok()
+    }
+}
+
+/// Events a transfer may have queued before its task reads them. The agent keeps at most a
+/// 4 MiB window of 256 KiB data frames in flight, well under this.
+const FILE_EVENTS_QUEUE: usize = 64;
+
+type Connections = Mutex<HashMap<AgentId, Connection>>;
+
+fn lock(connections: &Connections) -> std::sync::MutexGuard<'_, HashMap<AgentId, Connection>> {
+    // Every critical section leaves the map consistent at each statement, so a poisoned lock
+    // (a panic elsewhere) is safe to keep using.
+    connections
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A transfer's link to its agent: the agent's outbound queue (awaited, so a transfer waits
+/// for room instead of dropping data) and the events of its channel. Dropping it closes the
+/// channel, and tells the agent to stop unless the transfer was [`Self::finished`].
+#[derive(Debug)]
+pub(crate) struct FileLink {
+    pub(crate) channel: ChannelId,
+    pub(crate) outbound: mpsc::Sender<Outbound>,
+    pub(crate) events: mpsc::Receiver<FileEvent>,
+    /// The transfer completed: nothing to cancel.
+    pub(crate) finished: bool,
+    agent: AgentId,
+    connections: Arc<Connections>,
+}
+
+impl Drop for FileLink {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self
+                .outbound
+                .try_send(Outbound::Message(ServerMessage::FileCancel {
+                    channel_id: self.channel.to_string(),
+                }));
+        }
+        if let Some(connection) = lock(&self.connections).get_mut(&self.agent) {
+            connection.files.remove(&self.channel);
+            let _ = connection.channels.close(&self.channel);
+        }
+    }
+}
+
+/// The registry of connected agents; implements [`rmm_application::AgentGateway`].
+#[derive(Debug, Default)]
+pub struct WsAgentGateway {
+    connections: Arc<Connections>,
+    generations: AtomicU64,
+}
+
+impl WsAgentGateway {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Connection>> {
+        lock(&self.connections)
+    }
+
+    /// Makes `outbound` the agent's current connection; its generation, and the mode of the
+    /// connection it replaced. That previous connection is dropped: its queue closes, so its
+    /// task ends, and an open waiting on it resolves as disconnected.
+    pub fn register(
+        &self,
+        agent: AgentId,
+        outbound: mpsc::Sender<Outbound>,
+        capabilities: Capabilities,
+    ) -> (u64, Option<AgentMode>) {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let old = self.lock().insert(
+            agent,
+            Connection {
+                generation,
+                outbound,
+                capabilities,
+                channels: Channels::with_limit(MAX_CHANNELS),
+                files: HashMap::new(),
+                mode: AgentMode::Heartbeat,
+                pending: None,
+            },
+        );
+        if let Some(old) = &old {
+            tracing::info!(agent_id = %agent, old_generation = old.generation, generation, "agent reconnected; replacing its previous connection");
+        }
+        (generation, old.map(|c| c.mode))
+    }
+
+    /// Removes the connection if it is still the current one, returning its last mode.
+    /// `None` when a newer connection replaced it: that one is left alone.
+    pub fn unregister(&self, agent: AgentId, generation: u64) -> Option<AgentMode> {
+        let mut connections = self.lock();
+        match connections.get(&agent) {
+            Some(c) if c.generation == generation => connections.remove(&agent).map(|c| c.mode),
+            Some(_) | None => None,
+        }
+    }
+
+    /// Number of connected agents.
+    pub fn connected(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Tells every connected agent to close its tunnel and drops every connection (shutdown).
+    pub fn disconnect_all(&self) {
+        let drained: Vec<_> = self.lock().drain().collect();
+        for (_, connection) in drained {
+            if let AgentMode::Tunnel { session } = connection.mode {
+                let _ = connection.push(ServerMessage::TunnelClose {
+                    session_id: session.to_string(),
+                });
+            }
+        }
+    }
+
+    /// `tunnel_ready` from `agent` on connection `generation`. Only that connection's own
+    /// pending open is answered: a ready for anyone else's session changes nothing.
+    pub(crate) fn on_ready(&self, agent: AgentId, generation: u64, session: SessionId) {
+        let mut connections = self.lock();
+        let Some(connection) = connections
+            .get_mut(&agent)
+            .filter(|c| c.generation == generation)
+        else {
+            return;
+        };
+        match connection.pending.take() {
+            Some((pending, reply)) if pending == session => match connection.mode.open(session) {
+                Ok(mode) => {
+                    connection.mode = mode;
+                    // The opener may have given up (timeout) a moment ago; then abandon_open
+                    // has already told the agent to close, and this send finds no receiver.
+                    if reply.send(OpenReply::Ready).is_err() {
+                        connection.mode = AgentMode::Heartbeat;
+                        let _ = connection.push(ServerMessage::TunnelClose {
+                            session_id: session.to_string(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(agent_id = %agent, session_id = %session, error = %e, "tunnel_ready while a tunnel is open; refusing");
+                    let _ = reply.send(OpenReply::Refused(e.to_string()));
+                }
+            },
+            other => {
+                connection.pending = other;
+                tracing::warn!(agent_id = %agent, session_id = %session, "tunnel_ready for a session this agent was not asked to open; ignored");
+            }
+        }
+    }
+
+    /// `tunnel_error` whose channel names a pending session: the agent refused the open.
+    /// Returns whether it was such a refusal.
+    pub(crate) fn on_refusal(
+        &self,
+        agent: AgentId,
+        generation: u64,
+        session: SessionId,
+        why: &str,
+    ) -> bool {
+        let mut connections = self.lock();
+        let Some(connection) = connections
+            .get_mut(&agent)
+            .filter(|c| c.generation == generation)
+        else {
+            return false;
+        };
+        match connection.pending.take() {
+            Some((pending, reply)) if pending == session => {
+                let _ = reply.send(OpenReply::Refused(why.to_owned()));
+                true
+            }
+            other => {
+                connection.pending = other;
+                false
+            }
+        }
+    }
+
+    /// Whether `channel` is an open channel of this connection's tunnel; on a last frame
+    /// (`last`) the channel is closed. The tunnel's session when it is.
+    pub(crate) fn accept_on_channel(
+        &self,
+        agent: AgentId,
+        generation: u64,
+        channel: &ChannelId,
+        last: bool,
+    ) -> Option<SessionId> {
+        let mut connections = self.lock();
+        let connection = connections
+            .get_mut(&agent)
+            .filter(|c| c.generation == generation)?;
+        let session = connection.mode.session()?;
+        connection
+            .channels
+            .check(channel, ChannelKind::Terminal)
+            .ok()?;
+        if last {
+            let _ = connection.channels.close(channel);
+        }
+        Some(session)
+    }
+
+    /// Opens a file channel in `session`'s tunnel on `agent` for a transfer; dropping the
+    /// link closes it.
+    ///
+    /// # Errors
+    /// [`GatewayError::NotConnected`] when the agent is gone or its tunnel is not `session`;
+    /// [`GatewayError::Busy`] when the channel limit is reached or the agent does not speak
+    /// the file-transfer extension.
+    pub(crate) fn open_file_channel(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+    ) -> Result<FileLink, GatewayError> {
+        let mut connections = self.lock();
+        let connection = connections
+            .get_mut(&agent)
+            .ok_or(GatewayError::NotConnected)?;
+        if connection.mode.session() != Some(session) {
+            return Err(GatewayError::NotConnected);
+        }
+        if !connection.capabilities.file_transfer {
+            return Err(GatewayError::Unsupported);
+        }
+        let channel = ChannelId::for_file(uuid::Uuid::new_v4());
+        connection
+            .channels
+            .open(channel.clone(), ChannelKind::File)
+            .map_err(|_| GatewayError::Busy)?;
+        let (tx, events) = mpsc::channel(FILE_EVENTS_QUEUE);
+        connection.files.insert(channel.clone(), tx);
+        Ok(FileLink {
+            channel,
+            outbound: connection.outbound.clone(),
+            events,
+            finished: false,
+            agent,
+            connections: Arc::clone(&self.connections),
+        })
+    }
+
+    /// The session whose open is in flight on `agent`'s connection.
+    pub(crate) fn pending_open(&self, agent: AgentId) -> Option<SessionId> {
+        self.lock()
+            .get(&agent)
+            .and_then(|c| c.pending.as_ref().map(|(session, _)| *session))
+    }
+
+    /// Routes a file event from connection `generation` to its transfer. Events on channels
+    /// the connection did not open for a transfer are dropped.
+    pub(crate) fn route_file_event(
+        &self,
+        agent: AgentId,
+        generation: u64,
+        channel: &str,
+        event: FileEvent,
+    ) {
+        let connections = self.lock();
+        let Some(connection) = connections
+            .get(&agent)
+            .filter(|c| c.generation == generation)
+        else {
+            return;
+        };
+        let Some(tx) = ChannelId::parse(channel)
+            .ok()
+            .and_then(|c| connection.files.get(&c))
+        else {
+            tracing::debug!(agent_id = %agent, channel_id = %channel.chars().take(80).collect::<String>(), "file event on no transfer; ignored");
+            return;
+        };
+        if tx.try_send(event).is_err() {
+            // Only an agent ignoring the flow-control window fills this queue.
+            tracing::warn!(agent_id = %agent, channel_id = %channel, "file event dropped: the agent overran its window or the transfer ended");
+        }
+    }
+
+    pub(crate) fn send(
+        connection: &Connection,
+        message: ServerMessage,
+    ) -> Result<(), GatewayError> {
+        connection
+            .outbound
+            .try_send(Outbound::Message(message))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => GatewayError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => GatewayError::NotConnected,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rmm_application::AgentGateway as _;
+    use rmm_domain::UserId;
+
+    use super::*;
+
+    /// A gateway with `agent` connected (speaking file transfer) and its tunnel `session`
+    /// open; the agent's outbound queue, drained of the `tunnel_open`.
+    async fn tunnel(
+        agent: AgentId,
+        session: SessionId,
+    ) -> (Arc<WsAgentGateway>, mpsc::Receiver<Outbound>) {
+        let gateway = Arc::new(WsAgentGateway::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        let capabilities = Capabilities {
+            file_transfer: true,
+            ..Capabilities::default()
+        };
+        let (generation, _) = gateway.register(agent, tx, capabilities);
+        let opener = Arc::clone(&gateway);
+        let open = tokio::spawn(async move {
+            opener
+                .open_tunnel(agent, session, UserId::from_uuid(uuid::Uuid::from_u128(1)))
+                .await
+        });
+        assert!(matches!(
+            rx.recv().await,
+            Some(Outbound::Message(ServerMessage::TunnelOpen { .. }))
+        ));
+        assert_eq!(gateway.pending_open(agent), Some(session));
+        gateway.on_ready(agent, generation, session);
+        assert_eq!(open.await.unwrap(), Ok(OpenReply::Ready));
+        assert_eq!(gateway.pending_open(agent), None);
+        (gateway, rx)
+    }
+
+    fn channels_open(gateway: &WsAgentGateway, agent: AgentId) -> usize {
+        gateway.lock().get(&agent).map_or(0, |c| c.files.len())
+    }
+
+    #[tokio::test]
+    async fn a_dropped_link_closes_its_channel_and_cancels_only_an_unfinished_transfer() {
+        let agent = AgentId::from_uuid(uuid::Uuid::from_u128(0xA));
+        let session = SessionId::from_uuid(uuid::Uuid::from_u128(0x5));
+        let (gateway, mut rx) = tunnel(agent, session).await;
+
+        let link = gateway.open_file_channel(agent, session).unwrap();
+        let channel = link.channel.to_string();
+        assert_eq!(channels_open(&gateway, agent), 1);
+        drop(link);
+        assert_eq!(channels_open(&gateway, agent), 0);
+        match rx.try_recv() {
+            Ok(Outbound::Message(ServerMessage::FileCancel { channel_id })) => {
+                assert_eq!(channel_id, channel);
+            }
+            other => panic!("expected file_cancel, got {other:?}"),
+        }
+
+        let mut done = gateway.open_file_channel(agent, session).unwrap();
+        done.finished = true;
+        drop(done);
+        assert_eq!(channels_open(&gateway, agent), 0);
+        assert!(
+            rx.try_recv().is_err(),
+            "a finished transfer has nothing to cancel"
+        );
+    }
+
+    #[tokio::test]
+    async fn file_channels_open_only_in_the_agents_own_tunnel() {
+        let agent = AgentId::from_uuid(uuid::Uuid::from_u128(0xA));
+        let session = SessionId::from_uuid(uuid::Uuid::from_u128(0x5));
+        let (gateway, _rx) = tunnel(agent, session).await;
+        let other = SessionId::from_uuid(uuid::Uuid::from_u128(0x6));
+        assert_eq!(
+            gateway.open_file_channel(agent, other).unwrap_err(),
+            GatewayError::NotConnected
+        );
+        let stranger = AgentId::from_uuid(uuid::Uuid::from_u128(0xB));
+        assert_eq!(
+            gateway.open_file_channel(stranger, session).unwrap_err(),
+            GatewayError::NotConnected
+        );
+    }
+}

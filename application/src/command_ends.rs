@@ -1,0 +1,154 @@
+//! Command output and ends: output is stored up to a cap and streamed live to watchers; a
+//! command ends when the agent says so, or when the server decides (tunnel closed, agent
+//! gone, agent silent past the timeout). Every end is audited, then stored, once.
+
+use std::time::Duration;
+
+use rmm_domain::{AgentId, ChannelId, CommandEnd, CommandId, CommandStatus, SessionId, Timestamp};
+
+use crate::app::{App, Ports};
+use crate::ports::{
+    AgentGateway, AuditAction, AuditEvent, AuditLog, Clock, CommandAudit, CommandOutcome,
+    CommandRepository, OutputChunk, OutputStream, SessionStreams, StreamEvent,
+};
+use crate::running::RunningCommand;
+
+/// How long past its timeout a command may stay silent before the server ends it itself
+/// (the agent enforces the timeout; this covers an agent that cannot).
+const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
+
+impl<P: Ports> App<P> {
+    /// A chunk of output from `agent` on `channel`. Only that agent's own running commands
+    /// are touched: output on a channel it does not own is dropped. Returns whether the chunk
+    /// belonged to a running command.
+    pub async fn command_output(
+        &self,
+        agent: AgentId,
+        channel: &ChannelId,
+        chunk: OutputChunk,
+    ) -> bool {
+        let cap = self.config.max_stored_output;
+        let Some(admitted) = self.running.admit_output(agent, channel, &chunk, cap) else {
+            return false;
+        };
+        for (stream, data, (keep, seq)) in [
+            (OutputStream::Stdout, &chunk.stdout, admitted.stdout),
+            (OutputStream::Stderr, &chunk.stderr, admitted.stderr),
+        ] {
+            if keep > 0
+                && let Err(e) = self
+                    .commands
+                    .append_output(admitted.id, stream, seq, &data[..keep])
+                    .await
+            {
+                tracing::error!(command_id = %admitted.id, error = %e, source = ?std::error::Error::source(&e), "storing command output failed");
+            }
+        }
+        self.session_activity(admitted.session);
+        let event = StreamEvent::Output {
+            channel: channel.clone(),
+            chunk,
+        };
+        self.streams.publish(admitted.session, &event);
+        if let Some((end, command)) = admitted.end {
+            self.record_end(admitted.id, command, end).await;
+        }
+        true
+    }
+
+    /// An error the agent reported on a channel: forwarded to watchers; a command on that
+    /// channel has failed to start or died.
+    pub async fn channel_error(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+        channel: &ChannelId,
+        error: &str,
+    ) {
+        self.streams.publish(
+            session,
+            &StreamEvent::Error {
+                channel: channel.clone(),
+                error: error.to_owned(),
+            },
+        );
+        if let Some(id) = self.running.on_channel(agent, channel) {
+            tracing::warn!(command_id = %id, agent_id = %agent, error, "agent reported a command error");
+            self.end_command(id, CommandStatus::Failed).await;
+        }
+    }
+
+    /// Ends a running command on the server's own decision and releases its channel.
+    pub(crate) async fn end_command(&self, id: CommandId, status: CommandStatus) {
+        let end = match CommandEnd::decided(status) {
+            Ok(end) => end,
+            Err(e) => {
+                tracing::error!(command_id = %id, error = %e, "not an end the server may decide");
+                return;
+            }
+        };
+        if let Some(command) = self.running.begin_end(id, &end) {
+            self.gateway
+                .release_channel(command.agent, &command.channel);
+            self.record_end(id, command, end).await;
+        }
+    }
+
+    /// Audits and stores a command's end, then wakes its waiters.
+    async fn record_end(&self, id: CommandId, command: RunningCommand, end: CommandEnd) {
+        let now = self.clock.now();
+        let (status, exit_code, signal) = end.into_parts();
+        let outcome = CommandOutcome {
+            status,
+            exit_code,
+            signal,
+            finished_at: now,
+            stdout_bytes: command.stdout.written,
+            stderr_bytes: command.stderr.written,
+            stdout_truncated: command.stdout.truncated,
+            stderr_truncated: command.stderr.truncated,
+        };
+        let duration = now.since(command.started_at);
+        let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let mut event = AuditEvent::new(now, AuditAction::CommandEnd);
+        event.user = Some(command.owner);
+        event.agent = Some(command.agent);
+        event.session = Some(command.session);
+        event.command = Some(CommandAudit {
+            command_id: Some(id),
+            text: Some(command.text.clone()),
+            status: Some(status.as_str().to_owned()),
+            exit_code,
+            stdout_bytes: Some(command.stdout.written),
+            stderr_bytes: Some(command.stderr.written),
+            duration_ms: Some(duration_ms),
+        });
+        // The audit entry first: once the stored command shows its end, the audit log has it.
+        if let Err(e) = self.audit.append(&event).await {
+            tracing::error!(command_id = %id, error = %e, source = ?std::error::Error::source(&e), "audit write of a command's end failed");
+        }
+        if let Err(e) = self.commands.finish_command(id, &outcome).await {
+            tracing::error!(command_id = %id, error = %e, source = ?std::error::Error::source(&e), "storing a command's end failed");
+        }
+        tracing::info!(command_id = %id, session_id = %command.session, status = status.as_str(), exit_code = ?exit_code, duration_ms, "command ended");
+        self.running.ended(id);
+    }
+
+    /// Ends every running command of a session (tunnel closed: `Cancelled`; agent gone:
+    /// `Failed`).
+    pub(crate) async fn end_session_commands(&self, session: SessionId, status: CommandStatus) {
+        for id in self.running.of_session(session) {
+            self.end_command(id, status).await;
+        }
+        self.streams.end_session(session);
+    }
+
+    /// Ends commands whose agent stayed silent past their timeout (plus a grace period).
+    pub(crate) async fn end_overdue_commands(&self, now: Timestamp) {
+        for (id, agent, channel) in self.running.overdue(now, TIMEOUT_GRACE) {
+            tracing::warn!(command_id = %id, "command ran past its timeout without an end from the agent");
+            self.gateway.cancel_command(agent, &channel);
+            self.end_command(id, CommandStatus::TimedOut).await;
+        }
+    }
+}

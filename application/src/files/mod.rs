@@ -1,0 +1,234 @@
+//! File transfers as use cases: who may move files through a session, what the agent is
+//! asked (through the gateway port, which moves the bytes), the audit entry of every
+//! transfer with its result, and what happens when the client breaks off. Uploads are in
+//! [`upload`], downloads in [`download`].
+
+use std::sync::Arc;
+
+use rmm_domain::{Actor, AgentId, SessionAction, SessionId, SessionStatus};
+
+use crate::access::{SessionUseError, session_for};
+use crate::app::{App, Ports};
+use crate::ports::{
+    AgentGateway, AuditAction, AuditEvent, AuditLog, Clock, FileAudit, FileEntry, FileOpError,
+    StoreError,
+};
+
+mod download;
+mod upload;
+
+pub use download::Download;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileAccessError {
+    #[error("path must be absolute, got {0:?}")]
+    NotAbsolute(String),
+    #[error("session {0} not found")]
+    NotFound(SessionId),
+    #[error("session {0} is owned by another user")]
+    Forbidden(SessionId),
+    #[error("session {0} is not active")]
+    NotActive(SessionId),
+    #[error("session store failed")]
+    Store(#[source] StoreError),
+}
+
+/// Why a file operation failed: refused before anything moved, or failed on the way.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Access(#[from] FileAccessError),
+    #[error(transparent)]
+    Failed(#[from] FileOpError),
+}
+
+impl From<SessionUseError> for FileAccessError {
+    fn from(e: SessionUseError) -> Self {
+        match e {
+            SessionUseError::NotFound(id) => Self::NotFound(id),
+            SessionUseError::Forbidden(id) => Self::Forbidden(id),
+            SessionUseError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+/// What the audit entry of a failed transfer says: the agent's code with its message, so
+/// that entries can be searched by why they failed; otherwise the reason.
+fn failure_result(e: &FileOpError) -> String {
+    match e {
+        FileOpError::Agent { code, message } => format!("{code}: {message}"),
+        other => other.to_string(),
+    }
+}
+
+/// Which way a file moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Upload,
+    Download,
+}
+
+impl<P: Ports> App<P> {
+    /// Checks that `actor` may move files through `session` at `path`; the session's agent.
+    /// Paths must be absolute: a relative path would depend on the agent's working directory.
+    ///
+    /// # Errors
+    /// See [`FileAccessError`].
+    pub async fn authorize_file(
+        &self,
+        actor: Actor,
+        session_id: SessionId,
+        path: &str,
+    ) -> Result<AgentId, FileAccessError> {
+        if !is_absolute(path) {
+            return Err(FileAccessError::NotAbsolute(
+                path.chars().take(200).collect(),
+            ));
+        }
+        let session = session_for(&*self.sessions, actor, session_id, SessionAction::Use).await?;
+        if session.status() != SessionStatus::Active {
+            return Err(FileAccessError::NotActive(session_id));
+        }
+        self.session_activity(session_id);
+        Ok(session.agent())
+    }
+
+    /// Records a transfer (success or failure) in the audit log. A failed write is logged:
+    /// the transfer has already happened and cannot be undone.
+    pub async fn audit_file(
+        &self,
+        actor: Actor,
+        session: SessionId,
+        agent: AgentId,
+        direction: Direction,
+        file: FileAudit,
+    ) {
+        self.file_auditor(actor, session, agent, direction, &file.path)
+            .record(file.result, file.size, file.sha256)
+            .await;
+    }
+
+    /// Lists a directory on the session's agent.
+    ///
+    /// # Errors
+    /// See [`TransferError`].
+    pub async fn list_files(
+        &self,
+        actor: Actor,
+        session: SessionId,
+        path: &str,
+    ) -> Result<Vec<FileEntry>, TransferError> {
+        let agent = self.authorize_file(actor, session, path).await?;
+        Ok(self.gateway.list_files(agent, session, path).await?)
+    }
+
+    /// How many bytes of an interrupted upload to `path` the agent holds: the offset to
+    /// resume from.
+    ///
+    /// # Errors
+    /// See [`TransferError`].
+    pub async fn upload_status(
+        &self,
+        actor: Actor,
+        session: SessionId,
+        path: &str,
+    ) -> Result<u64, TransferError> {
+        let agent = self.authorize_file(actor, session, path).await?;
+        Ok(self.gateway.upload_status(agent, session, path).await?)
+    }
+
+    fn file_auditor(
+        &self,
+        actor: Actor,
+        session: SessionId,
+        agent: AgentId,
+        direction: Direction,
+        path: &str,
+    ) -> FileAuditor<P> {
+        FileAuditor {
+            audit: Arc::clone(&self.audit),
+            clock: Arc::clone(&self.clock),
+            actor,
+            session,
+            agent,
+            direction,
+            path: path.to_owned(),
+        }
+    }
+}
+
+/// Writes the audit entry of one transfer. Owns what it needs, so a download can record its
+/// end after the use case returned, when the client has read the last byte (or gone).
+struct FileAuditor<P: Ports> {
+    audit: Arc<P::Audit>,
+    clock: Arc<P::Clock>,
+    actor: Actor,
+    session: SessionId,
+    agent: AgentId,
+    direction: Direction,
+    path: String,
+}
+
+impl<P: Ports> FileAuditor<P> {
+    /// Records the transfer's result: `ok`, or why it failed.
+    async fn record(&self, result: String, size: Option<u64>, sha256: Option<String>) {
+        let (action, direction) = match self.direction {
+            Direction::Upload => (AuditAction::FileUpload, "upload"),
+            Direction::Download => (AuditAction::FileDownload, "download"),
+        };
+        let mut event = AuditEvent::new(self.clock.now(), action);
+        event.user = Some(self.actor.id);
+        event.agent = Some(self.agent);
+        event.session = Some(self.session);
+        tracing::info!(session_id = %self.session, agent_id = %self.agent, action = action.as_str(), path = %self.path, size = ?size, result = %result, "file transfer");
+        event.file = Some(FileAudit {
+            path: self.path.clone(),
+            direction: direction.to_owned(),
+            size,
+            sha256,
+            result,
+        });
+        if let Err(e) = self.audit.append(&event).await {
+            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "audit write of a file transfer failed");
+        }
+    }
+
+    /// [`Self::record`] from where nothing can wait for it (a dropped download): on the
+    /// runtime, in the background.
+    fn record_detached(self, result: String, size: Option<u64>) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { self.record(result, size, None).await });
+            }
+            Err(_) => {
+                tracing::error!(session_id = %self.session, path = %self.path, result = %result, "no runtime to write the audit entry of a file transfer");
+            }
+        }
+    }
+}
+
+/// Absolute on Unix (`/...`) or Windows (`C:\...`, `\\server\share`).
+fn is_absolute(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    path.starts_with('/')
+        || path.starts_with("\\\\")
+        || (bytes.len() >= 3
+            && bytes[0].is_ascii_alphabetic()
+            && bytes[1] == b':'
+            && matches!(bytes[2], b'\\' | b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_absolute;
+
+    #[test]
+    fn only_absolute_paths_are_accepted() {
+        for ok in ["/etc/hosts", "/", "C:\\Windows", "c:/x", "\\\\srv\\share"] {
+            assert!(is_absolute(ok), "{ok}");
+        }
+        for bad in ["", "etc/hosts", "./x", "C:", "~/x"] {
+            assert!(!is_absolute(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The append-only audit log.
+
+use std::future::Future;
+
+use rmm_domain::{AgentId, CommandId, SessionId, Timestamp, UserId};
+
+use super::StoreError;
+
+/// What an audit entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    /// The agent confirmed a tunnel.
+    TunnelOpen,
+    /// A tunnel ended (the reason is in the detail).
+    TunnelClose,
+    /// The agent refused a tunnel.
+    TunnelRefused,
+    /// The agent did not answer a tunnel open in time.
+    TunnelTimeout,
+    /// A command was sent to an agent (written before it is sent).
+    Command,
+    /// A command ended (status, exit code, byte counts, duration).
+    CommandEnd,
+    /// A file was uploaded to an agent.
+    FileUpload,
+    /// A file was downloaded from an agent.
+    FileDownload,
+}
+
+impl AuditAction {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::TunnelOpen => "tunnel_open",
+            Self::TunnelClose => "tunnel_close",
+            Self::TunnelRefused => "tunnel_refused",
+            Self::TunnelTimeout => "tunnel_timeout",
+            Self::Command => "command",
+            Self::CommandEnd => "command_end",
+            Self::FileUpload => "file_upload",
+            Self::FileDownload => "file_download",
+        }
+    }
+
+    pub const ALL: [Self; 8] = [
+        Self::TunnelOpen,
+        Self::TunnelClose,
+        Self::TunnelRefused,
+        Self::TunnelTimeout,
+        Self::Command,
+        Self::CommandEnd,
+        Self::FileUpload,
+        Self::FileDownload,
+    ];
+
+    /// The inverse of [`Self::as_str`].
+    #[must_use]
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == value)
+    }
+}
+
+/// One append-only audit entry. Ids are kept by value: entries outlive what they name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: Timestamp,
+    pub action: AuditAction,
+    /// Who acted, or whose session it was.
+    pub user: Option<UserId>,
+    pub agent: Option<AgentId>,
+    pub session: Option<SessionId>,
+    pub detail: Option<String>,
+    /// Commands and file transfers: what they were and how they ended.
+    pub command: Option<CommandAudit>,
+    pub file: Option<FileAudit>,
+}
+
+impl AuditEvent {
+    /// An event with only the common fields set.
+    #[must_use]
+    pub fn new(at: Timestamp, action: AuditAction) -> Self {
+        Self {
+            at,
+            action,
+            user: None,
+            agent: None,
+            session: None,
+            detail: None,
+            command: None,
+            file: None,
+        }
+    }
+}
+
+/// The command part of an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandAudit {
+    pub command_id: Option<CommandId>,
+    pub text: Option<String>,
+    /// `running` when written before the command is sent; its end afterwards.
+    pub status: Option<String>,
+    pub exit_code: Option<i32>,
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+    pub duration_ms: Option<u64>,
+}
+
+/// The file-transfer part of an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileAudit {
+    pub path: String,
+    /// `upload` or `download`.
+    pub direction: String,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    /// `ok`, or why it failed.
+    pub result: String,
+}
+
+/// One stored audit entry with its position in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Increasing with every append; the pagination cursor.
+    pub id: i64,
+    pub event: AuditEvent,
+}
+
+/// Which audit entries to read: newest first, entries with `id < before` when given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditQuery {
+    pub user: Option<UserId>,
+    pub agent: Option<AgentId>,
+    pub session: Option<SessionId>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+#[cfg_attr(feature = "mocks", mockall::automock)]
+pub trait AuditLog: Send + Sync + 'static {
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn append(&self, event: &AuditEvent) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Entries matching `query`, newest first, at most `query.limit`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn list_audit(
+        &self,
+        query: &AuditQuery,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+}

@@ -1,0 +1,124 @@
+//! Commands and their stored output.
+
+use std::future::Future;
+
+use rmm_domain::{AgentId, ChannelId, CommandId, CommandStatus, SessionId, Timestamp, UserId};
+
+use super::StoreError;
+
+/// Which output stream of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// A command as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub id: CommandId,
+    pub session: SessionId,
+    pub agent: AgentId,
+    pub owner: UserId,
+    pub channel: ChannelId,
+    pub text: String,
+    pub timeout_secs: u64,
+    pub status: CommandStatus,
+    pub exit_code: Option<i32>,
+    /// The signal that killed the process, e.g. `SIGKILL`.
+    pub signal: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// Bytes the process wrote (all of them, stored or not).
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    /// Whether stored output stops short of what was written (the per-command cap).
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+/// How a command ended, to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutcome {
+    pub status: CommandStatus,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub finished_at: Timestamp,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+/// Commands and their output.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+pub trait CommandRepository: Send + Sync + 'static {
+    /// # Errors
+    /// [`StoreError::Conflict`] when the id exists.
+    fn insert_command(
+        &self,
+        command: &CommandRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn get_command(
+        &self,
+        id: CommandId,
+    ) -> impl Future<Output = Result<Option<CommandRecord>, StoreError>> + Send;
+
+    /// Appends one chunk of output. Chunks of a stream are numbered by `seq` from 0.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn append_output(
+        &self,
+        id: CommandId,
+        stream: OutputStream,
+        seq: u64,
+        data: &[u8],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` chunks of one stream with `seq >= from`, in order.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn read_output(
+        &self,
+        id: CommandId,
+        stream: OutputStream,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(u64, Vec<u8>)>, StoreError>> + Send;
+
+    /// Records the end of a running command; false when it had ended already.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn finish_command(
+        &self,
+        id: CommandId,
+        outcome: &CommandOutcome,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Ends every running command (start-up: a previous process cannot report them any more),
+    /// returning them as ended.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn fail_running_commands(
+        &self,
+        status: CommandStatus,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Vec<CommandRecord>, StoreError>> + Send;
+}

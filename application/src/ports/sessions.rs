@@ -1,0 +1,80 @@
+//! Tunnel sessions as stored.
+
+use std::future::Future;
+
+use rmm_domain::{CloseReason, Session, SessionId, Timestamp};
+
+use super::StoreError;
+
+/// Tunnel sessions. Every method is one atomic operation; transactions stay in the adapter.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+pub trait SessionRepository: Send + Sync + 'static {
+    /// Records a new pending session.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the agent already has a pending or active session.
+    fn insert_pending(
+        &self,
+        session: &Session,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn get(
+        &self,
+        id: SessionId,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
+
+    /// Pending → active. Returns false when the session is no longer pending (closed in the
+    /// meantime, e.g. by the agent's disconnect).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn activate(
+        &self,
+        id: SessionId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Closes the session if it is pending or active, returning it as closed; `None` when it
+    /// does not exist or was closed already.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn close(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
+
+    /// Closes every pending or active session (restart reconciliation, shutdown).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn close_all_open(
+        &self,
+        reason: CloseReason,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
+
+    /// Closes active sessions whose last activity is before `cutoff`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn close_idle(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
+
+    /// Moves `last_activity` of these active sessions forward to `at` (never backwards).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn touch(
+        &self,
+        ids: &[SessionId],
+        at: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

@@ -1,0 +1,37 @@
+//! Time, fresh ids and secrets: what the use cases must not make up themselves.
+
+use std::future::Future;
+
+use rmm_domain::{AgentId, CommandId, SessionId, Timestamp, UserId};
+
+use super::{AgentKey, KeyDigest};
+
+#[cfg_attr(feature = "mocks", mockall::automock)]
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+#[cfg_attr(feature = "mocks", mockall::automock)]
+pub trait IdGenerator: Send + Sync + 'static {
+    fn session_id(&self) -> SessionId;
+    fn agent_id(&self) -> AgentId;
+    fn user_id(&self) -> UserId;
+    fn command_id(&self) -> CommandId;
+}
+
+/// Secrets: password hashing and agent keys.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+pub trait Credentials: Send + Sync + 'static {
+    /// # Errors
+    /// A message when hashing failed (it does not for valid input).
+    fn hash_password(&self, password: &str) -> impl Future<Output = Result<String, String>> + Send;
+
+    /// Whether `password` matches `hash`. False for a malformed hash.
+    fn verify_password(&self, password: &str, hash: &str) -> impl Future<Output = bool> + Send;
+
+    /// A new random agent key.
+    fn new_agent_key(&self) -> AgentKey;
+
+    /// The digest of a presented agent key.
+    fn digest_agent_key(&self, key: &str) -> KeyDigest;
+}

@@ -1,0 +1,133 @@
+//! The mocked ports and fixtures shared by the use-case tests.
+
+#![allow(dead_code)] // Each test crate uses its own part of the fixtures.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mockall::predicate::eq;
+use rmm_application::*;
+use rmm_domain::*;
+use uuid::Uuid;
+
+pub struct Mocks;
+impl Ports for Mocks {
+    type Sessions = MockSessionRepository;
+    type Agents = MockAgentRepository;
+    type Users = MockUserRepository;
+    type Audit = MockAuditLog;
+    type Commands = MockCommandRepository;
+    type Streams = MockSessionStreams;
+    type Gateway = MockAgentGateway;
+    type Clock = MockClock;
+    type Ids = MockIdGenerator;
+    type Credentials = MockCredentials;
+}
+
+#[derive(Default)]
+pub struct Setup {
+    pub sessions: MockSessionRepository,
+    pub agents: MockAgentRepository,
+    pub users: MockUserRepository,
+    pub audit: MockAuditLog,
+    pub commands: MockCommandRepository,
+    pub streams: MockSessionStreams,
+    pub gateway: MockAgentGateway,
+    pub credentials: MockCredentials,
+    pub max_stored_output: Option<u64>,
+}
+
+pub const AGENT: AgentId = AgentId::from_uuid(Uuid::from_u128(0xA));
+pub const SESSION: SessionId = SessionId::from_uuid(Uuid::from_u128(0x5));
+pub const COMMAND: CommandId = CommandId::from_uuid(Uuid::from_u128(0xC));
+pub const TECH: Actor = Actor {
+    id: UserId::from_uuid(Uuid::from_u128(0x1)),
+    role: Role::Tech,
+};
+pub const OTHER_TECH: Actor = Actor {
+    id: UserId::from_uuid(Uuid::from_u128(0x2)),
+    role: Role::Tech,
+};
+pub const ADMIN: Actor = Actor {
+    id: UserId::from_uuid(Uuid::from_u128(0x3)),
+    role: Role::Admin,
+};
+
+pub fn now() -> Timestamp {
+    Timestamp::from_unix_micros(1_000_000)
+}
+
+impl Setup {
+    pub fn build(self) -> App<Mocks> {
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(now);
+        let mut ids = MockIdGenerator::new();
+        ids.expect_session_id().returning(|| SESSION);
+        ids.expect_agent_id().returning(|| AGENT);
+        ids.expect_user_id().returning(|| TECH.id);
+        ids.expect_command_id().returning(|| COMMAND);
+        // Sessions ending tell their watchers; not the subject of these tests.
+        let mut streams = self.streams;
+        streams.expect_end_session().return_const(());
+        App::new(
+            Deps {
+                sessions: Arc::new(self.sessions),
+                agents: Arc::new(self.agents),
+                users: Arc::new(self.users),
+                audit: Arc::new(self.audit),
+                commands: Arc::new(self.commands),
+                streams: Arc::new(streams),
+                gateway: Arc::new(self.gateway),
+                clock: Arc::new(clock),
+                ids: Arc::new(ids),
+                credentials: Arc::new(self.credentials),
+            },
+            Config {
+                open_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                max_stored_output: self
+                    .max_stored_output
+                    .unwrap_or(Config::default().max_stored_output),
+                ..Config::default()
+            },
+        )
+    }
+
+    pub fn agent_connected(mut self) -> Self {
+        self.gateway
+            .expect_mode()
+            .with(eq(AGENT))
+            .return_const(Some(AgentMode::Heartbeat));
+        self
+    }
+
+    pub fn expect_audit(mut self, action: AuditAction) -> Self {
+        self.audit
+            .expect_append()
+            .withf(move |e| {
+                e.action == action && e.session == Some(SESSION) && e.agent == Some(AGENT)
+            })
+            .times(1)
+            .returning(|_| Box::pin(async { Ok(()) }));
+        self
+    }
+}
+
+pub fn stored(owner: Actor) -> Session {
+    let mut s = Session::open(SESSION, AGENT, owner.id, now());
+    s.activate(now()).unwrap();
+    s
+}
+
+pub fn closed(owner: Actor, reason: CloseReason) -> Session {
+    let mut s = stored(owner);
+    s.close(reason, now()).unwrap();
+    s
+}
+
+pub fn active_session_store(s: &mut Setup) {
+    s.sessions
+        .expect_get()
+        .returning(|_| Box::pin(async { Ok(Some(stored(TECH))) }));
+}
