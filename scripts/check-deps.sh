@@ -6,7 +6,9 @@
 #        * rmm-application must not depend on any crate in APPLICATION_DENY;
 #        * rmm-agent (installed on every managed machine) on none in AGENT_DENY;
 #        * rmm (the technicians' CLI) on none in CLI_DENY.
-#   2. The wire contract is defined once, in rmm-protocol (adapters/protocol):
+#   2. The wire contract is defined once, in rmm-protocol (adapters/protocol; the file-error
+#      codes are the domain's FileErrorCode, domain/src/file.rs, which rmm-protocol re-exports
+#      and (de)serialises, so the use cases can name them too):
 #        * no other source file defines a constant named like one of its limits;
 #        * no other source file spells a file-error code or an API error code as a
 #          string literal (they are matched as the types FileErrorCode/ApiErrorCode,
@@ -39,6 +41,7 @@ AGENT_DENY=(sqlx sqlx-core poem poem-openapi argon2 jsonwebtoken reqwest rmm-sto
 CLI_DENY=(sqlx sqlx-core poem poem-openapi argon2 rmm-store rmm-http rmm-auth rmm-gateway)
 
 PROTOCOL_DIR=adapters/protocol
+FILE_CODES=domain/src/file.rs
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-${HOME:-/root}/.cargo}/bin/cargo" ]; then
@@ -100,7 +103,7 @@ protocol_limits() {
 # The wire names of the error codes, from their definitions in rmm-protocol.
 protocol_codes() {
     {
-        sed -n 's/.*Self::[A-Za-z]* => "\([a-z_]*\)",.*/\1/p' "$1/$PROTOCOL_DIR/src/codes.rs"
+        sed -n 's/.*Self::[A-Za-z]* => "\([a-z_]*\)",.*/\1/p' "$1/$FILE_CODES"
         sed -n 's/^    [A-Za-z]* = "\([a-z_]*\)":$/\1/p' "$1/$PROTOCOL_DIR/src/api.rs"
     } | sort -u
 }
@@ -110,7 +113,7 @@ protocol_codes() {
 # wire values to check them.
 contract_users() {
     (cd "$1" && find domain application adapters bin -name '*.rs' \
-        -not -path "$PROTOCOL_DIR/*" -not -path '*/tests/*' -not -name 'tests.rs' \
+        -not -path "$PROTOCOL_DIR/*" -not -path "$FILE_CODES" -not -path '*/tests/*' -not -name 'tests.rs' \
         -not -name '*_tests.rs' -not -path '*/target/*' 2>/dev/null) | sort
 }
 
@@ -167,8 +170,9 @@ self_test() {
     fi
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' RETURN
-    mkdir -p "$tmp/$PROTOCOL_DIR/src" "$tmp/adapters/agent/src"
-    cp "$PROTOCOL_DIR"/src/{limits,codes,api}.rs "$tmp/$PROTOCOL_DIR/src/"
+    mkdir -p "$tmp/$PROTOCOL_DIR/src" "$tmp/adapters/agent/src" "$tmp/$(dirname "$FILE_CODES")"
+    cp "$PROTOCOL_DIR"/src/{limits,api}.rs "$tmp/$PROTOCOL_DIR/src/"
+    cp "$FILE_CODES" "$tmp/$FILE_CODES"
     printf 'pub const FILE_WINDOW: u64 = 1;\n' >"$tmp/adapters/agent/src/files.rs"
     if check_contract "$tmp" 2>/dev/null; then
         echo "check-deps: self-test FAIL: a second FILE_WINDOW passed" >&2; status=1
