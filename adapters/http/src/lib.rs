@@ -16,6 +16,7 @@ use rmm_gateway::agents::WsAgentGateway;
 mod agents;
 mod audit;
 mod auth;
+pub mod client_addr;
 mod commands;
 pub mod error;
 mod files;
