@@ -156,6 +156,16 @@ impl TrustedProxies {
     }
 }
 
+impl TrustedProxies {
+    /// The client of `req` as logs show it: its address (see [`Self::of_request`]), or the
+    /// peer as poem names it when that is not an IP socket.
+    #[must_use]
+    pub fn client_of(&self, req: &Request) -> String {
+        self.of_request(req)
+            .map_or_else(|| req.remote_addr().to_string(), |ip| ip.to_string())
+    }
+}
+
 /// An `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5`, `[::1]:5`).
 fn parse_entry(entry: &str) -> Option<IpAddr> {
     if let Ok(ip) = entry.parse() {

@@ -330,7 +330,7 @@ async fn serve_command<S: Store>(
         &secret,
         Duration::from_secs(settings.token_ttl_secs),
     ));
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let scheme = rmm_server::tls::scheme(tls.as_ref());
     let new_password = first_run_admin(
         &app,
         settings.admin_password.as_deref(),

@@ -166,6 +166,12 @@ fn describe(chain: &[CertificateDer<'_>]) -> String {
     )
 }
 
+/// The scheme of the server's URLs: `https` with TLS, else `http`.
+#[must_use]
+pub fn scheme(tls: Option<&Arc<ServerTls>>) -> &'static str {
+    if tls.is_some() { "https" } else { "http" }
+}
+
 /// The listener's acceptor: plain TCP, or TLS with the configuration current at each accept.
 pub struct ServerAcceptor {
     tcp: TcpAcceptor,

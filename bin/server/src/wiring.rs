@@ -161,9 +161,7 @@ where
     let agent = match app.authenticate_agent(key).await {
         Ok(agent) => agent,
         Err(ConnectAgentError::UnknownKey) => {
-            let remote = options.trusted_proxies.of_request(req);
-            let remote = remote.map_or_else(|| req.remote_addr().to_string(), |ip| ip.to_string());
-            tracing::warn!(%remote, peer = %req.remote_addr(), "agent connection with an unknown key rejected");
+            tracing::warn!(remote = %options.trusted_proxies.client_of(req), peer = %req.remote_addr(), "agent connection with an unknown key rejected");
             return json_error(
                 StatusCode::UNAUTHORIZED,
                 ApiErrorCode::Unauthenticated,
@@ -286,11 +284,7 @@ where
     let addr = listener.local_addr()?;
     let options = Arc::new(options);
     let endpoint = routes(Arc::clone(&app), jwt, Arc::clone(&options), stop_rx.clone());
-    let scheme = if options.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = crate::tls::scheme(options.tls.as_ref());
     tracing::info!(%addr, "listening; API docs at {scheme}://{addr}/docs");
 
     let app_for_stop = Arc::clone(&app);
