@@ -33,6 +33,34 @@ RMM_TEST_PG_IMAGE="$(bash scripts/ensure-postgres-image.sh)"
 export RMM_TEST_PG_IMAGE
 echo "RMM_TEST_PG_IMAGE=$RMM_TEST_PG_IMAGE"
 
+banner "nginx and curl (tests/tests/reverse_proxy.rs, tests/tests/tls.rs)"
+# Debian's packages, installed when missing (as root, like scripts/ensure-docker.sh does
+# docker.io). nginx-light is bookworm's smallest nginx; later releases have only `nginx`.
+# The package must not start a system nginx on port 80: the test runs its own.
+ensure_test_tools() {
+    local missing=()
+    [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    [ "${#missing[@]}" -eq 0 ] && { echo "nginx and curl present"; return 0; }
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -n1)" ]; then
+        apt-get -o DPkg::Lock::Timeout=600 update -qq
+    fi
+    local policy=/usr/sbin/policy-rc.d own_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+    fi
+    local packages=("${missing[@]}")
+    if [[ " ${missing[*]} " == *" nginx "* ]] && apt-cache show nginx-light >/dev/null 2>&1; then
+        packages=("${missing[@]/#nginx/nginx-light}")
+    fi
+    local rc=0
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${packages[@]}" || rc=$?
+    [ -n "$own_policy" ] && rm -f "$policy"
+    return "$rc"
+}
+ensure_test_tools
+
 banner "cargo fmt --all --check"
 cargo fmt --all --check
 

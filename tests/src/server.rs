@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -44,6 +45,20 @@ pub struct TestServer {
     env: Vec<(String, String)>,
     child: Option<Child>,
     http: reqwest::Client,
+    /// `http`, or `https` when started with a CA to trust.
+    scheme: &'static str,
+    /// The server's stderr so far, when captured.
+    log: Option<Arc<Mutex<String>>>,
+}
+
+/// How to start a server beyond its environment (see [`TestServer::start_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// PEM of the CA that signed the server's certificate (`RMM_TLS_CERT` in the env): the
+    /// server is reached over https, trusting it.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// Keep the server's log for [`TestServer::wait_for_log`] (it is still echoed on stderr).
+    pub capture_log: bool,
 }
 
 /// Installs the TLS crypto provider reqwest needs (once per process; later calls are no-ops).
@@ -62,7 +77,23 @@ impl TestServer {
     /// # Errors
     /// When the binary is missing or the server does not become healthy within 30 s.
     pub async fn start(database_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(database_url, env, StartOptions::default()).await
+    }
+
+    /// As [`Self::start`], over https and/or with its log kept, as `options` say.
+    ///
+    /// # Errors
+    /// As [`Self::start`]; when the CA is not PEM.
+    pub async fn start_with(
+        database_url: &str,
+        env: &[(&str, &str)],
+        options: StartOptions,
+    ) -> anyhow::Result<Self> {
         init_crypto();
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(60));
+        if let Some(ca) = &options.tls_ca_pem {
+            http = http.tls_certs_merge(reqwest::Certificate::from_pem_bundle(ca)?);
+        }
         let mut server = Self {
             addr: free_port()?,
             database_url: database_url.to_owned(),
@@ -71,9 +102,13 @@ impl TestServer {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             child: None,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?,
+            http: http.build()?,
+            scheme: if options.tls_ca_pem.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            log: options.capture_log.then(Arc::default),
         };
         server.spawn().await?;
         Ok(server)
@@ -96,9 +131,17 @@ impl TestServer {
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(if self.log.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .kill_on_drop(true);
-        self.child = Some(cmd.spawn().context("starting rmm-server")?);
+        let mut child = cmd.spawn().context("starting rmm-server")?;
+        if let (Some(log), Some(stderr)) = (&self.log, child.stderr.take()) {
+            tokio::spawn(keep_log(stderr, Arc::clone(log)));
+        }
+        self.child = Some(child);
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(30) {
             if let Some(status) = self
@@ -126,12 +169,41 @@ impl TestServer {
 
     #[must_use]
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     #[must_use]
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/api/v1/agent/ws", self.addr)
+        let scheme = if self.scheme == "https" { "wss" } else { "ws" };
+        format!("{scheme}://{}/api/v1/agent/ws", self.addr)
+    }
+
+    /// Waits until a line of the server's log contains every one of `needles`; that line.
+    ///
+    /// # Errors
+    /// When the log is not captured ([`StartOptions::capture_log`]) or no such line appears
+    /// within `within`.
+    pub async fn wait_for_log(&self, needles: &[&str], within: Duration) -> anyhow::Result<String> {
+        let log = self
+            .log
+            .as_ref()
+            .context("the server's log is not captured")?;
+        let started = Instant::now();
+        loop {
+            let found = log
+                .lock()
+                .map_err(|_| anyhow::anyhow!("log lock poisoned"))?
+                .lines()
+                .find(|line| needles.iter().all(|n| line.contains(n)))
+                .map(str::to_owned);
+            if let Some(line) = found {
+                return Ok(line);
+            }
+            if started.elapsed() > within {
+                bail!("no server log line with {needles:?} within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[must_use]
@@ -335,6 +407,19 @@ impl TestServer {
     /// As [`Self::start`].
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.spawn().await
+    }
+}
+
+/// Copies the server's stderr into `log`, echoing it.
+async fn keep_log(stderr: tokio::process::ChildStderr, log: Arc<Mutex<String>>) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("{line}");
+        if let Ok(mut log) = log.lock() {
+            log.push_str(&line);
+            log.push('\n');
+        }
     }
 }
 

@@ -35,6 +35,7 @@ pub enum ConfigError {
 pub struct ServerUrl {
     url: String,
     tls: bool,
+    loopback: bool,
 }
 
 impl ServerUrl {
@@ -67,6 +68,7 @@ impl ServerUrl {
         Ok(Self {
             url: format!("{scheme}://{authority}{path}"),
             tls,
+            loopback: is_loopback_host(authority.host()),
         })
     }
 
@@ -79,6 +81,22 @@ impl ServerUrl {
     pub fn is_tls(&self) -> bool {
         self.tls
     }
+
+    /// Whether the host is this machine: the name `localhost`, or an address in 127.0.0.0/8
+    /// or `::1`. Plain `ws://` is only safe there.
+    #[must_use]
+    pub fn is_loopback(&self) -> bool {
+        self.loopback
+    }
+}
+
+/// `localhost`, or a loopback address (IPv6 in brackets, as in a URL).
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl fmt::Display for ServerUrl {
@@ -252,6 +270,30 @@ mod tests {
         for (given, want, tls) in cases {
             let url = ServerUrl::parse(given).unwrap();
             assert_eq!((url.as_str(), url.is_tls()), (want, tls), "{given}");
+        }
+    }
+
+    #[test]
+    fn only_localhost_and_loopback_addresses_are_loopback() {
+        for local in [
+            "ws://localhost:8080",
+            "http://LOCALHOST",
+            "ws://127.0.0.1:8080",
+            "ws://127.3.2.1",
+            "ws://[::1]:9000",
+            "wss://localhost",
+        ] {
+            assert!(ServerUrl::parse(local).unwrap().is_loopback(), "{local}");
+        }
+        for remote in [
+            "ws://rmm.example.com",
+            "ws://10.0.0.1:8080",
+            "ws://[2001:db8::1]",
+            "ws://localhost.example.com",
+            "ws://128.0.0.1",
+            "http://0.0.0.0:8080",
+        ] {
+            assert!(!ServerUrl::parse(remote).unwrap().is_loopback(), "{remote}");
         }
     }
 

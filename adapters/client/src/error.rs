@@ -17,6 +17,9 @@ pub enum ClientError {
     /// No token to send: the user never logged in.
     #[error("not logged in: run `rmm login` (or set RMM_TOKEN)")]
     NotLoggedIn,
+    /// The extra CA file (`--ca-file`) is unreadable or holds no certificate.
+    #[error("cannot use the CA file {path} (--ca-file / RMM_CA_FILE): {reason}")]
+    CaFile { path: String, reason: String },
     /// No connection to the server (refused, DNS, TLS, reset).
     #[error("cannot reach the server at {server}: {cause}; check --server / RMM_SERVER")]
     Unreachable { server: String, cause: String },
@@ -163,10 +166,20 @@ pub(crate) fn one_line(text: &str) -> String {
 }
 
 /// The innermost cause of an error: reqwest's own message only says which request failed.
+/// A certificate the client does not trust gets the hint of the fix.
 pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
     while let Some(source) = cause.source() {
         cause = source;
     }
-    one_line(&cause.to_string())
+    with_certificate_hint(one_line(&cause.to_string()))
+}
+
+/// `cause`, with how to trust a private CA when it is rustls refusing the server's certificate.
+pub(crate) fn with_certificate_hint(cause: String) -> String {
+    if cause.contains("invalid peer certificate") {
+        format!("{cause} (a certificate from a private CA? pass --ca-file PATH or set RMM_CA_FILE)")
+    } else {
+        cause
+    }
 }

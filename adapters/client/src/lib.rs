@@ -21,6 +21,8 @@
 //! - `error`: [`ClientError`]; `classify`: how an error answer becomes one, by its `code`.
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, Url};
@@ -31,6 +33,7 @@ mod dto;
 mod error;
 mod files;
 mod stream;
+mod tls;
 mod token;
 
 pub use api::RawOutput;
@@ -61,6 +64,8 @@ pub struct ApiClient {
     server: String,
     http: reqwest::Client,
     token: Option<Token>,
+    /// The stream WebSocket's TLS when an extra CA is trusted; `None`: the system's roots.
+    ws_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for ApiClient {
@@ -81,6 +86,20 @@ impl ApiClient {
     /// [`ClientError::InvalidServer`] when `server` is not an http(s) URL;
     /// [`ClientError::Protocol`] when the HTTP client cannot be built.
     pub fn new(server: &str, token: Option<Token>) -> Result<Self, ClientError> {
+        Self::with_ca_file(server, token, None)
+    }
+
+    /// As [`Self::new`], trusting the CA certificates of the PEM file `ca_file` beside the
+    /// system's roots (a server whose certificate comes from a private CA).
+    ///
+    /// # Errors
+    /// As [`Self::new`]; [`ClientError::CaFile`] when `ca_file` is unreadable or holds no
+    /// certificate.
+    pub fn with_ca_file(
+        server: &str,
+        token: Option<Token>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidServer {
             url: server.to_owned(),
             reason: reason.to_owned(),
@@ -106,9 +125,16 @@ impl ApiClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("rmm/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("rmm/", env!("CARGO_PKG_VERSION")));
+        let mut ws_tls = None;
+        if let Some(path) = ca_file {
+            let ca = tls::ExtraCa::read(path)?;
+            http = http.tls_certs_merge(ca.for_reqwest()?);
+            ws_tls = Some(ca.client_config()?);
+        }
+        let http = http
             .build()
             .map_err(|e| ClientError::Protocol(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
@@ -116,6 +142,7 @@ impl ApiClient {
             base,
             http,
             token,
+            ws_tls,
         })
     }
 

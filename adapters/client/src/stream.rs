@@ -1,6 +1,7 @@
 //! The session stream WebSocket: every frame of a session, decoded with the server's own
 //! [`rmm_protocol`] types, not a copy.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -13,7 +14,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::classify::{About, ErrorReply};
-use crate::error::one_line;
+use crate::error::{one_line, with_certificate_hint};
 use crate::{ApiClient, ClientError, REQUEST_TIMEOUT};
 
 impl ApiClient {
@@ -36,7 +37,12 @@ impl ApiClient {
         let bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| ClientError::TokenRejected("it is not a valid header value".into()))?;
         request.headers_mut().insert("authorization", bearer);
-        let connecting = tokio_tungstenite::connect_async(request);
+        let connector = self
+            .ws_tls
+            .as_ref()
+            .map(|config| tokio_tungstenite::Connector::Rustls(Arc::clone(config)));
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
         match tokio::time::timeout(REQUEST_TIMEOUT, connecting).await {
             Ok(Ok((socket, _))) => Ok(SessionStream {
                 socket,
@@ -52,6 +58,10 @@ impl ApiClient {
             Ok(Err(WsError::Io(e))) => Err(ClientError::Unreachable {
                 server: self.server.clone(),
                 cause: e.to_string(),
+            }),
+            Ok(Err(WsError::Tls(e))) => Err(ClientError::Unreachable {
+                server: self.server.clone(),
+                cause: with_certificate_hint(one_line(&e.to_string())),
             }),
             Ok(Err(e)) => Err(ClientError::Protocol(format!(
                 "the stream handshake failed: {}",

@@ -15,6 +15,7 @@ use rmm_domain::Timestamp;
 mod agents;
 mod audit;
 mod auth;
+pub mod client_addr;
 mod commands;
 pub mod error;
 mod files;

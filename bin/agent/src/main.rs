@@ -82,6 +82,9 @@ async fn main() -> ExitCode {
 
 async fn agent(cli: Cli) -> anyhow::Result<()> {
     let config = config(cli)?;
+    if let Some(warning) = plaintext_warning(&config.server) {
+        tracing::warn!(server = %config.server, "{warning}");
+    }
     run(config, process::shutdown_signal()).await?;
     Ok(())
 }
@@ -123,6 +126,14 @@ fn config(cli: Cli) -> anyhow::Result<AgentConfig> {
         ..AgentTimings::default()
     };
     Ok(config)
+}
+
+/// Plain ws:// beyond this machine sends the agent key and every command in clear text.
+fn plaintext_warning(server: &ServerUrl) -> Option<&'static str> {
+    (!server.is_tls() && !server.is_loopback()).then_some(
+        "the server URL is plain ws:// (or http://) to another machine: the agent key and every \
+         command and file travel unencrypted; use wss:// (or https://)",
+    )
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -236,6 +247,18 @@ mod tests {
             e.contains("invalid server URL") && e.contains("https://"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn plain_ws_is_warned_about_beyond_this_machine_only() {
+        let warned = |url: &str| plaintext_warning(&ServerUrl::parse(url).unwrap()).is_some();
+        assert!(warned("ws://rmm.example.com"));
+        assert!(warned("http://10.0.0.5:8080"));
+        assert!(!warned("wss://rmm.example.com"));
+        assert!(!warned("https://10.0.0.5"));
+        assert!(!warned("ws://127.0.0.1:8080"));
+        assert!(!warned("http://localhost:8080"));
+        assert!(!warned("ws://[::1]:8080"));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! token and remembered sessions are kept, in `config`.
 
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
@@ -44,6 +45,10 @@ struct Global {
         global = true
     )]
     server: String,
+    /// A PEM file of CA certificates to trust beside the system's, for a server whose
+    /// certificate a private CA signed (as the agent's --ca-file).
+    #[arg(long, env = "RMM_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +161,8 @@ fn fail(error: &CliError) -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let server = cli.global.server;
+    let ca_file = cli.global.ca_file;
+    let ca_file = ca_file.as_deref();
     match cli.command {
         Command::Completions { shell } => {
             let mut command = Cli::command();
@@ -167,40 +174,40 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             password_stdin,
         } => {
             let dir = config::ConfigDir::locate()?;
-            let client = ApiClient::new(&server, None)?;
+            let client = ApiClient::with_ca_file(&server, None, ca_file)?;
             commands::login(&client, &dir, username, password_stdin).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Agents { json } => {
-            let (client, _) = connect(&server)?;
+            let (client, _) = connect(&server, ca_file)?;
             commands::agents(&client, json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Open { agent, json } => {
-            let (client, dir) = connect(&server)?;
+            let (client, dir) = connect(&server, ca_file)?;
             commands::open(&client, &dir, &agent, json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Close { session } => {
-            let (client, dir) = connect(&server)?;
+            let (client, dir) = connect(&server, ca_file)?;
             commands::close(&client, &dir, session.as_deref()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { session, json } => {
-            let (client, dir) = connect(&server)?;
+            let (client, dir) = connect(&server, ca_file)?;
             commands::status(&client, &dir, session.as_deref(), json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec(args) => {
-            let (client, dir) = connect(&server)?;
+            let (client, dir) = connect(&server, ca_file)?;
             exec::exec(&client, &dir, args).await
         }
         Command::Cp(args) => {
-            let (client, dir) = connect(&server)?;
+            let (client, dir) = connect(&server, ca_file)?;
             cp::cp(&client, &dir, args).await
         }
         Command::Audit(args) => {
-            let (client, _) = connect(&server)?;
+            let (client, _) = connect(&server, ca_file)?;
             commands::audit(&client, args).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -209,7 +216,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 
 /// A client with the user's token (RMM_TOKEN first, then the saved one) and the config
 /// directory.
-fn connect(server: &str) -> Result<(ApiClient, config::ConfigDir), CliError> {
+fn connect(
+    server: &str,
+    ca_file: Option<&Path>,
+) -> Result<(ApiClient, config::ConfigDir), CliError> {
     let dir = config::ConfigDir::locate()?;
     let token = match config::token_from_env()? {
         Some(token) => Some(token),
@@ -218,7 +228,7 @@ fn connect(server: &str) -> Result<(ApiClient, config::ConfigDir), CliError> {
     if token.is_none() {
         return Err(ClientError::NotLoggedIn.into());
     }
-    Ok((ApiClient::new(server, token)?, dir))
+    Ok((ApiClient::with_ca_file(server, token, ca_file)?, dir))
 }
 
 #[cfg(test)]

@@ -2,4 +2,5 @@
 //! clock and id generator ([`system`]). `main.rs` holds the configuration and the commands.
 
 pub mod system;
+pub mod tls;
 pub mod wiring;

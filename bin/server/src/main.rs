@@ -17,6 +17,8 @@ use rmm_application::{App, Config, CreateUserError};
 use rmm_auth::{Jwt, JwtSecret, random_secret};
 use rmm_domain::{Role, Username};
 use rmm_gateway::agents::ConnectionTimings;
+use rmm_http::client_addr::TrustedProxies;
+use rmm_server::tls::{ServerTls, TlsFiles};
 use rmm_server::wiring::{Production, ServeOptions, Store, build_app, openapi_spec, serve};
 use rmm_store::{PgStore, SqliteStore};
 
@@ -164,6 +166,17 @@ struct Settings {
         global = true
     )]
     maintenance_interval_ms: u64,
+    /// PEM certificate chain: serve HTTPS and WSS on --listen (with --tls-key). SIGHUP
+    /// re-reads both files.
+    #[arg(long, env = "RMM_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RMM_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Reverse proxies (comma-separated addresses or CIDR ranges) whose X-Forwarded-For
+    /// names the client: the right-most address in it that is not one of them.
+    #[arg(long, env = "RMM_TRUSTED_PROXIES", default_value = "", global = true)]
+    trusted_proxies: TrustedProxies,
 }
 
 #[tokio::main]
@@ -177,7 +190,10 @@ async fn main() -> ExitCode {
 async fn start(cli: Cli) -> anyhow::Result<()> {
     // Checked before the database is touched, so a refused start leaves nothing behind.
     let secret = match cli.command {
-        None | Some(Command::Serve) => Some(jwt_secret(&cli.settings)?),
+        None | Some(Command::Serve) => Some(ServeSetup {
+            secret: jwt_secret(&cli.settings)?,
+            tls: tls(&cli.settings)?,
+        }),
         Some(_) => None,
     };
     let url = database_url(&cli.settings)?;
@@ -209,8 +225,35 @@ fn database_url(settings: &Settings) -> anyhow::Result<String> {
     ))
 }
 
-/// `secret` is the technicians' JWT secret, present when serving.
-async fn run<S: Store>(store: S, cli: Cli, secret: Option<JwtSecret>) -> anyhow::Result<()> {
+/// What serving needs beyond the settings, checked before the database is opened.
+#[derive(Debug)]
+struct ServeSetup {
+    /// The technicians' JWT secret.
+    secret: JwtSecret,
+    /// HTTPS, when a certificate and key are configured.
+    tls: Option<Arc<ServerTls>>,
+}
+
+/// The TLS certificate and key, read now so that a bad file stops the start with one line.
+fn tls(settings: &Settings) -> anyhow::Result<Option<Arc<ServerTls>>> {
+    let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        (None, None) => {
+            tracing::info!(
+                "TLS off: plain HTTP and WS; set RMM_TLS_CERT and RMM_TLS_KEY, or put a reverse proxy in front (docs/deploy.md)"
+            );
+            return Ok(None);
+        }
+        _ => bail!("RMM_TLS_CERT and RMM_TLS_KEY go together: set both, or neither"),
+    };
+    if settings.demo_agent {
+        bail!("--demo-agent runs without TLS: unset RMM_TLS_CERT and RMM_TLS_KEY for the demo");
+    }
+    Ok(Some(Arc::new(ServerTls::load(TlsFiles { cert, key })?)))
+}
+
+/// `secret` is what serving needs, present when serving.
+async fn run<S: Store>(store: S, cli: Cli, secret: Option<ServeSetup>) -> anyhow::Result<()> {
     let settings = cli.settings;
     let config = Config {
         open_timeout: Duration::from_secs(settings.open_timeout_secs),
@@ -243,8 +286,8 @@ async fn run<S: Store>(store: S, cli: Cli, secret: Option<JwtSecret>) -> anyhow:
                 },
         } => add_user(&app, &username, admin).await,
         Command::Serve => {
-            let secret = secret.context("no JWT secret to serve with")?;
-            serve_command(&*store, app, &settings, &secret).await
+            let setup = secret.context("no JWT secret to serve with")?;
+            serve_command(&*store, app, &settings, setup).await
         }
     }
 }
@@ -280,16 +323,18 @@ async fn serve_command<S: Store>(
     store: &S,
     app: Arc<App<Production<S>>>,
     settings: &Settings,
-    secret: &JwtSecret,
+    setup: ServeSetup,
 ) -> anyhow::Result<()> {
+    let ServeSetup { secret, tls } = setup;
     let jwt = Arc::new(Jwt::new(
-        secret,
+        &secret,
         Duration::from_secs(settings.token_ttl_secs),
     ));
+    let scheme = rmm_server::tls::scheme(tls.as_ref());
     let new_password = first_run_admin(
         &app,
         settings.admin_password.as_deref(),
-        settings.listen,
+        &format!("{scheme}://{}", settings.listen),
         !settings.demo_agent,
     )
     .await?;
@@ -306,6 +351,8 @@ async fn serve_command<S: Store>(
             ..ConnectionTimings::default()
         },
         maintenance_interval: Duration::from_millis(settings.maintenance_interval_ms.max(10)),
+        tls,
+        trusted_proxies: settings.trusted_proxies.clone(),
     };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -383,7 +430,7 @@ fn replace_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 async fn first_run_admin<P: rmm_application::Ports>(
     app: &rmm_application::App<P>,
     password: Option<&str>,
-    listen: SocketAddr,
+    base_url: &str,
     show_login: bool,
 ) -> anyhow::Result<Option<String>> {
     if app.count_users().await? > 0 {
@@ -405,7 +452,7 @@ async fn first_run_admin<P: rmm_application::Ports>(
     if show_login {
         println!(
             "  Log in with:\n\n      \
-             curl -s http://{listen}/api/v1/auth/login -H 'content-type: application/json' \\\n        \
+             curl -s {base_url}/api/v1/auth/login -H 'content-type: application/json' \\\n        \
              -d '{{\"username\":\"admin\",\"password\":\"{password}\"}}'\n"
         );
     }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::http::StatusCode;
-use poem::listener::TcpAcceptor;
 use poem::web::websocket::{WebSocket, WebSocketConfig};
 use poem::web::{Data, Json as PoemJson};
 use poem::{EndpointExt, IntoResponse, Response, Route, get, handler};
@@ -81,6 +80,10 @@ pub struct ServeOptions {
     pub timings: ConnectionTimings,
     /// How often buffered heartbeats are written and idle sessions closed.
     pub maintenance_interval: Duration,
+    /// HTTPS and WSS on the listener; `None`: plain HTTP.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client in logs.
+    pub trusted_proxies: rmm_http::client_addr::TrustedProxies,
 }
 
 impl Default for ServeOptions {
@@ -89,6 +92,8 @@ impl Default for ServeOptions {
             max_agent_frame: 1024 * 1024,
             timings: ConnectionTimings::default(),
             maintenance_interval: Duration::from_secs(5),
+            tls: None,
+            trusted_proxies: rmm_http::client_addr::TrustedProxies::default(),
         }
     }
 }
@@ -153,7 +158,7 @@ where
     let agent = match app.authenticate_agent(key).await {
         Ok(agent) => agent,
         Err(ConnectAgentError::UnknownKey) => {
-            tracing::warn!(remote = %req.remote_addr(), "agent connection with an unknown key rejected");
+            tracing::warn!(remote = %options.trusted_proxies.client_of(req), peer = %req.remote_addr(), "agent connection with an unknown key rejected");
             return json_error(
                 StatusCode::UNAUTHORIZED,
                 ApiErrorCode::Unauthenticated,
@@ -275,11 +280,13 @@ where
     ));
     let addr = listener.local_addr()?;
     let options = Arc::new(options);
-    let endpoint = routes(Arc::clone(&app), jwt, options, stop_rx.clone());
-    tracing::info!(%addr, "listening; API docs at http://{addr}/docs");
+    let endpoint = routes(Arc::clone(&app), jwt, Arc::clone(&options), stop_rx.clone());
+    let scheme = crate::tls::scheme(options.tls.as_ref());
+    tracing::info!(%addr, "listening; API docs at {scheme}://{addr}/docs");
 
     let app_for_stop = Arc::clone(&app);
-    let server = poem::Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?);
+    let acceptor = crate::tls::acceptor(listener, options.tls.as_ref())?;
+    let server = poem::Server::new_with_acceptor(acceptor);
     server
         .run_with_graceful_shutdown(
             endpoint,
