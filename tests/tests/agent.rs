@@ -318,7 +318,9 @@ async fn a_bad_setting_exits_1_with_one_line_naming_the_cause_and_no_backtrace()
     let missing = dir.path().join("agent.toml");
     let missing = missing.to_str().expect("a UTF-8 path");
     let read_missing = format!("cannot read the config file {missing}");
-    let cases: [(&[(&str, &str)], &[&str], &str); 3] = [
+    // (environment, arguments, what the one error line must contain)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+    let cases: [Case; 3] = [
         (
             &[
                 ("RMM_SERVER", "ftp://rmm.example.com"),

@@ -541,7 +541,9 @@ async fn a_bad_setting_ends_the_server_with_one_line_naming_the_cause_and_no_bac
     std::fs::write(&not_a_folder, "").unwrap();
     let data_dir = not_a_folder.join("data").display().to_string();
     let secret = ("RMM_JWT_SECRET", "zero-setup-test-secret-0123456789abcdef");
-    let cases: [(&[&str], Vec<(&str, &str)>, Vec<&str>); 4] = [
+    // (arguments, environment, what the one error line must contain)
+    type Case<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: [Case; 4] = [
         (
             &[],
             vec![secret, ("DATABASE_URL", "mysql://db/rmm")],
