@@ -14,6 +14,8 @@ use rmm_domain::{Actor, Role, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod hs256;
+
 /// Prefix of agent keys, so a leaked key is recognisable in logs and secret scanners.
 const AGENT_KEY_PREFIX: &str = "rmmk_";
 
@@ -142,6 +144,8 @@ pub enum TokenError {
 impl Jwt {
     #[must_use]
     pub fn new(secret: &JwtSecret, ttl: Duration) -> Self {
+        // jsonwebtoken has no crypto backend of its own here (see `hs256`).
+        hs256::install();
         // Only HS256: `alg: none` and every other algorithm are rejected by the validation.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
@@ -250,6 +254,111 @@ mod tests {
             Err(TokenError::Invalid)
         ));
         assert!(matches!(jwt.verify("not.a.jwt"), Err(TokenError::Invalid)));
+    }
+
+    /// A token signed by hand (not through jsonwebtoken): `alg` in the header, `mac` the
+    /// HMAC over `header.body` keyed with `secret`.
+    fn hand_signed(alg: &str, body: &str, mac: impl Fn(&[u8]) -> Vec<u8>) -> String {
+        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
+        let body = URL_SAFE_NO_PAD.encode(body);
+        let tag = URL_SAFE_NO_PAD.encode(mac(format!("{header}.{body}").as_bytes()));
+        format!("{header}.{body}.{tag}")
+    }
+
+    fn hs256(secret: &[u8]) -> impl Fn(&[u8]) -> Vec<u8> {
+        move |msg| {
+            let mut mac = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(secret).unwrap();
+            hmac::Mac::update(&mut mac, msg);
+            hmac::Mac::finalize(mac).into_bytes().to_vec()
+        }
+    }
+
+    fn claims(exp: i64) -> String {
+        format!(
+            r#"{{"sub":"{}","role":"admin","exp":{exp},"iat":1}}"#,
+            ACTOR.id
+        )
+    }
+
+    fn in_an_hour() -> i64 {
+        now().as_unix_micros() / 1_000_000 + 3600
+    }
+
+    #[test]
+    fn a_standard_hs256_token_signed_elsewhere_verifies() {
+        let token = hand_signed("HS256", &claims(in_an_hour()), hs256(&[b'k'; 32]));
+        assert_eq!(jwt().verify(&token).unwrap(), ACTOR);
+    }
+
+    #[test]
+    fn tokens_of_another_algorithm_with_the_right_secret_are_refused() {
+        let secret = [b'k'; 32];
+        let hs384 = |msg: &[u8]| {
+            let mut mac =
+                <hmac::Hmac<sha2::Sha384> as hmac::KeyInit>::new_from_slice(&secret).unwrap();
+            hmac::Mac::update(&mut mac, msg);
+            hmac::Mac::finalize(mac).into_bytes().to_vec()
+        };
+        let hs512 = |msg: &[u8]| {
+            let mut mac =
+                <hmac::Hmac<sha2::Sha512> as hmac::KeyInit>::new_from_slice(&secret).unwrap();
+            hmac::Mac::update(&mut mac, msg);
+            hmac::Mac::finalize(mac).into_bytes().to_vec()
+        };
+        let body = claims(in_an_hour());
+        let jwt = jwt();
+        for token in [
+            hand_signed("HS384", &body, hs384),
+            hand_signed("HS512", &body, hs512),
+            // An HS256 tag under another algorithm's name.
+            hand_signed("HS512", &body, hs256(&secret)),
+            hand_signed("RS256", &body, hs256(&secret)),
+            hand_signed("ES256", &body, hs256(&secret)),
+        ] {
+            assert!(
+                matches!(jwt.verify(&token), Err(TokenError::Invalid)),
+                "{token}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_secret_or_a_changed_tag_or_body_is_refused() {
+        let jwt = jwt();
+        let body = claims(in_an_hour());
+        let wrong = hand_signed("HS256", &body, hs256(&[b'z'; 32]));
+        assert!(matches!(jwt.verify(&wrong), Err(TokenError::Invalid)));
+
+        let good = jwt.issue(ACTOR, now()).unwrap().token;
+        let (signed, tag) = good.rsplit_once('.').unwrap();
+        let mut tag = URL_SAFE_NO_PAD.decode(tag).unwrap();
+        tag[31] ^= 1;
+        let flipped = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&tag));
+        assert!(matches!(jwt.verify(&flipped), Err(TokenError::Invalid)));
+        let short = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&tag[..16]));
+        assert!(matches!(jwt.verify(&short), Err(TokenError::Invalid)));
+        let (_, old_tag) = good.rsplit_once('.').unwrap();
+        let (header, _) = signed.split_once('.').unwrap();
+        let other_body = URL_SAFE_NO_PAD.encode(claims(in_an_hour() + 60));
+        let swapped = format!("{header}.{other_body}.{old_tag}");
+        assert!(matches!(jwt.verify(&swapped), Err(TokenError::Invalid)));
+    }
+
+    #[test]
+    fn exp_is_enforced_without_leeway_and_required() {
+        let jwt = jwt();
+        let secret = [b'k'; 32];
+        let just_expired = hand_signed("HS256", &claims(in_an_hour() - 3601), hs256(&secret));
+        assert!(matches!(
+            jwt.verify(&just_expired),
+            Err(TokenError::Expired)
+        ));
+        let no_exp = hand_signed(
+            "HS256",
+            &format!(r#"{{"sub":"{}","role":"admin","iat":1}}"#, ACTOR.id),
+            hs256(&secret),
+        );
+        assert!(matches!(jwt.verify(&no_exp), Err(TokenError::Invalid)));
     }
 
     #[test]
