@@ -71,6 +71,18 @@ banner "dependency rules (scripts/check-deps.sh)"
 bash scripts/check-deps.sh --self-test
 bash scripts/check-deps.sh
 
+# Bans (rsa, openssl, ...), licenses and sources (crates.io only), by the policy in deny.toml.
+# Advisories need the advisory database from the network: not checked here. cargo-deny is
+# built once per machine (several minutes on 2 cores) and then found on PATH.
+CARGO_DENY_VERSION=0.20.2
+banner "supply chain (cargo deny check bans licenses sources)"
+if ! cargo deny --version >/dev/null 2>&1; then
+    echo "installing cargo-deny $CARGO_DENY_VERSION"
+    cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION"
+fi
+cargo deny --version
+cargo deny --locked check --hide-inclusion-graph bans licenses sources
+
 banner "size rules (scripts/check-size.py)"
 python3 scripts/check-size.py
 

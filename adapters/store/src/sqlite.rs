@@ -6,6 +6,7 @@
 //! [`commands`]), each with its row decoder and its statements; this module holds the pool and
 //! the column conversions they share.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -50,15 +51,21 @@ impl SqliteStore {
             // With WAL, NORMAL loses at most the last transactions on power loss, never
             // consistency; FULL would fsync on every heartbeat batch.
             .synchronous(SqliteSynchronous::Normal);
-        if let Some(folder) = options.get_filename().parent()
-            && !folder.as_os_str().is_empty()
-        {
-            tokio::fs::create_dir_all(folder).await.with_context(|| {
-                format!(
-                    "cannot create the folder {} for the SQLite database {shown}",
-                    folder.display()
-                )
-            })?;
+        // The file holds password hashes and agent-key digests: owner-only from the start.
+        let file = on_disk(url, &options).map(Path::to_path_buf);
+        if let Some(file) = &file {
+            if let Some(folder) = file.parent()
+                && !folder.as_os_str().is_empty()
+            {
+                private_folder(folder).with_context(|| {
+                    format!(
+                        "cannot create the folder {} for the SQLite database {shown}",
+                        folder.display()
+                    )
+                })?;
+            }
+            private_file(file)
+                .with_context(|| format!("cannot create the SQLite database {shown}"))?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(5)
@@ -70,6 +77,15 @@ impl SqliteStore {
             .run(&pool)
             .await
             .with_context(|| format!("migrating the SQLite database {shown} failed"))?;
+        if let Some(file) = &file {
+            // SQLite gives its -wal and -shm the database file's mode; files left by an older
+            // version, or copied in, may be wider.
+            for path in [file.clone(), sibling(file, "-wal"), sibling(file, "-shm")] {
+                tighten(&path).with_context(|| {
+                    format!("cannot make {} readable by its owner only", path.display())
+                })?;
+            }
+        }
         tracing::debug!(url = %shown, "SQLite store ready");
         Ok(Self { pool })
     }
@@ -79,6 +95,73 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// The database file of `options`, unless the URL names an in-memory database.
+fn on_disk<'a>(url: &str, options: &'a SqliteConnectOptions) -> Option<&'a Path> {
+    let file = options.get_filename();
+    let memory = url.contains(":memory:")
+        || url.contains("mode=memory")
+        || file.to_str().is_some_and(|f| f.starts_with("file:"));
+    (!memory).then_some(file)
+}
+
+/// `file` with `suffix` appended to its name (`rmm.db` -> `rmm.db-wal`).
+fn sibling(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Creates `folder` (and missing parents) with mode 0700; an existing one is left as it is.
+fn private_folder(folder: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(folder)
+}
+
+/// Creates an empty `file` with mode 0600 whatever the umask, before SQLite opens it (SQLite
+/// treats an empty file as a new database). An existing file is left to [`tighten`].
+fn private_file(file: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(file) {
+        #[cfg(unix)]
+        Ok(created) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            created.set_permissions(std::fs::Permissions::from_mode(0o600))
+        }
+        #[cfg(not(unix))]
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets `path` to 0600 when it exists with group or other permissions, with a warning: the
+/// database's files are this server's alone.
+#[cfg(unix)]
+fn tighten(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        tracing::warn!(path = %path.display(), "the database file was mode {mode:04o}, readable by other users; set it to 0600");
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn tighten(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn id_text(id: Uuid) -> String {
@@ -120,4 +203,66 @@ fn opt_time_column(row: &SqliteRow, column: &'static str) -> Result<Option<Times
     row.try_get::<Option<i64>, _>(column)
         .map(|t| t.map(Timestamp::from_unix_micros))
         .map_err(store_error)
+}
+
+#[cfg(all(test, unix))]
+mod file_mode_tests {
+    #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn a_new_database_its_wal_and_shm_and_folder_are_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("new");
+        let db = folder.join("rmm.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        assert_eq!(mode(&folder), 0o700);
+        for path in [db.clone(), sibling(&db, "-wal"), sibling(&db, "-shm")] {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+        store.pool().close().await;
+    }
+
+    #[tokio::test]
+    async fn wider_files_left_from_before_are_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("rmm.db");
+        let url = format!("sqlite://{}", db.display());
+        SqliteStore::connect(&url)
+            .await
+            .unwrap()
+            .pool()
+            .close()
+            .await;
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = SqliteStore::connect(&url).await.unwrap();
+        for path in [db.clone(), sibling(&db, "-wal"), sibling(&db, "-shm")] {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+        store.pool().close().await;
+    }
+
+    #[test]
+    fn in_memory_databases_have_no_file() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://x.db?mode=memory",
+        ] {
+            let options = SqliteConnectOptions::from_str(url).unwrap();
+            assert!(on_disk(url, &options).is_none(), "{url}");
+        }
+        let url = "sqlite://data/rmm.db";
+        let options = SqliteConnectOptions::from_str(url).unwrap();
+        assert_eq!(on_disk(url, &options), Some(Path::new("data/rmm.db")));
+    }
 }

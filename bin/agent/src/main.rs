@@ -137,30 +137,43 @@ fn plaintext_warning(server: &ServerUrl) -> Option<&'static str> {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
+    let mut opened = std::fs::File::open(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut opened, &mut text)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     let file: FileConfig =
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
-    warn_if_readable_by_others(path, &file);
+    // The mode of the file read, not of whatever is at the path now.
+    if let Ok(meta) = opened.metadata()
+        && let Some(warning) = key_file_warning(path, &meta, file.key.is_some())
+    {
+        tracing::warn!(path = %path.display(), "{warning}");
+    }
     Ok(file)
 }
 
 /// The key is a credential: a config file holding it should be readable by its owner only.
+/// Such a file open to group or other users gets a warning naming the fix, not a refusal: an
+/// agent that stopped after an upgrade would cut the technicians off the machine, and only the
+/// administrators who wrote the file can fix it (deploy/rmm-agent.service shows the 0600 setup).
 #[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path, file: &FileConfig) {
+fn key_file_warning(path: &Path, meta: &std::fs::Metadata, holds_key: bool) -> Option<String> {
     use std::os::unix::fs::PermissionsExt as _;
-    if file.key.is_none() {
-        return;
-    }
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(path = %path.display(), "the config file holds the agent key and is readable by other users; chmod 600 it");
-    }
+    let mode = meta.permissions().mode() & 0o777;
+    (holds_key && mode & 0o077 != 0).then(|| {
+        format!(
+            "the config file holds the agent key and is mode {mode:04o}, open to other users; \
+             restrict it with `chmod 600 {}`",
+            path.display()
+        )
+    })
 }
 
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path, _file: &FileConfig) {}
+fn key_file_warning(_path: &Path, _meta: &std::fs::Metadata, _holds_key: bool) -> Option<String> {
+    None
+}
 
 #[cfg(test)]
 mod tests {
@@ -246,6 +259,33 @@ mod tests {
         assert!(
             e.contains("invalid server URL") && e.contains("https://"),
             "{e}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_open_to_others_gets_a_warning_naming_the_fix() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "key = \"k\"\n").unwrap();
+        let warning = |mode: u32, holds_key: bool| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            key_file_warning(&path, &std::fs::metadata(&path).unwrap(), holds_key)
+        };
+        let w = warning(0o644, true).unwrap();
+        assert!(
+            w.contains("0644") && w.contains(&format!("chmod 600 {}", path.display())),
+            "{w}"
+        );
+        assert!(warning(0o640, true).is_some());
+        assert!(warning(0o602, true).is_some());
+        assert_eq!(warning(0o600, true), None);
+        assert_eq!(warning(0o400, true), None);
+        assert_eq!(
+            warning(0o644, false),
+            None,
+            "no key in the file: nothing to protect"
         );
     }
 

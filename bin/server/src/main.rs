@@ -213,12 +213,7 @@ fn database_url(settings: &Settings) -> anyhow::Result<String> {
     if let Some(url) = &settings.database_url {
         return Ok(url.clone());
     }
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot create the data folder {}",
-            settings.data_dir.display()
-        )
-    })?;
+    data_folder(&settings.data_dir)?;
     Ok(format!(
         "sqlite://{}",
         settings.data_dir.join("rmm.db").display()
@@ -392,10 +387,60 @@ fn jwt_secret(settings: &Settings) -> anyhow::Result<JwtSecret> {
     Ok(JwtSecret::parse(&secret)?)
 }
 
+/// Creates the data folder (and missing parents) with mode 0700, whatever the umask. An existing
+/// folder's mode is left alone, with a warning when other users may enter it: it may be a mount
+/// point or a folder the operator prepared (a backup group, systemd's StateDirectoryMode=), and
+/// the files that matter in it are 0600 anyway.
+fn data_folder(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            warn_if_open(dir, &meta);
+            Ok(())
+        }
+        Ok(_) => bail!(
+            "cannot create the data folder {}: a file is in the way",
+            dir.display()
+        ),
+        // Missing, or not reachable: creating it says why in the error.
+        Err(_) => {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+                .create(dir)
+                .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+            #[cfg(unix)]
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+            Ok(())
+        }
+    }
+}
+
+/// Warns (once per run) that `dir` is open to group or other users.
+fn warn_if_open(dir: &Path, meta: &std::fs::Metadata) {
+    #[cfg(unix)]
+    {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+        if mode & 0o077 != 0 {
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    path = %dir.display(),
+                    "the data folder is mode {mode:04o}, open to other users; restrict it with `chmod 700 {}`",
+                    dir.display()
+                );
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, meta);
+}
+
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        data_folder(parent)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
