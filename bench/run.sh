@@ -120,10 +120,10 @@ SIZES="round trip: ${RT_ITER} runs per client; stream: ${STREAM_BYTES_TEXT} of b
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 if [ "$PROFILE" = release ]; then
     BIN="$TARGET_DIR/release"
-    build=(cargo build --release --bins -p rmm -p rmm-bench)
+    build=(cargo build --release --bins -p rmm-server -p rmm-agent -p rmm-cli -p rmm-bench)
 else
     BIN="$TARGET_DIR/debug"
-    build=(cargo build --bins -p rmm -p rmm-bench)
+    build=(cargo build --bins -p rmm-server -p rmm-agent -p rmm-cli -p rmm-bench)
 fi
 if [ "$BUILD" = 1 ]; then
     log "${build[*]} (once; a release build takes minutes on 2 cores)"
