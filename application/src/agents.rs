@@ -7,7 +7,7 @@ use rmm_domain::{
 
 use crate::app::{App, Ports};
 use crate::ports::{
-    AgentGateway, AgentKey, AgentRecord, AgentRepository, Clock, Credentials, HostFacts,
+    AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditNote, Clock, Credentials, HostFacts,
     IdGenerator, SessionRepository, StoreError,
 };
 
@@ -133,10 +133,11 @@ impl<P: Ports> App<P> {
     /// An authenticated agent's new connection replaced `previous`, the tunnel its earlier
     /// connection held (if any): a reconnected agent has lost that tunnel and everything
     /// running in it, so it is closed. Only that session: the new connection may already
-    /// have opened one of its own.
+    /// have opened one of its own. The close commits with its `tunnel_close` entry.
     ///
     /// # Errors
-    /// [`StoreError`].
+    /// [`StoreError`]: the session is still open; the maintenance sweep closes it (the new
+    /// connection does not hold it) once the store is back.
     pub async fn agent_connected(
         &self,
         agent: AgentId,
@@ -149,13 +150,13 @@ impl<P: Ports> App<P> {
         };
         self.end_session_commands(previous, CommandStatus::Failed)
             .await;
-        if let Some(closed) = self
+        let reason = CloseReason::AgentReconnected;
+        if self
             .sessions
-            .close(previous, CloseReason::AgentReconnected, now)
+            .close(previous, reason, now, &AuditNote::close(reason))
             .await?
+            .is_some()
         {
-            self.audit_close(&closed, CloseReason::AgentReconnected)
-                .await;
             tracing::info!(session_id = %previous, agent_id = %agent, "tunnel closed: the agent reconnected");
         }
         Ok(())
@@ -174,33 +175,5 @@ impl<P: Ports> App<P> {
     /// Notes activity on a session (written at the next flush).
     pub fn session_activity(&self, session: SessionId) {
         self.presence.note_activity(session);
-    }
-
-    /// Writes buffered presence, then closes sessions idle for longer than the idle timeout
-    /// and tells their agents. Run periodically.
-    ///
-    /// # Errors
-    /// [`StoreError`]; buffered presence that failed to write is dropped (the next heartbeat
-    /// brings it back), never retried without bound.
-    pub async fn flush_presence_and_close_idle(&self) -> Result<usize, StoreError> {
-        let now = self.clock.now();
-        let (seen, active) = self.presence.take();
-        if !seen.is_empty() {
-            self.agents.record_seen(&seen).await?;
-        }
-        if !active.is_empty() {
-            self.sessions.touch(&active, now).await?;
-        }
-        self.end_overdue_commands(now).await;
-        let cutoff = now.minus(self.config.idle_timeout);
-        let idle = self.sessions.close_idle(cutoff, now).await?;
-        for session in &idle {
-            tracing::info!(session_id = %session.id(), agent_id = %session.agent(), "closing idle session");
-            self.gateway.close_tunnel(session.agent(), session.id());
-            self.end_session_commands(session.id(), CommandStatus::Cancelled)
-                .await;
-            self.audit_close(session, CloseReason::Idle).await;
-        }
-        Ok(idle.len())
     }
 }

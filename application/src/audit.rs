@@ -1,9 +1,10 @@
-//! The audit log: reading it, and the entries every session change writes.
+//! The audit log: reading it. Entries of state changes are written by the store with the
+//! change itself (see `AuditNote`); file transfers append theirs (`files`).
 
-use rmm_domain::{Actor, CloseReason, Role, Session};
+use rmm_domain::{Actor, Role};
 
 use crate::app::{App, Ports};
-use crate::ports::{AuditAction, AuditEntry, AuditEvent, AuditLog, AuditQuery, Clock, StoreError};
+use crate::ports::{AuditEntry, AuditLog, AuditQuery, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListAuditError {
@@ -35,33 +36,5 @@ impl<P: Ports> App<P> {
             .list_audit(&query)
             .await
             .map_err(ListAuditError::Store)
-    }
-
-    /// Writes the entry of a session's end; a failure is logged, and never undoes what
-    /// already happened.
-    pub(crate) async fn audit_close(&self, session: &Session, reason: CloseReason) {
-        self.audit_session(
-            session,
-            AuditAction::TunnelClose,
-            Some(reason.as_str().to_owned()),
-        )
-        .await;
-    }
-
-    /// Writes an entry about a session, in its owner's name; a failure is logged.
-    pub(crate) async fn audit_session(
-        &self,
-        session: &Session,
-        action: AuditAction,
-        detail: Option<String>,
-    ) {
-        let mut event = AuditEvent::new(self.clock.now(), action);
-        event.user = Some(session.owner());
-        event.agent = Some(session.agent());
-        event.session = Some(session.id());
-        event.detail = detail;
-        if let Err(e) = self.audit.append(&event).await {
-            tracing::error!(error = %e, source = ?std::error::Error::source(&e), action = action.as_str(), session_id = %session.id(), "audit write failed");
-        }
     }
 }

@@ -1,6 +1,8 @@
 //! Command output and ends: output is stored up to a cap and streamed live to watchers; a
 //! command ends when the agent says so, or when the server decides (tunnel closed, agent
-//! gone, agent silent past the timeout). Every end is audited, then stored, once.
+//! gone, agent silent past the timeout). Every end is stored once, in one transaction with its
+//! `command_end` entry; an end the store refuses is kept and stored by maintenance (the stored
+//! command stays running until then).
 
 use std::time::Duration;
 
@@ -8,8 +10,8 @@ use rmm_domain::{AgentId, ChannelId, CommandEnd, CommandId, CommandStatus, Sessi
 
 use crate::app::{App, Ports};
 use crate::ports::{
-    AgentGateway, AuditAction, AuditEvent, AuditLog, Clock, CommandAudit, CommandOutcome,
-    CommandRepository, OutputChunk, OutputStream, SessionStreams, StreamEvent,
+    AgentGateway, AuditAction, AuditEvent, Clock, CommandAudit, CommandOutcome, CommandRepository,
+    OutputChunk, OutputStream, SessionStreams, StoreError, StreamEvent,
 };
 use crate::running::RunningCommand;
 
@@ -51,7 +53,8 @@ impl<P: Ports> App<P> {
         };
         self.streams.publish(admitted.session, &event);
         if let Some((end, command)) = admitted.end {
-            self.record_end(admitted.id, command, end).await;
+            // A refused end is logged and kept for maintenance.
+            let _ = self.record_end(admitted.id, command, end).await;
         }
         true
     }
@@ -74,28 +77,42 @@ impl<P: Ports> App<P> {
         );
         if let Some(id) = self.running.on_channel(agent, channel) {
             tracing::warn!(command_id = %id, agent_id = %agent, error, "agent reported a command error");
-            self.end_command(id, CommandStatus::Failed).await;
+            // A refused end is logged and kept for maintenance.
+            let _ = self.end_command(id, CommandStatus::Failed).await;
         }
     }
 
     /// Ends a running command on the server's own decision and releases its channel.
-    pub(crate) async fn end_command(&self, id: CommandId, status: CommandStatus) {
+    ///
+    /// # Errors
+    /// The store refused the end (logged; kept for maintenance to store).
+    pub(crate) async fn end_command(
+        &self,
+        id: CommandId,
+        status: CommandStatus,
+    ) -> Result<(), StoreError> {
         let end = match CommandEnd::decided(status) {
             Ok(end) => end,
             Err(e) => {
                 tracing::error!(command_id = %id, error = %e, "not an end the server may decide");
-                return;
+                return Ok(());
             }
         };
         if let Some(command) = self.running.begin_end(id, &end) {
             self.gateway
                 .release_channel(command.agent, &command.channel);
-            self.record_end(id, command, end).await;
+            self.record_end(id, command, end).await?;
         }
+        Ok(())
     }
 
-    /// Audits and stores a command's end, then wakes its waiters.
-    async fn record_end(&self, id: CommandId, command: RunningCommand, end: CommandEnd) {
+    /// Stores a command's end with its `command_end` entry, then wakes its waiters.
+    async fn record_end(
+        &self,
+        id: CommandId,
+        command: RunningCommand,
+        end: CommandEnd,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let (status, exit_code, signal) = end.into_parts();
         let outcome = CommandOutcome {
@@ -123,22 +140,45 @@ impl<P: Ports> App<P> {
             stderr_bytes: Some(command.stderr.written),
             duration_ms: Some(duration_ms),
         });
-        // The audit entry first: once the stored command shows its end, the audit log has it.
-        if let Err(e) = self.audit.append(&event).await {
-            tracing::error!(command_id = %id, error = %e, source = ?std::error::Error::source(&e), "audit write of a command's end failed");
-        }
-        if let Err(e) = self.commands.finish_command(id, &outcome).await {
-            tracing::error!(command_id = %id, error = %e, source = ?std::error::Error::source(&e), "storing a command's end failed");
-        }
         tracing::info!(command_id = %id, session_id = %command.session, status = status.as_str(), exit_code = ?exit_code, duration_ms, "command ended");
-        self.running.ended(id);
+        self.store_end(id, outcome, event).await
+    }
+
+    /// Stores an end with its entry (one transaction) and wakes the command's waiters; when
+    /// the store refuses, keeps them to store again.
+    async fn store_end(
+        &self,
+        id: CommandId,
+        outcome: CommandOutcome,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        match self.commands.finish_command(id, &outcome, &event).await {
+            Ok(_) => {
+                self.running.ended(id);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(command_id = %id, error = %e, source = ?std::error::Error::source(&e), "storing a command's end failed; kept to store again");
+                self.running.keep_unstored(id, outcome, event);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores the ends the store refused before (maintenance).
+    pub(crate) async fn store_unstored_ends(&self) -> Result<(), StoreError> {
+        for (id, outcome, event) in self.running.unstored() {
+            self.store_end(id, outcome, event).await?;
+        }
+        Ok(())
     }
 
     /// Ends every running command of a session (tunnel closed: `Cancelled`; agent gone:
     /// `Failed`).
     pub(crate) async fn end_session_commands(&self, session: SessionId, status: CommandStatus) {
         for id in self.running.of_session(session) {
-            self.end_command(id, status).await;
+            // A refused end is logged and kept for maintenance.
+            let _ = self.end_command(id, status).await;
         }
         self.streams.end_session(session);
     }
@@ -148,7 +188,8 @@ impl<P: Ports> App<P> {
         for (id, agent, channel) in self.running.overdue(now, TIMEOUT_GRACE) {
             tracing::warn!(command_id = %id, "command ran past its timeout without an end from the agent");
             self.gateway.cancel_command(agent, &channel);
-            self.end_command(id, CommandStatus::TimedOut).await;
+            // A refused end is logged and kept for maintenance.
+            let _ = self.end_command(id, CommandStatus::TimedOut).await;
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::access::{SessionUseError, session_for};
 use crate::app::{App, Ports};
 use crate::ports::{
-    AgentGateway, AuditAction, AuditEvent, AuditLog, Clock, CommandAudit, CommandOutcome,
+    AgentGateway, AuditAction, AuditEvent, AuditNote, Clock, CommandAudit, CommandOutcome,
     CommandRecord, CommandRepository, GatewayError, IdGenerator, OutputStream, StoreError,
 };
 use crate::running::{RunningCommand, StreamCounters};
@@ -34,9 +34,12 @@ pub enum RunCommandError {
     ChannelBusy(ChannelId),
     #[error("the agent is overloaded; try again")]
     Overloaded,
-    #[error("the audit log cannot be written, so the command was not sent")]
+    /// The command could not be stored with its audit entry (one transaction), so it was not
+    /// sent: commands never run unaudited.
+    #[error("the command and its audit entry cannot be recorded, so the command was not sent")]
     AuditUnavailable(#[source] StoreError),
-    #[error("command store failed")]
+    /// The session could not be read, so the command was not sent.
+    #[error("the database is unavailable, so the command was not sent")]
     Store(#[source] StoreError),
 }
 
@@ -60,6 +63,10 @@ pub enum GetCommandError {
     Forbidden(SessionId),
     #[error("command store failed")]
     Store(#[source] StoreError),
+    /// The command ended (a cancel) but the store refused its end: as stored it is still
+    /// running; the end is stored once the store takes it.
+    #[error("command {0} ended but its end cannot be recorded yet; it is kept and retried")]
+    EndNotRecorded(CommandId),
 }
 
 impl From<SessionUseError> for GetCommandError {
@@ -73,8 +80,8 @@ impl From<SessionUseError> for GetCommandError {
 }
 
 impl<P: Ports> App<P> {
-    /// Runs a command in a session: audited first (a failed audit write refuses it), then sent
-    /// to the agent on a channel of its own.
+    /// Runs a command in a session: stored with its `command` audit entry in one transaction
+    /// (a failed write refuses it), then sent to the agent on a channel of its own.
     ///
     /// # Errors
     /// See [`RunCommandError`].
@@ -112,14 +119,10 @@ impl<P: Ports> App<P> {
             stdout_truncated: false,
             stderr_truncated: false,
         };
-        self.audit
-            .append(&command_started(&record))
+        self.commands
+            .insert_command(&record, &command_started(&record))
             .await
             .map_err(RunCommandError::AuditUnavailable)?;
-        self.commands
-            .insert_command(&record)
-            .await
-            .map_err(RunCommandError::Store)?;
         self.start_command(&record, now.plus(timeout)).await?;
         self.session_activity(session_id);
         tracing::info!(command_id = %id, session_id = %session_id, agent_id = %record.agent, tech_id = %actor.id, "command sent");
@@ -163,9 +166,10 @@ impl<P: Ports> App<P> {
             stderr: StreamCounters::default(),
             run: CommandRun::new(),
             done,
+            unstored: None,
         };
-        if !self.running.register(record.id, running) {
-            self.store_refused_end(record).await;
+        if let Err(running) = self.running.register(record.id, running) {
+            self.store_refused_end(record, *running).await;
             return Err(RunCommandError::ChannelBusy(record.channel.clone()));
         }
         let sent = self.gateway.send_command(
@@ -176,7 +180,8 @@ impl<P: Ports> App<P> {
             record.timeout_secs,
         );
         if let Err(e) = sent {
-            self.end_command(record.id, CommandStatus::Failed).await;
+            // A refused end is logged and kept for maintenance.
+            let _ = self.end_command(record.id, CommandStatus::Failed).await;
             return Err(match e {
                 GatewayError::NotConnected | GatewayError::Disconnected => {
                     RunCommandError::AgentOffline(record.session)
@@ -190,11 +195,16 @@ impl<P: Ports> App<P> {
         Ok(())
     }
 
-    /// A command refused before it ran (its channel was taken) is stored as failed.
-    async fn store_refused_end(&self, record: &CommandRecord) {
+    /// A command refused before it ran (its channel was taken) is stored as failed, with its
+    /// `command_end` entry; when the store refuses, it is listed (holding no channel) for
+    /// maintenance to store.
+    async fn store_refused_end(&self, record: &CommandRecord, mut running: RunningCommand) {
         let Ok(end) = CommandEnd::decided(CommandStatus::Failed) else {
             return;
         };
+        if running.run.end(&end).is_err() {
+            return;
+        }
         let (status, exit_code, signal) = end.into_parts();
         let outcome = CommandOutcome {
             status,
@@ -206,8 +216,24 @@ impl<P: Ports> App<P> {
             stdout_truncated: false,
             stderr_truncated: false,
         };
-        if let Err(e) = self.commands.finish_command(record.id, &outcome).await {
-            tracing::error!(command_id = %record.id, error = %e, "storing a refused command's end failed");
+        let ended = CommandRecord {
+            status: outcome.status,
+            finished_at: Some(outcome.finished_at),
+            ..record.clone()
+        };
+        let note = AuditNote::new(
+            AuditAction::CommandEnd,
+            Some(format!("channel {} is in use", record.channel)),
+        );
+        let event = note.for_ended_command(&ended);
+        if let Err(e) = self
+            .commands
+            .finish_command(record.id, &outcome, &event)
+            .await
+        {
+            tracing::error!(command_id = %record.id, error = %e, source = ?std::error::Error::source(&e), "storing a refused command's end failed; kept to store again");
+            running.unstored = Some((outcome, event));
+            self.running.park_unstored(record.id, running);
         }
     }
 
@@ -259,7 +285,8 @@ impl<P: Ports> App<P> {
     /// the end; an agent that cannot cancel has the command ended as cancelled at once.
     ///
     /// # Errors
-    /// See [`GetCommandError`].
+    /// See [`GetCommandError`]; [`GetCommandError::EndNotRecorded`] when the command ended
+    /// but the store refused its end.
     pub async fn cancel_command(
         &self,
         actor: Actor,
@@ -272,9 +299,16 @@ impl<P: Ports> App<P> {
             tracing::info!(command_id = %id, by = %actor.id, "cancelling command");
             if target.ending || self.gateway.cancel_command(target.agent, &target.channel) {
                 let _ = tokio::time::timeout(wait, target.done.wait_for(|ended| *ended)).await;
-            } else {
-                self.end_command(id, CommandStatus::Cancelled).await;
+            } else if self
+                .end_command(id, CommandStatus::Cancelled)
+                .await
+                .is_err()
+            {
+                return Err(GetCommandError::EndNotRecorded(id));
             }
+        }
+        if self.running.is_unstored(id) {
+            return Err(GetCommandError::EndNotRecorded(id));
         }
         self.command_of(session_id, id).await
     }

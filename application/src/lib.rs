@@ -16,6 +16,7 @@ mod audit;
 mod command_ends;
 mod commands;
 mod files;
+mod maintenance;
 mod ports;
 mod presence;
 mod running;
@@ -32,7 +33,7 @@ pub use commands::{GetCommandError, RunCommandError};
 pub use files::{Direction, Download, FileAccessError, TransferError};
 pub use ports::{
     AgentDownload, AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry,
-    AuditEvent, AuditLog, AuditQuery, ByteStream, Clock, CommandAudit, CommandOutcome,
+    AuditEvent, AuditLog, AuditNote, AuditQuery, ByteStream, Clock, CommandAudit, CommandOutcome,
     CommandRecord, CommandRepository, Credentials, FileAudit, FileBytes, FileEntry, FileOpError,
     GatewayError, HostFacts, IdGenerator, KeyDigest, OpenReply, OutputChunk, OutputStream, Seen,
     SessionRepository, SessionStreams, StoreError, StreamEvent, UploadRequest, Uploaded,

@@ -11,7 +11,7 @@ use rmm_domain::{
 };
 use tokio::sync::watch;
 
-use crate::ports::OutputChunk;
+use crate::ports::{AuditEvent, CommandOutcome, OutputChunk};
 
 /// One running command.
 #[derive(Debug, Clone)]
@@ -29,6 +29,9 @@ pub(crate) struct RunningCommand {
     /// it) until the end is stored, but nothing may end it twice.
     pub(crate) run: CommandRun,
     pub(crate) done: watch::Sender<bool>,
+    /// Its end and that end's entry, when the store refused them: kept (the command stays
+    /// running as stored, and listed here) until maintenance stores them.
+    pub(crate) unstored: Option<(CommandOutcome, AuditEvent)>,
 }
 
 /// Bytes of one output stream: written by the process, stored, and the next chunk's number.
@@ -103,17 +106,21 @@ impl Running {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Lists a command. False when another command of its agent holds its channel (a
-    /// watcher chose the id): then nothing changes.
-    pub(crate) fn register(&self, id: CommandId, command: RunningCommand) -> bool {
+    /// Lists a command. When another command of its agent holds its channel (a watcher chose
+    /// the id) nothing changes and the command is handed back.
+    pub(crate) fn register(
+        &self,
+        id: CommandId,
+        command: RunningCommand,
+    ) -> Result<(), Box<RunningCommand>> {
         let mut inner = self.lock();
         let key = (command.agent, command.channel.clone());
         if inner.by_channel.contains_key(&key) {
-            return false;
+            return Err(Box::new(command));
         }
         inner.by_channel.insert(key, id);
         inner.commands.insert(id, command);
-        true
+        Ok(())
     }
 
     /// Counts a chunk of output from `agent` on `channel` and, when it is the last, takes
@@ -167,6 +174,40 @@ impl Running {
         Some(command)
     }
 
+    /// The store refused the end of `id` (taken with [`Self::begin_end`] or from the last
+    /// chunk): keep it to store later.
+    pub(crate) fn keep_unstored(&self, id: CommandId, outcome: CommandOutcome, event: AuditEvent) {
+        if let Some(command) = self.lock().commands.get_mut(&id) {
+            command.unstored = Some((outcome, event));
+        }
+    }
+
+    /// Lists a command that never ran (its channel was taken) only to store its end later,
+    /// the store having refused it: it holds no channel.
+    pub(crate) fn park_unstored(&self, id: CommandId, command: RunningCommand) {
+        self.lock().commands.entry(id).or_insert(command);
+    }
+
+    /// The ends the store refused, to try again.
+    pub(crate) fn unstored(&self) -> Vec<(CommandId, CommandOutcome, AuditEvent)> {
+        self.lock()
+            .commands
+            .iter()
+            .filter_map(|(id, c)| {
+                let (outcome, event) = c.unstored.clone()?;
+                Some((*id, outcome, event))
+            })
+            .collect()
+    }
+
+    /// Whether `id` ended but the store has not taken its end yet.
+    pub(crate) fn is_unstored(&self, id: CommandId) -> bool {
+        self.lock()
+            .commands
+            .get(&id)
+            .is_some_and(|c| c.unstored.is_some())
+    }
+
     /// The end is stored: forget the command and wake its waiters.
     pub(crate) fn ended(&self, id: CommandId) {
         if let Some(command) = self.lock().commands.remove(&id) {
@@ -192,7 +233,8 @@ impl Running {
             .collect()
     }
 
-    /// Commands still running `grace` past their deadline at `now`, with where they run.
+    /// Commands still running (without an end) `grace` past their deadline at `now`, with
+    /// where they run.
     pub(crate) fn overdue(
         &self,
         now: Timestamp,
@@ -201,7 +243,7 @@ impl Running {
         self.lock()
             .commands
             .iter()
-            .filter(|(_, c)| now >= c.deadline.plus(grace))
+            .filter(|(_, c)| c.run.status().is_running() && now >= c.deadline.plus(grace))
             .map(|(id, c)| (*id, c.agent, c.channel.clone()))
             .collect()
     }

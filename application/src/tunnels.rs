@@ -9,8 +9,8 @@ use rmm_domain::{
 use crate::access::{SessionUseError, session_for};
 use crate::app::{App, Ports};
 use crate::ports::{
-    AgentGateway, AuditAction, Clock, CommandRepository, GatewayError, IdGenerator, OpenReply,
-    SessionRepository, StoreError,
+    AgentGateway, AuditAction, AuditNote, Clock, CommandRepository, GatewayError, IdGenerator,
+    OpenReply, SessionRepository, StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,8 @@ pub enum OpenTunnelError {
     AgentGone,
     #[error("agent is overloaded; try again")]
     Overloaded,
-    #[error("session store failed")]
+    /// The database failed: nothing was opened (the agent is told to close its end).
+    #[error("the database is unavailable; no tunnel was opened")]
     Store(#[source] StoreError),
 }
 
@@ -38,7 +39,8 @@ pub enum CloseTunnelError {
     NotFound(SessionId),
     #[error("session {0} is owned by another user")]
     Forbidden(SessionId),
-    #[error("session store failed")]
+    /// The database failed: the session is unchanged.
+    #[error("the database is unavailable; the session was not closed")]
     Store(#[source] StoreError),
 }
 
@@ -117,8 +119,9 @@ impl std::fmt::Display for TunnelHolder {
 
 impl<P: Ports> App<P> {
     /// Opens a tunnel: records a pending session, sends `tunnel_open`, and returns the active
-    /// session only once the agent answered `tunnel_ready`. On refusal, timeout or
-    /// disconnect nothing is left active.
+    /// session only once the agent answered `tunnel_ready` and the activation committed with
+    /// its `tunnel_open` entry. On refusal, timeout, disconnect or a failed activation nothing
+    /// is left active.
     ///
     /// # Errors
     /// See [`OpenTunnelError`].
@@ -161,12 +164,18 @@ impl<P: Ports> App<P> {
                 .await);
         }
         let now = self.clock.now();
-        if !self
-            .sessions
-            .activate(id, now)
-            .await
-            .map_err(OpenTunnelError::Store)?
-        {
+        let opened = AuditNote::new(AuditAction::TunnelOpen, None);
+        let activated = match self.sessions.activate(id, now, &opened).await {
+            Ok(activated) => activated,
+            Err(e) => {
+                // Not recorded, so not open: the agent closes its end, and the pending session
+                // is closed with its entry by the maintenance sweep once the store is back.
+                tracing::error!(session_id = %id, agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "tunnel not opened: its activation could not be recorded");
+                self.gateway.close_tunnel(agent, id);
+                return Err(OpenTunnelError::Store(e));
+            }
+        };
+        if !activated {
             // Closed while we waited: the agent dropped between its answer and this write.
             self.gateway.close_tunnel(agent, id);
             return Err(OpenTunnelError::AgentGone);
@@ -175,8 +184,6 @@ impl<P: Ports> App<P> {
         session
             .activate(now)
             .map_err(|_| OpenTunnelError::AgentGone)?;
-        self.audit_session(&session, AuditAction::TunnelOpen, None)
-            .await;
         tracing::info!(session_id = %id, agent_id = %agent, tech_id = %actor.id, "tunnel open");
         Ok(session)
     }
@@ -206,7 +213,8 @@ impl<P: Ports> App<P> {
         }
     }
 
-    /// Closes the pending session of an open that failed, audits it, and returns `error`.
+    /// Closes the pending session of an open that failed, with its entry, and returns `error`
+    /// (or the store's failure: then the maintenance sweep closes the session later).
     async fn close_failed_open(
         &self,
         actor: Actor,
@@ -215,18 +223,19 @@ impl<P: Ports> App<P> {
         reason: CloseReason,
         error: OpenTunnelError,
     ) -> OpenTunnelError {
-        let closed = match self.sessions.close(id, reason, self.clock.now()).await {
-            Ok(closed) => closed,
-            Err(e) => return OpenTunnelError::Store(e),
+        let action = match reason {
+            CloseReason::Refused => AuditAction::TunnelRefused,
+            CloseReason::OpenTimeout => AuditAction::TunnelTimeout,
+            _ => AuditAction::TunnelClose,
         };
-        if let Some(closed) = closed {
-            let action = match reason {
-                CloseReason::Refused => AuditAction::TunnelRefused,
-                CloseReason::OpenTimeout => AuditAction::TunnelTimeout,
-                _ => AuditAction::TunnelClose,
-            };
-            self.audit_session(&closed, action, Some(error.to_string()))
-                .await;
+        let note = AuditNote::new(action, Some(error.to_string()));
+        if let Err(e) = self
+            .sessions
+            .close(id, reason, self.clock.now(), &note)
+            .await
+        {
+            tracing::error!(session_id = %id, agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "the failed open's session could not be closed");
+            return OpenTunnelError::Store(e);
         }
         tracing::info!(session_id = %id, agent_id = %agent, tech_id = %actor.id, reason = reason.as_str(), "tunnel open failed");
         error
@@ -288,7 +297,7 @@ impl<P: Ports> App<P> {
         let reason = session.close_reason_for(actor);
         match self
             .sessions
-            .close(id, reason, self.clock.now())
+            .close(id, reason, self.clock.now(), &AuditNote::close(reason))
             .await
             .map_err(CloseTunnelError::Store)?
         {
@@ -296,7 +305,6 @@ impl<P: Ports> App<P> {
                 self.gateway.close_tunnel(closed.agent(), id);
                 self.end_session_commands(id, CommandStatus::Cancelled)
                     .await;
-                self.audit_close(&closed, reason).await;
                 tracing::info!(session_id = %id, agent_id = %closed.agent(), by = %actor.id, reason = reason.as_str(), "tunnel closed");
                 Ok(closed)
             }
@@ -330,9 +338,11 @@ impl<P: Ports> App<P> {
     /// An agent's connection ended. `tunnel` is the session that connection had open, if any
     /// (pending opens are closed by the open itself, which sees the disconnect). Only the
     /// connection's own session is closed, so a late cleanup cannot touch a newer connection.
+    /// The close commits with its `tunnel_close` entry.
     ///
     /// # Errors
-    /// [`StoreError`].
+    /// [`StoreError`]: the session is still open; the maintenance sweep closes it (the agent
+    /// is gone) once the store is back.
     pub async fn agent_disconnected(
         &self,
         agent: AgentId,
@@ -340,33 +350,33 @@ impl<P: Ports> App<P> {
     ) -> Result<(), StoreError> {
         let Some(id) = tunnel else { return Ok(()) };
         self.end_session_commands(id, CommandStatus::Failed).await;
-        if let Some(closed) = self
+        let reason = CloseReason::AgentDisconnected;
+        if self
             .sessions
-            .close(id, CloseReason::AgentDisconnected, self.clock.now())
+            .close(id, reason, self.clock.now(), &AuditNote::close(reason))
             .await?
+            .is_some()
         {
-            self.audit_close(&closed, CloseReason::AgentDisconnected)
-                .await;
             tracing::info!(session_id = %id, agent_id = %agent, "tunnel closed: agent disconnected");
         }
         Ok(())
     }
 
     /// Closes every session still open, for `reason` (start-up reconciliation or shutdown),
-    /// telling connected agents. Returns how many were closed.
+    /// each with its `tunnel_close` entry in one transaction, telling connected agents.
+    /// Returns how many were closed.
     ///
     /// # Errors
     /// [`StoreError`].
     pub async fn close_all_sessions(&self, reason: CloseReason) -> Result<usize, StoreError> {
         let closed = self
             .sessions
-            .close_all_open(reason, self.clock.now())
+            .close_all_open(reason, self.clock.now(), &AuditNote::close(reason))
             .await?;
         for session in &closed {
             self.gateway.close_tunnel(session.agent(), session.id());
             self.end_session_commands(session.id(), CommandStatus::Cancelled)
                 .await;
-            self.audit_close(session, reason).await;
         }
         if !closed.is_empty() {
             tracing::info!(
@@ -379,7 +389,8 @@ impl<P: Ports> App<P> {
     }
 
     /// Start-up: closes sessions and ends commands a previous process left open (nobody can
-    /// report on them any more). Run before accepting connections.
+    /// report on them any more), each with its entry (`tunnel_close` and `command_end`, detail
+    /// `server_restart`). Run before accepting connections.
     ///
     /// # Errors
     /// [`StoreError`].
@@ -387,7 +398,14 @@ impl<P: Ports> App<P> {
         let sessions = self.close_all_sessions(CloseReason::ServerRestart).await?;
         let commands = self
             .commands
-            .fail_running_commands(CommandStatus::Failed, self.clock.now())
+            .fail_running_commands(
+                CommandStatus::Failed,
+                self.clock.now(),
+                &AuditNote::new(
+                    AuditAction::CommandEnd,
+                    Some(CloseReason::ServerRestart.as_str().to_owned()),
+                ),
+            )
             .await?;
         if !commands.is_empty() {
             tracing::warn!(

@@ -14,9 +14,7 @@ use uuid::Uuid;
 
 #[tokio::test]
 async fn open_answers_active_only_after_the_agent_is_ready() {
-    let mut s = Setup::default()
-        .agent_connected()
-        .expect_audit(AuditAction::TunnelOpen);
+    let mut s = Setup::default().agent_connected();
     s.sessions
         .expect_insert_pending()
         .withf(|sess| sess.status() == SessionStatus::Pending && sess.owner() == TECH.id)
@@ -29,9 +27,13 @@ async fn open_answers_active_only_after_the_agent_is_ready() {
         .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Ready) }));
     s.sessions
         .expect_activate()
-        .with(eq(SESSION), eq(now()))
+        .with(
+            eq(SESSION),
+            eq(now()),
+            eq(AuditNote::new(AuditAction::TunnelOpen, None)),
+        )
         .times(1)
-        .returning(|_, _| Box::pin(async { Ok(true) }));
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
 
     let session = s.build().open_tunnel(TECH, AGENT).await.unwrap();
     assert_eq!(session.status(), SessionStatus::Active);
@@ -49,9 +51,7 @@ async fn open_of_an_offline_agent_touches_nothing() {
 
 #[tokio::test]
 async fn a_refusal_closes_the_pending_session_and_is_audited() {
-    let mut s = Setup::default()
-        .agent_connected()
-        .expect_audit(AuditAction::TunnelRefused);
+    let mut s = Setup::default().agent_connected();
     s.sessions
         .expect_insert_pending()
         .returning(|_| Box::pin(async { Ok(()) }));
@@ -60,9 +60,17 @@ async fn a_refusal_closes_the_pending_session_and_is_audited() {
         .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Refused("busy".into())) }));
     s.sessions
         .expect_close()
-        .with(eq(SESSION), eq(CloseReason::Refused), eq(now()))
+        .with(
+            eq(SESSION),
+            eq(CloseReason::Refused),
+            eq(now()),
+            eq(AuditNote::new(
+                AuditAction::TunnelRefused,
+                Some("agent refused the tunnel: busy".into()),
+            )),
+        )
         .times(1)
-        .returning(|_, _, _| Box::pin(async { Ok(Some(closed(TECH, CloseReason::Refused))) }));
+        .returning(|_, _, _, _| Box::pin(async { Ok(Some(closed(TECH, CloseReason::Refused))) }));
     s.sessions.expect_activate().never();
     let err = s.build().open_tunnel(TECH, AGENT).await.unwrap_err();
     assert!(matches!(err, OpenTunnelError::Refused(ref why) if why == "busy"));
@@ -70,9 +78,7 @@ async fn a_refusal_closes_the_pending_session_and_is_audited() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unanswered_open_times_out_abandons_and_closes() {
-    let mut s = Setup::default()
-        .agent_connected()
-        .expect_audit(AuditAction::TunnelTimeout);
+    let mut s = Setup::default().agent_connected();
     s.sessions
         .expect_insert_pending()
         .returning(|_| Box::pin(async { Ok(()) }));
@@ -86,9 +92,19 @@ async fn an_unanswered_open_times_out_abandons_and_closes() {
         .return_const(());
     s.sessions
         .expect_close()
-        .with(eq(SESSION), eq(CloseReason::OpenTimeout), eq(now()))
+        .with(
+            eq(SESSION),
+            eq(CloseReason::OpenTimeout),
+            eq(now()),
+            eq(AuditNote::new(
+                AuditAction::TunnelTimeout,
+                Some("agent did not confirm the tunnel within 10s".into()),
+            )),
+        )
         .times(1)
-        .returning(|_, _, _| Box::pin(async { Ok(Some(closed(TECH, CloseReason::OpenTimeout))) }));
+        .returning(|_, _, _, _| {
+            Box::pin(async { Ok(Some(closed(TECH, CloseReason::OpenTimeout))) })
+        });
     let app = s.build();
     let started = tokio::time::Instant::now();
     let err = app.open_tunnel(TECH, AGENT).await.unwrap_err();
@@ -98,9 +114,7 @@ async fn an_unanswered_open_times_out_abandons_and_closes() {
 
 #[tokio::test]
 async fn a_disconnect_during_the_handshake_closes_the_pending_session() {
-    let mut s = Setup::default()
-        .agent_connected()
-        .expect_audit(AuditAction::TunnelClose);
+    let mut s = Setup::default().agent_connected();
     s.sessions
         .expect_insert_pending()
         .returning(|_| Box::pin(async { Ok(()) }));
@@ -109,9 +123,17 @@ async fn a_disconnect_during_the_handshake_closes_the_pending_session() {
         .returning(|_, _, _| Box::pin(async { Err(GatewayError::Disconnected) }));
     s.sessions
         .expect_close()
-        .with(eq(SESSION), eq(CloseReason::AgentDisconnected), eq(now()))
+        .with(
+            eq(SESSION),
+            eq(CloseReason::AgentDisconnected),
+            eq(now()),
+            eq(AuditNote::new(
+                AuditAction::TunnelClose,
+                Some("agent disconnected before confirming the tunnel".into()),
+            )),
+        )
         .times(1)
-        .returning(|_, _, _| {
+        .returning(|_, _, _, _| {
             Box::pin(async { Ok(Some(closed(TECH, CloseReason::AgentDisconnected))) })
         });
     let err = s.build().open_tunnel(TECH, AGENT).await.unwrap_err();
@@ -129,7 +151,7 @@ async fn a_ready_that_loses_the_race_with_a_disconnect_is_not_active() {
         .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Ready) }));
     s.sessions
         .expect_activate()
-        .returning(|_, _| Box::pin(async { Ok(false) }));
+        .returning(|_, _, _| Box::pin(async { Ok(false) }));
     s.gateway
         .expect_close_tunnel()
         .with(eq(AGENT), eq(SESSION))
@@ -142,16 +164,21 @@ async fn a_ready_that_loses_the_race_with_a_disconnect_is_not_active() {
 
 #[tokio::test]
 async fn the_owner_closes_tells_the_agent_and_audits() {
-    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
+    let mut s = Setup::default();
     s.sessions
         .expect_get()
         .with(eq(SESSION))
         .returning(|_| Box::pin(async { Ok(Some(stored(TECH))) }));
     s.sessions
         .expect_close()
-        .with(eq(SESSION), eq(CloseReason::ClosedByOwner), eq(now()))
+        .with(
+            eq(SESSION),
+            eq(CloseReason::ClosedByOwner),
+            eq(now()),
+            eq(AuditNote::close(CloseReason::ClosedByOwner)),
+        )
         .times(1)
-        .returning(|_, _, _| {
+        .returning(|_, _, _, _| {
             Box::pin(async { Ok(Some(closed(TECH, CloseReason::ClosedByOwner))) })
         });
     s.gateway
@@ -183,15 +210,20 @@ async fn another_tech_may_neither_close_nor_read() {
 
 #[tokio::test]
 async fn an_admin_closes_anothers_session_with_the_admin_reason() {
-    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
+    let mut s = Setup::default();
     s.sessions
         .expect_get()
         .returning(|_| Box::pin(async { Ok(Some(stored(TECH))) }));
     s.sessions
         .expect_close()
-        .with(eq(SESSION), eq(CloseReason::ClosedByAdmin), eq(now()))
+        .with(
+            eq(SESSION),
+            eq(CloseReason::ClosedByAdmin),
+            eq(now()),
+            eq(AuditNote::close(CloseReason::ClosedByAdmin)),
+        )
         .times(1)
-        .returning(|_, _, _| {
+        .returning(|_, _, _, _| {
             Box::pin(async { Ok(Some(closed(TECH, CloseReason::ClosedByAdmin))) })
         });
     s.gateway.expect_close_tunnel().return_const(());
@@ -207,7 +239,7 @@ async fn closing_a_closed_session_reports_it_without_a_second_close() {
         .returning(|_| Box::pin(async { Ok(Some(closed(TECH, CloseReason::Idle))) }));
     s.sessions
         .expect_close()
-        .returning(|_, _, _| Box::pin(async { Ok(None) }));
+        .returning(|_, _, _, _| Box::pin(async { Ok(None) }));
     s.gateway.expect_close_tunnel().never();
     s.audit.expect_append().never();
     let session = s.build().close_tunnel(TECH, SESSION).await.unwrap();
@@ -228,12 +260,17 @@ async fn status_of_an_unknown_session_is_not_found() {
 
 #[tokio::test]
 async fn a_disconnect_closes_only_that_connections_session() {
-    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
+    let mut s = Setup::default();
     s.sessions
         .expect_close()
-        .with(eq(SESSION), eq(CloseReason::AgentDisconnected), eq(now()))
+        .with(
+            eq(SESSION),
+            eq(CloseReason::AgentDisconnected),
+            eq(now()),
+            eq(AuditNote::close(CloseReason::AgentDisconnected)),
+        )
         .times(1)
-        .returning(|_, _, _| {
+        .returning(|_, _, _, _| {
             Box::pin(async { Ok(Some(closed(TECH, CloseReason::AgentDisconnected))) })
         });
     let app = s.build();
@@ -268,12 +305,17 @@ async fn a_known_key_authenticates_without_touching_any_session() {
 
 #[tokio::test]
 async fn a_connected_agent_closes_what_its_previous_connection_left_open() {
-    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
+    let mut s = Setup::default();
     s.sessions
         .expect_close()
-        .with(eq(SESSION), eq(CloseReason::AgentReconnected), eq(now()))
+        .with(
+            eq(SESSION),
+            eq(CloseReason::AgentReconnected),
+            eq(now()),
+            eq(AuditNote::close(CloseReason::AgentReconnected)),
+        )
         .times(1)
-        .returning(|_, _, _| {
+        .returning(|_, _, _, _| {
             Box::pin(async { Ok(Some(closed(TECH, CloseReason::AgentReconnected))) })
         });
     let app = s.build();
@@ -310,7 +352,8 @@ async fn a_heartbeat_that_omits_a_fact_keeps_the_earlier_one() {
         .returning(|_| Box::pin(async { Ok(()) }));
     s.sessions
         .expect_close_idle()
-        .returning(|_, _| Box::pin(async { Ok(vec![]) }));
+        .returning(|_, _, _| Box::pin(async { Ok(vec![]) }));
+    no_open_sessions(&mut s);
     let app = s.build();
     app.agent_heartbeat(
         AGENT,
@@ -346,7 +389,8 @@ async fn heartbeats_are_written_in_one_batch_per_flush() {
     s.sessions
         .expect_close_idle()
         .times(2)
-        .returning(|_, _| Box::pin(async { Ok(vec![]) }));
+        .returning(|_, _, _| Box::pin(async { Ok(vec![]) }));
+    no_open_sessions(&mut s);
     let app = s.build();
     for host in ["h1", "h2"] {
         app.agent_heartbeat(
@@ -364,16 +408,21 @@ async fn heartbeats_are_written_in_one_batch_per_flush() {
 
 #[tokio::test]
 async fn idle_sessions_are_closed_and_their_agents_told() {
-    let mut s = Setup::default().expect_audit(AuditAction::TunnelClose);
+    let mut s = Setup::default();
     s.sessions
         .expect_close_idle()
-        .with(eq(now().minus(Duration::from_secs(60))), eq(now()))
-        .returning(|_, _| Box::pin(async { Ok(vec![closed(TECH, CloseReason::Idle)]) }));
+        .with(
+            eq(now().minus(Duration::from_secs(60))),
+            eq(now()),
+            eq(AuditNote::close(CloseReason::Idle)),
+        )
+        .returning(|_, _, _| Box::pin(async { Ok(vec![closed(TECH, CloseReason::Idle)]) }));
     s.gateway
         .expect_close_tunnel()
         .with(eq(AGENT), eq(SESSION))
         .times(1)
         .return_const(());
+    no_open_sessions(&mut s);
     assert_eq!(s.build().flush_presence_and_close_idle().await.unwrap(), 1);
 }
 
@@ -429,25 +478,25 @@ async fn login_with_the_right_password_yields_the_actor() {
 // ---- commands ----
 
 #[tokio::test]
-async fn a_command_is_audited_before_it_is_sent() {
+async fn a_command_is_stored_with_its_audit_entry_before_it_is_sent() {
     let mut s = Setup::default();
     active_session_store(&mut s);
     let mut seq = mockall::Sequence::new();
-    s.audit
-        .expect_append()
-        .withf(|e| {
-            e.action == AuditAction::Command
+    s.commands
+        .expect_insert_command()
+        .withf(|r, e| {
+            r.id == COMMAND
+                && r.status == CommandStatus::Running
+                && e.action == AuditAction::Command
+                && e.user == Some(TECH.id)
+                && e.session == Some(SESSION)
+                && e.command.as_ref().and_then(|c| c.command_id) == Some(COMMAND)
                 && e.command.as_ref().and_then(|c| c.text.as_deref()) == Some("uptime")
                 && e.command.as_ref().and_then(|c| c.status.as_deref()) == Some("running")
         })
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Box::pin(async { Ok(()) }));
-    s.commands
-        .expect_insert_command()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_send_command()
         .withf(|a, sess, _, cmd, timeout| {
@@ -466,13 +515,15 @@ async fn a_command_is_audited_before_it_is_sent() {
 }
 
 #[tokio::test]
-async fn a_command_is_refused_when_the_audit_log_cannot_be_written() {
+async fn a_command_is_refused_when_it_cannot_be_recorded_with_its_audit_entry() {
     let mut s = Setup::default();
     active_session_store(&mut s);
-    s.audit.expect_append().returning(|_| {
-        Box::pin(async { Err(StoreError::backend(std::io::Error::other("disk full"))) })
-    });
-    s.commands.expect_insert_command().never();
+    s.commands
+        .expect_insert_command()
+        .times(1)
+        .returning(|_, _| {
+            Box::pin(async { Err(StoreError::backend(std::io::Error::other("disk full"))) })
+        });
     s.gateway.expect_send_command().never();
     let err = s
         .build()
@@ -515,12 +566,9 @@ async fn commands_are_validated_and_only_the_owner_may_run_them() {
 async fn output_is_stored_up_to_the_cap_streamed_whole_and_the_end_recorded() {
     let mut s = Setup::default();
     active_session_store(&mut s);
-    s.audit
-        .expect_append()
-        .returning(|_| Box::pin(async { Ok(()) }));
     s.commands
         .expect_insert_command()
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_send_command()
         .returning(|_, _, _, _, _| Ok(()));
@@ -533,16 +581,23 @@ async fn output_is_stored_up_to_the_cap_streamed_whole_and_the_end_recorded() {
         .returning(|_, _, _, _| Box::pin(async { Ok(()) }));
     s.commands
         .expect_finish_command()
-        .withf(|id, o| {
+        .withf(|id, o, e| {
+            let c = e.command.as_ref();
             *id == COMMAND
                 && o.status == CommandStatus::TimedOut
                 && o.exit_code == Some(137)
                 && o.stdout_bytes == 14
                 && o.stdout_truncated
                 && !o.stderr_truncated
+                && e.action == AuditAction::CommandEnd
+                && e.session == Some(SESSION)
+                && c.and_then(|c| c.command_id) == Some(COMMAND)
+                && c.and_then(|c| c.status.as_deref()) == Some("timed_out")
+                && c.and_then(|c| c.exit_code) == Some(137)
+                && c.and_then(|c| c.stdout_bytes) == Some(14)
         })
         .times(1)
-        .returning(|_, _| Box::pin(async { Ok(true) }));
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
     s.streams.expect_publish().times(2).return_const(());
     s.max_stored_output = Some(10);
     let app = s.build();

@@ -283,8 +283,10 @@ async fn closing_the_tunnel_kills_a_running_command_and_everything_is_audited() 
         .iter()
         .map(|e| e["event"].as_str().unwrap())
         .collect();
+    // Newest first, in the order the changes committed (each with its entry): the tunnel
+    // closed, and that cancelled the command.
     assert_eq!(
         events,
-        ["tunnel_close", "command_end", "command", "tunnel_open"]
+        ["command_end", "tunnel_close", "command", "tunnel_open"]
     );
 }

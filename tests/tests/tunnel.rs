@@ -686,6 +686,18 @@ async fn a_restart_closes_what_the_previous_process_left_active() {
     let tech = w.server.tech_token("tina").await.unwrap();
     let mut agent = w.agent().await;
     let session = w.open_ready(&mut agent, &tech).await;
+    // A command the crashed process never saw end.
+    let (code, started) = w
+        .server
+        .call(
+            Method::POST,
+            &format!("/api/v1/tunnel/{session}/command"),
+            Some(&tech),
+            Some(json!({ "command": "sleep 100" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{started}");
     w.server.kill().await.unwrap();
     drop(agent);
     w.server.restart().await.unwrap();
@@ -695,6 +707,14 @@ async fn a_restart_closes_what_the_previous_process_left_active() {
         (body["status"].clone(), body["close_reason"].clone()),
         (json!("closed"), json!("server_restart"))
     );
+    // Both ends are audited, with the reason.
+    let audit = w.audit_actions().await;
+    for action in ["tunnel_close", "command_end"] {
+        assert!(
+            audit.contains(&(action.into(), Some("server_restart".into()))),
+            "{action} missing: {audit:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -724,6 +744,11 @@ async fn sigterm_closes_sessions_tells_agents_and_exits_zero() {
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("closed", "server_shutdown")
+    );
+    assert!(
+        w.audit_actions()
+            .await
+            .contains(&("tunnel_close".into(), Some("server_shutdown".into())))
     );
 }
 

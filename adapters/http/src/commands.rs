@@ -64,15 +64,12 @@ impl<P: Ports> Handlers<P, Commands> {
             Err(e @ RunCommandError::Overloaded) => {
                 RunCommandResponse::Unavailable(error(ApiErrorCode::AgentBusy, e.to_string()))
             }
-            Err(e @ RunCommandError::AuditUnavailable(_)) => {
-                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "command refused: audit log unavailable");
+            Err(e @ (RunCommandError::AuditUnavailable(_) | RunCommandError::Store(_))) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "command refused: the database cannot record it");
                 RunCommandResponse::Unavailable(error(
                     ApiErrorCode::DatabaseUnavailable,
                     e.to_string(),
                 ))
-            }
-            Err(e @ RunCommandError::Store(_)) => {
-                RunCommandResponse::Internal(internal("run_command", &e))
             }
         }
     }
@@ -103,7 +100,7 @@ impl<P: Ports> Handlers<P, Commands> {
     }
 
     /// Cancel a running command: the agent kills its whole process group (TERM, then KILL).
-    /// Answers with the command once it has ended (or after 10 s).
+    /// Answers with the command once its end is recorded (or after 10 s).
     #[oai(
         path = "/tunnel/:session_id/commands/:command_id",
         method = "delete",
@@ -114,7 +111,7 @@ impl<P: Ports> Handlers<P, Commands> {
         auth: TechAuth,
         #[oai(name = "session_id")] session_id: Path<Uuid>,
         #[oai(name = "command_id")] command_id: Path<Uuid>,
-    ) -> CommandResponse {
+    ) -> CancelResponse {
         let (session, id) = (
             SessionId::from_uuid(session_id.0),
             CommandId::from_uuid(command_id.0),
@@ -123,7 +120,13 @@ impl<P: Ports> Handlers<P, Commands> {
             .app
             .cancel_command(auth.0, session, id, Duration::from_secs(10))
             .await;
-        self.command_response(auth.0, session, result).await
+        match result {
+            Err(e @ (GetCommandError::Store(_) | GetCommandError::EndNotRecorded(_))) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "cancel not recorded: database unavailable");
+                CancelResponse::Unavailable(error(ApiErrorCode::DatabaseUnavailable, e.to_string()))
+            }
+            other => self.command_response(auth.0, session, other).await.into(),
+        }
     }
 
     /// The exact bytes the command wrote to stdout (up to the stored cap).
@@ -188,7 +191,7 @@ impl<P: Ports> Handlers<P, Commands> {
             Err(e @ GetCommandError::Forbidden(_)) => {
                 return CommandResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()));
             }
-            Err(e @ GetCommandError::Store(_)) => {
+            Err(e @ (GetCommandError::Store(_) | GetCommandError::EndNotRecorded(_))) => {
                 return CommandResponse::Internal(internal("get_command", &e));
             }
         };
@@ -243,7 +246,7 @@ impl<P: Ports> Handlers<P, Commands> {
             Err(e @ GetCommandError::Forbidden(_)) => {
                 return RawOutputResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()));
             }
-            Err(e @ GetCommandError::Store(_)) => {
+            Err(e @ (GetCommandError::Store(_) | GetCommandError::EndNotRecorded(_))) => {
                 return RawOutputResponse::Internal(internal("read_output", &e));
             }
         };
@@ -326,11 +329,9 @@ enum RunCommandResponse {
     /// The session is closed (or still pending), or its agent is gone.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
-    /// The server failed; details are in its log.
-    #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
-    /// The agent is saturated, or the audit log cannot be written (commands are never run
-    /// unaudited).
+    /// The agent is saturated (`agent_busy`), or the database cannot record the command with
+    /// its audit entry (`database_unavailable`): it was not sent (commands never run
+    /// unaudited). Retry shortly.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -407,6 +408,47 @@ enum CommandResponse {
     /// The server failed; details are in its log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+enum CancelResponse {
+    /// The command, ended unless the agent took longer than 10 s to stop it.
+    #[oai(status = 200)]
+    Ok(Json<Box<CommandDto>>),
+    /// A path parameter is not a UUID.
+    #[oai(status = 400)]
+    #[allow(dead_code)] // Answered by the path parser; listed for the API docs.
+    BadRequest(Json<ErrorBody>),
+    /// Missing, expired or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
+    /// The session belongs to another user.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such session, or no such command in it.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// Reading the command's output failed; details are in the server's log.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The database cannot record the command's end (`database_unavailable`): as stored it is
+    /// still running; the server records the end once the database is back.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+impl From<CommandResponse> for CancelResponse {
+    fn from(response: CommandResponse) -> Self {
+        match response {
+            CommandResponse::Ok(body) => Self::Ok(body),
+            CommandResponse::BadRequest(body) => Self::BadRequest(body),
+            CommandResponse::Unauthorized(body) => Self::Unauthorized(body),
+            CommandResponse::Forbidden(body) => Self::Forbidden(body),
+            CommandResponse::NotFound(body) => Self::NotFound(body),
+            CommandResponse::Internal(body) => Self::Internal(body),
+        }
+    }
 }
 
 #[derive(ApiResponse)]

@@ -44,10 +44,9 @@ enum OpenResponse {
     /// The agent already has an active session, or refused the tunnel.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
-    /// The server failed; details are in its log.
-    #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
-    /// The agent's connection is saturated; retry shortly.
+    /// The agent's connection is saturated (`agent_busy`), or the database cannot record the
+    /// open with its audit entry (`database_unavailable`): nothing was left open. Retry
+    /// shortly.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
     /// The agent did not confirm within the open timeout; nothing was left open.
@@ -87,9 +86,10 @@ enum CloseResponse {
     /// No such session.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// The server failed; details are in its log.
-    #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
+    /// The database cannot record the close with its audit entry (`database_unavailable`):
+    /// the session is unchanged. Retry shortly.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 #[derive(Debug, Object)]
@@ -174,7 +174,8 @@ impl<P: Ports> Handlers<P, Tunnels> {
                 OpenResponse::Unavailable(error(ApiErrorCode::AgentBusy, e.to_string()))
             }
             Err(e @ OpenTunnelError::Store(_)) => {
-                OpenResponse::Internal(internal("open_tunnel", &e))
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "tunnel not opened: database unavailable");
+                OpenResponse::Unavailable(error(ApiErrorCode::DatabaseUnavailable, e.to_string()))
             }
         }
     }
@@ -196,7 +197,8 @@ impl<P: Ports> Handlers<P, Tunnels> {
                 CloseResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()))
             }
             Err(e @ CloseTunnelError::Store(_)) => {
-                CloseResponse::Internal(internal("close_tunnel", &e))
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "tunnel not closed: database unavailable");
+                CloseResponse::Unavailable(error(ApiErrorCode::DatabaseUnavailable, e.to_string()))
             }
         }
     }

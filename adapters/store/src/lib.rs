@@ -10,6 +10,9 @@
 //! Atomicity lives in SQL: every port method is one statement or one transaction, and the
 //! "one open session per agent" rule is a partial unique index, so racing opens cannot both win;
 //! a command ends at most once because its end is one `update ... where status = 'running'`.
+//! Every audited change (a session activated or closed, a command started or ended) writes its
+//! audit entry in the same transaction as the change, one entry per row changed, so the entry
+//! exists whenever the change is visible, and a failed entry rolls the change back.
 //!
 //! Unsigned counts are `bigint` in both databases: a value above `i64::MAX` is saturated on
 //! the way in (they are sizes and durations, informational), and a negative stored value is

@@ -9,9 +9,9 @@
 
 use anyhow::{Context as _, ensure};
 use rmm_application::{
-    AgentRecord, AgentRepository, AuditAction, AuditEntry, AuditEvent, AuditLog, AuditQuery,
-    CommandAudit, CommandOutcome, CommandRecord, CommandRepository, FileAudit, HostFacts,
-    KeyDigest, OutputStream, SessionRepository, StoreError, UserRecord, UserRepository,
+    AgentRecord, AgentRepository, AuditAction, AuditEntry, AuditEvent, AuditLog, AuditNote,
+    AuditQuery, CommandAudit, CommandOutcome, CommandRecord, CommandRepository, FileAudit,
+    HostFacts, KeyDigest, OutputStream, SessionRepository, StoreError, UserRecord, UserRepository,
 };
 use rmm_domain::{
     AgentId, AgentName, ChannelId, CloseReason, CommandId, CommandStatus, Role, Session, SessionId,
@@ -50,6 +50,10 @@ trait Backend: Sized {
     async fn audit_actions(&self) -> anyhow::Result<Vec<String>>;
     async fn update_audit(&self) -> Result<u64, sqlx::Error>;
     async fn delete_audit(&self) -> Result<u64, sqlx::Error>;
+    /// From now on every insert into the audit table fails, in the database itself.
+    async fn fail_audit_inserts(&self) -> anyhow::Result<()>;
+    /// Undoes [`Self::fail_audit_inserts`].
+    async fn restore_audit_inserts(&self) -> anyhow::Result<()>;
 }
 
 struct Pg {
@@ -130,6 +134,29 @@ impl Backend for Pg {
             .execute(self.store.pool())
             .await
             .map(|r| r.rows_affected())
+    }
+
+    async fn fail_audit_inserts(&self) -> anyhow::Result<()> {
+        sqlx::query(
+            "create or replace function inject_audit_failure() returns trigger \
+             language plpgsql as $$ begin raise exception 'injected audit failure'; end $$",
+        )
+        .execute(self.store.pool())
+        .await?;
+        sqlx::query(
+            "create trigger inject_audit_failure before insert on audit_events \
+             for each row execute function inject_audit_failure()",
+        )
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn restore_audit_inserts(&self) -> anyhow::Result<()> {
+        sqlx::query("drop trigger inject_audit_failure on audit_events")
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
     }
 }
 
@@ -216,6 +243,23 @@ impl Backend for Sqlite {
             .await
             .map(|r| r.rows_affected())
     }
+
+    async fn fail_audit_inserts(&self) -> anyhow::Result<()> {
+        sqlx::query(
+            "create trigger inject_audit_failure before insert on audit_events \
+             begin select raise(abort, 'injected audit failure'); end",
+        )
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn restore_audit_inserts(&self) -> anyhow::Result<()> {
+        sqlx::query("drop trigger inject_audit_failure")
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
 }
 
 /// Instantiates each behaviour for both backends: `pg::<behaviour>` and `sqlite::<behaviour>`.
@@ -252,6 +296,7 @@ contract!(
     only_a_pending_session_activates,
     close_returns_the_closed_session_once,
     close_all_open_closes_and_returns_every_open_session,
+    list_open_lists_pending_and_active_sessions_only,
     close_idle_closes_only_active_sessions_idle_before_the_cutoff,
     touch_moves_active_sessions_forward_only,
     audit_entries_outlive_what_they_name_and_cannot_be_changed,
@@ -265,7 +310,19 @@ contract!(
     fail_running_commands_ends_only_running_ones,
     deleting_a_session_takes_its_commands_and_output_but_not_the_audit,
     data_survives_reopening_the_store,
+    an_activation_commits_with_its_entry_or_not_at_all,
+    a_close_commits_with_its_entry_or_not_at_all,
+    close_all_open_commits_with_an_entry_per_session_or_not_at_all,
+    close_idle_commits_with_an_entry_per_session_or_not_at_all,
+    a_command_start_commits_with_its_entry_or_not_at_all,
+    a_command_end_commits_with_its_entry_or_not_at_all,
+    fail_running_commands_commits_with_an_entry_per_command_or_not_at_all,
 );
+
+// The injected-failure suite: every audited change, with the audit insert made to fail.
+#[path = "store_contract/audited.rs"]
+mod audited;
+use audited::*;
 
 // ---- fixtures ----------------------------------------------------------------------------
 
@@ -332,7 +389,10 @@ async fn active_session(
 ) -> anyhow::Result<Session> {
     let mut s = new_session(agent, tech, opened);
     store.insert_pending(&s).await?;
-    ensure!(store.activate(s.id(), activated).await?, "activate failed");
+    ensure!(
+        store.activate(s.id(), activated, &open_note()).await?,
+        "activate failed"
+    );
     s.activate(activated)?;
     Ok(s)
 }
@@ -403,6 +463,45 @@ fn finished(command: &CommandRecord, outcome: &CommandOutcome) -> CommandRecord 
         stderr_truncated: outcome.stderr_truncated,
         ..command.clone()
     }
+}
+
+fn count_of(actions: &[String], action: &str) -> usize {
+    actions.iter().filter(|a| *a == action).count()
+}
+
+/// The entry an activation commits with.
+fn open_note() -> AuditNote {
+    AuditNote::new(AuditAction::TunnelOpen, None)
+}
+
+/// The entry restart reconciliation ends running commands with.
+fn restart_note() -> AuditNote {
+    AuditNote::new(AuditAction::CommandEnd, Some("server_restart".into()))
+}
+
+/// The `command` entry a command is stored with.
+fn started(command: &CommandRecord) -> AuditEvent {
+    let mut event = AuditEvent::new(command.started_at, AuditAction::Command);
+    event.user = Some(command.owner);
+    event.agent = Some(command.agent);
+    event.session = Some(command.session);
+    event.command = Some(CommandAudit {
+        command_id: Some(command.id),
+        text: Some(command.text.clone()),
+        status: Some("running".into()),
+        ..CommandAudit::default()
+    });
+    event
+}
+
+/// A `command_end` entry for command `id`.
+fn end_entry(id: CommandId) -> AuditEvent {
+    let mut event = AuditEvent::new(t(0), AuditAction::CommandEnd);
+    event.command = Some(CommandAudit {
+        command_id: Some(id),
+        ..CommandAudit::default()
+    });
+    event
 }
 
 fn completed(exit_code: i32, at: Timestamp) -> CommandOutcome {
@@ -588,7 +687,9 @@ async fn a_session_round_trips_every_field(b: impl Backend) -> anyhow::Result<()
         let offset = i64::try_from(i)? * 10;
         let mut s2 = new_session(&w.db, &w.bob, t(offset));
         s.insert_pending(&s2).await?;
-        let closed_row = s.close(s2.id(), reason, t(offset + 5)).await?;
+        let closed_row = s
+            .close(s2.id(), reason, t(offset + 5), &AuditNote::close(reason))
+            .await?;
         s2.close(reason, t(offset + 5))?;
         assert_eq!(closed_row.as_ref(), Some(&s2));
         assert_eq!(s.get(s2.id()).await?, Some(s2));
@@ -624,7 +725,7 @@ async fn an_agent_has_at_most_one_open_session_until_it_closes(
         &s.insert_pending(&new_session(&w.web, &w.bob, t(1))).await
     ));
     // So does active.
-    assert!(s.activate(first.id(), t(2)).await?);
+    assert!(s.activate(first.id(), t(2), &open_note()).await?);
     assert!(is_conflict(
         &s.insert_pending(&new_session(&w.web, &w.bob, t(3))).await
     ));
@@ -634,13 +735,24 @@ async fn an_agent_has_at_most_one_open_session_until_it_closes(
     assert!(is_conflict(&s.insert_pending(&first).await));
 
     // Once closed, the agent is free again.
-    s.close(first.id(), CloseReason::ClosedByOwner, t(4))
-        .await?
-        .context("first session was open")?;
+    s.close(
+        first.id(),
+        CloseReason::ClosedByOwner,
+        t(4),
+        &AuditNote::close(CloseReason::ClosedByOwner),
+    )
+    .await?
+    .context("first session was open")?;
     let second = new_session(&w.web, &w.bob, t(5));
     s.insert_pending(&second).await?;
     assert_eq!(s.get(second.id()).await?, Some(second.clone()));
-    s.close(second.id(), CloseReason::Refused, t(6)).await?;
+    s.close(
+        second.id(),
+        CloseReason::Refused,
+        t(6),
+        &AuditNote::close(CloseReason::Refused),
+    )
+    .await?;
 
     // Racing opens: exactly one wins, in the database.
     let (a, b2) = (
@@ -663,37 +775,47 @@ async fn only_a_pending_session_activates(b: impl Backend) -> anyhow::Result<()>
 
     let mut web = new_session(&w.web, &w.alice, t(1_000));
     s.insert_pending(&web).await?;
-    assert!(s.activate(web.id(), t(2_000)).await?);
+    assert!(s.activate(web.id(), t(2_000), &open_note()).await?);
     web.activate(t(2_000))?;
     assert_eq!(s.get(web.id()).await?, Some(web.clone()));
     assert_eq!(web.status(), SessionStatus::Active);
     assert_eq!(web.last_activity(), t(2_000));
     // Active: not again.
-    assert!(!s.activate(web.id(), t(3_000)).await?);
+    assert!(!s.activate(web.id(), t(3_000), &open_note()).await?);
     assert_eq!(s.get(web.id()).await?, Some(web.clone()));
 
     // An activation stamped before the open (clock skew) does not move activity back.
     let mut db = new_session(&w.db, &w.bob, t(5_000));
     s.insert_pending(&db).await?;
-    assert!(s.activate(db.id(), t(4_000)).await?);
+    assert!(s.activate(db.id(), t(4_000), &open_note()).await?);
     db.activate(t(4_000))?;
     assert_eq!(db.last_activity(), t(5_000));
     assert_eq!(s.get(db.id()).await?, Some(db));
 
     // Closed, or unknown: no.
-    s.close(web.id(), CloseReason::AgentDisconnected, t(6_000))
-        .await?;
+    s.close(
+        web.id(),
+        CloseReason::AgentDisconnected,
+        t(6_000),
+        &AuditNote::close(CloseReason::AgentDisconnected),
+    )
+    .await?;
     let refused = new_session(&w.web, &w.bob, t(7_000));
     s.insert_pending(&refused).await?;
-    s.close(refused.id(), CloseReason::Refused, t(7_001))
-        .await?;
-    assert!(!s.activate(refused.id(), t(7_002)).await?);
+    s.close(
+        refused.id(),
+        CloseReason::Refused,
+        t(7_001),
+        &AuditNote::close(CloseReason::Refused),
+    )
+    .await?;
+    assert!(!s.activate(refused.id(), t(7_002), &open_note()).await?);
     assert_eq!(
         s.get(refused.id()).await?,
         Some(closed(refused, CloseReason::Refused, t(7_001))?)
     );
     assert!(
-        !s.activate(SessionId::from_uuid(Uuid::new_v4()), t(0))
+        !s.activate(SessionId::from_uuid(Uuid::new_v4()), t(0), &open_note())
             .await?
     );
     Ok(())
@@ -706,7 +828,12 @@ async fn close_returns_the_closed_session_once(b: impl Backend) -> anyhow::Resul
     let active = active_session(s, &w.web, &w.alice, t(0), t(10)).await?;
     let expected = closed(active.clone(), CloseReason::ClosedByAdmin, t(20))?;
     let got = s
-        .close(active.id(), CloseReason::ClosedByAdmin, t(20))
+        .close(
+            active.id(),
+            CloseReason::ClosedByAdmin,
+            t(20),
+            &AuditNote::close(CloseReason::ClosedByAdmin),
+        )
         .await?;
     assert_eq!(got, Some(expected.clone()));
     assert_eq!(got.map(|g| g.owner()), Some(w.alice.id));
@@ -714,8 +841,13 @@ async fn close_returns_the_closed_session_once(b: impl Backend) -> anyhow::Resul
 
     // Closed already: nothing, and the first reason and time stay.
     assert_eq!(
-        s.close(active.id(), CloseReason::ClosedByOwner, t(30))
-            .await?,
+        s.close(
+            active.id(),
+            CloseReason::ClosedByOwner,
+            t(30),
+            &AuditNote::close(CloseReason::ClosedByOwner)
+        )
+        .await?,
         None
     );
     assert_eq!(s.get(active.id()).await?, Some(expected));
@@ -723,7 +855,8 @@ async fn close_returns_the_closed_session_once(b: impl Backend) -> anyhow::Resul
         s.close(
             SessionId::from_uuid(Uuid::new_v4()),
             CloseReason::Idle,
-            t(30)
+            t(30),
+            &AuditNote::close(CloseReason::Idle)
         )
         .await?,
         None
@@ -733,8 +866,13 @@ async fn close_returns_the_closed_session_once(b: impl Backend) -> anyhow::Resul
     let pending = new_session(&w.db, &w.bob, t(40));
     s.insert_pending(&pending).await?;
     assert_eq!(
-        s.close(pending.id(), CloseReason::OpenTimeout, t(50))
-            .await?,
+        s.close(
+            pending.id(),
+            CloseReason::OpenTimeout,
+            t(50),
+            &AuditNote::close(CloseReason::OpenTimeout)
+        )
+        .await?,
         Some(closed(pending, CloseReason::OpenTimeout, t(50))?)
     );
     Ok(())
@@ -753,10 +891,23 @@ async fn close_all_open_closes_and_returns_every_open_session(
     s.insert_pending(&pending).await?;
     let earlier = new_session(&mail, &w.bob, t(1));
     s.insert_pending(&earlier).await?;
-    s.close(earlier.id(), CloseReason::Refused, t(3)).await?;
+    s.close(
+        earlier.id(),
+        CloseReason::Refused,
+        t(3),
+        &AuditNote::close(CloseReason::Refused),
+    )
+    .await?;
     let earlier = closed(earlier, CloseReason::Refused, t(3))?;
 
-    let got = by_id(s.close_all_open(CloseReason::ServerRestart, t(100)).await?);
+    let got = by_id(
+        s.close_all_open(
+            CloseReason::ServerRestart,
+            t(100),
+            &AuditNote::close(CloseReason::ServerRestart),
+        )
+        .await?,
+    );
     let expected = by_id(vec![
         closed(active, CloseReason::ServerRestart, t(100))?,
         closed(pending, CloseReason::ServerRestart, t(100))?,
@@ -767,10 +918,34 @@ async fn close_all_open_closes_and_returns_every_open_session(
     }
     assert_eq!(s.get(earlier.id()).await?, Some(earlier));
     assert_eq!(
-        s.close_all_open(CloseReason::ServerShutdown, t(200))
-            .await?,
+        s.close_all_open(
+            CloseReason::ServerShutdown,
+            t(200),
+            &AuditNote::close(CloseReason::ServerShutdown)
+        )
+        .await?,
         vec![]
     );
+    Ok(())
+}
+
+async fn list_open_lists_pending_and_active_sessions_only(b: impl Backend) -> anyhow::Result<()> {
+    let s = b.store();
+    let w = world(s).await?;
+    let mail = agent("mail-01", 3)?;
+    s.insert_agent(&mail).await?;
+    assert_eq!(s.list_open().await?, vec![]);
+
+    let active = active_session(s, &w.web, &w.alice, t(0), t(5)).await?;
+    let pending = new_session(&w.db, &w.bob, t(6));
+    s.insert_pending(&pending).await?;
+    let gone = new_session(&mail, &w.bob, t(1));
+    s.insert_pending(&gone).await?;
+    let reason = CloseReason::Refused;
+    s.close(gone.id(), reason, t(2), &AuditNote::close(reason))
+        .await?;
+
+    assert_eq!(by_id(s.list_open().await?), by_id(vec![active, pending]));
     Ok(())
 }
 
@@ -791,12 +966,18 @@ async fn close_idle_closes_only_active_sessions_idle_before_the_cutoff(
     let pending = new_session(&mail, &w.alice, t(100));
     s.insert_pending(&pending).await?;
 
-    let got = s.close_idle(t(2_000), t(6_000)).await?;
+    let got = s
+        .close_idle(t(2_000), t(6_000), &AuditNote::close(CloseReason::Idle))
+        .await?;
     assert_eq!(got, vec![closed(stale, CloseReason::Idle, t(6_000))?]);
     assert_eq!(s.get(fresh.id()).await?, Some(fresh));
     assert_eq!(s.get(boundary.id()).await?, Some(boundary));
     assert_eq!(s.get(pending.id()).await?, Some(pending));
-    assert_eq!(s.close_idle(t(2_000), t(7_000)).await?, vec![]);
+    assert_eq!(
+        s.close_idle(t(2_000), t(7_000), &AuditNote::close(CloseReason::Idle))
+            .await?,
+        vec![]
+    );
     Ok(())
 }
 
@@ -810,7 +991,13 @@ async fn touch_moves_active_sessions_forward_only(b: impl Backend) -> anyhow::Re
     let pending = new_session(&w.db, &w.bob, t(100));
     s.insert_pending(&pending).await?;
     let gone = active_session(s, &mail, &w.bob, t(0), t(10)).await?;
-    s.close(gone.id(), CloseReason::Idle, t(20)).await?;
+    s.close(
+        gone.id(),
+        CloseReason::Idle,
+        t(20),
+        &AuditNote::close(CloseReason::Idle),
+    )
+    .await?;
     let gone = closed(gone, CloseReason::Idle, t(20))?;
 
     s.touch(&[], t(9_999)).await?;
@@ -856,19 +1043,8 @@ async fn audit_entries_outlive_what_they_name_and_cannot_be_changed(
 ) -> anyhow::Result<()> {
     let s = b.store();
     let w = world(s).await?;
+    // The activation writes the `tunnel_open` entry.
     let session = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
-
-    s.append(&AuditEvent {
-        at: t(1),
-        action: AuditAction::TunnelOpen,
-        user: Some(w.alice.id),
-        agent: Some(w.web.id),
-        session: Some(session.id()),
-        detail: None,
-        command: None,
-        file: None,
-    })
-    .await?;
     s.append(&AuditEvent {
         at: t(2),
         action: AuditAction::TunnelClose,
@@ -916,7 +1092,9 @@ async fn audit_entries_outlive_what_they_name_and_cannot_be_changed(
 async fn audit_entries_round_trip_command_and_file_details(b: impl Backend) -> anyhow::Result<()> {
     let s = b.store();
     let w = world(s).await?;
-    let session = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
+    // Pending: a change that writes no entry of its own.
+    let session = new_session(&w.web, &w.alice, t(0));
+    s.insert_pending(&session).await?;
     let command_id = CommandId::from_uuid(Uuid::new_v4());
     let common = |at: Timestamp, action: AuditAction| AuditEvent {
         user: Some(w.alice.id),
@@ -1017,10 +1195,13 @@ async fn audit_entries_filter_by_user_agent_session_and_time(
 ) -> anyhow::Result<()> {
     let s = b.store();
     let w = world(s).await?;
+    // Pending: changes that write no entry of their own.
     let (alice_web, bob_db) = (
-        active_session(s, &w.web, &w.alice, t(0), t(1)).await?,
-        active_session(s, &w.db, &w.bob, t(0), t(1)).await?,
+        new_session(&w.web, &w.alice, t(0)),
+        new_session(&w.db, &w.bob, t(0)),
     );
+    s.insert_pending(&alice_web).await?;
+    s.insert_pending(&bob_db).await?;
     let event =
         |at: i64, user: &UserRecord, agent: &AgentRecord, session: Option<&Session>| AuditEvent {
             user: Some(user.id),
@@ -1214,7 +1395,7 @@ async fn a_command_round_trips_every_field(b: impl Backend) -> anyhow::Result<()
     let session = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
 
     let running = running_command(&session, "journalctl -u 'ü' | tail -n 50", t(10));
-    s.insert_command(&running).await?;
+    s.insert_command(&running, &started(&running)).await?;
     assert_eq!(s.get_command(running.id).await?, Some(running.clone()));
 
     // Every status, with every optional field set.
@@ -1232,14 +1413,14 @@ async fn a_command_round_trips_every_field(b: impl Backend) -> anyhow::Result<()
             ended.stdout_truncated = true;
             ended.stderr_truncated = i % 2 == 0;
         }
-        s.insert_command(&ended).await?;
+        s.insert_command(&ended, &started(&ended)).await?;
         assert_eq!(s.get_command(ended.id).await?, Some(ended));
     }
 
     // A timeout no one will wait for is saturated, not refused.
     let mut forever = running_command(&session, "yes", t(2));
     forever.timeout_secs = u64::MAX;
-    s.insert_command(&forever).await?;
+    s.insert_command(&forever, &started(&forever)).await?;
     assert_eq!(
         s.get_command(forever.id).await?.map(|c| c.timeout_secs),
         Some(i64::MAX.unsigned_abs())
@@ -1252,11 +1433,13 @@ async fn a_command_round_trips_every_field(b: impl Backend) -> anyhow::Result<()
     // The same id twice is a conflict; a command of an unknown session is refused otherwise.
     let mut twin = running_command(&session, "id", t(3));
     twin.id = running.id;
-    assert!(is_conflict(&s.insert_command(&twin).await));
+    assert!(is_conflict(&s.insert_command(&twin, &started(&twin)).await));
     assert_eq!(s.get_command(running.id).await?, Some(running));
     let mut orphan = running_command(&session, "id", t(3));
     orphan.session = SessionId::from_uuid(Uuid::new_v4());
-    assert!(is_backend(&s.insert_command(&orphan).await));
+    assert!(is_backend(
+        &s.insert_command(&orphan, &started(&orphan)).await
+    ));
     Ok(())
 }
 
@@ -1267,9 +1450,9 @@ async fn output_reads_back_in_order_per_stream_with_paging_and_bytes_intact(
     let w = world(s).await?;
     let session = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
     let cmd = running_command(&session, "cat /dev/urandom | head -c 1M", t(2));
-    s.insert_command(&cmd).await?;
+    s.insert_command(&cmd, &started(&cmd)).await?;
     let other = running_command(&session, "true", t(3));
-    s.insert_command(&other).await?;
+    s.insert_command(&other, &started(&other)).await?;
 
     let chunk = |seq: u64| -> Vec<u8> {
         // NUL, 0xff and a truncated UTF-8 sequence: not text, and must not be treated as such.
@@ -1390,7 +1573,7 @@ async fn a_command_finishes_only_once(b: impl Backend) -> anyhow::Result<()> {
     let w = world(s).await?;
     let session = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
     let cmd = running_command(&session, "make test", t(2));
-    s.insert_command(&cmd).await?;
+    s.insert_command(&cmd, &started(&cmd)).await?;
 
     let first = CommandOutcome {
         status: CommandStatus::TimedOut,
@@ -1402,31 +1585,42 @@ async fn a_command_finishes_only_once(b: impl Backend) -> anyhow::Result<()> {
         stdout_truncated: true,
         stderr_truncated: false,
     };
-    assert!(s.finish_command(cmd.id, &first).await?);
+    assert!(s.finish_command(cmd.id, &first, &end_entry(cmd.id)).await?);
     let expected = finished(&cmd, &first);
     assert_eq!(s.get_command(cmd.id).await?, Some(expected.clone()));
 
     // A late report (the agent's own end after the timeout) changes nothing.
     assert!(
-        !s.finish_command(cmd.id, &completed(0, t(30_000_100)))
+        !s.finish_command(cmd.id, &completed(0, t(30_000_100)), &end_entry(cmd.id))
             .await?
     );
     assert_eq!(s.get_command(cmd.id).await?, Some(expected));
     assert!(
-        !s.finish_command(CommandId::from_uuid(Uuid::new_v4()), &first)
-            .await?
+        !s.finish_command(
+            CommandId::from_uuid(Uuid::new_v4()),
+            &first,
+            &end_entry(CommandId::from_uuid(Uuid::new_v4()))
+        )
+        .await?
     );
 
     // Racing ends: exactly one wins.
     let raced = running_command(&session, "sleep 1", t(3));
-    s.insert_command(&raced).await?;
+    s.insert_command(&raced, &started(&raced)).await?;
     let (a, b2) = (completed(0, t(4)), completed(1, t(5)));
+    let entry = end_entry(raced.id);
+    let ends_before = count_of(&b.audit_actions().await?, "command_end");
     let (ra, rb) = tokio::join!(
-        s.finish_command(raced.id, &a),
-        s.finish_command(raced.id, &b2)
+        s.finish_command(raced.id, &a, &entry),
+        s.finish_command(raced.id, &b2, &entry)
     );
     let (ra, rb) = (ra?, rb?);
     assert!(ra != rb, "{ra} / {rb}");
+    // Only the winner's entry is written.
+    assert_eq!(
+        count_of(&b.audit_actions().await?, "command_end"),
+        ends_before + 1
+    );
     let winner = if ra { &a } else { &b2 };
     assert_eq!(
         s.get_command(raced.id).await?,
@@ -1435,12 +1629,15 @@ async fn a_command_finishes_only_once(b: impl Backend) -> anyhow::Result<()> {
 
     // "Running" is not an end: the schema refuses it and the command stays as it was.
     let still = running_command(&session, "top -b", t(6));
-    s.insert_command(&still).await?;
+    s.insert_command(&still, &started(&still)).await?;
     let not_an_end = CommandOutcome {
         status: CommandStatus::Running,
         ..completed(0, t(7))
     };
-    assert!(is_backend(&s.finish_command(still.id, &not_an_end).await));
+    assert!(is_backend(
+        &s.finish_command(still.id, &not_an_end, &end_entry(still.id))
+            .await
+    ));
     assert_eq!(s.get_command(still.id).await?, Some(still));
     Ok(())
 }
@@ -1457,14 +1654,17 @@ async fn fail_running_commands_ends_only_running_ones(b: impl Backend) -> anyhow
     let b_cmd = running_command(&db, "vacuumdb --all", t(11));
     let done = running_command(&web, "uptime", t(12));
     for c in [&a, &b_cmd, &done] {
-        s.insert_command(c).await?;
+        s.insert_command(c, &started(c)).await?;
     }
     let outcome = completed(0, t(13));
-    assert!(s.finish_command(done.id, &outcome).await?);
+    assert!(
+        s.finish_command(done.id, &outcome, &end_entry(done.id))
+            .await?
+    );
     let done = finished(&done, &outcome);
 
     let mut got = s
-        .fail_running_commands(CommandStatus::Failed, t(99))
+        .fail_running_commands(CommandStatus::Failed, t(99), &restart_note())
         .await?;
     got.sort_by_key(|c| c.id);
     let mut expected: Vec<CommandRecord> = [a, b_cmd]
@@ -1482,7 +1682,7 @@ async fn fail_running_commands_ends_only_running_ones(b: impl Backend) -> anyhow
     }
     assert_eq!(s.get_command(done.id).await?, Some(done));
     assert_eq!(
-        s.fail_running_commands(CommandStatus::Cancelled, t(100))
+        s.fail_running_commands(CommandStatus::Cancelled, t(100), &restart_note())
             .await?,
         vec![]
     );
@@ -1499,25 +1699,12 @@ async fn deleting_a_session_takes_its_commands_and_output_but_not_the_audit(
     let doomed = running_command(&gone, "rm -rf /tmp/build", t(2));
     let survivor = running_command(&kept, "df -h", t(2));
     for c in [&doomed, &survivor] {
-        s.insert_command(c).await?;
+        s.insert_command(c, &started(c)).await?;
         s.append_output(c.id, OutputStream::Stdout, 0, b"out")
             .await?;
         s.append_output(c.id, OutputStream::Stderr, 0, b"err")
             .await?;
     }
-    let audit = AuditEvent {
-        user: Some(w.alice.id),
-        agent: Some(w.web.id),
-        session: Some(gone.id()),
-        command: Some(CommandAudit {
-            command_id: Some(doomed.id),
-            text: Some(doomed.text.clone()),
-            status: Some("running".into()),
-            ..CommandAudit::default()
-        }),
-        ..AuditEvent::new(t(2), AuditAction::Command)
-    };
-    s.append(&audit).await?;
     assert_eq!(b.output_rows().await?, 4);
 
     b.delete_session(gone.id()).await?;
@@ -1535,7 +1722,15 @@ async fn deleting_a_session_takes_its_commands_and_output_but_not_the_audit(
             .await?,
         vec![(0, b"err".to_vec())]
     );
-    assert_eq!(events(&s.list_audit(&audit_query()).await?), vec![audit]);
+    // The deleted session's entries (its open, its command's start) stay.
+    let of_gone = AuditQuery {
+        session: Some(gone.id()),
+        ..audit_query()
+    };
+    assert_eq!(
+        events(&s.list_audit(&of_gone).await?),
+        vec![started(&doomed), open_note().for_session(&gone, t(1))]
+    );
 
     // Deleting an agent reaches its commands through its sessions.
     b.delete_agent(w.db.id).await?;
@@ -1545,7 +1740,10 @@ async fn deleting_a_session_takes_its_commands_and_output_but_not_the_audit(
     // The new columns did not loosen the append-only rule.
     assert!(b.update_audit().await.is_err());
     assert!(b.delete_audit().await.is_err());
-    assert_eq!(b.audit_actions().await?, vec!["command"]);
+    assert_eq!(
+        b.audit_actions().await?,
+        vec!["tunnel_open", "tunnel_open", "command", "command"]
+    );
     Ok(())
 }
 
@@ -1558,19 +1756,14 @@ async fn data_survives_reopening_the_store(b: impl Backend) -> anyhow::Result<()
         let session = active_session(s, &w.web, &w.alice, t(0), t(5)).await?;
         let ended = new_session(&w.db, &w.bob, t(1));
         s.insert_pending(&ended).await?;
-        s.close(ended.id(), CloseReason::Refused, t(2)).await?;
-        s.record_seen(&[(w.db.id, t(50), None)]).await?;
-        s.append(&AuditEvent {
-            at: t(5),
-            action: AuditAction::TunnelOpen,
-            user: Some(w.alice.id),
-            agent: Some(w.web.id),
-            session: Some(session.id()),
-            detail: None,
-            command: None,
-            file: None,
-        })
+        s.close(
+            ended.id(),
+            CloseReason::Refused,
+            t(2),
+            &AuditNote::close(CloseReason::Refused),
+        )
         .await?;
+        s.record_seen(&[(w.db.id, t(50), None)]).await?;
         (w, session, closed(ended, CloseReason::Refused, t(2))?)
     };
 
@@ -1583,12 +1776,21 @@ async fn data_survives_reopening_the_store(b: impl Backend) -> anyhow::Result<()
     assert_eq!(s.list_agents().await?, vec![db, w.web.clone()]);
     assert_eq!(s.get(session.id()).await?, Some(session.clone()));
     assert_eq!(s.get(ended.id()).await?, Some(ended));
-    assert_eq!(b.audit_actions().await?, vec!["tunnel_open"]);
+    assert_eq!(
+        b.audit_actions().await?,
+        vec!["tunnel_open", "tunnel_close"]
+    );
     // The open-session rule still holds after the restart.
     assert!(is_conflict(
         &s.insert_pending(&new_session(&w.web, &w.bob, t(9))).await
     ));
-    let reconciled = s.close_all_open(CloseReason::ServerRestart, t(60)).await?;
+    let reconciled = s
+        .close_all_open(
+            CloseReason::ServerRestart,
+            t(60),
+            &AuditNote::close(CloseReason::ServerRestart),
+        )
+        .await?;
     assert_eq!(
         reconciled,
         vec![closed(session, CloseReason::ServerRestart, t(60))?]

@@ -2,9 +2,9 @@
 
 use std::future::Future;
 
-use rmm_domain::{AgentId, CommandId, SessionId, Timestamp, UserId};
+use rmm_domain::{AgentId, CloseReason, CommandId, Session, SessionId, Timestamp, UserId};
 
-use super::StoreError;
+use super::{CommandRecord, StoreError};
 
 /// What an audit entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,64 @@ impl AuditEvent {
     }
 }
 
+/// The audit entry of a state change, handed to the store method that makes the change: the
+/// store writes it in the same transaction, filling in whose session or command it was from
+/// the row it changed, so a change is never visible without its entry and an entry never
+/// names a change that did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditNote {
+    pub action: AuditAction,
+    pub detail: Option<String>,
+}
+
+impl AuditNote {
+    #[must_use]
+    pub fn new(action: AuditAction, detail: Option<String>) -> Self {
+        Self { action, detail }
+    }
+
+    /// `tunnel_close` with the reason as its detail.
+    #[must_use]
+    pub fn close(reason: CloseReason) -> Self {
+        Self::new(AuditAction::TunnelClose, Some(reason.as_str().to_owned()))
+    }
+
+    /// The entry about `session`, changed at `at`, in its owner's name.
+    #[must_use]
+    pub fn for_session(&self, session: &Session, at: Timestamp) -> AuditEvent {
+        let mut event = AuditEvent::new(at, self.action);
+        event.user = Some(session.owner());
+        event.agent = Some(session.agent());
+        event.session = Some(session.id());
+        event.detail.clone_from(&self.detail);
+        event
+    }
+
+    /// The entry about `command` as stored after its end (its end time, status and counts),
+    /// in its owner's name.
+    #[must_use]
+    pub fn for_ended_command(&self, command: &CommandRecord) -> AuditEvent {
+        let at = command.finished_at.unwrap_or(command.started_at);
+        let duration_ms =
+            u64::try_from(at.since(command.started_at).as_millis()).unwrap_or(u64::MAX);
+        let mut event = AuditEvent::new(at, self.action);
+        event.user = Some(command.owner);
+        event.agent = Some(command.agent);
+        event.session = Some(command.session);
+        event.detail.clone_from(&self.detail);
+        event.command = Some(CommandAudit {
+            command_id: Some(command.id),
+            text: Some(command.text.clone()),
+            status: Some(command.status.as_str().to_owned()),
+            exit_code: command.exit_code,
+            stdout_bytes: Some(command.stdout_bytes),
+            stderr_bytes: Some(command.stderr_bytes),
+            duration_ms: Some(duration_ms),
+        });
+        event
+    }
+}
+
 /// The command part of an audit entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CommandAudit {
@@ -139,6 +197,9 @@ pub struct AuditQuery {
 
 #[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait AuditLog: Send + Sync + 'static {
+    /// Appends an entry that goes with no stored state (a file transfer). Entries of state
+    /// changes are written by the change itself (see [`AuditNote`]).
+    ///
     /// # Errors
     /// [`StoreError::Backend`].
     fn append(&self, event: &AuditEvent) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use rmm_domain::{AgentId, ChannelId, CommandId, CommandStatus, SessionId, Timestamp, UserId};
 
-use super::StoreError;
+use super::{AuditEvent, AuditNote, StoreError};
 
 /// Which output stream of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,14 +60,19 @@ pub struct CommandOutcome {
     pub stderr_truncated: bool,
 }
 
-/// Commands and their output.
+/// Commands and their output. A command's start and each end commit in one transaction with
+/// their audit entry: when it fails, nothing changed and nothing was written.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait CommandRepository: Send + Sync + 'static {
+    /// Stores a new command with `entry` (its `command` audit entry).
+    ///
     /// # Errors
-    /// [`StoreError::Conflict`] when the id exists.
+    /// [`StoreError::Conflict`] when the id exists; [`StoreError::Backend`]. Either way no
+    /// command is stored.
     fn insert_command(
         &self,
         command: &CommandRecord,
+        entry: &AuditEvent,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// # Errors
@@ -101,24 +106,28 @@ pub trait CommandRepository: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(u64, Vec<u8>)>, StoreError>> + Send;
 
-    /// Records the end of a running command; false when it had ended already.
+    /// Records the end of a running command with `entry` (its `command_end` audit entry);
+    /// false (and nothing written) when it had ended already.
     ///
     /// # Errors
-    /// [`StoreError::Backend`].
+    /// [`StoreError::Backend`]: then the command is still running.
     fn finish_command(
         &self,
         id: CommandId,
         outcome: &CommandOutcome,
+        entry: &AuditEvent,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Ends every running command (start-up: a previous process cannot report them any more),
-    /// returning them as ended.
+    /// with `note`'s entry about each as ended ([`AuditNote::for_ended_command`]), returning
+    /// them as ended.
     ///
     /// # Errors
-    /// [`StoreError::Backend`].
+    /// [`StoreError::Backend`]: then no command is changed.
     fn fail_running_commands(
         &self,
         status: CommandStatus,
         at: Timestamp,
+        note: &AuditNote,
     ) -> impl Future<Output = Result<Vec<CommandRecord>, StoreError>> + Send;
 }

@@ -13,7 +13,7 @@ mod users;
 
 pub use agents::{AgentKey, AgentRecord, AgentRepository, HostFacts, KeyDigest, Seen};
 pub use audit::{
-    AuditAction, AuditEntry, AuditEvent, AuditLog, AuditQuery, CommandAudit, FileAudit,
+    AuditAction, AuditEntry, AuditEvent, AuditLog, AuditNote, AuditQuery, CommandAudit, FileAudit,
 };
 pub use commands::{CommandOutcome, CommandRecord, CommandRepository, OutputStream};
 pub use files::{

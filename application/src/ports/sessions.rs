@@ -4,9 +4,13 @@ use std::future::Future;
 
 use rmm_domain::{CloseReason, Session, SessionId, Timestamp};
 
-use super::StoreError;
+use super::{AuditNote, StoreError};
 
 /// Tunnel sessions. Every method is one atomic operation; transactions stay in the adapter.
+///
+/// Every audited change (activate, close) takes its audit entry and commits it in the same
+/// transaction as the change, one entry per session changed: when the transaction fails,
+/// nothing changed and nothing was written.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait SessionRepository: Send + Sync + 'static {
     /// Records a new pending session.
@@ -25,47 +29,60 @@ pub trait SessionRepository: Send + Sync + 'static {
         id: SessionId,
     ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
 
-    /// Pending → active. Returns false when the session is no longer pending (closed in the
-    /// meantime, e.g. by the agent's disconnect).
+    /// Every pending or active session.
     ///
     /// # Errors
     /// [`StoreError::Backend`].
+    fn list_open(&self) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
+
+    /// Pending → active, with `note`'s entry about the session. Returns false (and writes
+    /// nothing) when the session is no longer pending (closed in the meantime, e.g. by the
+    /// agent's disconnect).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`]: then the session is unchanged.
     fn activate(
         &self,
         id: SessionId,
         now: Timestamp,
+        note: &AuditNote,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Closes the session if it is pending or active, returning it as closed; `None` when it
-    /// does not exist or was closed already.
+    /// Closes the session if it is pending or active, with `note`'s entry about it, returning
+    /// it as closed; `None` (and nothing written) when it does not exist or was closed already.
     ///
     /// # Errors
-    /// [`StoreError::Backend`].
+    /// [`StoreError::Backend`]: then the session is unchanged.
     fn close(
         &self,
         id: SessionId,
         reason: CloseReason,
         now: Timestamp,
+        note: &AuditNote,
     ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
 
-    /// Closes every pending or active session (restart reconciliation, shutdown).
+    /// Closes every pending or active session (restart reconciliation, shutdown), with
+    /// `note`'s entry about each.
     ///
     /// # Errors
-    /// [`StoreError::Backend`].
+    /// [`StoreError::Backend`]: then no session is changed.
     fn close_all_open(
         &self,
         reason: CloseReason,
         now: Timestamp,
+        note: &AuditNote,
     ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
 
-    /// Closes active sessions whose last activity is before `cutoff`.
+    /// Closes active sessions whose last activity is before `cutoff`, with `note`'s entry
+    /// about each.
     ///
     /// # Errors
-    /// [`StoreError::Backend`].
+    /// [`StoreError::Backend`]: then no session is changed.
     fn close_idle(
         &self,
         cutoff: Timestamp,
         now: Timestamp,
+        note: &AuditNote,
     ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
 
     /// Moves `last_activity` of these active sessions forward to `at` (never backwards).

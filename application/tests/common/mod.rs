@@ -101,17 +101,13 @@ impl Setup {
             .return_const(Some(AgentMode::Heartbeat));
         self
     }
+}
 
-    pub fn expect_audit(mut self, action: AuditAction) -> Self {
-        self.audit
-            .expect_append()
-            .withf(move |e| {
-                e.action == action && e.session == Some(SESSION) && e.agent == Some(AGENT)
-            })
-            .times(1)
-            .returning(|_| Box::pin(async { Ok(()) }));
-        self
-    }
+/// No session is open (what the maintenance sweep finds).
+pub fn no_open_sessions(s: &mut Setup) {
+    s.sessions
+        .expect_list_open()
+        .returning(|| Box::pin(async { Ok(vec![]) }));
 }
 
 pub fn stored(owner: Actor) -> Session {

@@ -78,7 +78,8 @@ pub struct ServeOptions {
     /// Largest frame an agent may send; larger closes the socket with 1009.
     pub max_agent_frame: usize,
     pub timings: ConnectionTimings,
-    /// How often buffered heartbeats are written and idle sessions closed.
+    /// How often buffered heartbeats are written, idle sessions closed, and closes and command
+    /// ends the database refused made again.
     pub maintenance_interval: Duration,
     /// HTTPS and WSS on the listener; `None`: plain HTTP.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
@@ -319,7 +320,7 @@ async fn maintain<P: Ports>(app: Arc<App<P>>, every: Duration, mut stop: watch::
         tokio::select! {
             _ = tick.tick() => {
                 if let Err(e) = app.flush_presence_and_close_idle().await {
-                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "maintenance (presence flush, idle close) failed");
+                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "maintenance (presence flush, command ends, idle close, sweep of unheld sessions) failed");
                 }
             }
             _ = stop.changed() => return,

@@ -1,5 +1,6 @@
 //! Reading commands: `GET .../commands/{id}` and `DELETE .../commands/{id}` (200, 400, 403,
-//! 404 `command_not_found` vs `session_not_found`, 500) and the raw `.../stdout` and
+//! 404 `command_not_found` vs `session_not_found`, 500 on reads, 503 `database_unavailable` on
+//! a cancel) and the raw `.../stdout` and
 //! `.../stderr` (200 bytes, 400, 403, 404, 500).
 
 use poem::http::StatusCode;
@@ -9,7 +10,7 @@ use rmm_protocol::api::ApiErrorCode;
 
 use super::{
     ADMIN, AGENT, COMMAND, OTHER_SESSION, OTHER_TECH, SESSION, Setup, TECH, active, assert_error,
-    assert_internal, assert_ok, backend_error, now,
+    assert_internal, assert_ok, assert_unavailable, backend_error, now,
 };
 
 fn path() -> String {
@@ -192,15 +193,15 @@ async fn a_command_of_another_session_is_command_not_found() {
 }
 
 #[tokio::test]
-async fn a_failing_command_store_is_a_500() {
+async fn a_failing_command_store_is_a_500_on_reads_and_database_unavailable_on_cancel() {
     let server = with_command(|| Err(backend_error())).serve();
     for resp in [
         server.get(&path(), TECH).send().await,
-        server.delete(&path(), TECH).send().await,
         server.get(&format!("{}/stdout", path()), TECH).send().await,
     ] {
         assert_internal(resp).await;
     }
+    assert_unavailable(server.delete(&path(), TECH).send().await).await;
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! `POST /api/v1/tunnel/{id}/command`: 202, 400, 403, 404, 409 (`session_not_active`,
-//! `agent_not_connected`, `channel_busy`), 500, 503 (`agent_busy`, `database_unavailable`).
+//! `agent_not_connected`, `channel_busy`), 503 (`agent_busy`, `database_unavailable`); and
+//! `DELETE .../commands/{id}` (cancel): 200, 503 `database_unavailable`.
 
 use poem::http::StatusCode;
 use rmm_application::{AuditAction, GatewayError};
@@ -8,8 +9,8 @@ use rmm_protocol::api::ApiErrorCode;
 use serde_json::json;
 
 use super::{
-    ADMIN, AGENT, COMMAND, OTHER_TECH, SESSION, Setup, TECH, active, assert_error, assert_internal,
-    assert_ok, backend_error, closed,
+    ADMIN, AGENT, COMMAND, OTHER_TECH, SESSION, Setup, TECH, active, assert_error, assert_ok,
+    assert_unavailable, backend_error, closed,
 };
 
 fn path() -> String {
@@ -24,16 +25,21 @@ fn channel() -> ChannelId {
     ChannelId::for_command(COMMAND)
 }
 
-/// A command in the owner's active session, audited and stored; the gateway's `send`
-/// answers.
+/// A command in the owner's active session, stored with its audit entry; the gateway's
+/// `send` answers.
 fn sending(send: fn() -> Result<(), GatewayError>) -> Setup {
     let mut s = Setup::default();
     s.stored_session(active(TECH));
     s.ids.expect_command_id().times(1).return_const(COMMAND);
-    s.audit
-        .expect_append()
-        .withf(|e| {
-            e.action == AuditAction::Command
+    s.commands
+        .expect_insert_command()
+        .withf(|r, e| {
+            r.id == COMMAND
+                && r.session == SESSION
+                && r.text == "uptime"
+                && r.timeout_secs == 60
+                && r.status == CommandStatus::Running
+                && e.action == AuditAction::Command
                 && e.session == Some(SESSION)
                 && e.command.as_ref().is_some_and(|c| {
                     c.command_id == Some(COMMAND)
@@ -42,18 +48,7 @@ fn sending(send: fn() -> Result<(), GatewayError>) -> Setup {
                 })
         })
         .times(1)
-        .returning(|_| Box::pin(async { Ok(()) }));
-    s.commands
-        .expect_insert_command()
-        .withf(|r| {
-            r.id == COMMAND
-                && r.session == SESSION
-                && r.text == "uptime"
-                && r.timeout_secs == 60
-                && r.status == CommandStatus::Running
-        })
-        .times(1)
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_send_command()
         .withf(|agent, session, ch, text, timeout| {
@@ -68,26 +63,23 @@ fn sending(send: fn() -> Result<(), GatewayError>) -> Setup {
     s
 }
 
-/// The gateway could not send: the command ends as failed, audited and stored.
+/// The gateway could not send: the command ends as failed, stored with its audit entry.
 fn ends_failed(s: &mut Setup) {
     s.gateway
         .expect_release_channel()
         .withf(|agent, ch| *agent == AGENT && *ch == ChannelId::for_command(COMMAND))
         .times(1)
         .return_const(());
-    s.audit
-        .expect_append()
-        .withf(|e| {
-            e.action == AuditAction::CommandEnd
+    s.commands
+        .expect_finish_command()
+        .withf(|id, outcome, e| {
+            *id == COMMAND
+                && outcome.status == CommandStatus::Failed
+                && e.action == AuditAction::CommandEnd
                 && e.command.as_ref().and_then(|c| c.status.as_deref()) == Some("failed")
         })
         .times(1)
-        .returning(|_| Box::pin(async { Ok(()) }));
-    s.commands
-        .expect_finish_command()
-        .withf(|id, outcome| *id == COMMAND && outcome.status == CommandStatus::Failed)
-        .times(1)
-        .returning(|_, _| Box::pin(async { Ok(true) }));
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
 }
 
 #[tokio::test]
@@ -108,14 +100,11 @@ async fn a_command_without_a_timeout_gets_the_default() {
     let mut s = Setup::default();
     s.stored_session(active(TECH));
     s.ids.expect_command_id().return_const(COMMAND);
-    s.audit
-        .expect_append()
-        .returning(|_| Box::pin(async { Ok(()) }));
     s.commands
         .expect_insert_command()
-        .withf(|r| r.timeout_secs == 300)
+        .withf(|r, _| r.timeout_secs == 300)
         .times(1)
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_send_command()
         .withf(|_, _, _, _, timeout| *timeout == 300)
@@ -199,21 +188,15 @@ async fn a_command_on_a_taken_channel_is_channel_busy_and_ends_failed() {
 }
 
 #[tokio::test]
-async fn a_failing_command_store_is_a_500_and_nothing_is_sent() {
+async fn a_session_store_that_cannot_be_read_is_database_unavailable_and_nothing_is_sent() {
     let mut s = Setup::default();
-    s.stored_session(active(TECH));
-    s.ids.expect_command_id().return_const(COMMAND);
-    s.audit
-        .expect_append()
-        .times(1)
-        .returning(|_| Box::pin(async { Ok(()) }));
-    s.commands
-        .expect_insert_command()
-        .times(1)
+    s.sessions
+        .expect_get()
         .returning(|_| Box::pin(async { Err(backend_error()) }));
+    s.commands.expect_insert_command().never();
     s.gateway.expect_send_command().never();
     let resp = s.serve().post(&path(), TECH, &body()).send().await;
-    assert_internal(resp).await;
+    assert_unavailable(resp).await;
 }
 
 #[tokio::test]
@@ -230,27 +213,17 @@ async fn a_command_to_a_saturated_agent_is_agent_busy() {
 }
 
 #[tokio::test]
-async fn a_command_that_cannot_be_audited_is_refused_as_database_unavailable() {
+async fn a_command_that_cannot_be_recorded_with_its_entry_is_refused_as_database_unavailable() {
     let mut s = Setup::default();
     s.stored_session(active(TECH));
     s.ids.expect_command_id().return_const(COMMAND);
-    s.audit
-        .expect_append()
+    s.commands
+        .expect_insert_command()
         .times(1)
-        .returning(|_| Box::pin(async { Err(backend_error()) }));
-    s.commands.expect_insert_command().never();
+        .returning(|_, _| Box::pin(async { Err(backend_error()) }));
     s.gateway.expect_send_command().never();
     let resp = s.serve().post(&path(), TECH, &body()).send().await;
-    let message = assert_error(
-        resp,
-        StatusCode::SERVICE_UNAVAILABLE,
-        ApiErrorCode::DatabaseUnavailable,
-    )
-    .await;
-    assert!(
-        !message.contains("disk on fire"),
-        "the cause leaked: {message}"
-    );
+    assert_unavailable(resp).await;
 }
 
 fn command_path() -> String {
@@ -302,19 +275,16 @@ async fn cancelling_a_running_command_the_agent_cannot_cancel_ends_it_as_cancell
         .times(1)
         .return_const(false);
     s.gateway.expect_release_channel().times(1).return_const(());
-    s.audit
-        .expect_append()
-        .withf(|e| {
-            e.action == AuditAction::CommandEnd
+    s.commands
+        .expect_finish_command()
+        .withf(|id, outcome, e| {
+            *id == COMMAND
+                && outcome.status == CommandStatus::Cancelled
+                && e.action == AuditAction::CommandEnd
                 && e.command.as_ref().and_then(|c| c.status.as_deref()) == Some("cancelled")
         })
         .times(1)
-        .returning(|_| Box::pin(async { Ok(()) }));
-    s.commands
-        .expect_finish_command()
-        .withf(|id, outcome| *id == COMMAND && outcome.status == CommandStatus::Cancelled)
-        .times(1)
-        .returning(|_, _| Box::pin(async { Ok(true) }));
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
     stored_as(&mut s, CommandStatus::Cancelled);
     let server = s.serve();
     let resp = server.post(&path(), TECH, &body()).send().await;
@@ -343,4 +313,25 @@ async fn cancelling_a_command_whose_agent_stays_silent_answers_after_the_wait() 
     let body = assert_ok(resp, StatusCode::OK).await;
     assert_eq!(body["status"], "running");
     assert!(started.elapsed() >= std::time::Duration::from_secs(10));
+}
+
+/// The agent cannot cancel and the store refuses the end: 503, and the command is not
+/// answered as cancelled.
+#[tokio::test]
+async fn a_cancel_whose_end_cannot_be_recorded_is_database_unavailable() {
+    let mut s = sending(|| Ok(()));
+    s.gateway
+        .expect_cancel_command()
+        .times(1)
+        .return_const(false);
+    s.gateway.expect_release_channel().times(1).return_const(());
+    s.commands
+        .expect_finish_command()
+        .times(1)
+        .returning(|_, _, _| Box::pin(async { Err(backend_error()) }));
+    let server = s.serve();
+    let resp = server.post(&path(), TECH, &body()).send().await;
+    assert_ok(resp, StatusCode::ACCEPTED).await;
+    let resp = server.delete(&command_path(), TECH).send().await;
+    assert_unavailable(resp).await;
 }

@@ -257,6 +257,21 @@ async fn assert_internal(resp: TestResponse) {
     );
 }
 
+/// Asserts a 503 `database_unavailable` (a change the database could not record), and that
+/// nothing of the cause leaks.
+async fn assert_unavailable(resp: TestResponse) {
+    let message = assert_error(
+        resp,
+        StatusCode::SERVICE_UNAVAILABLE,
+        ApiErrorCode::DatabaseUnavailable,
+    )
+    .await;
+    assert!(
+        !message.contains("disk on fire"),
+        "the cause leaked: {message}"
+    );
+}
+
 /// Asserts a success answer's status; returns its body.
 async fn assert_ok(resp: TestResponse, status: StatusCode) -> Value {
     let (got, body) = json(resp).await;

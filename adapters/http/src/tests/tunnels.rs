@@ -1,5 +1,5 @@
-//! `POST /api/v1/tunnel/open` (200, 400, 404, 409, 500, 503, 504), `POST /api/v1/tunnel/close`
-//! (200, 400, 403, 404, 500) and `GET /api/v1/tunnel/status/{id}` (200, 400, 403, 404, 500).
+//! `POST /api/v1/tunnel/open` (200, 400, 404, 409, 503, 504), `POST /api/v1/tunnel/close`
+//! (200, 400, 403, 404, 503) and `GET /api/v1/tunnel/status/{id}` (200, 400, 403, 404, 500).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{
     ADMIN, AGENT, OTHER_TECH, SESSION, Setup, TECH, active, assert_error, assert_internal,
-    assert_ok, backend_error, closed, now,
+    assert_ok, assert_unavailable, backend_error, closed, now,
 };
 
 type Reply = Pin<Box<dyn Future<Output = Result<OpenReply, GatewayError>> + Send>>;
@@ -43,20 +43,15 @@ fn opening(reply: fn() -> Reply) -> Setup {
     s
 }
 
-/// The failed open closes the pending session for `reason` and audits `action`; nothing is
-/// activated.
+/// The failed open closes the pending session for `reason` with an `action` entry; nothing
+/// is activated.
 fn closes_as(s: &mut Setup, reason: CloseReason, action: AuditAction) {
     s.sessions
         .expect_close()
-        .withf(move |id, r, _| *id == SESSION && *r == reason)
+        .withf(move |id, r, _, note| *id == SESSION && *r == reason && note.action == action)
         .times(1)
-        .returning(move |_, _, _| Box::pin(async move { Ok(Some(closed(TECH, reason))) }));
+        .returning(move |_, _, _, _| Box::pin(async move { Ok(Some(closed(TECH, reason))) }));
     s.sessions.expect_activate().never();
-    s.audit
-        .expect_append()
-        .withf(move |e| e.action == action && e.session == Some(SESSION))
-        .times(1)
-        .returning(|_| Box::pin(async { Ok(()) }));
 }
 
 #[tokio::test]
@@ -64,14 +59,9 @@ async fn open_answers_once_the_agent_confirms() {
     let mut s = opening(|| Box::pin(async { Ok(OpenReply::Ready) }));
     s.sessions
         .expect_activate()
-        .withf(|id, _| *id == SESSION)
+        .withf(|id, _, note| *id == SESSION && note.action == AuditAction::TunnelOpen)
         .times(1)
-        .returning(|_, _| Box::pin(async { Ok(true) }));
-    s.audit
-        .expect_append()
-        .withf(|e| e.action == AuditAction::TunnelOpen && e.session == Some(SESSION))
-        .times(1)
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
     let resp = s
         .serve()
         .post("/api/v1/tunnel/open", TECH, &open_body())
@@ -132,7 +122,7 @@ async fn a_ready_that_loses_the_race_with_a_disconnect_is_agent_not_connected() 
     s.sessions
         .expect_activate()
         .times(1)
-        .returning(|_, _| Box::pin(async { Ok(false) }));
+        .returning(|_, _, _| Box::pin(async { Ok(false) }));
     s.gateway
         .expect_close_tunnel()
         .withf(|a, sess| *a == AGENT && *sess == SESSION)
@@ -159,18 +149,26 @@ async fn open_when_the_agent_has_a_session_is_session_exists() {
         .times(1)
         .returning(|_| Box::pin(async { Err(StoreError::Conflict) }));
     s.gateway.expect_open_tunnel().never();
+    // The refusal names the holder: the caller's own session.
+    s.stored_session(active(TECH));
     let resp = s
         .serve()
         .post("/api/v1/tunnel/open", TECH, &open_body())
         .send()
         .await;
-    assert_error(resp, StatusCode::CONFLICT, ApiErrorCode::SessionExists).await;
+    let message = assert_error(resp, StatusCode::CONFLICT, ApiErrorCode::SessionExists).await;
+    assert!(
+        message.contains(&format!("you already hold session {SESSION}")),
+        "{message}"
+    );
 }
 
 #[tokio::test]
 async fn open_while_the_agent_has_an_open_in_flight_is_session_exists() {
     let mut s = opening(|| Box::pin(async { Err(GatewayError::Busy) }));
     closes_as(&mut s, CloseReason::Refused, AuditAction::TunnelRefused);
+    // The open in flight has just been answered: nobody the server can name holds it now.
+    s.gateway.expect_pending_open().return_const(None);
     let resp = s
         .serve()
         .post("/api/v1/tunnel/open", TECH, &open_body())
@@ -193,8 +191,30 @@ async fn a_refused_open_is_agent_refused_with_the_agents_reason() {
     assert!(message.contains("tunnels are disabled"), "{message}");
 }
 
+/// The agent confirmed, but the activation and its entry cannot be recorded: nothing is
+/// open, the agent is told to close, and the answer is 503.
 #[tokio::test]
-async fn a_failing_session_store_on_open_is_a_500() {
+async fn an_open_whose_activation_cannot_be_recorded_is_database_unavailable() {
+    let mut s = opening(|| Box::pin(async { Ok(OpenReply::Ready) }));
+    s.sessions
+        .expect_activate()
+        .times(1)
+        .returning(|_, _, _| Box::pin(async { Err(backend_error()) }));
+    s.gateway
+        .expect_close_tunnel()
+        .withf(|a, sess| *a == AGENT && *sess == SESSION)
+        .times(1)
+        .return_const(());
+    let resp = s
+        .serve()
+        .post("/api/v1/tunnel/open", TECH, &open_body())
+        .send()
+        .await;
+    assert_unavailable(resp).await;
+}
+
+#[tokio::test]
+async fn a_failing_session_store_on_open_is_database_unavailable() {
     let mut s = Setup::default();
     s.gateway
         .expect_mode()
@@ -210,7 +230,7 @@ async fn a_failing_session_store_on_open_is_a_500() {
         .post("/api/v1/tunnel/open", TECH, &open_body())
         .send()
         .await;
-    assert_internal(resp).await;
+    assert_unavailable(resp).await;
 }
 
 #[tokio::test]
@@ -257,16 +277,21 @@ fn close_body() -> serde_json::Value {
     json!({ "session_id": SESSION.as_uuid() })
 }
 
-/// Closing `SESSION` for `reason`: the store closes it, the agent is told, watchers are
-/// ended and the close is audited.
+/// Closing `SESSION` for `reason`: the store closes it with its `tunnel_close` entry, the
+/// agent is told and watchers are ended.
 fn closing(owner: rmm_domain::Actor, reason: CloseReason) -> Setup {
     let mut s = Setup::default();
     s.stored_session(active(owner));
     s.sessions
         .expect_close()
-        .withf(move |id, r, _| *id == SESSION && *r == reason)
+        .withf(move |id, r, _, note| {
+            *id == SESSION
+                && *r == reason
+                && note.action == AuditAction::TunnelClose
+                && note.detail.as_deref() == Some(reason.as_str())
+        })
         .times(1)
-        .returning(move |_, _, _| Box::pin(async move { Ok(Some(closed(owner, reason))) }));
+        .returning(move |_, _, _, _| Box::pin(async move { Ok(Some(closed(owner, reason))) }));
     s.gateway
         .expect_close_tunnel()
         .withf(|a, sess| *a == AGENT && *sess == SESSION)
@@ -277,11 +302,6 @@ fn closing(owner: rmm_domain::Actor, reason: CloseReason) -> Setup {
         .withf(|sess| *sess == SESSION)
         .times(1)
         .return_const(());
-    s.audit
-        .expect_append()
-        .withf(|e| e.action == AuditAction::TunnelClose && e.session == Some(SESSION))
-        .times(1)
-        .returning(|_| Box::pin(async { Ok(()) }));
     s
 }
 
@@ -316,7 +336,7 @@ async fn closing_a_closed_tunnel_answers_its_state() {
     s.sessions
         .expect_close()
         .times(1)
-        .returning(|_, _, _| Box::pin(async { Ok(None) }));
+        .returning(|_, _, _, _| Box::pin(async { Ok(None) }));
     s.gateway.expect_close_tunnel().never();
     s.audit.expect_append().never();
     let resp = s
@@ -366,7 +386,7 @@ async fn closing_an_unknown_session_is_session_not_found() {
 }
 
 #[tokio::test]
-async fn a_failing_session_store_on_close_is_a_500() {
+async fn a_failing_session_store_on_close_is_database_unavailable() {
     let mut s = Setup::default();
     s.sessions
         .expect_get()
@@ -376,7 +396,26 @@ async fn a_failing_session_store_on_close_is_a_500() {
         .post("/api/v1/tunnel/close", TECH, &close_body())
         .send()
         .await;
-    assert_internal(resp).await;
+    assert_unavailable(resp).await;
+}
+
+/// The close and its entry cannot be recorded: the session stays open (the agent is not
+/// told) and the answer is 503.
+#[tokio::test]
+async fn a_close_that_cannot_be_recorded_is_database_unavailable_and_keeps_the_tunnel() {
+    let mut s = Setup::default();
+    s.stored_session(active(TECH));
+    s.sessions
+        .expect_close()
+        .times(1)
+        .returning(|_, _, _, _| Box::pin(async { Err(backend_error()) }));
+    s.gateway.expect_close_tunnel().never();
+    let resp = s
+        .serve()
+        .post("/api/v1/tunnel/close", TECH, &close_body())
+        .send()
+        .await;
+    assert_unavailable(resp).await;
 }
 
 fn status_path() -> String {

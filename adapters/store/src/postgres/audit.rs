@@ -1,7 +1,7 @@
 //! `audit_events` on PostgreSQL: the audit trail.
 
 use rmm_application::{AuditEntry, AuditEvent, AuditLog, AuditQuery, StoreError};
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row as _};
 
 use super::{PgStore, from_db, to_db};
@@ -32,38 +32,48 @@ fn audit_from_row(row: &PgRow) -> Result<AuditEntry, StoreError> {
     AuditEntry::try_from(decoded)
 }
 
+/// Inserts one entry on `conn`: a pooled connection, or the transaction of the change it
+/// records (then it commits or rolls back with that change).
+pub(super) async fn insert_audit(
+    conn: &mut PgConnection,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
+    let d = AuditDetails::of(event);
+    sqlx::query(
+        "insert into audit_events (occurred_at, action, tech_id, agent_id, session_id, detail, \
+         command_id, command, status, exit_code, stdout_bytes, stderr_bytes, duration_ms, \
+         path, direction, size_bytes, sha256, result) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18)",
+    )
+    .bind(to_db(event.at)?)
+    .bind(event.action.as_str())
+    .bind(event.user.map(|u| u.as_uuid()))
+    .bind(event.agent.map(|a| a.as_uuid()))
+    .bind(event.session.map(|s| s.as_uuid()))
+    .bind(event.detail.as_deref())
+    .bind(d.command_id)
+    .bind(d.command)
+    .bind(d.status)
+    .bind(d.exit_code)
+    .bind(d.stdout_bytes)
+    .bind(d.stderr_bytes)
+    .bind(d.duration_ms)
+    .bind(d.path)
+    .bind(d.direction)
+    .bind(d.size_bytes)
+    .bind(d.sha256)
+    .bind(d.result)
+    .execute(conn)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
 impl AuditLog for PgStore {
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        let d = AuditDetails::of(event);
-        sqlx::query(
-            "insert into audit_events (occurred_at, action, tech_id, agent_id, session_id, detail, \
-             command_id, command, status, exit_code, stdout_bytes, stderr_bytes, duration_ms, \
-             path, direction, size_bytes, sha256, result) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18)",
-        )
-        .bind(to_db(event.at)?)
-        .bind(event.action.as_str())
-        .bind(event.user.map(|u| u.as_uuid()))
-        .bind(event.agent.map(|a| a.as_uuid()))
-        .bind(event.session.map(|s| s.as_uuid()))
-        .bind(event.detail.as_deref())
-        .bind(d.command_id)
-        .bind(d.command)
-        .bind(d.status)
-        .bind(d.exit_code)
-        .bind(d.stdout_bytes)
-        .bind(d.stderr_bytes)
-        .bind(d.duration_ms)
-        .bind(d.path)
-        .bind(d.direction)
-        .bind(d.size_bytes)
-        .bind(d.sha256)
-        .bind(d.result)
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(store_error)?;
+        insert_audit(&mut conn, event).await
     }
 
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {

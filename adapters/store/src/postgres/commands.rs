@@ -1,11 +1,15 @@
 //! `commands` and `command_output` on PostgreSQL: commands run in sessions and their output.
 
 use chrono::{DateTime, Utc};
-use rmm_application::{CommandOutcome, CommandRecord, CommandRepository, OutputStream, StoreError};
+use rmm_application::{
+    AuditEvent, AuditNote, CommandOutcome, CommandRecord, CommandRepository, OutputStream,
+    StoreError,
+};
 use rmm_domain::{CommandId, CommandStatus, Timestamp};
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
+use super::audit::insert_audit;
 use super::{PgStore, from_db, to_db};
 use crate::{CommandRow, seq_to_db, store_error, u64_from_db, u64_to_db};
 
@@ -39,7 +43,12 @@ fn command_from_row(row: &PgRow) -> Result<CommandRecord, StoreError> {
 }
 
 impl CommandRepository for PgStore {
-    async fn insert_command(&self, command: &CommandRecord) -> Result<(), StoreError> {
+    async fn insert_command(
+        &self,
+        command: &CommandRecord,
+        entry: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query(concat!(
             "insert into commands (",
             command_columns!(),
@@ -61,10 +70,11 @@ impl CommandRepository for PgStore {
         .bind(u64_to_db(command.stderr_bytes))
         .bind(command.stdout_truncated)
         .bind(command.stderr_truncated)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(store_error)?;
-        Ok(())
+        insert_audit(&mut tx, entry).await?;
+        tx.commit().await.map_err(store_error)
     }
 
     async fn get_command(&self, id: CommandId) -> Result<Option<CommandRecord>, StoreError> {
@@ -127,7 +137,9 @@ impl CommandRepository for PgStore {
         &self,
         id: CommandId,
         outcome: &CommandOutcome,
+        entry: &AuditEvent,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
         let done = sqlx::query(
             "update commands set status = $2, exit_code = $3, signal = $4, finished_at = $5, \
              stdout_bytes = $6, stderr_bytes = $7, stdout_truncated = $8, stderr_truncated = $9 \
@@ -142,17 +154,24 @@ impl CommandRepository for PgStore {
         .bind(u64_to_db(outcome.stderr_bytes))
         .bind(outcome.stdout_truncated)
         .bind(outcome.stderr_truncated)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
+        let finished = done.rows_affected() == 1;
+        if finished {
+            insert_audit(&mut tx, entry).await?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(finished)
     }
 
     async fn fail_running_commands(
         &self,
         status: CommandStatus,
         at: Timestamp,
+        note: &AuditNote,
     ) -> Result<Vec<CommandRecord>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
         let rows = sqlx::query(concat!(
             "update commands set status = $1, finished_at = $2 where status = 'running' \
              returning ",
@@ -160,9 +179,17 @@ impl CommandRepository for PgStore {
         ))
         .bind(status.as_str())
         .bind(to_db(at)?)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;
-        rows.iter().map(command_from_row).collect()
+        let ended = rows
+            .iter()
+            .map(command_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        for command in &ended {
+            insert_audit(&mut tx, &note.for_ended_command(command)).await?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(ended)
     }
 }

@@ -1,12 +1,13 @@
 //! `tech_sessions` on PostgreSQL: the technicians' sessions.
 
 use chrono::{DateTime, Utc};
-use rmm_application::{SessionRepository, StoreError};
+use rmm_application::{AuditNote, SessionRepository, StoreError};
 use rmm_domain::{CloseReason, Session, SessionId, Timestamp};
-use sqlx::Row as _;
 use sqlx::postgres::PgRow;
+use sqlx::{Postgres, Row as _, Transaction};
 use uuid::Uuid;
 
+use super::audit::insert_audit;
 use super::{PgStore, from_db, to_db};
 use crate::{SessionRow, store_error};
 
@@ -25,6 +26,20 @@ fn session_from_row(row: &PgRow) -> Result<Session, StoreError> {
         close_reason: row.try_get("close_reason").map_err(store_error)?,
     };
     Session::try_from(decoded)
+}
+
+/// Writes `note`'s entry about each of `sessions` (changed at `at`) in `tx`, then commits the
+/// change and its entries together. On any failure `tx` is dropped: both roll back.
+async fn commit_with_entries(
+    mut tx: Transaction<'_, Postgres>,
+    sessions: &[Session],
+    note: &AuditNote,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    for session in sessions {
+        insert_audit(&mut tx, &note.for_session(session, at)).await?;
+    }
+    tx.commit().await.map_err(store_error)
 }
 
 fn sessions_from_rows(rows: &[PgRow]) -> Result<Vec<Session>, StoreError> {
@@ -64,18 +79,39 @@ impl SessionRepository for PgStore {
         row.as_ref().map(session_from_row).transpose()
     }
 
-    async fn activate(&self, id: SessionId, now: Timestamp) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "update tech_sessions set status = 'active', \
-             last_activity = greatest(last_activity, $2) \
-             where session_id = $1 and status = 'pending'",
-        )
-        .bind(id.as_uuid())
-        .bind(to_db(now)?)
-        .execute(&self.pool)
+    async fn list_open(&self) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select ",
+            session_columns!(),
+            " from tech_sessions where status in ('pending', 'active') order by opened_at"
+        ))
+        .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
-        Ok(done.rows_affected() == 1)
+        sessions_from_rows(&rows)
+    }
+
+    async fn activate(
+        &self,
+        id: SessionId,
+        now: Timestamp,
+        note: &AuditNote,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let row = sqlx::query(concat!(
+            "update tech_sessions set status = 'active', \
+             last_activity = greatest(last_activity, $2) \
+             where session_id = $1 and status = 'pending' returning ",
+            session_columns!()
+        ))
+        .bind(id.as_uuid())
+        .bind(to_db(now)?)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let activated = row.as_ref().map(session_from_row).transpose()?;
+        commit_with_entries(tx, activated.as_slice(), note, now).await?;
+        Ok(activated.is_some())
     }
 
     async fn close(
@@ -83,7 +119,9 @@ impl SessionRepository for PgStore {
         id: SessionId,
         reason: CloseReason,
         now: Timestamp,
+        note: &AuditNote,
     ) -> Result<Option<Session>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
         let row = sqlx::query(concat!(
             "update tech_sessions set status = 'closed', closed_at = $2, close_reason = $3 \
              where session_id = $1 and status in ('pending', 'active') returning ",
@@ -92,17 +130,21 @@ impl SessionRepository for PgStore {
         .bind(id.as_uuid())
         .bind(to_db(now)?)
         .bind(reason.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(store_error)?;
-        row.as_ref().map(session_from_row).transpose()
+        let closed = row.as_ref().map(session_from_row).transpose()?;
+        commit_with_entries(tx, closed.as_slice(), note, now).await?;
+        Ok(closed)
     }
 
     async fn close_all_open(
         &self,
         reason: CloseReason,
         now: Timestamp,
+        note: &AuditNote,
     ) -> Result<Vec<Session>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
         let rows = sqlx::query(concat!(
             "update tech_sessions set status = 'closed', closed_at = $1, close_reason = $2 \
              where status in ('pending', 'active') returning ",
@@ -110,17 +152,21 @@ impl SessionRepository for PgStore {
         ))
         .bind(to_db(now)?)
         .bind(reason.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;
-        sessions_from_rows(&rows)
+        let closed = sessions_from_rows(&rows)?;
+        commit_with_entries(tx, &closed, note, now).await?;
+        Ok(closed)
     }
 
     async fn close_idle(
         &self,
         cutoff: Timestamp,
         now: Timestamp,
+        note: &AuditNote,
     ) -> Result<Vec<Session>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
         let rows = sqlx::query(concat!(
             "update tech_sessions set status = 'closed', closed_at = $2, close_reason = $3 \
              where status = 'active' and last_activity < $1 returning ",
@@ -129,10 +175,12 @@ impl SessionRepository for PgStore {
         .bind(to_db(cutoff)?)
         .bind(to_db(now)?)
         .bind(CloseReason::Idle.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;
-        sessions_from_rows(&rows)
+        let closed = sessions_from_rows(&rows)?;
+        commit_with_entries(tx, &closed, note, now).await?;
+        Ok(closed)
     }
 
     async fn touch(&self, ids: &[SessionId], at: Timestamp) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! `audit_events` on SQLite: the audit trail.
 
 use rmm_application::{AuditEntry, AuditEvent, AuditLog, AuditQuery, StoreError};
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
 use super::{SqliteStore, id_text, micros, opt_uuid_column, time_column};
@@ -33,38 +33,48 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
     AuditEntry::try_from(decoded)
 }
 
+/// Inserts one entry on `conn`: a pooled connection, or the transaction of the change it
+/// records (then it commits or rolls back with that change).
+pub(super) async fn insert_audit(
+    conn: &mut SqliteConnection,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
+    let d = AuditDetails::of(event);
+    sqlx::query(
+        "insert into audit_events (occurred_at, action, tech_id, agent_id, session_id, detail, \
+         command_id, command, status, exit_code, stdout_bytes, stderr_bytes, duration_ms, \
+         path, direction, size_bytes, sha256, result) \
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+         ?18)",
+    )
+    .bind(micros(event.at))
+    .bind(event.action.as_str())
+    .bind(event.user.map(|u| id_text(u.as_uuid())))
+    .bind(event.agent.map(|a| id_text(a.as_uuid())))
+    .bind(event.session.map(|s| id_text(s.as_uuid())))
+    .bind(event.detail.as_deref())
+    .bind(d.command_id.map(id_text))
+    .bind(d.command)
+    .bind(d.status)
+    .bind(d.exit_code)
+    .bind(d.stdout_bytes)
+    .bind(d.stderr_bytes)
+    .bind(d.duration_ms)
+    .bind(d.path)
+    .bind(d.direction)
+    .bind(d.size_bytes)
+    .bind(d.sha256)
+    .bind(d.result)
+    .execute(conn)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
 impl AuditLog for SqliteStore {
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        let d = AuditDetails::of(event);
-        sqlx::query(
-            "insert into audit_events (occurred_at, action, tech_id, agent_id, session_id, detail, \
-             command_id, command, status, exit_code, stdout_bytes, stderr_bytes, duration_ms, \
-             path, direction, size_bytes, sha256, result) \
-             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-             ?18)",
-        )
-        .bind(micros(event.at))
-        .bind(event.action.as_str())
-        .bind(event.user.map(|u| id_text(u.as_uuid())))
-        .bind(event.agent.map(|a| id_text(a.as_uuid())))
-        .bind(event.session.map(|s| id_text(s.as_uuid())))
-        .bind(event.detail.as_deref())
-        .bind(d.command_id.map(id_text))
-        .bind(d.command)
-        .bind(d.status)
-        .bind(d.exit_code)
-        .bind(d.stdout_bytes)
-        .bind(d.stderr_bytes)
-        .bind(d.duration_ms)
-        .bind(d.path)
-        .bind(d.direction)
-        .bind(d.size_bytes)
-        .bind(d.sha256)
-        .bind(d.result)
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(store_error)?;
+        insert_audit(&mut conn, event).await
     }
 
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
