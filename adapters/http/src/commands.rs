@@ -162,6 +162,52 @@ impl<P: Ports> Handlers<P, Commands> {
     }
 }
 
+/// How reading a command fails, the same for its record and its raw output.
+enum ReadError {
+    NotFound(Json<ErrorBody>),
+    Forbidden(Json<ErrorBody>),
+    Internal(Json<ErrorBody>),
+}
+
+impl ReadError {
+    fn of(e: &GetCommandError, operation: &str) -> Self {
+        match e {
+            GetCommandError::NotFound(_) => {
+                Self::NotFound(error(ApiErrorCode::CommandNotFound, e.to_string()))
+            }
+            GetCommandError::SessionNotFound(_) => {
+                Self::NotFound(error(ApiErrorCode::SessionNotFound, e.to_string()))
+            }
+            GetCommandError::Forbidden(_) => {
+                Self::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()))
+            }
+            GetCommandError::Store(_) | GetCommandError::EndNotRecorded(_) => {
+                Self::Internal(internal(operation, e))
+            }
+        }
+    }
+}
+
+impl From<ReadError> for CommandResponse {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::NotFound(b) => Self::NotFound(b),
+            ReadError::Forbidden(b) => Self::Forbidden(b),
+            ReadError::Internal(b) => Self::Internal(b),
+        }
+    }
+}
+
+impl From<ReadError> for RawOutputResponse {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::NotFound(b) => Self::NotFound(b),
+            ReadError::Forbidden(b) => Self::Forbidden(b),
+            ReadError::Internal(b) => Self::Internal(b),
+        }
+    }
+}
+
 /// The longest `?wait=` honoured, seconds.
 const MAX_WAIT_SECS: u64 = 300;
 /// Chunks read from the store per round while streaming raw output.
@@ -176,24 +222,7 @@ impl<P: Ports> Handlers<P, Commands> {
     ) -> CommandResponse {
         let record = match result {
             Ok(record) => record,
-            Err(e @ GetCommandError::NotFound(_)) => {
-                return CommandResponse::NotFound(error(
-                    ApiErrorCode::CommandNotFound,
-                    e.to_string(),
-                ));
-            }
-            Err(e @ GetCommandError::SessionNotFound(_)) => {
-                return CommandResponse::NotFound(error(
-                    ApiErrorCode::SessionNotFound,
-                    e.to_string(),
-                ));
-            }
-            Err(e @ GetCommandError::Forbidden(_)) => {
-                return CommandResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()));
-            }
-            Err(e @ (GetCommandError::Store(_) | GetCommandError::EndNotRecorded(_))) => {
-                return CommandResponse::Internal(internal("get_command", &e));
-            }
+            Err(e) => return ReadError::of(&e, "get_command").into(),
         };
         let mut streams = Vec::with_capacity(2);
         for stream in [OutputStream::Stdout, OutputStream::Stderr] {
@@ -231,24 +260,7 @@ impl<P: Ports> Handlers<P, Commands> {
             .await
         {
             Ok(chunks) => chunks,
-            Err(e @ GetCommandError::NotFound(_)) => {
-                return RawOutputResponse::NotFound(error(
-                    ApiErrorCode::CommandNotFound,
-                    e.to_string(),
-                ));
-            }
-            Err(e @ GetCommandError::SessionNotFound(_)) => {
-                return RawOutputResponse::NotFound(error(
-                    ApiErrorCode::SessionNotFound,
-                    e.to_string(),
-                ));
-            }
-            Err(e @ GetCommandError::Forbidden(_)) => {
-                return RawOutputResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()));
-            }
-            Err(e @ (GetCommandError::Store(_) | GetCommandError::EndNotRecorded(_))) => {
-                return RawOutputResponse::Internal(internal("read_output", &e));
-            }
+            Err(e) => return ReadError::of(&e, "read_output").into(),
         };
         let app = Arc::clone(&self.app);
         // Streamed a few chunks at a time: memory stays bounded whatever the output size.
