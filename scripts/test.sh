@@ -83,8 +83,9 @@ fi
 cargo deny --version
 cargo deny --locked check --hide-inclusion-graph bans licenses sources
 
-banner "size rules (scripts/check-size.py)"
+banner "size and structure rules (scripts/check-size.py, scripts/check-modules.py)"
 python3 scripts/check-size.py
+python3 scripts/check-modules.py
 
 # Containers of an earlier, killed run are removed now; those of this run at exit.
 remove_test_containers() {

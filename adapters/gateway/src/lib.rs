@@ -1,8 +1,7 @@
-//! rmm-server's live connections: the agents' WebSocket gateway ([`agents`]), the file
-//! transfer links over it ([`files`]), the broadcast of session output ([`streams`]) and the
-//! technicians' session stream WebSocket ([`stream_ws`]).
+//! rmm-server's live connections: the agents' WebSocket gateway ([`agents`], with the file
+//! transfers over it), the broadcast of session output ([`streams`]) and the technicians'
+//! session stream WebSocket ([`stream_ws`]).
 
 pub mod agents;
-pub mod files;
 pub mod stream_ws;
 pub mod streams;

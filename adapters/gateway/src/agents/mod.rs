@@ -1,6 +1,7 @@
 //! The live agent connections: a registry of who is connected (with a generation per
-//! connection and the agent's mode), the `AgentGateway` port over it (`registry`, `port`), and
-//! the task that runs one agent's WebSocket (`connection`).
+//! connection and the agent's mode), the `AgentGateway` port over it (`registry`, `port`,
+//! and `files` for its file operations), and the task that runs one agent's WebSocket
+//! (`connection`).
 //!
 //! Nothing here blocks on a peer: messages to an agent go through a bounded queue fed with
 //! `try_send`, the registry lock is never held across `.await`, and a socket that stops
@@ -14,6 +15,7 @@ use rmm_protocol::{
 };
 
 mod connection;
+mod files;
 mod port;
 mod registry;
 

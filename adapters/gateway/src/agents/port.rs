@@ -1,5 +1,5 @@
 //! The [`AgentGateway`] port over the registry: tunnels and commands here, file operations
-//! in [`crate::files`].
+//! in [`super::files`].
 
 use rmm_application::{
     AgentDownload, AgentGateway, ByteStream, FileEntry, FileOpError, GatewayError, OpenReply,
@@ -10,7 +10,7 @@ use rmm_protocol::{ServerMessage, TunnelDataPayload};
 use tokio::sync::oneshot;
 
 use super::WsAgentGateway;
-use crate::files;
+use super::files;
 
 impl AgentGateway for WsAgentGateway {
     fn mode(&self, agent: AgentId) -> Option<AgentMode> {

@@ -15,7 +15,7 @@ use rmm_application::{AgentDownload, ByteStream, FileEntry, FileOpError, UploadR
 use rmm_protocol::{DataFrame, ServerMessage};
 use sha2::{Digest as _, Sha256};
 
-use crate::agents::{FileEvent, FileLink, Outbound};
+use super::{FileEvent, FileLink, Outbound};
 
 pub use rmm_protocol::limits::{
     FILE_ACK_EVERY as ACK_EVERY, FILE_FRAME_DATA as CHUNK, FILE_WINDOW as WINDOW,
