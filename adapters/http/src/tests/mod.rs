@@ -10,6 +10,7 @@ mod commands_read;
 mod commands_run;
 mod cross_cutting;
 mod docs;
+mod files;
 mod tunnels;
 
 use std::sync::{Arc, OnceLock};
