@@ -2,8 +2,6 @@
 //! use cases over mocked ports (never by stubbing a use case), served the way the server
 //! mounts the API (`.data(jwt)`, `.catch_all_error(error_as_json)`) so that framework
 //! answers (400, 401, 404, 405) carry their real bodies.
-//!
-//! The files section is not covered here.
 
 mod agents;
 mod audit;
@@ -12,6 +10,7 @@ mod commands_read;
 mod commands_run;
 mod cross_cutting;
 mod docs;
+mod files;
 mod tunnels;
 
 use std::sync::{Arc, OnceLock};
@@ -34,8 +33,6 @@ use rmm_domain::{
 use rmm_protocol::api::ApiErrorCode;
 use serde_json::Value;
 use uuid::Uuid;
-
-use crate::{Agents, Audit, Auth, Commands, Handlers, Tunnels};
 
 /// The ports, all mocked.
 struct Mocks;
@@ -134,15 +131,9 @@ impl Setup {
         ));
         let secret = JwtSecret::parse(&"t".repeat(JwtSecret::MIN_LEN)).expect("a long secret");
         let jwt = Arc::new(Jwt::new(&secret, TOKEN_TTL));
-        // Every section but files, mounted as `routes` in bin/server mounts the API.
+        // Every section, as bin/server mounts the API.
         let api = OpenApiService::new(
-            (
-                Handlers::<Mocks, Auth>::new(&app, &jwt),
-                Handlers::<Mocks, Agents>::new(&app, &jwt),
-                Handlers::<Mocks, Tunnels>::new(&app, &jwt),
-                Handlers::<Mocks, Commands>::new(&app, &jwt),
-                Handlers::<Mocks, Audit>::new(&app, &jwt),
-            ),
+            crate::api(Arc::clone(&app), Arc::clone(&jwt)),
             "rmm-tunnel tests",
             "1",
         );
