@@ -3,9 +3,11 @@
 //! password) for a lockout that starts at [`FIRST_LOCKOUT`] and doubles with each lockout up
 //! to [`MAX_LOCKOUT`]. A success forgets the username's failures.
 //!
-//! An attempt counts as a failure from the moment it starts until it succeeds, so a burst of
-//! concurrent guesses cannot all slip in before the first of them has failed. Memory is
-//! bounded: at most [`MAX_TRACKED`] keys per kind, the stalest forgotten first.
+//! For a key that has failed lately (or been locked out before), an attempt counts as a
+//! failure from the moment it starts until it succeeds, so a burst of concurrent guesses
+//! cannot all slip in before the first of them has failed; a key with a clean record may run
+//! any number of logins at once (a script's, say). Memory is bounded: at most
+//! [`MAX_TRACKED`] keys per kind, the stalest forgotten first.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -122,8 +124,11 @@ impl<K: Hash + Eq + Clone> Records<K> {
             return Some(left);
         }
         record.prune(now);
-        if record.attempts.len() >= MAX_FAILURES {
-            // Attempts still running fill the window; retry when the oldest leaves it.
+        let failed = record.attempts.iter().filter(|(_, failed)| *failed).count();
+        let suspect = failed > 0 || record.lockouts > 0;
+        if suspect && record.attempts.len() >= MAX_FAILURES {
+            // A key that has failed lately: attempts still running count as failures, so a
+            // burst cannot slip past. Retry when the oldest leaves the window.
             return record.attempts.front().map(|&(t, _)| {
                 WINDOW
                     .saturating_sub(now.since(t))

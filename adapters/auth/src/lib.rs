@@ -4,8 +4,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
+use argon2::password_hash::PasswordHasher;
+use argon2::password_hash::phc::{Output, PasswordHash};
+use argon2::{Algorithm as Argon2Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -52,7 +53,7 @@ impl Credentials for Argon2Credentials {
     async fn hash_password(&self, password: &str) -> Result<String, String> {
         let password = password.to_owned();
         self.pool
-            .run(move || {
+            .run(move |_| {
                 Argon2::default()
                     .hash_password(password.as_bytes())
                     .map(|h| h.to_string())
@@ -65,13 +66,7 @@ impl Credentials for Argon2Credentials {
     async fn verify_password(&self, password: &str, hash: &str) -> Result<bool, HashingBusy> {
         let (password, hash) = (password.to_owned(), hash.to_owned());
         self.pool
-            .run(move || {
-                PasswordHash::new(&hash).is_ok_and(|parsed| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-            })
+            .run(move |memory| verify_with_memory(memory, password.as_bytes(), &hash))
             .await
     }
 
@@ -84,6 +79,41 @@ impl Credentials for Argon2Credentials {
     fn digest_agent_key(&self, key: &str) -> KeyDigest {
         KeyDigest(Sha256::digest(key.as_bytes()).into())
     }
+}
+
+/// Whether `password` matches the PHC string `hash` (argon2 of any variant and parameters),
+/// computed in `memory`, which is grown to the parameters' size once and then reused.
+fn verify_with_memory(memory: &mut Vec<Block>, password: &[u8], hash: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Argon2Algorithm::try_from(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(version)) => version,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
+    let Some(working) = memory.get_mut(..blocks) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, &mut out, working)
+        .is_ok()
+        // `Output`'s comparison takes constant time.
+        && Output::new(&out).is_ok_and(|computed| computed == *expected)
 }
 
 /// `bytes` random bytes from the OS, URL-safe base64 encoded: passwords and secrets that are

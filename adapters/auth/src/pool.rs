@@ -1,7 +1,9 @@
 //! The password-hashing threads: at most [`HashLimits::concurrent`] hashes at once, each on a
-//! thread of its own that lives as long as the pool (so each keeps reusing its own allocator
-//! arena: the memory argon2 takes stays bounded by the number of threads, where the blocking
-//! pool's hundreds of threads could each keep 19 MiB). In front of them a queue of at most
+//! thread of its own that lives as long as the pool and owns argon2's working memory (19 MiB
+//! with the default parameters), allocated once and reused by every hash it runs. So the
+//! memory hashing takes is bounded by the number of threads: allocated per hash, as argon2
+//! does by itself, the allocator kept much of it after each hash, growing without bound
+//! under a login flood. In front of the threads a queue of at most
 //! [`HashLimits::queue`] hashes, each waiting at most [`HashLimits::wait`] for a thread; a hash
 //! that does not fit, or whose wait runs out, is [`HashingBusy`] and never runs.
 
@@ -12,6 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use argon2::Block;
 use rmm_application::HashingBusy;
 
 /// How much password hashing may run and wait at once.
@@ -48,10 +51,13 @@ const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
 const GIVEN_UP: u8 = 2;
 
-/// One hash to compute, unless its caller gave up waiting first.
+/// A hash to compute, given the thread's working memory.
+type Work = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// One hash to compute, unless its caller gave up waiting.
 struct Job {
     state: Arc<AtomicU8>,
-    work: Box<dyn FnOnce() + Send>,
+    work: Work,
 }
 
 /// The threads and their queue, started on first use.
@@ -91,20 +97,20 @@ impl HashPool {
         })
     }
 
-    /// Runs `f` on a hashing thread.
+    /// Runs `f` on a hashing thread, with that thread's working memory.
     ///
     /// # Errors
     /// [`HashingBusy`] when the queue is full, or no thread took `f` within the wait.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce() -> T + Send + 'static,
+        f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, HashingBusy> {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let job = Job {
             state: Arc::clone(&state),
-            work: Box::new(move || {
-                let _ = tx.send(f());
+            work: Box::new(move |memory| {
+                let _ = tx.send(f(memory));
             }),
         };
         match self.sender().try_send(job) {
@@ -127,6 +133,7 @@ impl HashPool {
 
 /// A hashing thread: takes jobs until the pool is dropped.
 fn work(rx: &Mutex<Receiver<Job>>) {
+    let mut memory = Vec::new();
     loop {
         let job = {
             let Ok(rx) = rx.lock() else { return };
@@ -141,7 +148,7 @@ fn work(rx: &Mutex<Receiver<Job>>) {
             .is_ok()
         {
             // A panic drops the job's answer (its caller sees HashingBusy); the thread lives on.
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(job.work));
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| (job.work)(&mut memory)));
         }
     }
 }
@@ -168,9 +175,9 @@ mod tests {
         running: &Arc<AtomicUsize>,
         peak: &Arc<AtomicUsize>,
         release: &Arc<std::sync::atomic::AtomicBool>,
-    ) -> impl FnOnce() -> usize + Send + 'static {
+    ) -> impl FnOnce(&mut Vec<Block>) -> usize + Send + 'static {
         let (running, peak, release) = (Arc::clone(running), Arc::clone(peak), Arc::clone(release));
-        move || {
+        move |_: &mut Vec<Block>| {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(now, Ordering::SeqCst);
             let started = Instant::now();
@@ -209,7 +216,7 @@ mod tests {
         // The spawned submissions run (on this single-threaded runtime) before we go on.
         tokio::task::yield_now().await;
         let refused_at = Instant::now();
-        assert_eq!(pool.run(|| 0).await, Err(HashingBusy));
+        assert_eq!(pool.run(|_| 0).await, Err(HashingBusy));
         assert!(refused_at.elapsed() < Duration::from_millis(500));
         release.store(true, Ordering::SeqCst);
         for job in admitted {
@@ -233,13 +240,13 @@ mod tests {
         let ran = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&ran);
         let waited = pool
-            .run(move || counter.fetch_add(1, Ordering::SeqCst))
+            .run(move |_| counter.fetch_add(1, Ordering::SeqCst))
             .await;
         assert_eq!(waited, Err(HashingBusy));
         release.store(true, Ordering::SeqCst);
         // The holder still gets its answer (it was running when its wait ran out).
         assert_eq!(holder.await.unwrap(), Ok(1));
-        assert_eq!(pool.run(|| 7).await, Ok(7));
+        assert_eq!(pool.run(|_| 7).await, Ok(7));
         assert_eq!(ran.load(Ordering::SeqCst), 0, "the given-up hash ran");
     }
 }

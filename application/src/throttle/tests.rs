@@ -99,17 +99,30 @@ fn ipv6_addresses_count_by_their_64() {
 }
 
 #[test]
-fn running_attempts_count_so_a_burst_cannot_slip_past() {
+fn after_a_failure_running_attempts_count_so_a_burst_cannot_slip_past() {
     let t = LoginThrottle::default();
-    let running: Vec<Attempt> = (0..5)
-        .map(|_| t.begin(ALICE, None, at(0)).unwrap())
+    fail(&t, ALICE, None, 1, 0);
+    let running: Vec<Attempt> = (0..4)
+        .map(|_| t.begin(ALICE, None, at(1)).unwrap())
         .collect();
-    assert!(t.begin(ALICE, None, at(0)).is_err());
+    assert!(t.begin(ALICE, None, at(1)).is_err());
     // Undecided attempts count against nobody.
     for a in &running {
         t.abandoned(a);
     }
-    assert!(t.begin(ALICE, None, at(1)).is_ok());
+    assert!(t.begin(ALICE, None, at(2)).is_ok());
+}
+
+#[test]
+fn a_clean_record_admits_any_number_of_concurrent_attempts() {
+    let t = LoginThrottle::default();
+    let running: Vec<Attempt> = (0..50)
+        .map(|_| t.begin(ALICE, ip("10.0.0.1"), at(0)).unwrap())
+        .collect();
+    for a in &running {
+        t.succeeded(a);
+    }
+    assert!(t.begin(ALICE, ip("10.0.0.1"), at(0)).is_ok());
 }
 
 #[test]
