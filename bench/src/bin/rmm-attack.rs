@@ -39,6 +39,7 @@ const SOFT_NOFILE: u64 = 1024;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    rmm_bench::api::init_crypto();
     let server = attack::server_binary(cli.server.clone())?;
     rmm_bench::limits::raise_nofile(cli.slow as u64 + 1024)?;
     let load_start = attack::load_average();
@@ -53,12 +54,8 @@ async fn main() -> anyhow::Result<()> {
     let flood = attack::body_flood(&target, cli.body_mib * 1024 * 1024).await?;
     target.stop().await;
     println!(
-        "| 3 concurrent {} MiB JSON bodies to `POST /api/v1/auth/login`: RSS before → peak | 232 MiB → 2.47 GiB, then 401 | {} MiB → {} MiB; answered {:?}; server read {:?} MiB of each |",
-        cli.body_mib,
-        flood.rss_before_mib,
-        flood.peak_mib,
-        flood.statuses,
-        flood.sent_mib
+        "| 3 concurrent {} MiB JSON bodies to `POST /api/v1/auth/login`: RSS before → peak | 232 MiB → 2.47 GiB, then 401 | {} MiB → {} MiB; answered {:?}; client got {:?} MiB of each in before the server stopped reading |",
+        cli.body_mib, flood.rss_before_mib, flood.peak_mib, flood.statuses, flood.sent_mib
     );
 
     for &n in &cli.logins {
@@ -72,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let health = flood.slowest_health.map_or_else(
             || "no answer within 5 s".to_owned(),
-            |d| format!("{} ms", d.as_millis()),
+            |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0),
         );
         println!(
             "| {n} concurrent logins: peak RSS, RSS afterwards | {before} | {} MiB peak, {} MiB afterwards; {} logged in, {} told 503 + Retry-After, {} other, in {:.1} s; slowest /healthz meanwhile {health} |",
@@ -91,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     target.stop().await;
     let fresh = slow.fresh.map_or_else(
         || "no answer within 10 s".to_owned(),
-        |d| format!("{} ms", d.as_millis()),
+        |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0),
     );
     let closed = slow.all_closed_after.map_or_else(
         || format!("some still open after {} s", wait.as_secs()),
