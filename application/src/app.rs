@@ -67,6 +67,7 @@ pub struct App<P: Ports> {
     pub(crate) credentials: Arc<P::Credentials>,
     pub(crate) presence: Presence,
     pub(crate) running: Running,
+    pub(crate) login_throttle: crate::throttle::LoginThrottle,
     pub(crate) config: Config,
 }
 
@@ -114,6 +115,7 @@ impl<P: Ports> App<P> {
             credentials: deps.credentials,
             presence: Presence::default(),
             running: Running::default(),
+            login_throttle: crate::throttle::LoginThrottle::default(),
             config,
         }
     }

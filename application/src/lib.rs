@@ -20,6 +20,7 @@ mod maintenance;
 mod ports;
 mod presence;
 mod running;
+pub mod throttle;
 mod tunnels;
 mod users;
 mod watch;
@@ -31,6 +32,7 @@ pub use app::{App, Config, Deps, Ports};
 pub use audit::ListAuditError;
 pub use commands::{GetCommandError, RunCommandError};
 pub use files::{Direction, Download, FileAccessError, TransferError};
+pub use ports::HashingBusy;
 pub use ports::{
     AgentDownload, AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry,
     AuditEvent, AuditLog, AuditNote, AuditQuery, ByteStream, Clock, CommandAudit, CommandOutcome,

@@ -1,15 +1,27 @@
 //! Users: creating them and checking their passwords.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use rmm_domain::{Actor, Role, UserId, Username};
 
 use crate::app::{App, Ports};
-use crate::ports::{Clock, Credentials, IdGenerator, StoreError, UserRecord, UserRepository};
+use crate::ports::{
+    Clock, Credentials, HashingBusy, IdGenerator, StoreError, UserRecord, UserRepository,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
     /// Unknown user or wrong password: deliberately indistinguishable.
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// Too many failed logins lately for this username or from this address: refused without
+    /// checking the password, for `retry_after`.
+    #[error("too many failed logins; retry in {} s", retry_after.as_secs())]
+    Throttled { retry_after: Duration },
+    /// The password could not be checked now (hashing at capacity).
+    #[error("password hashing is at capacity")]
+    Busy,
     #[error("user store failed")]
     Store(#[source] StoreError),
 }
@@ -31,23 +43,56 @@ pub enum CreateUserError {
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$U2s6wTv9qFHTRz33M0lMXz/DhPJNPl5jZ5/GI9HM0Vg";
 
 impl<P: Ports> App<P> {
-    /// Checks a username and password.
+    /// Checks a username and password from the client at `from` (when known), throttled: see
+    /// [`crate::throttle`].
     ///
     /// # Errors
-    /// [`LoginError::InvalidCredentials`] for an unknown user or a wrong password.
-    pub async fn login(&self, username: &str, password: &str) -> Result<Actor, LoginError> {
-        let Ok(name) = Username::parse(username) else {
+    /// [`LoginError::InvalidCredentials`] for an unknown user or a wrong password,
+    /// [`LoginError::Throttled`] after too many of those, [`LoginError::Busy`] when the
+    /// password cannot be checked now.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        from: Option<IpAddr>,
+    ) -> Result<Actor, LoginError> {
+        let name = Username::parse(username).ok();
+        let attempt = self
+            .login_throttle
+            .begin(name.as_ref().map(Username::as_str), from, self.clock.now())
+            .map_err(|retry_after| LoginError::Throttled { retry_after })?;
+        let outcome = self.check_password(name.as_ref(), password).await;
+        match &outcome {
+            Ok(_) => self.login_throttle.succeeded(&attempt),
+            Err(LoginError::InvalidCredentials) => {
+                self.login_throttle.failed(&attempt, self.clock.now());
+            }
+            Err(_) => self.login_throttle.abandoned(&attempt),
+        }
+        outcome
+    }
+
+    async fn check_password(
+        &self,
+        name: Option<&Username>,
+        password: &str,
+    ) -> Result<Actor, LoginError> {
+        let Some(name) = name else {
             return Err(LoginError::InvalidCredentials);
         };
         let user = self
             .users
-            .find_user(&name)
+            .find_user(name)
             .await
             .map_err(LoginError::Store)?;
         let hash = user
             .as_ref()
             .map_or(DUMMY_HASH, |u| u.password_hash.as_str());
-        let matches = self.credentials.verify_password(password, hash).await;
+        let matches = self
+            .credentials
+            .verify_password(password, hash)
+            .await
+            .map_err(|HashingBusy| LoginError::Busy)?;
         match user {
             Some(user) if matches => Ok(Actor {
                 id: user.id,

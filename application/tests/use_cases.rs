@@ -446,9 +446,9 @@ async fn login_with_an_unknown_user_still_verifies_a_hash_and_fails() {
     s.credentials
         .expect_verify_password()
         .times(1)
-        .returning(|_, _| Box::pin(async { false }));
+        .returning(|_, _| Box::pin(async { Ok(false) }));
     assert!(matches!(
-        s.build().login("ghost", "pw").await,
+        s.build().login("ghost", "pw", None).await,
         Err(LoginError::InvalidCredentials)
     ));
 }
@@ -471,8 +471,8 @@ async fn login_with_the_right_password_yields_the_actor() {
     s.credentials
         .expect_verify_password()
         .withf(|p, h| p == "pw" && h == "h")
-        .returning(|_, _| Box::pin(async { true }));
-    assert_eq!(s.build().login("admin", "pw").await.unwrap(), ADMIN);
+        .returning(|_, _| Box::pin(async { Ok(true) }));
+    assert_eq!(s.build().login("admin", "pw", None).await.unwrap(), ADMIN);
 }
 
 // ---- commands ----

@@ -14,6 +14,7 @@
 //! [`rmm_protocol`] so the simulator says exactly what real agents say.
 
 pub mod api;
+pub mod attack;
 pub mod limits;
 pub mod measure;
 pub mod procfs;

@@ -49,6 +49,8 @@ pub struct TestServer {
     scheme: &'static str,
     /// The server's stderr so far, when captured.
     log: Option<Arc<Mutex<String>>>,
+    /// The soft open-file limit the server starts with (`ulimit -Sn`), when set.
+    soft_nofile: Option<u64>,
 }
 
 /// How to start a server beyond its environment (see [`TestServer::start_with`]).
@@ -89,6 +91,29 @@ impl TestServer {
         env: &[(&str, &str)],
         options: StartOptions,
     ) -> anyhow::Result<Self> {
+        Self::start_inner(database_url, env, options, None).await
+    }
+
+    /// As [`Self::start_with`], with the soft open-file limit set to `soft_nofile` (through
+    /// `sh -c 'ulimit -Sn N'`), as systemd's default of 1024 would.
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub async fn start_with_soft_nofile(
+        database_url: &str,
+        env: &[(&str, &str)],
+        options: StartOptions,
+        soft_nofile: u64,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(database_url, env, options, Some(soft_nofile)).await
+    }
+
+    async fn start_inner(
+        database_url: &str,
+        env: &[(&str, &str)],
+        options: StartOptions,
+        soft_nofile: Option<u64>,
+    ) -> anyhow::Result<Self> {
         init_crypto();
         let mut http = reqwest::Client::builder().timeout(Duration::from_secs(60));
         if let Some(ca) = &options.tls_ca_pem {
@@ -109,13 +134,23 @@ impl TestServer {
                 "http"
             },
             log: options.capture_log.then(Arc::default),
+            soft_nofile,
         };
         server.spawn().await?;
         Ok(server)
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
-        let mut cmd = Command::new(binary("rmm-server")?);
+        let mut cmd = match self.soft_nofile {
+            None => Command::new(binary("rmm-server")?),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", r#"ulimit -Sn "$1" && shift && exec "$@""#, "sh"])
+                    .arg(limit.to_string())
+                    .arg(binary("rmm-server")?);
+                sh
+            }
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &self.database_url)

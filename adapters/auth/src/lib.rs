@@ -4,50 +4,70 @@
 use std::fmt;
 use std::time::Duration;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
+use argon2::password_hash::PasswordHasher;
+use argon2::password_hash::phc::{Output, PasswordHash};
+use argon2::{Algorithm as Argon2Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rmm_application::{AgentKey, Credentials, KeyDigest};
+use rmm_application::{AgentKey, Credentials, HashingBusy, KeyDigest};
 use rmm_domain::{Actor, Role, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 mod hs256;
+mod pool;
+
+pub use pool::HashLimits;
+use pool::HashPool;
 
 /// Prefix of agent keys, so a leaked key is recognisable in logs and secret scanners.
 const AGENT_KEY_PREFIX: &str = "rmmk_";
 
-/// Argon2id with the crate's defaults (RFC 9106 second recommendation); hashing runs on the
-/// blocking pool because it costs tens of milliseconds of CPU by design.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Argon2Credentials;
+/// Argon2id with the crate's defaults (RFC 9106 second recommendation: 19 MiB and tens of
+/// milliseconds of CPU per hash, by design). Hashes run on a few dedicated threads (see
+/// [`HashLimits`]), so memory and CPU stay bounded whatever the number of logins: beyond the
+/// limits a hash is refused with [`HashingBusy`] instead of queued without end.
+#[derive(Debug, Clone, Default)]
+pub struct Argon2Credentials {
+    pool: HashPool,
+}
+
+impl Argon2Credentials {
+    /// Credentials hashing within `limits`. The hashing threads start on the first hash.
+    #[must_use]
+    pub fn new(limits: HashLimits) -> Self {
+        Self {
+            pool: HashPool::new(limits),
+        }
+    }
+
+    /// The limits hashing runs within.
+    #[must_use]
+    pub fn limits(&self) -> HashLimits {
+        self.pool.limits()
+    }
+}
 
 impl Credentials for Argon2Credentials {
     async fn hash_password(&self, password: &str) -> Result<String, String> {
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || {
-            Argon2::default()
-                .hash_password(password.as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        self.pool
+            .run(move |_| {
+                Argon2::default()
+                    .hash_password(password.as_bytes())
+                    .map(|h| h.to_string())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?
     }
 
-    async fn verify_password(&self, password: &str, hash: &str) -> bool {
+    async fn verify_password(&self, password: &str, hash: &str) -> Result<bool, HashingBusy> {
         let (password, hash) = (password.to_owned(), hash.to_owned());
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-        })
-        .await
-        .unwrap_or(false)
+        self.pool
+            .run(move |memory| verify_with_memory(memory, password.as_bytes(), &hash))
+            .await
     }
 
     fn new_agent_key(&self) -> AgentKey {
@@ -59,6 +79,41 @@ impl Credentials for Argon2Credentials {
     fn digest_agent_key(&self, key: &str) -> KeyDigest {
         KeyDigest(Sha256::digest(key.as_bytes()).into())
     }
+}
+
+/// Whether `password` matches the PHC string `hash` (argon2 of any variant and parameters),
+/// computed in `memory`, which is grown to the parameters' size once and then reused.
+fn verify_with_memory(memory: &mut Vec<Block>, password: &[u8], hash: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Argon2Algorithm::try_from(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(version)) => version,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
+    let Some(working) = memory.get_mut(..blocks) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, &mut out, working)
+        .is_ok()
+        // `Output`'s comparison takes constant time.
+        && Output::new(&out).is_ok_and(|computed| computed == *expected)
 }
 
 /// `bytes` random bytes from the OS, URL-safe base64 encoded: passwords and secrets that are

@@ -13,6 +13,7 @@ use rmm_auth::{Jwt, TokenError};
 use rmm_domain::Actor;
 use rmm_protocol::api::ApiErrorCode;
 
+use crate::client_addr::ClientAddr;
 use crate::error::{ErrorBody, Failure, error, internal};
 use crate::{ApiTags, Auth, Handlers, to_datetime};
 
@@ -61,38 +62,95 @@ enum LoginResponse {
     /// Unknown user or wrong password.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// Too many failed logins for this username or from this address (5 in a minute): refused,
+    /// even with the right password, for `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds until a login may be tried again.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
     /// The server failed; details are in its log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The server is at capacity (password hashing): try again after `Retry-After` seconds.
+    #[oai(status = 503)]
+    Busy(
+        Json<ErrorBody>,
+        /// Seconds to wait before trying again.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
 }
+
+/// Seconds a client is told to wait when hashing is at capacity.
+const BUSY_RETRY_AFTER_SECS: u64 = 2;
 
 #[OpenApi(prefix_path = "/api/v1")]
 impl<P: Ports> Handlers<P, Auth> {
-    /// Log in with a username and password; returns a JWT.
+    /// Log in with a username and password; returns a JWT. Failed logins are throttled per
+    /// username and per client address (see the 429 answer).
     #[oai(path = "/auth/login", method = "post", tag = "ApiTags::Auth")]
-    async fn login(&self, body: Json<LoginBody>) -> LoginResponse {
-        match self.app.login(&body.username, &body.password).await {
-            Ok(actor) => match self
-                .jwt
-                .issue(actor, rmm_application::Clock::now(self.app.clock()))
-            {
-                Ok(t) => LoginResponse::Ok(Json(TokenResponse {
-                    token: t.token,
-                    expires_at: to_datetime(t.expires_at),
-                })),
-                Err(e) => {
-                    tracing::error!(error = %e, "token signing failed");
-                    LoginResponse::Internal(error(
-                        ApiErrorCode::Internal,
-                        "internal error; see the server log",
-                    ))
-                }
-            },
-            Err(LoginError::InvalidCredentials) => LoginResponse::Unauthorized(error(
-                ApiErrorCode::InvalidCredentials,
-                "invalid username or password",
-            )),
+    async fn login(&self, req: &Request, body: Json<LoginBody>) -> LoginResponse {
+        let client = ClientAddr::of(req);
+        let username = body.username.chars().take(64).collect::<String>();
+        match self
+            .app
+            .login(&body.username, &body.password, client.ip())
+            .await
+        {
+            Ok(actor) => self.token_for(actor),
+            Err(LoginError::InvalidCredentials) => {
+                tracing::warn!(%client, username = %username.escape_debug(), "login failed: invalid username or password");
+                LoginResponse::Unauthorized(error(
+                    ApiErrorCode::InvalidCredentials,
+                    "invalid username or password",
+                ))
+            }
+            Err(LoginError::Throttled { retry_after }) => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                tracing::warn!(%client, username = %username.escape_debug(), retry_after_secs = secs, "login refused: too many failed logins");
+                LoginResponse::TooManyRequests(
+                    error(
+                        ApiErrorCode::TooManyRequests,
+                        format!("too many failed logins; try again in {secs} s"),
+                    ),
+                    secs,
+                )
+            }
+            Err(LoginError::Busy) => {
+                tracing::warn!(%client, username = %username.escape_debug(), "login refused: password hashing at capacity");
+                LoginResponse::Busy(
+                    error(
+                        ApiErrorCode::ServerBusy,
+                        "the server is busy; try again shortly",
+                    ),
+                    BUSY_RETRY_AFTER_SECS,
+                )
+            }
             Err(e @ LoginError::Store(_)) => LoginResponse::Internal(internal("login", &e)),
+        }
+    }
+}
+
+impl<P: Ports> Handlers<P, Auth> {
+    fn token_for(&self, actor: rmm_domain::Actor) -> LoginResponse {
+        match self
+            .jwt
+            .issue(actor, rmm_application::Clock::now(self.app.clock()))
+        {
+            Ok(t) => LoginResponse::Ok(Json(TokenResponse {
+                token: t.token,
+                expires_at: to_datetime(t.expires_at),
+            })),
+            Err(e) => {
+                tracing::error!(error = %e, "token signing failed");
+                LoginResponse::Internal(error(
+                    ApiErrorCode::Internal,
+                    "internal error; see the server log",
+                ))
+            }
         }
     }
 }

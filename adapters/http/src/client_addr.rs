@@ -166,6 +166,39 @@ impl TrustedProxies {
     }
 }
 
+/// The client of a request as [`TrustedProxies::of_request`] found it, put in the request's
+/// extensions by the server's front door so that handlers and logs agree on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl ClientAddr {
+    /// The client of `req`: from its extensions, else the TCP peer (no proxy trusted).
+    #[must_use]
+    pub fn of(req: &Request) -> Self {
+        req.extensions().get::<Self>().copied().unwrap_or_else(|| {
+            Self(
+                req.remote_addr()
+                    .as_socket_addr()
+                    .map(|a| canonical(a.ip())),
+            )
+        })
+    }
+
+    #[must_use]
+    pub fn ip(self) -> Option<IpAddr> {
+        self.0
+    }
+}
+
+impl fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(ip) => write!(f, "{ip}"),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
 /// An `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5`, `[::1]:5`).
 fn parse_entry(entry: &str) -> Option<IpAddr> {
     if let Ok(ip) = entry.parse() {

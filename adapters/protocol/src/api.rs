@@ -113,6 +113,14 @@ api_error_codes! {
         "404: no such route.",
     MethodNotAllowed = "method_not_allowed":
         "405: the route does not take this method.",
+    RequestTimeout = "request_timeout":
+        "408: the request body did not arrive in time.",
+    PayloadTooLarge = "payload_too_large":
+        "413: the JSON body is larger than the server accepts.",
+    TooManyRequests = "too_many_requests":
+        "429: too many failed logins for this username or from this address; retry after `Retry-After` seconds.",
+    ServerBusy = "server_busy":
+        "503: the server is at capacity (password hashing); retry after `Retry-After` seconds.",
     Internal = "internal":
         "500: an internal error; the server log has the details.",
 }

@@ -22,7 +22,7 @@ pub use files::{
 pub use gateway::{AgentGateway, GatewayError, OpenReply};
 pub use sessions::SessionRepository;
 pub use streams::{OutputChunk, SessionStreams, StreamEvent};
-pub use system::{Clock, Credentials, IdGenerator};
+pub use system::{Clock, Credentials, HashingBusy, IdGenerator};
 pub use users::{UserRecord, UserRepository};
 
 #[cfg(feature = "mocks")]

@@ -19,15 +19,29 @@ pub trait IdGenerator: Send + Sync + 'static {
     fn command_id(&self) -> CommandId;
 }
 
-/// Secrets: password hashing and agent keys.
+/// Every password-hashing slot is busy and the queue in front of them is full, or no slot
+/// came free in time: nothing was hashed. Retry later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("password hashing is at capacity; try again shortly")]
+pub struct HashingBusy;
+
+/// Secrets: password hashing and agent keys. Hashing is bounded (memory and CPU): beyond its
+/// capacity it answers [`HashingBusy`] rather than queueing without end.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait Credentials: Send + Sync + 'static {
     /// # Errors
-    /// A message when hashing failed (it does not for valid input).
+    /// A message when hashing failed (it does not for valid input) or is at capacity.
     fn hash_password(&self, password: &str) -> impl Future<Output = Result<String, String>> + Send;
 
     /// Whether `password` matches `hash`. False for a malformed hash.
-    fn verify_password(&self, password: &str, hash: &str) -> impl Future<Output = bool> + Send;
+    ///
+    /// # Errors
+    /// [`HashingBusy`] when it could not be checked now.
+    fn verify_password(
+        &self,
+        password: &str,
+        hash: &str,
+    ) -> impl Future<Output = Result<bool, HashingBusy>> + Send;
 
     /// A new random agent key.
     fn new_agent_key(&self) -> AgentKey;

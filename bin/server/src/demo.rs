@@ -50,7 +50,7 @@ pub async fn ensure_registered<S: Store, P: Ports>(
     let path = data_dir.join(KEY_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let digest = Argon2Credentials.digest_agent_key(text.trim());
+            let digest = Argon2Credentials::default().digest_agent_key(text.trim());
             if let Some(agent) = store.find_agent_by_key(digest).await? {
                 return Ok(DemoAgent {
                     id: agent.id,

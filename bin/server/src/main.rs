@@ -14,12 +14,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use rmm_application::{App, Config, CreateUserError};
-use rmm_auth::{Jwt, JwtSecret, random_secret};
+use rmm_auth::{Argon2Credentials, Jwt, JwtSecret, random_secret};
 use rmm_domain::{Role, Username};
 use rmm_gateway::agents::ConnectionTimings;
 use rmm_http::client_addr::TrustedProxies;
+use rmm_server::limits::{FrontDoorSettings, Limits};
 use rmm_server::tls::{ServerTls, TlsFiles};
-use rmm_server::wiring::{Production, ServeOptions, Store, build_app, openapi_spec, serve};
+use rmm_server::wiring::{Production, ServeOptions, Store, build_app_with, openapi_spec, serve};
 use rmm_store::{PgStore, SqliteStore};
 
 mod demo;
@@ -177,6 +178,8 @@ struct Settings {
     /// names the client: the right-most address in it that is not one of them.
     #[arg(long, env = "RMM_TRUSTED_PROXIES", default_value = "", global = true)]
     trusted_proxies: TrustedProxies,
+    #[command(flatten)]
+    front_door: FrontDoorSettings,
 }
 
 #[tokio::main]
@@ -193,6 +196,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         None | Some(Command::Serve) => Some(ServeSetup {
             secret: jwt_secret(&cli.settings)?,
             tls: tls(&cli.settings)?,
+            limits: cli.settings.front_door.limits()?,
         }),
         Some(_) => None,
     };
@@ -227,6 +231,8 @@ struct ServeSetup {
     secret: JwtSecret,
     /// HTTPS, when a certificate and key are configured.
     tls: Option<Arc<ServerTls>>,
+    /// Request and connection limits (the open-file limit already raised for them).
+    limits: Limits,
 }
 
 /// The TLS certificate and key, read now so that a bad file stops the start with one line.
@@ -258,7 +264,8 @@ async fn run<S: Store>(store: S, cli: Cli, secret: Option<ServeSetup>) -> anyhow
         ..Config::default()
     };
     let store = Arc::new(store);
-    let app = build_app(Arc::clone(&store), config);
+    let credentials = Argon2Credentials::new(settings.front_door.hash_limits());
+    let app = build_app_with(Arc::clone(&store), config, credentials);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
             tracing::info!("migrations applied");
@@ -320,7 +327,11 @@ async fn serve_command<S: Store>(
     settings: &Settings,
     setup: ServeSetup,
 ) -> anyhow::Result<()> {
-    let ServeSetup { secret, tls } = setup;
+    let ServeSetup {
+        secret,
+        tls,
+        limits,
+    } = setup;
     let jwt = Arc::new(Jwt::new(
         &secret,
         Duration::from_secs(settings.token_ttl_secs),
@@ -348,6 +359,7 @@ async fn serve_command<S: Store>(
         maintenance_interval: Duration::from_millis(settings.maintenance_interval_ms.max(10)),
         tls,
         trusted_proxies: settings.trusted_proxies.clone(),
+        limits,
     };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

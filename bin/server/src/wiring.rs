@@ -17,6 +17,7 @@ use rmm_application::{
 use rmm_domain::CloseReason;
 use tokio::sync::watch;
 
+use crate::front_door::FrontDoor;
 use crate::system::{RandomIds, SystemClock};
 use rmm_auth::{Argon2Credentials, Jwt};
 use rmm_gateway::agents::{Capabilities, ConnectionTimings, WsAgentGateway, run_agent_connection};
@@ -53,8 +54,17 @@ impl<S: Store> Ports for Production<S> {
     type Credentials = Argon2Credentials;
 }
 
-/// Builds the application over `store`.
+/// Builds the application over `store`, hashing passwords within the default limits.
 pub fn build_app<S: Store>(store: Arc<S>, config: Config) -> Arc<App<Production<S>>> {
+    build_app_with(store, config, Argon2Credentials::default())
+}
+
+/// Builds the application over `store` with these credentials (their hashing limits).
+pub fn build_app_with<S: Store>(
+    store: Arc<S>,
+    config: Config,
+    credentials: Argon2Credentials,
+) -> Arc<App<Production<S>>> {
     Arc::new(App::new(
         Deps {
             sessions: Arc::clone(&store),
@@ -66,7 +76,7 @@ pub fn build_app<S: Store>(store: Arc<S>, config: Config) -> Arc<App<Production<
             gateway: Arc::new(WsAgentGateway::default()),
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
-            credentials: Arc::new(Argon2Credentials),
+            credentials: Arc::new(credentials),
         },
         config,
     ))
@@ -83,8 +93,10 @@ pub struct ServeOptions {
     pub maintenance_interval: Duration,
     /// HTTPS and WSS on the listener; `None`: plain HTTP.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
-    /// Reverse proxies whose `X-Forwarded-For` names the client in logs.
+    /// Reverse proxies whose `X-Forwarded-For` names the client (logs, login throttling).
     pub trusted_proxies: rmm_http::client_addr::TrustedProxies,
+    /// Request and connection limits.
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for ServeOptions {
@@ -95,6 +107,7 @@ impl Default for ServeOptions {
             maintenance_interval: Duration::from_secs(5),
             tls: None,
             trusted_proxies: rmm_http::client_addr::TrustedProxies::default(),
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -225,6 +238,12 @@ where
     P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>,
 {
     let api = api_service(Arc::clone(&app), Arc::clone(&jwt));
+    let front_door = FrontDoor {
+        max_json_body: options.limits.max_json_body,
+        body_timeout: options.limits.header_read_timeout,
+        trusted_proxies: options.trusted_proxies.clone(),
+        jwt: Arc::clone(&jwt),
+    };
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     Route::new()
@@ -243,6 +262,7 @@ where
         .data(options)
         .data(shutdown)
         .catch_all_error(error_as_json)
+        .with(front_door)
 }
 
 /// The spec as served at `/api/v1/openapi.json`.
@@ -287,24 +307,18 @@ where
 
     let app_for_stop = Arc::clone(&app);
     let acceptor = crate::tls::acceptor(listener, options.tls.as_ref())?;
-    let server = poem::Server::new_with_acceptor(acceptor);
-    server
-        .run_with_graceful_shutdown(
-            endpoint,
-            async move {
-                shutdown.await;
-                tracing::info!("shutting down: closing sessions and telling agents");
-                if let Err(e) = app_for_stop
-                    .close_all_sessions(CloseReason::ServerShutdown)
-                    .await
-                {
-                    tracing::error!(error = %e, "could not close sessions at shutdown");
-                }
-                let _ = stop_tx.send(true);
-            },
-            Some(Duration::from_secs(5)),
-        )
-        .await?;
+    crate::http_server::run(acceptor, endpoint, options.limits, async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing sessions and telling agents");
+        if let Err(e) = app_for_stop
+            .close_all_sessions(CloseReason::ServerShutdown)
+            .await
+        {
+            tracing::error!(error = %e, "could not close sessions at shutdown");
+        }
+        let _ = stop_tx.send(true);
+    })
+    .await?;
     maintenance.abort();
     if let Err(e) = app.flush_presence_and_close_idle().await {
         tracing::warn!(error = %e, "final presence flush failed");

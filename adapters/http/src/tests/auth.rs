@@ -1,4 +1,5 @@
-//! `POST /api/v1/auth/login`: 200, 401 `invalid_credentials`, 500.
+//! `POST /api/v1/auth/login`: 200, 401 `invalid_credentials`, 429 `too_many_requests`, 500,
+//! 503 `server_busy`.
 
 use poem::http::StatusCode;
 use rmm_application::UserRecord;
@@ -32,7 +33,7 @@ fn alice(matches: bool) -> Setup {
         .expect_verify_password()
         .withf(|_, hash| hash == HASH)
         .times(1)
-        .returning(move |_, _| Box::pin(async move { matches }));
+        .returning(move |_, _| Box::pin(async move { Ok(matches) }));
     s
 }
 
@@ -87,7 +88,7 @@ async fn an_unknown_user_is_invalid_credentials_too() {
     s.credentials
         .expect_verify_password()
         .times(1)
-        .returning(|_, _| Box::pin(async { false }));
+        .returning(|_, _| Box::pin(async { Ok(false) }));
     let resp = s
         .serve()
         .client
@@ -119,4 +120,77 @@ async fn a_failing_user_store_is_a_500_without_the_cause() {
         .send()
         .await;
     assert_internal(resp).await;
+}
+
+#[tokio::test]
+async fn after_five_failures_even_the_right_password_is_429_with_retry_after() {
+    let mut s = Setup::default();
+    s.users
+        .expect_find_user()
+        .times(5)
+        .returning(|_| Box::pin(async { Ok(Some(admin_record())) }));
+    s.credentials
+        .expect_verify_password()
+        .times(5)
+        .returning(|password, _| {
+            let ok = password == "right password";
+            Box::pin(async move { Ok(ok) })
+        });
+    let server = s.serve();
+    let login = |password: &'static str| {
+        server
+            .client
+            .post("/api/v1/auth/login")
+            .body_json(&json!({"username": "alice", "password": password}))
+            .send()
+    };
+    for _ in 0..5 {
+        assert_error(
+            login("wrong").await,
+            StatusCode::UNAUTHORIZED,
+            ApiErrorCode::InvalidCredentials,
+        )
+        .await;
+    }
+    let resp = login("right password").await;
+    let retry_after = resp.0.headers().get("retry-after").cloned();
+    assert_error(
+        resp,
+        StatusCode::TOO_MANY_REQUESTS,
+        ApiErrorCode::TooManyRequests,
+    )
+    .await;
+    assert_eq!(
+        retry_after.as_ref().and_then(|v| v.to_str().ok()),
+        Some("60")
+    );
+}
+
+#[tokio::test]
+async fn busy_hashing_is_503_with_retry_after() {
+    let mut s = Setup::default();
+    s.users
+        .expect_find_user()
+        .returning(|_| Box::pin(async { Ok(Some(admin_record())) }));
+    s.credentials
+        .expect_verify_password()
+        .returning(|_, _| Box::pin(async { Err(rmm_application::HashingBusy) }));
+    let resp = s
+        .serve()
+        .client
+        .post("/api/v1/auth/login")
+        .body_json(&json!({"username": "alice", "password": "right password"}))
+        .send()
+        .await;
+    let retry_after = resp.0.headers().get("retry-after").cloned();
+    assert_error(
+        resp,
+        StatusCode::SERVICE_UNAVAILABLE,
+        ApiErrorCode::ServerBusy,
+    )
+    .await;
+    assert_eq!(
+        retry_after.as_ref().and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
 }
