@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::WsAgentGateway;
 use super::files;
+use super::registry::in_tunnel;
 
 impl AgentGateway for WsAgentGateway {
     fn mode(&self, agent: AgentId) -> Option<AgentMode> {
@@ -104,12 +105,7 @@ impl AgentGateway for WsAgentGateway {
         timeout_secs: u64,
     ) -> Result<(), GatewayError> {
         let mut connections = self.lock();
-        let connection = connections
-            .get_mut(&agent)
-            .ok_or(GatewayError::NotConnected)?;
-        if connection.mode.session() != Some(session) {
-            return Err(GatewayError::NotConnected);
-        }
+        let connection = in_tunnel(&mut connections, agent, session)?;
         connection
             .channels
             .open(channel.clone(), ChannelKind::Terminal)

@@ -49,6 +49,22 @@ fn lock(connections: &Connections) -> std::sync::MutexGuard<'_, HashMap<AgentId,
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// `agent`'s connection, when its tunnel is `session`'s: the one check before anything is sent
+/// into a session's tunnel.
+///
+/// # Errors
+/// [`GatewayError::NotConnected`] when the agent is gone or its tunnel is not `session`.
+pub(crate) fn in_tunnel(
+    connections: &mut HashMap<AgentId, Connection>,
+    agent: AgentId,
+    session: SessionId,
+) -> Result<&mut Connection, GatewayError> {
+    connections
+        .get_mut(&agent)
+        .filter(|connection| connection.mode.session() == Some(session))
+        .ok_or(GatewayError::NotConnected)
+}
+
 /// A transfer's link to its agent: the agent's outbound queue (awaited, so a transfer waits
 /// for room instead of dropping data) and the events of its channel. Dropping it closes the
 /// channel, and tells the agent to stop unless the transfer was [`Self::finished`].
@@ -246,12 +262,7 @@ impl WsAgentGateway {
         session: SessionId,
     ) -> Result<FileLink, GatewayError> {
         let mut connections = self.lock();
-        let connection = connections
-            .get_mut(&agent)
-            .ok_or(GatewayError::NotConnected)?;
-        if connection.mode.session() != Some(session) {
-            return Err(GatewayError::NotConnected);
-        }
+        let connection = in_tunnel(&mut connections, agent, session)?;
         if !connection.capabilities.file_transfer {
             return Err(GatewayError::Unsupported);
         }
