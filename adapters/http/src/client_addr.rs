@@ -156,16 +156,6 @@ impl TrustedProxies {
     }
 }
 
-impl TrustedProxies {
-    /// The client of `req` as logs show it: its address (see [`Self::of_request`]), or the
-    /// peer as poem names it when that is not an IP socket.
-    #[must_use]
-    pub fn client_of(&self, req: &Request) -> String {
-        self.of_request(req)
-            .map_or_else(|| req.remote_addr().to_string(), |ip| ip.to_string())
-    }
-}
-
 /// The client of a request as [`TrustedProxies::of_request`] found it, put in the request's
 /// extensions by the server's front door so that handlers and logs agree on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use crate::system::{RandomIds, SystemClock};
 use rmm_auth::{Argon2Credentials, Jwt};
 use rmm_gateway::agents::{Capabilities, ConnectionTimings, WsAgentGateway, run_agent_connection};
 use rmm_gateway::streams::BroadcastStreams;
+use rmm_http::client_addr::ClientAddr;
 use rmm_http::{Api, error_as_json, json_error};
 use rmm_protocol::CAPABILITIES_HEADER;
 use rmm_protocol::api::ApiErrorCode;
@@ -172,7 +173,7 @@ where
     let agent = match app.authenticate_agent(key).await {
         Ok(agent) => agent,
         Err(ConnectAgentError::UnknownKey) => {
-            tracing::warn!(remote = %options.trusted_proxies.client_of(req), peer = %req.remote_addr(), "agent connection with an unknown key rejected");
+            tracing::warn!(remote = %ClientAddr::of(req), peer = %req.remote_addr(), "agent connection with an unknown key rejected");
             return json_error(
                 StatusCode::UNAUTHORIZED,
                 ApiErrorCode::Unauthenticated,

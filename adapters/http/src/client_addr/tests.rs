@@ -145,6 +145,4 @@ fn a_request_yields_its_peer_or_its_forwarded_client() {
         TrustedProxies::default().of_request(&req),
         Some(ip("127.0.0.1"))
     );
-    assert_eq!(proxies("127.0.0.0/8").client_of(&req), "198.51.100.4");
-    assert_eq!(TrustedProxies::default().client_of(&req), "127.0.0.1");
 }
