@@ -1,7 +1,7 @@
 //! The audit log: reading it. Entries of state changes are written by the store with the
 //! change itself (see `AuditNote`); file transfers append theirs (`files`).
 
-use rmm_domain::{Actor, Role};
+use rmm_domain::Actor;
 
 use crate::app::{App, Ports};
 use crate::ports::{AuditEntry, AuditLog, AuditQuery, StoreError};
@@ -15,7 +15,7 @@ pub enum ListAuditError {
 }
 
 impl<P: Ports> App<P> {
-    /// Reads the audit log: admins everything, technicians their own entries.
+    /// Reads the audit log: admins and auditors everything, technicians their own entries.
     ///
     /// # Errors
     /// [`ListAuditError::Forbidden`] when a technician asks for someone else's entries.
@@ -24,12 +24,11 @@ impl<P: Ports> App<P> {
         actor: Actor,
         mut query: AuditQuery,
     ) -> Result<Vec<AuditEntry>, ListAuditError> {
-        match actor.role {
-            Role::Admin => {}
-            Role::Tech => match query.user {
+        if !actor.role.reads_all_audit() {
+            match query.user {
                 Some(user) if user != actor.id => return Err(ListAuditError::Forbidden),
                 Some(_) | None => query.user = Some(actor.id),
-            },
+            }
         }
         query.limit = query.limit.clamp(1, 500);
         self.audit

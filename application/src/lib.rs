@@ -16,9 +16,11 @@ mod audit;
 mod command_ends;
 mod commands;
 mod files;
+mod identity;
 mod maintenance;
 mod ports;
 mod presence;
+mod revocation;
 mod running;
 pub mod throttle;
 mod tunnels;
@@ -32,14 +34,15 @@ pub use app::{App, Config, Deps, Ports};
 pub use audit::ListAuditError;
 pub use commands::{GetCommandError, RunCommandError};
 pub use files::{Direction, Download, FileAccessError, TransferError};
+pub use identity::{AuthenticateError, UserAdminError, UserUpdate};
 pub use ports::HashingBusy;
 pub use ports::{
     AgentDownload, AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry,
     AuditEvent, AuditLog, AuditNote, AuditQuery, ByteStream, Clock, CommandAudit, CommandOutcome,
     CommandRecord, CommandRepository, Credentials, FileAudit, FileBytes, FileEntry, FileOpError,
-    GatewayError, HostFacts, IdGenerator, KeyDigest, OpenReply, OutputChunk, OutputStream, Seen,
-    SessionRepository, SessionStreams, StoreError, StreamEvent, UploadRequest, Uploaded,
-    UserRecord, UserRepository,
+    GatewayError, HostFacts, IdGenerator, KeyDigest, OpenReply, OutputChunk, OutputStream,
+    RevokeReason, Seen, SessionRepository, SessionStreams, StoreError, StreamEvent, TokenRecord,
+    TokenState, UploadRequest, Uploaded, UserChange, UserChangeOutcome, UserRecord, UserRepository,
 };
 #[cfg(feature = "mocks")]
 pub use ports::{

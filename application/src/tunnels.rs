@@ -15,6 +15,8 @@ use crate::ports::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenTunnelError {
+    #[error("this role may not open tunnels (auditors read, they do not act)")]
+    Forbidden,
     #[error("agent {0} is not connected")]
     AgentOffline(AgentId),
     /// The agent has a session already (one at a time); the holder says whose.
@@ -130,6 +132,9 @@ impl<P: Ports> App<P> {
         actor: Actor,
         agent: AgentId,
     ) -> Result<Session, OpenTunnelError> {
+        if !actor.role.may_open_tunnels() {
+            return Err(OpenTunnelError::Forbidden);
+        }
         // A quick answer for the common case; the gateway checks again atomically.
         let Some(mode) = self.gateway.mode(agent) else {
             return Err(OpenTunnelError::AgentOffline(agent));

@@ -7,8 +7,12 @@ use rmm_domain::{Actor, Role, UserId, Username};
 
 use crate::app::{App, Ports};
 use crate::ports::{
-    Clock, Credentials, HashingBusy, IdGenerator, StoreError, UserRecord, UserRepository,
+    AuditAction, AuditEvent, Clock, Credentials, HashingBusy, IdGenerator, StoreError, UserRecord,
+    UserRepository,
 };
+
+/// The shortest password accepted.
+pub(crate) const MIN_PASSWORD_CHARS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -94,6 +98,10 @@ impl<P: Ports> App<P> {
             .await
             .map_err(|HashingBusy| LoginError::Busy)?;
         match user {
+            Some(user) if matches && user.disabled => {
+                tracing::warn!(user_id = %user.id, "login refused: the user is disabled");
+                Err(LoginError::InvalidCredentials)
+            }
             Some(user) if matches => Ok(Actor {
                 id: user.id,
                 role: user.role,
@@ -102,17 +110,19 @@ impl<P: Ports> App<P> {
         }
     }
 
-    /// Creates a user with an argon2id-hashed password.
+    /// Creates a user with an argon2id-hashed password, with its `user_created` entry in the
+    /// name of `by` (`None`: the server console or first start).
     ///
     /// # Errors
     /// [`CreateUserError::Taken`], [`CreateUserError::WeakPassword`], or a failure.
     pub async fn create_user(
         &self,
+        by: Option<Actor>,
         username: Username,
         password: &str,
         role: Role,
     ) -> Result<UserId, CreateUserError> {
-        if password.chars().count() < 8 {
+        if password.chars().count() < MIN_PASSWORD_CHARS {
             return Err(CreateUserError::WeakPassword);
         }
         let password_hash = self
@@ -120,16 +130,27 @@ impl<P: Ports> App<P> {
             .hash_password(password)
             .await
             .map_err(CreateUserError::Hashing)?;
+        let now = self.clock.now();
         let user = UserRecord {
             id: self.ids.user_id(),
             username: username.clone(),
             password_hash,
             role,
-            created_at: self.clock.now(),
+            created_at: now,
+            disabled: false,
+            last_login_at: None,
         };
-        match self.users.insert_user(&user).await {
+        let mut entry = AuditEvent::new(now, AuditAction::UserCreated);
+        entry.user = by.map(|a| a.id);
+        entry.detail = Some(format!(
+            "user_id={} username={} role={}",
+            user.id,
+            username,
+            role.as_str()
+        ));
+        match self.users.insert_user(&user, &entry).await {
             Ok(()) => {
-                tracing::info!(user_id = %user.id, username = %username, role = role.as_str(), "user created");
+                tracing::info!(user_id = %user.id, username = %username, role = role.as_str(), by = ?by.map(|a| a.id), "user created");
                 Ok(user.id)
             }
             Err(StoreError::Conflict) => Err(CreateUserError::Taken(username)),

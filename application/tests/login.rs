@@ -20,6 +20,8 @@ fn admin_record(name: &Username) -> UserRecord {
         password_hash: "h".into(),
         role: Role::Admin,
         created_at: now(),
+        disabled: false,
+        last_login_at: None,
     }
 }
 

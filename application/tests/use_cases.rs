@@ -465,6 +465,8 @@ async fn login_with_the_right_password_yields_the_actor() {
                 password_hash: "h".into(),
                 role: Role::Admin,
                 created_at: now(),
+                disabled: false,
+                last_login_at: None,
             }))
         })
     });

@@ -76,7 +76,7 @@ uuid_id!(
     "agent_id"
 );
 uuid_id!(
-    /// A user of the server: a technician or an admin (the reference's `tech_id`).
+    /// A user of the server: an admin, a technician or an auditor (the reference's `tech_id`).
     UserId,
     "user_id"
 );
@@ -84,6 +84,11 @@ uuid_id!(
     /// One command run in a tunnel.
     CommandId,
     "command_id"
+);
+uuid_id!(
+    /// One issued access token (its JWT `jti`): what logout and revocation name.
+    TokenId,
+    "token_id"
 );
 
 /// A channel inside a tunnel. The reference uses free-form strings such as `terminal-1`; we

@@ -19,7 +19,7 @@ pub use command::{
     CommandEnd, CommandRun, CommandStatus, CommandStatusError, CommandText, CommandTextError,
 };
 pub use file::FileErrorCode;
-pub use ids::{AgentId, ChannelId, CommandId, IdError, SessionId, UserId};
+pub use ids::{AgentId, ChannelId, CommandId, IdError, SessionId, TokenId, UserId};
 pub use names::{Actor, AgentName, NameError, Role, Username};
 pub use session::{
     AccessError, CloseReason, Session, SessionAction, SessionError, SessionState, SessionStatus,

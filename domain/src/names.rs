@@ -10,7 +10,7 @@ pub enum NameError {
     BadUsername,
     #[error("agent name must be 1 to 128 characters without control characters")]
     BadAgentName,
-    #[error("role must be \"admin\" or \"tech\", got {0:?}")]
+    #[error("role must be \"admin\", \"technician\" or \"auditor\", got {0:?}")]
     BadRole(String),
 }
 
@@ -84,32 +84,52 @@ impl fmt::Debug for AgentName {
     }
 }
 
-/// What a user may do beyond their own sessions.
+/// What a user may do. Stored and sent as `admin`, `technician` or `auditor`; `tech` (the
+/// name before auditors existed, still in older databases and tokens) reads as `technician`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Manages users and agents, may close anyone's session, reads the whole audit log.
     Admin,
     /// Opens and uses their own sessions.
     Tech,
+    /// Reads agents and the whole audit log; opens nothing.
+    Auditor,
 }
 
 impl Role {
+    /// Every role, in documentation order.
+    pub const ALL: [Self; 3] = [Self::Admin, Self::Tech, Self::Auditor];
+
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Admin => "admin",
-            Self::Tech => "tech",
+            Self::Tech => "technician",
+            Self::Auditor => "auditor",
         }
     }
 
     /// # Errors
-    /// [`NameError::BadRole`] for anything but `admin` and `tech`.
+    /// [`NameError::BadRole`] for anything but `admin`, `technician` (or `tech`) and `auditor`.
     pub fn parse(value: &str) -> Result<Self, NameError> {
         match value {
             "admin" => Ok(Self::Admin),
-            "tech" => Ok(Self::Tech),
+            "technician" | "tech" => Ok(Self::Tech),
+            "auditor" => Ok(Self::Auditor),
             other => Err(NameError::BadRole(other.chars().take(32).collect())),
         }
+    }
+
+    /// Whether the role may open tunnels (and so run commands and move files).
+    #[must_use]
+    pub const fn may_open_tunnels(self) -> bool {
+        matches!(self, Self::Admin | Self::Tech)
+    }
+
+    /// Whether the role reads every user's audit entries (others read their own).
+    #[must_use]
+    pub const fn reads_all_audit(self) -> bool {
+        matches!(self, Self::Admin | Self::Auditor)
     }
 }
 

@@ -50,10 +50,12 @@ pub enum CloseReason {
     ServerShutdown,
     /// A previous server process ended without closing it; found at start-up.
     ServerRestart,
+    /// Its owner was disabled or deleted.
+    UserDisabled,
 }
 
 impl CloseReason {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::ClosedByOwner,
         Self::ClosedByAdmin,
         Self::Refused,
@@ -63,6 +65,7 @@ impl CloseReason {
         Self::Idle,
         Self::ServerShutdown,
         Self::ServerRestart,
+        Self::UserDisabled,
     ];
 
     #[must_use]
@@ -77,6 +80,7 @@ impl CloseReason {
             Self::Idle => "idle",
             Self::ServerShutdown => "server_shutdown",
             Self::ServerRestart => "server_restart",
+            Self::UserDisabled => "user_disabled",
         }
     }
 
@@ -236,17 +240,19 @@ impl Session {
         }
     }
 
-    /// Whether `actor` may do `action`: the owner may do anything; an admin may also close
-    /// sessions that are not theirs, but not read or use them.
+    /// Whether `actor` may do `action`: an admin or technician owner may do anything; an
+    /// admin may also close sessions that are not theirs, but not read or use them; an
+    /// auditor may only read (even a session they opened before becoming one).
     ///
     /// # Errors
     /// [`AccessError`] otherwise.
     pub fn authorize(&self, actor: Actor, action: SessionAction) -> Result<(), AccessError> {
-        let allowed = actor.id == self.owner
-            || match (actor.role, action) {
-                (Role::Admin, SessionAction::Close) => true,
-                (Role::Admin, SessionAction::Read | SessionAction::Use) | (Role::Tech, _) => false,
-            };
+        let owner = actor.id == self.owner;
+        let allowed = match (actor.role, action) {
+            (Role::Admin, SessionAction::Close) | (Role::Auditor, SessionAction::Read) => true,
+            (Role::Admin | Role::Tech, _) => owner,
+            (Role::Auditor, SessionAction::Use | SessionAction::Close) => false,
+        };
         if allowed {
             Ok(())
         } else {

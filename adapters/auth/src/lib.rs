@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rmm_application::{AgentKey, Credentials, HashingBusy, KeyDigest};
-use rmm_domain::{Actor, Role, Timestamp, UserId};
+use rmm_domain::{Actor, Role, Timestamp, TokenId, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -163,6 +163,8 @@ struct Claims {
     role: String,
     exp: i64,
     iat: i64,
+    /// The token's id: what the server stores, revokes and checks on every request.
+    jti: String,
 }
 
 /// Issues and checks technicians' tokens.
@@ -185,6 +187,15 @@ impl fmt::Debug for Jwt {
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
     pub token: String,
+    pub expires_at: Timestamp,
+}
+
+/// What a validly signed, unexpired token says: whose it is and which one it is. Whether it
+/// is still live (not revoked, its user enabled) is the application's question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub user: UserId,
+    pub id: TokenId,
     pub expires_at: Timestamp,
 }
 
@@ -213,16 +224,29 @@ impl Jwt {
         }
     }
 
+    /// How long a token lives.
+    #[must_use]
+    pub const fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Signs token `id` of `actor`, issued at `issued_at`, valid until `expires_at`.
+    ///
     /// # Errors
     /// A message if signing fails (it does not with an HMAC key).
-    pub fn issue(&self, actor: Actor, now: Timestamp) -> Result<IssuedToken, String> {
-        let iat = now.as_unix_micros() / 1_000_000;
-        let expires_at = now.plus(self.ttl);
+    pub fn issue(
+        &self,
+        actor: Actor,
+        id: TokenId,
+        issued_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<IssuedToken, String> {
         let claims = Claims {
             sub: actor.id.to_string(),
             role: actor.role.as_str().to_owned(),
             exp: expires_at.as_unix_micros() / 1_000_000,
-            iat,
+            iat: issued_at.as_unix_micros() / 1_000_000,
+            jti: id.to_string(),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| e.to_string())?;
@@ -231,16 +255,21 @@ impl Jwt {
 
     /// # Errors
     /// [`TokenError::Expired`], or [`TokenError::Invalid`] for a bad signature, algorithm,
-    /// shape or claim.
-    pub fn verify(&self, token: &str) -> Result<Actor, TokenError> {
+    /// shape or claim (a token without `jti`, from before tokens could be revoked, included).
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
             })?;
-        let id = UserId::parse(&data.claims.sub).map_err(|_| TokenError::Invalid)?;
-        let role = Role::parse(&data.claims.role).map_err(|_| TokenError::Invalid)?;
-        Ok(Actor { id, role })
+        let user = UserId::parse(&data.claims.sub).map_err(|_| TokenError::Invalid)?;
+        let id = TokenId::parse(&data.claims.jti).map_err(|_| TokenError::Invalid)?;
+        Role::parse(&data.claims.role).map_err(|_| TokenError::Invalid)?;
+        Ok(VerifiedToken {
+            user,
+            id,
+            expires_at: Timestamp::from_unix_micros(data.claims.exp.saturating_mul(1_000_000)),
+        })
     }
 }
 

@@ -19,6 +19,17 @@ const ACTOR: Actor = Actor {
     id: UserId::from_uuid(Uuid::from_u128(7)),
     role: Role::Admin,
 };
+const TOKEN: TokenId = TokenId::from_uuid(Uuid::from_u128(9));
+
+/// A token of `ACTOR` issued at `at`, living as long as `jwt` says.
+fn issue(jwt: &Jwt, at: Timestamp) -> IssuedToken {
+    jwt.issue(ACTOR, TOKEN, at, at.plus(jwt.ttl())).unwrap()
+}
+
+/// Whose and which token `token` is, when it verifies.
+fn verified(jwt: &Jwt, token: &str) -> Result<(UserId, TokenId), TokenError> {
+    jwt.verify(token).map(|v| (v.user, v.id))
+}
 
 #[test]
 fn short_secrets_are_refused_with_the_length() {
@@ -30,23 +41,21 @@ fn short_secrets_are_refused_with_the_length() {
 #[test]
 fn an_issued_token_verifies_to_the_same_actor() {
     let jwt = jwt();
-    let token = jwt.issue(ACTOR, now()).unwrap();
-    assert_eq!(jwt.verify(&token.token).unwrap(), ACTOR);
+    let token = issue(&jwt, now());
+    assert_eq!(verified(&jwt, &token.token).unwrap(), (ACTOR.id, TOKEN));
 }
 
 #[test]
 fn expired_wrongly_signed_none_and_garbage_tokens_are_rejected() {
     let jwt = jwt();
-    let old = jwt
-        .issue(ACTOR, now().minus(Duration::from_secs(7200)))
-        .unwrap();
+    let old = issue(&jwt, now().minus(Duration::from_secs(7200)));
     assert!(matches!(jwt.verify(&old.token), Err(TokenError::Expired)));
 
     let other = Jwt::new(
         &JwtSecret::parse(&"z".repeat(32)).unwrap(),
         Duration::from_secs(60),
     );
-    let forged = other.issue(ACTOR, now()).unwrap();
+    let forged = issue(&other, now());
     assert!(matches!(
         jwt.verify(&forged.token),
         Err(TokenError::Invalid)
@@ -84,9 +93,20 @@ fn hs256(secret: &[u8]) -> impl Fn(&[u8]) -> Vec<u8> {
 
 fn claims(exp: i64) -> String {
     format!(
-        r#"{{"sub":"{}","role":"admin","exp":{exp},"iat":1}}"#,
+        r#"{{"sub":"{}","role":"admin","exp":{exp},"iat":1,"jti":"{TOKEN}"}}"#,
         ACTOR.id
     )
+}
+
+#[test]
+fn a_token_without_an_id_is_refused() {
+    let body = format!(
+        r#"{{"sub":"{}","role":"admin","exp":{},"iat":1}}"#,
+        ACTOR.id,
+        in_an_hour()
+    );
+    let token = hand_signed("HS256", &body, hs256(&[b'k'; 32]));
+    assert!(matches!(jwt().verify(&token), Err(TokenError::Invalid)));
 }
 
 fn in_an_hour() -> i64 {
@@ -96,7 +116,7 @@ fn in_an_hour() -> i64 {
 #[test]
 fn a_standard_hs256_token_signed_elsewhere_verifies() {
     let token = hand_signed("HS256", &claims(in_an_hour()), hs256(&[b'k'; 32]));
-    assert_eq!(jwt().verify(&token).unwrap(), ACTOR);
+    assert_eq!(verified(&jwt(), &token).unwrap(), (ACTOR.id, TOKEN));
 }
 
 #[test]
@@ -136,7 +156,7 @@ fn a_wrong_secret_or_a_changed_tag_or_body_is_refused() {
     let wrong = hand_signed("HS256", &body, hs256(&[b'z'; 32]));
     assert!(matches!(jwt.verify(&wrong), Err(TokenError::Invalid)));
 
-    let good = jwt.issue(ACTOR, now()).unwrap().token;
+    let good = issue(&jwt, now()).token;
     let (signed, tag) = good.rsplit_once('.').unwrap();
     let mut tag = URL_SAFE_NO_PAD.decode(tag).unwrap();
     tag[31] ^= 1;

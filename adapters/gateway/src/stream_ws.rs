@@ -12,7 +12,7 @@ use poem::http::StatusCode;
 use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketStream};
 use poem::web::{Data, Json, Path, Query};
 use poem::{IntoResponse, Request, Response, handler};
-use rmm_application::{App, Ports, WatchSessionError};
+use rmm_application::{App, AuthenticateError, Ports, WatchSessionError};
 use rmm_domain::{Actor, ChannelId, SessionId};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -92,30 +92,7 @@ async fn admit<P: Ports>(
         ));
     };
     let session = SessionId::from_uuid(session_uuid);
-    let header = req
-        .headers()
-        .get(poem::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let Some(token) = header.or(query.access_token) else {
-        return Err(json_error(
-            StatusCode::UNAUTHORIZED,
-            ApiErrorCode::Unauthenticated,
-            "missing token: send Authorization: Bearer <token> or ?access_token=<token>",
-        ));
-    };
-    let actor = match jwt.verify(&token) {
-        Ok(actor) => actor,
-        Err(e) => {
-            let code = match e {
-                TokenError::Expired => ApiErrorCode::TokenExpired,
-                TokenError::Invalid => ApiErrorCode::Unauthenticated,
-            };
-            let message = format!("{e}: log in again");
-            return Err(json_error(StatusCode::UNAUTHORIZED, code, &message));
-        }
-    };
+    let actor = authenticate(req, query, app, jwt).await?;
     let refusal = match app.authorize_stream(actor, session).await {
         Ok(()) => return Ok((session, actor)),
         Err(e @ WatchSessionError::Forbidden(_)) => (
@@ -143,6 +120,56 @@ async fn admit<P: Ports>(
         }
     };
     Err(json_error(refusal.0, refusal.1, &refusal.2))
+}
+
+/// The technician a request's token names (header or `?access_token=`), checked as every
+/// API request is: signature and expiry, then whether it is still live.
+async fn authenticate<P: Ports>(
+    req: &Request,
+    query: StreamQuery,
+    app: &App<P>,
+    jwt: &Jwt,
+) -> Result<Actor, Response> {
+    let header = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(token) = header.or(query.access_token) else {
+        return Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            ApiErrorCode::Unauthenticated,
+            "missing token: send Authorization: Bearer <token> or ?access_token=<token>",
+        ));
+    };
+    let verified = match jwt.verify(&token) {
+        Ok(verified) => verified,
+        Err(e) => {
+            let code = match e {
+                TokenError::Expired => ApiErrorCode::TokenExpired,
+                TokenError::Invalid => ApiErrorCode::Unauthenticated,
+            };
+            let message = format!("{e}: log in again");
+            return Err(json_error(StatusCode::UNAUTHORIZED, code, &message));
+        }
+    };
+    match app.authenticate(verified.user, verified.id).await {
+        Ok(actor) => Ok(actor),
+        Err(e @ AuthenticateError::Revoked) => Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            ApiErrorCode::TokenRevoked,
+            &e.to_string(),
+        )),
+        Err(e @ AuthenticateError::Store(_)) => {
+            tracing::error!(error = %e, "stream token check failed");
+            Err(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ApiErrorCode::DatabaseUnavailable,
+                "the database is unavailable; try again",
+            ))
+        }
+    }
 }
 
 /// One watcher's socket: the replay, then live frames; its `terminal` frames run commands.

@@ -100,7 +100,7 @@ impl<P: Ports> Handlers<P, Agents> {
                 ));
             }
         };
-        match self.app.register_agent(auth.0, name).await {
+        match self.app.register_agent(auth.0.actor, name).await {
             Ok(agent) => RegisterAgentResponse::Created(Json(RegisteredAgentResponse {
                 agent_id: agent.id.as_uuid(),
                 agent_key: agent.key.secret,

@@ -39,7 +39,7 @@ impl<P: Ports> Handlers<P, Audit> {
             before: before.0,
             limit: limit.0.unwrap_or(50),
         };
-        match self.app.list_audit(auth.0, query).await {
+        match self.app.list_audit(auth.0.actor, query).await {
             Ok(entries) => {
                 let next_before = entries.last().map(|e| e.id).filter(|_| {
                     entries.len()

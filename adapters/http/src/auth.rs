@@ -8,37 +8,108 @@ use poem::http::StatusCode;
 use poem_openapi::auth::Bearer;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
-use rmm_application::{LoginError, Ports};
+use std::future::Future;
+use std::pin::Pin;
+
+use rmm_application::{App, AuthenticateError, LoginError, Ports, UserAdminError};
 use rmm_auth::{Jwt, TokenError};
-use rmm_domain::Actor;
+use rmm_domain::{Actor, TokenId, UserId};
 use rmm_protocol::api::ApiErrorCode;
 
 use crate::client_addr::ClientAddr;
 use crate::error::{ErrorBody, Failure, error, internal};
 use crate::{ApiTags, Auth, Handlers, to_datetime};
 
+/// Who is calling, and with which token (what logout revokes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The user as they are now (their current role).
+    pub actor: Actor,
+    pub token: TokenId,
+}
+
 #[derive(Debug, SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "JWT", checker = "check_token")]
-pub struct TechAuth(pub Actor);
+pub struct TechAuth(pub Caller);
 
-async fn check_token(req: &Request, bearer: Bearer) -> poem::Result<Actor> {
-    let jwt = req.data::<Arc<Jwt>>().ok_or_else(|| {
-        poem::Error::from_string(
+/// Checks that a signed token is still live: not revoked, its user enabled and not deleted.
+/// The server puts one in the request data (`Arc<dyn Authenticate>`, see [`authenticator`]).
+pub trait Authenticate: Send + Sync {
+    fn authenticate(
+        &self,
+        user: UserId,
+        token: TokenId,
+    ) -> Pin<Box<dyn Future<Output = Result<Actor, AuthenticateError>> + Send + '_>>;
+}
+
+impl<P: Ports> Authenticate for App<P> {
+    fn authenticate(
+        &self,
+        user: UserId,
+        token: TokenId,
+    ) -> Pin<Box<dyn Future<Output = Result<Actor, AuthenticateError>> + Send + '_>> {
+        Box::pin(App::authenticate(self, user, token))
+    }
+}
+
+/// `app` as the request data [`TechAuth`] checks tokens with.
+pub fn authenticator<P: Ports>(app: Arc<App<P>>) -> Arc<dyn Authenticate> {
+    app
+}
+
+fn refusal(status: StatusCode, code: ApiErrorCode, message: &str) -> poem::Error {
+    poem::Error::from(Failure {
+        status,
+        code,
+        message: message.to_owned(),
+    })
+}
+
+/// The caller a bearer token names, checked in two steps: its signature and expiry, then
+/// (every request, so that a revocation applies at once) whether it is still live.
+///
+/// # Errors
+/// 401 for a token that is invalid, expired or no longer live; 503 when the database cannot
+/// say.
+pub async fn caller_of(req: &Request, token: &str) -> poem::Result<Caller> {
+    let (Some(jwt), Some(check)) = (req.data::<Arc<Jwt>>(), req.data::<Arc<dyn Authenticate>>())
+    else {
+        return Err(refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiErrorCode::Internal,
             "authentication is not configured",
-            poem::http::StatusCode::INTERNAL_SERVER_ERROR,
-        )
-    })?;
-    jwt.verify(&bearer.token).map_err(|e| {
+        ));
+    };
+    let verified = jwt.verify(token).map_err(|e| {
         let (code, message) = match e {
             TokenError::Expired => (ApiErrorCode::TokenExpired, "token expired: log in again"),
             TokenError::Invalid => (ApiErrorCode::Unauthenticated, "invalid token: log in again"),
         };
-        poem::Error::from(Failure {
-            status: StatusCode::UNAUTHORIZED,
-            code,
-            message: message.to_owned(),
-        })
-    })
+        refusal(StatusCode::UNAUTHORIZED, code, message)
+    })?;
+    match check.authenticate(verified.user, verified.id).await {
+        Ok(actor) => Ok(Caller {
+            actor,
+            token: verified.id,
+        }),
+        Err(AuthenticateError::Revoked) => Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            ApiErrorCode::TokenRevoked,
+            "token revoked (logged out, password changed, or user disabled): log in again",
+        )),
+        Err(e @ AuthenticateError::Store(_)) => {
+            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "token check failed");
+            Err(refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ApiErrorCode::DatabaseUnavailable,
+                "the database is unavailable; try again",
+            ))
+        }
+    }
+}
+
+async fn check_token(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
+    caller_of(req, &bearer.token).await
 }
 
 #[derive(Debug, Object)]
@@ -84,6 +155,47 @@ enum LoginResponse {
     ),
 }
 
+#[derive(Debug, Object)]
+struct ChangePasswordBody {
+    current_password: String,
+    /// At least 8 characters.
+    new_password: String,
+}
+
+#[derive(ApiResponse)]
+enum ChangePasswordResponse {
+    /// Changed. Every other token of the user is revoked; the one used here stays valid.
+    #[oai(status = 204)]
+    NoContent,
+    /// The new password is too short.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing, expired, revoked or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
+    /// The current password is wrong (`invalid_credentials`).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// The database is unavailable, or password hashing is at capacity; nothing changed.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+enum LogoutResponse {
+    /// The token is revoked: every request with it answers 401 `token_revoked`.
+    #[oai(status = 204)]
+    NoContent,
+    /// Missing, expired, revoked or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
+    /// The database is unavailable; the token is still valid.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
 /// Seconds a client is told to wait when hashing is at capacity.
 const BUSY_RETRY_AFTER_SECS: u64 = 2;
 
@@ -100,7 +212,7 @@ impl<P: Ports> Handlers<P, Auth> {
             .login(&body.username, &body.password, client.ip())
             .await
         {
-            Ok(actor) => self.token_for(actor),
+            Ok(actor) => self.token_for(actor).await,
             Err(LoginError::InvalidCredentials) => {
                 tracing::warn!(%client, username = %username.escape_debug(), "login failed: invalid username or password");
                 LoginResponse::Unauthorized(error(
@@ -132,13 +244,80 @@ impl<P: Ports> Handlers<P, Auth> {
             Err(e @ LoginError::Store(_)) => LoginResponse::Internal(internal("login", &e)),
         }
     }
+
+    /// Change your own password. Every other token of yours is revoked; this one stays.
+    #[oai(path = "/auth/password", method = "post", tag = "ApiTags::Auth")]
+    async fn change_password(
+        &self,
+        auth: TechAuth,
+        body: Json<ChangePasswordBody>,
+    ) -> ChangePasswordResponse {
+        let Caller { actor, token } = auth.0;
+        let changed = self
+            .app
+            .change_own_password(actor, token, &body.current_password, &body.new_password)
+            .await;
+        match changed {
+            Ok(()) => ChangePasswordResponse::NoContent,
+            Err(e @ UserAdminError::WrongPassword) => ChangePasswordResponse::Forbidden(error(
+                ApiErrorCode::InvalidCredentials,
+                e.to_string(),
+            )),
+            Err(e @ (UserAdminError::WeakPassword | UserAdminError::Invalid(_))) => {
+                ChangePasswordResponse::BadRequest(error(
+                    ApiErrorCode::InvalidRequest,
+                    e.to_string(),
+                ))
+            }
+            Err(e @ UserAdminError::Busy) => {
+                ChangePasswordResponse::Unavailable(error(ApiErrorCode::ServerBusy, e.to_string()))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "password change failed");
+                ChangePasswordResponse::Unavailable(error(
+                    ApiErrorCode::DatabaseUnavailable,
+                    "the password could not be changed; nothing was changed",
+                ))
+            }
+        }
+    }
+
+    /// Log out: revokes the token this request carries.
+    #[oai(path = "/auth/logout", method = "post", tag = "ApiTags::Auth")]
+    async fn logout(&self, auth: TechAuth) -> LogoutResponse {
+        let Caller { actor, token } = auth.0;
+        match self.app.logout(actor, token).await {
+            Ok(_) => LogoutResponse::NoContent,
+            Err(e) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "logout failed");
+                LogoutResponse::Unavailable(error(
+                    ApiErrorCode::DatabaseUnavailable,
+                    "the database is unavailable; the token is still valid",
+                ))
+            }
+        }
+    }
 }
 
 impl<P: Ports> Handlers<P, Auth> {
-    fn token_for(&self, actor: rmm_domain::Actor) -> LoginResponse {
+    /// Stores a new token for `actor` (so it can be revoked) and signs it.
+    async fn token_for(&self, actor: Actor) -> LoginResponse {
+        let stored = match self.app.issue_token(actor, self.jwt.ttl()).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "storing a token failed");
+                return LoginResponse::Busy(
+                    error(
+                        ApiErrorCode::DatabaseUnavailable,
+                        "the database is unavailable; try again",
+                    ),
+                    BUSY_RETRY_AFTER_SECS,
+                );
+            }
+        };
         match self
             .jwt
-            .issue(actor, rmm_application::Clock::now(self.app.clock()))
+            .issue(actor, stored.id, stored.issued_at, stored.expires_at)
         {
             Ok(t) => LoginResponse::Ok(Json(TokenResponse {
                 token: t.token,

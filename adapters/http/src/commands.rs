@@ -35,7 +35,13 @@ impl<P: Ports> Handlers<P, Commands> {
         let session = SessionId::from_uuid(session_id.0);
         match self
             .app
-            .run_command(auth.0, session, &body.command, body.timeout_secs, None)
+            .run_command(
+                auth.0.actor,
+                session,
+                &body.command,
+                body.timeout_secs,
+                None,
+            )
             .await
         {
             Ok(record) => RunCommandResponse::Accepted(Json(CommandStartedDto {
@@ -95,8 +101,8 @@ impl<P: Ports> Handlers<P, Commands> {
             SessionId::from_uuid(session_id.0),
             CommandId::from_uuid(command_id.0),
         );
-        let result = self.app.get_command(auth.0, session, id, wait).await;
-        self.command_response(auth.0, session, result).await
+        let result = self.app.get_command(auth.0.actor, session, id, wait).await;
+        self.command_response(auth.0.actor, session, result).await
     }
 
     /// Cancel a running command: the agent kills its whole process group (TERM, then KILL).
@@ -118,14 +124,17 @@ impl<P: Ports> Handlers<P, Commands> {
         );
         let result = self
             .app
-            .cancel_command(auth.0, session, id, Duration::from_secs(10))
+            .cancel_command(auth.0.actor, session, id, Duration::from_secs(10))
             .await;
         match result {
             Err(e @ (GetCommandError::Store(_) | GetCommandError::EndNotRecorded(_))) => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "cancel not recorded: database unavailable");
                 CancelResponse::Unavailable(error(ApiErrorCode::DatabaseUnavailable, e.to_string()))
             }
-            other => self.command_response(auth.0, session, other).await.into(),
+            other => self
+                .command_response(auth.0.actor, session, other)
+                .await
+                .into(),
         }
     }
 
@@ -141,8 +150,13 @@ impl<P: Ports> Handlers<P, Commands> {
         #[oai(name = "session_id")] session_id: Path<Uuid>,
         #[oai(name = "command_id")] command_id: Path<Uuid>,
     ) -> RawOutputResponse {
-        self.raw_output(auth.0, session_id.0, command_id.0, OutputStream::Stdout)
-            .await
+        self.raw_output(
+            auth.0.actor,
+            session_id.0,
+            command_id.0,
+            OutputStream::Stdout,
+        )
+        .await
     }
 
     /// The exact bytes the command wrote to stderr (up to the stored cap).
@@ -157,8 +171,13 @@ impl<P: Ports> Handlers<P, Commands> {
         #[oai(name = "session_id")] session_id: Path<Uuid>,
         #[oai(name = "command_id")] command_id: Path<Uuid>,
     ) -> RawOutputResponse {
-        self.raw_output(auth.0, session_id.0, command_id.0, OutputStream::Stderr)
-            .await
+        self.raw_output(
+            auth.0.actor,
+            session_id.0,
+            command_id.0,
+            OutputStream::Stderr,
+        )
+        .await
     }
 }
 

@@ -43,7 +43,7 @@ impl<P: Ports> Handlers<P, Files> {
         let offset = offset.0.unwrap_or(0);
         match self
             .app
-            .upload_file(auth.0, session, &path.0, offset, sha256.0, stream)
+            .upload_file(auth.0.actor, session, &path.0, offset, sha256.0, stream)
             .await
         {
             Ok(done) => UploadResponse::Created(Json(UploadedDto {
@@ -76,7 +76,7 @@ impl<P: Ports> Handlers<P, Files> {
         let session = SessionId::from_uuid(session_id.0);
         match self
             .app
-            .download_file(auth.0, session, &path.0, offset.unwrap_or(0))
+            .download_file(auth.0.actor, session, &path.0, offset.unwrap_or(0))
             .await
         {
             Ok(d) => {
@@ -115,7 +115,7 @@ impl<P: Ports> Handlers<P, Files> {
         path: Query<String>,
     ) -> ListFilesResponse {
         let session = SessionId::from_uuid(session_id.0);
-        match self.app.list_files(auth.0, session, &path.0).await {
+        match self.app.list_files(auth.0.actor, session, &path.0).await {
             Ok(entries) => ListFilesResponse::Ok(Json(DirectoryDto {
                 path: path.0,
                 entries: entries
@@ -148,7 +148,7 @@ impl<P: Ports> Handlers<P, Files> {
         path: Query<String>,
     ) -> UploadStatusResponse {
         let session = SessionId::from_uuid(session_id.0);
-        match self.app.upload_status(auth.0, session, &path.0).await {
+        match self.app.upload_status(auth.0.actor, session, &path.0).await {
             Ok(size) => UploadStatusResponse::Ok(Json(UploadStatusDto {
                 path: path.0,
                 received: size,

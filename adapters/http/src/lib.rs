@@ -22,8 +22,9 @@ mod files;
 #[cfg(test)]
 mod tests;
 mod tunnels;
+mod users;
 
-pub use auth::TechAuth;
+pub use auth::{Authenticate, Caller, TechAuth, authenticator, caller_of};
 pub use error::{ErrorBody, error_as_json, json_error};
 
 #[derive(Tags)]
@@ -40,6 +41,8 @@ enum ApiTags {
     Audit,
     /// Moving files to and from the agent.
     Files,
+    /// Users and their roles (admins).
+    Users,
 }
 
 /// The operations of one tag (`S` names which), over the application's ports. One type per
@@ -79,6 +82,8 @@ pub enum Commands {}
 pub enum Audit {}
 #[derive(Debug)]
 pub enum Files {}
+#[derive(Debug)]
+pub enum Users {}
 
 /// The whole API, as poem-openapi serves and documents it.
 pub type Api<P> = (
@@ -88,11 +93,13 @@ pub type Api<P> = (
     Handlers<P, Commands>,
     Handlers<P, Files>,
     Handlers<P, Audit>,
+    Handlers<P, Users>,
 );
 
 /// The API over `app`, checking technicians' tokens with `jwt`.
 pub fn api<P: Ports>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> Api<P> {
     (
+        Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),

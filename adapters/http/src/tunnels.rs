@@ -38,6 +38,9 @@ enum OpenResponse {
     #[oai(status = 401)]
     #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
     Unauthorized(Json<ErrorBody>),
+    /// Auditors open nothing.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// The agent is not connected.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -151,13 +154,16 @@ impl<P: Ports> Handlers<P, Tunnels> {
     async fn open(&self, auth: TechAuth, body: Json<OpenBody>) -> OpenResponse {
         match self
             .app
-            .open_tunnel(auth.0, AgentId::from_uuid(body.agent_id))
+            .open_tunnel(auth.0.actor, AgentId::from_uuid(body.agent_id))
             .await
         {
             Ok(session) => OpenResponse::Ok(Json(OpenedResponse {
                 session_id: session.id().as_uuid(),
                 status: session.status().as_str().to_owned(),
             })),
+            Err(e @ OpenTunnelError::Forbidden) => {
+                OpenResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()))
+            }
             Err(e @ (OpenTunnelError::AgentOffline(_) | OpenTunnelError::AgentGone)) => {
                 OpenResponse::NotFound(error(ApiErrorCode::AgentNotConnected, e.to_string()))
             }
@@ -184,7 +190,7 @@ impl<P: Ports> Handlers<P, Tunnels> {
     #[oai(path = "/tunnel/close", method = "post", tag = "ApiTags::Tunnel")]
     async fn close(&self, auth: TechAuth, body: Json<CloseBody>) -> CloseResponse {
         let id = SessionId::from_uuid(body.session_id);
-        match self.app.close_tunnel(auth.0, id).await {
+        match self.app.close_tunnel(auth.0.actor, id).await {
             Ok(session) => CloseResponse::Ok(Json(ClosedResponse {
                 status: session.status().as_str().to_owned(),
                 session_id: id.as_uuid(),
@@ -216,7 +222,7 @@ impl<P: Ports> Handlers<P, Tunnels> {
     ) -> StatusResponse {
         match self
             .app
-            .tunnel_status(auth.0, SessionId::from_uuid(session_id.0))
+            .tunnel_status(auth.0.actor, SessionId::from_uuid(session_id.0))
             .await
         {
             Ok(session) => StatusResponse::Ok(Json(StatusDto::from(&session))),

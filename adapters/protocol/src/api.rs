@@ -57,8 +57,10 @@ api_error_codes! {
         "401: no token, or a token that is invalid.",
     TokenExpired = "token_expired":
         "401: the token has expired; log in again.",
+    TokenRevoked = "token_revoked":
+        "401: the token was revoked (logout, a password change) or its user disabled or deleted; log in again.",
     InvalidCredentials = "invalid_credentials":
-        "401: wrong username or password.",
+        "401: wrong username or password (403 on a password change: the current password is wrong).",
     Forbidden = "forbidden":
         "403: the caller may not do this (another user's session, or an admin-only operation).",
     SessionNotFound = "session_not_found":
@@ -69,6 +71,8 @@ api_error_codes! {
         "404: the agent exists but is not connected.",
     CommandNotFound = "command_not_found":
         "404: no such command in this session.",
+    UserNotFound = "user_not_found":
+        "404: no such user (or a deleted one).",
     SessionExists = "session_exists":
         "409: the agent already has an active session (the message says whose).",
     AgentRefused = "agent_refused":
@@ -79,6 +83,10 @@ api_error_codes! {
         "409: the channel id is in use by a running command in this session.",
     AgentExists = "agent_exists":
         "409: an agent with this name exists.",
+    UsernameTaken = "username_taken":
+        "409: a user with this username exists.",
+    LastAdmin = "last_admin":
+        "409: refused because it would leave no enabled admin.",
     AgentUnsupported = "agent_unsupported":
         "409: the agent is too old for this operation (upgrade it).",
     AgentBusy = "agent_busy":

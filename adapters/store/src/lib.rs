@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use rmm_application::{
     AgentRecord, AuditAction, AuditEntry, AuditEvent, CommandAudit, CommandRecord, FileAudit,
-    HostFacts, KeyDigest, StoreError, UserRecord,
+    HostFacts, KeyDigest, StoreError, UserChange, UserRecord,
 };
 use rmm_domain::{
     AgentId, AgentName, ChannelId, CommandId, CommandStatus, Role, Session, SessionId, Timestamp,
@@ -51,7 +51,7 @@ macro_rules! agent_columns {
 /// The columns of `users` in the order [`UserRow`] is read.
 macro_rules! user_columns {
     () => {
-        "user_id, username, password_hash, role, created_at"
+        "user_id, username, password_hash, role, created_at, disabled, last_login_at"
     };
 }
 
@@ -216,6 +216,8 @@ struct UserRow {
     password_hash: String,
     role: String,
     created_at: Timestamp,
+    disabled: bool,
+    last_login_at: Option<Timestamp>,
 }
 
 impl TryFrom<UserRow> for UserRecord {
@@ -230,8 +232,22 @@ impl TryFrom<UserRow> for UserRecord {
             password_hash: row.password_hash,
             role: Role::parse(&row.role).map_err(|e| RowError::bad("users", key, "role", e))?,
             created_at: row.created_at,
+            disabled: row.disabled,
+            last_login_at: row.last_login_at,
         })
     }
+}
+
+/// Whether changing a user now `role`/`disabled` by `change` (`None`: deleting them) takes an
+/// enabled admin away, so that the store must first check another one remains.
+fn loses_admin(role: &str, disabled: bool, change: Option<&UserChange>) -> bool {
+    let admin_now = role == Role::Admin.as_str() && !disabled;
+    let admin_after = change.is_some_and(|c| {
+        c.role
+            .map_or(role == Role::Admin.as_str(), |r| r == Role::Admin)
+            && !c.disabled.unwrap_or(disabled)
+    });
+    admin_now && !admin_after
 }
 
 /// An unsigned count as stored (`bigint`): more than `i64::MAX` (an uptime, a byte count, a
@@ -513,7 +529,7 @@ fn merge_seen(seen: &[(AgentId, Timestamp, Option<HostFacts>)]) -> Vec<SeenUpdat
 }
 
 /// `url` with any password replaced by `***`, for error messages and logs.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -22,6 +22,7 @@ mod agents;
 mod audit;
 mod commands;
 mod sessions;
+mod users;
 
 /// Every storage port on PostgreSQL. Cloning shares the pool.
 #[derive(Debug, Clone)]

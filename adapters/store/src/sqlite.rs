@@ -26,6 +26,7 @@ mod agents;
 mod audit;
 mod commands;
 mod sessions;
+mod users;
 
 /// Every storage port on SQLite. Cloning shares the pool.
 #[derive(Debug, Clone)]

@@ -46,7 +46,7 @@ trait Backend: Sized {
     async fn delete_session(&self, id: SessionId) -> anyhow::Result<()>;
     /// Rows in `command_output`, of every command.
     async fn output_rows(&self) -> anyhow::Result<i64>;
-    /// The audit table's actions, oldest first.
+    /// The audit table's actions, oldest first, but the fixtures' `user_created`.
     async fn audit_actions(&self) -> anyhow::Result<Vec<String>>;
     async fn update_audit(&self) -> Result<u64, sqlx::Error>;
     async fn delete_audit(&self) -> Result<u64, sqlx::Error>;
@@ -115,11 +115,11 @@ impl Backend for Pg {
     }
 
     async fn audit_actions(&self) -> anyhow::Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("select action from audit_events order by audit_id")
-                .fetch_all(self.store.pool())
-                .await?,
+        Ok(sqlx::query_scalar(
+            "select action from audit_events where action <> 'user_created' order by audit_id",
         )
+        .fetch_all(self.store.pool())
+        .await?)
     }
 
     async fn update_audit(&self) -> Result<u64, sqlx::Error> {
@@ -223,11 +223,11 @@ impl Backend for Sqlite {
     }
 
     async fn audit_actions(&self) -> anyhow::Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("select action from audit_events order by audit_id")
-                .fetch_all(self.store.pool())
-                .await?,
+        Ok(sqlx::query_scalar(
+            "select action from audit_events where action <> 'user_created' order by audit_id",
         )
+        .fetch_all(self.store.pool())
+        .await?)
     }
 
     async fn update_audit(&self) -> Result<u64, sqlx::Error> {
@@ -317,7 +317,19 @@ contract!(
     a_command_start_commits_with_its_entry_or_not_at_all,
     a_command_end_commits_with_its_entry_or_not_at_all,
     fail_running_commands_commits_with_an_entry_per_command_or_not_at_all,
+    users_are_listed_found_by_id_and_changed_with_their_entry,
+    the_last_enabled_admin_cannot_be_disabled_demoted_or_deleted,
+    a_deleted_user_is_gone_from_lookups_and_frees_the_username,
+    tokens_are_live_until_revoked_or_their_user_disabled,
+    a_password_change_revokes_every_token_but_the_kept_one,
+    expired_tokens_are_pruned,
+    user_changes_commit_with_their_entry_or_not_at_all,
 );
+
+// Users, roles and tokens (identity).
+#[path = "store_contract/identity.rs"]
+mod identity;
+use identity::*;
 
 // The injected-failure suite: every audited change, with the audit insert made to fail.
 #[path = "store_contract/audited.rs"]
@@ -339,7 +351,16 @@ fn user(name: &str, role: Role) -> anyhow::Result<UserRecord> {
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$salt-of-{name}$hash"),
         role,
         created_at: t(-1_000),
+        disabled: false,
+        last_login_at: None,
     })
+}
+
+/// The `user_created` entry that goes with storing `user`.
+fn created(user: &UserRecord) -> AuditEvent {
+    let mut entry = AuditEvent::new(user.created_at, AuditAction::UserCreated);
+    entry.detail = Some(format!("user_id={}", user.id));
+    entry
 }
 
 fn agent(name: &str, key_byte: u8) -> anyhow::Result<AgentRecord> {
@@ -372,8 +393,8 @@ async fn world(store: &impl Store) -> anyhow::Result<World> {
         web: agent("web-01", 1)?,
         db: agent("db-01", 2)?,
     };
-    store.insert_user(&w.alice).await?;
-    store.insert_user(&w.bob).await?;
+    store.insert_user(&w.alice, &created(&w.alice)).await?;
+    store.insert_user(&w.bob, &created(&w.bob)).await?;
     store.insert_agent(&w.web).await?;
     store.insert_agent(&w.db).await?;
     Ok(w)
@@ -423,8 +444,13 @@ fn audit_query() -> AuditQuery {
     }
 }
 
+/// The events of `entries`, without the fixtures' `user_created` ones (see [`created`]).
 fn events(entries: &[AuditEntry]) -> Vec<AuditEvent> {
-    entries.iter().map(|e| e.event.clone()).collect()
+    entries
+        .iter()
+        .map(|e| e.event.clone())
+        .filter(|e| e.action != AuditAction::UserCreated)
+        .collect()
 }
 
 /// A running command in `session`, as the use case would insert it.
@@ -527,8 +553,8 @@ async fn users_are_stored_found_and_counted_and_usernames_are_unique(
 
     let admin = user("root.admin@msp-1", Role::Admin)?;
     let tech = user("tech_1", Role::Tech)?;
-    s.insert_user(&admin).await?;
-    s.insert_user(&tech).await?;
+    s.insert_user(&admin, &created(&admin)).await?;
+    s.insert_user(&tech, &created(&tech)).await?;
     assert_eq!(s.count_users().await?, 2);
 
     assert_eq!(s.find_user(&admin.username).await?, Some(admin.clone()));
@@ -543,10 +569,12 @@ async fn users_are_stored_found_and_counted_and_usernames_are_unique(
 
     let mut twin = user("tech_1", Role::Admin)?;
     twin.password_hash = "other".into();
-    assert!(is_conflict(&s.insert_user(&twin).await));
+    assert!(is_conflict(&s.insert_user(&twin, &created(&twin)).await));
     let mut same_id = user("someone-else", Role::Tech)?;
     same_id.id = admin.id;
-    assert!(is_conflict(&s.insert_user(&same_id).await));
+    assert!(is_conflict(
+        &s.insert_user(&same_id, &created(&same_id)).await
+    ));
     assert_eq!(s.count_users().await?, 2);
     assert_eq!(s.find_user(&tech.username).await?, Some(tech));
     Ok(())
@@ -1171,7 +1199,7 @@ async fn audit_entries_round_trip_command_and_file_details(b: impl Backend) -> a
     }
     let latest = s
         .list_audit(&AuditQuery {
-            limit: 8,
+            limit: u32::try_from(AuditAction::ALL.len())?,
             ..AuditQuery::default()
         })
         .await?;
@@ -1186,7 +1214,11 @@ async fn audit_entries_round_trip_command_and_file_details(b: impl Backend) -> a
             })
         );
     }
-    assert_eq!(b.audit_actions().await?.len(), written.len() + 8);
+    // `audit_actions` leaves out `user_created`, one of the actions appended above.
+    assert_eq!(
+        b.audit_actions().await?.len(),
+        written.len() + AuditAction::ALL.len() - 1
+    );
     Ok(())
 }
 

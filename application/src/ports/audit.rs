@@ -25,6 +25,17 @@ pub enum AuditAction {
     FileUpload,
     /// A file was downloaded from an agent.
     FileDownload,
+    /// A user was created (the detail names them and their role).
+    UserCreated,
+    /// A user's role, state or password was changed (the detail says what, never the
+    /// password).
+    UserUpdated,
+    /// A user was deleted.
+    UserDeleted,
+    /// A user changed their own password.
+    PasswordChanged,
+    /// A user logged out (their token was revoked).
+    Logout,
 }
 
 impl AuditAction {
@@ -39,10 +50,15 @@ impl AuditAction {
             Self::CommandEnd => "command_end",
             Self::FileUpload => "file_upload",
             Self::FileDownload => "file_download",
+            Self::UserCreated => "user_created",
+            Self::UserUpdated => "user_updated",
+            Self::UserDeleted => "user_deleted",
+            Self::PasswordChanged => "password_changed",
+            Self::Logout => "logout",
         }
     }
 
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 13] = [
         Self::TunnelOpen,
         Self::TunnelClose,
         Self::TunnelRefused,
@@ -51,6 +67,11 @@ impl AuditAction {
         Self::CommandEnd,
         Self::FileUpload,
         Self::FileDownload,
+        Self::UserCreated,
+        Self::UserUpdated,
+        Self::UserDeleted,
+        Self::PasswordChanged,
+        Self::Logout,
     ];
 
     /// The inverse of [`Self::as_str`].

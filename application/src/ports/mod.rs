@@ -23,7 +23,10 @@ pub use gateway::{AgentGateway, GatewayError, OpenReply};
 pub use sessions::SessionRepository;
 pub use streams::{OutputChunk, SessionStreams, StreamEvent};
 pub use system::{Clock, Credentials, HashingBusy, IdGenerator};
-pub use users::{UserRecord, UserRepository};
+pub use users::{
+    RevokeReason, TokenRecord, TokenState, UserChange, UserChangeOutcome, UserRecord,
+    UserRepository,
+};
 
 #[cfg(feature = "mocks")]
 pub use agents::MockAgentRepository;

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use rmm_domain::{AgentId, CommandId, SessionId, Timestamp, UserId};
+use rmm_domain::{AgentId, CommandId, SessionId, Timestamp, TokenId, UserId};
 
 use super::{AgentKey, KeyDigest};
 
@@ -17,6 +17,7 @@ pub trait IdGenerator: Send + Sync + 'static {
     fn agent_id(&self) -> AgentId;
     fn user_id(&self) -> UserId;
     fn command_id(&self) -> CommandId;
+    fn token_id(&self) -> TokenId;
 }
 
 /// Every password-hashing slot is busy and the queue in front of them is full, or no slot

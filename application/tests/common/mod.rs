@@ -41,6 +41,7 @@ pub struct Setup {
 pub const AGENT: AgentId = AgentId::from_uuid(Uuid::from_u128(0xA));
 pub const SESSION: SessionId = SessionId::from_uuid(Uuid::from_u128(0x5));
 pub const COMMAND: CommandId = CommandId::from_uuid(Uuid::from_u128(0xC));
+pub const TOKEN: TokenId = TokenId::from_uuid(Uuid::from_u128(0x70));
 pub const TECH: Actor = Actor {
     id: UserId::from_uuid(Uuid::from_u128(0x1)),
     role: Role::Tech,
@@ -67,6 +68,7 @@ impl Setup {
         ids.expect_agent_id().returning(|| AGENT);
         ids.expect_user_id().returning(|| TECH.id);
         ids.expect_command_id().returning(|| COMMAND);
+        ids.expect_token_id().returning(|| TOKEN);
         // Sessions ending tell their watchers; not the subject of these tests.
         let mut streams = self.streams;
         streams.expect_end_session().return_const(());

@@ -140,7 +140,7 @@ impl FrontDoor {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .and_then(|token| self.jwt.verify(token.trim()).ok())
-            .map(|actor| actor.id.to_string());
+            .map(|verified| verified.user.to_string());
         tracing::warn!(
             %client,
             user_id = user.as_deref().unwrap_or("-"),

@@ -4,7 +4,6 @@
 
 use rmm_process as process;
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use rmm_application::{App, Config, CreateUserError};
+use rmm_application::{App, Config};
 use rmm_auth::{Argon2Credentials, Jwt, JwtSecret, random_secret};
 use rmm_domain::{Role, Username};
 use rmm_gateway::agents::ConnectionTimings;
@@ -23,7 +22,10 @@ use rmm_server::tls::{ServerTls, TlsFiles};
 use rmm_server::wiring::{Production, ServeOptions, Store, build_app_with, openapi_spec, serve};
 use rmm_store::{PgStore, SqliteStore};
 
+mod console;
 mod demo;
+
+use console::UserCommand;
 
 /// rmm-server: the rmm tunnel server. Agents connect to it over WebSocket; technicians open
 /// tunnels to them through its HTTP API (docs at /docs).
@@ -46,28 +48,13 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Manage users.
+    /// Manage users on the server's database (a running server sees changes at once).
     User {
         #[command(subcommand)]
         command: UserCommand,
     },
     /// Print the OpenAPI document.
     Openapi,
-}
-
-#[derive(Debug, Subcommand)]
-enum UserCommand {
-    /// Create a user; the password is read from the first line of standard input.
-    Add {
-        #[arg(long)]
-        username: String,
-        /// Read the password from standard input (required: passwords never go in argv).
-        #[arg(long, required = true)]
-        password_stdin: bool,
-        /// Make the user an admin.
-        #[arg(long)]
-        admin: bool,
-    },
 }
 
 #[derive(Debug, Args)]
@@ -201,16 +188,38 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         Some(_) => None,
     };
     let url = database_url(&cli.settings)?;
+    let shown = rmm_store::redact_url(&url);
+    if matches!(cli.command, Some(Command::User { .. })) {
+        refuse_new_sqlite_file(&url, &shown)?;
+    }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        run(PgStore::connect(&url).await?, cli, secret).await
+        run(PgStore::connect(&url).await?, cli, secret, shown).await
     } else if url.starts_with("sqlite:") {
-        run(SqliteStore::connect(&url).await?, cli, secret).await
+        run(SqliteStore::connect(&url).await?, cli, secret, shown).await
     } else {
         bail!(
             "DATABASE_URL must start with postgres:// or sqlite:// (got {:?})",
             url.split(':').next().unwrap_or("")
         )
     }
+}
+
+/// `rmm-server user ...` works on the server's database: a SQLite file that does not exist
+/// yet is not that, and creating it would hide the mistake (a wrong folder or URL).
+fn refuse_new_sqlite_file(url: &str, shown: &str) -> anyhow::Result<()> {
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+    else {
+        return Ok(());
+    };
+    if path.is_empty() || path.starts_with(":memory:") || Path::new(path).exists() {
+        return Ok(());
+    }
+    bail!(
+        "no database at {shown}: the server creates it on its first start. Run this where the server runs, with its DATABASE_URL or --data-dir"
+    )
 }
 
 fn database_url(settings: &Settings) -> anyhow::Result<String> {
@@ -254,7 +263,12 @@ fn tls(settings: &Settings) -> anyhow::Result<Option<Arc<ServerTls>>> {
 }
 
 /// `secret` is what serving needs, present when serving.
-async fn run<S: Store>(store: S, cli: Cli, secret: Option<ServeSetup>) -> anyhow::Result<()> {
+async fn run<S: Store>(
+    store: S,
+    cli: Cli,
+    secret: Option<ServeSetup>,
+    shown_url: String,
+) -> anyhow::Result<()> {
     let settings = cli.settings;
     let config = Config {
         open_timeout: Duration::from_secs(settings.open_timeout_secs),
@@ -279,44 +293,11 @@ async fn run<S: Store>(store: S, cli: Cli, secret: Option<ServeSetup>) -> anyhow
             println!("{}", openapi_spec(app, jwt));
             Ok(())
         }
-        Command::User {
-            command:
-                UserCommand::Add {
-                    username,
-                    password_stdin: _,
-                    admin,
-                },
-        } => add_user(&app, &username, admin).await,
+        Command::User { command } => console::run(&app, &shown_url, command).await,
         Command::Serve => {
             let setup = secret.context("no JWT secret to serve with")?;
             serve_command(&*store, app, &settings, setup).await
         }
-    }
-}
-
-/// `user add`: creates the user with the password on the first line of stdin.
-async fn add_user<P: rmm_application::Ports>(
-    app: &rmm_application::App<P>,
-    username: &str,
-    admin: bool,
-) -> anyhow::Result<()> {
-    let username = Username::parse(username)?;
-    let mut password = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut password)
-        .context("cannot read the password from stdin")?;
-    let password = password.trim_end_matches(['\r', '\n']);
-    let role = if admin { Role::Admin } else { Role::Tech };
-    match app.create_user(username.clone(), password, role).await {
-        Ok(id) => {
-            println!("created {} {username} ({id})", role.as_str());
-            Ok(())
-        }
-        Err(e @ (CreateUserError::Taken(_) | CreateUserError::WeakPassword)) => {
-            bail!("{e}")
-        }
-        Err(e) => Err(anyhow::Error::new(e).context("could not create the user")),
     }
 }
 
@@ -496,7 +477,7 @@ async fn first_run_admin<P: rmm_application::Ports>(
     let generated = password.is_none();
     let password = password.map_or_else(|| random_secret(18), str::to_owned);
     let admin = Username::parse(demo::ADMIN)?;
-    app.create_user(admin, &password, Role::Admin)
+    app.create_user(None, admin, &password, Role::Admin)
         .await
         .context("could not create the first admin user")?;
     if !generated {

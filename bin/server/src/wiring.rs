@@ -258,6 +258,7 @@ where
         )
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz::<P>::default()))
+        .data(rmm_http::authenticator(Arc::clone(&app)))
         .data(app)
         .data(jwt)
         .data(options)
@@ -300,6 +301,7 @@ where
         options.maintenance_interval,
         stop_rx.clone(),
     ));
+    let revocations = tokio::spawn(enforce_revocations(Arc::clone(&app), stop_rx.clone()));
     let addr = listener.local_addr()?;
     let options = Arc::new(options);
     let endpoint = routes(Arc::clone(&app), jwt, Arc::clone(&options), stop_rx.clone());
@@ -321,6 +323,7 @@ where
     })
     .await?;
     maintenance.abort();
+    revocations.abort();
     if let Err(e) = app.flush_presence_and_close_idle().await {
         tracing::warn!(error = %e, "final presence flush failed");
     }
@@ -336,6 +339,32 @@ async fn maintain<P: Ports>(app: Arc<App<P>>, every: Duration, mut stop: watch::
             _ = tick.tick() => {
                 if let Err(e) = app.flush_presence_and_close_idle().await {
                     tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "maintenance (presence flush, command ends, idle close, sweep of unheld sessions) failed");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How often open sessions are checked against their owners' state: a disabled or deleted
+/// user's tunnels close within 2 s, whichever process disabled them.
+const REVOCATION_CHECK: Duration = Duration::from_millis(500);
+/// How many revocation checks between prunes of long-expired tokens (about an hour).
+const PRUNE_EVERY_CHECKS: u32 = 7200;
+
+async fn enforce_revocations<P: Ports>(app: Arc<App<P>>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(REVOCATION_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checks = 0u32;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = app.close_sessions_of_revoked_users().await {
+                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "closing sessions of disabled users failed; retried shortly");
+                }
+                checks = checks.wrapping_add(1);
+                if checks % PRUNE_EVERY_CHECKS == 1 {
+                    app.prune_tokens().await;
                 }
             }
             _ = stop.changed() => return,

@@ -2,7 +2,7 @@
 //! `/api/v1/openapi.json`. Clients and reviewers read the committed file, so a change to the
 //! HTTP API that forgets to regenerate it fails here.
 //!
-//! Regenerate with `UPDATE_OPENAPI=1 cargo test -p rmm-adapters --test openapi_spec` (or
+//! Regenerate with `UPDATE_OPENAPI=1 cargo test -p rmm-server --test openapi_spec` (or
 //! `scripts/update-openapi.sh`).
 
 use std::path::PathBuf;
@@ -14,7 +14,8 @@ use rmm_auth::{Jwt, JwtSecret};
 use rmm_server::wiring::{build_app, openapi_spec};
 use rmm_store::SqliteStore;
 
-const REGENERATE: &str = "UPDATE_OPENAPI=1 cargo test -p rmm-adapters --test openapi_spec (or scripts/update-openapi.sh)";
+const REGENERATE: &str =
+    "UPDATE_OPENAPI=1 cargo test -p rmm-server --test openapi_spec (or scripts/update-openapi.sh)";
 
 fn committed_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../openapi/openapi.json")

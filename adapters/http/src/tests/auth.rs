@@ -18,6 +18,8 @@ fn admin_record() -> UserRecord {
         password_hash: HASH.to_owned(),
         role: Role::Admin,
         created_at: now(),
+        disabled: false,
+        last_login_at: None,
     }
 }
 
@@ -37,9 +39,24 @@ fn alice(matches: bool) -> Setup {
     s
 }
 
+/// A successful login stores its token (id from the generator, expiry after the TTL).
+fn stores_token(s: &mut Setup) {
+    s.ids
+        .expect_token_id()
+        .times(1)
+        .returning(|| super::token_id_of(ADMIN));
+    s.users
+        .expect_insert_token()
+        .withf(|t| t.user == ADMIN.id && t.expires_at == now().plus(super::TOKEN_TTL))
+        .times(1)
+        .returning(|_| Box::pin(async { Ok(()) }));
+}
+
 #[tokio::test]
 async fn login_answers_a_token_for_the_user() {
-    let server = alice(true).serve();
+    let mut setup = alice(true);
+    stores_token(&mut setup);
+    let server = setup.serve();
     let resp = server
         .client
         .post("/api/v1/auth/login")
@@ -48,8 +65,9 @@ async fn login_answers_a_token_for_the_user() {
         .await;
     let body = assert_ok(resp, StatusCode::OK).await;
     let token = body["token"].as_str().expect("a token");
-    let actor = server.jwt.verify(token).expect("the token verifies");
-    assert_eq!(actor, ADMIN);
+    let verified = server.jwt.verify(token).expect("the token verifies");
+    assert_eq!(verified.user, ADMIN.id);
+    assert_eq!(verified.id, super::token_id_of(ADMIN));
     let expires_at = crate::to_datetime(now().plus(super::TOKEN_TTL));
     assert_eq!(
         body["expires_at"]

@@ -66,13 +66,11 @@ async fn without_a_token_every_operation_is_unauthenticated() {
 #[tokio::test]
 async fn an_expired_token_is_token_expired() {
     let server = Setup::default().serve();
-    let old = server
-        .jwt
-        .issue(
-            TECH,
-            wall_clock().minus(TOKEN_TTL + Duration::from_secs(60)),
-        )
-        .expect("HMAC signing does not fail");
+    let old = super::signed(
+        &server.jwt,
+        TECH,
+        wall_clock().minus(TOKEN_TTL + Duration::from_secs(60)),
+    );
     for (method, path) in authenticated_operations() {
         let resp = server
             .client
@@ -92,10 +90,7 @@ async fn a_forged_or_garbled_token_is_unauthenticated() {
         &JwtSecret::parse(&"x".repeat(JwtSecret::MIN_LEN)).expect("a long secret"),
         TOKEN_TTL,
     );
-    let forged = other_key
-        .issue(TECH, wall_clock())
-        .expect("HMAC signing does not fail")
-        .token;
+    let forged = super::signed(&other_key, TECH, wall_clock()).token;
     for token in [forged.as_str(), "not.a.jwt", "garbage"] {
         let resp = server
             .client

@@ -341,13 +341,11 @@ async fn unauthorized(op: Op) {
         ApiErrorCode::Unauthenticated,
     )
     .await;
-    let expired = server
-        .jwt
-        .issue(
-            TECH,
-            wall_clock().minus(TOKEN_TTL + std::time::Duration::from_secs(60)),
-        )
-        .expect("HMAC signing does not fail");
+    let expired = super::signed(
+        &server.jwt,
+        TECH,
+        wall_clock().minus(TOKEN_TTL + std::time::Duration::from_secs(60)),
+    );
     let resp = op.send_with(&server, Some(&expired.token), PATH).await;
     assert_error(resp, StatusCode::UNAUTHORIZED, ApiErrorCode::TokenExpired).await;
 }

@@ -12,6 +12,7 @@ mod cross_cutting;
 mod docs;
 mod files;
 mod tunnels;
+mod users;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -24,11 +25,11 @@ use poem_openapi::OpenApiService;
 use rmm_application::{
     App, Config, Deps, MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock,
     MockCommandRepository, MockCredentials, MockIdGenerator, MockSessionRepository,
-    MockSessionStreams, MockUserRepository, Ports, StoreError,
+    MockSessionStreams, MockUserRepository, Ports, StoreError, TokenState,
 };
-use rmm_auth::{Jwt, JwtSecret};
+use rmm_auth::{IssuedToken, Jwt, JwtSecret};
 use rmm_domain::{
-    Actor, AgentId, CloseReason, CommandId, Role, Session, SessionId, Timestamp, UserId,
+    Actor, AgentId, CloseReason, CommandId, Role, Session, SessionId, Timestamp, TokenId, UserId,
 };
 use rmm_protocol::api::ApiErrorCode;
 use serde_json::Value;
@@ -67,6 +68,35 @@ const ADMIN: Actor = Actor {
     id: UserId::from_uuid(Uuid::from_u128(0x3)),
     role: Role::Admin,
 };
+const AUDITOR: Actor = Actor {
+    id: UserId::from_uuid(Uuid::from_u128(0x4)),
+    role: Role::Auditor,
+};
+
+/// The role of each test user, as the store has it (what the token check answers).
+fn role_of(user: UserId) -> Role {
+    [TECH, OTHER_TECH, ADMIN, AUDITOR]
+        .into_iter()
+        .find(|a| a.id == user)
+        .map_or(Role::Tech, |a| a.role)
+}
+
+/// The id of `actor`'s tokens in these tests: their user id's uuid, so the mocked store can
+/// say whose a token is.
+fn token_id_of(actor: Actor) -> TokenId {
+    TokenId::from_uuid(actor.id.as_uuid())
+}
+
+/// A token of `actor` signed with `jwt`, issued at `issued_at`.
+fn signed(jwt: &Jwt, actor: Actor, issued_at: Timestamp) -> IssuedToken {
+    jwt.issue(
+        actor,
+        token_id_of(actor),
+        issued_at,
+        issued_at.plus(TOKEN_TTL),
+    )
+    .expect("HMAC signing does not fail")
+}
 
 /// How long tokens live.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -99,6 +129,8 @@ struct Setup {
     gateway: MockAgentGateway,
     ids: MockIdGenerator,
     credentials: MockCredentials,
+    /// Every token is revoked (the token check answers not live).
+    revoked_tokens: bool,
 }
 
 /// A request to the test server.
@@ -111,7 +143,18 @@ struct Server {
 }
 
 impl Setup {
-    fn serve(self) -> Server {
+    fn serve(mut self) -> Server {
+        let live = !self.revoked_tokens;
+        self.users.expect_token_state().returning(move |id| {
+            let user = UserId::from_uuid(id.as_uuid());
+            let state = TokenState {
+                user,
+                role: role_of(user),
+                expires_at: now().plus(TOKEN_TTL),
+                live,
+            };
+            Box::pin(async move { Ok(Some(state)) })
+        });
         let mut clock = MockClock::new();
         clock.expect_now().returning(now);
         let app = Arc::new(App::<Mocks>::new(
@@ -139,6 +182,7 @@ impl Setup {
         );
         let endpoint = Route::new()
             .nest("/", api)
+            .data(crate::authenticator(Arc::clone(&app)))
             .data(Arc::clone(&jwt))
             .catch_all_error(crate::error_as_json)
             .boxed();
@@ -171,10 +215,7 @@ impl Setup {
 impl Server {
     /// A valid token for `actor`.
     fn token(&self, actor: Actor) -> String {
-        self.jwt
-            .issue(actor, wall_clock())
-            .expect("HMAC signing does not fail")
-            .token
+        signed(&self.jwt, actor, wall_clock()).token
     }
 
     fn get(&self, path: &str, actor: Actor) -> Request<'_> {

@@ -1,15 +1,13 @@
-//! `agents` and `users` on PostgreSQL: who connects and who logs in.
+//! `agents` on PostgreSQL: who connects.
 
 use chrono::{DateTime, Utc};
-use rmm_application::{
-    AgentRecord, AgentRepository, HostFacts, KeyDigest, StoreError, UserRecord, UserRepository,
-};
-use rmm_domain::{AgentId, Timestamp, Username};
+use rmm_application::{AgentRecord, AgentRepository, HostFacts, KeyDigest, StoreError};
+use rmm_domain::{AgentId, Timestamp};
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
 use super::{PgStore, from_db, to_db};
-use crate::{AgentRow, UserRow, merge_seen, store_error, u64_to_db};
+use crate::{AgentRow, merge_seen, store_error, u64_to_db};
 
 fn agent_from_row(row: &PgRow) -> Result<AgentRecord, StoreError> {
     let decoded = AgentRow {
@@ -27,17 +25,6 @@ fn agent_from_row(row: &PgRow) -> Result<AgentRecord, StoreError> {
         uptime_secs: row.try_get("uptime_secs").map_err(store_error)?,
     };
     AgentRecord::try_from(decoded)
-}
-
-fn user_from_row(row: &PgRow) -> Result<UserRecord, StoreError> {
-    let decoded = UserRow {
-        user_id: row.try_get("user_id").map_err(store_error)?,
-        username: row.try_get("username").map_err(store_error)?,
-        password_hash: row.try_get("password_hash").map_err(store_error)?,
-        role: row.try_get("role").map_err(store_error)?,
-        created_at: from_db(row.try_get("created_at").map_err(store_error)?),
-    };
-    UserRecord::try_from(decoded)
 }
 
 impl AgentRepository for PgStore {
@@ -143,45 +130,5 @@ impl AgentRepository for PgStore {
         .await
         .map_err(store_error)?;
         Ok(())
-    }
-}
-
-impl UserRepository for PgStore {
-    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "insert into users (",
-            user_columns!(),
-            ") values ($1, $2, $3, $4, $5)"
-        ))
-        .bind(user.id.as_uuid())
-        .bind(user.username.as_str())
-        .bind(user.password_hash.as_str())
-        .bind(user.role.as_str())
-        .bind(to_db(user.created_at)?)
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn find_user(&self, username: &Username) -> Result<Option<UserRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "select ",
-            user_columns!(),
-            " from users where username = $1"
-        ))
-        .bind(username.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
-        row.as_ref().map(user_from_row).transpose()
-    }
-
-    async fn count_users(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("select count(*) from users")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
-        u64::try_from(n).map_err(StoreError::backend)
     }
 }

@@ -5,7 +5,8 @@
 
 use anyhow::ensure;
 use rmm_application::{
-    AuditEvent, AuditNote, CommandRecord, CommandRepository, SessionRepository, StoreError,
+    AuditAction, AuditEvent, AuditNote, CommandRecord, CommandRepository, SessionRepository,
+    StoreError,
 };
 use rmm_domain::{CloseReason, CommandStatus};
 
@@ -14,16 +15,17 @@ use super::{
     finished, is_backend, new_session, open_note, restart_note, running_command, started, t, world,
 };
 
-/// Every stored entry, oldest first.
-async fn entries(s: &impl Store) -> anyhow::Result<Vec<AuditEvent>> {
+/// Every stored entry but the fixtures' `user_created` ones, oldest first.
+pub(crate) async fn entries(s: &impl Store) -> anyhow::Result<Vec<AuditEvent>> {
     let mut listed = events(&s.list_audit(&audit_query()).await?);
+    listed.retain(|e| e.action != AuditAction::UserCreated);
     listed.reverse();
     Ok(listed)
 }
 
 /// Runs `change` with audit inserts failing: it must fail as the backend's error and write
 /// nothing.
-async fn refused<T: std::fmt::Debug>(
+pub(crate) async fn refused<T: std::fmt::Debug>(
     b: &impl Backend,
     change: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> anyhow::Result<()> {

@@ -20,9 +20,14 @@ async fn fresh(dir: &Path) -> (Arc<SqliteStore>, Arc<App<Production<SqliteStore>
 
 async fn with_admin(dir: &Path) -> (Arc<SqliteStore>, Arc<App<Production<SqliteStore>>>) {
     let (store, app) = fresh(dir).await;
-    app.create_user(Username::parse(ADMIN).unwrap(), "password-1", Role::Admin)
-        .await
-        .unwrap();
+    app.create_user(
+        None,
+        Username::parse(ADMIN).unwrap(),
+        "password-1",
+        Role::Admin,
+    )
+    .await
+    .unwrap();
     (store, app)
 }
 

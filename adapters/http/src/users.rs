@@ -1,0 +1,253 @@
+//! Users, managed by admins: list, create, change (role, disabled, password), delete.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use rmm_application::{CreateUserError, Ports, UserAdminError, UserRecord, UserUpdate};
+use rmm_domain::{Role, UserId, Username};
+use rmm_protocol::api::ApiErrorCode;
+use uuid::Uuid;
+
+use crate::auth::TechAuth;
+use crate::error::{ErrorBody, error};
+use crate::{ApiTags, Handlers, Users, to_datetime};
+
+#[derive(Debug, Object)]
+struct UserDto {
+    user_id: Uuid,
+    username: String,
+    /// `admin`, `technician` or `auditor`.
+    role: String,
+    /// A disabled user cannot log in; their tokens are refused.
+    disabled: bool,
+    created_at: DateTime<Utc>,
+    /// The last successful login; null if never.
+    last_login_at: Option<DateTime<Utc>>,
+}
+
+impl From<UserRecord> for UserDto {
+    fn from(user: UserRecord) -> Self {
+        Self {
+            user_id: user.id.as_uuid(),
+            username: user.username.as_str().to_owned(),
+            role: user.role.as_str().to_owned(),
+            disabled: user.disabled,
+            created_at: to_datetime(user.created_at),
+            last_login_at: user.last_login_at.map(to_datetime),
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+struct CreateUserBody {
+    /// 1 to 64 characters of `a-z A-Z 0-9 . _ @ -`.
+    username: String,
+    /// At least 8 characters.
+    password: String,
+    /// `admin`, `technician` or `auditor`.
+    role: String,
+}
+
+#[derive(Debug, Object)]
+struct CreatedUser {
+    user_id: Uuid,
+}
+
+#[derive(Debug, Object)]
+struct UpdateUserBody {
+    /// `admin`, `technician` or `auditor`.
+    role: Option<String>,
+    /// Disabling a user revokes every token of theirs at once.
+    disabled: Option<bool>,
+    /// A new password (at least 8 characters); revokes every token of theirs.
+    password: Option<String>,
+}
+
+/// A response enum for one user operation: its success, then the failures every user
+/// operation shares (so the API docs list exactly what each can answer).
+macro_rules! user_response {
+    ($name:ident { $(#[$doc:meta] #[oai(status = $status:literal)] $variant:ident $(($body:ty))?,)+ }) => {
+        #[derive(ApiResponse)]
+        enum $name {
+            $(#[$doc] #[oai(status = $status)] $variant $(($body))?,)+
+            /// A bad username, role or password.
+            #[oai(status = 400)]
+            BadRequest(Json<ErrorBody>),
+            /// Missing, expired, revoked or invalid token.
+            #[oai(status = 401)]
+            #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+            Unauthorized(Json<ErrorBody>),
+            /// Only admins manage users.
+            #[oai(status = 403)]
+            Forbidden(Json<ErrorBody>),
+            /// No such user (`user_not_found`).
+            #[oai(status = 404)]
+            #[allow(dead_code)] // Not every operation names a user.
+            NotFound(Json<ErrorBody>),
+            /// The username is taken (`username_taken`), or the change would leave no
+            /// enabled admin (`last_admin`).
+            #[oai(status = 409)]
+            Conflict(Json<ErrorBody>),
+            /// The database is unavailable, or password hashing is at capacity; nothing changed.
+            #[oai(status = 503)]
+            Unavailable(Json<ErrorBody>),
+        }
+
+        impl From<UserAdminError> for $name {
+            fn from(e: UserAdminError) -> Self {
+                match failure(e) {
+                    Failed::BadRequest(body) => Self::BadRequest(body),
+                    Failed::Forbidden(body) => Self::Forbidden(body),
+                    Failed::NotFound(body) => Self::NotFound(body),
+                    Failed::Conflict(body) => Self::Conflict(body),
+                    Failed::Unavailable(body) => Self::Unavailable(body),
+                }
+            }
+        }
+    };
+}
+
+/// A failed user operation's answer, before it takes its operation's enum.
+enum Failed {
+    BadRequest(Json<ErrorBody>),
+    Forbidden(Json<ErrorBody>),
+    NotFound(Json<ErrorBody>),
+    Conflict(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>),
+}
+
+fn failure(e: UserAdminError) -> Failed {
+    let message = e.to_string();
+    match e {
+        UserAdminError::Forbidden => Failed::Forbidden(error(ApiErrorCode::Forbidden, message)),
+        UserAdminError::WrongPassword => {
+            Failed::Forbidden(error(ApiErrorCode::InvalidCredentials, message))
+        }
+        UserAdminError::NotFound(_) => Failed::NotFound(error(ApiErrorCode::UserNotFound, message)),
+        UserAdminError::LastAdmin => Failed::Conflict(error(ApiErrorCode::LastAdmin, message)),
+        UserAdminError::WeakPassword | UserAdminError::Invalid(_) => {
+            Failed::BadRequest(error(ApiErrorCode::InvalidRequest, message))
+        }
+        UserAdminError::Busy => Failed::Unavailable(error(ApiErrorCode::ServerBusy, message)),
+        UserAdminError::Hashing(_) | UserAdminError::Store(_) => {
+            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "user operation failed");
+            Failed::Unavailable(error(
+                ApiErrorCode::DatabaseUnavailable,
+                "the change could not be made; nothing was changed",
+            ))
+        }
+    }
+}
+
+user_response!(ListUsersResponse {
+    /// Every user who is not deleted, by username.
+    #[oai(status = 200)]
+    Ok(Json<Vec<UserDto>>),
+});
+
+user_response!(CreateUserResponse {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<CreatedUser>),
+});
+
+user_response!(UpdateUserResponse {
+    /// Changed; the user as they are now.
+    #[oai(status = 200)]
+    Ok(Json<UserDto>),
+});
+
+user_response!(DeleteUserResponse {
+    /// Deleted.
+    #[oai(status = 204)]
+    NoContent,
+});
+
+/// A 400 naming what is wrong.
+fn bad_request(message: impl Into<String>) -> UserAdminError {
+    UserAdminError::Invalid(message.into())
+}
+
+#[OpenApi(prefix_path = "/api/v1")]
+impl<P: Ports> Handlers<P, Users> {
+    /// List users (admins only), by username. Deleted users are not listed.
+    #[oai(path = "/users", method = "get", tag = "ApiTags::Users")]
+    async fn list_users(&self, auth: TechAuth) -> ListUsersResponse {
+        match self.app.list_users(Some(auth.0.actor)).await {
+            Ok(users) => {
+                ListUsersResponse::Ok(Json(users.into_iter().map(UserDto::from).collect()))
+            }
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Create a user (admins only).
+    #[oai(path = "/users", method = "post", tag = "ApiTags::Users")]
+    async fn create_user(&self, auth: TechAuth, body: Json<CreateUserBody>) -> CreateUserResponse {
+        let actor = auth.0.actor;
+        if actor.role != Role::Admin {
+            return UserAdminError::Forbidden.into();
+        }
+        let username = match Username::parse(&body.username) {
+            Ok(name) => name,
+            Err(e) => return bad_request(e.to_string()).into(),
+        };
+        let role = match Role::parse(&body.role) {
+            Ok(role) => role,
+            Err(e) => return bad_request(e.to_string()).into(),
+        };
+        match self
+            .app
+            .create_user(Some(actor), username, &body.password, role)
+            .await
+        {
+            Ok(id) => CreateUserResponse::Created(Json(CreatedUser {
+                user_id: id.as_uuid(),
+            })),
+            Err(e @ CreateUserError::Taken(_)) => {
+                CreateUserResponse::Conflict(error(ApiErrorCode::UsernameTaken, e.to_string()))
+            }
+            Err(CreateUserError::WeakPassword) => UserAdminError::WeakPassword.into(),
+            Err(CreateUserError::Hashing(why)) => UserAdminError::Hashing(why).into(),
+            Err(CreateUserError::Store(e)) => UserAdminError::Store(e).into(),
+        }
+    }
+
+    /// Change a user's role, state or password (admins only). Disabling a user, or setting
+    /// their password, revokes every token of theirs at once.
+    #[oai(path = "/users/:user_id", method = "patch", tag = "ApiTags::Users")]
+    async fn update_user(
+        &self,
+        auth: TechAuth,
+        user_id: Path<Uuid>,
+        body: Json<UpdateUserBody>,
+    ) -> UpdateUserResponse {
+        let body = body.0;
+        let role = match body.role.as_deref().map(Role::parse).transpose() {
+            Ok(role) => role,
+            Err(e) => return bad_request(e.to_string()).into(),
+        };
+        let update = UserUpdate {
+            role,
+            disabled: body.disabled,
+            password: body.password,
+        };
+        let id = UserId::from_uuid(user_id.0);
+        match self.app.update_user(Some(auth.0.actor), id, update).await {
+            Ok(user) => UpdateUserResponse::Ok(Json(user.into())),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Delete a user (admins only): they can no longer log in, every token of theirs is
+    /// revoked, and their audit history stays.
+    #[oai(path = "/users/:user_id", method = "delete", tag = "ApiTags::Users")]
+    async fn delete_user(&self, auth: TechAuth, user_id: Path<Uuid>) -> DeleteUserResponse {
+        let id = UserId::from_uuid(user_id.0);
+        match self.app.delete_user(Some(auth.0.actor), id).await {
+            Ok(()) => DeleteUserResponse::NoContent,
+            Err(e) => e.into(),
+        }
+    }
+}
