@@ -18,7 +18,7 @@ pub use channel::{Channel, ChannelError, ChannelKind, Channels};
 pub use command::{
     CommandEnd, CommandRun, CommandStatus, CommandStatusError, CommandText, CommandTextError,
 };
-pub use file::FileErrorCode;
+pub use file::{FileErrorCode, MAX_NAME_CHARS, MAX_PATH_BYTES, PathProblem, check_agent_path};
 pub use ids::{AgentId, ChannelId, CommandId, IdError, SessionId, TokenId, UserId};
 pub use names::{Actor, AgentName, NameError, Role, Username};
 pub use session::{

@@ -28,6 +28,9 @@ mod listing;
 mod partial;
 #[cfg(test)]
 #[cfg(target_os = "linux")]
+mod path_tests;
+#[cfg(test)]
+#[cfg(target_os = "linux")]
 mod tests;
 mod upload;
 

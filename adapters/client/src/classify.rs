@@ -165,6 +165,18 @@ fn by_code(code: ApiErrorCode, reply: ErrorReply, about: About) -> ClientError {
             agent,
             path: path.clone(),
         },
+        (Code::NotARegularFile, About::File { path, .. }) => ClientError::RemoteNotARegularFile {
+            agent,
+            path: path.clone(),
+        },
+        (Code::NameTooLong, About::File { .. }) => ClientError::RemotePathTooLong {
+            agent,
+            reason: message,
+        },
+        (Code::InvalidPath, About::File { .. }) => ClientError::RemoteInvalidPath {
+            agent,
+            reason: message,
+        },
         (Code::ChecksumMismatch, _) => ClientError::ChecksumMismatch,
         (Code::DiskFull, About::File { .. }) => ClientError::AgentDiskFull { agent },
         _ => by_status(reply, about),

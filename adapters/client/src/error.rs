@@ -105,6 +105,19 @@ pub enum ClientError {
     /// 400 on a transfer: the path on the agent is a directory, where a file is needed.
     #[error("{path} is a directory on {agent}: name a file")]
     RemoteIsDirectory { agent: String, path: String },
+    /// 400 on a transfer: the path on the agent is a device, FIFO or socket (`/dev/zero`);
+    /// nothing was read or written.
+    #[error(
+        "{path} on {agent} is not a regular file (a device, FIFO or socket): name a regular file"
+    )]
+    RemoteNotARegularFile { agent: String, path: String },
+    /// 400 on a transfer: the path, or a name in it, is too long (for the server's limit or
+    /// the agent's file system; the reason says which).
+    #[error("the path is too long for {agent}: {reason}; use a shorter path")]
+    RemotePathTooLong { agent: String, reason: String },
+    /// 400 on a transfer: the path cannot name a file (a NUL byte).
+    #[error("the path cannot name a file on {agent}: {reason}; remove the stray character")]
+    RemoteInvalidPath { agent: String, reason: String },
     /// 409 on a transfer: the agent predates file transfer.
     #[error("{agent} cannot transfer files: its rmm-agent is too old; upgrade it")]
     FilesUnsupported { agent: String },
@@ -146,6 +159,9 @@ impl ClientError {
             },
             Self::TransferRefused { reason, .. } => Self::TransferRefused { agent, reason },
             Self::RemoteIsDirectory { path, .. } => Self::RemoteIsDirectory { agent, path },
+            Self::RemoteNotARegularFile { path, .. } => Self::RemoteNotARegularFile { agent, path },
+            Self::RemotePathTooLong { reason, .. } => Self::RemotePathTooLong { agent, reason },
+            Self::RemoteInvalidPath { reason, .. } => Self::RemoteInvalidPath { agent, reason },
             Self::FilesUnsupported { .. } => Self::FilesUnsupported { agent },
             Self::AgentDiskFull { .. } => Self::AgentDiskFull { agent },
             Self::AgentTimedOut { .. } => Self::AgentTimedOut { agent },

@@ -255,6 +255,10 @@ impl From<TransferError> for FileErrorResponse {
             TransferError::Access(FileAccessError::NotAbsolute(_)) => {
                 Self::BadRequest(body(ApiErrorCode::NotAbsolute))
             }
+            // The same code, and so the same status, as the agent's refusal of such a path.
+            TransferError::Access(FileAccessError::InvalidPath(problem)) => {
+                Self::of_agent_code(problem.code(), body(ApiErrorCode::from(problem.code())))
+            }
             TransferError::Access(FileAccessError::NotFound(_)) => {
                 Self::NotFound(body(ApiErrorCode::SessionNotFound))
             }
@@ -271,18 +275,7 @@ impl From<TransferError> for FileErrorResponse {
                 Self::Internal(internal("file_access", &e))
             }
             TransferError::Failed(FileOpError::Agent { code, .. }) => {
-                let body = body(ApiErrorCode::from(*code));
-                match code {
-                    FileErrorCode::NotFound => Self::NotFound(body),
-                    FileErrorCode::PermissionDenied => Self::Forbidden(body),
-                    FileErrorCode::NotAbsolute
-                    | FileErrorCode::IsDirectory
-                    | FileErrorCode::NotADirectory
-                    | FileErrorCode::BadOffset => Self::BadRequest(body),
-                    FileErrorCode::ChecksumMismatch => Self::Unprocessable(body),
-                    FileErrorCode::DiskFull => Self::InsufficientStorage(body),
-                    FileErrorCode::Io => Self::Internal(body),
-                }
+                Self::of_agent_code(*code, body(ApiErrorCode::from(*code)))
             }
             TransferError::Failed(FileOpError::AgentGone) => {
                 Self::Unavailable(body(ApiErrorCode::AgentGone))
@@ -299,6 +292,27 @@ impl From<TransferError> for FileErrorResponse {
             TransferError::Failed(FileOpError::Protocol(_)) => {
                 Self::Internal(internal("file_transfer", &e))
             }
+        }
+    }
+}
+
+impl FileErrorResponse {
+    /// The status of an agent's `file_error` code. Every refusal of the path the client
+    /// named is a 4xx; only `io` (any other failure) is a 500.
+    fn of_agent_code(code: FileErrorCode, body: Json<ErrorBody>) -> Self {
+        match code {
+            FileErrorCode::NotFound => Self::NotFound(body),
+            FileErrorCode::PermissionDenied => Self::Forbidden(body),
+            FileErrorCode::NotAbsolute
+            | FileErrorCode::IsDirectory
+            | FileErrorCode::NotADirectory
+            | FileErrorCode::NotARegularFile
+            | FileErrorCode::NameTooLong
+            | FileErrorCode::InvalidPath
+            | FileErrorCode::BadOffset => Self::BadRequest(body),
+            FileErrorCode::ChecksumMismatch => Self::Unprocessable(body),
+            FileErrorCode::DiskFull => Self::InsufficientStorage(body),
+            FileErrorCode::Io => Self::Internal(body),
         }
     }
 }
@@ -320,8 +334,10 @@ macro_rules! file_response {
         #[derive(ApiResponse)]
         enum $name {
             $($(#[$meta])* $variant($($(#[$fmeta])* $ty),+),)+
-            /// Path not absolute, a directory where a file is needed (or the reverse), an
-            /// offset the agent cannot resume from, or an interrupted request body.
+            /// Path not absolute, with a NUL byte (`invalid_path`) or too long
+            /// (`name_too_long`); a directory where a file is needed (or the reverse); a
+            /// device, FIFO or socket (`not_a_regular_file`); an offset the agent cannot resume
+            /// from, or an interrupted request body.
             #[oai(status = 400)]
             BadRequest(Json<ErrorBody>),
             /// Missing, expired or invalid token.

@@ -107,6 +107,12 @@ api_error_codes! {
         "400 (files): a file where a directory is needed.",
     NotAbsolute = "not_absolute":
         "400 (files): the path is not absolute.",
+    NotARegularFile = "not_a_regular_file":
+        "400 (files): the path names a device, FIFO or socket, not a regular file; nothing was read or written.",
+    NameTooLong = "name_too_long":
+        "400 (files): the path is longer than 4096 bytes, a name in it longer than 255 characters, or either longer than the agent's file system allows.",
+    InvalidPath = "invalid_path":
+        "400 (files): the path cannot name a file (it contains a NUL byte).",
     BadOffset = "bad_offset":
         "400 (files): the offset to resume from does not match what the agent holds.",
     ChecksumMismatch = "checksum_mismatch":
@@ -141,6 +147,9 @@ impl From<FileErrorCode> for ApiErrorCode {
             FileErrorCode::IsDirectory => Self::IsDirectory,
             FileErrorCode::NotADirectory => Self::NotADirectory,
             FileErrorCode::NotAbsolute => Self::NotAbsolute,
+            FileErrorCode::NotARegularFile => Self::NotARegularFile,
+            FileErrorCode::NameTooLong => Self::NameTooLong,
+            FileErrorCode::InvalidPath => Self::InvalidPath,
             FileErrorCode::DiskFull => Self::DiskFull,
             FileErrorCode::ChecksumMismatch => Self::ChecksumMismatch,
             FileErrorCode::BadOffset => Self::BadOffset,

@@ -23,6 +23,9 @@ pub use download::Download;
 pub enum FileAccessError {
     #[error("path must be absolute, got {0:?}")]
     NotAbsolute(String),
+    /// A path no agent could use (a NUL byte, too long): refused before the agent is asked.
+    #[error(transparent)]
+    InvalidPath(rmm_domain::PathProblem),
     #[error("session {0} not found")]
     NotFound(SessionId),
     #[error("session {0} is owned by another user")]
@@ -85,6 +88,7 @@ impl<P: Ports> App<P> {
                 path.chars().take(200).collect(),
             ));
         }
+        rmm_domain::check_agent_path(path).map_err(FileAccessError::InvalidPath)?;
         let session = session_for(&*self.sessions, actor, session_id, SessionAction::Use).await?;
         if session.status() != SessionStatus::Active {
             return Err(FileAccessError::NotActive(session_id));

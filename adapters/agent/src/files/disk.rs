@@ -26,7 +26,16 @@ pub(super) async fn blocking<T: Send + 'static>(
 
 /// The path of a frame: it must be absolute, since the agent's working directory means
 /// nothing to the technician.
+///
+/// A path with a NUL byte names no file on any system (the server refuses it before it gets
+/// here; an older server may not).
 pub(super) fn absolute(path: &str) -> Result<PathBuf, Failure> {
+    if let Some(at) = path.find('\0') {
+        return Err(Failure::new(
+            Code::InvalidPath,
+            format!("the path contains a NUL byte (at byte {at}); no file name can hold one"),
+        ));
+    }
     let path = PathBuf::from(path);
     if path.is_absolute() {
         Ok(path)

@@ -227,8 +227,8 @@ impl std::fmt::Debug for Hashes {
 }
 
 /// Opens a regular file for a download; a directory is `is_directory`, anything else that is
-/// not a regular file (a device, a FIFO: endless or blocking) is refused.
-fn open_regular(path: &Path) -> Result<(File, Metadata), Failure> {
+/// not a regular file (a device, a FIFO: endless or blocking) is `not_a_regular_file`.
+pub(super) fn open_regular(path: &Path) -> Result<(File, Metadata), Failure> {
     // Looked at before opening: opening a FIFO blocks until a writer comes, which could hold
     // a blocking thread forever.
     match std::fs::metadata(path) {
@@ -238,12 +238,7 @@ fn open_regular(path: &Path) -> Result<(File, Metadata), Failure> {
                 format!("{} is a directory", path.display()),
             ));
         }
-        Ok(meta) if !meta.is_file() => {
-            return Err(Failure::new(
-                Code::Io,
-                format!("{} is not a regular file", path.display()),
-            ));
-        }
+        Ok(meta) if !meta.is_file() => return Err(Failure::not_a_regular_file(path)),
         Ok(_) => {}
         Err(e) => return Err(Failure::io("open", path, &e)),
     }
@@ -268,10 +263,7 @@ fn open_regular(path: &Path) -> Result<(File, Metadata), Failure> {
         ));
     }
     if !meta.is_file() {
-        return Err(Failure::new(
-            Code::Io,
-            format!("{} is not a regular file", path.display()),
-        ));
+        return Err(Failure::not_a_regular_file(path));
     }
     Ok((file, meta))
 }

@@ -200,9 +200,22 @@ pub(super) fn commit(
             format!("the received file's SHA-256 is {actual}, expected {expected}"),
         ));
     }
+    let replaced = std::fs::metadata(to).ok();
+    // Checked at the start too; a device put in the target's place since must not be renamed
+    // over. The partial file is of no use for that target: removed.
+    if replaced
+        .as_ref()
+        .is_some_and(|meta| !meta.is_file() && !meta.is_dir())
+    {
+        drop(file);
+        if let Err(e) = std::fs::remove_file(from) {
+            tracing::warn!(path = %from.display(), error = %e, "cannot remove a partial file whose target is not a regular file");
+        }
+        return Err(Failure::not_a_regular_file(to));
+    }
     // A replaced file keeps its permissions (an uploaded script stays executable); a new one
     // gets the default of a created file.
-    if let Ok(meta) = std::fs::metadata(to)
+    if let Some(meta) = replaced
         && meta.is_file()
         && let Err(e) = file.set_permissions(kept_permissions(&meta))
     {

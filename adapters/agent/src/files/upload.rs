@@ -112,17 +112,46 @@ fn ack(task: &Task, offset: u64) -> AgentMessage {
     }
 }
 
-/// An upload may create or replace a file, never a directory.
-fn check_upload_target(target: &Path) -> Result<(), Failure> {
+/// An upload may create or replace a regular file, never a directory, a device, a FIFO or a
+/// socket (writing `/dev/zero` is not putting a file in place; renaming over it would
+/// replace the device). A new file needs its directory: a missing one is `not_found` naming
+/// it, a file in its place `not_a_directory`.
+pub(super) fn check_upload_target(target: &Path) -> Result<(), Failure> {
     match std::fs::metadata(target) {
         Ok(meta) if meta.is_dir() => Err(Failure::new(
             Code::IsDirectory,
             format!("{} is a directory", target.display()),
         )),
-        // A missing parent directory is reported when the partial file cannot be created.
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(Failure::not_a_regular_file(target)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => check_parent(target),
         Err(e) => Err(Failure::io("inspect", target, &e)),
+    }
+}
+
+/// The directory a new file goes in must exist (`/` always does).
+fn check_parent(target: &Path) -> Result<(), Failure> {
+    let Some(dir) = target.parent() else {
+        return Ok(());
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Failure::new(
+            Code::NotADirectory,
+            format!(
+                "{} is not a directory, so {} cannot be created",
+                dir.display(),
+                target.display()
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Failure::new(
+            Code::NotFound,
+            format!(
+                "the directory {} does not exist; create it first",
+                dir.display()
+            ),
+        )),
+        Err(e) => Err(Failure::io("inspect", dir, &e)),
     }
 }
 

@@ -431,8 +431,14 @@ async fn download_failures_are_typed() {
         (path_of(&dir.path().join("missing")), 0, "not_found"),
         (path_of(&source.join("below")), 0, "not_a_directory"),
         ("f".to_owned(), 0, "not_absolute"),
-        ("/dev/null".to_owned(), 0, "io"),
-        (path_of(&fifo), 0, "io"),
+        ("/dev/null".to_owned(), 0, "not_a_regular_file"),
+        (path_of(&fifo), 0, "not_a_regular_file"),
+        (format!("{}/a\0b", path_of(dir.path())), 0, "invalid_path"),
+        (
+            path_of(&dir.path().join("n".repeat(300))),
+            0,
+            "name_too_long",
+        ),
     ];
     for (n, (path, offset, code)) in cases.into_iter().enumerate() {
         let channel = format!("file-{n}");

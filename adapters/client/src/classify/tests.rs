@@ -446,3 +446,40 @@ fn echoed_server_text_stays_on_one_bounded_line() {
     let long = message("x".repeat(1000).as_bytes());
     assert!(long.chars().count() <= MAX_ECHOED + 1);
 }
+
+#[test]
+fn refused_paths_name_the_cause_and_the_fix_in_one_line() {
+    let device = coded(
+        400,
+        Code::NotARegularFile,
+        "/dev/zero is not a regular file (a device, FIFO or socket); name a regular file",
+        file(FileOp::Download, "/dev/zero"),
+    );
+    assert_eq!(
+        device.naming_agent("web-01").to_string(),
+        "/dev/zero on web-01 is not a regular file (a device, FIFO or socket): name a regular file"
+    );
+    let long = coded(
+        400,
+        Code::NameTooLong,
+        "the path is 5000 bytes long; at most 4096 are allowed",
+        file(FileOp::Upload, "/a"),
+    );
+    assert_eq!(
+        long.naming_agent("web-01").to_string(),
+        "the path is too long for web-01: the path is 5000 bytes long; at most 4096 are allowed; use a shorter path"
+    );
+    let nul = coded(
+        400,
+        Code::InvalidPath,
+        "the path contains a NUL byte (at byte 4); no file name can hold one",
+        file(FileOp::UploadStatus, "/tmp\0x"),
+    );
+    let line = nul.naming_agent("web-01").to_string();
+    assert!(
+        line.starts_with("the path cannot name a file on web-01: the path contains a NUL byte")
+            && line.ends_with("remove the stray character")
+            && !line.contains('\n'),
+        "{line}"
+    );
+}

@@ -221,6 +221,21 @@ fn agent_failures() -> Vec<(StatusCode, ApiErrorCode, FileOpError)> {
         ),
         (
             StatusCode::BAD_REQUEST,
+            ApiErrorCode::NotARegularFile,
+            agent_error(F::NotARegularFile, "/dev/zero is not a regular file"),
+        ),
+        (
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::NameTooLong,
+            agent_error(F::NameTooLong, "a name in /srv/app.conf is too long"),
+        ),
+        (
+            StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidPath,
+            agent_error(F::InvalidPath, "/srv/app.conf contains a NUL byte"),
+        ),
+        (
+            StatusCode::BAD_REQUEST,
             ApiErrorCode::BadOffset,
             agent_error(F::BadOffset, "offset 7 but 4 bytes held"),
         ),
@@ -298,13 +313,15 @@ fn refused(session: rmm_domain::Session) -> Setup {
     s
 }
 
-/// 400: a relative path (refused before the agent is asked), a missing `path` or a session
+/// 400: a relative path or one no agent could use (refused before the agent is asked), a
+/// missing `path` or a session
 /// id that is no UUID (refused by the framework), and the agent's 400 failures.
 async fn bad_request(op: Op) {
     let server = refused(active(TECH)).serve();
     let resp = op.send(&server, TECH, "etc/hosts").await;
     let message = assert_error(resp, StatusCode::BAD_REQUEST, ApiErrorCode::NotAbsolute).await;
     assert!(message.contains("etc/hosts"), "{message}");
+    bad_path(op, &server).await;
 
     let token = server.token(TECH);
     let resp = server
@@ -327,6 +344,22 @@ async fn bad_request(op: Op) {
     assert_error(resp, StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest).await;
 
     agent_fails_with(op, StatusCode::BAD_REQUEST).await;
+}
+
+/// 400 for a path no agent could use, refused before the agent is asked (nothing moves): a
+/// NUL byte, a path over 4096 bytes, a name over 255 characters; the message names which.
+async fn bad_path(op: Op, server: &Server) {
+    let long_name = format!("/srv/{}", "n".repeat(256));
+    let cases = [
+        ("/srv/app\0.conf", ApiErrorCode::InvalidPath, "NUL byte"),
+        (&*"/a".repeat(2500), ApiErrorCode::NameTooLong, "5000 bytes"),
+        (&long_name, ApiErrorCode::NameTooLong, "256 characters"),
+    ];
+    for (path, code, says) in cases {
+        let resp = op.send(server, TECH, path).await;
+        let message = assert_error(resp, StatusCode::BAD_REQUEST, code).await;
+        assert!(message.contains(says), "{op:?} {path:.20}: {message}");
+    }
 }
 
 /// 401: no token, or an expired one; nothing moves.
