@@ -20,6 +20,7 @@ mod maintenance;
 mod ports;
 mod presence;
 mod running;
+mod spool;
 pub mod throttle;
 mod tunnels;
 mod users;
