@@ -272,9 +272,12 @@ async fn output_the_spool_cannot_hold_makes_the_command_truncated_never_silently
 
     let result = w.ended(&id).await;
     let total = first.len() + 2 * big.len() + "after\n".len();
-    assert_eq!(result["status"], "completed", "{result}");
-    assert_eq!(result["stdout_bytes"], total, "{result}");
-    assert_eq!(result["stdout_truncated"], true, "{result}");
+    let facts = (
+        result["status"].clone(),
+        result["stdout_bytes"].clone(),
+        result["stdout_truncated"].clone(),
+    );
+    assert_eq!(facts, (json!("completed"), json!(total), json!(true)));
     let stored = w.stdout(&id).await;
     assert!(stored.len() < total, "{} of {total}", stored.len());
     assert_eq!(stored, first.as_bytes(), "the stored output is a prefix");
