@@ -9,6 +9,10 @@ use crate::ports::{
 };
 use crate::presence::Presence;
 use crate::running::Running;
+use crate::spool::{AuditSpool, OutputSpool};
+
+/// File-transfer audit entries kept to write again, at most.
+const AUDIT_SPOOL_ENTRIES: usize = 10_000;
 
 /// The concrete types behind each port, chosen once when the program is wired (a store per
 /// database, mocks in tests). One type parameter instead of eight keeps signatures readable.
@@ -39,6 +43,9 @@ pub struct Config {
     /// Stored output per stream of one command; what is written beyond is counted, streamed
     /// live, and reported as truncated, but not stored.
     pub max_stored_output: u64,
+    /// Output the store refused, kept in memory to write again, all commands together,
+    /// bytes; beyond it a stream gives up and its command is stored as truncated.
+    pub max_output_spool: u64,
 }
 
 impl Default for Config {
@@ -49,6 +56,7 @@ impl Default for Config {
             command_timeout: Duration::from_secs(300),
             max_command_timeout: Duration::from_secs(24 * 3600),
             max_stored_output: 16 * 1024 * 1024,
+            max_output_spool: 16 * 1024 * 1024,
         }
     }
 }
@@ -67,6 +75,10 @@ pub struct App<P: Ports> {
     pub(crate) credentials: Arc<P::Credentials>,
     pub(crate) presence: Presence,
     pub(crate) running: Running,
+    /// Output chunks the store refused, to write again.
+    pub(crate) output_spool: OutputSpool,
+    /// File-transfer entries the store refused, to write again.
+    pub(crate) audit_spool: Arc<AuditSpool>,
     pub(crate) login_throttle: crate::throttle::LoginThrottle,
     pub(crate) config: Config,
 }
@@ -115,6 +127,8 @@ impl<P: Ports> App<P> {
             credentials: deps.credentials,
             presence: Presence::default(),
             running: Running::default(),
+            output_spool: OutputSpool::new(config.max_output_spool),
+            audit_spool: Arc::new(AuditSpool::new(AUDIT_SPOOL_ENTRIES)),
             login_throttle: crate::throttle::LoginThrottle::default(),
             config,
         }

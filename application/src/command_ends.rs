@@ -3,9 +3,15 @@
 //! gone, agent silent past the timeout). Every end is stored once, in one transaction with its
 //! `command_end` entry; an end the store refuses is kept and stored by maintenance (the stored
 //! command stays running until then).
+//!
+//! Output the store refuses is kept in a bounded spool ([`crate::spool`]) and written again
+//! before the stream's next chunk, before the command's end, and by maintenance. Output that
+//! cannot be kept (spool full, or the end waited too long) is never stored short silently:
+//! the command is stored as truncated and the loss is logged at ERROR.
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use rmm_domain::{AgentId, ChannelId, CommandEnd, CommandId, CommandStatus, SessionId, Timestamp};
 
 use crate::app::{App, Ports};
@@ -14,10 +20,15 @@ use crate::ports::{
     OutputChunk, OutputStream, SessionStreams, StoreError, StreamEvent,
 };
 use crate::running::RunningCommand;
+use crate::spool::Pushed;
 
 /// How long past its timeout a command may stay silent before the server ends it itself
 /// (the agent enforces the timeout; this covers an agent that cannot).
 const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a command's end may wait for its output to be stored before what still waits is
+/// given up (the command then stored as truncated).
+const END_PATIENCE: Duration = Duration::from_secs(120);
 
 impl<P: Ports> App<P> {
     /// A chunk of output from `agent` on `channel`. Only that agent's own running commands
@@ -37,13 +48,9 @@ impl<P: Ports> App<P> {
             (OutputStream::Stdout, &chunk.stdout, admitted.stdout),
             (OutputStream::Stderr, &chunk.stderr, admitted.stderr),
         ] {
-            if keep > 0
-                && let Err(e) = self
-                    .commands
-                    .append_output(admitted.id, stream, seq, &data[..keep])
-                    .await
-            {
-                tracing::error!(command_id = %admitted.id, error = %e, source = ?std::error::Error::source(&e), "storing command output failed");
+            if keep > 0 {
+                let data = Bytes::copy_from_slice(&data[..keep]);
+                self.store_output(admitted.id, stream, seq, data).await;
             }
         }
         self.session_activity(admitted.session);
@@ -145,15 +152,39 @@ impl<P: Ports> App<P> {
     }
 
     /// Stores an end with its entry (one transaction) and wakes the command's waiters; when
-    /// the store refuses, keeps them to store again.
+    /// the store refuses, keeps them to store again. The command's output goes first: while
+    /// chunks of it wait in the spool the end waits too (kept like a refused end), up to
+    /// [`END_PATIENCE`]; after that what still waits is given up, and the end says the
+    /// output is truncated.
     async fn store_end(
         &self,
         id: CommandId,
-        outcome: CommandOutcome,
+        mut outcome: CommandOutcome,
         event: AuditEvent,
     ) -> Result<(), StoreError> {
+        let flushed = self.flush_output(id).await;
+        if !matches!(flushed, Ok(true)) {
+            if !self.output_spool.end_waited(id, END_PATIENCE) {
+                tracing::warn!(command_id = %id, error = ?flushed.as_ref().err().map(ToString::to_string), "a command's end waits for its output to be stored; kept to store again");
+                self.running.keep_unstored(id, outcome, event);
+                return flushed.map(|_| ());
+            }
+            self.output_spool.give_up(id);
+        }
+        let (stdout, stderr) = self.output_spool.lost(id);
+        outcome.stdout_truncated |= stdout.given_up;
+        outcome.stderr_truncated |= stderr.given_up;
+        for (stream, lost, written) in [
+            ("stdout", stdout, outcome.stdout_bytes),
+            ("stderr", stderr, outcome.stderr_bytes),
+        ] {
+            if lost.given_up {
+                tracing::error!(command_id = %id, stream, written, lost_chunks = lost.chunks, lost_bytes = lost.bytes, "output the store refused could not be kept: the command is stored as truncated, its stored output a prefix of what it wrote");
+            }
+        }
         match self.commands.finish_command(id, &outcome, &event).await {
             Ok(_) => {
+                self.output_spool.finish(id);
                 self.running.ended(id);
                 Ok(())
             }
@@ -165,10 +196,62 @@ impl<P: Ports> App<P> {
         }
     }
 
-    /// Stores the ends the store refused before (maintenance).
+    /// Writes the output the store refused before, then stores the ends it refused before
+    /// (maintenance). Every command is tried; the first error is returned.
     pub(crate) async fn store_unstored_ends(&self) -> Result<(), StoreError> {
+        let mut first = Ok(());
+        for id in self.output_spool.commands() {
+            if let Err(e) = self.flush_output(id).await {
+                first = first.and(Err(e));
+            }
+        }
         for (id, outcome, event) in self.running.unstored() {
-            self.store_end(id, outcome, event).await?;
+            if let Err(e) = self.store_end(id, outcome, event).await {
+                first = first.and(Err(e));
+            }
+        }
+        first
+    }
+
+    /// Stores chunk `seq` of a stream: behind any chunk of it still waiting, kept in the
+    /// spool when the store refuses it.
+    async fn store_output(&self, id: CommandId, stream: OutputStream, seq: u64, data: Bytes) {
+        match self.output_spool.push(id, stream, seq, data) {
+            Pushed::Queued => {}
+            Pushed::Dropped => return,
+            Pushed::Overflow(lost) => {
+                tracing::error!(command_id = %id, stream = stream.as_str(), lost_chunks = lost.chunks, lost_bytes = lost.bytes, "the output spool is full: this stream's output is no longer stored (the command will be marked truncated)");
+                return;
+            }
+        }
+        if let Err(e) = self.flush_stream(id, stream).await {
+            tracing::error!(command_id = %id, stream = stream.as_str(), error = %e, source = ?std::error::Error::source(&e), "storing command output failed; kept in the spool to store again");
+        }
+    }
+
+    /// Writes what waits of `id`'s output, in order; stops at the first refusal. False when
+    /// a chunk of it is still being written by another task.
+    async fn flush_output(&self, id: CommandId) -> Result<bool, StoreError> {
+        self.flush_stream(id, OutputStream::Stdout).await?;
+        self.flush_stream(id, OutputStream::Stderr).await?;
+        Ok(!self.output_spool.waiting(id))
+    }
+
+    async fn flush_stream(&self, id: CommandId, stream: OutputStream) -> Result<(), StoreError> {
+        while let Some(head) = self.output_spool.claim(id, stream) {
+            let written = match self
+                .commands
+                .append_output(id, stream, head.seq, &head.data)
+                .await
+            {
+                // The chunk is stored already (an earlier attempt that reported failure).
+                Ok(()) | Err(StoreError::Conflict) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Some(lost) = head.settle(written.is_ok()) {
+                tracing::error!(command_id = %id, stream = stream.as_str(), lost_chunks = lost.chunks, lost_bytes = lost.bytes, "the output spool is full: this stream's output is no longer stored (the command will be marked truncated)");
+            }
+            written?;
         }
         Ok(())
     }

@@ -5,9 +5,9 @@
 //! adapters: it knows no database, socket, HTTP or serialization format. Time and ids come
 //! from ports so the rules can be tested with mocks and paused time.
 //!
-//! Modules depend one way: [`ports`] and the state kept in memory (`presence`, `running`)
-//! and the shared session check (`access`) depend on nothing but the domain and the ports;
-//! `app` bundles them; each use-case module builds on `app`.
+//! Modules depend one way: [`ports`] and the state kept in memory (`presence`, `running`,
+//! `spool`) and the shared session check (`access`) depend on nothing but the domain and the
+//! ports; `app` bundles them; each use-case module builds on `app`.
 
 mod access;
 mod agents;
@@ -22,6 +22,7 @@ mod ports;
 mod presence;
 mod revocation;
 mod running;
+mod spool;
 pub mod throttle;
 mod tunnels;
 mod users;

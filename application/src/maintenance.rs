@@ -1,7 +1,8 @@
 //! The periodic maintenance: buffered presence written, commands past their timeout ended,
-//! command ends the store could not take retried, idle sessions closed, and sessions whose
-//! close could not be recorded when it happened closed now. Every close commits with its
-//! audit entry, so a close the store refused is not lost: it happens here, later.
+//! command output, command ends and file-transfer audit entries the store could not take
+//! retried, idle sessions closed, and sessions whose close could not be recorded when it
+//! happened closed now. Every close commits with its audit entry, so a close the store
+//! refused is not lost: it happens here, later.
 
 use std::time::Duration;
 
@@ -19,8 +20,9 @@ use crate::ports::{
 const SWEEP_GRACE: Duration = Duration::from_secs(5);
 
 impl<P: Ports> App<P> {
-    /// One round of maintenance: writes buffered presence, ends overdue commands, stores
-    /// command ends the store refused before, closes idle sessions (telling their agents) and
+    /// One round of maintenance: writes buffered presence, ends overdue commands, writes the
+    /// command output and stores the command ends the store refused before, writes the
+    /// file-transfer audit entries it refused before, closes idle sessions (telling their agents) and
     /// sweeps sessions no agent connection holds. Each step runs even when an earlier one
     /// failed. Returns how many idle sessions were closed.
     ///
@@ -32,10 +34,12 @@ impl<P: Ports> App<P> {
         let flushed = self.flush_presence(now).await;
         self.end_overdue_commands(now).await;
         let stored = self.store_unstored_ends().await;
+        let audited = self.store_unstored_audit().await;
         let idle = self.close_idle(now).await;
         let swept = self.close_unheld_sessions(now).await;
         flushed?;
         stored?;
+        audited?;
         let idle = idle?;
         swept?;
         Ok(idle)

@@ -163,7 +163,8 @@ async fn an_agent_failure_is_audited_with_its_code_and_answered_with_it() {
         FileAudit {
             path: PATH.into(),
             direction: "upload".into(),
-            size: None,
+            // The bytes moved before the refusal.
+            size: Some(4),
             sha256: None,
             result: "disk_full: no space left on /srv".into(),
         }
@@ -209,14 +210,17 @@ async fn a_successful_upload_is_audited_with_size_and_sha256() {
 }
 
 #[tokio::test]
-async fn a_client_that_breaks_off_an_upload_is_audited_as_such() {
+async fn a_client_that_breaks_off_an_upload_is_audited_as_aborted_with_the_bytes_moved() {
     let mut s = Setup::default();
     active_session_store(&mut s);
     let events = record_audit(&mut s);
-    s.gateway.expect_upload_file().returning(|_, _, _, _| {
+    s.gateway.expect_upload_file().returning(|_, _, _, body| {
+        // Two chunks reach the agent, then the body breaks off.
+        assert!(body.next().now_or_never().flatten().is_some());
+        assert!(body.next().now_or_never().flatten().is_some());
         Box::pin(async { Err(FileOpError::ClientAborted("connection reset".into())) })
     });
-    let (upload, _) = body(1);
+    let (upload, _) = body(5);
     let err = s
         .build()
         .upload_file(TECH, SESSION, PATH, 0, None, upload)
@@ -227,7 +231,89 @@ async fn a_client_that_breaks_off_an_upload_is_audited_as_such() {
         TransferError::Failed(FileOpError::ClientAborted(_))
     ));
     let (_, file) = only_file_entry(&events);
-    assert_eq!(file.result, "the upload was interrupted: connection reset");
+    assert_eq!((file.result.as_str(), file.size), ("aborted", Some(8)));
+    let detail = events.lock().unwrap()[0].detail.clone().unwrap();
+    assert!(
+        detail.contains("after 8 bytes") && detail.contains("connection reset"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn an_upload_request_dropped_mid_way_is_audited_as_aborted() {
+    let mut s = Setup::default();
+    active_session_store(&mut s);
+    let events = record_audit(&mut s);
+    s.gateway.expect_upload_file().returning(|_, _, _, body| {
+        assert!(body.next().now_or_never().flatten().is_some());
+        // The agent is slow: the request is dropped (client gone) while it waits.
+        Box::pin(std::future::pending())
+    });
+    let (upload, _) = body(5);
+    let app = s.build();
+    let dropped = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        app.upload_file(TECH, SESSION, PATH, 0, None, upload),
+    )
+    .await;
+    assert!(dropped.is_err());
+    // Written in the background: give it its turn.
+    tokio::task::yield_now().await;
+    let (_, file) = only_file_entry(&events);
+    assert_eq!((file.result.as_str(), file.size), ("aborted", Some(4)));
+}
+
+#[tokio::test]
+async fn a_file_entry_the_store_refuses_is_kept_and_written_by_maintenance() {
+    let mut s = Setup::default();
+    active_session_store(&mut s);
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&written);
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&attempts);
+    s.audit.expect_append().returning(move |e| {
+        let refused = seen.fetch_add(1, Ordering::SeqCst) == 0;
+        if !refused {
+            sink.lock().unwrap().push(e.clone());
+        }
+        Box::pin(async move {
+            if refused {
+                Err(StoreError::backend(std::io::Error::other(
+                    "database is locked",
+                )))
+            } else {
+                Ok(())
+            }
+        })
+    });
+    s.gateway.expect_upload_file().returning(|_, _, _, _| {
+        Box::pin(async {
+            Ok(Uploaded {
+                path: PATH.into(),
+                size: 12,
+                sha256: SHA.into(),
+            })
+        })
+    });
+    no_open_sessions(&mut s);
+    s.sessions
+        .expect_close_idle()
+        .returning(|_, _, _| Box::pin(async { Ok(vec![]) }));
+    s.sessions
+        .expect_touch()
+        .returning(|_, _| Box::pin(async { Ok(()) }));
+    let app = s.build();
+    let (upload, _) = body(3);
+    app.upload_file(TECH, SESSION, PATH, 0, None, upload)
+        .await
+        .unwrap();
+    assert!(written.lock().unwrap().is_empty());
+    app.flush_presence_and_close_idle().await.unwrap();
+    let (_, file) = only_file_entry(&written);
+    assert_eq!((file.result.as_str(), file.size), ("ok", Some(12)));
+    // Written once: the next round finds nothing to write.
+    app.flush_presence_and_close_idle().await.unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
 }
 
 /// A download of `chunks` chunks of 4 bytes from offset 0.
@@ -293,8 +379,12 @@ async fn a_client_that_stops_reading_a_download_is_audited() {
     // Written in the background: give it its turn.
     tokio::task::yield_now().await;
     let (_, file) = only_file_entry(&events);
-    assert_eq!(file.result, "the client stopped reading after byte 4 of 12");
-    assert_eq!((file.size, file.sha256), (Some(12), None));
+    assert_eq!(file.result, "aborted");
+    assert_eq!((file.size, file.sha256), (Some(4), None), "the bytes moved");
+    assert_eq!(
+        events.lock().unwrap()[0].detail.as_deref(),
+        Some("the client stopped reading after byte 4 of 12 (from offset 0)")
+    );
 }
 
 #[tokio::test]

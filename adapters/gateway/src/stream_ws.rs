@@ -1,11 +1,13 @@
 //! The technicians' WebSocket, `GET /api/v1/tunnel/{session_id}/stream`: every
 //! `tunnel_data` / `tunnel_error` frame of the session in the reference format, replaying
-//! what is buffered first; a client may send reference `terminal` frames to run commands.
+//! what is buffered first; a client may send reference `terminal` frames to run commands,
+//! at most [`FRAME_RATE`] a second (bursts of [`FRAME_BURST`]); frames over that are answered
+//! with a `tunnel_error` and not run.
 //!
 //! Browsers cannot set headers on a WebSocket, so the JWT may come as `?access_token=`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use poem::http::StatusCode;
@@ -27,6 +29,12 @@ use rmm_protocol::{AgentMessage, ServerMessage, TunnelDataPayload, encode};
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame a watcher may send (a command is at most 64 KiB).
 const MAX_CLIENT_FRAME: usize = 128 * 1024;
+/// Frames a watcher may send per second, on average, and in a burst: each may run (and
+/// store) a command. Frames over the limit are answered with a `tunnel_error` and dropped.
+const FRAME_RATE: f64 = 10.0;
+const FRAME_BURST: f64 = 20.0;
+/// This many frames over the limit in a row close the socket (1008).
+const MAX_OVER_LIMIT: u32 = 200;
 
 #[derive(Debug, Deserialize)]
 pub struct StreamQuery {
@@ -186,6 +194,7 @@ where
         }
     }
     let mut live = subscription.live;
+    let mut budget = FrameBudget::new(Instant::now());
     let why = loop {
         tokio::select! {
             frame = live.recv() => match frame {
@@ -206,7 +215,17 @@ where
             },
             message = inbound.next() => match message {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(reply) = client_frame(&app, actor, session, &text).await
+                    let reply = match budget.take(Instant::now()) {
+                        Budget::Allowed => client_frame(&app, actor, session, &text).await,
+                        Budget::Limited => Some(error_frame("client", RATE_LIMITED)),
+                        Budget::Exhausted => {
+                            tracing::warn!(session_id = %session, tech_id = %actor.id, "watcher kept sending over the frame rate limit; closing");
+                            let reason = format!("more than {MAX_OVER_LIMIT} frames in a row over the rate limit");
+                            let _ = send(&mut sink, Message::Close(Some((CloseCode::Policy, reason)))).await;
+                            break "over the frame rate limit";
+                        }
+                    };
+                    if let Some(reply) = reply
                         && !send(&mut sink, Message::Text(reply)).await
                     {
                         break "write failed or timed out";
@@ -278,9 +297,89 @@ async fn client_frame<P: Ports>(
     }
 }
 
+/// The error text of a frame over the rate limit.
+const RATE_LIMITED: &str =
+    "rate limited: at most 10 command frames per second (burst 20); this frame was not run";
+
+/// What the frame budget says about one more frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    Allowed,
+    /// Over the limit: not run, not stored.
+    Limited,
+    /// Over the limit [`MAX_OVER_LIMIT`] times in a row: close the socket.
+    Exhausted,
+}
+
+/// A token bucket over one socket's frames: [`FRAME_BURST`] tokens, refilled at
+/// [`FRAME_RATE`] a second.
+#[derive(Debug)]
+struct FrameBudget {
+    tokens: f64,
+    last: Instant,
+    /// Frames over the limit since the last one allowed.
+    over: u32,
+}
+
+impl FrameBudget {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: FRAME_BURST,
+            last: now,
+            over: 0,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> Budget {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * FRAME_RATE).min(FRAME_BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.over = 0;
+            return Budget::Allowed;
+        }
+        self.over += 1;
+        if self.over >= MAX_OVER_LIMIT {
+            Budget::Exhausted
+        } else {
+            Budget::Limited
+        }
+    }
+}
+
 fn error_frame(channel: &str, error: &str) -> String {
     encode(&AgentMessage::TunnelError {
         channel_id: channel.to_owned(),
         error: error.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_budget_allows_a_burst_then_the_rate_then_closes() {
+        let start = Instant::now();
+        let mut budget = FrameBudget::new(start);
+        for _ in 0..20 {
+            assert_eq!(budget.take(start), Budget::Allowed);
+        }
+        assert_eq!(budget.take(start), Budget::Limited);
+        // A tenth of a second buys one more frame.
+        let later = start + Duration::from_millis(100);
+        assert_eq!(budget.take(later), Budget::Allowed);
+        assert_eq!(budget.take(later), Budget::Limited);
+        for _ in 2..MAX_OVER_LIMIT {
+            assert_eq!(budget.take(later), Budget::Limited);
+        }
+        assert_eq!(budget.take(later), Budget::Exhausted);
+        // Refilled, but never beyond the burst.
+        let much_later = later + Duration::from_secs(60);
+        for _ in 0..20 {
+            assert_eq!(budget.take(much_later), Budget::Allowed);
+        }
+        assert_eq!(budget.take(much_later), Budget::Limited);
+    }
 }

@@ -4,7 +4,7 @@
 use futures_util::StreamExt as _;
 use rmm_domain::{Actor, SessionId};
 
-use super::{Direction, FileAuditor, TransferError, failure_result};
+use super::{ABORTED, Direction, FileAuditor, TransferError, failure_result, moved_size};
 use crate::app::{App, Ports};
 use crate::ports::{AgentDownload, AgentGateway, ByteStream, FileBytes};
 
@@ -60,6 +60,7 @@ impl<P: Ports> App<P> {
             auditor: Some(auditor),
             body,
             delivered: offset,
+            offset,
             size,
             sha256: sha256.clone(),
         };
@@ -83,6 +84,8 @@ struct Watched<P: Ports> {
     body: FileBytes,
     /// The offset of the next byte.
     delivered: u64,
+    /// Where the transfer started.
+    offset: u64,
     size: u64,
     sha256: String,
 }
@@ -131,20 +134,25 @@ impl<P: Ports> Watched<P> {
                     .record("ok".into(), Some(self.size), Some(self.sha256.clone()))
                     .await;
             }
-            Err(why) => auditor.record(why, Some(self.size), None).await,
+            Err(why) => {
+                let moved = self.delivered.saturating_sub(self.offset);
+                auditor.record(why, moved_size(moved), None).await;
+            }
         }
     }
 }
 
 impl<P: Ports> Drop for Watched<P> {
-    /// The client stopped reading before the transfer settled: that is its result.
+    /// The client stopped reading before the transfer settled: `aborted`, with the bytes
+    /// moved.
     fn drop(&mut self) {
-        if let Some(auditor) = self.auditor.take() {
-            let why = format!(
-                "the client stopped reading after byte {} of {}",
-                self.delivered, self.size
-            );
-            auditor.record_detached(why, Some(self.size));
+        if let Some(mut auditor) = self.auditor.take() {
+            auditor.detail = Some(format!(
+                "the client stopped reading after byte {} of {} (from offset {})",
+                self.delivered, self.size, self.offset
+            ));
+            let moved = self.delivered.saturating_sub(self.offset);
+            auditor.record_detached(ABORTED.to_owned(), moved_size(moved));
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::ports::{
     AgentGateway, AuditAction, AuditEvent, AuditLog, Clock, FileAudit, FileEntry, FileOpError,
     StoreError,
 };
+use crate::spool::AuditSpool;
 
 mod download;
 mod upload;
@@ -62,6 +63,16 @@ fn failure_result(e: &FileOpError) -> String {
         FileOpError::Agent { code, message } => format!("{code}: {message}"),
         other => other.to_string(),
     }
+}
+
+/// The result of a transfer the client broke off: its entry's size is the bytes moved, its
+/// detail how it ended.
+const ABORTED: &str = "aborted";
+
+/// The size in the entry of a transfer that did not complete: the bytes it moved, none when
+/// it moved nothing.
+fn moved_size(moved: u64) -> Option<u64> {
+    (moved > 0).then_some(moved)
 }
 
 /// Which way a file moves.
@@ -151,13 +162,27 @@ impl<P: Ports> App<P> {
     ) -> FileAuditor<P> {
         FileAuditor {
             audit: Arc::clone(&self.audit),
+            spool: Arc::clone(&self.audit_spool),
             clock: Arc::clone(&self.clock),
             actor,
             session,
             agent,
             direction,
             path: path.to_owned(),
+            detail: None,
         }
+    }
+
+    /// Writes the file-transfer entries the store refused before, oldest first
+    /// (maintenance); stops at the first refusal.
+    pub(crate) async fn store_unstored_audit(&self) -> Result<(), StoreError> {
+        while let Some(event) = self.audit_spool.take() {
+            if let Err(e) = self.audit.append(&event).await {
+                self.audit_spool.put_back(event);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -165,16 +190,22 @@ impl<P: Ports> App<P> {
 /// end after the use case returned, when the client has read the last byte (or gone).
 struct FileAuditor<P: Ports> {
     audit: Arc<P::Audit>,
+    /// Where an entry the store refuses waits for maintenance to write it.
+    spool: Arc<AuditSpool>,
     clock: Arc<P::Clock>,
     actor: Actor,
     session: SessionId,
     agent: AgentId,
     direction: Direction,
     path: String,
+    /// The entry's detail: how an aborted transfer ended.
+    detail: Option<String>,
 }
 
 impl<P: Ports> FileAuditor<P> {
-    /// Records the transfer's result: `ok`, or why it failed.
+    /// Records the transfer's result: `ok`, `aborted`, or why it failed. An entry the store
+    /// refuses is kept in a bounded spool that maintenance writes again; when that is full,
+    /// the whole entry goes to the log at ERROR: never lost silently.
     async fn record(&self, result: String, size: Option<u64>, sha256: Option<String>) {
         let (action, direction) = match self.direction {
             Direction::Upload => (AuditAction::FileUpload, "upload"),
@@ -184,7 +215,8 @@ impl<P: Ports> FileAuditor<P> {
         event.user = Some(self.actor.id);
         event.agent = Some(self.agent);
         event.session = Some(self.session);
-        tracing::info!(session_id = %self.session, agent_id = %self.agent, action = action.as_str(), path = %self.path, size = ?size, result = %result, "file transfer");
+        event.detail.clone_from(&self.detail);
+        tracing::info!(session_id = %self.session, agent_id = %self.agent, action = action.as_str(), path = %self.path, size = ?size, result = %result, detail = ?self.detail, "file transfer");
         event.file = Some(FileAudit {
             path: self.path.clone(),
             direction: direction.to_owned(),
@@ -193,11 +225,27 @@ impl<P: Ports> FileAuditor<P> {
             result,
         });
         if let Err(e) = self.audit.append(&event).await {
-            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "audit write of a file transfer failed");
+            match self.spool.keep(event) {
+                Ok(()) => {
+                    tracing::error!(error = %e, source = ?std::error::Error::source(&e), "audit write of a file transfer failed; kept to write again");
+                }
+                Err(event) => {
+                    tracing::error!(error = %e, source = ?std::error::Error::source(&e), entry = ?event, "audit write of a file transfer failed and the audit spool is full: the entry is not stored");
+                }
+            }
         }
     }
 
-    /// [`Self::record`] from where nothing can wait for it (a dropped download): on the
+    /// [`Self::record`] on the runtime, awaited: finishes even when the caller is dropped
+    /// while it waits (the client went away mid-request).
+    async fn record_settled(self, result: String, size: Option<u64>, sha256: Option<String>) {
+        let task = tokio::spawn(async move { self.record(result, size, sha256).await });
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "the audit entry of a file transfer was not written");
+        }
+    }
+
+    /// [`Self::record`] from where nothing can wait for it (a dropped transfer): on the
     /// runtime, in the background.
     fn record_detached(self, result: String, size: Option<u64>) {
         match tokio::runtime::Handle::try_current() {
@@ -205,7 +253,7 @@ impl<P: Ports> FileAuditor<P> {
                 runtime.spawn(async move { self.record(result, size, None).await });
             }
             Err(_) => {
-                tracing::error!(session_id = %self.session, path = %self.path, result = %result, "no runtime to write the audit entry of a file transfer");
+                tracing::error!(session_id = %self.session, path = %self.path, result = %result, size = ?size, detail = ?self.detail, "no runtime to write the audit entry of a file transfer");
             }
         }
     }

@@ -36,6 +36,7 @@ pub struct Setup {
     pub gateway: MockAgentGateway,
     pub credentials: MockCredentials,
     pub max_stored_output: Option<u64>,
+    pub max_output_spool: Option<u64>,
 }
 
 pub const AGENT: AgentId = AgentId::from_uuid(Uuid::from_u128(0xA));
@@ -91,6 +92,9 @@ impl Setup {
                 max_stored_output: self
                     .max_stored_output
                     .unwrap_or(Config::default().max_stored_output),
+                max_output_spool: self
+                    .max_output_spool
+                    .unwrap_or(Config::default().max_output_spool),
                 ..Config::default()
             },
         )

@@ -119,6 +119,11 @@ struct Settings {
     /// not stored, and the command is marked truncated.
     #[arg(long, env = "RMM_MAX_COMMAND_OUTPUT", default_value_t = 16 * 1024 * 1024, global = true)]
     max_command_output: u64,
+    /// Command output the database refused, kept in memory to write again (all commands
+    /// together), bytes; beyond it a stream's output is dropped and the command marked
+    /// truncated.
+    #[arg(long, env = "RMM_OUTPUT_SPOOL_BYTES", default_value_t = 16 * 1024 * 1024, global = true)]
+    output_spool_bytes: u64,
     /// Lifetime of login tokens, seconds.
     #[arg(
         long,
@@ -275,6 +280,7 @@ async fn run<S: Store>(
         idle_timeout: Duration::from_secs(settings.idle_timeout_secs),
         command_timeout: Duration::from_secs(settings.command_timeout_secs.max(1)),
         max_stored_output: settings.max_command_output,
+        max_output_spool: settings.output_spool_bytes,
         ..Config::default()
     };
     let store = Arc::new(store);
