@@ -19,7 +19,7 @@ use rmm_protocol::{AgentMessage, TerminalOutput, TunnelDataPayload, encode};
 
 /// Bytes of frames kept per session for its live watchers: a watcher further behind than
 /// this is dropped (the newest frame is always kept, whatever its size).
-pub const WATCHER_LAG_BYTES: usize = 4 * 1024 * 1024;
+pub const WATCHER_LAG_BYTES: usize = 16 * 1024 * 1024;
 /// Bytes of recent frames kept per session for late watchers.
 pub const REPLAY_BYTES: usize = 1024 * 1024;
 
