@@ -74,8 +74,10 @@ impl<P: Ports> Handlers<P, Commands> {
         }
     }
 
-    /// A command's status and stored output. With `wait`, holds the request until the
-    /// command ends or `wait` seconds pass (at most 300).
+    /// A command's status and the start of its stored output: at most 1 MiB of each stream
+    /// inline, with `stdout_truncated` / `stderr_truncated` true when there is more (read
+    /// `.../stdout` and `.../stderr` for every stored byte). With `wait`, holds the request
+    /// until the command ends or `wait` seconds pass (at most 300).
     #[oai(
         path = "/tunnel/:session_id/commands/:command_id",
         method = "get",
