@@ -11,6 +11,27 @@ use crate::ports::{
     IdGenerator, SessionRepository, StoreError,
 };
 
+/// The longest hostname an agent's heartbeat is stored with, in bytes (longer ones are cut).
+pub const MAX_HOSTNAME_BYTES: usize = 255;
+/// The longest OS description stored, in bytes.
+pub const MAX_OS_BYTES: usize = 255;
+/// The longest agent version stored, in bytes.
+pub const MAX_VERSION_BYTES: usize = 64;
+
+/// Cuts `fact` to at most `max` bytes, at a character boundary.
+fn cap(fact: &mut Option<String>, max: usize) {
+    if let Some(text) = fact
+        && text.len() > max
+    {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.shrink_to_fit();
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterAgentError {
     #[error("only admins may register agents")]
@@ -162,8 +183,15 @@ impl<P: Ports> App<P> {
         Ok(())
     }
 
-    /// Notes a heartbeat (written at the next flush).
+    /// Notes a heartbeat (written at the next flush), its facts cut to their caps
+    /// ([`MAX_HOSTNAME_BYTES`], [`MAX_OS_BYTES`], [`MAX_VERSION_BYTES`]).
     pub fn agent_heartbeat(&self, agent: AgentId, facts: Option<HostFacts>) {
+        let facts = facts.map(|mut facts| {
+            cap(&mut facts.hostname, MAX_HOSTNAME_BYTES);
+            cap(&mut facts.os, MAX_OS_BYTES);
+            cap(&mut facts.version, MAX_VERSION_BYTES);
+            facts
+        });
         self.presence.note_seen(agent, self.clock.now(), facts);
     }
 
@@ -175,5 +203,23 @@ impl<P: Ports> App<P> {
     /// Notes activity on a session (written at the next flush).
     pub fn session_activity(&self, session: SessionId) {
         self.presence.note_activity(session);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cap;
+
+    #[test]
+    fn facts_are_cut_at_a_character_boundary_within_their_cap() {
+        let mut long = Some("é".repeat(200));
+        cap(&mut long, 255);
+        assert_eq!(long.as_deref().map(str::len), Some(254));
+        let mut short = Some("web-01".to_owned());
+        cap(&mut short, 255);
+        assert_eq!(short.as_deref(), Some("web-01"));
+        let mut none = None;
+        cap(&mut none, 3);
+        assert_eq!(none, None);
     }
 }

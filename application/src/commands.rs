@@ -281,6 +281,47 @@ impl<P: Ports> App<P> {
             .map_err(GetCommandError::Store)
     }
 
+    /// The first `max` bytes stored of a command's stream, for the owner, read a few chunks at
+    /// a time so no more than about `max` bytes (plus one chunk) are ever read from the store;
+    /// and whether more is stored past them.
+    ///
+    /// # Errors
+    /// See [`GetCommandError`].
+    pub async fn command_output_prefix(
+        &self,
+        actor: Actor,
+        session_id: SessionId,
+        id: CommandId,
+        stream: OutputStream,
+        max: usize,
+    ) -> Result<(Vec<u8>, bool), GetCommandError> {
+        session_for(&*self.sessions, actor, session_id, SessionAction::Use).await?;
+        self.command_of(session_id, id).await?;
+        let mut prefix = Vec::new();
+        let mut from = 0;
+        while prefix.len() <= max {
+            // About as many chunks as the rest of the budget holds (agents send 32 KiB ones).
+            let wanted = (max - prefix.len()) / PREFIX_CHUNK_GUESS + 1;
+            let limit = u32::try_from(wanted.min(PREFIX_MAX_CHUNKS_PER_READ)).unwrap_or(1);
+            let chunks = self
+                .commands
+                .read_output(id, stream, from, limit)
+                .await
+                .map_err(GetCommandError::Store)?;
+            let full = chunks.len() >= limit as usize;
+            for (seq, bytes) in chunks {
+                from = seq + 1;
+                prefix.extend_from_slice(&bytes);
+            }
+            if !full {
+                break;
+            }
+        }
+        let more = prefix.len() > max;
+        prefix.truncate(max);
+        Ok((prefix, more))
+    }
+
     /// Cancels a running command: the agent kills its process group. Waits up to `wait` for
     /// the end; an agent that cannot cancel has the command ended as cancelled at once.
     ///
@@ -329,6 +370,11 @@ impl<P: Ports> App<P> {
             .ok_or(GetCommandError::NotFound(id))
     }
 }
+
+/// The chunk size [`App::command_output_prefix`] plans its reads with.
+const PREFIX_CHUNK_GUESS: usize = 32 * 1024;
+/// The most chunks [`App::command_output_prefix`] reads at once.
+const PREFIX_MAX_CHUNKS_PER_READ: usize = 16;
 
 /// The audit entry written before a command is sent.
 fn command_started(record: &CommandRecord) -> AuditEvent {

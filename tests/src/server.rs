@@ -241,6 +241,13 @@ impl TestServer {
         }
     }
 
+    /// Bytes of the server's log so far, when captured ([`StartOptions::capture_log`]).
+    #[must_use]
+    pub fn log_len(&self) -> Option<usize> {
+        let log = self.log.as_ref()?;
+        log.lock().ok().map(|log| log.len())
+    }
+
     #[must_use]
     pub fn http(&self) -> &reqwest::Client {
         &self.http

@@ -1,36 +1,103 @@
 //! Live fan-out of a session's frames to the technicians watching it (the client WebSocket).
 //!
-//! Each session has a broadcast channel of encoded frames and a replay buffer of the most
-//! recent ones, bounded in bytes, so a watcher who joins late first sees what is buffered of
-//! the running and recent commands. Publishing never waits: a watcher that falls behind the
-//! broadcast capacity is told so and dropped, and never slows the agent or other watchers.
+//! Each session keeps the most recent frames in a ring bounded in bytes that every watcher
+//! reads at its own pace, and a replay buffer of the most recent ones, so a watcher who joins
+//! late first sees what is buffered of the running and recent commands. Publishing never
+//! waits: a watcher that falls behind what the ring keeps is told so (and dropped by the
+//! socket task), and never slows the agent or other watchers. Memory per session is bounded
+//! by [`WATCHER_LAG_BYTES`] + [`REPLAY_BYTES`] (frames are shared) whatever the watchers do.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use rmm_application::{SessionStreams, StreamEvent};
 use rmm_domain::SessionId;
-use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 
 use rmm_protocol::{AgentMessage, TerminalOutput, TunnelDataPayload, encode};
 
-/// Frames a watcher may lag behind before it is dropped.
-pub const WATCHER_LAG_FRAMES: usize = 1024;
+/// Bytes of frames kept per session for its live watchers: a watcher further behind than
+/// this is dropped (the newest frame is always kept, whatever its size).
+pub const WATCHER_LAG_BYTES: usize = 16 * 1024 * 1024;
 /// Bytes of recent frames kept per session for late watchers.
 pub const REPLAY_BYTES: usize = 1024 * 1024;
 
+/// The frames live watchers may still read, numbered from `first`.
+#[derive(Debug, Default)]
+struct Ring {
+    first: u64,
+    frames: VecDeque<Arc<str>>,
+    bytes: usize,
+}
+
+impl Ring {
+    /// The number of the next frame published.
+    fn end(&self) -> u64 {
+        self.first + self.frames.len() as u64
+    }
+
+    /// Appends `frame`, then drops the oldest frames past `limit` bytes (keeping the newest).
+    fn push(&mut self, frame: Arc<str>, limit: usize) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+        while self.bytes > limit && self.frames.len() > 1 {
+            if let Some(old) = self.frames.pop_front() {
+                self.bytes -= old.len();
+                self.first += 1;
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct SessionStream {
-    live: broadcast::Sender<Arc<str>>,
+    live: watch::Sender<Ring>,
     replay: VecDeque<Arc<str>>,
     replay_bytes: usize,
+}
+
+/// One watcher's place in a session's live frames.
+#[derive(Debug)]
+pub struct LiveFeed {
+    ring: watch::Receiver<Ring>,
+    next: u64,
+}
+
+impl LiveFeed {
+    /// The next frame. [`RecvError::Lagged`] (with the number of frames missed) when the
+    /// frames it had not read yet were dropped, [`RecvError::Closed`] once the session ended
+    /// and every frame was read.
+    ///
+    /// # Errors
+    /// As above.
+    pub async fn recv(&mut self) -> Result<Arc<str>, RecvError> {
+        loop {
+            {
+                let ring = self.ring.borrow_and_update();
+                if self.next < ring.first {
+                    let missed = ring.first - self.next;
+                    self.next = ring.first;
+                    return Err(RecvError::Lagged(missed));
+                }
+                let index = usize::try_from(self.next - ring.first).unwrap_or(usize::MAX);
+                if let Some(frame) = ring.frames.get(index) {
+                    self.next += 1;
+                    return Ok(Arc::clone(frame));
+                }
+            }
+            if self.ring.changed().await.is_err() {
+                return Err(RecvError::Closed);
+            }
+        }
+    }
 }
 
 /// What a new watcher gets: the buffered frames, then the live feed.
 #[derive(Debug)]
 pub struct Subscription {
     pub replay: Vec<Arc<str>>,
-    pub live: broadcast::Receiver<Arc<str>>,
+    pub live: LiveFeed,
 }
 
 /// The [`SessionStreams`] adapter.
@@ -52,9 +119,11 @@ impl BroadcastStreams {
     pub fn subscribe(&self, session: SessionId) -> Subscription {
         let mut sessions = self.lock();
         let stream = sessions.entry(session).or_insert_with(new_stream);
+        let ring = stream.live.subscribe();
+        let next = ring.borrow().end();
         Subscription {
             replay: stream.replay.iter().cloned().collect(),
-            live: stream.live.subscribe(),
+            live: LiveFeed { ring, next },
         }
     }
 
@@ -81,9 +150,8 @@ impl BroadcastStreams {
 }
 
 fn new_stream() -> SessionStream {
-    let (live, _) = broadcast::channel(WATCHER_LAG_FRAMES);
     SessionStream {
-        live,
+        live: watch::Sender::new(Ring::default()),
         replay: VecDeque::new(),
         replay_bytes: 0,
     }
@@ -102,8 +170,13 @@ impl SessionStreams for BroadcastStreams {
                 None => break,
             }
         }
-        // No receivers is fine: nobody watches right now.
-        let _ = stream.live.send(frame);
+        // With nobody watching, nothing is kept for live watchers (the replay serves joiners).
+        let limit = if stream.live.receiver_count() == 0 {
+            0
+        } else {
+            WATCHER_LAG_BYTES
+        };
+        stream.live.send_modify(|ring| ring.push(frame, limit));
     }
 
     fn end_session(&self, session: SessionId) {
@@ -159,17 +232,62 @@ mod tests {
         assert_eq!(sub.replay.len(), 3);
     }
 
+    fn ring_bytes(hub: &BroadcastStreams) -> usize {
+        hub.lock().get(&S).map_or(0, |s| s.live.borrow().bytes)
+    }
+
     #[tokio::test]
-    async fn a_watcher_that_falls_behind_is_told_it_lagged() {
+    async fn a_watcher_that_falls_behind_the_byte_bound_is_told_it_lagged() {
+        let hub = BroadcastStreams::default();
+        let mut slow = hub.subscribe(S);
+        let mut reading = hub.subscribe(S);
+        let big = "x".repeat(64 * 1024);
+        let frames = 2 * WATCHER_LAG_BYTES / big.len();
+        for _ in 0..frames {
+            hub.publish(S, &output(&big));
+            // The reading watcher keeps up and misses nothing.
+            assert!(reading.live.recv().await.unwrap().contains("xxx"));
+            assert!(
+                ring_bytes(&hub) <= WATCHER_LAG_BYTES,
+                "{}",
+                ring_bytes(&hub)
+            );
+        }
+        let Err(RecvError::Lagged(missed)) = slow.live.recv().await else {
+            panic!("the slow watcher was not told it lagged");
+        };
+        assert!(missed > 0 && missed < frames as u64, "{missed}");
+        // After the lag it reads on from the oldest frame kept.
+        assert!(slow.live.recv().await.unwrap().contains("xxx"));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_kept_for_live_watchers_when_nobody_watches() {
+        let hub = BroadcastStreams::default();
+        let big = "x".repeat(64 * 1024);
+        for _ in 0..100 {
+            hub.publish(S, &output(&big));
+        }
+        assert!(ring_bytes(&hub) < 2 * big.len(), "{}", ring_bytes(&hub));
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_bound_still_reaches_a_reading_watcher() {
         let hub = BroadcastStreams::default();
         let mut sub = hub.subscribe(S);
-        for _ in 0..(WATCHER_LAG_FRAMES + 5) {
-            hub.publish(S, &output("x"));
-        }
-        assert!(matches!(
-            sub.live.recv().await,
-            Err(broadcast::error::RecvError::Lagged(_))
-        ));
+        let huge = "y".repeat(WATCHER_LAG_BYTES + 1);
+        hub.publish(S, &output(&huge));
+        assert!(sub.live.recv().await.unwrap().len() > WATCHER_LAG_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_feed_delivers_what_is_kept_before_it_reports_the_end() {
+        let hub = BroadcastStreams::default();
+        let mut sub = hub.subscribe(S);
+        hub.publish(S, &output("last\n"));
+        hub.end_session(S);
+        assert!(sub.live.recv().await.unwrap().contains("last"));
+        assert!(matches!(sub.live.recv().await, Err(RecvError::Closed)));
     }
 
     #[tokio::test]
@@ -177,9 +295,6 @@ mod tests {
         let hub = BroadcastStreams::default();
         let mut sub = hub.subscribe(S);
         hub.end_session(S);
-        assert!(matches!(
-            sub.live.recv().await,
-            Err(broadcast::error::RecvError::Closed)
-        ));
+        assert!(matches!(sub.live.recv().await, Err(RecvError::Closed)));
     }
 }

@@ -80,8 +80,10 @@ impl<P: Ports> Handlers<P, Commands> {
         }
     }
 
-    /// A command's status and stored output. With `wait`, holds the request until the
-    /// command ends or `wait` seconds pass (at most 300).
+    /// A command's status and the start of its stored output: at most 1 MiB of each stream
+    /// inline, with `stdout_truncated` / `stderr_truncated` true when there is more (read
+    /// `.../stdout` and `.../stderr` for every stored byte). With `wait`, holds the request
+    /// until the command ends or `wait` seconds pass (at most 300).
     #[oai(
         path = "/tunnel/:session_id/commands/:command_id",
         method = "get",
@@ -229,6 +231,9 @@ impl From<ReadError> for RawOutputResponse {
 
 /// The longest `?wait=` honoured, seconds.
 const MAX_WAIT_SECS: u64 = 300;
+/// Bytes of each output stream a command's JSON inlines at most (its text is at most this
+/// long too); the raw `/stdout` and `/stderr` endpoints stream all that is stored.
+const INLINE_OUTPUT_BYTES: usize = 1024 * 1024;
 /// Chunks read from the store per round while streaming raw output.
 const RAW_CHUNKS_PER_READ: u32 = 16;
 
@@ -247,21 +252,16 @@ impl<P: Ports> Handlers<P, Commands> {
         for stream in [OutputStream::Stdout, OutputStream::Stderr] {
             match self
                 .app
-                .command_output_chunks(actor, session, record.id, stream, 0, u32::MAX)
+                .command_output_prefix(actor, session, record.id, stream, INLINE_OUTPUT_BYTES)
                 .await
             {
-                Ok(chunks) => streams.push(
-                    chunks
-                        .into_iter()
-                        .flat_map(|(_, bytes)| bytes)
-                        .collect::<Vec<u8>>(),
-                ),
+                Ok((prefix, more)) => streams.push(Inline::new(&prefix, more)),
                 Err(e) => return CommandResponse::Internal(internal("read_output", &e)),
             }
         }
         let stderr = streams.pop().unwrap_or_default();
         let stdout = streams.pop().unwrap_or_default();
-        CommandResponse::Ok(Json(Box::new(CommandDto::new(&record, &stdout, &stderr))))
+        CommandResponse::Ok(Json(Box::new(CommandDto::new(&record, stdout, stderr))))
     }
 
     async fn raw_output(
@@ -380,22 +380,61 @@ struct CommandDto {
     /// The signal that killed the process, e.g. `SIGKILL`.
     #[oai(skip_serializing_if_is_none)]
     signal: Option<String>,
-    /// Stored stdout, decoded as UTF-8 (invalid bytes replaced: use `.../stdout` for bytes).
+    /// The start of the stored stdout, decoded as UTF-8 (invalid bytes replaced), at most
+    /// 1 MiB (1,048,576 bytes) of text: `.../stdout` streams every stored byte.
     stdout: String,
+    /// As `stdout`, for stderr (`.../stderr`).
     stderr: String,
     /// Bytes written in all (stored or not).
     stdout_bytes: u64,
     stderr_bytes: u64,
-    /// True when the stored output stops at the server's cap.
+    /// True when `stdout` shows less than the command wrote: the text stops at its 1 MiB
+    /// bound or the stored output stops at the server's cap (`RMM_MAX_COMMAND_OUTPUT`). Read
+    /// `GET .../commands/{command_id}/stdout` for all stored bytes.
     stdout_truncated: bool,
+    /// As `stdout_truncated`, for stderr (`GET .../commands/{command_id}/stderr`).
     stderr_truncated: bool,
     timeout_secs: u64,
     started_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
 }
 
+/// What a command's JSON shows of one stream: text of at most [`INLINE_OUTPUT_BYTES`]
+/// bytes, and whether it stops short of what is stored.
+#[derive(Debug, Default)]
+struct Inline {
+    text: String,
+    short: bool,
+}
+
+impl Inline {
+    /// `prefix` (the start of the stored bytes; `more` when more is stored) as text: invalid
+    /// UTF-8 is replaced, which can lengthen it, so the text is cut again at a character
+    /// boundary within the bound.
+    fn new(mut prefix: &[u8], more: bool) -> Self {
+        // A character the bound cut in two is left out rather than shown as U+FFFD.
+        if more
+            && let Err(e) = std::str::from_utf8(prefix)
+            && e.error_len().is_none()
+        {
+            prefix = &prefix[..e.valid_up_to()];
+        }
+        let mut text = String::from_utf8_lossy(prefix).into_owned();
+        let mut short = more;
+        if text.len() > INLINE_OUTPUT_BYTES {
+            let mut end = INLINE_OUTPUT_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            short = true;
+        }
+        Self { text, short }
+    }
+}
+
 impl CommandDto {
-    fn new(r: &CommandRecord, stdout: &[u8], stderr: &[u8]) -> Self {
+    fn new(r: &CommandRecord, stdout: Inline, stderr: Inline) -> Self {
         Self {
             command_id: r.id.as_uuid(),
             channel_id: r.channel.to_string(),
@@ -404,12 +443,12 @@ impl CommandDto {
             status: r.status.as_str().to_owned(),
             exit_code: r.exit_code,
             signal: r.signal.clone(),
-            stdout: String::from_utf8_lossy(stdout).into_owned(),
-            stderr: String::from_utf8_lossy(stderr).into_owned(),
+            stdout: stdout.text,
+            stderr: stderr.text,
             stdout_bytes: r.stdout_bytes,
             stderr_bytes: r.stderr_bytes,
-            stdout_truncated: r.stdout_truncated,
-            stderr_truncated: r.stderr_truncated,
+            stdout_truncated: r.stdout_truncated || stdout.short,
+            stderr_truncated: r.stderr_truncated || stderr.short,
             timeout_secs: r.timeout_secs,
             started_at: to_datetime(r.started_at),
             finished_at: r.finished_at.map(to_datetime),

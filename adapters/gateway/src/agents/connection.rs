@@ -1,7 +1,7 @@
 //! The task that runs one agent's WebSocket: reads its frames (routing each to its use case
 //! or transfer), writes what is queued for it, pings, and ends on a dead peer or shutdown.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -21,6 +21,8 @@ struct Link<'a, P: Ports<Gateway = WsAgentGateway>> {
     agent: AgentId,
     generation: u64,
     timings: ConnectionTimings,
+    /// Warnings about this agent's unusable frames, rate-limited.
+    warnings: Mutex<WarnBudget>,
 }
 
 /// Runs one authenticated agent's WebSocket until it ends, then runs the disconnect use case.
@@ -51,8 +53,10 @@ pub async fn run_agent_connection<P>(
         agent,
         generation,
         timings,
+        warnings: Mutex::new(WarnBudget::new(tokio::time::Instant::now())),
     };
     let why = link.serve(socket, outbound, shutdown).await;
+    link.warn_budget().flush(agent);
 
     let mode = gateway.unregister(agent, generation);
     tracing::info!(agent_id = %agent, generation, reason = why, "agent disconnected");
@@ -138,7 +142,9 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
                         self.route_file(&frame.channel_id, event);
                     }
                     Err(e) => {
-                        tracing::warn!(agent_id = %agent, error = %e, "binary frame from agent ignored")
+                        if self.may_warn() {
+                            tracing::warn!(agent_id = %agent, error = %e, "binary frame from agent ignored");
+                        }
                     }
                 }
             }
@@ -164,11 +170,16 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
         let message = match AgentMessage::decode(text) {
             Ok(message) => message,
             Err(DecodeError::UnknownType(kind)) => {
+                if !self.may_warn() {
+                    return;
+                }
                 tracing::info!(agent_id = %agent, kind = %clip(&kind), "unknown message type from agent ignored");
                 return;
             }
             Err(e) => {
-                tracing::warn!(agent_id = %agent, error = %e, "unusable frame from agent ignored");
+                if self.may_warn() {
+                    tracing::warn!(agent_id = %agent, error = %e, "unusable frame from agent ignored");
+                }
                 return;
             }
         };
@@ -176,7 +187,9 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
             AgentMessage::TunnelReady { session_id } => match SessionId::parse(&session_id) {
                 Ok(session) => self.app.gateway().on_ready(agent, self.generation, session),
                 Err(e) => {
-                    tracing::warn!(agent_id = %agent, error = %e, "tunnel_ready with a bad session id ignored")
+                    if self.may_warn() {
+                        tracing::warn!(agent_id = %agent, error = %e, "tunnel_ready with a bad session id ignored");
+                    }
                 }
             },
             AgentMessage::TunnelError { channel_id, error } => {
@@ -184,6 +197,9 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
             }
             AgentMessage::TunnelData { channel_id, data } => {
                 let TunnelDataPayload::TerminalOutput(output) = data else {
+                    if !self.may_warn() {
+                        return;
+                    }
                     tracing::warn!(agent_id = %agent, channel_id = %clip(&channel_id), "agent sent a terminal command frame; ignored");
                     return;
                 };
@@ -228,7 +244,9 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
                     .await;
             }
             None => {
-                tracing::warn!(agent_id = %agent, channel_id = %clip(channel_id), error = %clip(error), "agent reported an error on no channel of its tunnel")
+                if self.may_warn() {
+                    tracing::warn!(agent_id = %agent, channel_id = %clip(channel_id), error = %clip(error), "agent reported an error on no channel of its tunnel");
+                }
             }
         }
     }
@@ -237,13 +255,18 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
     async fn output(&self, channel_id: &str, output: TerminalOutput) {
         let agent = self.agent;
         let Ok(channel) = ChannelId::parse(channel_id) else {
+            if !self.may_warn() {
+                return;
+            }
             tracing::warn!(agent_id = %agent, channel_id = %clip(channel_id), "output on an invalid channel id ignored");
             return;
         };
         let (stdout, stderr) = match output.bytes() {
             Ok(bytes) => bytes,
             Err(e) => {
-                tracing::warn!(agent_id = %agent, channel_id = %channel, error = %e, "output with bad base64 ignored");
+                if self.may_warn() {
+                    tracing::warn!(agent_id = %agent, channel_id = %channel, error = %e, "output with bad base64 ignored");
+                }
                 return;
             }
         };
@@ -267,10 +290,73 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
         self.app.command_output(agent, &channel, chunk).await;
     }
 
+    fn warn_budget(&self) -> std::sync::MutexGuard<'_, WarnBudget> {
+        // Every update leaves the counts consistent, so a poisoned lock is still usable.
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a warning about an unusable frame may be logged now (see [`WarnBudget`]).
+    fn may_warn(&self) -> bool {
+        self.warn_budget()
+            .allow(self.agent, tokio::time::Instant::now())
+    }
+
     fn route_file(&self, channel_id: &str, event: FileEvent) {
         self.app
             .gateway()
             .route_file_event(self.agent, self.generation, channel_id, event);
+    }
+}
+
+/// Warnings about one connection's unusable frames logged per [`WARN_WINDOW`].
+const WARNINGS_PER_WINDOW: u32 = 10;
+/// The window of [`WARNINGS_PER_WINDOW`].
+const WARN_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Rate-limits the warnings about one agent's unusable frames: at most
+/// [`WARNINGS_PER_WINDOW`] per [`WARN_WINDOW`]; the first one over says that more are
+/// suppressed, and one line later says how many were.
+#[derive(Debug)]
+struct WarnBudget {
+    window_start: tokio::time::Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl WarnBudget {
+    fn new(now: tokio::time::Instant) -> Self {
+        Self {
+            window_start: now,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log one more warning at `now`.
+    fn allow(&mut self, agent: AgentId, now: tokio::time::Instant) -> bool {
+        if now.duration_since(self.window_start) >= WARN_WINDOW {
+            self.flush(agent);
+            *self = Self::new(now);
+        }
+        if self.logged < WARNINGS_PER_WINDOW {
+            self.logged += 1;
+            return true;
+        }
+        if self.suppressed == 0 {
+            tracing::warn!(agent_id = %agent, per_window = WARNINGS_PER_WINDOW, window_secs = WARN_WINDOW.as_secs(), "more unusable frames from agent; suppressing their warnings for the rest of the window");
+        }
+        self.suppressed += 1;
+        false
+    }
+
+    /// Logs how many warnings were suppressed, if any.
+    fn flush(&mut self, agent: AgentId) {
+        if self.suppressed > 0 {
+            tracing::warn!(agent_id = %agent, suppressed = self.suppressed, "warnings about unusable frames from agent suppressed");
+            self.suppressed = 0;
+        }
     }
 }
 
@@ -328,4 +414,25 @@ fn is_too_big(e: &std::io::Error) -> bool {
 /// At most 200 characters of agent-supplied text, for logs.
 fn clip(text: &str) -> String {
     text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn warnings_are_limited_per_window_and_the_suppressed_ones_counted() {
+        let agent = AgentId::from_uuid(Uuid::from_u128(7));
+        let start = Instant::now();
+        let mut budget = WarnBudget::new(start);
+        let allowed = (0..1000).filter(|_| budget.allow(agent, start)).count();
+        assert_eq!(allowed, WARNINGS_PER_WINDOW as usize);
+        assert_eq!(budget.suppressed, 1000 - u64::from(WARNINGS_PER_WINDOW));
+        // A new window logs again, and the count is reported (and reset) on the way.
+        assert!(budget.allow(agent, start + WARN_WINDOW));
+        assert_eq!((budget.suppressed, budget.logged), (0, 1));
+    }
 }

@@ -6,6 +6,7 @@
 mod agents;
 mod audit;
 mod auth;
+mod commands_inline;
 mod commands_read;
 mod commands_run;
 mod cross_cutting;
