@@ -422,3 +422,81 @@ async fn the_console_resets_a_lost_admin_password_and_refuses_a_missing_database
     assert_ne!(code, 0);
     assert!(err.contains("no enabled admin"), "{err}");
 }
+
+/// The stream of `session` watched with `token`.
+async fn watcher(s: &TestServer, session: &str, token: &str) -> ScriptedAgent {
+    let url = format!("ws://{}/api/v1/tunnel/{session}/stream", s.addr);
+    ScriptedAgent::connect(&url, Some(token)).await.unwrap()
+}
+
+/// Waits for the stream's close frame (skipping output); its code and reason, and when it
+/// came.
+async fn stream_close(watcher: &mut ScriptedAgent, within: Duration) -> (u16, String, Instant) {
+    loop {
+        match watcher.recv(within).await.unwrap() {
+            Received::Json(_) => {}
+            Received::Closed(frame) => {
+                let frame = frame.expect("a close frame with a reason");
+                return (
+                    u16::from(frame.code),
+                    frame.reason.to_string(),
+                    Instant::now(),
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_closes_within_1_s_of_revocation_and_2_s_of_expiry() {
+    let db = fresh_database().await.expect("test database");
+    let s = TestServer::start(&db, &[("RMM_TOKEN_TTL_SECS", "5")])
+        .await
+        .unwrap();
+    let admin = s.admin_token().await.unwrap();
+
+    // Revoked: the user is disabled by an admin.
+    let (tech, session, _agent) = tech_with_tunnel(&s, &admin, "rita").await;
+    let mut stream = watcher(&s, &session, &tech).await;
+    let (_, users) = call(&s, Method::GET, "/api/v1/users", &admin, None).await;
+    let rita = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "rita")
+        .unwrap();
+    let path = format!("/api/v1/users/{}", rita["user_id"].as_str().unwrap());
+    let (status, body) = call(
+        &s,
+        Method::PATCH,
+        &path,
+        &admin,
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let disabled_at = Instant::now();
+    // Whichever comes first: the token check (1008) or the session's close (1000).
+    let (code, reason, closed_at) = stream_close(&mut stream, Duration::from_secs(5)).await;
+    let why = (code, reason.as_str());
+    assert!(
+        matches!(why, (1008, r) if r.contains("revoked")) || why == (1000, "session closed"),
+        "{why:?}"
+    );
+    assert!(
+        closed_at - disabled_at < Duration::from_secs(1),
+        "{:?}",
+        closed_at - disabled_at
+    );
+
+    // Expired: a 5 s token (its `exp` is whole seconds, so it may end up to 1 s early).
+    let logged_in = Instant::now();
+    let (tech, session, _agent) = tech_with_tunnel(&s, &admin, "eve").await;
+    let mut stream = watcher(&s, &session, &tech).await;
+    let (code, reason, closed_at) = stream_close(&mut stream, Duration::from_secs(10)).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("expired"), "{reason}");
+    let lived = closed_at - logged_in;
+    assert!(lived >= Duration::from_secs(3), "closed early: {lived:?}");
+    assert!(lived < Duration::from_secs(7), "closed late: {lived:?}");
+}

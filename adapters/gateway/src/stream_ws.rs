@@ -21,12 +21,15 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::streams::BroadcastStreams;
-use rmm_auth::{Jwt, TokenError};
+use rmm_auth::{Jwt, TokenError, VerifiedToken};
 use rmm_protocol::api::{ApiError, ApiErrorCode};
 use rmm_protocol::{AgentMessage, ServerMessage, TunnelDataPayload, encode};
 
 /// A write to a watcher that takes longer than this means it stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a watcher's token is checked again: a revoked one closes the stream within 1 s,
+/// an expired one within 2 s.
+const TOKEN_CHECK: Duration = Duration::from_millis(500);
 /// Largest frame a watcher may send (a command is at most 64 KiB).
 const MAX_CLIENT_FRAME: usize = 128 * 1024;
 /// Frames a watcher may send per second, on average, and in a burst: each may run (and
@@ -63,7 +66,7 @@ pub async fn session_stream<P>(
 where
     P: Ports<Streams = BroadcastStreams>,
 {
-    let (session, actor) = match admit(req, &session_id, query, &app, &jwt).await {
+    let (session, actor, token) = match admit(req, &session_id, query, &app, &jwt).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
@@ -80,7 +83,7 @@ where
         .max_message_size(Some(MAX_CLIENT_FRAME))
         .max_frame_size(Some(MAX_CLIENT_FRAME));
     ws.config(config)
-        .on_upgrade(move |socket| watch(app, actor, session, socket))
+        .on_upgrade(move |socket| watch(app, actor, token, session, socket))
         .into_response()
 }
 
@@ -91,7 +94,7 @@ async fn admit<P: Ports>(
     query: StreamQuery,
     app: &App<P>,
     jwt: &Jwt,
-) -> Result<(SessionId, Actor), Response> {
+) -> Result<(SessionId, Actor, VerifiedToken), Response> {
     let Ok(session_uuid) = Uuid::parse_str(session_id) else {
         return Err(json_error(
             StatusCode::BAD_REQUEST,
@@ -100,9 +103,9 @@ async fn admit<P: Ports>(
         ));
     };
     let session = SessionId::from_uuid(session_uuid);
-    let actor = authenticate(req, query, app, jwt).await?;
+    let (actor, token) = authenticate(req, query, app, jwt).await?;
     let refusal = match app.authorize_stream(actor, session).await {
-        Ok(()) => return Ok((session, actor)),
+        Ok(()) => return Ok((session, actor, token)),
         Err(e @ WatchSessionError::Forbidden(_)) => (
             StatusCode::FORBIDDEN,
             ApiErrorCode::Forbidden,
@@ -137,7 +140,7 @@ async fn authenticate<P: Ports>(
     query: StreamQuery,
     app: &App<P>,
     jwt: &Jwt,
-) -> Result<Actor, Response> {
+) -> Result<(Actor, VerifiedToken), Response> {
     let header = req
         .headers()
         .get(poem::http::header::AUTHORIZATION)
@@ -163,7 +166,7 @@ async fn authenticate<P: Ports>(
         }
     };
     match app.authenticate(verified.user, verified.id).await {
-        Ok(actor) => Ok(actor),
+        Ok(actor) => Ok((actor, verified)),
         Err(e @ AuthenticateError::Revoked) => Err(json_error(
             StatusCode::UNAUTHORIZED,
             ApiErrorCode::TokenRevoked,
@@ -181,8 +184,13 @@ async fn authenticate<P: Ports>(
 }
 
 /// One watcher's socket: the replay, then live frames; its `terminal` frames run commands.
-async fn watch<P>(app: Arc<App<P>>, actor: Actor, session: SessionId, socket: WebSocketStream)
-where
+async fn watch<P>(
+    app: Arc<App<P>>,
+    mut actor: Actor,
+    token: VerifiedToken,
+    session: SessionId,
+    socket: WebSocketStream,
+) where
     P: Ports<Streams = BroadcastStreams>,
 {
     let subscription = app.streams().subscribe(session);
@@ -195,8 +203,16 @@ where
     }
     let mut live = subscription.live;
     let mut budget = FrameBudget::new(Instant::now());
+    let mut token_check = tokio::time::interval(TOKEN_CHECK);
     let why = loop {
         tokio::select! {
+            _ = token_check.tick() => match still_authorized(&app, &token).await {
+                Ok(now) => actor = now.unwrap_or(actor),
+                Err(reason) => {
+                    let _ = send(&mut sink, Message::Close(Some((CloseCode::Policy, reason.into())))).await;
+                    break reason;
+                }
+            },
             frame = live.recv() => match frame {
                 Ok(frame) => {
                     if !send(&mut sink, Message::Text(frame.to_string())).await {
@@ -241,6 +257,27 @@ where
         }
     };
     tracing::info!(session_id = %session, tech_id = %actor.id, reason = why, "watcher left");
+}
+
+/// Whether the stream's token still holds (unexpired, not revoked, its user enabled): the
+/// actor as they are now, or why the stream must close. A database that cannot say
+/// (`Ok(None)`) keeps the stream open, logged: the next check decides, and commands sent
+/// meanwhile need the database anyway.
+async fn still_authorized<P: Ports>(
+    app: &App<P>,
+    token: &VerifiedToken,
+) -> Result<Option<Actor>, &'static str> {
+    if rmm_application::Clock::now(app.clock()) >= token.expires_at {
+        return Err("token expired: log in again");
+    }
+    match app.authenticate(token.user, token.id).await {
+        Ok(actor) => Ok(Some(actor)),
+        Err(AuthenticateError::Revoked) => Err("token revoked: log in again"),
+        Err(e @ AuthenticateError::Store(_)) => {
+            tracing::warn!(error = %e, user_id = %token.user, "stream token check failed; kept open until the next check");
+            Ok(None)
+        }
+    }
 }
 
 async fn send<S>(sink: &mut S, message: Message) -> bool
