@@ -2,7 +2,7 @@
 //! (last seen, host facts), which is buffered in memory and written in batches.
 
 use rmm_domain::{
-    Actor, AgentId, AgentMode, AgentName, CloseReason, CommandStatus, Role, SessionId,
+    Actor, AgentId, AgentMode, AgentName, CloseReason, CommandStatus, GroupName, Role, SessionId,
 };
 
 use crate::app::{App, Ports};
@@ -89,6 +89,8 @@ impl<P: Ports> App<P> {
         let record = AgentRecord {
             id: self.ids.agent_id(),
             name: name.clone(),
+            group: GroupName::default_group(),
+            revoked: false,
             key_digest: key.digest,
             created_at: self.clock.now(),
             last_seen: None,

@@ -291,6 +291,8 @@ async fn a_known_key_authenticates_without_touching_any_session() {
             Ok(Some(AgentRecord {
                 id: AGENT,
                 name: AgentName::parse("web-01").unwrap(),
+                group: rmm_domain::GroupName::default_group(),
+                revoked: false,
                 key_digest: d,
                 created_at: now(),
                 last_seen: None,

@@ -10,6 +10,8 @@ pub enum NameError {
     BadUsername,
     #[error("agent name must be 1 to 128 characters without control characters")]
     BadAgentName,
+    #[error("group name must be 1 to 64 characters without control characters or '/'")]
+    BadGroupName,
     #[error("role must be \"admin\", \"technician\" or \"auditor\", got {0:?}")]
     BadRole(String),
 }
@@ -81,6 +83,54 @@ impl AgentName {
 impl fmt::Debug for AgentName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "AgentName({})", self.0)
+    }
+}
+
+/// A group of agents: a customer or a site. Every agent is in exactly one; technicians are
+/// granted a set of them.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupName(String);
+
+impl GroupName {
+    /// The group of agents and users for which none was named.
+    pub const DEFAULT: &'static str = "default";
+
+    /// # Errors
+    /// [`NameError::BadGroupName`] when blank, longer than 64 characters, or with a control
+    /// character or `/` (names appear in URL paths).
+    pub fn parse(value: &str) -> Result<Self, NameError> {
+        let trimmed = value.trim();
+        let ok = !trimmed.is_empty()
+            && trimmed.chars().count() <= 64
+            && !trimmed.chars().any(|c| c.is_control() || c == '/');
+        if ok {
+            Ok(Self(trimmed.to_owned()))
+        } else {
+            Err(NameError::BadGroupName)
+        }
+    }
+
+    /// The `default` group.
+    #[must_use]
+    pub fn default_group() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GroupName({})", self.0)
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

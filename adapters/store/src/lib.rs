@@ -25,8 +25,8 @@ use rmm_application::{
     HostFacts, KeyDigest, StoreError, UserChange, UserRecord,
 };
 use rmm_domain::{
-    AgentId, AgentName, ChannelId, CommandId, CommandStatus, Role, Session, SessionId, Timestamp,
-    UserId, Username,
+    AgentId, AgentName, ChannelId, CommandId, CommandStatus, GroupName, Role, Session, SessionId,
+    Timestamp, UserId, Username,
 };
 use uuid::Uuid;
 
@@ -41,10 +41,21 @@ macro_rules! session_columns {
     };
 }
 
-/// The columns of `agents` in the order [`AgentRow`] is read.
+/// The columns of `agents` an insert writes (with `group_id`, looked up by name).
 macro_rules! agent_columns {
     () => {
         "agent_id, name, key_digest, created_at, last_seen, agent_version, hostname, os, uptime_secs"
+    };
+}
+
+/// `select` these (then `where ...` on `a.`) to read agents in the order [`AgentRow`] is read:
+/// their group by name, and whether they are revoked.
+macro_rules! agent_select {
+    () => {
+        "a.agent_id, a.name, a.key_digest, a.created_at, a.last_seen, a.agent_version, \
+         a.hostname, a.os, a.uptime_secs, g.name as group_name, \
+         (a.revoked_at is not null) as revoked \
+         from agents a join groups g on g.group_id = a.group_id"
     };
 }
 
@@ -171,6 +182,8 @@ struct AgentRow {
     hostname: Option<String>,
     os: Option<String>,
     uptime_secs: Option<i64>,
+    group_name: String,
+    revoked: bool,
 }
 
 impl TryFrom<AgentRow> for AgentRecord {
@@ -193,9 +206,13 @@ impl TryFrom<AgentRow> for AgentRecord {
             .map(u64::try_from)
             .transpose()
             .map_err(|e| RowError::bad("agents", key, "uptime_secs", e))?;
+        let group = GroupName::parse(&row.group_name)
+            .map_err(|e| RowError::bad("agents", key, "group", e))?;
         Ok(Self {
             id: AgentId::from_uuid(row.agent_id),
             name,
+            group,
+            revoked: row.revoked,
             key_digest: KeyDigest(digest),
             created_at: row.created_at,
             last_seen: row.last_seen,

@@ -86,6 +86,8 @@ fn corrupt_rows_become_backend_errors_naming_the_column() {
         hostname: None,
         os: None,
         uptime_secs: None,
+        group_name: "default".into(),
+        revoked: false,
     };
     let err = AgentRecord::try_from(row).expect_err("short digest");
     assert!(matches!(err, StoreError::Backend(c) if c.to_string().contains("key_digest")));

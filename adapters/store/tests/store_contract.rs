@@ -367,6 +367,8 @@ fn agent(name: &str, key_byte: u8) -> anyhow::Result<AgentRecord> {
     Ok(AgentRecord {
         id: AgentId::from_uuid(Uuid::new_v4()),
         name: AgentName::parse(name)?,
+        group: rmm_domain::GroupName::default_group(),
+        revoked: false,
         key_digest: KeyDigest([key_byte; 32]),
         created_at: t(-2_000),
         last_seen: None,

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 
-use rmm_domain::{AgentId, AgentName, Timestamp};
+use rmm_domain::{AgentId, AgentName, GroupName, Timestamp};
 
 use super::StoreError;
 
@@ -60,6 +60,10 @@ pub type Seen = (AgentId, Timestamp, Option<HostFacts>);
 pub struct AgentRecord {
     pub id: AgentId,
     pub name: AgentName,
+    /// The customer or site it belongs to (`default` unless set).
+    pub group: GroupName,
+    /// A revoked agent's key is refused; it stays listed for its history.
+    pub revoked: bool,
     pub key_digest: KeyDigest,
     pub created_at: Timestamp,
     pub last_seen: Option<Timestamp>,

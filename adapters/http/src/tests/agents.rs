@@ -95,6 +95,8 @@ fn record(id: rmm_domain::AgentId, name: &str, facts: HostFacts) -> AgentRecord 
     AgentRecord {
         id,
         name: AgentName::parse(name).expect("a valid agent name"),
+        group: rmm_domain::GroupName::default_group(),
+        revoked: false,
         key_digest: KeyDigest([0; 32]),
         created_at: now(),
         last_seen: Some(now()),

@@ -19,6 +19,8 @@ fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
         hostname: row.try_get("hostname").map_err(store_error)?,
         os: row.try_get("os").map_err(store_error)?,
         uptime_secs: row.try_get("uptime_secs").map_err(store_error)?,
+        group_name: row.try_get("group_name").map_err(store_error)?,
+        revoked: row.try_get("revoked").map_err(store_error)?,
     };
     AgentRecord::try_from(decoded)
 }
@@ -28,7 +30,8 @@ impl AgentRepository for SqliteStore {
         sqlx::query(concat!(
             "insert into agents (",
             agent_columns!(),
-            ") values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ", group_id, revoked_at) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+             (select group_id from groups where name = ?10), null)"
         ))
         .bind(id_text(agent.id.as_uuid()))
         .bind(agent.name.as_str())
@@ -39,6 +42,7 @@ impl AgentRepository for SqliteStore {
         .bind(agent.facts.hostname.as_deref())
         .bind(agent.facts.os.as_deref())
         .bind(agent.facts.uptime_secs.map(u64_to_db))
+        .bind(agent.group.as_str())
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
@@ -51,8 +55,8 @@ impl AgentRepository for SqliteStore {
     ) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query(concat!(
             "select ",
-            agent_columns!(),
-            " from agents where key_digest = ?1"
+            agent_select!(),
+            " where a.key_digest = ?1"
         ))
         .bind(&digest.0[..])
         .fetch_optional(&self.pool)
@@ -65,8 +69,8 @@ impl AgentRepository for SqliteStore {
         // BINARY collation: byte order, which the PostgreSQL store matches with `collate "C"`.
         let rows = sqlx::query(concat!(
             "select ",
-            agent_columns!(),
-            " from agents order by name, agent_id"
+            agent_select!(),
+            " order by a.name, a.agent_id"
         ))
         .fetch_all(&self.pool)
         .await
