@@ -261,7 +261,10 @@ async fn output_the_spool_cannot_hold_makes_the_command_truncated_never_silently
     let first = "stored before the lock\n";
     w.output(&channel, first, None).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut lock = lock_database(&dir.path().join("rmm.sqlite3"), 8.0).await;
+    // Held long enough that every write below fails first (each waits out the server's 5 s
+    // busy timeout): with a shorter lock the spooled chunk may be stored when it is retried
+    // before the second, and nothing overflows.
+    let mut lock = lock_database(&dir.path().join("rmm.sqlite3"), 25.0).await;
     // Two 40 KiB chunks while locked: the second does not fit behind the first.
     let big = "x".repeat(40 * 1024);
     w.output(&channel, &big, None).await;
