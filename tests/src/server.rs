@@ -115,7 +115,12 @@ impl TestServer {
         soft_nofile: Option<u64>,
     ) -> anyhow::Result<Self> {
         init_crypto();
-        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(60));
+        // Pooled connections are dropped before the server closes idle ones (after its 10 s
+        // header-read timeout): reusing one it is closing just then fails a streamed upload
+        // with a broken pipe.
+        let mut http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(5));
         if let Some(ca) = &options.tls_ca_pem {
             http = http.tls_certs_merge(reqwest::Certificate::from_pem_bundle(ca)?);
         }

@@ -52,6 +52,11 @@ use error::root_cause;
 
 /// How long to wait for a TCP (and TLS) connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle pooled connections are dropped before the server closes them (it closes a keep-alive
+/// connection that sends nothing for its header-read timeout, 10 s by default): reusing one
+/// the server is closing at that moment fails a request with a broken pipe, which a streamed
+/// upload cannot retry.
+const POOL_IDLE: Duration = Duration::from_secs(5);
 /// How long an ordinary request may take. Opening a tunnel waits for the agent and
 /// cancelling waits for the command's end (each at most 10 s by default on the server).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -127,6 +132,7 @@ impl ApiClient {
         }
         let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE)
             .user_agent(concat!("rmm/", env!("CARGO_PKG_VERSION")));
         let mut ws_tls = None;
         if let Some(path) = ca_file {
