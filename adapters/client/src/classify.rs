@@ -39,6 +39,7 @@ pub(crate) enum About {
     Session(SessionId),
     Command(SessionId, CommandId),
     Audit,
+    Users,
     File {
         session: SessionId,
         op: FileOp,
@@ -53,7 +54,7 @@ impl About {
             Self::Session(session) | Self::Command(session, _) | Self::File { session, .. } => {
                 Some(*session)
             }
-            Self::Login | Self::Agents | Self::Open(_) | Self::Audit => None,
+            Self::Login | Self::Agents | Self::Open(_) | Self::Audit | Self::Users => None,
         }
     }
 }
