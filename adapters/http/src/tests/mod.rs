@@ -12,6 +12,7 @@ mod commands_run;
 mod cross_cutting;
 mod docs;
 mod files;
+mod groups;
 mod tunnels;
 mod users;
 
