@@ -120,6 +120,8 @@ fn by_code(code: ApiErrorCode, reply: ErrorReply, about: About) -> ClientError {
     match (code, &about) {
         (Code::InvalidCredentials, _) => ClientError::InvalidCredentials,
         (Code::TokenExpired, _) => ClientError::TokenExpired,
+        // 429 on an open: the caller's own sessions are the conflict (the message says so).
+        (Code::TooManySessions, _) => ClientError::Conflict(message),
         (Code::Unauthenticated, _) => ClientError::TokenRejected(message),
         (Code::Forbidden, about) => match about.session() {
             Some(session) => ClientError::SessionForbidden(session),
