@@ -199,11 +199,13 @@ start_server() {
     local name="$1" db="$2" port
     port="$("$BENCH" free-port)"
     mkdir -p "$WORK/$name"
-    # The open-file limit is raised to its hard limit: each agent holds a socket.
+    # The open-file limit is raised to its hard limit: each agent holds a socket. One token
+    # opens from many workers at once, so the per-user session cap is lifted.
     (
         ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
         exec env RMM_LISTEN="127.0.0.1:$port" DATABASE_URL="$db" RMM_JWT_SECRET="$JWT_SECRET" \
             RMM_ADMIN_PASSWORD="$ADMIN_PASSWORD" RMM_DATA_DIR="$WORK/$name" \
+            RMM_MAX_SESSIONS_PER_USER=100000 \
             RUST_LOG="${RMM_BENCH_SERVER_LOG:-warn}" "$BIN/rmm-server"
     ) >"$WORK/$name.log" 2>&1 &
     SERVER_PID=$!

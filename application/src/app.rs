@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ports::{
-    AgentGateway, AgentRepository, AuditLog, Clock, CommandRepository, Credentials, IdGenerator,
-    SessionRepository, SessionStreams, UserRepository,
+    AgentGateway, AgentRepository, AuditLog, Clock, CommandRepository, Credentials,
+    GroupRepository, IdGenerator, SessionRepository, SessionStreams, UserRepository,
 };
 use crate::presence::Presence;
 use crate::running::Running;
@@ -20,6 +20,7 @@ pub trait Ports: Send + Sync + 'static {
     type Sessions: SessionRepository;
     type Agents: AgentRepository;
     type Users: UserRepository;
+    type Groups: GroupRepository;
     type Audit: AuditLog;
     type Commands: CommandRepository;
     type Streams: SessionStreams;
@@ -46,6 +47,8 @@ pub struct Config {
     /// Output the store refused, kept in memory to write again, all commands together,
     /// bytes; beyond it a stream gives up and its command is stored as truncated.
     pub max_output_spool: u64,
+    /// Pending or active tunnel sessions one user may hold at once.
+    pub max_sessions_per_user: u64,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             max_command_timeout: Duration::from_secs(24 * 3600),
             max_stored_output: 16 * 1024 * 1024,
             max_output_spool: 16 * 1024 * 1024,
+            max_sessions_per_user: 20,
         }
     }
 }
@@ -66,6 +70,7 @@ pub struct App<P: Ports> {
     pub(crate) sessions: Arc<P::Sessions>,
     pub(crate) agents: Arc<P::Agents>,
     pub(crate) users: Arc<P::Users>,
+    pub(crate) groups: Arc<P::Groups>,
     pub(crate) audit: Arc<P::Audit>,
     pub(crate) commands: Arc<P::Commands>,
     pub(crate) streams: Arc<P::Streams>,
@@ -88,6 +93,7 @@ pub struct Deps<P: Ports> {
     pub sessions: Arc<P::Sessions>,
     pub agents: Arc<P::Agents>,
     pub users: Arc<P::Users>,
+    pub groups: Arc<P::Groups>,
     pub audit: Arc<P::Audit>,
     pub commands: Arc<P::Commands>,
     pub streams: Arc<P::Streams>,
@@ -118,6 +124,7 @@ impl<P: Ports> App<P> {
             sessions: deps.sessions,
             agents: deps.agents,
             users: deps.users,
+            groups: deps.groups,
             audit: deps.audit,
             commands: deps.commands,
             streams: deps.streams,

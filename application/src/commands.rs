@@ -95,7 +95,14 @@ impl<P: Ports> App<P> {
     ) -> Result<CommandRecord, RunCommandError> {
         let text = CommandText::parse(text).map_err(|e| RunCommandError::Invalid(e.to_string()))?;
         let timeout = self.command_timeout(timeout_secs)?;
-        let session = session_for(&*self.sessions, actor, session_id, SessionAction::Use).await?;
+        let session = session_for(
+            &*self.sessions,
+            &*self.groups,
+            actor,
+            session_id,
+            SessionAction::Use,
+        )
+        .await?;
         if session.status() != SessionStatus::Active {
             return Err(RunCommandError::NotActive(session_id));
         }
@@ -249,7 +256,14 @@ impl<P: Ports> App<P> {
         id: CommandId,
         wait: Option<Duration>,
     ) -> Result<CommandRecord, GetCommandError> {
-        session_for(&*self.sessions, actor, session_id, SessionAction::Use).await?;
+        session_for(
+            &*self.sessions,
+            &*self.groups,
+            actor,
+            session_id,
+            SessionAction::Use,
+        )
+        .await?;
         let record = self.command_of(session_id, id).await?;
         if let Some(wait) = wait.filter(|_| record.status.is_running()) {
             if let Some(mut done) = self.running.subscribe(id) {
@@ -273,7 +287,14 @@ impl<P: Ports> App<P> {
         from: u64,
         limit: u32,
     ) -> Result<Vec<(u64, Vec<u8>)>, GetCommandError> {
-        session_for(&*self.sessions, actor, session_id, SessionAction::Use).await?;
+        session_for(
+            &*self.sessions,
+            &*self.groups,
+            actor,
+            session_id,
+            SessionAction::Use,
+        )
+        .await?;
         self.command_of(session_id, id).await?;
         self.commands
             .read_output(id, stream, from, limit)
@@ -295,7 +316,14 @@ impl<P: Ports> App<P> {
         stream: OutputStream,
         max: usize,
     ) -> Result<(Vec<u8>, bool), GetCommandError> {
-        session_for(&*self.sessions, actor, session_id, SessionAction::Use).await?;
+        session_for(
+            &*self.sessions,
+            &*self.groups,
+            actor,
+            session_id,
+            SessionAction::Use,
+        )
+        .await?;
         self.command_of(session_id, id).await?;
         let mut prefix = Vec::new();
         let mut from = 0;
@@ -335,7 +363,14 @@ impl<P: Ports> App<P> {
         id: CommandId,
         wait: Duration,
     ) -> Result<CommandRecord, GetCommandError> {
-        session_for(&*self.sessions, actor, session_id, SessionAction::Use).await?;
+        session_for(
+            &*self.sessions,
+            &*self.groups,
+            actor,
+            session_id,
+            SessionAction::Use,
+        )
+        .await?;
         if let Some(mut target) = self.running.request_cancel(id, session_id) {
             tracing::info!(command_id = %id, by = %actor.id, "cancelling command");
             if target.ending || self.gateway.cancel_command(target.agent, &target.channel) {

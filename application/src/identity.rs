@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use rmm_domain::{Actor, Role, TokenId, UserId};
+use rmm_domain::{Actor, GroupName, Role, TokenId, UserId};
 
 use crate::app::{App, Ports};
 use crate::ports::{
@@ -56,6 +56,8 @@ pub struct UserUpdate {
     pub role: Option<Role>,
     pub disabled: Option<bool>,
     pub password: Option<String>,
+    /// The groups to grant instead of the current ones (all must exist).
+    pub groups: Option<Vec<GroupName>>,
 }
 
 impl<P: Ports> App<P> {
@@ -199,6 +201,14 @@ impl<P: Ports> App<P> {
         update: UserUpdate,
     ) -> Result<UserRecord, UserAdminError> {
         require_admin(by)?;
+        if let Some(groups) = &update.groups
+            && let Some(unknown) = self
+                .unknown_group(groups)
+                .await
+                .map_err(UserAdminError::Store)?
+        {
+            return Err(UserAdminError::Invalid(format!("no group named {unknown}")));
+        }
         let password_hash = match &update.password {
             Some(password) => Some(self.hash_new_password(password).await?),
             None => None,
@@ -219,6 +229,11 @@ impl<P: Ports> App<P> {
         entry.user = by.map(|a| a.id);
         entry.detail = Some(describe_update(id, &update));
         self.apply_change(id, &change, revoke, &entry).await?;
+        if let Some(groups) = &update.groups {
+            self.grant_groups(id, groups)
+                .await
+                .map_err(UserAdminError::Store)?;
+        }
         tracing::info!(user_id = %id, by = ?by.map(|a| a.id), change = %describe_update(id, &update), "user changed");
         self.get_user(by, id).await
     }
@@ -304,6 +319,9 @@ fn describe_update(id: UserId, update: &UserUpdate) -> String {
     }
     if update.password.is_some() {
         parts.push("password=changed".to_owned());
+    }
+    if let Some(groups) = &update.groups {
+        parts.push(format!("groups={}", crate::groups::joined(groups)));
     }
     parts.join(" ")
 }

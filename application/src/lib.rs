@@ -16,6 +16,7 @@ mod audit;
 mod command_ends;
 mod commands;
 mod files;
+mod groups;
 mod identity;
 mod maintenance;
 mod ports;
@@ -35,21 +36,23 @@ pub use app::{App, Config, Deps, Ports};
 pub use audit::ListAuditError;
 pub use commands::{GetCommandError, RunCommandError};
 pub use files::{Direction, Download, FileAccessError, TransferError};
+pub use groups::GroupError;
 pub use identity::{AuthenticateError, UserAdminError, UserUpdate};
 pub use ports::HashingBusy;
 pub use ports::{
     AgentDownload, AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry,
     AuditEvent, AuditLog, AuditNote, AuditQuery, ByteStream, Clock, CommandAudit, CommandOutcome,
     CommandRecord, CommandRepository, Credentials, FileAudit, FileBytes, FileEntry, FileOpError,
-    GatewayError, HostFacts, IdGenerator, KeyDigest, OpenReply, OutputChunk, OutputStream,
-    RevokeReason, Seen, SessionRepository, SessionStreams, StoreError, StreamEvent, TokenRecord,
-    TokenState, UploadRequest, Uploaded, UserChange, UserChangeOutcome, UserRecord, UserRepository,
+    GatewayError, GroupDeleteOutcome, GroupRecord, GroupRepository, HostFacts, IdGenerator,
+    KeyDigest, OpenReply, OutputChunk, OutputStream, RevokeReason, Seen, SessionRepository,
+    SessionStreams, SetGroupsOutcome, StoreError, StreamEvent, TokenRecord, TokenState,
+    UploadRequest, Uploaded, UserChange, UserChangeOutcome, UserRecord, UserRepository,
 };
 #[cfg(feature = "mocks")]
 pub use ports::{
     MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock, MockCommandRepository,
-    MockCredentials, MockIdGenerator, MockSessionRepository, MockSessionStreams,
-    MockUserRepository,
+    MockCredentials, MockGroupRepository, MockIdGenerator, MockSessionRepository,
+    MockSessionStreams, MockUserRepository,
 };
 pub use presence::Presence;
 pub use tunnels::{CloseTunnelError, GetTunnelStatusError, OpenTunnelError, TunnelHolder};

@@ -6,19 +6,23 @@ use rmm_domain::{
     SessionStatus, Timestamp, UserId,
 };
 
-use crate::access::{SessionUseError, session_for};
+use crate::access::{SessionUseError, may_see, session_for};
 use crate::app::{App, Ports};
 use crate::ports::{
-    AgentGateway, AuditAction, AuditNote, Clock, CommandRepository, GatewayError, IdGenerator,
-    OpenReply, SessionRepository, StoreError,
+    AgentGateway, AuditAction, AuditNote, Clock, CommandRepository, GatewayError, GroupRepository,
+    IdGenerator, OpenReply, SessionRepository, StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenTunnelError {
     #[error("this role may not open tunnels (auditors read, they do not act)")]
     Forbidden,
+    /// Not connected, or (for a technician) not in one of their groups: the same answer.
     #[error("agent {0} is not connected")]
     AgentOffline(AgentId),
+    /// The user holds this many pending or active sessions already (the per-user cap).
+    #[error("you hold {0} open sessions, the most one user may: close one first")]
+    TooManySessions(u64),
     /// The agent has a session already (one at a time); the holder says whose.
     #[error("{0}")]
     Conflict(TunnelHolder),
@@ -134,6 +138,21 @@ impl<P: Ports> App<P> {
     ) -> Result<Session, OpenTunnelError> {
         if !actor.role.may_open_tunnels() {
             return Err(OpenTunnelError::Forbidden);
+        }
+        if !may_see(&*self.groups, actor, agent)
+            .await
+            .map_err(OpenTunnelError::Store)?
+        {
+            return Err(OpenTunnelError::AgentOffline(agent));
+        }
+        let cap = self.config.max_sessions_per_user;
+        let held = self
+            .groups
+            .open_sessions_of(actor.id)
+            .await
+            .map_err(OpenTunnelError::Store)?;
+        if held >= cap {
+            return Err(OpenTunnelError::TooManySessions(cap));
         }
         // A quick answer for the common case; the gateway checks again atomically.
         let Some(mode) = self.gateway.mode(agent) else {
@@ -293,7 +312,15 @@ impl<P: Ports> App<P> {
         actor: Actor,
         id: SessionId,
     ) -> Result<Session, CloseTunnelError> {
-        let session = match session_for(&*self.sessions, actor, id, SessionAction::Close).await {
+        let session = match session_for(
+            &*self.sessions,
+            &*self.groups,
+            actor,
+            id,
+            SessionAction::Close,
+        )
+        .await
+        {
             Ok(session) => session,
             Err(SessionUseError::NotFound(id)) => return Err(CloseTunnelError::NotFound(id)),
             Err(SessionUseError::Forbidden(id)) => return Err(CloseTunnelError::Forbidden(id)),
@@ -332,7 +359,15 @@ impl<P: Ports> App<P> {
         actor: Actor,
         id: SessionId,
     ) -> Result<Session, GetTunnelStatusError> {
-        match session_for(&*self.sessions, actor, id, SessionAction::Read).await {
+        match session_for(
+            &*self.sessions,
+            &*self.groups,
+            actor,
+            id,
+            SessionAction::Read,
+        )
+        .await
+        {
             Ok(session) => Ok(session),
             Err(SessionUseError::NotFound(id)) => Err(GetTunnelStatusError::NotFound(id)),
             Err(SessionUseError::Forbidden(id)) => Err(GetTunnelStatusError::Forbidden(id)),

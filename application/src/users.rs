@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use rmm_domain::{Actor, Role, UserId, Username};
+use rmm_domain::{Actor, GroupName, Role, UserId, Username};
 
 use crate::app::{App, Ports};
 use crate::ports::{
@@ -38,6 +38,8 @@ pub enum CreateUserError {
     WeakPassword,
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    #[error("no group named {0}")]
+    UnknownGroup(GroupName),
     #[error("user store failed")]
     Store(#[source] StoreError),
 }
@@ -122,6 +124,30 @@ impl<P: Ports> App<P> {
         password: &str,
         role: Role,
     ) -> Result<UserId, CreateUserError> {
+        let groups = vec![GroupName::default_group()];
+        self.create_user_in(by, username, password, role, &groups)
+            .await
+    }
+
+    /// [`Self::create_user`], granting `groups` (all must exist).
+    ///
+    /// # Errors
+    /// As [`Self::create_user`], and [`CreateUserError::UnknownGroup`].
+    pub async fn create_user_in(
+        &self,
+        by: Option<Actor>,
+        username: Username,
+        password: &str,
+        role: Role,
+        groups: &[GroupName],
+    ) -> Result<UserId, CreateUserError> {
+        if let Some(unknown) = self
+            .unknown_group(groups)
+            .await
+            .map_err(CreateUserError::Store)?
+        {
+            return Err(CreateUserError::UnknownGroup(unknown));
+        }
         if password.chars().count() < MIN_PASSWORD_CHARS {
             return Err(CreateUserError::WeakPassword);
         }
@@ -143,13 +169,17 @@ impl<P: Ports> App<P> {
         let mut entry = AuditEvent::new(now, AuditAction::UserCreated);
         entry.user = by.map(|a| a.id);
         entry.detail = Some(format!(
-            "user_id={} username={} role={}",
+            "user_id={} username={} role={} groups={}",
             user.id,
             username,
-            role.as_str()
+            role.as_str(),
+            crate::groups::joined(groups)
         ));
         match self.users.insert_user(&user, &entry).await {
             Ok(()) => {
+                self.grant_groups(user.id, groups)
+                    .await
+                    .map_err(CreateUserError::Store)?;
                 tracing::info!(user_id = %user.id, username = %username, role = role.as_str(), by = ?by.map(|a| a.id), "user created");
                 Ok(user.id)
             }

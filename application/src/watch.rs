@@ -38,7 +38,14 @@ impl<P: Ports> App<P> {
         actor: Actor,
         session_id: SessionId,
     ) -> Result<(), WatchSessionError> {
-        let session = session_for(&*self.sessions, actor, session_id, SessionAction::Use).await?;
+        let session = session_for(
+            &*self.sessions,
+            &*self.groups,
+            actor,
+            session_id,
+            SessionAction::Use,
+        )
+        .await?;
         // A closed session's stream would never end: nothing publishes to it any more.
         if session.status() != SessionStatus::Active {
             return Err(WatchSessionError::NotActive(session_id));

@@ -14,6 +14,7 @@ use crate::error::root_cause;
 use crate::{
     AgentDto, ApiClient, AuditFilter, AuditPage, ClientError, ClosedResponse, CommandDto,
     CommandStartedResponse, OpenedResponse, OutputKind, REQUEST_TIMEOUT, StatusDto, TokenResponse,
+    UserDto,
 };
 
 /// Added to a long poll's `wait`: the server holds the request that long, then answers.
@@ -233,6 +234,15 @@ impl ApiClient {
         }
         let request = self.authorized(self.http.get(url))?;
         self.json(request, About::Audit, REQUEST_TIMEOUT).await
+    }
+
+    /// Every user (admins only), by username.
+    ///
+    /// # Errors
+    /// [`ClientError::Forbidden`] for non-admins, auth, transport and server errors.
+    pub async fn users(&self) -> Result<Vec<UserDto>, ClientError> {
+        let request = self.request(Method::GET, "api/v1/users", true)?;
+        self.json(request, About::Users, REQUEST_TIMEOUT).await
     }
 }
 

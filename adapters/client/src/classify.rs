@@ -39,6 +39,7 @@ pub(crate) enum About {
     Session(SessionId),
     Command(SessionId, CommandId),
     Audit,
+    Users,
     File {
         session: SessionId,
         op: FileOp,
@@ -53,7 +54,7 @@ impl About {
             Self::Session(session) | Self::Command(session, _) | Self::File { session, .. } => {
                 Some(*session)
             }
-            Self::Login | Self::Agents | Self::Open(_) | Self::Audit => None,
+            Self::Login | Self::Agents | Self::Open(_) | Self::Audit | Self::Users => None,
         }
     }
 }
@@ -119,6 +120,8 @@ fn by_code(code: ApiErrorCode, reply: ErrorReply, about: About) -> ClientError {
     match (code, &about) {
         (Code::InvalidCredentials, _) => ClientError::InvalidCredentials,
         (Code::TokenExpired, _) => ClientError::TokenExpired,
+        // 429 on an open: the caller's own sessions are the conflict (the message says so).
+        (Code::TooManySessions, _) => ClientError::Conflict(message),
         (Code::Unauthenticated, _) => ClientError::TokenRejected(message),
         (Code::Forbidden, about) => match about.session() {
             Some(session) => ClientError::SessionForbidden(session),

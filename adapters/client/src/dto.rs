@@ -251,3 +251,18 @@ pub struct UploadStatusResponse {
     /// resume from.
     pub received: u64,
 }
+
+/// One user of `GET /api/v1/users`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserDto {
+    pub user_id: Uuid,
+    pub username: String,
+    /// `admin`, `technician` or `auditor`.
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// The groups granted (technicians see only these groups' agents).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}

@@ -40,7 +40,7 @@ pub use api::RawOutput;
 pub use dto::{
     AgentDto, AuditEntryDto, AuditFilter, AuditPage, ClosedResponse, CommandDto,
     CommandStartedResponse, OpenedResponse, OutputKind, StatusDto, TokenResponse,
-    UploadStatusResponse, UploadedResponse,
+    UploadStatusResponse, UploadedResponse, UserDto,
 };
 pub use error::ClientError;
 pub use files::FileDownload;

@@ -117,10 +117,11 @@ impl<P: Ports> Handlers<P, Agents> {
         }
     }
 
-    /// List agents with their connection state and last heartbeat.
+    /// List agents with their connection state and last heartbeat: every agent for admins
+    /// and auditors, the agents of their groups for technicians.
     #[oai(path = "/agents", method = "get", tag = "ApiTags::Agents")]
-    async fn list_agents(&self, _auth: TechAuth) -> ListAgentsResponse {
-        match self.app.list_agents().await {
+    async fn list_agents(&self, auth: TechAuth) -> ListAgentsResponse {
+        match self.app.list_agents_for(auth.0.actor).await {
             Ok(agents) => ListAgentsResponse::Ok(Json(
                 agents
                     .into_iter()

@@ -41,7 +41,7 @@ enum OpenResponse {
     /// Auditors open nothing.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
-    /// The agent is not connected.
+    /// The agent is not connected (or, for a technician, not in one of their groups).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// The agent already has an active session, or refused the tunnel.
@@ -50,6 +50,9 @@ enum OpenResponse {
     /// The agent's connection is saturated (`agent_busy`), or the database cannot record the
     /// open with its audit entry (`database_unavailable`): nothing was left open. Retry
     /// shortly.
+    /// The caller holds as many open sessions as one user may (`too_many_sessions`).
+    #[oai(status = 429)]
+    TooManySessions(Json<ErrorBody>),
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
     /// The agent did not confirm within the open timeout; nothing was left open.
@@ -175,6 +178,9 @@ impl<P: Ports> Handlers<P, Tunnels> {
             }
             Err(e @ OpenTunnelError::Timeout(_)) => {
                 OpenResponse::Timeout(error(ApiErrorCode::AgentTimeout, e.to_string()))
+            }
+            Err(e @ OpenTunnelError::TooManySessions(_)) => {
+                OpenResponse::TooManySessions(error(ApiErrorCode::TooManySessions, e.to_string()))
             }
             Err(e @ OpenTunnelError::Overloaded) => {
                 OpenResponse::Unavailable(error(ApiErrorCode::AgentBusy, e.to_string()))

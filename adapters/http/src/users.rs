@@ -1,11 +1,11 @@
-//! Users, managed by admins: list, create, change (role, disabled, password), delete.
+//! Users, managed by admins: list, create, change (role, disabled, password, groups), delete.
 
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use rmm_application::{CreateUserError, Ports, UserAdminError, UserRecord, UserUpdate};
-use rmm_domain::{Role, UserId, Username};
+use rmm_domain::{GroupName, Role, UserId, Username};
 use rmm_protocol::api::ApiErrorCode;
 use uuid::Uuid;
 
@@ -24,6 +24,16 @@ struct UserDto {
     created_at: DateTime<Utc>,
     /// The last successful login; null if never.
     last_login_at: Option<DateTime<Utc>>,
+    /// The groups granted (technicians see only these groups' agents).
+    groups: Vec<String>,
+}
+
+impl UserDto {
+    fn new(user: UserRecord, groups: &[GroupName]) -> Self {
+        let mut dto = Self::from(user);
+        dto.groups = groups.iter().map(|g| g.as_str().to_owned()).collect();
+        dto
+    }
 }
 
 impl From<UserRecord> for UserDto {
@@ -35,6 +45,7 @@ impl From<UserRecord> for UserDto {
             disabled: user.disabled,
             created_at: to_datetime(user.created_at),
             last_login_at: user.last_login_at.map(to_datetime),
+            groups: Vec::new(),
         }
     }
 }
@@ -47,6 +58,8 @@ struct CreateUserBody {
     password: String,
     /// `admin`, `technician` or `auditor`.
     role: String,
+    /// Groups to grant (each must exist); `default` when absent.
+    groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Object)]
@@ -62,6 +75,16 @@ struct UpdateUserBody {
     disabled: Option<bool>,
     /// A new password (at least 8 characters); revokes every token of theirs.
     password: Option<String>,
+    /// The groups to grant instead of the current ones (each must exist).
+    groups: Option<Vec<String>>,
+}
+
+/// Group names from a request body.
+fn group_names(names: &[String]) -> Result<Vec<GroupName>, UserAdminError> {
+    names
+        .iter()
+        .map(|n| GroupName::parse(n).map_err(|e| bad_request(format!("group {n:?}: {e}"))))
+        .collect()
 }
 
 /// A response enum for one user operation: its success, then the failures every user
@@ -174,12 +197,19 @@ impl<P: Ports> Handlers<P, Users> {
     /// List users (admins only), by username. Deleted users are not listed.
     #[oai(path = "/users", method = "get", tag = "ApiTags::Users")]
     async fn list_users(&self, auth: TechAuth) -> ListUsersResponse {
-        match self.app.list_users(Some(auth.0.actor)).await {
-            Ok(users) => {
-                ListUsersResponse::Ok(Json(users.into_iter().map(UserDto::from).collect()))
-            }
-            Err(e) => e.into(),
-        }
+        let users = match self.app.list_users(Some(auth.0.actor)).await {
+            Ok(users) => users,
+            Err(e) => return e.into(),
+        };
+        let groups = match self.app.groups_of_users().await {
+            Ok(groups) => groups,
+            Err(e) => return UserAdminError::Store(e).into(),
+        };
+        let dto = |u: UserRecord| {
+            let mine = groups.get(&u.id).map_or(&[][..], Vec::as_slice);
+            UserDto::new(u, mine)
+        };
+        ListUsersResponse::Ok(Json(users.into_iter().map(dto).collect()))
     }
 
     /// Create a user (admins only).
@@ -197,9 +227,13 @@ impl<P: Ports> Handlers<P, Users> {
             Ok(role) => role,
             Err(e) => return bad_request(e.to_string()).into(),
         };
+        let groups = match body.groups.as_deref().map(group_names).transpose() {
+            Ok(groups) => groups.unwrap_or_else(|| vec![GroupName::default_group()]),
+            Err(e) => return e.into(),
+        };
         match self
             .app
-            .create_user(Some(actor), username, &body.password, role)
+            .create_user_in(Some(actor), username, &body.password, role, &groups)
             .await
         {
             Ok(id) => CreateUserResponse::Created(Json(CreatedUser {
@@ -209,6 +243,7 @@ impl<P: Ports> Handlers<P, Users> {
                 CreateUserResponse::Conflict(error(ApiErrorCode::UsernameTaken, e.to_string()))
             }
             Err(CreateUserError::WeakPassword) => UserAdminError::WeakPassword.into(),
+            Err(e @ CreateUserError::UnknownGroup(_)) => bad_request(e.to_string()).into(),
             Err(CreateUserError::Hashing(why)) => UserAdminError::Hashing(why).into(),
             Err(CreateUserError::Store(e)) => UserAdminError::Store(e).into(),
         }
@@ -228,15 +263,24 @@ impl<P: Ports> Handlers<P, Users> {
             Ok(role) => role,
             Err(e) => return bad_request(e.to_string()).into(),
         };
+        let groups = match body.groups.as_deref().map(group_names).transpose() {
+            Ok(groups) => groups,
+            Err(e) => return e.into(),
+        };
         let update = UserUpdate {
             role,
             disabled: body.disabled,
             password: body.password,
+            groups,
         };
         let id = UserId::from_uuid(user_id.0);
-        match self.app.update_user(Some(auth.0.actor), id, update).await {
-            Ok(user) => UpdateUserResponse::Ok(Json(user.into())),
-            Err(e) => e.into(),
+        let user = match self.app.update_user(Some(auth.0.actor), id, update).await {
+            Ok(user) => user,
+            Err(e) => return e.into(),
+        };
+        match self.app.groups_of_user(id).await {
+            Ok(groups) => UpdateUserResponse::Ok(Json(UserDto::new(user, &groups))),
+            Err(e) => UserAdminError::Store(e).into(),
         }
     }
 

@@ -87,6 +87,12 @@ api_error_codes! {
         "409: a user with this username exists.",
     LastAdmin = "last_admin":
         "409: refused because it would leave no enabled admin.",
+    GroupNotFound = "group_not_found":
+        "404: no such group.",
+    GroupExists = "group_exists":
+        "409: a group with this name exists.",
+    GroupNotEmpty = "group_not_empty":
+        "409: the group still has agents; move or delete them first.",
     AgentUnsupported = "agent_unsupported":
         "409: the agent is too old for this operation (upgrade it).",
     AgentBusy = "agent_busy":
@@ -133,6 +139,8 @@ api_error_codes! {
         "413: the JSON body is larger than the server accepts.",
     TooManyRequests = "too_many_requests":
         "429: too many failed logins for this username or from this address; retry after `Retry-After` seconds.",
+    TooManySessions = "too_many_sessions":
+        "429: the caller holds as many open tunnel sessions as one user may; close one first.",
     ServerBusy = "server_busy":
         "503: the server is at capacity (password hashing); retry after `Retry-After` seconds.",
     Internal = "internal":

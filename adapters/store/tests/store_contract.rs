@@ -11,7 +11,8 @@ use anyhow::{Context as _, ensure};
 use rmm_application::{
     AgentRecord, AgentRepository, AuditAction, AuditEntry, AuditEvent, AuditLog, AuditNote,
     AuditQuery, CommandAudit, CommandOutcome, CommandRecord, CommandRepository, FileAudit,
-    HostFacts, KeyDigest, OutputStream, SessionRepository, StoreError, UserRecord, UserRepository,
+    GroupRepository, HostFacts, KeyDigest, OutputStream, SessionRepository, StoreError, UserRecord,
+    UserRepository,
 };
 use rmm_domain::{
     AgentId, AgentName, ChannelId, CloseReason, CommandId, CommandStatus, Role, Session, SessionId,
@@ -23,11 +24,21 @@ use uuid::Uuid;
 
 /// Everything a SQL store implements.
 trait Store:
-    SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+    SessionRepository
+    + AgentRepository
+    + UserRepository
+    + GroupRepository
+    + AuditLog
+    + CommandRepository
 {
 }
 impl<T> Store for T where
-    T: SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+    T: SessionRepository
+        + AgentRepository
+        + UserRepository
+        + GroupRepository
+        + AuditLog
+        + CommandRepository
 {
 }
 
@@ -43,6 +54,8 @@ trait Backend: Sized {
     async fn reopen(self) -> anyhow::Result<Self>;
     async fn delete_user(&self, id: UserId) -> anyhow::Result<()>;
     async fn delete_agent(&self, id: AgentId) -> anyhow::Result<()>;
+    /// Moves an agent into the group named `group` (no port does yet).
+    async fn move_agent(&self, id: AgentId, group: &str) -> anyhow::Result<()>;
     async fn delete_session(&self, id: SessionId) -> anyhow::Result<()>;
     /// Rows in `command_output`, of every command.
     async fn output_rows(&self) -> anyhow::Result<i64>;
@@ -97,6 +110,18 @@ impl Backend for Pg {
             .bind(id.as_uuid())
             .execute(self.store.pool())
             .await?;
+        Ok(())
+    }
+
+    async fn move_agent(&self, id: AgentId, group: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "update agents set group_id = (select group_id from groups where name = $2) \
+             where agent_id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(group)
+        .execute(self.store.pool())
+        .await?;
         Ok(())
     }
 
@@ -205,6 +230,18 @@ impl Backend for Sqlite {
             .bind(id.to_string())
             .execute(self.store.pool())
             .await?;
+        Ok(())
+    }
+
+    async fn move_agent(&self, id: AgentId, group: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "update agents set group_id = (select group_id from groups where name = ?2) \
+             where agent_id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(group)
+        .execute(self.store.pool())
+        .await?;
         Ok(())
     }
 
@@ -324,12 +361,21 @@ contract!(
     a_password_change_revokes_every_token_but_the_kept_one,
     expired_tokens_are_pruned,
     user_changes_commit_with_their_entry_or_not_at_all,
+    groups_are_listed_with_agent_counts_and_deleted_only_when_empty,
+    user_groups_are_replaced_whole_and_scope_the_agents_seen,
+    open_sessions_of_counts_a_users_pending_and_active_sessions,
+    group_changes_commit_with_their_entry_or_not_at_all,
 );
 
 // Users, roles and tokens (identity).
 #[path = "store_contract/identity.rs"]
 mod identity;
 use identity::*;
+
+// Groups and the groups granted to users.
+#[path = "store_contract/groups.rs"]
+mod groups;
+use groups::*;
 
 // The injected-failure suite: every audited change, with the audit insert made to fail.
 #[path = "store_contract/audited.rs"]

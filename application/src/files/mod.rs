@@ -100,7 +100,14 @@ impl<P: Ports> App<P> {
             ));
         }
         rmm_domain::check_agent_path(path).map_err(FileAccessError::InvalidPath)?;
-        let session = session_for(&*self.sessions, actor, session_id, SessionAction::Use).await?;
+        let session = session_for(
+            &*self.sessions,
+            &*self.groups,
+            actor,
+            session_id,
+            SessionAction::Use,
+        )
+        .await?;
         if session.status() != SessionStatus::Active {
             return Err(FileAccessError::NotActive(session_id));
         }

@@ -36,6 +36,10 @@ pub enum AuditAction {
     PasswordChanged,
     /// A user logged out (their token was revoked).
     Logout,
+    /// A group was created.
+    GroupCreated,
+    /// A group (empty) was deleted.
+    GroupDeleted,
 }
 
 impl AuditAction {
@@ -55,10 +59,12 @@ impl AuditAction {
             Self::UserDeleted => "user_deleted",
             Self::PasswordChanged => "password_changed",
             Self::Logout => "logout",
+            Self::GroupCreated => "group_created",
+            Self::GroupDeleted => "group_deleted",
         }
     }
 
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 15] = [
         Self::TunnelOpen,
         Self::TunnelClose,
         Self::TunnelRefused,
@@ -72,6 +78,8 @@ impl AuditAction {
         Self::UserDeleted,
         Self::PasswordChanged,
         Self::Logout,
+        Self::GroupCreated,
+        Self::GroupDeleted,
     ];
 
     /// The inverse of [`Self::as_str`].

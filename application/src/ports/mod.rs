@@ -6,6 +6,7 @@ mod audit;
 mod commands;
 mod files;
 mod gateway;
+mod groups;
 mod sessions;
 mod streams;
 mod system;
@@ -20,6 +21,7 @@ pub use files::{
     AgentDownload, ByteStream, FileBytes, FileEntry, FileOpError, UploadRequest, Uploaded,
 };
 pub use gateway::{AgentGateway, GatewayError, OpenReply};
+pub use groups::{GroupDeleteOutcome, GroupRecord, GroupRepository, SetGroupsOutcome};
 pub use sessions::SessionRepository;
 pub use streams::{OutputChunk, SessionStreams, StreamEvent};
 pub use system::{Clock, Credentials, HashingBusy, IdGenerator};
@@ -36,6 +38,8 @@ pub use audit::MockAuditLog;
 pub use commands::MockCommandRepository;
 #[cfg(feature = "mocks")]
 pub use gateway::MockAgentGateway;
+#[cfg(feature = "mocks")]
+pub use groups::MockGroupRepository;
 #[cfg(feature = "mocks")]
 pub use sessions::MockSessionRepository;
 #[cfg(feature = "mocks")]

@@ -16,6 +16,7 @@ impl Ports for Mocks {
     type Sessions = MockSessionRepository;
     type Agents = MockAgentRepository;
     type Users = MockUserRepository;
+    type Groups = MockGroupRepository;
     type Audit = MockAuditLog;
     type Commands = MockCommandRepository;
     type Streams = MockSessionStreams;
@@ -30,6 +31,8 @@ pub struct Setup {
     pub sessions: MockSessionRepository,
     pub agents: MockAgentRepository,
     pub users: MockUserRepository,
+    /// `None`: [`permissive_groups`].
+    pub groups: Option<MockGroupRepository>,
     pub audit: MockAuditLog,
     pub commands: MockCommandRepository,
     pub streams: MockSessionStreams,
@@ -60,6 +63,38 @@ pub fn now() -> Timestamp {
     Timestamp::from_unix_micros(1_000_000)
 }
 
+/// Groups as on a fresh server: everyone in `default`, every agent visible, nobody holding
+/// sessions (for tests about something else).
+pub fn permissive_groups() -> MockGroupRepository {
+    let mut groups = MockGroupRepository::new();
+    groups
+        .expect_may_see_agent()
+        .returning(|_, _| Box::pin(async { Ok(true) }));
+    groups
+        .expect_open_sessions_of()
+        .returning(|_| Box::pin(async { Ok(0) }));
+    groups
+        .expect_user_groups()
+        .returning(|_| Box::pin(async { Ok(vec![GroupName::default_group()]) }));
+    groups
+        .expect_all_user_groups()
+        .returning(|| Box::pin(async { Ok(vec![]) }));
+    groups.expect_list_groups().returning(|| {
+        Box::pin(async {
+            Ok(vec![GroupRecord {
+                id: "00000000-0000-0000-0000-000000000001".to_owned(),
+                name: GroupName::default_group(),
+                created_at: Timestamp::from_unix_micros(0),
+                agents: 0,
+            }])
+        })
+    });
+    groups
+        .expect_set_user_groups()
+        .returning(|_, _| Box::pin(async { Ok(SetGroupsOutcome::Set) }));
+    groups
+}
+
 impl Setup {
     pub fn build(self) -> App<Mocks> {
         let mut clock = MockClock::new();
@@ -78,6 +113,7 @@ impl Setup {
                 sessions: Arc::new(self.sessions),
                 agents: Arc::new(self.agents),
                 users: Arc::new(self.users),
+                groups: Arc::new(self.groups.unwrap_or_else(permissive_groups)),
                 audit: Arc::new(self.audit),
                 commands: Arc::new(self.commands),
                 streams: Arc::new(streams),

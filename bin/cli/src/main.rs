@@ -23,6 +23,7 @@ mod cp;
 mod exec;
 mod render;
 mod session;
+mod users;
 
 /// The rmm technician's client: log in once, then reach managed machines through the server.
 #[derive(Debug, Parser)]
@@ -114,6 +115,12 @@ enum Command {
     Cp(cp::CpArgs),
     /// Read the audit log, newest first (technicians see their own entries).
     Audit(commands::AuditArgs),
+    /// List the users (admins only): username, role, state, groups.
+    Users {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script, e.g. `rmm completions bash > /etc/bash_completion.d/rmm`.
     Completions {
         /// The shell.
@@ -209,6 +216,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Audit(args) => {
             let (client, _) = connect(&server, ca_file)?;
             commands::audit(&client, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Users { json } => {
+            let (client, _) = connect(&server, ca_file)?;
+            users::users(&client, json).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -124,6 +124,15 @@ struct Settings {
     /// truncated.
     #[arg(long, env = "RMM_OUTPUT_SPOOL_BYTES", default_value_t = 16 * 1024 * 1024, global = true)]
     output_spool_bytes: u64,
+    /// Pending or active tunnel sessions one user may hold at once; the next open answers
+    /// 429 `too_many_sessions`.
+    #[arg(
+        long,
+        env = "RMM_MAX_SESSIONS_PER_USER",
+        default_value_t = 20,
+        global = true
+    )]
+    max_sessions_per_user: u64,
     /// Lifetime of login tokens, seconds.
     #[arg(
         long,
@@ -281,6 +290,7 @@ async fn run<S: Store>(
         command_timeout: Duration::from_secs(settings.command_timeout_secs.max(1)),
         max_stored_output: settings.max_command_output,
         max_output_spool: settings.output_spool_bytes,
+        max_sessions_per_user: settings.max_sessions_per_user,
         ..Config::default()
     };
     let store = Arc::new(store);

@@ -137,6 +137,10 @@ fn the_code_tells_the_session_from_the_command_not_the_message() {
         ClientError::SessionForbidden(s) if s == S
     ));
     assert!(matches!(
+        coded(429, Code::TooManySessions, "close one first", About::Open(A)),
+        ClientError::Conflict(m) if m == "close one first"
+    ));
+    assert!(matches!(
         coded(403, Code::Forbidden, "admins only", About::Audit),
         ClientError::Forbidden(m) if m == "admins only"
     ));

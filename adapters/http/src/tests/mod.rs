@@ -12,6 +12,7 @@ mod commands_run;
 mod cross_cutting;
 mod docs;
 mod files;
+mod groups;
 mod tunnels;
 mod users;
 
@@ -24,13 +25,15 @@ use poem::test::{TestClient, TestRequestBuilder, TestResponse};
 use poem::{EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use rmm_application::{
-    App, Config, Deps, MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock,
-    MockCommandRepository, MockCredentials, MockIdGenerator, MockSessionRepository,
-    MockSessionStreams, MockUserRepository, Ports, StoreError, TokenState,
+    App, Config, Deps, GroupRecord, MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock,
+    MockCommandRepository, MockCredentials, MockGroupRepository, MockIdGenerator,
+    MockSessionRepository, MockSessionStreams, MockUserRepository, Ports, SetGroupsOutcome,
+    StoreError, TokenState,
 };
 use rmm_auth::{IssuedToken, Jwt, JwtSecret};
 use rmm_domain::{
-    Actor, AgentId, CloseReason, CommandId, Role, Session, SessionId, Timestamp, TokenId, UserId,
+    Actor, AgentId, CloseReason, CommandId, GroupName, Role, Session, SessionId, Timestamp,
+    TokenId, UserId,
 };
 use rmm_protocol::api::ApiErrorCode;
 use serde_json::Value;
@@ -43,6 +46,7 @@ impl Ports for Mocks {
     type Sessions = MockSessionRepository;
     type Agents = MockAgentRepository;
     type Users = MockUserRepository;
+    type Groups = MockGroupRepository;
     type Audit = MockAuditLog;
     type Commands = MockCommandRepository;
     type Streams = MockSessionStreams;
@@ -124,6 +128,8 @@ struct Setup {
     sessions: MockSessionRepository,
     agents: MockAgentRepository,
     users: MockUserRepository,
+    /// `None`: [`permissive_groups`].
+    groups: Option<MockGroupRepository>,
     audit: MockAuditLog,
     commands: MockCommandRepository,
     streams: MockSessionStreams,
@@ -141,6 +147,38 @@ type Request<'a> = TestRequestBuilder<'a, BoxEndpoint<'static>>;
 struct Server {
     client: TestClient<BoxEndpoint<'static>>,
     jwt: Arc<Jwt>,
+}
+
+/// Groups as on a fresh server: everyone in `default`, every agent visible, nobody holding
+/// sessions (for tests about something else).
+fn permissive_groups() -> MockGroupRepository {
+    let mut groups = MockGroupRepository::new();
+    groups
+        .expect_may_see_agent()
+        .returning(|_, _| Box::pin(async { Ok(true) }));
+    groups
+        .expect_open_sessions_of()
+        .returning(|_| Box::pin(async { Ok(0) }));
+    groups
+        .expect_user_groups()
+        .returning(|_| Box::pin(async { Ok(vec![GroupName::default_group()]) }));
+    groups
+        .expect_all_user_groups()
+        .returning(|| Box::pin(async { Ok(vec![]) }));
+    groups.expect_list_groups().returning(|| {
+        Box::pin(async {
+            Ok(vec![GroupRecord {
+                id: "00000000-0000-0000-0000-000000000001".to_owned(),
+                name: GroupName::default_group(),
+                created_at: Timestamp::from_unix_micros(0),
+                agents: 0,
+            }])
+        })
+    });
+    groups
+        .expect_set_user_groups()
+        .returning(|_, _| Box::pin(async { Ok(SetGroupsOutcome::Set) }));
+    groups
 }
 
 impl Setup {
@@ -163,6 +201,7 @@ impl Setup {
                 sessions: Arc::new(self.sessions),
                 agents: Arc::new(self.agents),
                 users: Arc::new(self.users),
+                groups: Arc::new(self.groups.unwrap_or_else(permissive_groups)),
                 audit: Arc::new(self.audit),
                 commands: Arc::new(self.commands),
                 streams: Arc::new(self.streams),

@@ -1,0 +1,183 @@
+//! Groups over mocked ports: technicians see only their groups' agents, users are created
+//! and changed with groups (an unknown group refused before anything is written), and the
+//! per-user session cap.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+mod common;
+
+use common::*;
+use mockall::predicate::eq;
+use rmm_application::*;
+use rmm_domain::*;
+use uuid::Uuid;
+
+fn name(n: &str) -> GroupName {
+    GroupName::parse(n).unwrap()
+}
+
+fn agent(id: u128, group: &str) -> AgentRecord {
+    AgentRecord {
+        id: AgentId::from_uuid(Uuid::from_u128(id)),
+        name: AgentName::parse(&format!("agent-{id}")).unwrap(),
+        group: name(group),
+        revoked: false,
+        key_digest: KeyDigest([0; 32]),
+        created_at: now(),
+        last_seen: None,
+        facts: HostFacts::default(),
+    }
+}
+
+/// Groups `default` and `acme`; TECH is granted acme; other expectations as `permissive`.
+fn acme_groups() -> MockGroupRepository {
+    let mut g = MockGroupRepository::new();
+    g.expect_user_groups()
+        .returning(|_| Box::pin(async { Ok(vec![name("acme")]) }));
+    g.expect_list_groups().returning(|| {
+        Box::pin(async {
+            Ok(["acme", "default"]
+                .into_iter()
+                .map(|n| GroupRecord {
+                    id: n.to_owned(),
+                    name: name(n),
+                    created_at: now(),
+                    agents: 0,
+                })
+                .collect())
+        })
+    });
+    g
+}
+
+#[tokio::test]
+async fn technicians_list_only_their_groups_agents_admins_and_auditors_all() {
+    let mut s = Setup {
+        groups: Some(acme_groups()),
+        ..Setup::default()
+    };
+    s.agents.expect_list_agents().returning(|| {
+        Box::pin(async {
+            Ok(vec![
+                agent(1, "acme"),
+                agent(2, "default"),
+                agent(3, "acme"),
+            ])
+        })
+    });
+    s.gateway.expect_mode().return_const(None);
+    let app = s.build();
+    let ids = |views: Vec<AgentView>| -> Vec<u128> {
+        views
+            .iter()
+            .map(|v| v.record.id.as_uuid().as_u128())
+            .collect()
+    };
+    assert_eq!(ids(app.list_agents_for(TECH).await.unwrap()), [1, 3]);
+    assert_eq!(ids(app.list_agents_for(ADMIN).await.unwrap()), [1, 2, 3]);
+    let auditor = Actor {
+        id: OTHER_TECH.id,
+        role: Role::Auditor,
+    };
+    assert_eq!(ids(app.list_agents_for(auditor).await.unwrap()), [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn an_unknown_group_is_refused_before_a_user_is_created_or_changed() {
+    // No users or credentials expectation: nothing is hashed or written.
+    let s = Setup {
+        groups: Some(acme_groups()),
+        ..Setup::default()
+    };
+    let app = s.build();
+    let created = app
+        .create_user_in(
+            Some(ADMIN),
+            Username::parse("gus").unwrap(),
+            "long-enough",
+            Role::Tech,
+            &[name("acme"), name("initech")],
+        )
+        .await;
+    assert!(
+        matches!(&created, Err(CreateUserError::UnknownGroup(g)) if g.as_str() == "initech"),
+        "{created:?}"
+    );
+    let update = UserUpdate {
+        groups: Some(vec![name("nowhere")]),
+        ..UserUpdate::default()
+    };
+    let changed = app.update_user(Some(ADMIN), TECH.id, update).await;
+    assert!(
+        matches!(&changed, Err(UserAdminError::Invalid(m)) if m.contains("nowhere")),
+        "{changed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_users_groups_are_granted_after_the_audited_change_that_names_them() {
+    let mut g = acme_groups();
+    g.expect_set_user_groups()
+        .with(eq(TECH.id), eq(vec![name("acme")]))
+        .times(1)
+        .returning(|_, _| Box::pin(async { Ok(SetGroupsOutcome::Set) }));
+    let mut s = Setup {
+        groups: Some(g),
+        ..Setup::default()
+    };
+    s.users
+        .expect_update_user()
+        .withf(|_, change, revoke, entry| {
+            *change == UserChange::default()
+                && revoke.is_none()
+                && entry
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.ends_with("groups=acme"))
+        })
+        .times(1)
+        .returning(|_, _, _, _| Box::pin(async { Ok(UserChangeOutcome::Changed) }));
+    s.users.expect_find_user_by_id().returning(|_| {
+        Box::pin(async {
+            Ok(Some(UserRecord {
+                id: TECH.id,
+                username: Username::parse("tina").unwrap(),
+                password_hash: "hash".into(),
+                role: Role::Tech,
+                created_at: now(),
+                disabled: false,
+                last_login_at: None,
+            }))
+        })
+    });
+    let update = UserUpdate {
+        groups: Some(vec![name("acme")]),
+        ..UserUpdate::default()
+    };
+    let user = s
+        .build()
+        .update_user(Some(ADMIN), TECH.id, update)
+        .await
+        .unwrap();
+    assert_eq!(user.id, TECH.id);
+}
+
+#[tokio::test]
+async fn the_open_at_the_per_user_cap_is_refused_before_the_agent_is_asked() {
+    let mut g = MockGroupRepository::new();
+    g.expect_may_see_agent()
+        .returning(|_, _| Box::pin(async { Ok(true) }));
+    g.expect_open_sessions_of()
+        .with(eq(TECH.id))
+        .returning(|_| Box::pin(async { Ok(20) }));
+    // No gateway or session expectation: nothing is inserted, no agent asked.
+    let s = Setup {
+        groups: Some(g),
+        ..Setup::default()
+    };
+    let refused = s.build().open_tunnel(TECH, AGENT).await;
+    assert!(
+        matches!(refused, Err(OpenTunnelError::TooManySessions(20))),
+        "{refused:?}"
+    );
+}
