@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ports::{
-    AgentGateway, AgentRepository, AuditLog, Clock, CommandRepository, Credentials, IdGenerator,
-    SessionRepository, SessionStreams, UserRepository,
+    AgentGateway, AgentRepository, AuditLog, Clock, CommandRepository, Credentials,
+    EnrollmentRepository, IdGenerator, SessionRepository, SessionStreams, UserRepository,
 };
 use crate::presence::Presence;
 use crate::running::Running;
@@ -22,6 +22,7 @@ pub trait Ports: Send + Sync + 'static {
     type Users: UserRepository;
     type Audit: AuditLog;
     type Commands: CommandRepository;
+    type Enrollment: EnrollmentRepository;
     type Streams: SessionStreams;
     type Gateway: AgentGateway;
     type Clock: Clock;
@@ -68,6 +69,7 @@ pub struct App<P: Ports> {
     pub(crate) users: Arc<P::Users>,
     pub(crate) audit: Arc<P::Audit>,
     pub(crate) commands: Arc<P::Commands>,
+    pub(crate) enrollment: Arc<P::Enrollment>,
     pub(crate) streams: Arc<P::Streams>,
     pub(crate) gateway: Arc<P::Gateway>,
     pub(crate) clock: Arc<P::Clock>,
@@ -80,6 +82,8 @@ pub struct App<P: Ports> {
     /// File-transfer entries the store refused, to write again.
     pub(crate) audit_spool: Arc<AuditSpool>,
     pub(crate) login_throttle: crate::throttle::LoginThrottle,
+    /// Failed enrollments, per client address (the endpoint faces the internet).
+    pub(crate) enroll_throttle: crate::throttle::LoginThrottle,
     pub(crate) config: Config,
 }
 
@@ -90,6 +94,7 @@ pub struct Deps<P: Ports> {
     pub users: Arc<P::Users>,
     pub audit: Arc<P::Audit>,
     pub commands: Arc<P::Commands>,
+    pub enrollment: Arc<P::Enrollment>,
     pub streams: Arc<P::Streams>,
     pub gateway: Arc<P::Gateway>,
     pub clock: Arc<P::Clock>,
@@ -120,6 +125,7 @@ impl<P: Ports> App<P> {
             users: deps.users,
             audit: deps.audit,
             commands: deps.commands,
+            enrollment: deps.enrollment,
             streams: deps.streams,
             gateway: deps.gateway,
             clock: deps.clock,
@@ -130,6 +136,7 @@ impl<P: Ports> App<P> {
             output_spool: OutputSpool::new(config.max_output_spool),
             audit_spool: Arc::new(AuditSpool::new(AUDIT_SPOOL_ENTRIES)),
             login_throttle: crate::throttle::LoginThrottle::default(),
+            enroll_throttle: crate::throttle::LoginThrottle::default(),
             config,
         }
     }

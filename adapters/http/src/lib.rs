@@ -17,6 +17,7 @@ mod audit;
 mod auth;
 pub mod client_addr;
 mod commands;
+mod enrollment;
 pub mod error;
 mod files;
 #[cfg(test)]
@@ -43,6 +44,8 @@ enum ApiTags {
     Files,
     /// Users and their roles (admins).
     Users,
+    /// Enrollment tokens (admins), and machines enrolling themselves as agents.
+    Enrollment,
 }
 
 /// The operations of one tag (`S` names which), over the application's ports. One type per
@@ -84,6 +87,8 @@ pub enum Audit {}
 pub enum Files {}
 #[derive(Debug)]
 pub enum Users {}
+#[derive(Debug)]
+pub enum Enrollment {}
 
 /// The whole API, as poem-openapi serves and documents it.
 pub type Api<P> = (
@@ -94,11 +99,13 @@ pub type Api<P> = (
     Handlers<P, Files>,
     Handlers<P, Audit>,
     Handlers<P, Users>,
+    Handlers<P, Enrollment>,
 );
 
 /// The API over `app`, checking technicians' tokens with `jwt`.
 pub fn api<P: Ports>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> Api<P> {
     (
+        Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),

@@ -36,6 +36,12 @@ pub enum AuditAction {
     PasswordChanged,
     /// A user logged out (their token was revoked).
     Logout,
+    /// An admin created an enrollment token (the detail names it, its group and uses).
+    EnrollmentCreated,
+    /// An admin revoked an enrollment token.
+    EnrollmentRevoked,
+    /// A machine enrolled itself as an agent with an enrollment token (the detail names it).
+    AgentEnrolled,
 }
 
 impl AuditAction {
@@ -55,10 +61,13 @@ impl AuditAction {
             Self::UserDeleted => "user_deleted",
             Self::PasswordChanged => "password_changed",
             Self::Logout => "logout",
+            Self::EnrollmentCreated => "enrollment_created",
+            Self::EnrollmentRevoked => "enrollment_revoked",
+            Self::AgentEnrolled => "agent_enrolled",
         }
     }
 
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 16] = [
         Self::TunnelOpen,
         Self::TunnelClose,
         Self::TunnelRefused,
@@ -72,6 +81,9 @@ impl AuditAction {
         Self::UserDeleted,
         Self::PasswordChanged,
         Self::Logout,
+        Self::EnrollmentCreated,
+        Self::EnrollmentRevoked,
+        Self::AgentEnrolled,
     ];
 
     /// The inverse of [`Self::as_str`].

@@ -18,6 +18,7 @@ impl Ports for Mocks {
     type Users = MockUserRepository;
     type Audit = MockAuditLog;
     type Commands = MockCommandRepository;
+    type Enrollment = MockEnrollmentRepository;
     type Streams = MockSessionStreams;
     type Gateway = MockAgentGateway;
     type Clock = MockClock;
@@ -32,6 +33,7 @@ pub struct Setup {
     pub users: MockUserRepository,
     pub audit: MockAuditLog,
     pub commands: MockCommandRepository,
+    pub enrollment: MockEnrollmentRepository,
     pub streams: MockSessionStreams,
     pub gateway: MockAgentGateway,
     pub credentials: MockCredentials,
@@ -80,6 +82,7 @@ impl Setup {
                 users: Arc::new(self.users),
                 audit: Arc::new(self.audit),
                 commands: Arc::new(self.commands),
+                enrollment: Arc::new(self.enrollment),
                 streams: Arc::new(streams),
                 gateway: Arc::new(self.gateway),
                 clock: Arc::new(clock),

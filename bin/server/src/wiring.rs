@@ -11,8 +11,8 @@ use poem::web::{Data, Json as PoemJson};
 use poem::{EndpointExt, IntoResponse, Response, Route, get, handler};
 use poem_openapi::OpenApiService;
 use rmm_application::{
-    AgentRepository, App, AuditLog, CommandRepository, Config, ConnectAgentError, Deps, Ports,
-    SessionRepository, UserRepository,
+    AgentRepository, App, AuditLog, CommandRepository, Config, ConnectAgentError, Deps,
+    EnrollmentRepository, Ports, SessionRepository, UserRepository,
 };
 use rmm_domain::CloseReason;
 use tokio::sync::watch;
@@ -29,12 +29,22 @@ use rmm_protocol::api::ApiErrorCode;
 
 /// Everything the server needs from a database; both SQL stores implement it.
 pub trait Store:
-    SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+    SessionRepository
+    + AgentRepository
+    + UserRepository
+    + AuditLog
+    + CommandRepository
+    + EnrollmentRepository
 {
 }
 
 impl<S> Store for S where
-    S: SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+    S: SessionRepository
+        + AgentRepository
+        + UserRepository
+        + AuditLog
+        + CommandRepository
+        + EnrollmentRepository
 {
 }
 
@@ -48,6 +58,7 @@ impl<S: Store> Ports for Production<S> {
     type Users = S;
     type Audit = S;
     type Commands = S;
+    type Enrollment = S;
     type Streams = BroadcastStreams;
     type Gateway = WsAgentGateway;
     type Clock = SystemClock;
@@ -72,6 +83,7 @@ pub fn build_app_with<S: Store>(
             agents: Arc::clone(&store),
             users: Arc::clone(&store),
             audit: Arc::clone(&store),
+            enrollment: Arc::clone(&store),
             commands: store,
             streams: Arc::new(BroadcastStreams::default()),
             gateway: Arc::new(WsAgentGateway::default()),

@@ -25,8 +25,8 @@ use poem::{EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use rmm_application::{
     App, Config, Deps, MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock,
-    MockCommandRepository, MockCredentials, MockIdGenerator, MockSessionRepository,
-    MockSessionStreams, MockUserRepository, Ports, StoreError, TokenState,
+    MockCommandRepository, MockCredentials, MockEnrollmentRepository, MockIdGenerator,
+    MockSessionRepository, MockSessionStreams, MockUserRepository, Ports, StoreError, TokenState,
 };
 use rmm_auth::{IssuedToken, Jwt, JwtSecret};
 use rmm_domain::{
@@ -45,6 +45,7 @@ impl Ports for Mocks {
     type Users = MockUserRepository;
     type Audit = MockAuditLog;
     type Commands = MockCommandRepository;
+    type Enrollment = MockEnrollmentRepository;
     type Streams = MockSessionStreams;
     type Gateway = MockAgentGateway;
     type Clock = MockClock;
@@ -126,6 +127,7 @@ struct Setup {
     users: MockUserRepository,
     audit: MockAuditLog,
     commands: MockCommandRepository,
+    enrollment: MockEnrollmentRepository,
     streams: MockSessionStreams,
     gateway: MockAgentGateway,
     ids: MockIdGenerator,
@@ -165,6 +167,7 @@ impl Setup {
                 users: Arc::new(self.users),
                 audit: Arc::new(self.audit),
                 commands: Arc::new(self.commands),
+                enrollment: Arc::new(self.enrollment),
                 streams: Arc::new(self.streams),
                 gateway: Arc::new(self.gateway),
                 clock: Arc::new(clock),
