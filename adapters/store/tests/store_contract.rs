@@ -23,11 +23,21 @@ use uuid::Uuid;
 
 /// Everything a SQL store implements.
 trait Store:
-    SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+    SessionRepository
+    + AgentRepository
+    + UserRepository
+    + AuditLog
+    + CommandRepository
+    + rmm_application::EnrollmentRepository
 {
 }
 impl<T> Store for T where
-    T: SessionRepository + AgentRepository + UserRepository + AuditLog + CommandRepository
+    T: SessionRepository
+        + AgentRepository
+        + UserRepository
+        + AuditLog
+        + CommandRepository
+        + rmm_application::EnrollmentRepository
 {
 }
 
@@ -324,12 +334,21 @@ contract!(
     a_password_change_revokes_every_token_but_the_kept_one,
     expired_tokens_are_pruned,
     user_changes_commit_with_their_entry_or_not_at_all,
+    enrollment_tokens_are_created_in_existing_groups_listed_and_revoked,
+    enrollment_counts_uses_and_refuses_expired_used_up_revoked_and_unknown_tokens,
+    two_enrollments_racing_for_the_last_use_cannot_both_win,
+    an_enrollment_commits_with_its_entry_or_not_at_all,
 );
 
 // Users, roles and tokens (identity).
 #[path = "store_contract/identity.rs"]
 mod identity;
 use identity::*;
+
+// Enrollment tokens and enrollments.
+#[path = "store_contract/enrollment.rs"]
+mod enrollment;
+use enrollment::*;
 
 // The injected-failure suite: every audited change, with the audit insert made to fail.
 #[path = "store_contract/audited.rs"]
