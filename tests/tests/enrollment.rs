@@ -406,3 +406,105 @@ async fn enrollment_on_postgres() {
 async fn enrollment_on_sqlite() {
     scenario(true).await;
 }
+
+/// `rmm enroll-token ...` as the admin: (exit code, stdout, stderr).
+async fn rmm(s: &TestServer, admin: &str, home: &TempDir, args: &[&str]) -> (i32, String, String) {
+    let out = rmm_e2e::server::rmm_command(&s.url(""), home.path(), args)
+        .unwrap()
+        .env("RMM_TOKEN", admin)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_creates_lists_and_revokes_tokens_and_prints_the_install() {
+    let (s, _db_dir) = server(true).await;
+    let home = TempDir::new().unwrap();
+    let admin = s.admin_token().await.unwrap();
+    let (code, out, err) = rmm(
+        &s,
+        &admin,
+        &home,
+        &[
+            "enroll-token",
+            "create",
+            "--group",
+            "default",
+            "--uses",
+            "2",
+            "--expires",
+            "2h",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let token = out.lines().nth(1).unwrap().trim().to_owned();
+    assert!(
+        out.contains(&format!(
+            "rmm-agent enroll --server {} --token {token}",
+            s.url("").trim_end_matches('/')
+        )),
+        "{out}"
+    );
+    assert!(out.contains("systemctl enable --now rmm-agent"), "{out}");
+    // The printed token works.
+    let config = home.path().join("agent.toml");
+    let (code, out2, err) = enroll(&s, &token, "cli-box", &config).await;
+    assert_eq!(code, 0, "{out2}{err}");
+
+    let (code, out, err) = rmm(&s, &admin, &home, &["enroll-token", "list", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (list[0]["uses"].as_u64(), list[0]["uses_allowed"].as_u64()),
+        (Some(1), Some(2)),
+        "{list}"
+    );
+    assert!(!out.contains(&token));
+    let id = list[0]["enrollment_id"].as_str().unwrap().to_owned();
+    let mut db = sqlx::SqliteConnection::connect(&s.database_url)
+        .await
+        .unwrap();
+    let life: i64 = sqlx::query_scalar(
+        "select expires_at - created_at from enrollment_tokens where enrollment_id = ?1",
+    )
+    .bind(&id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(life, 7200 * 1_000_000, "--expires 2h");
+
+    let (code, out, err) = rmm(&s, &admin, &home, &["enroll-token", "revoke", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id), "{out}");
+    let (code, out, _) = rmm(&s, &admin, &home, &["enroll-token", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&id) && out.contains("revoked") && out.contains("1/2"),
+        "{out}"
+    );
+    let (code, _, err) = enroll(&s, &token, "cli-box-2", &home.path().join("b.toml")).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("revoked"), "{err}");
+
+    // Errors are one line: an unknown group, a non-admin.
+    let (code, _, err) = rmm(
+        &s,
+        &admin,
+        &home,
+        &["enroll-token", "create", "--group", "nowhere", "--json"],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("nowhere") && err.lines().count() == 1, "{err}");
+    let tech = s.tech_token("tess").await.unwrap();
+    let (code, _, err) = rmm(&s, &tech, &home, &["enroll-token", "list"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("admins"), "{err}");
+}

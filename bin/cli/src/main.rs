@@ -20,6 +20,7 @@ use rmm_client::{ApiClient, ClientError};
 mod commands;
 mod config;
 mod cp;
+mod enroll_token;
 mod exec;
 mod render;
 mod session;
@@ -114,6 +115,9 @@ enum Command {
     Cp(cp::CpArgs),
     /// Read the audit log, newest first (technicians see their own entries).
     Audit(commands::AuditArgs),
+    /// Enrollment tokens that let machines register as agents (admins): create, list,
+    /// revoke.
+    EnrollToken(enroll_token::EnrollTokenArgs),
     /// Print a shell completion script, e.g. `rmm completions bash > /etc/bash_completion.d/rmm`.
     Completions {
         /// The shell.
@@ -209,6 +213,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Audit(args) => {
             let (client, _) = connect(&server, ca_file)?;
             commands::audit(&client, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::EnrollToken(args) => {
+            let (client, _) = connect(&server, ca_file)?;
+            enroll_token::run(&client, args).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
