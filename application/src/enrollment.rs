@@ -241,7 +241,7 @@ impl<P: Ports> App<P> {
             EnrollOutcome::Enrolled { agent, enrollment } => {
                 tracing::info!(agent_id = %agent.id, name = agent.name.as_str(), group = agent.group.as_str(), enrollment_id = %enrollment, "agent enrolled");
                 Ok(EnrolledAgent {
-                    record: agent,
+                    record: *agent,
                     enrollment,
                     key,
                 })

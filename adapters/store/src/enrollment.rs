@@ -70,7 +70,7 @@ pub(crate) fn enrolled(agent: &AgentRecord, group: GroupName, id: EnrollmentId) 
     let mut agent = agent.clone();
     agent.group = group;
     EnrollOutcome::Enrolled {
-        agent,
+        agent: Box::new(agent),
         enrollment: id,
     }
 }

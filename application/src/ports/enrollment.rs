@@ -32,7 +32,7 @@ pub struct NewEnrollment {
 pub enum EnrollOutcome {
     /// The agent was stored in the token's group (its record as stored), and the use counted.
     Enrolled {
-        agent: AgentRecord,
+        agent: Box<AgentRecord>,
         enrollment: EnrollmentId,
     },
     /// No token has this digest.

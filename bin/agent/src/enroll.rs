@@ -54,10 +54,10 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<()> {
         Some(name) => name,
         None => bail!("cannot read this machine's hostname: pass --name"),
     };
-    let ca_file = match &args.ca_file {
-        Some(path) => Some(std::path::absolute(path).unwrap_or_else(|_| path.clone())),
-        None => None,
-    };
+    let ca_file = args
+        .ca_file
+        .as_ref()
+        .map(|path| std::path::absolute(path).unwrap_or_else(|_| path.clone()));
     let enrolled = match enroll(
         &server,
         ca_file.as_deref(),

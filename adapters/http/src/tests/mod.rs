@@ -11,6 +11,7 @@ mod commands_read;
 mod commands_run;
 mod cross_cutting;
 mod docs;
+mod enrollment;
 mod files;
 mod tunnels;
 mod users;

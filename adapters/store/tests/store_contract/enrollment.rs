@@ -120,7 +120,7 @@ pub(crate) async fn enrollment_counts_uses_and_refuses_expired_used_up_revoked_a
     assert_eq!(
         outcome,
         EnrollOutcome::Enrolled {
-            agent: first.clone(),
+            agent: Box::new(first.clone()),
             enrollment: two.record.id
         }
     );
