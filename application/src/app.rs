@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::ports::{
     AgentGateway, AgentRepository, AuditLog, Clock, CommandRepository, Credentials,
-    GroupRepository, IdGenerator, SessionRepository, SessionStreams, UserRepository,
+    EnrollmentRepository, GroupRepository, IdGenerator, SessionRepository, SessionStreams,
+    UserRepository,
 };
 use crate::presence::Presence;
 use crate::running::Running;
@@ -23,6 +24,7 @@ pub trait Ports: Send + Sync + 'static {
     type Groups: GroupRepository;
     type Audit: AuditLog;
     type Commands: CommandRepository;
+    type Enrollment: EnrollmentRepository;
     type Streams: SessionStreams;
     type Gateway: AgentGateway;
     type Clock: Clock;
@@ -73,6 +75,7 @@ pub struct App<P: Ports> {
     pub(crate) groups: Arc<P::Groups>,
     pub(crate) audit: Arc<P::Audit>,
     pub(crate) commands: Arc<P::Commands>,
+    pub(crate) enrollment: Arc<P::Enrollment>,
     pub(crate) streams: Arc<P::Streams>,
     pub(crate) gateway: Arc<P::Gateway>,
     pub(crate) clock: Arc<P::Clock>,
@@ -85,6 +88,8 @@ pub struct App<P: Ports> {
     /// File-transfer entries the store refused, to write again.
     pub(crate) audit_spool: Arc<AuditSpool>,
     pub(crate) login_throttle: crate::throttle::LoginThrottle,
+    /// Failed enrollments, per client address (the endpoint faces the internet).
+    pub(crate) enroll_throttle: crate::throttle::LoginThrottle,
     pub(crate) config: Config,
 }
 
@@ -96,6 +101,7 @@ pub struct Deps<P: Ports> {
     pub groups: Arc<P::Groups>,
     pub audit: Arc<P::Audit>,
     pub commands: Arc<P::Commands>,
+    pub enrollment: Arc<P::Enrollment>,
     pub streams: Arc<P::Streams>,
     pub gateway: Arc<P::Gateway>,
     pub clock: Arc<P::Clock>,
@@ -127,6 +133,7 @@ impl<P: Ports> App<P> {
             groups: deps.groups,
             audit: deps.audit,
             commands: deps.commands,
+            enrollment: deps.enrollment,
             streams: deps.streams,
             gateway: deps.gateway,
             clock: deps.clock,
@@ -137,6 +144,7 @@ impl<P: Ports> App<P> {
             output_spool: OutputSpool::new(config.max_output_spool),
             audit_spool: Arc::new(AuditSpool::new(AUDIT_SPOOL_ENTRIES)),
             login_throttle: crate::throttle::LoginThrottle::default(),
+            enroll_throttle: crate::throttle::LoginThrottle::default(),
             config,
         }
     }

@@ -15,6 +15,7 @@ mod app;
 mod audit;
 mod command_ends;
 mod commands;
+mod enrollment;
 mod files;
 mod groups;
 mod identity;
@@ -35,24 +36,29 @@ pub use agents::{
 pub use app::{App, Config, Deps, Ports};
 pub use audit::ListAuditError;
 pub use commands::{GetCommandError, RunCommandError};
+pub use enrollment::{
+    CreatedEnrollment, DEFAULT_ENROLLMENT_TTL, EnrollError, EnrolledAgent, EnrollmentAdminError,
+    MAX_ENROLLMENT_TTL, MAX_ENROLLMENT_USES, MIN_ENROLLMENT_TTL,
+};
 pub use files::{Direction, Download, FileAccessError, TransferError};
 pub use groups::GroupError;
 pub use identity::{AuthenticateError, UserAdminError, UserUpdate};
-pub use ports::HashingBusy;
 pub use ports::{
     AgentDownload, AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry,
     AuditEvent, AuditLog, AuditNote, AuditQuery, ByteStream, Clock, CommandAudit, CommandOutcome,
-    CommandRecord, CommandRepository, Credentials, FileAudit, FileBytes, FileEntry, FileOpError,
-    GatewayError, GroupDeleteOutcome, GroupRecord, GroupRepository, HostFacts, IdGenerator,
-    KeyDigest, OpenReply, OutputChunk, OutputStream, RevokeReason, Seen, SessionRepository,
+    CommandRecord, CommandRepository, Credentials, EnrollOutcome, EnrollmentRecord,
+    EnrollmentRepository, FileAudit, FileBytes, FileEntry, FileOpError, GatewayError,
+    GroupDeleteOutcome, GroupRecord, GroupRepository, HostFacts, IdGenerator, KeyDigest,
+    NewEnrollment, OpenReply, OutputChunk, OutputStream, RevokeReason, Seen, SessionRepository,
     SessionStreams, SetGroupsOutcome, StoreError, StreamEvent, TokenRecord, TokenState,
     UploadRequest, Uploaded, UserChange, UserChangeOutcome, UserRecord, UserRepository,
 };
+pub use ports::{HashingBusy, enrolled_detail};
 #[cfg(feature = "mocks")]
 pub use ports::{
     MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock, MockCommandRepository,
-    MockCredentials, MockGroupRepository, MockIdGenerator, MockSessionRepository,
-    MockSessionStreams, MockUserRepository,
+    MockCredentials, MockEnrollmentRepository, MockGroupRepository, MockIdGenerator,
+    MockSessionRepository, MockSessionStreams, MockUserRepository,
 };
 pub use presence::Presence;
 pub use tunnels::{CloseTunnelError, GetTunnelStatusError, OpenTunnelError, TunnelHolder};

@@ -90,6 +90,11 @@ uuid_id!(
     TokenId,
     "token_id"
 );
+uuid_id!(
+    /// One enrollment token: what lets machines register themselves as agents of a group.
+    EnrollmentId,
+    "enrollment_id"
+);
 
 /// A channel inside a tunnel. The reference uses free-form strings such as `terminal-1`; we
 /// accept a conservative alphabet so ids are safe to log, put in URLs and use as map keys.

@@ -19,7 +19,7 @@ pub use command::{
     CommandEnd, CommandRun, CommandStatus, CommandStatusError, CommandText, CommandTextError,
 };
 pub use file::{FileErrorCode, MAX_NAME_CHARS, MAX_PATH_BYTES, PathProblem, check_agent_path};
-pub use ids::{AgentId, ChannelId, CommandId, IdError, SessionId, TokenId, UserId};
+pub use ids::{AgentId, ChannelId, CommandId, EnrollmentId, IdError, SessionId, TokenId, UserId};
 pub use names::{Actor, AgentName, GroupName, NameError, Role, Username};
 pub use session::{
     AccessError, CloseReason, Session, SessionAction, SessionError, SessionState, SessionStatus,

@@ -30,6 +30,7 @@ use reqwest::{Method, Url};
 mod api;
 mod classify;
 mod dto;
+mod enrollment;
 mod error;
 mod files;
 mod stream;
@@ -42,6 +43,7 @@ pub use dto::{
     CommandStartedResponse, OpenedResponse, OutputKind, StatusDto, TokenResponse,
     UploadStatusResponse, UploadedResponse, UserDto,
 };
+pub use enrollment::{CreatedEnrollmentDto, EnrollmentDto};
 pub use error::ClientError;
 pub use files::FileDownload;
 pub use stream::SessionStream;

@@ -17,6 +17,7 @@ mod audit;
 mod auth;
 pub mod client_addr;
 mod commands;
+mod enrollment;
 pub mod error;
 mod files;
 mod groups;
@@ -46,6 +47,8 @@ enum ApiTags {
     Users,
     /// Groups of agents (customers, sites) that scope technicians.
     Groups,
+    /// Enrollment tokens (admins), and machines enrolling themselves as agents.
+    Enrollment,
 }
 
 /// The operations of one tag (`S` names which), over the application's ports. One type per
@@ -89,6 +92,8 @@ pub enum Files {}
 pub enum Users {}
 #[derive(Debug)]
 pub enum Groups {}
+#[derive(Debug)]
+pub enum Enrollment {}
 
 /// The whole API, as poem-openapi serves and documents it.
 pub type Api<P> = (
@@ -100,11 +105,13 @@ pub type Api<P> = (
     Handlers<P, Audit>,
     Handlers<P, Users>,
     Handlers<P, Groups>,
+    Handlers<P, Enrollment>,
 );
 
 /// The API over `app`, checking technicians' tokens with `jwt`.
 pub fn api<P: Ports>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> Api<P> {
     (
+        Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),

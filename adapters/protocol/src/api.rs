@@ -73,6 +73,16 @@ api_error_codes! {
         "404: no such command in this session.",
     UserNotFound = "user_not_found":
         "404: no such user (or a deleted one).",
+    EnrollmentNotFound = "enrollment_not_found":
+        "404: no such enrollment token.",
+    EnrollmentInvalid = "enrollment_invalid":
+        "401: the enrollment token is unknown.",
+    EnrollmentExpired = "enrollment_expired":
+        "401: the enrollment token has expired.",
+    EnrollmentUsedUp = "enrollment_used_up":
+        "401: the enrollment token has been used as many times as it allows.",
+    EnrollmentRevoked = "enrollment_revoked":
+        "401: the enrollment token was revoked.",
     SessionExists = "session_exists":
         "409: the agent already has an active session (the message says whose).",
     AgentRefused = "agent_refused":
@@ -138,7 +148,7 @@ api_error_codes! {
     PayloadTooLarge = "payload_too_large":
         "413: the JSON body is larger than the server accepts.",
     TooManyRequests = "too_many_requests":
-        "429: too many failed logins for this username or from this address; retry after `Retry-After` seconds.",
+        "429: too many failed logins (or enrollments) for this username or from this address; retry after `Retry-After` seconds.",
     TooManySessions = "too_many_sessions":
         "429: the caller holds as many open tunnel sessions as one user may; close one first.",
     ServerBusy = "server_busy":

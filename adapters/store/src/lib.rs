@@ -85,6 +85,7 @@ macro_rules! command_columns {
 }
 
 // After the macros: the backends use them by textual scope.
+mod enrollment;
 mod postgres;
 mod sqlite;
 

@@ -21,6 +21,7 @@ use crate::{RowError, redact_url};
 mod agents;
 mod audit;
 mod commands;
+mod enrollment;
 mod groups;
 mod sessions;
 mod users;

@@ -25,6 +25,7 @@ use crate::{RowError, redact_url, store_error};
 mod agents;
 mod audit;
 mod commands;
+mod enrollment;
 mod groups;
 mod sessions;
 mod users;

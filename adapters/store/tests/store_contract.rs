@@ -30,6 +30,7 @@ trait Store:
     + GroupRepository
     + AuditLog
     + CommandRepository
+    + rmm_application::EnrollmentRepository
 {
 }
 impl<T> Store for T where
@@ -39,6 +40,7 @@ impl<T> Store for T where
         + GroupRepository
         + AuditLog
         + CommandRepository
+        + rmm_application::EnrollmentRepository
 {
 }
 
@@ -365,6 +367,10 @@ contract!(
     user_groups_are_replaced_whole_and_scope_the_agents_seen,
     open_sessions_of_counts_a_users_pending_and_active_sessions,
     group_changes_commit_with_their_entry_or_not_at_all,
+    enrollment_tokens_are_created_in_existing_groups_listed_and_revoked,
+    enrollment_counts_uses_and_refuses_expired_used_up_revoked_and_unknown_tokens,
+    two_enrollments_racing_for_the_last_use_cannot_both_win,
+    an_enrollment_commits_with_its_entry_or_not_at_all,
 );
 
 // Users, roles and tokens (identity).
@@ -376,6 +382,10 @@ use identity::*;
 #[path = "store_contract/groups.rs"]
 mod groups;
 use groups::*;
+// Enrollment tokens and enrollments.
+#[path = "store_contract/enrollment.rs"]
+mod enrollment;
+use enrollment::*;
 
 // The injected-failure suite: every audited change, with the audit insert made to fail.
 #[path = "store_contract/audited.rs"]

@@ -40,6 +40,12 @@ pub enum AuditAction {
     GroupCreated,
     /// A group (empty) was deleted.
     GroupDeleted,
+    /// An admin created an enrollment token (the detail names it, its group and uses).
+    EnrollmentCreated,
+    /// An admin revoked an enrollment token.
+    EnrollmentRevoked,
+    /// A machine enrolled itself as an agent with an enrollment token (the detail names it).
+    AgentEnrolled,
 }
 
 impl AuditAction {
@@ -61,10 +67,13 @@ impl AuditAction {
             Self::Logout => "logout",
             Self::GroupCreated => "group_created",
             Self::GroupDeleted => "group_deleted",
+            Self::EnrollmentCreated => "enrollment_created",
+            Self::EnrollmentRevoked => "enrollment_revoked",
+            Self::AgentEnrolled => "agent_enrolled",
         }
     }
 
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 18] = [
         Self::TunnelOpen,
         Self::TunnelClose,
         Self::TunnelRefused,
@@ -80,6 +89,9 @@ impl AuditAction {
         Self::Logout,
         Self::GroupCreated,
         Self::GroupDeleted,
+        Self::EnrollmentCreated,
+        Self::EnrollmentRevoked,
+        Self::AgentEnrolled,
     ];
 
     /// The inverse of [`Self::as_str`].

@@ -4,6 +4,7 @@
 mod agents;
 mod audit;
 mod commands;
+mod enrollment;
 mod files;
 mod gateway;
 mod groups;
@@ -17,6 +18,9 @@ pub use audit::{
     AuditAction, AuditEntry, AuditEvent, AuditLog, AuditNote, AuditQuery, CommandAudit, FileAudit,
 };
 pub use commands::{CommandOutcome, CommandRecord, CommandRepository, OutputStream};
+pub use enrollment::{
+    EnrollOutcome, EnrollmentRecord, EnrollmentRepository, NewEnrollment, enrolled_detail,
+};
 pub use files::{
     AgentDownload, ByteStream, FileBytes, FileEntry, FileOpError, UploadRequest, Uploaded,
 };
@@ -36,6 +40,8 @@ pub use agents::MockAgentRepository;
 pub use audit::MockAuditLog;
 #[cfg(feature = "mocks")]
 pub use commands::MockCommandRepository;
+#[cfg(feature = "mocks")]
+pub use enrollment::MockEnrollmentRepository;
 #[cfg(feature = "mocks")]
 pub use gateway::MockAgentGateway;
 #[cfg(feature = "mocks")]

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use rmm_domain::{AgentId, CommandId, SessionId, Timestamp, TokenId, UserId};
+use rmm_domain::{AgentId, CommandId, EnrollmentId, SessionId, Timestamp, TokenId, UserId};
 
 use super::{AgentKey, KeyDigest};
 
@@ -18,6 +18,7 @@ pub trait IdGenerator: Send + Sync + 'static {
     fn user_id(&self) -> UserId;
     fn command_id(&self) -> CommandId;
     fn token_id(&self) -> TokenId;
+    fn enrollment_id(&self) -> EnrollmentId;
 }
 
 /// Every password-hashing slot is busy and the queue in front of them is full, or no slot

@@ -19,6 +19,7 @@ impl Ports for Mocks {
     type Groups = MockGroupRepository;
     type Audit = MockAuditLog;
     type Commands = MockCommandRepository;
+    type Enrollment = MockEnrollmentRepository;
     type Streams = MockSessionStreams;
     type Gateway = MockAgentGateway;
     type Clock = MockClock;
@@ -35,6 +36,7 @@ pub struct Setup {
     pub groups: Option<MockGroupRepository>,
     pub audit: MockAuditLog,
     pub commands: MockCommandRepository,
+    pub enrollment: MockEnrollmentRepository,
     pub streams: MockSessionStreams,
     pub gateway: MockAgentGateway,
     pub credentials: MockCredentials,
@@ -116,6 +118,7 @@ impl Setup {
                 groups: Arc::new(self.groups.unwrap_or_else(permissive_groups)),
                 audit: Arc::new(self.audit),
                 commands: Arc::new(self.commands),
+                enrollment: Arc::new(self.enrollment),
                 streams: Arc::new(streams),
                 gateway: Arc::new(self.gateway),
                 clock: Arc::new(clock),

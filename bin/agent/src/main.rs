@@ -3,12 +3,14 @@
 
 use rmm_process as process;
 
+mod enroll;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use rmm_agent_runtime::{AgentConfig, AgentKey, AgentTimings, ServerUrl, run};
 use serde::Deserialize;
 
@@ -27,6 +29,8 @@ const LONG_ABOUT: &str = "rmm-agent: connects this machine to an rmm-server and 
 #[derive(Debug, Parser)]
 #[command(name = "rmm-agent", version, about = ABOUT, long_about = LONG_ABOUT)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Server URL: ws://, wss://, or the server's http:// or https:// URL (the same as the rmm
     /// CLI's RMM_SERVER); /api/v1/agent/ws is appended.
     #[arg(long, env = "RMM_SERVER")]
@@ -60,6 +64,13 @@ struct Cli {
     command_timeout_secs: Option<u64>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register this machine with an enrollment token and write the agent's config file
+    /// (its own key, mode 0600); then run `rmm-agent --config PATH`.
+    Enroll(enroll::EnrollArgs),
+}
+
 /// The config file. Unknown keys are errors: a typo must not silently fall back to a default.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,7 +91,10 @@ async fn main() -> ExitCode {
     process::exit_code("rmm-agent", agent(cli).await)
 }
 
-async fn agent(cli: Cli) -> anyhow::Result<()> {
+async fn agent(mut cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Enroll(args)) = cli.command.take() {
+        return enroll::run(args).await;
+    }
     let config = config(cli)?;
     if let Some(warning) = plaintext_warning(&config.server) {
         tracing::warn!(server = %config.server, "{warning}");

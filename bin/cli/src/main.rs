@@ -20,6 +20,7 @@ use rmm_client::{ApiClient, ClientError};
 mod commands;
 mod config;
 mod cp;
+mod enroll_token;
 mod exec;
 mod render;
 mod session;
@@ -121,6 +122,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Enrollment tokens that let machines register as agents (admins): create, list,
+    /// revoke.
+    EnrollToken(enroll_token::EnrollTokenArgs),
     /// Print a shell completion script, e.g. `rmm completions bash > /etc/bash_completion.d/rmm`.
     Completions {
         /// The shell.
@@ -221,6 +225,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Users { json } => {
             let (client, _) = connect(&server, ca_file)?;
             users::users(&client, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::EnrollToken(args) => {
+            let (client, _) = connect(&server, ca_file)?;
+            enroll_token::run(&client, args).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -12,7 +12,7 @@ use poem::{EndpointExt, IntoResponse, Response, Route, get, handler};
 use poem_openapi::OpenApiService;
 use rmm_application::{
     AgentRepository, App, AuditLog, CommandRepository, Config, ConnectAgentError, Deps,
-    GroupRepository, Ports, SessionRepository, UserRepository,
+    EnrollmentRepository, GroupRepository, Ports, SessionRepository, UserRepository,
 };
 use rmm_domain::CloseReason;
 use tokio::sync::watch;
@@ -35,6 +35,7 @@ pub trait Store:
     + GroupRepository
     + AuditLog
     + CommandRepository
+    + EnrollmentRepository
 {
 }
 
@@ -45,6 +46,7 @@ impl<S> Store for S where
         + GroupRepository
         + AuditLog
         + CommandRepository
+        + EnrollmentRepository
 {
 }
 
@@ -59,6 +61,7 @@ impl<S: Store> Ports for Production<S> {
     type Groups = S;
     type Audit = S;
     type Commands = S;
+    type Enrollment = S;
     type Streams = BroadcastStreams;
     type Gateway = WsAgentGateway;
     type Clock = SystemClock;
@@ -84,6 +87,7 @@ pub fn build_app_with<S: Store>(
             users: Arc::clone(&store),
             groups: Arc::clone(&store),
             audit: Arc::clone(&store),
+            enrollment: Arc::clone(&store),
             commands: store,
             streams: Arc::new(BroadcastStreams::default()),
             gateway: Arc::new(WsAgentGateway::default()),

@@ -11,6 +11,7 @@ mod commands_read;
 mod commands_run;
 mod cross_cutting;
 mod docs;
+mod enrollment;
 mod files;
 mod groups;
 mod tunnels;
@@ -26,9 +27,9 @@ use poem::{EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use rmm_application::{
     App, Config, Deps, GroupRecord, MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock,
-    MockCommandRepository, MockCredentials, MockGroupRepository, MockIdGenerator,
-    MockSessionRepository, MockSessionStreams, MockUserRepository, Ports, SetGroupsOutcome,
-    StoreError, TokenState,
+    MockCommandRepository, MockCredentials, MockEnrollmentRepository, MockGroupRepository,
+    MockIdGenerator, MockSessionRepository, MockSessionStreams, MockUserRepository, Ports,
+    SetGroupsOutcome, StoreError, TokenState,
 };
 use rmm_auth::{IssuedToken, Jwt, JwtSecret};
 use rmm_domain::{
@@ -49,6 +50,7 @@ impl Ports for Mocks {
     type Groups = MockGroupRepository;
     type Audit = MockAuditLog;
     type Commands = MockCommandRepository;
+    type Enrollment = MockEnrollmentRepository;
     type Streams = MockSessionStreams;
     type Gateway = MockAgentGateway;
     type Clock = MockClock;
@@ -132,6 +134,7 @@ struct Setup {
     groups: Option<MockGroupRepository>,
     audit: MockAuditLog,
     commands: MockCommandRepository,
+    enrollment: MockEnrollmentRepository,
     streams: MockSessionStreams,
     gateway: MockAgentGateway,
     ids: MockIdGenerator,
@@ -204,6 +207,7 @@ impl Setup {
                 groups: Arc::new(self.groups.unwrap_or_else(permissive_groups)),
                 audit: Arc::new(self.audit),
                 commands: Arc::new(self.commands),
+                enrollment: Arc::new(self.enrollment),
                 streams: Arc::new(self.streams),
                 gateway: Arc::new(self.gateway),
                 clock: Arc::new(clock),
