@@ -36,6 +36,15 @@ pub enum AuditAction {
     PasswordChanged,
     /// A user logged out (their token was revoked).
     Logout,
+    /// An admin revoked an agent: its key is refused from then on.
+    AgentRevoked,
+    /// An admin gave an agent a new key: the old one is refused from then on.
+    AgentKeyRotated,
+    /// An admin renamed an agent or moved it to another group (the detail says what).
+    AgentUpdated,
+    /// An agent connected while a connection with its key was live: the new one replaced
+    /// the old (the detail names both client addresses).
+    AgentReplaced,
 }
 
 impl AuditAction {
@@ -55,10 +64,14 @@ impl AuditAction {
             Self::UserDeleted => "user_deleted",
             Self::PasswordChanged => "password_changed",
             Self::Logout => "logout",
+            Self::AgentRevoked => "agent_revoked",
+            Self::AgentKeyRotated => "agent_key_rotated",
+            Self::AgentUpdated => "agent_updated",
+            Self::AgentReplaced => "agent_replaced",
         }
     }
 
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 17] = [
         Self::TunnelOpen,
         Self::TunnelClose,
         Self::TunnelRefused,
@@ -72,6 +85,10 @@ impl AuditAction {
         Self::UserDeleted,
         Self::PasswordChanged,
         Self::Logout,
+        Self::AgentRevoked,
+        Self::AgentKeyRotated,
+        Self::AgentUpdated,
+        Self::AgentReplaced,
     ];
 
     /// The inverse of [`Self::as_str`].

@@ -204,6 +204,7 @@ where
             .get(CAPABILITIES_HEADER)
             .and_then(|v| v.to_str().ok()),
     );
+    let remote = ClientAddr::of(req).to_string();
     let app = Arc::clone(&app);
     let options = Arc::clone(&options);
     let shutdown = shutdown.clone();
@@ -223,6 +224,7 @@ where
                 socket,
                 options.timings,
                 shutdown,
+                remote,
             )
         })
         .into_response()
