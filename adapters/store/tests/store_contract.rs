@@ -43,6 +43,8 @@ trait Backend: Sized {
     async fn reopen(self) -> anyhow::Result<Self>;
     async fn delete_user(&self, id: UserId) -> anyhow::Result<()>;
     async fn delete_agent(&self, id: AgentId) -> anyhow::Result<()>;
+    /// Adds a group named `name` (agents can then be moved to it).
+    async fn add_group_for_agents(&self, name: &str) -> anyhow::Result<()>;
     async fn delete_session(&self, id: SessionId) -> anyhow::Result<()>;
     /// Rows in `command_output`, of every command.
     async fn output_rows(&self) -> anyhow::Result<i64>;
@@ -95,6 +97,15 @@ impl Backend for Pg {
     async fn delete_agent(&self, id: AgentId) -> anyhow::Result<()> {
         sqlx::query("delete from agents where agent_id = $1")
             .bind(id.as_uuid())
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn add_group_for_agents(&self, name: &str) -> anyhow::Result<()> {
+        sqlx::query("insert into groups (group_id, name) values ($1, $2)")
+            .bind(Uuid::new_v4())
+            .bind(name)
             .execute(self.store.pool())
             .await?;
         Ok(())
@@ -203,6 +214,15 @@ impl Backend for Sqlite {
     async fn delete_agent(&self, id: AgentId) -> anyhow::Result<()> {
         sqlx::query("delete from agents where agent_id = ?1")
             .bind(id.to_string())
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn add_group_for_agents(&self, name: &str) -> anyhow::Result<()> {
+        sqlx::query("insert into groups (group_id, name, created_at) values (?1, ?2, 0)")
+            .bind(Uuid::new_v4().to_string())
+            .bind(name)
             .execute(self.store.pool())
             .await?;
         Ok(())
@@ -324,12 +344,21 @@ contract!(
     a_password_change_revokes_every_token_but_the_kept_one,
     expired_tokens_are_pruned,
     user_changes_commit_with_their_entry_or_not_at_all,
+    revoking_an_agent_is_audited_once_and_keeps_it_listed,
+    a_new_key_replaces_the_old_digest_except_for_a_revoked_agent,
+    agents_are_renamed_and_moved_by_group_name,
+    agent_changes_commit_with_their_entry_or_not_at_all,
 );
 
 // Users, roles and tokens (identity).
 #[path = "store_contract/identity.rs"]
 mod identity;
 use identity::*;
+
+// Admins' changes to agents: revoke, a new key, rename and move.
+#[path = "store_contract/agents_admin.rs"]
+mod agents_admin;
+use agents_admin::*;
 
 // The injected-failure suite: every audited change, with the audit insert made to fail.
 #[path = "store_contract/audited.rs"]
