@@ -186,7 +186,7 @@ async fn revoking_ends_the_connection_and_session_and_refuses_the_key(on_sqlite:
     .await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (409, Some("agent_revoked"))
+        (409, Some("revoked_agent"))
     );
 }
 

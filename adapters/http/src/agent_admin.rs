@@ -54,7 +54,7 @@ macro_rules! admin_response {
             /// No such agent (`agent_not_found`).
             #[oai(status = 404)]
             NotFound(Json<ErrorBody>),
-            /// `agent_exists` (a taken name) or `agent_revoked` (no new key for a revoked
+            /// `agent_exists` (a taken name) or `revoked_agent` (no new key for a revoked
             /// agent).
             #[oai(status = 409)]
             #[allow(dead_code)] // Not every operation can conflict.
@@ -75,7 +75,7 @@ macro_rules! admin_response {
                         Self::NotFound(error(ApiErrorCode::AgentNotFound, message))
                     }
                     AgentAdminError::Revoked(_) => {
-                        Self::Conflict(error(ApiErrorCode::AgentRevoked, message))
+                        Self::Conflict(error(ApiErrorCode::RevokedAgent, message))
                     }
                     AgentAdminError::NameTaken(_) => {
                         Self::Conflict(error(ApiErrorCode::AgentExists, message))

@@ -1,5 +1,5 @@
 //! `DELETE /api/v1/agents/{id}` (204, again 204, 403, 404 `agent_not_found`, 503),
-//! `POST /api/v1/agents/{id}/rotate-key` (200, 404, 409 `agent_revoked`) and
+//! `POST /api/v1/agents/{id}/rotate-key` (200, 404, 409 `revoked_agent`) and
 //! `PATCH /api/v1/agents/{id}` (200, 400 unknown group / nothing to change, 409
 //! `agent_exists`, 404); and `revoked`/`group` in the agent list.
 
@@ -125,7 +125,7 @@ async fn rotate_key_answers_the_new_key_or_409_for_a_revoked_agent() {
                 assert_eq!(body["agent_id"], AGENT.as_uuid().to_string());
             }
             StatusCode::CONFLICT => {
-                assert_error(resp, status, ApiErrorCode::AgentRevoked).await;
+                assert_error(resp, status, ApiErrorCode::RevokedAgent).await;
             }
             _ => {
                 assert_error(resp, status, ApiErrorCode::AgentNotFound).await;
