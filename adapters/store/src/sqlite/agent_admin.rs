@@ -28,6 +28,24 @@ async fn lock_agent(
     Ok((tx, revoked))
 }
 
+/// Commits `tx` when `outcome` is a change; otherwise rolls it back now (not on drop: a
+/// rollback left to the pool could run after the connection's next statements).
+async fn settle(
+    tx: Transaction<'static, Sqlite>,
+    outcome: Result<AgentChangeOutcome, StoreError>,
+) -> Result<AgentChangeOutcome, StoreError> {
+    match outcome {
+        Ok(AgentChangeOutcome::Changed) => {
+            tx.commit().await.map_err(store_error)?;
+            Ok(AgentChangeOutcome::Changed)
+        }
+        other => {
+            tx.rollback().await.map_err(store_error)?;
+            other
+        }
+    }
+}
+
 pub(super) async fn revoke_agent(
     store: &SqliteStore,
     id: AgentId,
@@ -35,19 +53,26 @@ pub(super) async fn revoke_agent(
 ) -> Result<AgentChangeOutcome, StoreError> {
     let key = id_text(id.as_uuid());
     let (mut tx, revoked) = lock_agent(store, &key).await?;
-    match revoked {
-        None => return Ok(AgentChangeOutcome::NotFound),
-        Some(true) => return Ok(AgentChangeOutcome::Revoked),
-        Some(false) => {}
-    }
+    let outcome = match revoked {
+        None => Ok(AgentChangeOutcome::NotFound),
+        Some(true) => Ok(AgentChangeOutcome::Revoked),
+        Some(false) => revoke_locked(&mut tx, &key, entry).await,
+    };
+    settle(tx, outcome).await
+}
+
+async fn revoke_locked(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &str,
+    entry: &AuditEvent,
+) -> Result<AgentChangeOutcome, StoreError> {
     sqlx::query("update agents set revoked_at = ?1 where agent_id = ?2")
         .bind(micros(entry.at))
-        .bind(&key)
-        .execute(&mut *tx)
+        .bind(key)
+        .execute(&mut **tx)
         .await
         .map_err(store_error)?;
-    insert_audit(&mut tx, entry).await?;
-    tx.commit().await.map_err(store_error)?;
+    insert_audit(tx, entry).await?;
     Ok(AgentChangeOutcome::Changed)
 }
 
@@ -59,19 +84,27 @@ pub(super) async fn set_agent_key(
 ) -> Result<AgentChangeOutcome, StoreError> {
     let key = id_text(id.as_uuid());
     let (mut tx, revoked) = lock_agent(store, &key).await?;
-    match revoked {
-        None => return Ok(AgentChangeOutcome::NotFound),
-        Some(true) => return Ok(AgentChangeOutcome::Revoked),
-        Some(false) => {}
-    }
+    let outcome = match revoked {
+        None => Ok(AgentChangeOutcome::NotFound),
+        Some(true) => Ok(AgentChangeOutcome::Revoked),
+        Some(false) => set_key_locked(&mut tx, &key, digest, entry).await,
+    };
+    settle(tx, outcome).await
+}
+
+async fn set_key_locked(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &str,
+    digest: KeyDigest,
+    entry: &AuditEvent,
+) -> Result<AgentChangeOutcome, StoreError> {
     sqlx::query("update agents set key_digest = ?1 where agent_id = ?2")
         .bind(&digest.0[..])
-        .bind(&key)
-        .execute(&mut *tx)
+        .bind(key)
+        .execute(&mut **tx)
         .await
         .map_err(store_error)?;
-    insert_audit(&mut tx, entry).await?;
-    tx.commit().await.map_err(store_error)?;
+    insert_audit(tx, entry).await?;
     Ok(AgentChangeOutcome::Changed)
 }
 
@@ -83,15 +116,25 @@ pub(super) async fn update_agent(
 ) -> Result<AgentChangeOutcome, StoreError> {
     let key = id_text(id.as_uuid());
     let (mut tx, revoked) = lock_agent(store, &key).await?;
-    if revoked.is_none() {
-        return Ok(AgentChangeOutcome::NotFound);
-    }
+    let outcome = match revoked {
+        None => Ok(AgentChangeOutcome::NotFound),
+        Some(_) => update_locked(&mut tx, &key, change, entry).await,
+    };
+    settle(tx, outcome).await
+}
+
+async fn update_locked(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &str,
+    change: &AgentChange,
+    entry: &AuditEvent,
+) -> Result<AgentChangeOutcome, StoreError> {
     let group_id: Option<String> = match &change.group {
         Some(group) => {
             let found: Option<String> =
                 sqlx::query_scalar("select group_id from groups where name = ?1")
                     .bind(group.as_str())
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await
                     .map_err(store_error)?;
             if found.is_none() {
@@ -107,11 +150,10 @@ pub(super) async fn update_agent(
     )
     .bind(change.name.as_ref().map(|n| n.as_str()))
     .bind(group_id)
-    .bind(&key)
-    .execute(&mut *tx)
+    .bind(key)
+    .execute(&mut **tx)
     .await
     .map_err(store_error)?;
-    insert_audit(&mut tx, entry).await?;
-    tx.commit().await.map_err(store_error)?;
+    insert_audit(tx, entry).await?;
     Ok(AgentChangeOutcome::Changed)
 }
