@@ -138,7 +138,7 @@ impl<P: Ports> App<P> {
     /// still fail to upgrade.
     ///
     /// # Errors
-    /// [`ConnectAgentError::UnknownKey`] when no agent has this key.
+    /// [`ConnectAgentError::UnknownKey`] when no agent has this key, or a revoked one.
     pub async fn authenticate_agent(&self, key: &str) -> Result<AgentRecord, ConnectAgentError> {
         let digest = self.credentials.digest_agent_key(key);
         let found = self
@@ -147,7 +147,8 @@ impl<P: Ports> App<P> {
             .await
             .map_err(ConnectAgentError::Store)?;
         let agent = match found {
-            Some(agent) if agent.key_digest.ct_eq(&digest) => agent,
+            // A revoked agent's key is refused like an unknown one.
+            Some(agent) if agent.key_digest.ct_eq(&digest) && !agent.revoked => agent,
             Some(_) | None => return Err(ConnectAgentError::UnknownKey),
         };
         Ok(agent)

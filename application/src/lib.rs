@@ -10,6 +10,7 @@
 //! ports; `app` bundles them; each use-case module builds on `app`.
 
 mod access;
+mod agent_admin;
 mod agents;
 mod app;
 mod audit;
@@ -30,6 +31,7 @@ mod tunnels;
 mod users;
 mod watch;
 
+pub use agent_admin::{AgentAdminError, CLOSE_KEY_ROTATED, CLOSE_REVOKED};
 pub use agents::{
     AgentView, ConnectAgentError, ListAgentsError, RegisterAgentError, RegisteredAgent,
 };
@@ -43,6 +45,7 @@ pub use enrollment::{
 pub use files::{Direction, Download, FileAccessError, TransferError};
 pub use groups::GroupError;
 pub use identity::{AuthenticateError, UserAdminError, UserUpdate};
+pub use ports::{AgentChange, AgentChangeOutcome};
 pub use ports::{
     AgentDownload, AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry,
     AuditEvent, AuditLog, AuditNote, AuditQuery, ByteStream, Clock, CommandAudit, CommandOutcome,

@@ -52,10 +52,12 @@ pub enum CloseReason {
     ServerRestart,
     /// Its owner was disabled or deleted.
     UserDisabled,
+    /// An admin revoked the agent.
+    AgentRevoked,
 }
 
 impl CloseReason {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::ClosedByOwner,
         Self::ClosedByAdmin,
         Self::Refused,
@@ -66,6 +68,7 @@ impl CloseReason {
         Self::ServerShutdown,
         Self::ServerRestart,
         Self::UserDisabled,
+        Self::AgentRevoked,
     ];
 
     #[must_use]
@@ -81,6 +84,7 @@ impl CloseReason {
             Self::ServerShutdown => "server_shutdown",
             Self::ServerRestart => "server_restart",
             Self::UserDisabled => "user_disabled",
+            Self::AgentRevoked => "agent_revoked",
         }
     }
 

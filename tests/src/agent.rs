@@ -42,6 +42,38 @@ impl ScriptedAgent {
         Ok(Self { socket })
     }
 
+    /// Connects like [`Self::connect`] from the local address `from` (a loopback alias such
+    /// as 127.0.0.2, so the server sees another client address).
+    ///
+    /// # Errors
+    /// When the socket cannot bind or connect, or the handshake fails.
+    pub async fn connect_from(
+        ws_url: &str,
+        key: &str,
+        from: std::net::IpAddr,
+    ) -> anyhow::Result<Self> {
+        let mut request = ws_url.into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse()?);
+        let host = request.uri().host().context("host")?.to_owned();
+        let port = request.uri().port_u16().context("port")?;
+        let target = tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .find(|a| a.is_ipv4() == from.is_ipv4())
+            .context("no address of the server's family")?;
+        let socket = if from.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(from, 0))?;
+        let stream = socket.connect(target).await?;
+        let (socket, _) =
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
+        Ok(Self { socket })
+    }
+
     /// The HTTP status with which the server refused the upgrade, if it did.
     pub async fn connect_status(ws_url: &str, key: Option<&str>) -> Option<u16> {
         match Self::connect(ws_url, key).await {

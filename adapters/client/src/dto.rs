@@ -21,6 +21,12 @@ pub struct TokenResponse {
 pub struct AgentDto {
     pub agent_id: Uuid,
     pub name: String,
+    /// Its group (older servers send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Revoked: its key is refused; listed for its history.
+    #[serde(default)]
+    pub revoked: bool,
     /// Whether the agent holds a WebSocket to the server now.
     pub connected: bool,
     /// `heartbeat`, `tunnel`, or `offline`.

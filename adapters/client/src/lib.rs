@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use reqwest::{Method, Url};
 
+mod agent_admin;
 mod api;
 mod classify;
 mod dto;
@@ -37,6 +38,7 @@ mod stream;
 mod tls;
 mod token;
 
+pub use agent_admin::{RotatedKeyResponse, UpdatedAgentResponse};
 pub use api::RawOutput;
 pub use dto::{
     AgentDto, AuditEntryDto, AuditFilter, AuditPage, ClosedResponse, CommandDto,

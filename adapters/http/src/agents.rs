@@ -52,6 +52,11 @@ enum RegisterAgentResponse {
 struct AgentDto {
     agent_id: Uuid,
     name: String,
+    /// The group (customer, site) it belongs to.
+    group: String,
+    /// Revoked (`DELETE /api/v1/agents/{agent_id}`): its key is refused; listed for its
+    /// history.
+    revoked: bool,
     /// Whether the agent holds a WebSocket to this server now.
     connected: bool,
     /// `heartbeat`, `tunnel`, or `offline` when not connected.
@@ -128,6 +133,8 @@ impl<P: Ports> Handlers<P, Agents> {
                     .map(|a| AgentDto {
                         agent_id: a.record.id.as_uuid(),
                         name: a.record.name.as_str().to_owned(),
+                        group: a.record.group.as_str().to_owned(),
+                        revoked: a.record.revoked,
                         connected: a.mode.is_some(),
                         mode: a
                             .mode

@@ -12,6 +12,7 @@ use rmm_application::{App, Ports};
 use rmm_auth::Jwt;
 use rmm_domain::Timestamp;
 
+mod agent_admin;
 mod agents;
 mod audit;
 mod auth;
@@ -81,6 +82,8 @@ pub enum Auth {}
 #[derive(Debug)]
 pub enum Agents {}
 #[derive(Debug)]
+pub enum AgentAdmin {}
+#[derive(Debug)]
 pub enum Tunnels {}
 #[derive(Debug)]
 pub enum Commands {}
@@ -99,6 +102,7 @@ pub enum Enrollment {}
 pub type Api<P> = (
     Handlers<P, Auth>,
     Handlers<P, Agents>,
+    Handlers<P, AgentAdmin>,
     Handlers<P, Tunnels>,
     Handlers<P, Commands>,
     Handlers<P, Files>,
@@ -111,6 +115,7 @@ pub type Api<P> = (
 /// The API over `app`, checking technicians' tokens with `jwt`.
 pub fn api<P: Ports>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> Api<P> {
     (
+        Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),

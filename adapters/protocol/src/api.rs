@@ -93,6 +93,8 @@ api_error_codes! {
         "409: the channel id is in use by a running command in this session.",
     AgentExists = "agent_exists":
         "409: an agent with this name exists.",
+    RevokedAgent = "revoked_agent":
+        "409: the agent is revoked (a revoked agent gets no new key).",
     UsernameTaken = "username_taken":
         "409: a user with this username exists.",
     LastAdmin = "last_admin":

@@ -18,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::{RowError, redact_url};
 
+mod agent_admin;
 mod agents;
 mod audit;
 mod commands;

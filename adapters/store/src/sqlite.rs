@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::{RowError, redact_url, store_error};
 
+mod agent_admin;
 mod agents;
 mod audit;
 mod commands;

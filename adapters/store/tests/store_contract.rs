@@ -58,6 +58,8 @@ trait Backend: Sized {
     async fn delete_agent(&self, id: AgentId) -> anyhow::Result<()>;
     /// Moves an agent into the group named `group` (no port does yet).
     async fn move_agent(&self, id: AgentId, group: &str) -> anyhow::Result<()>;
+    /// Adds a group named `name` (agents can then be moved to it).
+    async fn add_group_for_agents(&self, name: &str) -> anyhow::Result<()>;
     async fn delete_session(&self, id: SessionId) -> anyhow::Result<()>;
     /// Rows in `command_output`, of every command.
     async fn output_rows(&self) -> anyhow::Result<i64>;
@@ -124,6 +126,15 @@ impl Backend for Pg {
         .bind(group)
         .execute(self.store.pool())
         .await?;
+        Ok(())
+    }
+
+    async fn add_group_for_agents(&self, name: &str) -> anyhow::Result<()> {
+        sqlx::query("insert into groups (group_id, name) values ($1, $2)")
+            .bind(Uuid::new_v4())
+            .bind(name)
+            .execute(self.store.pool())
+            .await?;
         Ok(())
     }
 
@@ -244,6 +255,15 @@ impl Backend for Sqlite {
         .bind(group)
         .execute(self.store.pool())
         .await?;
+        Ok(())
+    }
+
+    async fn add_group_for_agents(&self, name: &str) -> anyhow::Result<()> {
+        sqlx::query("insert into groups (group_id, name, created_at) values (?1, ?2, 0)")
+            .bind(Uuid::new_v4().to_string())
+            .bind(name)
+            .execute(self.store.pool())
+            .await?;
         Ok(())
     }
 
@@ -371,6 +391,10 @@ contract!(
     enrollment_counts_uses_and_refuses_expired_used_up_revoked_and_unknown_tokens,
     two_enrollments_racing_for_the_last_use_cannot_both_win,
     an_enrollment_commits_with_its_entry_or_not_at_all,
+    revoking_an_agent_is_audited_once_and_keeps_it_listed,
+    a_new_key_replaces_the_old_digest_except_for_a_revoked_agent,
+    agents_are_renamed_and_moved_by_group_name,
+    agent_changes_commit_with_their_entry_or_not_at_all,
 );
 
 // Users, roles and tokens (identity).
@@ -386,6 +410,10 @@ use groups::*;
 #[path = "store_contract/enrollment.rs"]
 mod enrollment;
 use enrollment::*;
+// Admins' changes to agents: revoke, a new key, rename and move.
+#[path = "store_contract/agents_admin.rs"]
+mod agents_admin;
+use agents_admin::*;
 
 // The injected-failure suite: every audited change, with the audit insert made to fail.
 #[path = "store_contract/audited.rs"]

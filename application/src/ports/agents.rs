@@ -5,7 +5,7 @@ use std::future::Future;
 
 use rmm_domain::{AgentId, AgentName, GroupName, Timestamp};
 
-use super::StoreError;
+use super::{AuditEvent, StoreError};
 
 /// SHA-256 of an agent key. Only this is stored; the key itself is shown once.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,6 +70,26 @@ pub struct AgentRecord {
     pub facts: HostFacts,
 }
 
+/// What an admin changes about an agent: its name, its group (by name), or both.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentChange {
+    pub name: Option<AgentName>,
+    pub group: Option<GroupName>,
+}
+
+/// How an audited change to an agent went. Nothing is written (the entry neither) unless
+/// [`Self::Changed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentChangeOutcome {
+    Changed,
+    /// No agent has this id.
+    NotFound,
+    /// The agent is revoked (revoking again, or a new key for it): nothing to do.
+    Revoked,
+    /// The group named in the change does not exist.
+    UnknownGroup,
+}
+
 #[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait AgentRepository: Send + Sync + 'static {
     /// # Errors
@@ -98,6 +118,49 @@ pub trait AgentRepository: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Backend`].
     fn record_seen(&self, seen: &[Seen]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The agent with this id (revoked ones too).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn find_agent(
+        &self,
+        id: AgentId,
+    ) -> impl Future<Output = Result<Option<AgentRecord>, StoreError>> + Send;
+
+    /// Revokes the agent at `entry.at`, with `entry`, in one transaction.
+    /// [`AgentChangeOutcome::Revoked`] (nothing written) when it is revoked already.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn revoke_agent(
+        &self,
+        id: AgentId,
+        entry: &AuditEvent,
+    ) -> impl Future<Output = Result<AgentChangeOutcome, StoreError>> + Send;
+
+    /// Replaces the agent's key digest, with `entry`, in one transaction; a revoked agent's
+    /// is left alone ([`AgentChangeOutcome::Revoked`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn set_agent_key(
+        &self,
+        id: AgentId,
+        digest: KeyDigest,
+        entry: &AuditEvent,
+    ) -> impl Future<Output = Result<AgentChangeOutcome, StoreError>> + Send;
+
+    /// Renames the agent and/or moves it to another group, with `entry`, in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the new name is taken; [`StoreError::Backend`].
+    fn update_agent(
+        &self,
+        id: AgentId,
+        change: &AgentChange,
+        entry: &AuditEvent,
+    ) -> impl Future<Output = Result<AgentChangeOutcome, StoreError>> + Send;
 }
 
 #[cfg(test)]

@@ -46,6 +46,15 @@ pub enum AuditAction {
     EnrollmentRevoked,
     /// A machine enrolled itself as an agent with an enrollment token (the detail names it).
     AgentEnrolled,
+    /// An admin revoked an agent: its key is refused from then on.
+    AgentRevoked,
+    /// An admin gave an agent a new key: the old one is refused from then on.
+    AgentKeyRotated,
+    /// An admin renamed an agent or moved it to another group (the detail says what).
+    AgentUpdated,
+    /// An agent connected while a connection with its key was live: the new one replaced
+    /// the old (the detail names both client addresses).
+    AgentReplaced,
 }
 
 impl AuditAction {
@@ -70,10 +79,14 @@ impl AuditAction {
             Self::EnrollmentCreated => "enrollment_created",
             Self::EnrollmentRevoked => "enrollment_revoked",
             Self::AgentEnrolled => "agent_enrolled",
+            Self::AgentRevoked => "agent_revoked",
+            Self::AgentKeyRotated => "agent_key_rotated",
+            Self::AgentUpdated => "agent_updated",
+            Self::AgentReplaced => "agent_replaced",
         }
     }
 
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 22] = [
         Self::TunnelOpen,
         Self::TunnelClose,
         Self::TunnelRefused,
@@ -92,6 +105,10 @@ impl AuditAction {
         Self::EnrollmentCreated,
         Self::EnrollmentRevoked,
         Self::AgentEnrolled,
+        Self::AgentRevoked,
+        Self::AgentKeyRotated,
+        Self::AgentUpdated,
+        Self::AgentReplaced,
     ];
 
     /// The inverse of [`Self::as_str`].

@@ -49,6 +49,12 @@ pub trait AgentGateway: Send + Sync + 'static {
     /// so a late `tunnel_ready` leaves nothing open.
     fn abandon_open(&self, agent: AgentId, session: SessionId);
 
+    /// Ends the agent's live connection, if any (its key was revoked or replaced): the agent
+    /// is sent a close frame with `why` and dropped; an open in flight resolves as
+    /// disconnected. The mode the connection had; `None` when it was not connected. The
+    /// caller closes its session: the connection's own cleanup does nothing.
+    fn disconnect(&self, agent: AgentId, why: &'static str) -> Option<AgentMode>;
+
     /// Tells the agent to close the tunnel (best effort: a gone agent has nothing to close).
     fn close_tunnel(&self, agent: AgentId, session: SessionId);
 

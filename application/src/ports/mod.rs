@@ -13,7 +13,10 @@ mod streams;
 mod system;
 mod users;
 
-pub use agents::{AgentKey, AgentRecord, AgentRepository, HostFacts, KeyDigest, Seen};
+pub use agents::{
+    AgentChange, AgentChangeOutcome, AgentKey, AgentRecord, AgentRepository, HostFacts, KeyDigest,
+    Seen,
+};
 pub use audit::{
     AuditAction, AuditEntry, AuditEvent, AuditLog, AuditNote, AuditQuery, CommandAudit, FileAudit,
 };

@@ -115,13 +115,18 @@ pub async fn agents(client: &ApiClient, json: bool) -> Result<(), CliError> {
         return Ok(());
     }
     let now = Utc::now();
-    let mut table = Table::new(&["NAME", "ID", "CONNECTED", "MODE", "LAST SEEN"]);
+    let mut table = Table::new(&["NAME", "ID", "GROUP", "CONNECTED", "MODE", "LAST SEEN"]);
     for agent in &agents {
         table.row(vec![
             agent.name.clone(),
             agent.agent_id.to_string(),
+            agent.group.clone().unwrap_or_default(),
             if agent.connected { "yes" } else { "no" }.to_owned(),
-            agent.mode.clone(),
+            if agent.revoked {
+                "revoked".to_owned()
+            } else {
+                agent.mode.clone()
+            },
             agent
                 .last_seen
                 .map_or_else(|| "never".to_owned(), |at| ago(at, now)),
@@ -558,6 +563,8 @@ mod tests {
         AgentDto {
             agent_id: Uuid::from_u128(id),
             name: name.into(),
+            group: None,
+            revoked: false,
             connected: true,
             mode: "heartbeat".into(),
             last_seen: None,

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use rmm_client::{ApiClient, ClientError};
 
+mod agent_admin;
 mod commands;
 mod config;
 mod cp;
@@ -64,11 +65,14 @@ enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// List the agents: name, id, connected, mode, last seen.
+    /// List the agents: name, id, group, connected, mode, last seen; or change one (admins:
+    /// revoke, rotate-key, move, rename).
     Agents {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<agent_admin::AgentsAction>,
     },
     /// Open a tunnel session to an agent (by id or unique name) and remember it.
     Open {
@@ -189,9 +193,12 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             commands::login(&client, &dir, username, password_stdin).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Agents { json } => {
+        Command::Agents { json, action } => {
             let (client, _) = connect(&server, ca_file)?;
-            commands::agents(&client, json).await?;
+            match action {
+                Some(action) => agent_admin::run(&client, action).await?,
+                None => commands::agents(&client, json).await?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Open { agent, json } => {

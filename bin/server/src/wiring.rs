@@ -161,6 +161,16 @@ async fn readyz<P: Ports>(app: Data<&Arc<App<P>>>) -> Response {
     }
 }
 
+/// The agent key of `Authorization: Bearer <key>`, when not empty.
+fn bearer_key(req: &poem::Request) -> Option<&str> {
+    req.headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
 /// The agents' WebSocket. The key is checked before the upgrade, so a bad key is a plain 401.
 #[handler]
 async fn agent_ws<P>(
@@ -173,13 +183,7 @@ async fn agent_ws<P>(
 where
     P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>,
 {
-    let key = req
-        .headers()
-        .get(poem::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(key) = key.filter(|k| !k.is_empty()) else {
+    let Some(key) = bearer_key(req) else {
         return json_error(
             StatusCode::UNAUTHORIZED,
             ApiErrorCode::Unauthenticated,
@@ -220,6 +224,7 @@ where
             .get(CAPABILITIES_HEADER)
             .and_then(|v| v.to_str().ok()),
     );
+    let remote = ClientAddr::of(req).to_string();
     let app = Arc::clone(&app);
     let options = Arc::clone(&options);
     let shutdown = shutdown.clone();
@@ -239,6 +244,7 @@ where
                 socket,
                 options.timings,
                 shutdown,
+                remote,
             )
         })
         .into_response()

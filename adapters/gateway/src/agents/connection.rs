@@ -7,7 +7,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use poem::web::websocket::{CloseCode, Message, WebSocketStream};
 use rmm_application::{App, HostFacts, OutputChunk, Ports};
-use rmm_domain::{AgentId, AgentMode, ChannelId, SessionId};
+use rmm_domain::{AgentId, ChannelId, SessionId};
 use rmm_protocol::{AgentMessage, DataFrame, DecodeError, TerminalOutput, TunnelDataPayload};
 use tokio::sync::{mpsc, watch};
 
@@ -33,16 +33,21 @@ pub async fn run_agent_connection<P>(
     socket: WebSocketStream,
     timings: ConnectionTimings,
     shutdown: watch::Receiver<bool>,
+    remote: String,
 ) where
     P: Ports<Gateway = WsAgentGateway>,
 {
     let gateway = app.gateway();
     let (tx, outbound) = mpsc::channel(OUTBOUND_QUEUE);
-    let (generation, previous) = gateway.register(agent, tx, capabilities);
+    let (generation, previous) = gateway.register(agent, tx, capabilities, remote.clone());
+    let previous = previous.map(|(mode, old_remote)| (mode.session(), old_remote));
+    if let Some((_, old_remote)) = &previous {
+        app.agent_replaced(agent, old_remote, &remote).await;
+    }
     // The tunnel the replaced connection held is gone with it (its own cleanup will find
     // itself replaced and do nothing).
     if let Err(e) = app
-        .agent_connected(agent, previous.and_then(AgentMode::session))
+        .agent_connected(agent, previous.and_then(|(session, _)| session))
         .await
     {
         tracing::error!(agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "could not close the tunnel of the agent's previous connection");
@@ -89,6 +94,10 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
                 }
                 message = outbound.recv() => {
                     let Some(message) = message else { return "replaced by a newer connection" };
+                    if let Outbound::Close(why) = message {
+                        self.write(&mut sink, message.into_frame()).await;
+                        return why;
+                    }
                     if !self.write(&mut sink, message.into_frame()).await {
                         return "write failed or timed out";
                     }

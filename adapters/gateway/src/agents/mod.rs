@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use poem::web::websocket::Message;
+use poem::web::websocket::{CloseCode, Message};
 use rmm_protocol::{
     CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, CAP_FILE_TRANSFER, ServerMessage, encode,
 };
@@ -76,6 +76,9 @@ impl Default for ConnectionTimings {
 pub enum Outbound {
     Message(ServerMessage),
     Data(Vec<u8>),
+    /// The server ends the connection (the agent was revoked or got a new key): a close
+    /// frame (1008) with this reason, and the connection's task ends.
+    Close(&'static str),
 }
 
 impl Outbound {
@@ -83,6 +86,7 @@ impl Outbound {
         match self {
             Self::Message(message) => Message::Text(encode(&message)),
             Self::Data(bytes) => Message::Binary(bytes),
+            Self::Close(why) => Message::Close(Some((CloseCode::Policy, why.into()))),
         }
     }
 }

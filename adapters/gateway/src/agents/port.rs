@@ -47,6 +47,15 @@ impl AgentGateway for WsAgentGateway {
         reply.await.map_err(|_| GatewayError::Disconnected)
     }
 
+    fn disconnect(&self, agent: AgentId, why: &'static str) -> Option<AgentMode> {
+        let connection = self.lock().remove(&agent)?;
+        // Queued after what is already queued; dropping the connection then closes its
+        // queue, so its task writes the close frame and ends (or ends at once when full).
+        let _ = connection.outbound.try_send(super::Outbound::Close(why));
+        tracing::info!(agent_id = %agent, reason = why, "agent connection ended by the server");
+        Some(connection.mode)
+    }
+
     fn abandon_open(&self, agent: AgentId, session: SessionId) {
         let mut connections = self.lock();
         let Some(connection) = connections.get_mut(&agent) else {

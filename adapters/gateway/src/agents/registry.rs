@@ -16,6 +16,8 @@ use super::{Capabilities, FileEvent, MAX_CHANNELS, Outbound};
 #[derive(Debug)]
 pub(crate) struct Connection {
     generation: u64,
+    /// The client address it came from (for the log and audit of a replaced connection).
+    remote: String,
     pub(crate) outbound: mpsc::Sender<Outbound>,
     pub(crate) capabilities: Capabilities,
     /// The channels open in the tunnel: only frames on these are accepted from the agent.
@@ -107,20 +109,23 @@ impl WsAgentGateway {
         lock(&self.connections)
     }
 
-    /// Makes `outbound` the agent's current connection; its generation, and the mode of the
-    /// connection it replaced. That previous connection is dropped: its queue closes, so its
-    /// task ends, and an open waiting on it resolves as disconnected.
+    /// Makes `outbound` (from client address `remote`) the agent's current connection; its
+    /// generation, and the mode and client address of the connection it replaced. That
+    /// previous connection is dropped: its queue closes, so its task ends, and an open
+    /// waiting on it resolves as disconnected.
     pub fn register(
         &self,
         agent: AgentId,
         outbound: mpsc::Sender<Outbound>,
         capabilities: Capabilities,
-    ) -> (u64, Option<AgentMode>) {
+        remote: String,
+    ) -> (u64, Option<(AgentMode, String)>) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let old = self.lock().insert(
             agent,
             Connection {
                 generation,
+                remote,
                 outbound,
                 capabilities,
                 channels: Channels::with_limit(MAX_CHANNELS),
@@ -132,7 +137,7 @@ impl WsAgentGateway {
         if let Some(old) = &old {
             tracing::info!(agent_id = %agent, old_generation = old.generation, generation, "agent reconnected; replacing its previous connection");
         }
-        (generation, old.map(|c| c.mode))
+        (generation, old.map(|c| (c.mode, c.remote)))
     }
 
     /// Removes the connection if it is still the current one, returning its last mode.
@@ -352,7 +357,7 @@ mod tests {
             file_transfer: true,
             ..Capabilities::default()
         };
-        let (generation, _) = gateway.register(agent, tx, capabilities);
+        let (generation, _) = gateway.register(agent, tx, capabilities, "127.0.0.1".into());
         let opener = Arc::clone(&gateway);
         let open = tokio::spawn(async move {
             opener

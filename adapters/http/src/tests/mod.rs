@@ -3,6 +3,7 @@
 //! mounts the API (`.data(jwt)`, `.catch_all_error(error_as_json)`) so that framework
 //! answers (400, 401, 404, 405) carry their real bodies.
 
+mod agent_admin;
 mod agents;
 mod audit;
 mod auth;

@@ -1,10 +1,14 @@
 //! `agents` on SQLite: who connects.
 
-use rmm_application::{AgentRecord, AgentRepository, HostFacts, KeyDigest, StoreError};
+use rmm_application::{
+    AgentChange, AgentChangeOutcome, AgentRecord, AgentRepository, AuditEvent, HostFacts,
+    KeyDigest, StoreError,
+};
 use rmm_domain::{AgentId, Timestamp};
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
 
+use super::agent_admin;
 use super::{SqliteStore, id_text, micros, opt_time_column, time_column, uuid_column};
 use crate::{AgentRow, merge_seen, store_error, u64_to_db};
 
@@ -116,5 +120,44 @@ impl AgentRepository for SqliteStore {
             .map_err(store_error)?;
         }
         tx.commit().await.map_err(store_error)
+    }
+
+    async fn find_agent(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            agent_select!(),
+            " where a.agent_id = ?1"
+        ))
+        .bind(id_text(id.as_uuid()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn revoke_agent(
+        &self,
+        id: AgentId,
+        entry: &AuditEvent,
+    ) -> Result<AgentChangeOutcome, StoreError> {
+        agent_admin::revoke_agent(self, id, entry).await
+    }
+
+    async fn set_agent_key(
+        &self,
+        id: AgentId,
+        digest: KeyDigest,
+        entry: &AuditEvent,
+    ) -> Result<AgentChangeOutcome, StoreError> {
+        agent_admin::set_agent_key(self, id, digest, entry).await
+    }
+
+    async fn update_agent(
+        &self,
+        id: AgentId,
+        change: &AgentChange,
+        entry: &AuditEvent,
+    ) -> Result<AgentChangeOutcome, StoreError> {
+        agent_admin::update_agent(self, id, change, entry).await
     }
 }
