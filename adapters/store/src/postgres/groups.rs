@@ -76,6 +76,7 @@ impl GroupRepository for PgStore {
                 .await
                 .map_err(store_error)?;
         let Some(id) = id else {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(GroupDeleteOutcome::NotFound);
         };
         let used: bool =
@@ -85,6 +86,7 @@ impl GroupRepository for PgStore {
                 .await
                 .map_err(store_error)?;
         if used {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(GroupDeleteOutcome::NotEmpty);
         }
         for statement in [
@@ -153,7 +155,8 @@ impl GroupRepository for PgStore {
             .await
             .map_err(store_error)?;
             if added.rows_affected() == 0 {
-                // No such group: rolled back on return.
+                // No such group: nothing is kept.
+                tx.rollback().await.map_err(store_error)?;
                 return Ok(SetGroupsOutcome::UnknownGroup(group.clone()));
             }
         }

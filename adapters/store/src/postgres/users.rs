@@ -75,6 +75,16 @@ async fn lock_user(
     Ok((tx, current))
 }
 
+/// Ends a change that was refused: rolled back now, rather than when the pool reuses the
+/// connection (a rollback left pending there could undo the next user's statements).
+async fn refused(
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    outcome: UserChangeOutcome,
+) -> Result<UserChangeOutcome, StoreError> {
+    tx.rollback().await.map_err(store_error)?;
+    Ok(outcome)
+}
+
 /// Revokes the user's live tokens except `keep`.
 async fn revoke_user_tokens(
     conn: &mut PgConnection,
@@ -175,10 +185,10 @@ impl UserRepository for PgStore {
         let key = id.as_uuid();
         let (mut tx, current) = lock_user(self, key).await?;
         let Some((role, disabled)) = current else {
-            return Ok(UserChangeOutcome::NotFound);
+            return refused(tx, UserChangeOutcome::NotFound).await;
         };
         if loses_admin(&role, disabled, Some(change)) && !other_admin(&mut tx, key).await? {
-            return Ok(UserChangeOutcome::LastAdmin);
+            return refused(tx, UserChangeOutcome::LastAdmin).await;
         }
         sqlx::query(
             "update users set role = coalesce($1, role), disabled = coalesce($2, disabled), \
@@ -208,10 +218,10 @@ impl UserRepository for PgStore {
         let key = id.as_uuid();
         let (mut tx, current) = lock_user(self, key).await?;
         let Some((role, disabled)) = current else {
-            return Ok(UserChangeOutcome::NotFound);
+            return refused(tx, UserChangeOutcome::NotFound).await;
         };
         if loses_admin(&role, disabled, None) && !other_admin(&mut tx, key).await? {
-            return Ok(UserChangeOutcome::LastAdmin);
+            return refused(tx, UserChangeOutcome::LastAdmin).await;
         }
         sqlx::query("update users set deleted_at = $1 where user_id = $2")
             .bind(to_db(at)?)
@@ -288,6 +298,7 @@ impl UserRepository for PgStore {
         .map_err(store_error)?
         .rows_affected();
         if changed == 0 {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(false);
         }
         insert_audit(&mut tx, entry).await?;

@@ -53,6 +53,7 @@ impl EnrollmentRepository for SqliteStore {
         .map_err(store_error)?
         .rows_affected();
         if inserted == 0 {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(false);
         }
         insert_audit(&mut tx, entry).await?;
@@ -90,6 +91,7 @@ impl EnrollmentRepository for SqliteStore {
         .map_err(store_error)?
         .rows_affected();
         if changed == 0 {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(false);
         }
         insert_audit(&mut tx, entry).await?;
@@ -120,11 +122,13 @@ impl EnrollmentRepository for SqliteStore {
         .await
         .map_err(store_error)?;
         let Some(row) = row else {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(EnrollOutcome::Invalid);
         };
         let token = enrollment_from_row(&row)?;
         let group_id: String = row.try_get("group_id").map_err(store_error)?;
         if let Some(refused) = refusal(&token, agent.created_at) {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(refused);
         }
         let inserted = sqlx::query(concat!(
@@ -147,7 +151,10 @@ impl EnrollmentRepository for SqliteStore {
         .map_err(store_error);
         match inserted {
             Ok(_) => {}
-            Err(StoreError::Conflict) => return Ok(EnrollOutcome::NameTaken),
+            Err(StoreError::Conflict) => {
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(EnrollOutcome::NameTaken);
+            }
             Err(e) => return Err(e),
         }
         sqlx::query("update enrollment_tokens set uses = uses + 1 where enrollment_id = ?1")

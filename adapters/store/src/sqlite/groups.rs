@@ -77,6 +77,7 @@ impl GroupRepository for SqliteStore {
             .await
             .map_err(store_error)?;
         let Some(id) = id else {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(GroupDeleteOutcome::NotFound);
         };
         let used: bool =
@@ -86,6 +87,7 @@ impl GroupRepository for SqliteStore {
                 .await
                 .map_err(store_error)?;
         if used {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(GroupDeleteOutcome::NotEmpty);
         }
         for statement in [
@@ -154,7 +156,8 @@ impl GroupRepository for SqliteStore {
             .await
             .map_err(store_error)?;
             if added.rows_affected() == 0 {
-                // No such group: rolled back on return.
+                // No such group: nothing is kept.
+                tx.rollback().await.map_err(store_error)?;
                 return Ok(SetGroupsOutcome::UnknownGroup(group.clone()));
             }
         }

@@ -70,6 +70,16 @@ async fn lock_user(
     Ok((tx, current))
 }
 
+/// Ends a change that was refused: rolled back now, rather than when the pool reuses the
+/// connection (a rollback left pending there could undo the next user's statements).
+async fn refused(
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    outcome: UserChangeOutcome,
+) -> Result<UserChangeOutcome, StoreError> {
+    tx.rollback().await.map_err(store_error)?;
+    Ok(outcome)
+}
+
 /// Revokes the user's live tokens except `keep`.
 async fn revoke_user_tokens(
     conn: &mut SqliteConnection,
@@ -170,10 +180,10 @@ impl UserRepository for SqliteStore {
         let key = id_text(id.as_uuid());
         let (mut tx, current) = lock_user(self, &key).await?;
         let Some((role, disabled)) = current else {
-            return Ok(UserChangeOutcome::NotFound);
+            return refused(tx, UserChangeOutcome::NotFound).await;
         };
         if loses_admin(&role, disabled, Some(change)) && !other_admin(&mut tx, &key).await? {
-            return Ok(UserChangeOutcome::LastAdmin);
+            return refused(tx, UserChangeOutcome::LastAdmin).await;
         }
         sqlx::query(
             "update users set role = coalesce(?1, role), disabled = coalesce(?2, disabled), \
@@ -203,10 +213,10 @@ impl UserRepository for SqliteStore {
         let key = id_text(id.as_uuid());
         let (mut tx, current) = lock_user(self, &key).await?;
         let Some((role, disabled)) = current else {
-            return Ok(UserChangeOutcome::NotFound);
+            return refused(tx, UserChangeOutcome::NotFound).await;
         };
         if loses_admin(&role, disabled, None) && !other_admin(&mut tx, &key).await? {
-            return Ok(UserChangeOutcome::LastAdmin);
+            return refused(tx, UserChangeOutcome::LastAdmin).await;
         }
         sqlx::query("update users set deleted_at = ?1 where user_id = ?2")
             .bind(micros(at))
@@ -283,6 +293,7 @@ impl UserRepository for SqliteStore {
         .map_err(store_error)?
         .rows_affected();
         if changed == 0 {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(false);
         }
         insert_audit(&mut tx, entry).await?;
