@@ -106,10 +106,12 @@ impl<P: Ports> App<P> {
         }
     }
 
-    /// Revokes the token `actor` presented; `false` when it was revoked already.
+    /// Revokes the token `actor` presented and closes the sessions it opened (`logged_out`);
+    /// `false` when it was revoked already.
     ///
     /// # Errors
-    /// [`StoreError`]: then it is still live.
+    /// [`StoreError`]: then it is still live, or (revoked) its sessions could not all be
+    /// closed; a retry closes the rest.
     pub async fn logout(&self, actor: Actor, token: TokenId) -> Result<bool, StoreError> {
         let now = self.clock.now();
         let mut entry = AuditEvent::new(now, AuditAction::Logout);
@@ -119,7 +121,8 @@ impl<P: Ports> App<P> {
             .users
             .revoke_token(token, RevokeReason::LoggedOut, now, &entry)
             .await?;
-        tracing::info!(user_id = %actor.id, token_id = %token, "logged out");
+        let closed = self.close_sessions_opened_with(token).await?;
+        tracing::info!(user_id = %actor.id, token_id = %token, sessions_closed = closed, "logged out");
         Ok(revoked)
     }
 

@@ -1,11 +1,11 @@
 //! Revocation reaching what is already open: sessions whose owner was disabled or deleted
 //! (by this server, or by `rmm-server user ...` on the same database) are closed, telling
 //! their agents. Run about twice a second by the server, so a disabled user's tunnels close
-//! within 2 s.
+//! within 2 s. A logout closes the sessions opened with the token it revokes.
 
 use std::collections::{HashMap, HashSet};
 
-use rmm_domain::{CloseReason, CommandStatus, UserId};
+use rmm_domain::{CloseReason, CommandStatus, TokenId, UserId};
 
 use crate::app::{App, Ports};
 use crate::ports::{AgentGateway, AuditNote, Clock, SessionRepository, StoreError, UserRepository};
@@ -41,6 +41,35 @@ impl<P: Ports> App<P> {
             {
                 closed += 1;
                 tracing::warn!(session_id = %id, user_id = %session.owner(), agent_id = %session.agent(), "closed a session of a disabled or deleted user");
+                self.gateway.close_tunnel(session.agent(), id);
+                self.end_session_commands(id, CommandStatus::Cancelled)
+                    .await;
+            }
+        }
+        Ok(closed)
+    }
+    /// Closes the open sessions opened with `token` (its logout): reason `logged_out`, their
+    /// agents told. Returns how many it closed.
+    ///
+    /// # Errors
+    /// [`StoreError`] when they cannot be read or a close cannot be stored.
+    pub(crate) async fn close_sessions_opened_with(
+        &self,
+        token: TokenId,
+    ) -> Result<usize, StoreError> {
+        let note = AuditNote::close(CloseReason::LoggedOut);
+        let now = self.clock.now();
+        let mut closed = 0;
+        for session in self.sessions.list_open_opened_with(token).await? {
+            let id = session.id();
+            if self
+                .sessions
+                .close(id, CloseReason::LoggedOut, now, &note)
+                .await?
+                .is_some()
+            {
+                closed += 1;
+                tracing::info!(session_id = %id, user_id = %session.owner(), "closed a session its owner's logout revoked");
                 self.gateway.close_tunnel(session.agent(), id);
                 self.end_session_commands(id, CommandStatus::Cancelled)
                     .await;

@@ -3,7 +3,7 @@
 
 use rmm_domain::{
     Actor, AgentId, AgentMode, CloseReason, CommandStatus, Role, Session, SessionAction, SessionId,
-    SessionStatus, Timestamp, UserId,
+    SessionStatus, Timestamp, TokenId, UserId,
 };
 
 use crate::access::{SessionUseError, may_see, session_for};
@@ -124,18 +124,9 @@ impl std::fmt::Display for TunnelHolder {
 }
 
 impl<P: Ports> App<P> {
-    /// Opens a tunnel: records a pending session, sends `tunnel_open`, and returns the active
-    /// session only once the agent answered `tunnel_ready` and the activation committed with
-    /// its `tunnel_open` entry. On refusal, timeout, disconnect or a failed activation nothing
-    /// is left active.
-    ///
-    /// # Errors
-    /// See [`OpenTunnelError`].
-    pub async fn open_tunnel(
-        &self,
-        actor: Actor,
-        agent: AgentId,
-    ) -> Result<Session, OpenTunnelError> {
+    /// Whether `actor` may open a tunnel to `agent` now: their role, their groups (an agent
+    /// outside them reads as not connected) and their cap on open sessions.
+    async fn may_open(&self, actor: Actor, agent: AgentId) -> Result<(), OpenTunnelError> {
         if !actor.role.may_open_tunnels() {
             return Err(OpenTunnelError::Forbidden);
         }
@@ -154,12 +145,42 @@ impl<P: Ports> App<P> {
         if held >= cap {
             return Err(OpenTunnelError::TooManySessions(cap));
         }
+        Ok(())
+    }
+
+    /// Opens a tunnel: records a pending session, sends `tunnel_open`, and returns the active
+    /// session only once the agent answered `tunnel_ready` and the activation committed with
+    /// its `tunnel_open` entry. On refusal, timeout, disconnect or a failed activation nothing
+    /// is left active.
+    ///
+    /// # Errors
+    /// See [`OpenTunnelError`].
+    pub async fn open_tunnel(
+        &self,
+        actor: Actor,
+        agent: AgentId,
+    ) -> Result<Session, OpenTunnelError> {
+        self.open_tunnel_with(actor, None, agent).await
+    }
+
+    /// [`Self::open_tunnel`], recording the token the request carried: its logout closes the
+    /// session (`logged_out`).
+    ///
+    /// # Errors
+    /// See [`OpenTunnelError`].
+    pub async fn open_tunnel_with(
+        &self,
+        actor: Actor,
+        token: Option<TokenId>,
+        agent: AgentId,
+    ) -> Result<Session, OpenTunnelError> {
+        self.may_open(actor, agent).await?;
         // A quick answer for the common case; the gateway checks again atomically.
         let Some(mode) = self.gateway.mode(agent) else {
             return Err(OpenTunnelError::AgentOffline(agent));
         };
         let mut session = Session::open(self.ids.session_id(), agent, actor.id, self.clock.now());
-        match self.sessions.insert_pending(&session).await {
+        match self.sessions.insert_pending(&session, token).await {
             Ok(()) => {}
             Err(StoreError::Conflict) => {
                 let holder = self.tunnel_holder(actor, agent, Some(mode)).await;

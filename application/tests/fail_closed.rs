@@ -49,7 +49,7 @@ async fn an_activation_the_store_refuses_opens_nothing_and_tells_the_agent() {
     let mut s = Setup::default().agent_connected();
     s.sessions
         .expect_insert_pending()
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Ready) }));

@@ -224,6 +224,29 @@ async fn logout_revokes_the_presented_token_with_its_entry() {
         })
         .times(1)
         .returning(|_, _, _, _| Box::pin(async { Ok(true) }));
+    // The session it opened closes as logged_out, and its agent is told.
+    let opened = Session::open(SESSION, AGENT, TECH.id, now());
+    s.sessions
+        .expect_list_open_opened_with()
+        .withf(|t| *t == TOKEN)
+        .times(1)
+        .returning(move |_| {
+            let opened = vec![opened.clone()];
+            Box::pin(async move { Ok(opened) })
+        });
+    s.sessions
+        .expect_close()
+        .withf(|id, reason, _, _| *id == SESSION && *reason == CloseReason::LoggedOut)
+        .times(1)
+        .returning(|id, _, _, _| {
+            let closed = Session::open(id, AGENT, TECH.id, now());
+            Box::pin(async move { Ok(Some(closed)) })
+        });
+    s.gateway
+        .expect_close_tunnel()
+        .withf(|agent, session| *agent == AGENT && *session == SESSION)
+        .times(1)
+        .return_const(());
     assert!(s.build().logout(TECH, TOKEN).await.unwrap());
 }
 

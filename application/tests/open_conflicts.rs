@@ -36,7 +36,7 @@ fn conflict(mode: AgentMode, held: Option<Session>) -> Setup {
         .return_const(Some(mode));
     s.sessions
         .expect_insert_pending()
-        .returning(|_| Box::pin(async { Err(StoreError::Conflict) }));
+        .returning(|_, _| Box::pin(async { Err(StoreError::Conflict) }));
     s.sessions.expect_get().with(eq(HELD)).returning(move |_| {
         let held = held.clone();
         Box::pin(async move { Ok(held) })
@@ -194,7 +194,7 @@ async fn a_gateway_busy_during_the_open_names_the_holder_and_closes_ours() {
         .return_const(Some(AgentMode::Tunnel { session: HELD }));
     s.sessions
         .expect_insert_pending()
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(async { Err(GatewayError::Busy) }));

@@ -17,9 +17,9 @@ async fn open_answers_active_only_after_the_agent_is_ready() {
     let mut s = Setup::default().agent_connected();
     s.sessions
         .expect_insert_pending()
-        .withf(|sess| sess.status() == SessionStatus::Pending && sess.owner() == TECH.id)
+        .withf(|sess, _| sess.status() == SessionStatus::Pending && sess.owner() == TECH.id)
         .times(1)
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_open_tunnel()
         .with(eq(AGENT), eq(SESSION), eq(TECH.id))
@@ -54,7 +54,7 @@ async fn a_refusal_closes_the_pending_session_and_is_audited() {
     let mut s = Setup::default().agent_connected();
     s.sessions
         .expect_insert_pending()
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Refused("busy".into())) }));
@@ -81,7 +81,7 @@ async fn an_unanswered_open_times_out_abandons_and_closes() {
     let mut s = Setup::default().agent_connected();
     s.sessions
         .expect_insert_pending()
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(std::future::pending()));
@@ -117,7 +117,7 @@ async fn a_disconnect_during_the_handshake_closes_the_pending_session() {
     let mut s = Setup::default().agent_connected();
     s.sessions
         .expect_insert_pending()
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(async { Err(GatewayError::Disconnected) }));
@@ -145,7 +145,7 @@ async fn a_ready_that_loses_the_race_with_a_disconnect_is_not_active() {
     let mut s = Setup::default().agent_connected();
     s.sessions
         .expect_insert_pending()
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Ready) }));

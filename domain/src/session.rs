@@ -52,12 +52,14 @@ pub enum CloseReason {
     ServerRestart,
     /// Its owner was disabled or deleted.
     UserDisabled,
+    /// Its owner logged out the token that opened it.
+    LoggedOut,
     /// An admin revoked the agent.
     AgentRevoked,
 }
 
 impl CloseReason {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::ClosedByOwner,
         Self::ClosedByAdmin,
         Self::Refused,
@@ -68,6 +70,7 @@ impl CloseReason {
         Self::ServerShutdown,
         Self::ServerRestart,
         Self::UserDisabled,
+        Self::LoggedOut,
         Self::AgentRevoked,
     ];
 
@@ -84,6 +87,7 @@ impl CloseReason {
             Self::ServerShutdown => "server_shutdown",
             Self::ServerRestart => "server_restart",
             Self::UserDisabled => "user_disabled",
+            Self::LoggedOut => "logged_out",
             Self::AgentRevoked => "agent_revoked",
         }
     }

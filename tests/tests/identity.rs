@@ -500,3 +500,30 @@ async fn a_stream_closes_within_1_s_of_revocation_and_2_s_of_expiry() {
     assert!(lived >= Duration::from_secs(3), "closed early: {lived:?}");
     assert!(lived < Duration::from_secs(7), "closed late: {lived:?}");
 }
+
+#[tokio::test]
+async fn logout_closes_the_sessions_its_token_opened() {
+    let (s, _dir) = server(true).await;
+    let admin = s.admin_token().await.unwrap();
+    let (tech, session, mut agent) = tech_with_tunnel(&s, &admin, "lou").await;
+    let other = s.login("lou", "lou-password").await.unwrap();
+
+    let (status, _) = call(&s, Method::POST, "/api/v1/auth/logout", &tech, None).await;
+    assert_eq!(status, 204);
+    assert!(time_to_tunnel_close(&mut agent, &session).await < Duration::from_secs(1));
+    let path = format!("/api/v1/tunnel/status/{session}");
+    let (status, body) = call(&s, Method::GET, &path, &other, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["status"].as_str(), body["close_reason"].as_str()),
+        (Some("closed"), Some("logged_out")),
+        "{body}"
+    );
+    // The user's other token still works.
+    assert_eq!(
+        call(&s, Method::GET, "/api/v1/agents", &other, None)
+            .await
+            .0,
+        200
+    );
+}

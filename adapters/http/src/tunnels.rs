@@ -157,7 +157,11 @@ impl<P: Ports> Handlers<P, Tunnels> {
     async fn open(&self, auth: TechAuth, body: Json<OpenBody>) -> OpenResponse {
         match self
             .app
-            .open_tunnel(auth.0.actor, AgentId::from_uuid(body.agent_id))
+            .open_tunnel_with(
+                auth.0.actor,
+                Some(auth.0.token),
+                AgentId::from_uuid(body.agent_id),
+            )
             .await
         {
             Ok(session) => OpenResponse::Ok(Json(OpenedResponse {

@@ -383,6 +383,7 @@ contract!(
     a_password_change_revokes_every_token_but_the_kept_one,
     expired_tokens_are_pruned,
     user_changes_commit_with_their_entry_or_not_at_all,
+    sessions_opened_with_a_token_are_listed_while_open,
     groups_are_listed_with_agent_counts_and_deleted_only_when_empty,
     user_groups_are_replaced_whole_and_scope_the_agents_seen,
     open_sessions_of_counts_a_users_pending_and_active_sessions,
@@ -495,7 +496,7 @@ async fn active_session(
     activated: Timestamp,
 ) -> anyhow::Result<Session> {
     let mut s = new_session(agent, tech, opened);
-    store.insert_pending(&s).await?;
+    store.insert_pending(&s, None).await?;
     ensure!(
         store.activate(s.id(), activated, &open_note()).await?,
         "activate failed"
@@ -786,7 +787,7 @@ async fn a_session_round_trips_every_field(b: impl Backend) -> anyhow::Result<()
     let w = world(s).await?;
 
     let pending = new_session(&w.web, &w.alice, t(1_000));
-    s.insert_pending(&pending).await?;
+    s.insert_pending(&pending, None).await?;
     let got = s.get(pending.id()).await?.context("session missing")?;
     assert_eq!(got, pending);
     assert_eq!(got.owner(), w.alice.id);
@@ -800,7 +801,7 @@ async fn a_session_round_trips_every_field(b: impl Backend) -> anyhow::Result<()
     for (i, reason) in CloseReason::ALL.into_iter().enumerate() {
         let offset = i64::try_from(i)? * 10;
         let mut s2 = new_session(&w.db, &w.bob, t(offset));
-        s.insert_pending(&s2).await?;
+        s.insert_pending(&s2, None).await?;
         let closed_row = s
             .close(s2.id(), reason, t(offset + 5), &AuditNote::close(reason))
             .await?;
@@ -818,7 +819,7 @@ async fn a_session_round_trips_every_field(b: impl Backend) -> anyhow::Result<()
         w.alice.id,
         t(0),
     );
-    let err = s.insert_pending(&orphan).await;
+    let err = s.insert_pending(&orphan, None).await;
     assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
     Ok(())
 }
@@ -830,23 +831,27 @@ async fn an_agent_has_at_most_one_open_session_until_it_closes(
     let w = world(s).await?;
 
     let first = new_session(&w.web, &w.alice, t(0));
-    s.insert_pending(&first).await?;
+    s.insert_pending(&first, None).await?;
     // Pending blocks a second session, by the same tech or another.
     assert!(is_conflict(
-        &s.insert_pending(&new_session(&w.web, &w.alice, t(1))).await
+        &s.insert_pending(&new_session(&w.web, &w.alice, t(1)), None)
+            .await
     ));
     assert!(is_conflict(
-        &s.insert_pending(&new_session(&w.web, &w.bob, t(1))).await
+        &s.insert_pending(&new_session(&w.web, &w.bob, t(1)), None)
+            .await
     ));
     // So does active.
     assert!(s.activate(first.id(), t(2), &open_note()).await?);
     assert!(is_conflict(
-        &s.insert_pending(&new_session(&w.web, &w.bob, t(3))).await
+        &s.insert_pending(&new_session(&w.web, &w.bob, t(3)), None)
+            .await
     ));
     // Another agent is unaffected.
-    s.insert_pending(&new_session(&w.db, &w.bob, t(3))).await?;
+    s.insert_pending(&new_session(&w.db, &w.bob, t(3)), None)
+        .await?;
     // The same session id twice is a conflict too.
-    assert!(is_conflict(&s.insert_pending(&first).await));
+    assert!(is_conflict(&s.insert_pending(&first, None).await));
 
     // Once closed, the agent is free again.
     s.close(
@@ -858,7 +863,7 @@ async fn an_agent_has_at_most_one_open_session_until_it_closes(
     .await?
     .context("first session was open")?;
     let second = new_session(&w.web, &w.bob, t(5));
-    s.insert_pending(&second).await?;
+    s.insert_pending(&second, None).await?;
     assert_eq!(s.get(second.id()).await?, Some(second.clone()));
     s.close(
         second.id(),
@@ -873,7 +878,7 @@ async fn an_agent_has_at_most_one_open_session_until_it_closes(
         new_session(&w.web, &w.alice, t(7)),
         new_session(&w.web, &w.bob, t(7)),
     );
-    let (ra, rb) = tokio::join!(s.insert_pending(&a), s.insert_pending(&b2));
+    let (ra, rb) = tokio::join!(s.insert_pending(&a, None), s.insert_pending(&b2, None));
     assert_eq!(
         [ra.is_ok(), rb.is_ok()].iter().filter(|ok| **ok).count(),
         1,
@@ -888,7 +893,7 @@ async fn only_a_pending_session_activates(b: impl Backend) -> anyhow::Result<()>
     let w = world(s).await?;
 
     let mut web = new_session(&w.web, &w.alice, t(1_000));
-    s.insert_pending(&web).await?;
+    s.insert_pending(&web, None).await?;
     assert!(s.activate(web.id(), t(2_000), &open_note()).await?);
     web.activate(t(2_000))?;
     assert_eq!(s.get(web.id()).await?, Some(web.clone()));
@@ -900,7 +905,7 @@ async fn only_a_pending_session_activates(b: impl Backend) -> anyhow::Result<()>
 
     // An activation stamped before the open (clock skew) does not move activity back.
     let mut db = new_session(&w.db, &w.bob, t(5_000));
-    s.insert_pending(&db).await?;
+    s.insert_pending(&db, None).await?;
     assert!(s.activate(db.id(), t(4_000), &open_note()).await?);
     db.activate(t(4_000))?;
     assert_eq!(db.last_activity(), t(5_000));
@@ -915,7 +920,7 @@ async fn only_a_pending_session_activates(b: impl Backend) -> anyhow::Result<()>
     )
     .await?;
     let refused = new_session(&w.web, &w.bob, t(7_000));
-    s.insert_pending(&refused).await?;
+    s.insert_pending(&refused, None).await?;
     s.close(
         refused.id(),
         CloseReason::Refused,
@@ -978,7 +983,7 @@ async fn close_returns_the_closed_session_once(b: impl Backend) -> anyhow::Resul
 
     // A pending session closes too (a refused open).
     let pending = new_session(&w.db, &w.bob, t(40));
-    s.insert_pending(&pending).await?;
+    s.insert_pending(&pending, None).await?;
     assert_eq!(
         s.close(
             pending.id(),
@@ -1002,9 +1007,9 @@ async fn close_all_open_closes_and_returns_every_open_session(
 
     let active = active_session(s, &w.web, &w.alice, t(0), t(5)).await?;
     let pending = new_session(&w.db, &w.bob, t(6));
-    s.insert_pending(&pending).await?;
+    s.insert_pending(&pending, None).await?;
     let earlier = new_session(&mail, &w.bob, t(1));
-    s.insert_pending(&earlier).await?;
+    s.insert_pending(&earlier, None).await?;
     s.close(
         earlier.id(),
         CloseReason::Refused,
@@ -1052,9 +1057,9 @@ async fn list_open_lists_pending_and_active_sessions_only(b: impl Backend) -> an
 
     let active = active_session(s, &w.web, &w.alice, t(0), t(5)).await?;
     let pending = new_session(&w.db, &w.bob, t(6));
-    s.insert_pending(&pending).await?;
+    s.insert_pending(&pending, None).await?;
     let gone = new_session(&mail, &w.bob, t(1));
-    s.insert_pending(&gone).await?;
+    s.insert_pending(&gone, None).await?;
     let reason = CloseReason::Refused;
     s.close(gone.id(), reason, t(2), &AuditNote::close(reason))
         .await?;
@@ -1078,7 +1083,7 @@ async fn close_idle_closes_only_active_sessions_idle_before_the_cutoff(
     let boundary = active_session(s, &dns, &w.bob, t(0), t(2_000)).await?;
     // Pending sessions are the open timeout's business, not idleness.
     let pending = new_session(&mail, &w.alice, t(100));
-    s.insert_pending(&pending).await?;
+    s.insert_pending(&pending, None).await?;
 
     let got = s
         .close_idle(t(2_000), t(6_000), &AuditNote::close(CloseReason::Idle))
@@ -1103,7 +1108,7 @@ async fn touch_moves_active_sessions_forward_only(b: impl Backend) -> anyhow::Re
 
     let mut active = active_session(s, &w.web, &w.alice, t(0), t(2_000)).await?;
     let pending = new_session(&w.db, &w.bob, t(100));
-    s.insert_pending(&pending).await?;
+    s.insert_pending(&pending, None).await?;
     let gone = active_session(s, &mail, &w.bob, t(0), t(10)).await?;
     s.close(
         gone.id(),
@@ -1208,7 +1213,7 @@ async fn audit_entries_round_trip_command_and_file_details(b: impl Backend) -> a
     let w = world(s).await?;
     // Pending: a change that writes no entry of its own.
     let session = new_session(&w.web, &w.alice, t(0));
-    s.insert_pending(&session).await?;
+    s.insert_pending(&session, None).await?;
     let command_id = CommandId::from_uuid(Uuid::new_v4());
     let common = |at: Timestamp, action: AuditAction| AuditEvent {
         user: Some(w.alice.id),
@@ -1318,8 +1323,8 @@ async fn audit_entries_filter_by_user_agent_session_and_time(
         new_session(&w.web, &w.alice, t(0)),
         new_session(&w.db, &w.bob, t(0)),
     );
-    s.insert_pending(&alice_web).await?;
-    s.insert_pending(&bob_db).await?;
+    s.insert_pending(&alice_web, None).await?;
+    s.insert_pending(&bob_db, None).await?;
     let event =
         |at: i64, user: &UserRecord, agent: &AgentRecord, session: Option<&Session>| AuditEvent {
             user: Some(user.id),
@@ -1873,7 +1878,7 @@ async fn data_survives_reopening_the_store(b: impl Backend) -> anyhow::Result<()
         let w = world(s).await?;
         let session = active_session(s, &w.web, &w.alice, t(0), t(5)).await?;
         let ended = new_session(&w.db, &w.bob, t(1));
-        s.insert_pending(&ended).await?;
+        s.insert_pending(&ended, None).await?;
         s.close(
             ended.id(),
             CloseReason::Refused,
@@ -1900,7 +1905,8 @@ async fn data_survives_reopening_the_store(b: impl Backend) -> anyhow::Result<()
     );
     // The open-session rule still holds after the restart.
     assert!(is_conflict(
-        &s.insert_pending(&new_session(&w.web, &w.bob, t(9))).await
+        &s.insert_pending(&new_session(&w.web, &w.bob, t(9)), None)
+            .await
     ));
     let reconciled = s
         .close_all_open(

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use rmm_domain::{CloseReason, Session, SessionId, Timestamp};
+use rmm_domain::{CloseReason, Session, SessionId, Timestamp, TokenId};
 
 use super::{AuditNote, StoreError};
 
@@ -13,14 +13,24 @@ use super::{AuditNote, StoreError};
 /// nothing changed and nothing was written.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait SessionRepository: Send + Sync + 'static {
-    /// Records a new pending session.
+    /// Records a new pending session, opened with token `opened_with` (when known).
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when the agent already has a pending or active session.
     fn insert_pending(
         &self,
         session: &Session,
+        opened_with: Option<TokenId>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The pending or active sessions opened with `token` (what its logout closes).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn list_open_opened_with(
+        &self,
+        token: TokenId,
+    ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
 
     /// # Errors
     /// [`StoreError::Backend`].

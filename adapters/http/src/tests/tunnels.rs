@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{
     ADMIN, AGENT, OTHER_TECH, SESSION, Setup, TECH, active, assert_error, assert_internal,
-    assert_ok, assert_unavailable, backend_error, closed, now,
+    assert_ok, assert_unavailable, backend_error, closed, now, token_id_of,
 };
 
 type Reply = Pin<Box<dyn Future<Output = Result<OpenReply, GatewayError>> + Send>>;
@@ -32,9 +32,11 @@ fn opening(reply: fn() -> Reply) -> Setup {
     s.ids.expect_session_id().times(1).return_const(SESSION);
     s.sessions
         .expect_insert_pending()
-        .withf(|sess| sess.id() == SESSION && sess.owner() == TECH.id)
+        .withf(|sess, token| {
+            sess.id() == SESSION && sess.owner() == TECH.id && *token == Some(token_id_of(TECH))
+        })
         .times(1)
-        .returning(|_| Box::pin(async { Ok(()) }));
+        .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_open_tunnel()
         .withf(|a, sess, tech| *a == AGENT && *sess == SESSION && *tech == TECH.id)
@@ -147,7 +149,7 @@ async fn open_when_the_agent_has_a_session_is_session_exists() {
     s.sessions
         .expect_insert_pending()
         .times(1)
-        .returning(|_| Box::pin(async { Err(StoreError::Conflict) }));
+        .returning(|_, _| Box::pin(async { Err(StoreError::Conflict) }));
     s.gateway.expect_open_tunnel().never();
     // The refusal names the holder: the caller's own session.
     s.stored_session(active(TECH));
@@ -223,7 +225,7 @@ async fn a_failing_session_store_on_open_is_database_unavailable() {
     s.sessions
         .expect_insert_pending()
         .times(1)
-        .returning(|_| Box::pin(async { Err(backend_error()) }));
+        .returning(|_, _| Box::pin(async { Err(backend_error()) }));
     s.gateway.expect_open_tunnel().never();
     let resp = s
         .serve()

@@ -219,6 +219,11 @@ async fn logout_revokes_the_token_it_carries() {
         .withf(|id, _, _, _| *id == token_id_of(TECH))
         .times(1)
         .returning(|_, _, _, _| Box::pin(async { Ok(true) }));
+    s.sessions
+        .expect_list_open_opened_with()
+        .withf(|t| *t == token_id_of(TECH))
+        .times(1)
+        .returning(|_| Box::pin(async { Ok(vec![]) }));
     let server = s.serve();
     let resp = server
         .post("/api/v1/auth/logout", TECH, &json!({}))

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use rmm_application::{AuditNote, SessionRepository, StoreError};
-use rmm_domain::{CloseReason, Session, SessionId, Timestamp};
+use rmm_domain::{CloseReason, Session, SessionId, Timestamp, TokenId};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row as _, Transaction};
 use uuid::Uuid;
@@ -47,10 +47,15 @@ fn sessions_from_rows(rows: &[PgRow]) -> Result<Vec<Session>, StoreError> {
 }
 
 impl SessionRepository for PgStore {
-    async fn insert_pending(&self, session: &Session) -> Result<(), StoreError> {
+    async fn insert_pending(
+        &self,
+        session: &Session,
+        opened_with: Option<TokenId>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "insert into tech_sessions (session_id, tech_id, agent_id, opened_at, last_activity, \
-             status, closed_at, close_reason) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+             status, closed_at, close_reason, token_id) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(session.id().as_uuid())
         .bind(session.owner().as_uuid())
@@ -60,10 +65,24 @@ impl SessionRepository for PgStore {
         .bind(session.status().as_str())
         .bind(session.closed_at().map(to_db).transpose()?)
         .bind(session.close_reason().map(CloseReason::as_str))
+        .bind(opened_with.map(|t| t.as_uuid()))
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
         Ok(())
+    }
+
+    async fn list_open_opened_with(&self, token: TokenId) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select ",
+            session_columns!(),
+            " from tech_sessions where token_id = $1 and status in ('pending', 'active')"
+        ))
+        .bind(token.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(session_from_row).collect()
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {

@@ -1,7 +1,7 @@
 //! `tech_sessions` on SQLite: the technicians' sessions.
 
 use rmm_application::{AuditNote, SessionRepository, StoreError};
-use rmm_domain::{CloseReason, Session, SessionId, Timestamp};
+use rmm_domain::{CloseReason, Session, SessionId, Timestamp, TokenId};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row as _, Sqlite, Transaction};
 
@@ -42,10 +42,15 @@ fn sessions_from_rows(rows: &[SqliteRow]) -> Result<Vec<Session>, StoreError> {
 }
 
 impl SessionRepository for SqliteStore {
-    async fn insert_pending(&self, session: &Session) -> Result<(), StoreError> {
+    async fn insert_pending(
+        &self,
+        session: &Session,
+        opened_with: Option<TokenId>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "insert into tech_sessions (session_id, tech_id, agent_id, opened_at, last_activity, \
-             status, closed_at, close_reason) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             status, closed_at, close_reason, token_id) \
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .bind(id_text(session.id().as_uuid()))
         .bind(id_text(session.owner().as_uuid()))
@@ -55,10 +60,24 @@ impl SessionRepository for SqliteStore {
         .bind(session.status().as_str())
         .bind(session.closed_at().map(micros))
         .bind(session.close_reason().map(CloseReason::as_str))
+        .bind(opened_with.map(|t| id_text(t.as_uuid())))
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
         Ok(())
+    }
+
+    async fn list_open_opened_with(&self, token: TokenId) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select ",
+            session_columns!(),
+            " from tech_sessions where token_id = ?1 and status in ('pending', 'active')"
+        ))
+        .bind(id_text(token.as_uuid()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(session_from_row).collect()
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {

@@ -44,7 +44,7 @@ pub(crate) async fn an_activation_commits_with_its_entry_or_not_at_all(
     let s = b.store();
     let w = world(s).await?;
     let pending = new_session(&w.web, &w.alice, t(0));
-    s.insert_pending(&pending).await?;
+    s.insert_pending(&pending, None).await?;
 
     refused(&b, s.activate(pending.id(), t(1), &open_note())).await?;
     assert_eq!(s.get(pending.id()).await?, Some(pending.clone()));
@@ -98,7 +98,7 @@ pub(crate) async fn close_all_open_commits_with_an_entry_per_session_or_not_at_a
     let w = world(s).await?;
     let active = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
     let pending = new_session(&w.db, &w.bob, t(2));
-    s.insert_pending(&pending).await?;
+    s.insert_pending(&pending, None).await?;
     let reason = CloseReason::ServerShutdown;
     let note = AuditNote::close(reason);
 

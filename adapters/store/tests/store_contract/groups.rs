@@ -175,9 +175,10 @@ pub(crate) async fn open_sessions_of_counts_a_users_pending_and_active_sessions(
     s.insert_agent(&third).await?;
     assert_eq!(s.open_sessions_of(w.alice.id).await?, 0);
     let active = active_session(s, &w.web, &w.alice, t(0), t(1)).await?;
-    s.insert_pending(&new_session(&w.db, &w.alice, t(2)))
+    s.insert_pending(&new_session(&w.db, &w.alice, t(2)), None)
         .await?;
-    s.insert_pending(&new_session(&third, &w.bob, t(2))).await?;
+    s.insert_pending(&new_session(&third, &w.bob, t(2)), None)
+        .await?;
     assert_eq!(s.open_sessions_of(w.alice.id).await?, 2);
     assert_eq!(s.open_sessions_of(w.bob.id).await?, 1);
     let note = rmm_application::AuditNote::close(CloseReason::ClosedByOwner);

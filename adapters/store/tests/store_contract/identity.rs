@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use rmm_application::{
-    AuditAction, AuditEvent, RevokeReason, TokenRecord, TokenState, UserChange, UserChangeOutcome,
-    UserRepository,
+    AuditAction, AuditEvent, RevokeReason, SessionRepository, TokenRecord, TokenState, UserChange,
+    UserChangeOutcome, UserRepository,
 };
 use rmm_domain::{Role, TokenId, Username};
 use uuid::Uuid;
@@ -342,5 +342,37 @@ pub(crate) async fn user_changes_commit_with_their_entry_or_not_at_all(
     )
     .await?;
     assert!(s.token_state(live.id).await?.context("token")?.live);
+    Ok(())
+}
+
+pub(crate) async fn sessions_opened_with_a_token_are_listed_while_open(
+    b: impl Backend,
+) -> anyhow::Result<()> {
+    let s = b.store();
+    let w = super::world(s).await?;
+    let token = TokenId::from_uuid(Uuid::new_v4());
+    let with_token = super::new_session(&w.web, &w.alice, t(0));
+    let without = super::new_session(&w.db, &w.alice, t(0));
+    s.insert_pending(&with_token, Some(token)).await?;
+    s.insert_pending(&without, None).await?;
+    let listed: Vec<_> = s
+        .list_open_opened_with(token)
+        .await?
+        .iter()
+        .map(|x| x.id())
+        .collect();
+    assert_eq!(listed, vec![with_token.id()]);
+    let note = rmm_application::AuditNote::close(rmm_domain::CloseReason::LoggedOut);
+    s.close(
+        with_token.id(),
+        rmm_domain::CloseReason::LoggedOut,
+        t(1),
+        &note,
+    )
+    .await?;
+    ensure!(
+        s.list_open_opened_with(token).await?.is_empty(),
+        "a closed session is listed"
+    );
     Ok(())
 }
