@@ -9,8 +9,7 @@ use crate::access::scoped;
 use crate::agents::{AgentView, ListAgentsError};
 use crate::app::{App, Ports};
 use crate::ports::{
-    AuditAction, AuditEvent, Clock, GroupDeleteOutcome, GroupRecord, GroupRepository,
-    SetGroupsOutcome, StoreError,
+    AuditAction, AuditEvent, Clock, GroupDeleteOutcome, GroupRecord, GroupRepository, StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -155,22 +154,6 @@ impl<P: Ports> App<P> {
             .iter()
             .find(|g| !known.iter().any(|k| &k.name == *g))
             .cloned())
-    }
-
-    /// Grants `user` exactly `groups` (checked to exist just before).
-    pub(crate) async fn grant_groups(
-        &self,
-        user: UserId,
-        groups: &[GroupName],
-    ) -> Result<(), StoreError> {
-        match self.groups.set_user_groups(user, groups).await? {
-            SetGroupsOutcome::Set => Ok(()),
-            // Deleted between the check and the grant (a race with an admin): nothing granted.
-            SetGroupsOutcome::UnknownGroup(name) => {
-                tracing::warn!(user_id = %user, group = %name, "groups not granted: a group was deleted meanwhile");
-                Ok(())
-            }
-        }
     }
 }
 

@@ -227,16 +227,12 @@ impl<P: Ports> App<P> {
             role: update.role,
             disabled: update.disabled,
             password_hash,
+            groups: update.groups.clone(),
         };
         let mut entry = AuditEvent::new(self.clock.now(), AuditAction::UserUpdated);
         entry.user = by.map(|a| a.id);
         entry.detail = Some(describe_update(id, &update));
         self.apply_change(id, &change, revoke, &entry).await?;
-        if let Some(groups) = &update.groups {
-            self.grant_groups(id, groups)
-                .await
-                .map_err(UserAdminError::Store)?;
-        }
         tracing::info!(user_id = %id, by = ?by.map(|a| a.id), change = %describe_update(id, &update), "user changed");
         self.get_user(by, id).await
     }
@@ -308,6 +304,9 @@ fn outcome_result(id: UserId, outcome: UserChangeOutcome) -> Result<(), UserAdmi
         UserChangeOutcome::Changed => Ok(()),
         UserChangeOutcome::NotFound => Err(UserAdminError::NotFound(id)),
         UserChangeOutcome::LastAdmin => Err(UserAdminError::LastAdmin),
+        UserChangeOutcome::UnknownGroup(name) => {
+            Err(UserAdminError::Invalid(format!("no group named {name}")))
+        }
     }
 }
 

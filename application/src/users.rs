@@ -7,8 +7,8 @@ use rmm_domain::{Actor, GroupName, Role, UserId, Username};
 
 use crate::app::{App, Ports};
 use crate::ports::{
-    AuditAction, AuditEvent, Clock, Credentials, HashingBusy, IdGenerator, StoreError, UserRecord,
-    UserRepository,
+    AuditAction, AuditEvent, Clock, Credentials, HashingBusy, IdGenerator, StoreError,
+    UserChangeOutcome, UserRecord, UserRepository,
 };
 
 /// The shortest password accepted.
@@ -175,11 +175,9 @@ impl<P: Ports> App<P> {
             role.as_str(),
             crate::groups::joined(groups)
         ));
-        match self.users.insert_user(&user, &entry).await {
-            Ok(()) => {
-                self.grant_groups(user.id, groups)
-                    .await
-                    .map_err(CreateUserError::Store)?;
+        match self.users.insert_user(&user, groups, &entry).await {
+            Ok(UserChangeOutcome::UnknownGroup(name)) => Err(CreateUserError::UnknownGroup(name)),
+            Ok(_) => {
                 tracing::info!(user_id = %user.id, username = %username, role = role.as_str(), by = ?by.map(|a| a.id), "user created");
                 Ok(user.id)
             }

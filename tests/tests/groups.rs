@@ -388,7 +388,29 @@ async fn a_technician_sees_and_uses_only_their_groups_agents(on_sqlite: bool) {
         None,
         "visible",
     );
+    // A stream she watches now closes once the agent leaves her groups.
+    let stream_url = format!("ws://{}/api/v1/tunnel/{session}/stream", s.addr);
+    let mut stream = ScriptedAgent::connect(&stream_url, Some(&tech))
+        .await
+        .unwrap();
     move_agent(&s, "g1", "globex").await;
+    let moved_at = std::time::Instant::now();
+    loop {
+        match stream
+            .recv(std::time::Duration::from_secs(5))
+            .await
+            .unwrap()
+        {
+            rmm_e2e::agent::Received::Json(_) => {}
+            rmm_e2e::agent::Received::Closed(frame) => {
+                let frame = frame.expect("a close frame");
+                assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
+                assert!(frame.reason.contains("no longer allowed"), "{frame:?}");
+                break;
+            }
+        }
+    }
+    assert!(moved_at.elapsed() < std::time::Duration::from_secs(1));
     assert_eq!(names(&s, &tech, "/api/v1/agents").await, ["a1", "a2", "a3"]);
     everything_about_it_is_not_found(&s, &tech, &ids[3], &session, &command).await;
     // The default agent was never hers once she was moved to acme.

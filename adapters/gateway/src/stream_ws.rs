@@ -206,7 +206,7 @@ async fn watch<P>(
     let mut token_check = tokio::time::interval(TOKEN_CHECK);
     let why = loop {
         tokio::select! {
-            _ = token_check.tick() => match still_authorized(&app, &token).await {
+            _ = token_check.tick() => match still_authorized(&app, &token, session).await {
                 Ok(now) => actor = now.unwrap_or(actor),
                 Err(reason) => {
                     let _ = send(&mut sink, Message::Close(Some((CloseCode::Policy, reason.into())))).await;
@@ -259,19 +259,27 @@ async fn watch<P>(
     tracing::info!(session_id = %session, tech_id = %actor.id, reason = why, "watcher left");
 }
 
-/// Whether the stream's token still holds (unexpired, not revoked, its user enabled): the
-/// actor as they are now, or why the stream must close. A database that cannot say
+/// Whether the stream's token still holds (unexpired, not revoked, its user enabled) and its
+/// user may still watch the session (their groups, their role): the actor as they are now,
+/// or why the stream must close. A database that cannot say
 /// (`Ok(None)`) keeps the stream open, logged: the next check decides, and commands sent
 /// meanwhile need the database anyway.
 async fn still_authorized<P: Ports>(
     app: &App<P>,
     token: &VerifiedToken,
+    session: SessionId,
 ) -> Result<Option<Actor>, &'static str> {
     if rmm_application::Clock::now(app.clock()) >= token.expires_at {
         return Err("token expired: log in again");
     }
     match app.authenticate(token.user, token.id).await {
-        Ok(actor) => Ok(Some(actor)),
+        Ok(actor) => match app.authorize_stream(actor, session).await {
+            // An agent moved out of the technician's groups, or a changed role.
+            Err(WatchSessionError::NotFound(_) | WatchSessionError::Forbidden(_)) => {
+                Err("no longer allowed to watch this session")
+            }
+            Ok(()) | Err(_) => Ok(Some(actor)),
+        },
         Err(AuthenticateError::Revoked) => Err("token revoked: log in again"),
         Err(e @ AuthenticateError::Store(_)) => {
             tracing::warn!(error = %e, user_id = %token.user, "stream token check failed; kept open until the next check");

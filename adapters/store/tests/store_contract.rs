@@ -384,6 +384,7 @@ contract!(
     expired_tokens_are_pruned,
     user_changes_commit_with_their_entry_or_not_at_all,
     sessions_opened_with_a_token_are_listed_while_open,
+    grants_commit_with_the_user_change_or_not_at_all,
     groups_are_listed_with_agent_counts_and_deleted_only_when_empty,
     user_groups_are_replaced_whole_and_scope_the_agents_seen,
     open_sessions_of_counts_a_users_pending_and_active_sessions,
@@ -480,8 +481,8 @@ async fn world(store: &impl Store) -> anyhow::Result<World> {
         web: agent("web-01", 1)?,
         db: agent("db-01", 2)?,
     };
-    store.insert_user(&w.alice, &created(&w.alice)).await?;
-    store.insert_user(&w.bob, &created(&w.bob)).await?;
+    store.insert_user(&w.alice, &[], &created(&w.alice)).await?;
+    store.insert_user(&w.bob, &[], &created(&w.bob)).await?;
     store.insert_agent(&w.web).await?;
     store.insert_agent(&w.db).await?;
     Ok(w)
@@ -640,8 +641,8 @@ async fn users_are_stored_found_and_counted_and_usernames_are_unique(
 
     let admin = user("root.admin@msp-1", Role::Admin)?;
     let tech = user("tech_1", Role::Tech)?;
-    s.insert_user(&admin, &created(&admin)).await?;
-    s.insert_user(&tech, &created(&tech)).await?;
+    s.insert_user(&admin, &[], &created(&admin)).await?;
+    s.insert_user(&tech, &[], &created(&tech)).await?;
     assert_eq!(s.count_users().await?, 2);
 
     assert_eq!(s.find_user(&admin.username).await?, Some(admin.clone()));
@@ -656,11 +657,13 @@ async fn users_are_stored_found_and_counted_and_usernames_are_unique(
 
     let mut twin = user("tech_1", Role::Admin)?;
     twin.password_hash = "other".into();
-    assert!(is_conflict(&s.insert_user(&twin, &created(&twin)).await));
+    assert!(is_conflict(
+        &s.insert_user(&twin, &[], &created(&twin)).await
+    ));
     let mut same_id = user("someone-else", Role::Tech)?;
     same_id.id = admin.id;
     assert!(is_conflict(
-        &s.insert_user(&same_id, &created(&same_id)).await
+        &s.insert_user(&same_id, &[], &created(&same_id)).await
     ));
     assert_eq!(s.count_users().await?, 2);
     assert_eq!(s.find_user(&tech.username).await?, Some(tech));

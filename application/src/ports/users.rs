@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 
-use rmm_domain::{Role, Timestamp, TokenId, UserId, Username};
+use rmm_domain::{GroupName, Role, Timestamp, TokenId, UserId, Username};
 
 use super::{AuditEvent, StoreError};
 
@@ -38,6 +38,8 @@ pub struct UserChange {
     pub role: Option<Role>,
     pub disabled: Option<bool>,
     pub password_hash: Option<String>,
+    /// The groups to grant instead of the current ones.
+    pub groups: Option<Vec<GroupName>>,
 }
 
 impl fmt::Debug for UserChange {
@@ -46,18 +48,21 @@ impl fmt::Debug for UserChange {
             .field("role", &self.role)
             .field("disabled", &self.disabled)
             .field("password", &self.password_hash.as_ref().map(|_| "[new]"))
+            .field("groups", &self.groups)
             .finish()
     }
 }
 
 /// What became of a change to a user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserChangeOutcome {
     Changed,
     /// No such user (or deleted).
     NotFound,
     /// Refused: it would leave no enabled admin.
     LastAdmin,
+    /// Refused: no group has this name (nothing changed).
+    UnknownGroup(GroupName),
 }
 
 /// Why the tokens of a user are revoked, as stored and shown.
@@ -103,15 +108,17 @@ pub struct TokenState {
 
 #[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait UserRepository: Send + Sync + 'static {
-    /// Stores a new user with `entry` (its `user_created` audit entry) in one transaction.
+    /// Stores a new user granted `groups`, with `entry` (its `user_created` audit entry), in
+    /// one transaction: [`UserChangeOutcome::Changed`], or `UnknownGroup` (nothing stored).
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when the username is taken by a user who is not deleted.
     fn insert_user(
         &self,
         user: &UserRecord,
+        groups: &[GroupName],
         entry: &AuditEvent,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<UserChangeOutcome, StoreError>> + Send;
 
     /// A user who is not deleted, by name.
     ///
@@ -143,9 +150,10 @@ pub trait UserRepository: Send + Sync + 'static {
     /// [`StoreError::Backend`].
     fn count_users(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Changes a user with `entry`, in one transaction; a change that disables or deletes
-    /// them, or changes their password, also revokes their tokens (`revoke`, keeping
-    /// `keep`'s). Refused when it would leave no enabled admin.
+    /// Changes a user (their grants too) with `entry`, in one transaction; a change that
+    /// disables or deletes them, or changes their password, also revokes their tokens
+    /// (`revoke`, keeping `keep`'s). Refused when it would leave no enabled admin, or names a
+    /// group that does not exist.
     ///
     /// # Errors
     /// [`StoreError::Backend`]: then nothing changed.

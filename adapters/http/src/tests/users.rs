@@ -74,12 +74,12 @@ async fn creating_a_user_answers_201_or_names_the_problem() {
     s.ids.expect_user_id().return_const(OTHER_TECH.id);
     s.users
         .expect_insert_user()
-        .withf(|u, entry| u.username.as_str() == "carol" && entry.user == Some(ADMIN.id))
+        .withf(|u, _, entry| u.username.as_str() == "carol" && entry.user == Some(ADMIN.id))
         .times(1)
-        .returning(|_, _| Box::pin(async { Ok(()) }));
+        .returning(|_, _, _| Box::pin(async { Ok(UserChangeOutcome::Changed) }));
     s.users
         .expect_insert_user()
-        .returning(|_, _| Box::pin(async { Err(StoreError::Conflict) }));
+        .returning(|_, _, _| Box::pin(async { Err(StoreError::Conflict) }));
     let server = s.serve();
     let create = |name: &str, password: &str, role: &str| json!({"username": name, "password": password, "role": role});
     let resp = server
@@ -127,9 +127,10 @@ async fn patch_answers_the_user_or_404_or_409_last_admin() {
         ),
     ] {
         let mut s = Setup::default();
-        s.users
-            .expect_update_user()
-            .returning(move |_, _, _, _| Box::pin(async move { Ok(outcome) }));
+        s.users.expect_update_user().returning(move |_, _, _, _| {
+            let outcome = outcome.clone();
+            Box::pin(async move { Ok(outcome) })
+        });
         let server = s.serve();
         let resp = server
             .client
@@ -175,7 +176,7 @@ async fn delete_answers_204_404_409_and_503() {
     ] {
         let mut s = Setup::default();
         s.users.expect_delete_user().returning(move |_, _, _| {
-            let answer = answer.map_err(|()| backend_error());
+            let answer = answer.clone().map_err(|()| backend_error());
             Box::pin(async move { answer })
         });
         let server = s.serve();

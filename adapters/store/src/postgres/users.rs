@@ -5,11 +5,12 @@ use rmm_application::{
     AuditEvent, RevokeReason, StoreError, TokenRecord, TokenState, UserChange, UserChangeOutcome,
     UserRecord, UserRepository,
 };
-use rmm_domain::{Role, Timestamp, TokenId, UserId, Username};
+use rmm_domain::{GroupName, Role, Timestamp, TokenId, UserId, Username};
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnection, PgRow};
 
 use super::audit::insert_audit;
+use super::groups::replace_grants;
 use super::{PgStore, from_db, to_db};
 use crate::{UserRow, loses_admin, store_error};
 
@@ -108,7 +109,12 @@ async fn revoke_user_tokens(
 }
 
 impl UserRepository for PgStore {
-    async fn insert_user(&self, user: &UserRecord, entry: &AuditEvent) -> Result<(), StoreError> {
+    async fn insert_user(
+        &self,
+        user: &UserRecord,
+        groups: &[GroupName],
+        entry: &AuditEvent,
+    ) -> Result<UserChangeOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query(concat!(
             "insert into users (",
@@ -125,8 +131,12 @@ impl UserRepository for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
+        if let Some(unknown) = replace_grants(&mut tx, user.id, groups).await? {
+            return refused(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
+        }
         insert_audit(&mut tx, entry).await?;
-        tx.commit().await.map_err(store_error)
+        tx.commit().await.map_err(store_error)?;
+        Ok(UserChangeOutcome::Changed)
     }
 
     async fn find_user(&self, username: &Username) -> Result<Option<UserRecord>, StoreError> {
@@ -201,6 +211,11 @@ impl UserRepository for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
+        if let Some(groups) = &change.groups
+            && let Some(unknown) = replace_grants(&mut tx, id, groups).await?
+        {
+            return refused(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
+        }
         if let Some((reason, keep)) = revoke {
             revoke_user_tokens(&mut tx, key, reason, keep, entry.at).await?;
         }

@@ -7,7 +7,7 @@ use rmm_application::{
 };
 use rmm_domain::{AgentId, GroupName, UserId};
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::audit::insert_audit;
 use super::{SqliteStore, id_text, micros, time_column, uuid_column};
@@ -27,6 +27,36 @@ fn group_from_row(row: &SqliteRow) -> Result<GroupRecord, StoreError> {
         created_at: time_column(row, "created_at")?,
         agents: u64::try_from(agents).map_err(|e| RowError::bad("groups", id, "agents", e))?,
     })
+}
+
+/// Grants `user` exactly `groups`, on `conn` (the caller's transaction); the first group that
+/// does not exist, if any (then the caller rolls back).
+pub(super) async fn replace_grants(
+    conn: &mut SqliteConnection,
+    user: UserId,
+    groups: &[GroupName],
+) -> Result<Option<GroupName>, StoreError> {
+    sqlx::query("delete from user_groups where user_id = ?1")
+        .bind(id_text(user.as_uuid()))
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    // Each once: the old grants are gone, so every insert adds one row or names no group.
+    for group in groups.iter().collect::<BTreeSet<_>>() {
+        let added = sqlx::query(
+            "insert into user_groups (user_id, group_id) \
+             select ?1, group_id from groups where name = ?2",
+        )
+        .bind(id_text(user.as_uuid()))
+        .bind(group.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
+        if added.rows_affected() == 0 {
+            return Ok(Some(group.clone()));
+        }
+    }
+    Ok(None)
 }
 
 impl GroupRepository for SqliteStore {
@@ -139,27 +169,9 @@ impl GroupRepository for SqliteStore {
         groups: &[GroupName],
     ) -> Result<SetGroupsOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query("delete from user_groups where user_id = ?1")
-            .bind(id_text(user.as_uuid()))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        // Each once: the old grants are gone, so every insert adds one row or names no group.
-        for group in groups.iter().collect::<BTreeSet<_>>() {
-            let added = sqlx::query(
-                "insert into user_groups (user_id, group_id) \
-                 select ?1, group_id from groups where name = ?2",
-            )
-            .bind(id_text(user.as_uuid()))
-            .bind(group.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-            if added.rows_affected() == 0 {
-                // No such group: nothing is kept.
-                tx.rollback().await.map_err(store_error)?;
-                return Ok(SetGroupsOutcome::UnknownGroup(group.clone()));
-            }
+        if let Some(unknown) = replace_grants(&mut tx, user, groups).await? {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(SetGroupsOutcome::UnknownGroup(unknown));
         }
         tx.commit().await.map_err(store_error)?;
         Ok(SetGroupsOutcome::Set)

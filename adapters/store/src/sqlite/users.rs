@@ -4,11 +4,12 @@ use rmm_application::{
     AuditEvent, RevokeReason, StoreError, TokenRecord, TokenState, UserChange, UserChangeOutcome,
     UserRecord, UserRepository,
 };
-use rmm_domain::{Role, Timestamp, TokenId, UserId, Username};
+use rmm_domain::{GroupName, Role, Timestamp, TokenId, UserId, Username};
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::audit::insert_audit;
+use super::groups::replace_grants;
 use super::{SqliteStore, id_text, micros, opt_time_column, time_column, uuid_column};
 use crate::{UserRow, loses_admin, store_error};
 
@@ -103,7 +104,12 @@ async fn revoke_user_tokens(
 }
 
 impl UserRepository for SqliteStore {
-    async fn insert_user(&self, user: &UserRecord, entry: &AuditEvent) -> Result<(), StoreError> {
+    async fn insert_user(
+        &self,
+        user: &UserRecord,
+        groups: &[GroupName],
+        entry: &AuditEvent,
+    ) -> Result<UserChangeOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query(concat!(
             "insert into users (",
@@ -120,8 +126,12 @@ impl UserRepository for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
+        if let Some(unknown) = replace_grants(&mut tx, user.id, groups).await? {
+            return refused(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
+        }
         insert_audit(&mut tx, entry).await?;
-        tx.commit().await.map_err(store_error)
+        tx.commit().await.map_err(store_error)?;
+        Ok(UserChangeOutcome::Changed)
     }
 
     async fn find_user(&self, username: &Username) -> Result<Option<UserRecord>, StoreError> {
@@ -196,6 +206,11 @@ impl UserRepository for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
+        if let Some(groups) = &change.groups
+            && let Some(unknown) = replace_grants(&mut tx, id, groups).await?
+        {
+            return refused(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
+        }
         if let Some((reason, keep)) = revoke {
             revoke_user_tokens(&mut tx, &key, reason, keep, entry.at).await?;
         }

@@ -72,7 +72,7 @@ pub(crate) async fn groups_are_listed_with_agent_counts_and_deleted_only_when_em
         GroupDeleteOutcome::NotFound
     );
     let tech = user("tech", Role::Tech)?;
-    s.insert_user(&tech, &created(&tech)).await?;
+    s.insert_user(&tech, &[], &created(&tech)).await?;
     s.set_user_groups(tech.id, &[name.clone(), GroupName::default_group()])
         .await?;
     b.move_agent(web.id, "default").await?;
@@ -104,7 +104,7 @@ pub(crate) async fn user_groups_are_replaced_whole_and_scope_the_agents_seen(
     let tech = user("tech", Role::Tech)?;
     let other = user("other", Role::Tech)?;
     for u in [&tech, &other] {
-        s.insert_user(u, &created(u)).await?;
+        s.insert_user(u, &[], &created(u)).await?;
     }
     let acme = GroupName::parse("acme")?;
     let globex = GroupName::parse("globex")?;

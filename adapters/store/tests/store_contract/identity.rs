@@ -44,7 +44,7 @@ pub(crate) async fn users_are_listed_found_by_id_and_changed_with_their_entry(
     let tech = user("tech", Role::Tech)?;
     let auditor = user("auditor", Role::Auditor)?;
     for u in [&tech, &admin, &auditor] {
-        s.insert_user(u, &created(u)).await?;
+        s.insert_user(u, &[], &created(u)).await?;
     }
     let names: Vec<_> = s
         .list_users()
@@ -66,6 +66,7 @@ pub(crate) async fn users_are_listed_found_by_id_and_changed_with_their_entry(
         role: Some(Role::Auditor),
         disabled: Some(true),
         password_hash: Some("new-hash".into()),
+        groups: None,
     };
     let note = entry(AuditAction::UserUpdated, 5, "role=auditor");
     assert_eq!(
@@ -100,7 +101,7 @@ pub(crate) async fn the_last_enabled_admin_cannot_be_disabled_demoted_or_deleted
     let s = b.store();
     let first = user("first", Role::Admin)?;
     let second = user("second", Role::Admin)?;
-    s.insert_user(&first, &created(&first)).await?;
+    s.insert_user(&first, &[], &created(&first)).await?;
     let note = entry(AuditAction::UserUpdated, 1, "x");
     let demote = UserChange {
         role: Some(Role::Tech),
@@ -131,7 +132,7 @@ pub(crate) async fn the_last_enabled_admin_cannot_be_disabled_demoted_or_deleted
     );
 
     // With a second enabled admin, one may go; then the other is the last again.
-    s.insert_user(&second, &created(&second)).await?;
+    s.insert_user(&second, &[], &created(&second)).await?;
     assert_eq!(
         s.update_user(first.id, &disable(), None, &note).await?,
         UserChangeOutcome::Changed
@@ -158,8 +159,8 @@ pub(crate) async fn a_deleted_user_is_gone_from_lookups_and_frees_the_username(
     let s = b.store();
     let admin = user("admin", Role::Admin)?;
     let tech = user("tech", Role::Tech)?;
-    s.insert_user(&admin, &created(&admin)).await?;
-    s.insert_user(&tech, &created(&tech)).await?;
+    s.insert_user(&admin, &[], &created(&admin)).await?;
+    s.insert_user(&tech, &[], &created(&tech)).await?;
     let live = token(&tech, 0);
     s.insert_token(&live).await?;
 
@@ -181,7 +182,7 @@ pub(crate) async fn a_deleted_user_is_gone_from_lookups_and_frees_the_username(
 
     // The name is free again, for a different user.
     let again = user("tech", Role::Auditor)?;
-    s.insert_user(&again, &created(&again)).await?;
+    s.insert_user(&again, &[], &created(&again)).await?;
     assert_eq!(
         s.find_user(&again.username).await?.map(|u| u.id),
         Some(again.id)
@@ -195,8 +196,8 @@ pub(crate) async fn tokens_are_live_until_revoked_or_their_user_disabled(
     let s = b.store();
     let admin = user("admin", Role::Admin)?;
     let tech = user("tech", Role::Tech)?;
-    s.insert_user(&admin, &created(&admin)).await?;
-    s.insert_user(&tech, &created(&tech)).await?;
+    s.insert_user(&admin, &[], &created(&admin)).await?;
+    s.insert_user(&tech, &[], &created(&tech)).await?;
     let first = token(&tech, 10);
     let second = token(&tech, 20);
     s.insert_token(&first).await?;
@@ -269,8 +270,8 @@ pub(crate) async fn a_password_change_revokes_every_token_but_the_kept_one(
     let s = b.store();
     let tech = user("tech", Role::Tech)?;
     let other = user("other", Role::Tech)?;
-    s.insert_user(&tech, &created(&tech)).await?;
-    s.insert_user(&other, &created(&other)).await?;
+    s.insert_user(&tech, &[], &created(&tech)).await?;
+    s.insert_user(&other, &[], &created(&other)).await?;
     let (kept, dropped, others) = (token(&tech, 1), token(&tech, 2), token(&other, 3));
     for tok in [&kept, &dropped, &others] {
         s.insert_token(tok).await?;
@@ -296,7 +297,7 @@ pub(crate) async fn a_password_change_revokes_every_token_but_the_kept_one(
 pub(crate) async fn expired_tokens_are_pruned(b: impl Backend) -> anyhow::Result<()> {
     let s = b.store();
     let tech = user("tech", Role::Tech)?;
-    s.insert_user(&tech, &created(&tech)).await?;
+    s.insert_user(&tech, &[], &created(&tech)).await?;
     let old = token(&tech, 0);
     let new = token(&tech, 7_200_000_000);
     s.insert_token(&old).await?;
@@ -317,8 +318,8 @@ pub(crate) async fn user_changes_commit_with_their_entry_or_not_at_all(
     let s = b.store();
     let admin = user("admin", Role::Admin)?;
     let tech = user("tech", Role::Tech)?;
-    s.insert_user(&admin, &created(&admin)).await?;
-    s.insert_user(&tech, &created(&tech)).await?;
+    s.insert_user(&admin, &[], &created(&admin)).await?;
+    s.insert_user(&tech, &[], &created(&tech)).await?;
     let live = token(&tech, 1);
     s.insert_token(&live).await?;
     let tech = s.find_user_by_id(tech.id).await?.context("tech")?;
@@ -326,7 +327,7 @@ pub(crate) async fn user_changes_commit_with_their_entry_or_not_at_all(
     let revoke = Some((RevokeReason::UserDisabled, None));
 
     let newcomer = user("newcomer", Role::Tech)?;
-    refused(&b, s.insert_user(&newcomer, &created(&newcomer))).await?;
+    refused(&b, s.insert_user(&newcomer, &[], &created(&newcomer))).await?;
     assert_eq!(s.find_user(&newcomer.username).await?, None);
 
     refused(&b, s.update_user(tech.id, &disable(), revoke, &note)).await?;
@@ -373,6 +374,57 @@ pub(crate) async fn sessions_opened_with_a_token_are_listed_while_open(
     ensure!(
         s.list_open_opened_with(token).await?.is_empty(),
         "a closed session is listed"
+    );
+    Ok(())
+}
+
+pub(crate) async fn grants_commit_with_the_user_change_or_not_at_all(
+    b: impl Backend,
+) -> anyhow::Result<()> {
+    let s = b.store();
+    let default = rmm_domain::GroupName::default_group();
+    let nowhere = rmm_domain::GroupName::parse("nowhere")?;
+    let tech = user("tech", Role::Tech)?;
+    // An unknown group refuses the whole creation, entry included.
+    assert_eq!(
+        s.insert_user(&tech, std::slice::from_ref(&nowhere), &created(&tech))
+            .await?,
+        UserChangeOutcome::UnknownGroup(nowhere.clone())
+    );
+    assert_eq!(s.find_user(&tech.username).await?, None);
+    assert_eq!(
+        s.insert_user(&tech, std::slice::from_ref(&default), &created(&tech))
+            .await?,
+        UserChangeOutcome::Changed
+    );
+    let id = tech.id;
+    assert_eq!(
+        rmm_application::GroupRepository::user_groups(s, id).await?,
+        vec![default.clone()]
+    );
+    let change = UserChange {
+        role: Some(Role::Auditor),
+        groups: Some(vec![nowhere.clone()]),
+        ..UserChange::default()
+    };
+    let note = entry(AuditAction::UserUpdated, 1, "x");
+    assert_eq!(
+        s.update_user(tech.id, &change, None, &note).await?,
+        UserChangeOutcome::UnknownGroup(nowhere)
+    );
+    let unchanged = s.find_user_by_id(tech.id).await?.context("tech")?;
+    assert_eq!(
+        unchanged.role,
+        Role::Tech,
+        "the role changed with an unknown group"
+    );
+    assert_eq!(
+        rmm_application::GroupRepository::user_groups(s, id).await?,
+        vec![default]
+    );
+    ensure!(
+        entries(s).await?.is_empty(),
+        "a refused change wrote an entry"
     );
     Ok(())
 }
