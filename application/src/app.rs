@@ -90,7 +90,30 @@ pub struct App<P: Ports> {
     pub(crate) login_throttle: crate::throttle::LoginThrottle,
     /// Failed enrollments, per client address (the endpoint faces the internet).
     pub(crate) enroll_throttle: crate::throttle::LoginThrottle,
+    /// One open at a time per user from its cap check to its pending session's insert, so
+    /// racing opens cannot both pass the per-user cap.
+    pub(crate) open_gates: OpenGates,
     pub(crate) config: Config,
+}
+
+/// A lock per user (never more entries than users who opened a tunnel).
+#[derive(Debug, Default)]
+pub(crate) struct OpenGates(
+    std::sync::Mutex<std::collections::HashMap<rmm_domain::UserId, Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl OpenGates {
+    /// Waits for `user`'s turn; the turn lasts as long as the guard.
+    pub(crate) async fn enter(&self, user: rmm_domain::UserId) -> tokio::sync::OwnedMutexGuard<()> {
+        let gate = {
+            let mut gates = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(gates.entry(user).or_default())
+        };
+        gate.lock_owned().await
+    }
 }
 
 /// The ports an [`App`] is built from.
@@ -140,6 +163,7 @@ impl<P: Ports> App<P> {
             ids: deps.ids,
             credentials: deps.credentials,
             presence: Presence::default(),
+            open_gates: OpenGates::default(),
             running: Running::default(),
             output_spool: OutputSpool::new(config.max_output_spool),
             audit_spool: Arc::new(AuditSpool::new(AUDIT_SPOOL_ENTRIES)),

@@ -174,6 +174,8 @@ impl<P: Ports> App<P> {
         token: Option<TokenId>,
         agent: AgentId,
     ) -> Result<Session, OpenTunnelError> {
+        // Held until the pending session is stored: the cap counts it from then on.
+        let turn = self.open_gates.enter(actor.id).await;
         self.may_open(actor, agent).await?;
         // A quick answer for the common case; the gateway checks again atomically.
         let Some(mode) = self.gateway.mode(agent) else {
@@ -188,6 +190,7 @@ impl<P: Ports> App<P> {
             }
             Err(e) => return Err(OpenTunnelError::Store(e)),
         }
+        drop(turn);
         let id = session.id();
         let timeout = self.config.open_timeout;
         let reply =

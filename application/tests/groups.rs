@@ -180,3 +180,49 @@ async fn the_open_at_the_per_user_cap_is_refused_before_the_agent_is_asked() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn two_opens_racing_at_the_cap_cannot_both_pass_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // One below the cap of 20; each stored pending session counts.
+    let held = Arc::new(AtomicU64::new(19));
+    let mut g = MockGroupRepository::new();
+    g.expect_may_see_agent()
+        .returning(|_, _| Box::pin(async { Ok(true) }));
+    let counted = Arc::clone(&held);
+    g.expect_open_sessions_of().returning(move |_| {
+        let n = counted.load(Ordering::SeqCst);
+        Box::pin(async move { Ok(n) })
+    });
+    let mut s = Setup {
+        groups: Some(g),
+        ..Setup::default()
+    };
+    s.gateway
+        .expect_mode()
+        .return_const(Some(AgentMode::Heartbeat));
+    // The insert yields before it lands, so without a turn per user the second open's count
+    // would run in between; it then fails (the open is not the subject).
+    let stored = Arc::clone(&held);
+    s.sessions
+        .expect_insert_pending()
+        .times(1)
+        .returning(move |_, _| {
+            let stored = Arc::clone(&stored);
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                stored.fetch_add(1, Ordering::SeqCst);
+                Err(StoreError::backend(std::io::Error::other(
+                    "not the subject",
+                )))
+            })
+        });
+    let app = s.build();
+    let (first, second) = tokio::join!(app.open_tunnel(TECH, AGENT), app.open_tunnel(TECH, AGENT));
+    let capped = [&first, &second]
+        .iter()
+        .filter(|r| matches!(r, Err(OpenTunnelError::TooManySessions(20))))
+        .count();
+    assert_eq!(capped, 1, "{first:?} / {second:?}");
+}
