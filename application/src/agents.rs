@@ -8,7 +8,7 @@ use rmm_domain::{
 use crate::app::{App, Ports};
 use crate::ports::{
     AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditNote, Clock, Credentials, HostFacts,
-    IdGenerator, SessionRepository, StoreError,
+    IdGenerator, KeyDigest, SessionRepository, StoreError,
 };
 
 /// The longest hostname an agent's heartbeat is stored with, in bytes (longer ones are cut).
@@ -152,6 +152,20 @@ impl<P: Ports> App<P> {
             Some(_) | None => return Err(ConnectAgentError::UnknownKey),
         };
         Ok(agent)
+    }
+
+    /// Whether an agent whose connection was just registered may keep it: not revoked, and
+    /// its key still `key` (not replaced meanwhile). A store that cannot say admits it (it
+    /// was authenticated a moment ago; the next connect checks again).
+    pub async fn still_admitted(&self, agent: AgentId, key: KeyDigest) -> bool {
+        match self.agents.find_agent(agent).await {
+            Ok(Some(record)) => !record.revoked && record.key_digest.ct_eq(&key),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(agent_id = %agent, error = %e, "could not re-check a connecting agent; admitted");
+                true
+            }
+        }
     }
 
     /// An authenticated agent's new connection replaced `previous`, the tunnel its earlier

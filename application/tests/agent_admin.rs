@@ -230,3 +230,31 @@ async fn a_replaced_connection_is_audited_with_both_addresses() {
         .agent_replaced(AGENT, "127.0.0.1", "127.0.0.2")
         .await;
 }
+
+#[tokio::test]
+async fn a_registered_connection_is_kept_only_while_its_key_is_the_agents_live_key() {
+    let key = KeyDigest([7; 32]);
+    for (stored, admitted) in [
+        (Some(record(false, key)), true),
+        // Revoked, or its key replaced, while the connection was being set up.
+        (Some(record(true, key)), false),
+        (Some(record(false, KeyDigest([8; 32]))), false),
+        (None, false),
+    ] {
+        let mut s = Setup::default();
+        let found = stored.clone();
+        s.agents
+            .expect_find_agent()
+            .with(eq(AGENT))
+            .times(1)
+            .returning(move |_| {
+                let found = found.clone();
+                Box::pin(async move { Ok(found) })
+            });
+        assert_eq!(
+            s.build().still_admitted(AGENT, key).await,
+            admitted,
+            "{stored:?}"
+        );
+    }
+}

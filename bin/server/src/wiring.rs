@@ -239,7 +239,7 @@ where
         .on_upgrade(move |socket| {
             run_agent_connection(
                 app,
-                agent.id,
+                agent,
                 capabilities,
                 socket,
                 options.timings,

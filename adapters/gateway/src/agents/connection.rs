@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use poem::web::websocket::{CloseCode, Message, WebSocketStream};
-use rmm_application::{App, HostFacts, OutputChunk, Ports};
+use rmm_application::{AgentRecord, App, HostFacts, OutputChunk, Ports};
 use rmm_domain::{AgentId, ChannelId, SessionId};
 use rmm_protocol::{AgentMessage, DataFrame, DecodeError, TerminalOutput, TunnelDataPayload};
 use tokio::sync::{mpsc, watch};
@@ -28,7 +28,7 @@ struct Link<'a, P: Ports<Gateway = WsAgentGateway>> {
 /// Runs one authenticated agent's WebSocket until it ends, then runs the disconnect use case.
 pub async fn run_agent_connection<P>(
     app: Arc<App<P>>,
-    agent: AgentId,
+    record: AgentRecord,
     capabilities: Capabilities,
     socket: WebSocketStream,
     timings: ConnectionTimings,
@@ -39,7 +39,16 @@ pub async fn run_agent_connection<P>(
 {
     let gateway = app.gateway();
     let (tx, outbound) = mpsc::channel(OUTBOUND_QUEUE);
+    let agent = record.id;
     let (generation, previous) = gateway.register(agent, tx, capabilities, remote.clone());
+    // Checked again now that it is registered: a revoke or a new key that committed while
+    // this connection was being set up (after its key was checked) finds it registered, or
+    // is seen here.
+    if !app.still_admitted(agent, record.key_digest).await {
+        tracing::warn!(agent_id = %agent, %remote, "agent revoked or its key replaced while it connected; connection dropped");
+        gateway.unregister(agent, generation);
+        return;
+    }
     let previous = previous.map(|(mode, old_remote)| (mode.session(), old_remote));
     if let Some((_, old_remote)) = &previous {
         app.agent_replaced(agent, old_remote, &remote).await;
