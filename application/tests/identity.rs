@@ -260,6 +260,10 @@ async fn sessions_of_disabled_or_deleted_users_are_closed_as_user_disabled() {
         now(),
     );
     let mut s = Setup::default();
+    s.sessions
+        .expect_list_open_logged_out()
+        .times(1)
+        .returning(|| Box::pin(async { Ok(vec![]) }));
     let open = vec![mine.clone(), theirs.clone()];
     s.sessions.expect_list_open().returning(move || {
         let open = open.clone();

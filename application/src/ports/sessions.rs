@@ -23,6 +23,14 @@ pub trait SessionRepository: Send + Sync + 'static {
         opened_with: Option<TokenId>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The pending or active sessions opened with a token that was logged out (what the
+    /// revocation sweep closes when the logout could not).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn list_open_logged_out(&self)
+    -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
+
     /// The pending or active sessions opened with `token` (what its logout closes).
     ///
     /// # Errors

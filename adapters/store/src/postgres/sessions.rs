@@ -72,6 +72,19 @@ impl SessionRepository for PgStore {
         Ok(())
     }
 
+    async fn list_open_logged_out(&self) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select ",
+            session_columns!(),
+            " from tech_sessions where status in ('pending', 'active') and token_id in \
+              (select token_id from auth_tokens where revoke_reason = 'logged_out')"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
     async fn list_open_opened_with(&self, token: TokenId) -> Result<Vec<Session>, StoreError> {
         let rows = sqlx::query(concat!(
             "select ",

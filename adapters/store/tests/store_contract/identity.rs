@@ -363,6 +363,30 @@ pub(crate) async fn sessions_opened_with_a_token_are_listed_while_open(
         .map(|x| x.id())
         .collect();
     assert_eq!(listed, vec![with_token.id()]);
+    // Only a logged-out token's sessions are the sweep's.
+    ensure!(
+        s.list_open_logged_out().await?.is_empty(),
+        "listed before the logout"
+    );
+    let tech = user("lou", Role::Tech)?;
+    s.insert_user(&tech, &[], &created(&tech)).await?;
+    let record = TokenRecord {
+        id: token,
+        user: tech.id,
+        issued_at: t(0),
+        expires_at: t(0).plus(Duration::from_secs(60)),
+    };
+    s.insert_token(&record).await?;
+    let logout = entry(AuditAction::Logout, 1, "lou");
+    s.revoke_token(token, RevokeReason::LoggedOut, t(1), &logout)
+        .await?;
+    let swept: Vec<_> = s
+        .list_open_logged_out()
+        .await?
+        .iter()
+        .map(|x| x.id())
+        .collect();
+    assert_eq!(swept, vec![with_token.id()]);
     let note = rmm_application::AuditNote::close(rmm_domain::CloseReason::LoggedOut);
     s.close(
         with_token.id(),
