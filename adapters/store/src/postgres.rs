@@ -16,7 +16,7 @@ use rmm_domain::Timestamp;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use crate::{RowError, redact_url};
+use crate::{RowError, redact_url, store_error};
 
 mod agent_admin;
 mod agents;
@@ -26,6 +26,16 @@ mod enrollment;
 mod groups;
 mod sessions;
 mod users;
+
+/// Ends `tx` without its changes, now, and returns `value`: a rollback left to the pool (on
+/// drop) could run after the connection's next statements. Every refused change goes here.
+async fn rolled_back<T>(
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    value: T,
+) -> Result<T, StoreError> {
+    tx.rollback().await.map_err(store_error)?;
+    Ok(value)
+}
 
 /// Every storage port on PostgreSQL. Cloning shares the pool.
 #[derive(Debug, Clone)]

@@ -31,6 +31,16 @@ mod groups;
 mod sessions;
 mod users;
 
+/// Ends `tx` without its changes, now, and returns `value`: a rollback left to the pool (on
+/// drop) could run after the connection's next statements. Every refused change goes here.
+async fn rolled_back<T>(
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    value: T,
+) -> Result<T, StoreError> {
+    tx.rollback().await.map_err(store_error)?;
+    Ok(value)
+}
+
 /// Every storage port on SQLite. Cloning shares the pool.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {

@@ -7,7 +7,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::audit::insert_audit;
-use super::{PgStore, to_db};
+use super::{PgStore, rolled_back, to_db};
 use crate::store_error;
 
 /// Locks the agent's row and reads whether it exists and is revoked.
@@ -33,8 +33,8 @@ pub(super) async fn revoke_agent(
 ) -> Result<AgentChangeOutcome, StoreError> {
     let (mut tx, revoked) = lock_agent(store, id.as_uuid()).await?;
     match revoked {
-        None => return Ok(AgentChangeOutcome::NotFound),
-        Some(true) => return Ok(AgentChangeOutcome::Revoked),
+        None => return rolled_back(tx, AgentChangeOutcome::NotFound).await,
+        Some(true) => return rolled_back(tx, AgentChangeOutcome::Revoked).await,
         Some(false) => {}
     }
     sqlx::query("update agents set revoked_at = $1 where agent_id = $2")
@@ -56,8 +56,8 @@ pub(super) async fn set_agent_key(
 ) -> Result<AgentChangeOutcome, StoreError> {
     let (mut tx, revoked) = lock_agent(store, id.as_uuid()).await?;
     match revoked {
-        None => return Ok(AgentChangeOutcome::NotFound),
-        Some(true) => return Ok(AgentChangeOutcome::Revoked),
+        None => return rolled_back(tx, AgentChangeOutcome::NotFound).await,
+        Some(true) => return rolled_back(tx, AgentChangeOutcome::Revoked).await,
         Some(false) => {}
     }
     sqlx::query("update agents set key_digest = $1 where agent_id = $2")
@@ -79,7 +79,7 @@ pub(super) async fn update_agent(
 ) -> Result<AgentChangeOutcome, StoreError> {
     let (mut tx, revoked) = lock_agent(store, id.as_uuid()).await?;
     if revoked.is_none() {
-        return Ok(AgentChangeOutcome::NotFound);
+        return rolled_back(tx, AgentChangeOutcome::NotFound).await;
     }
     let group_id: Option<Uuid> = match &change.group {
         Some(group) => {
@@ -90,7 +90,7 @@ pub(super) async fn update_agent(
                     .await
                     .map_err(store_error)?;
             if found.is_none() {
-                return Ok(AgentChangeOutcome::UnknownGroup);
+                return rolled_back(tx, AgentChangeOutcome::UnknownGroup).await;
             }
             found
         }

@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use super::audit::insert_audit;
-use super::{PgStore, from_db, to_db};
+use super::{PgStore, from_db, rolled_back, to_db};
 use crate::enrollment::{EnrollmentRow, enrolled, enrollment_select, refusal};
 use crate::{store_error, u64_to_db};
 
@@ -59,8 +59,7 @@ impl EnrollmentRepository for PgStore {
         .map_err(store_error)?
         .rows_affected();
         if inserted == 0 {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(false);
+            return rolled_back(tx, false).await;
         }
         insert_audit(&mut tx, entry).await?;
         tx.commit().await.map_err(store_error)?;
@@ -97,8 +96,7 @@ impl EnrollmentRepository for PgStore {
         .map_err(store_error)?
         .rows_affected();
         if changed == 0 {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(false);
+            return rolled_back(tx, false).await;
         }
         insert_audit(&mut tx, entry).await?;
         tx.commit().await.map_err(store_error)?;
@@ -124,14 +122,12 @@ impl EnrollmentRepository for PgStore {
         .await
         .map_err(store_error)?;
         let Some(row) = row else {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(EnrollOutcome::Invalid);
+            return rolled_back(tx, EnrollOutcome::Invalid).await;
         };
         let token = enrollment_from_row(&row)?;
         let group_id: Uuid = row.try_get("group_id").map_err(store_error)?;
         if let Some(refused) = refusal(&token, agent.created_at) {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(refused);
+            return rolled_back(tx, refused).await;
         }
         let inserted = sqlx::query(concat!(
             "insert into agents (",
@@ -154,8 +150,7 @@ impl EnrollmentRepository for PgStore {
         match inserted {
             Ok(_) => {}
             Err(StoreError::Conflict) => {
-                tx.rollback().await.map_err(store_error)?;
-                return Ok(EnrollOutcome::NameTaken);
+                return rolled_back(tx, EnrollOutcome::NameTaken).await;
             }
             Err(e) => return Err(e),
         }

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use uuid::Uuid;
 
 use super::audit::insert_audit;
-use super::{PgStore, from_db, to_db};
+use super::{PgStore, from_db, rolled_back, to_db};
 use crate::{RowError, store_error};
 
 fn group_name(row: &PgRow, column: &'static str) -> Result<GroupName, StoreError> {
@@ -106,8 +106,7 @@ impl GroupRepository for PgStore {
                 .await
                 .map_err(store_error)?;
         let Some(id) = id else {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(GroupDeleteOutcome::NotFound);
+            return rolled_back(tx, GroupDeleteOutcome::NotFound).await;
         };
         let used: bool =
             sqlx::query_scalar("select exists (select 1 from agents where group_id = $1)")
@@ -116,8 +115,7 @@ impl GroupRepository for PgStore {
                 .await
                 .map_err(store_error)?;
         if used {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(GroupDeleteOutcome::NotEmpty);
+            return rolled_back(tx, GroupDeleteOutcome::NotEmpty).await;
         }
         for statement in [
             "delete from user_groups where group_id = $1",
@@ -169,8 +167,7 @@ impl GroupRepository for PgStore {
     ) -> Result<SetGroupsOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         if let Some(unknown) = replace_grants(&mut tx, user, groups).await? {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(SetGroupsOutcome::UnknownGroup(unknown));
+            return rolled_back(tx, SetGroupsOutcome::UnknownGroup(unknown)).await;
         }
         tx.commit().await.map_err(store_error)?;
         Ok(SetGroupsOutcome::Set)

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 
 use super::audit::insert_audit;
 use super::groups::replace_grants;
-use super::{PgStore, from_db, to_db};
+use super::{PgStore, from_db, rolled_back, to_db};
 use crate::{UserRow, loses_admin, store_error};
 
 fn user_from_row(row: &PgRow) -> Result<UserRecord, StoreError> {
@@ -76,16 +76,6 @@ async fn lock_user(
     Ok((tx, current))
 }
 
-/// Ends a change that was refused: rolled back now, rather than when the pool reuses the
-/// connection (a rollback left pending there could undo the next user's statements).
-async fn refused(
-    tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    outcome: UserChangeOutcome,
-) -> Result<UserChangeOutcome, StoreError> {
-    tx.rollback().await.map_err(store_error)?;
-    Ok(outcome)
-}
-
 /// Revokes the user's live tokens except `keep`.
 async fn revoke_user_tokens(
     conn: &mut PgConnection,
@@ -132,7 +122,7 @@ impl UserRepository for PgStore {
         .await
         .map_err(store_error)?;
         if let Some(unknown) = replace_grants(&mut tx, user.id, groups).await? {
-            return refused(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
+            return rolled_back(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
         }
         insert_audit(&mut tx, entry).await?;
         tx.commit().await.map_err(store_error)?;
@@ -195,10 +185,10 @@ impl UserRepository for PgStore {
         let key = id.as_uuid();
         let (mut tx, current) = lock_user(self, key).await?;
         let Some((role, disabled)) = current else {
-            return refused(tx, UserChangeOutcome::NotFound).await;
+            return rolled_back(tx, UserChangeOutcome::NotFound).await;
         };
         if loses_admin(&role, disabled, Some(change)) && !other_admin(&mut tx, key).await? {
-            return refused(tx, UserChangeOutcome::LastAdmin).await;
+            return rolled_back(tx, UserChangeOutcome::LastAdmin).await;
         }
         sqlx::query(
             "update users set role = coalesce($1, role), disabled = coalesce($2, disabled), \
@@ -214,7 +204,7 @@ impl UserRepository for PgStore {
         if let Some(groups) = &change.groups
             && let Some(unknown) = replace_grants(&mut tx, id, groups).await?
         {
-            return refused(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
+            return rolled_back(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
         }
         if let Some((reason, keep)) = revoke {
             revoke_user_tokens(&mut tx, key, reason, keep, entry.at).await?;
@@ -233,10 +223,10 @@ impl UserRepository for PgStore {
         let key = id.as_uuid();
         let (mut tx, current) = lock_user(self, key).await?;
         let Some((role, disabled)) = current else {
-            return refused(tx, UserChangeOutcome::NotFound).await;
+            return rolled_back(tx, UserChangeOutcome::NotFound).await;
         };
         if loses_admin(&role, disabled, None) && !other_admin(&mut tx, key).await? {
-            return refused(tx, UserChangeOutcome::LastAdmin).await;
+            return rolled_back(tx, UserChangeOutcome::LastAdmin).await;
         }
         sqlx::query("update users set deleted_at = $1 where user_id = $2")
             .bind(to_db(at)?)
@@ -313,8 +303,7 @@ impl UserRepository for PgStore {
         .map_err(store_error)?
         .rows_affected();
         if changed == 0 {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(false);
+            return rolled_back(tx, false).await;
         }
         insert_audit(&mut tx, entry).await?;
         tx.commit().await.map_err(store_error)?;

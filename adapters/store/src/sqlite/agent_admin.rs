@@ -6,7 +6,7 @@ use rmm_domain::AgentId;
 use sqlx::{Sqlite, Transaction};
 
 use super::audit::insert_audit;
-use super::{SqliteStore, id_text, micros};
+use super::{SqliteStore, id_text, micros, rolled_back};
 use crate::store_error;
 
 /// Locks the database for writing and reads whether the agent exists and is revoked.
@@ -40,7 +40,7 @@ async fn settle(
             Ok(AgentChangeOutcome::Changed)
         }
         other => {
-            tx.rollback().await.map_err(store_error)?;
+            rolled_back(tx, ()).await?;
             other
         }
     }

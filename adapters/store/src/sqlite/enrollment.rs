@@ -10,7 +10,7 @@ use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
 
 use super::audit::insert_audit;
-use super::{SqliteStore, id_text, micros, opt_uuid_column, time_column, uuid_column};
+use super::{SqliteStore, id_text, micros, opt_uuid_column, rolled_back, time_column, uuid_column};
 use crate::enrollment::{EnrollmentRow, enrolled, enrollment_select, refusal};
 use crate::{store_error, u64_to_db};
 
@@ -53,8 +53,7 @@ impl EnrollmentRepository for SqliteStore {
         .map_err(store_error)?
         .rows_affected();
         if inserted == 0 {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(false);
+            return rolled_back(tx, false).await;
         }
         insert_audit(&mut tx, entry).await?;
         tx.commit().await.map_err(store_error)?;
@@ -91,8 +90,7 @@ impl EnrollmentRepository for SqliteStore {
         .map_err(store_error)?
         .rows_affected();
         if changed == 0 {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(false);
+            return rolled_back(tx, false).await;
         }
         insert_audit(&mut tx, entry).await?;
         tx.commit().await.map_err(store_error)?;
@@ -122,14 +120,12 @@ impl EnrollmentRepository for SqliteStore {
         .await
         .map_err(store_error)?;
         let Some(row) = row else {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(EnrollOutcome::Invalid);
+            return rolled_back(tx, EnrollOutcome::Invalid).await;
         };
         let token = enrollment_from_row(&row)?;
         let group_id: String = row.try_get("group_id").map_err(store_error)?;
         if let Some(refused) = refusal(&token, agent.created_at) {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(refused);
+            return rolled_back(tx, refused).await;
         }
         let inserted = sqlx::query(concat!(
             "insert into agents (",
@@ -152,8 +148,7 @@ impl EnrollmentRepository for SqliteStore {
         match inserted {
             Ok(_) => {}
             Err(StoreError::Conflict) => {
-                tx.rollback().await.map_err(store_error)?;
-                return Ok(EnrollOutcome::NameTaken);
+                return rolled_back(tx, EnrollOutcome::NameTaken).await;
             }
             Err(e) => return Err(e),
         }

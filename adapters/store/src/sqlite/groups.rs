@@ -10,7 +10,7 @@ use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::audit::insert_audit;
-use super::{SqliteStore, id_text, micros, time_column, uuid_column};
+use super::{SqliteStore, id_text, micros, rolled_back, time_column, uuid_column};
 use crate::{RowError, store_error};
 
 fn group_name(row: &SqliteRow, column: &'static str) -> Result<GroupName, StoreError> {
@@ -107,8 +107,7 @@ impl GroupRepository for SqliteStore {
             .await
             .map_err(store_error)?;
         let Some(id) = id else {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(GroupDeleteOutcome::NotFound);
+            return rolled_back(tx, GroupDeleteOutcome::NotFound).await;
         };
         let used: bool =
             sqlx::query_scalar("select exists (select 1 from agents where group_id = ?1)")
@@ -117,8 +116,7 @@ impl GroupRepository for SqliteStore {
                 .await
                 .map_err(store_error)?;
         if used {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(GroupDeleteOutcome::NotEmpty);
+            return rolled_back(tx, GroupDeleteOutcome::NotEmpty).await;
         }
         for statement in [
             "delete from user_groups where group_id = ?1",
@@ -170,8 +168,7 @@ impl GroupRepository for SqliteStore {
     ) -> Result<SetGroupsOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         if let Some(unknown) = replace_grants(&mut tx, user, groups).await? {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(SetGroupsOutcome::UnknownGroup(unknown));
+            return rolled_back(tx, SetGroupsOutcome::UnknownGroup(unknown)).await;
         }
         tx.commit().await.map_err(store_error)?;
         Ok(SetGroupsOutcome::Set)

@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::audit::insert_audit;
 use super::groups::replace_grants;
-use super::{SqliteStore, id_text, micros, opt_time_column, time_column, uuid_column};
+use super::{SqliteStore, id_text, micros, opt_time_column, rolled_back, time_column, uuid_column};
 use crate::{UserRow, loses_admin, store_error};
 
 fn user_from_row(row: &SqliteRow) -> Result<UserRecord, StoreError> {
@@ -71,16 +71,6 @@ async fn lock_user(
     Ok((tx, current))
 }
 
-/// Ends a change that was refused: rolled back now, rather than when the pool reuses the
-/// connection (a rollback left pending there could undo the next user's statements).
-async fn refused(
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    outcome: UserChangeOutcome,
-) -> Result<UserChangeOutcome, StoreError> {
-    tx.rollback().await.map_err(store_error)?;
-    Ok(outcome)
-}
-
 /// Revokes the user's live tokens except `keep`.
 async fn revoke_user_tokens(
     conn: &mut SqliteConnection,
@@ -127,7 +117,7 @@ impl UserRepository for SqliteStore {
         .await
         .map_err(store_error)?;
         if let Some(unknown) = replace_grants(&mut tx, user.id, groups).await? {
-            return refused(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
+            return rolled_back(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
         }
         insert_audit(&mut tx, entry).await?;
         tx.commit().await.map_err(store_error)?;
@@ -190,10 +180,10 @@ impl UserRepository for SqliteStore {
         let key = id_text(id.as_uuid());
         let (mut tx, current) = lock_user(self, &key).await?;
         let Some((role, disabled)) = current else {
-            return refused(tx, UserChangeOutcome::NotFound).await;
+            return rolled_back(tx, UserChangeOutcome::NotFound).await;
         };
         if loses_admin(&role, disabled, Some(change)) && !other_admin(&mut tx, &key).await? {
-            return refused(tx, UserChangeOutcome::LastAdmin).await;
+            return rolled_back(tx, UserChangeOutcome::LastAdmin).await;
         }
         sqlx::query(
             "update users set role = coalesce(?1, role), disabled = coalesce(?2, disabled), \
@@ -209,7 +199,7 @@ impl UserRepository for SqliteStore {
         if let Some(groups) = &change.groups
             && let Some(unknown) = replace_grants(&mut tx, id, groups).await?
         {
-            return refused(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
+            return rolled_back(tx, UserChangeOutcome::UnknownGroup(unknown)).await;
         }
         if let Some((reason, keep)) = revoke {
             revoke_user_tokens(&mut tx, &key, reason, keep, entry.at).await?;
@@ -228,10 +218,10 @@ impl UserRepository for SqliteStore {
         let key = id_text(id.as_uuid());
         let (mut tx, current) = lock_user(self, &key).await?;
         let Some((role, disabled)) = current else {
-            return refused(tx, UserChangeOutcome::NotFound).await;
+            return rolled_back(tx, UserChangeOutcome::NotFound).await;
         };
         if loses_admin(&role, disabled, None) && !other_admin(&mut tx, &key).await? {
-            return refused(tx, UserChangeOutcome::LastAdmin).await;
+            return rolled_back(tx, UserChangeOutcome::LastAdmin).await;
         }
         sqlx::query("update users set deleted_at = ?1 where user_id = ?2")
             .bind(micros(at))
@@ -308,8 +298,7 @@ impl UserRepository for SqliteStore {
         .map_err(store_error)?
         .rows_affected();
         if changed == 0 {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(false);
+            return rolled_back(tx, false).await;
         }
         insert_audit(&mut tx, entry).await?;
         tx.commit().await.map_err(store_error)?;
