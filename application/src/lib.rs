@@ -53,8 +53,8 @@ pub use ports::{
     EnrollmentRepository, FileAudit, FileBytes, FileEntry, FileOpError, GatewayError,
     GroupDeleteOutcome, GroupRecord, GroupRepository, HostFacts, IdGenerator, KeyDigest,
     NewEnrollment, OpenReply, OutputChunk, OutputStream, RevokeReason, Seen, SessionRepository,
-    SessionStreams, SetGroupsOutcome, StoreError, StreamEvent, TokenRecord, TokenState,
-    UploadRequest, Uploaded, UserChange, UserChangeOutcome, UserRecord, UserRepository,
+    SessionStreams, StoreError, StreamEvent, TokenRecord, TokenState, UploadRequest, Uploaded,
+    UserChange, UserChangeOutcome, UserRecord, UserRepository,
 };
 pub use ports::{HashingBusy, enrolled_detail};
 #[cfg(feature = "mocks")]

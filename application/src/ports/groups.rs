@@ -26,14 +26,6 @@ pub enum GroupDeleteOutcome {
     NotEmpty,
 }
 
-/// What became of setting a user's groups.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SetGroupsOutcome {
-    Set,
-    /// No such group: nothing changed.
-    UnknownGroup(GroupName),
-}
-
 #[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait GroupRepository: Send + Sync + 'static {
     /// Every group with its agent count, by name.
@@ -80,17 +72,6 @@ pub trait GroupRepository: Send + Sync + 'static {
     fn all_user_groups(
         &self,
     ) -> impl Future<Output = Result<Vec<(UserId, GroupName)>, StoreError>> + Send;
-
-    /// Replaces the groups `user` is granted with `groups`, in one transaction (the change is
-    /// audited by the user update that asks for it).
-    ///
-    /// # Errors
-    /// [`StoreError::Backend`]: then nothing changed.
-    fn set_user_groups(
-        &self,
-        user: UserId,
-        groups: &[GroupName],
-    ) -> impl Future<Output = Result<SetGroupsOutcome, StoreError>> + Send;
 
     /// Whether `agent` exists and is in one of `user`'s groups.
     ///

@@ -28,7 +28,7 @@ pub use files::{
     AgentDownload, ByteStream, FileBytes, FileEntry, FileOpError, UploadRequest, Uploaded,
 };
 pub use gateway::{AgentGateway, GatewayError, OpenReply};
-pub use groups::{GroupDeleteOutcome, GroupRecord, GroupRepository, SetGroupsOutcome};
+pub use groups::{GroupDeleteOutcome, GroupRecord, GroupRepository};
 pub use sessions::SessionRepository;
 pub use streams::{OutputChunk, SessionStreams, StreamEvent};
 pub use system::{Clock, Credentials, HashingBusy, IdGenerator};

@@ -92,9 +92,6 @@ pub fn permissive_groups() -> MockGroupRepository {
         })
     });
     groups
-        .expect_set_user_groups()
-        .returning(|_, _| Box::pin(async { Ok(SetGroupsOutcome::Set) }));
-    groups
 }
 
 impl Setup {

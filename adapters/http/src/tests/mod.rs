@@ -30,7 +30,7 @@ use rmm_application::{
     App, Config, Deps, GroupRecord, MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock,
     MockCommandRepository, MockCredentials, MockEnrollmentRepository, MockGroupRepository,
     MockIdGenerator, MockSessionRepository, MockSessionStreams, MockUserRepository, Ports,
-    SetGroupsOutcome, StoreError, TokenState,
+    StoreError, TokenState,
 };
 use rmm_auth::{IssuedToken, Jwt, JwtSecret};
 use rmm_domain::{
@@ -179,9 +179,6 @@ fn permissive_groups() -> MockGroupRepository {
             }])
         })
     });
-    groups
-        .expect_set_user_groups()
-        .returning(|_, _| Box::pin(async { Ok(SetGroupsOutcome::Set) }));
     groups
 }
 

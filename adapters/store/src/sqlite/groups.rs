@@ -2,9 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use rmm_application::{
-    AuditEvent, GroupDeleteOutcome, GroupRecord, GroupRepository, SetGroupsOutcome, StoreError,
-};
+use rmm_application::{AuditEvent, GroupDeleteOutcome, GroupRecord, GroupRepository, StoreError};
 use rmm_domain::{AgentId, GroupName, UserId};
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
@@ -159,19 +157,6 @@ impl GroupRepository for SqliteStore {
                 Ok((UserId::from_uuid(user), group_name(row, "name")?))
             })
             .collect()
-    }
-
-    async fn set_user_groups(
-        &self,
-        user: UserId,
-        groups: &[GroupName],
-    ) -> Result<SetGroupsOutcome, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        if let Some(unknown) = replace_grants(&mut tx, user, groups).await? {
-            return rolled_back(tx, SetGroupsOutcome::UnknownGroup(unknown)).await;
-        }
-        tx.commit().await.map_err(store_error)?;
-        Ok(SetGroupsOutcome::Set)
     }
 
     async fn may_see_agent(&self, user: UserId, agent: AgentId) -> Result<bool, StoreError> {

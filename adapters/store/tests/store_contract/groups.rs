@@ -5,9 +5,9 @@
 use anyhow::ensure;
 use rmm_application::{
     AgentRepository, AuditAction, AuditEvent, GroupDeleteOutcome, GroupRecord, GroupRepository,
-    SessionRepository, SetGroupsOutcome, UserRepository,
+    SessionRepository, UserChange, UserChangeOutcome, UserRepository,
 };
-use rmm_domain::{AgentId, CloseReason, GroupName, Role};
+use rmm_domain::{AgentId, CloseReason, GroupName, Role, UserId};
 use uuid::Uuid;
 
 use super::{
@@ -22,6 +22,20 @@ fn group(name: &str) -> anyhow::Result<GroupRecord> {
         created_at: t(5),
         agents: 0,
     })
+}
+
+/// Grants `user` exactly `groups`, the way a user update does.
+async fn grant(
+    s: &impl UserRepository,
+    user: UserId,
+    groups: &[GroupName],
+) -> anyhow::Result<UserChangeOutcome> {
+    let change = UserChange {
+        groups: Some(groups.to_vec()),
+        ..UserChange::default()
+    };
+    let note = entry(AuditAction::UserUpdated, "groups");
+    Ok(s.update_user(user, &change, None, &note).await?)
 }
 
 fn entry(action: AuditAction, detail: &str) -> AuditEvent {
@@ -72,9 +86,8 @@ pub(crate) async fn groups_are_listed_with_agent_counts_and_deleted_only_when_em
         GroupDeleteOutcome::NotFound
     );
     let tech = user("tech", Role::Tech)?;
-    s.insert_user(&tech, &[], &created(&tech)).await?;
-    s.set_user_groups(tech.id, &[name.clone(), GroupName::default_group()])
-        .await?;
+    let granted = [name.clone(), GroupName::default_group()];
+    s.insert_user(&tech, &granted, &created(&tech)).await?;
     b.move_agent(web.id, "default").await?;
     assert_eq!(
         s.delete_group(&name, &deleted).await?,
@@ -110,9 +123,8 @@ pub(crate) async fn user_groups_are_replaced_whole_and_scope_the_agents_seen(
     let globex = GroupName::parse("globex")?;
     assert_eq!(s.user_groups(tech.id).await?, vec![]);
     assert_eq!(
-        s.set_user_groups(tech.id, &[globex.clone(), acme.clone(), acme.clone()])
-            .await?,
-        SetGroupsOutcome::Set
+        grant(s, tech.id, &[globex.clone(), acme.clone(), acme.clone()]).await?,
+        UserChangeOutcome::Changed
     );
     assert_eq!(
         s.user_groups(tech.id).await?,
@@ -120,19 +132,16 @@ pub(crate) async fn user_groups_are_replaced_whole_and_scope_the_agents_seen(
     );
     let unknown = GroupName::parse("initech")?;
     assert_eq!(
-        s.set_user_groups(tech.id, &[acme.clone(), unknown.clone()])
-            .await?,
-        SetGroupsOutcome::UnknownGroup(unknown)
+        grant(s, tech.id, &[acme.clone(), unknown.clone()]).await?,
+        UserChangeOutcome::UnknownGroup(unknown)
     );
     assert_eq!(
         s.user_groups(tech.id).await?,
         vec![acme.clone(), globex.clone()],
         "a refused set changes nothing"
     );
-    s.set_user_groups(tech.id, std::slice::from_ref(&acme))
-        .await?;
-    s.set_user_groups(other.id, &[GroupName::default_group()])
-        .await?;
+    grant(s, tech.id, std::slice::from_ref(&acme)).await?;
+    grant(s, other.id, &[GroupName::default_group()]).await?;
     let mut all = s.all_user_groups().await?;
     all.sort_by_key(|(u, _)| *u == other.id);
     assert_eq!(
