@@ -318,12 +318,23 @@ where
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let maintenance = tokio::spawn(maintain(
-        Arc::clone(&app),
-        options.maintenance_interval,
-        stop_rx.clone(),
-    ));
-    let revocations = tokio::spawn(enforce_revocations(Arc::clone(&app), stop_rx.clone()));
+    let background = [
+        tokio::spawn(every(options.maintenance_interval, stop_rx.clone(), {
+            let app = Arc::clone(&app);
+            move || maintain(Arc::clone(&app))
+        })),
+        tokio::spawn(every(REVOCATION_CHECK, stop_rx.clone(), {
+            let app = Arc::clone(&app);
+            move || enforce_revocations(Arc::clone(&app))
+        })),
+        tokio::spawn(every(TOKEN_PRUNE, stop_rx.clone(), {
+            let app = Arc::clone(&app);
+            move || {
+                let app = Arc::clone(&app);
+                async move { app.prune_tokens().await }
+            }
+        })),
+    ];
     let addr = listener.local_addr()?;
     let options = Arc::new(options);
     let endpoint = routes(Arc::clone(&app), jwt, Arc::clone(&options), stop_rx.clone());
@@ -344,8 +355,9 @@ where
         let _ = stop_tx.send(true);
     })
     .await?;
-    maintenance.abort();
-    revocations.abort();
+    for task in background {
+        task.abort();
+    }
     if let Err(e) = app.flush_presence_and_close_idle().await {
         tracing::warn!(error = %e, "final presence flush failed");
     }
@@ -353,43 +365,37 @@ where
     Ok(())
 }
 
-async fn maintain<P: Ports>(app: Arc<App<P>>, every: Duration, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(every);
+/// Runs `round` every `period` (a late round delays the next, never bunches them) until
+/// `stop` changes.
+async fn every<F, R>(period: Duration, mut stop: watch::Receiver<bool>, mut round: F)
+where
+    F: FnMut() -> R,
+    R: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                if let Err(e) = app.flush_presence_and_close_idle().await {
-                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "maintenance (presence flush, command ends, idle close, sweep of unheld sessions) failed");
-                }
-            }
+            _ = tick.tick() => round().await,
             _ = stop.changed() => return,
         }
+    }
+}
+
+async fn maintain<P: Ports>(app: Arc<App<P>>) {
+    if let Err(e) = app.flush_presence_and_close_idle().await {
+        tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "maintenance (presence flush, command ends, idle close, sweep of unheld sessions) failed");
     }
 }
 
 /// How often open sessions are checked against their owners' state: a disabled or deleted
 /// user's tunnels close within 2 s, whichever process disabled them.
 const REVOCATION_CHECK: Duration = Duration::from_millis(500);
-/// How many revocation checks between prunes of long-expired tokens (about an hour).
-const PRUNE_EVERY_CHECKS: u32 = 7200;
+/// How often long-expired tokens are forgotten.
+const TOKEN_PRUNE: Duration = Duration::from_secs(3600);
 
-async fn enforce_revocations<P: Ports>(app: Arc<App<P>>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(REVOCATION_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut checks = 0u32;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                if let Err(e) = app.close_sessions_of_revoked_users().await {
-                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "closing sessions of disabled users failed; retried shortly");
-                }
-                checks = checks.wrapping_add(1);
-                if checks % PRUNE_EVERY_CHECKS == 1 {
-                    app.prune_tokens().await;
-                }
-            }
-            _ = stop.changed() => return,
-        }
+async fn enforce_revocations<P: Ports>(app: Arc<App<P>>) {
+    if let Err(e) = app.close_sessions_of_revoked_users().await {
+        tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "closing sessions of disabled users failed; retried shortly");
     }
 }
