@@ -185,6 +185,7 @@ impl<P: Ports> App<P> {
             &record.channel,
             &record.text,
             record.timeout_secs,
+            false,
         );
         if let Err(e) = sent {
             // A refused end is logged and kept for maintenance.

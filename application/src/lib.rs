@@ -57,11 +57,15 @@ pub use ports::{
     UserChange, UserChangeOutcome, UserRecord, UserRepository,
 };
 pub use ports::{HashingBusy, enrolled_detail};
+pub use ports::{
+    PtyControl, PtyEvent, PtyLink, PtySpec, RecordingQuery, RecordingRecord, RecordingRepository,
+    StdinError,
+};
 #[cfg(feature = "mocks")]
 pub use ports::{
     MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock, MockCommandRepository,
     MockCredentials, MockEnrollmentRepository, MockGroupRepository, MockIdGenerator,
-    MockSessionRepository, MockSessionStreams, MockUserRepository,
+    MockRecordingRepository, MockSessionRepository, MockSessionStreams, MockUserRepository,
 };
 pub use presence::Presence;
 pub use tunnels::{CloseTunnelError, GetTunnelStatusError, OpenTunnelError, TunnelHolder};

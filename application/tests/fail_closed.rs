@@ -189,7 +189,7 @@ async fn a_command_end_the_store_refuses_is_kept_and_stored_by_maintenance() {
         .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_send_command()
-        .returning(|_, _, _, _, _| Ok(()));
+        .returning(|_, _, _, _, _, _| Ok(()));
     s.gateway.expect_release_channel().return_const(());
     // The agent cannot cancel: the server ends the command itself.
     s.gateway.expect_cancel_command().return_const(false);

@@ -35,7 +35,7 @@ fn setup(spool: Option<u64>) -> (Setup, Store) {
         .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_send_command()
-        .returning(|_, _, _, _, _| Ok(()));
+        .returning(|_, _, _, _, _, _| Ok(()));
     s.streams.expect_publish().return_const(());
     no_open_sessions(&mut s);
     s.sessions

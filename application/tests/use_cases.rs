@@ -503,12 +503,12 @@ async fn a_command_is_stored_with_its_audit_entry_before_it_is_sent() {
         .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_send_command()
-        .withf(|a, sess, _, cmd, timeout| {
-            *a == AGENT && *sess == SESSION && cmd == "uptime" && *timeout == 300
+        .withf(|a, sess, _, cmd, timeout, stdin| {
+            *a == AGENT && *sess == SESSION && cmd == "uptime" && *timeout == 300 && !*stdin
         })
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _, _, _, _| Ok(()));
+        .returning(|_, _, _, _, _, _| Ok(()));
     let record = s
         .build()
         .run_command(TECH, SESSION, "uptime", None, None)
@@ -575,7 +575,7 @@ async fn output_is_stored_up_to_the_cap_streamed_whole_and_the_end_recorded() {
         .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_send_command()
-        .returning(|_, _, _, _, _| Ok(()));
+        .returning(|_, _, _, _, _, _| Ok(()));
     s.commands
         .expect_append_output()
         .withf(|id, stream, seq, data| {

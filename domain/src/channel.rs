@@ -8,13 +8,15 @@ use std::collections::BTreeMap;
 
 use crate::ids::ChannelId;
 
-/// What a channel carries. The reference reserves all four; terminal and file are used.
+/// What a channel carries. The reference reserves the first four; terminal (a command) and
+/// file are used; `Pty` (an interactive terminal) is our extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChannelKind {
     Terminal,
     File,
     Registry,
     Service,
+    Pty,
 }
 
 impl ChannelKind {
@@ -25,6 +27,7 @@ impl ChannelKind {
             Self::File => "file",
             Self::Registry => "registry",
             Self::Service => "service",
+            Self::Pty => "pty",
         }
     }
 }

@@ -86,6 +86,11 @@ uuid_id!(
     "command_id"
 );
 uuid_id!(
+    /// One interactive terminal (a PTY on an agent) in a tunnel; its recording has the same id.
+    TerminalId,
+    "terminal_id"
+);
+uuid_id!(
     /// One issued access token (its JWT `jti`): what logout and revocation name.
     TokenId,
     "token_id"
@@ -131,6 +136,12 @@ impl ChannelId {
     #[must_use]
     pub fn for_file(transfer: Uuid) -> Self {
         Self(format!("file-{transfer}"))
+    }
+
+    /// The channel of an interactive terminal.
+    #[must_use]
+    pub fn for_terminal(terminal: TerminalId) -> Self {
+        Self(format!("pty-{terminal}"))
     }
 
     /// The channel a command runs on.

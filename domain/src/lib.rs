@@ -11,6 +11,7 @@ mod file;
 mod ids;
 mod names;
 mod session;
+mod terminal;
 mod time;
 
 pub use agent_mode::{AgentMode, ModeError};
@@ -19,9 +20,14 @@ pub use command::{
     CommandEnd, CommandRun, CommandStatus, CommandStatusError, CommandText, CommandTextError,
 };
 pub use file::{FileErrorCode, MAX_NAME_CHARS, MAX_PATH_BYTES, PathProblem, check_agent_path};
-pub use ids::{AgentId, ChannelId, CommandId, EnrollmentId, IdError, SessionId, TokenId, UserId};
+pub use ids::{
+    AgentId, ChannelId, CommandId, EnrollmentId, IdError, SessionId, TerminalId, TokenId, UserId,
+};
 pub use names::{Actor, AgentName, GroupName, NameError, Role, Username};
 pub use session::{
     AccessError, CloseReason, Session, SessionAction, SessionError, SessionState, SessionStatus,
+};
+pub use terminal::{
+    DEFAULT_TERM, MAX_TERMINAL_SIDE, TermName, TermSize, TerminalEnd, TerminalError,
 };
 pub use time::Timestamp;

@@ -163,6 +163,15 @@ impl TunnelState {
                 }
             }
             ServerMessage::FileCancel { channel_id } => self.cancel_file(&channel_id),
+            // Not built yet: terminals and stdin (the agent does not announce `pty` or
+            // `command-stdin`, so a server does not send these).
+            ServerMessage::PtyOpen { channel_id, .. } => {
+                refuse(&channel_id, "this agent does not run terminals")
+            }
+            ServerMessage::PtyResize { .. }
+            | ServerMessage::PtyClose { .. }
+            | ServerMessage::ChannelAck { .. }
+            | ServerMessage::StdinEnd { .. } => Vec::new(),
         }
     }
 
@@ -266,6 +275,7 @@ impl TunnelState {
             TunnelDataPayload::Terminal {
                 command,
                 timeout_secs,
+                ..
             } => (command, timeout_secs),
             TunnelDataPayload::TerminalOutput(_) => {
                 return refuse(channel_id, "terminal_output is sent by agents, not to them");

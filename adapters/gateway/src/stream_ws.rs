@@ -313,6 +313,7 @@ async fn client_frame<P: Ports>(
                 TunnelDataPayload::Terminal {
                     command,
                     timeout_secs,
+                    ..
                 },
         }) => (channel_id, command, timeout_secs),
         Ok(_) => {

@@ -23,6 +23,11 @@ pub const CAP_COMMAND_TIMEOUT: &str = "command-timeout";
 pub const CAP_COMMAND_CANCEL: &str = "command-cancel";
 /// Extension: the agent moves files (the `file_*` messages and binary data frames).
 pub const CAP_FILE_TRANSFER: &str = "file-transfer";
+/// Extension: the agent runs interactive terminals on a PTY (the `pty_*` messages).
+pub const CAP_PTY: &str = "pty";
+/// Extension: the agent keeps a command's stdin open when asked (`stdin: true` on the
+/// `terminal` payload), fed by binary data frames and ended by `stdin_end`.
+pub const CAP_COMMAND_STDIN: &str = "command-stdin";
 
 /// Server → agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +94,41 @@ pub enum ServerMessage {
     FileCancel {
         channel_id: String,
     },
+    /// Extension (`pty`): start `command` (the login shell of the agent's user when absent)
+    /// on a new PTY of `cols` x `rows` with `TERM=term`, in its own session with the PTY as
+    /// its controlling terminal. Answered by `pty_ready`, or a `tunnel_error` on the channel.
+    PtyOpen {
+        channel_id: String,
+        cols: u16,
+        rows: u16,
+        term: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
+    },
+    /// Extension (`pty`): the terminal's new size (the window-size ioctl; the process group
+    /// gets `SIGWINCH`).
+    PtyResize {
+        channel_id: String,
+        cols: u16,
+        rows: u16,
+    },
+    /// Extension (`pty`): end the terminal: `SIGHUP` to its process group, then `SIGTERM`,
+    /// then `SIGKILL`; `pty_exit` follows.
+    PtyClose {
+        channel_id: String,
+    },
+    /// Extension (`pty`, `command-stdin`): flow control of a byte stream on a channel, either
+    /// way: the receiver has taken every byte before `offset`. The sender keeps at most
+    /// [`limits::STREAM_WINDOW`] bytes and [`limits::STREAM_WINDOW_FRAMES`] frames beyond it
+    /// in flight.
+    ChannelAck {
+        channel_id: String,
+        offset: u64,
+    },
+    /// Extension (`command-stdin`): the command's stdin ends here (EOF).
+    StdinEnd {
+        channel_id: String,
+    },
 }
 
 /// Agent → server.
@@ -133,6 +173,26 @@ pub enum AgentMessage {
         code: FileErrorCode,
         message: String,
     },
+    /// Extension (`pty`): the terminal's process started; output follows in binary data
+    /// frames on the channel.
+    PtyReady {
+        channel_id: String,
+    },
+    /// Extension (`pty`): the terminal's process ended, after its last output frame:
+    /// `exit_code` when it exited, `signal` (the number) when a signal killed it.
+    PtyExit {
+        channel_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+    },
+    /// Extension (`pty`, `command-stdin`): the agent has written every input byte before
+    /// `offset` (see the server's `channel_ack`).
+    ChannelAck {
+        channel_id: String,
+        offset: u64,
+    },
     /// Extension: a directory's entries.
     FileListing {
         channel_id: String,
@@ -167,9 +227,10 @@ pub struct FileEntry {
     pub modified: Option<i64>,
 }
 
-/// A binary WebSocket frame carrying file data (extension `file-transfer`): one byte of
-/// channel id length, the channel id, the data's offset in the file as a big-endian u64,
-/// then the data. JSON would cost a third more in base64 and a parse per chunk.
+/// A binary WebSocket frame carrying file data (extension `file-transfer`), terminal bytes
+/// (`pty`) or a command's stdin (`command-stdin`): one byte of channel id length, the channel
+/// id, the data's offset (in the file; in the channel's byte stream for terminals and stdin)
+/// as a big-endian u64, then the data. JSON would cost a third more in base64 and a parse per chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataFrame {
     pub channel_id: String,
@@ -227,6 +288,11 @@ pub enum TunnelDataPayload {
         /// Extension (`command-timeout`): kill the command after this many seconds.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_secs: Option<u64>,
+        /// Extension (`command-stdin`): keep the command's stdin open; bytes arrive in binary
+        /// data frames on the channel (offset = position in stdin), `stdin_end` closes it.
+        /// Absent or false: stdin is closed (`/dev/null`), as in the reference.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stdin: bool,
     },
     TerminalOutput(TerminalOutput),
 }

@@ -17,6 +17,16 @@ pub const FILE_WINDOW: u64 = 4 * 1024 * 1024;
 /// A receiver acknowledges (`file_ack`) at least every this many bytes, and at the end.
 pub const FILE_ACK_EVERY: u64 = 1024 * 1024;
 
+/// Terminal output, terminal input and command stdin: bytes a sender may have in flight
+/// beyond the receiver's last `channel_ack`.
+pub const STREAM_WINDOW: u64 = 1024 * 1024;
+
+/// ... and frames: a peer sending tiny frames cannot make the receiver queue millions.
+pub const STREAM_WINDOW_FRAMES: u64 = 256;
+
+/// The largest data one terminal or stdin frame carries.
+pub const STREAM_FRAME_DATA: usize = 64 * 1024;
+
 /// At most this many entries in one `file_listing` (the first ones by name).
 pub const MAX_LISTING_ENTRIES: usize = 10_000;
 

@@ -46,6 +46,7 @@ fn reference_frames_are_sent_without_extension_fields() {
         data: TunnelDataPayload::Terminal {
             command: "ls -la".into(),
             timeout_secs: None,
+            stdin: false,
         },
     };
     assert_eq!(

@@ -55,6 +55,15 @@ pub enum AuditAction {
     /// An agent connected while a connection with its key was live: the new one replaced
     /// the old (the detail names both client addresses).
     AgentReplaced,
+    /// An interactive terminal was started (the detail: its id, size, `TERM`, command).
+    TerminalOpen,
+    /// An interactive terminal ended (the detail: why, exit code or signal, output bytes).
+    TerminalClose,
+    /// An admin attached read-only to another user's live terminal.
+    TerminalWatch,
+    /// Bytes were fed to a command's stdin (the detail: how many, and whether the client's
+    /// upload broke off).
+    CommandStdin,
 }
 
 impl AuditAction {
@@ -83,10 +92,14 @@ impl AuditAction {
             Self::AgentKeyRotated => "agent_key_rotated",
             Self::AgentUpdated => "agent_updated",
             Self::AgentReplaced => "agent_replaced",
+            Self::TerminalOpen => "terminal_open",
+            Self::TerminalClose => "terminal_close",
+            Self::TerminalWatch => "terminal_watch",
+            Self::CommandStdin => "command_stdin",
         }
     }
 
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 26] = [
         Self::TunnelOpen,
         Self::TunnelClose,
         Self::TunnelRefused,
@@ -109,6 +122,10 @@ impl AuditAction {
         Self::AgentKeyRotated,
         Self::AgentUpdated,
         Self::AgentReplaced,
+        Self::TerminalOpen,
+        Self::TerminalClose,
+        Self::TerminalWatch,
+        Self::CommandStdin,
     ];
 
     /// The inverse of [`Self::as_str`].

@@ -4,7 +4,10 @@ use std::future::Future;
 
 use rmm_domain::{AgentId, AgentMode, ChannelId, SessionId, UserId};
 
-use super::{AgentDownload, ByteStream, FileEntry, FileOpError, UploadRequest, Uploaded};
+use super::{
+    AgentDownload, ByteStream, FileEntry, FileOpError, PtyLink, PtySpec, StdinError, UploadRequest,
+    Uploaded,
+};
 
 /// How an agent answered a `tunnel_open`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,11 +62,13 @@ pub trait AgentGateway: Send + Sync + 'static {
     fn close_tunnel(&self, agent: AgentId, session: SessionId);
 
     /// Opens `channel` in the agent's tunnel `session` and sends it the command (the
-    /// reference `terminal` frame; `timeout_secs` only to agents that enforce it).
+    /// reference `terminal` frame; `timeout_secs` only to agents that enforce it). With
+    /// `stdin`, the command's stdin stays open for [`Self::command_stdin`].
     ///
     /// # Errors
     /// [`GatewayError::NotConnected`]; [`GatewayError::Busy`] when the agent's tunnel is not
-    /// `session` or the channel is taken or over the limit; [`GatewayError::Overloaded`].
+    /// `session` or the channel is taken or over the limit; [`GatewayError::Overloaded`];
+    /// [`GatewayError::Unsupported`] for `stdin` to an agent without `command-stdin`.
     fn send_command(
         &self,
         agent: AgentId,
@@ -71,7 +76,37 @@ pub trait AgentGateway: Send + Sync + 'static {
         channel: &ChannelId,
         command: &str,
         timeout_secs: u64,
+        stdin: bool,
     ) -> Result<(), GatewayError>;
+
+    /// Streams `body` to the stdin of the command on `channel` (sent with `stdin`), then
+    /// closes its stdin (EOF) — also when `body` breaks off. At most a window of bytes is in
+    /// flight to the agent, so a command that does not read slows the client down. The
+    /// number of bytes the agent took.
+    ///
+    /// # Errors
+    /// [`StdinError`].
+    fn command_stdin(
+        &self,
+        agent: AgentId,
+        channel: &ChannelId,
+        body: &mut ByteStream,
+    ) -> impl Future<Output = Result<u64, StdinError>> + Send;
+
+    /// Opens `channel` (an interactive terminal) in the agent's tunnel `session` and sends
+    /// `pty_open`; the agent's answer comes as the link's first event.
+    ///
+    /// # Errors
+    /// [`GatewayError::NotConnected`]; [`GatewayError::Busy`] (not `session`'s tunnel, the
+    /// channel taken, over the limit); [`GatewayError::Overloaded`];
+    /// [`GatewayError::Unsupported`] for an agent without `pty`.
+    fn open_pty(
+        &self,
+        agent: AgentId,
+        session: SessionId,
+        channel: &ChannelId,
+        spec: &PtySpec,
+    ) -> Result<PtyLink, GatewayError>;
 
     /// Asks the agent to kill the command on `channel`. False when the agent cannot be asked
     /// (not connected, or it does not speak the cancel extension).

@@ -8,9 +8,11 @@ mod enrollment;
 mod files;
 mod gateway;
 mod groups;
+mod recordings;
 mod sessions;
 mod streams;
 mod system;
+mod terminals;
 mod users;
 
 pub use agents::{
@@ -29,9 +31,11 @@ pub use files::{
 };
 pub use gateway::{AgentGateway, GatewayError, OpenReply};
 pub use groups::{GroupDeleteOutcome, GroupRecord, GroupRepository};
+pub use recordings::{RecordingQuery, RecordingRecord, RecordingRepository};
 pub use sessions::SessionRepository;
 pub use streams::{OutputChunk, SessionStreams, StreamEvent};
 pub use system::{Clock, Credentials, HashingBusy, IdGenerator};
+pub use terminals::{PtyControl, PtyEvent, PtyLink, PtySpec, StdinError};
 pub use users::{
     RevokeReason, TokenRecord, TokenState, UserChange, UserChangeOutcome, UserRecord,
     UserRepository,
@@ -49,6 +53,8 @@ pub use enrollment::MockEnrollmentRepository;
 pub use gateway::MockAgentGateway;
 #[cfg(feature = "mocks")]
 pub use groups::MockGroupRepository;
+#[cfg(feature = "mocks")]
+pub use recordings::MockRecordingRepository;
 #[cfg(feature = "mocks")]
 pub use sessions::MockSessionRepository;
 #[cfg(feature = "mocks")]

@@ -32,6 +32,7 @@ fn terminal(channel: &str, timeout_secs: Option<u64>) -> ServerMessage {
         data: TunnelDataPayload::Terminal {
             command: "ls".into(),
             timeout_secs,
+            stdin: false,
         },
     }
 }

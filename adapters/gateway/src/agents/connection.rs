@@ -419,7 +419,10 @@ fn file_event(message: AgentMessage) -> Option<(String, FileEvent)> {
         AgentMessage::TunnelReady { .. }
         | AgentMessage::TunnelError { .. }
         | AgentMessage::TunnelData { .. }
-        | AgentMessage::Heartbeat(_) => return None,
+        | AgentMessage::Heartbeat(_)
+        | AgentMessage::PtyReady { .. }
+        | AgentMessage::PtyExit { .. }
+        | AgentMessage::ChannelAck { .. } => return None,
     };
     Some(routed)
 }

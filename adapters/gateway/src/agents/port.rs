@@ -3,7 +3,7 @@
 
 use rmm_application::{
     AgentDownload, AgentGateway, ByteStream, FileEntry, FileOpError, GatewayError, OpenReply,
-    UploadRequest, Uploaded,
+    PtyLink, PtySpec, StdinError, UploadRequest, Uploaded,
 };
 use rmm_domain::{AgentId, AgentMode, ChannelId, ChannelKind, SessionId, UserId};
 use rmm_protocol::{ServerMessage, TunnelDataPayload};
@@ -112,7 +112,11 @@ impl AgentGateway for WsAgentGateway {
         channel: &ChannelId,
         command: &str,
         timeout_secs: u64,
+        stdin: bool,
     ) -> Result<(), GatewayError> {
+        if stdin {
+            return Err(GatewayError::Unsupported);
+        }
         let mut connections = self.lock();
         let connection = in_tunnel(&mut connections, agent, session)?;
         connection
@@ -129,11 +133,31 @@ impl AgentGateway for WsAgentGateway {
             data: TunnelDataPayload::Terminal {
                 command: command.to_owned(),
                 timeout_secs,
+                stdin: false,
             },
         };
         Self::send(connection, message).inspect_err(|_| {
             let _ = connection.channels.close(channel);
         })
+    }
+
+    async fn command_stdin(
+        &self,
+        _agent: AgentId,
+        _channel: &ChannelId,
+        _body: &mut ByteStream,
+    ) -> Result<u64, StdinError> {
+        Err(StdinError::Closed)
+    }
+
+    fn open_pty(
+        &self,
+        _agent: AgentId,
+        _session: SessionId,
+        _channel: &ChannelId,
+        _spec: &PtySpec,
+    ) -> Result<PtyLink, GatewayError> {
+        Err(GatewayError::Unsupported)
     }
 
     fn cancel_command(&self, agent: AgentId, channel: &ChannelId) -> bool {

@@ -51,15 +51,16 @@ fn sending(send: fn() -> Result<(), GatewayError>) -> Setup {
         .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_send_command()
-        .withf(|agent, session, ch, text, timeout| {
+        .withf(|agent, session, ch, text, timeout, stdin| {
             *agent == AGENT
                 && *session == SESSION
                 && *ch == ChannelId::for_command(COMMAND)
                 && text == "uptime"
                 && *timeout == 60
+                && !*stdin
         })
         .times(1)
-        .returning(move |_, _, _, _, _| send());
+        .returning(move |_, _, _, _, _, _| send());
     s
 }
 
@@ -107,9 +108,9 @@ async fn a_command_without_a_timeout_gets_the_default() {
         .returning(|_, _| Box::pin(async { Ok(()) }));
     s.gateway
         .expect_send_command()
-        .withf(|_, _, _, _, timeout| *timeout == 300)
+        .withf(|_, _, _, _, timeout, _| *timeout == 300)
         .times(1)
-        .returning(|_, _, _, _, _| Ok(()));
+        .returning(|_, _, _, _, _, _| Ok(()));
     let resp = s
         .serve()
         .post(&path(), TECH, &json!({ "command": "uptime" }))
