@@ -129,6 +129,8 @@ pub enum SessionAction {
     Use,
     /// Close it.
     Close,
+    /// Watch its live terminals read-only.
+    Watch,
 }
 
 /// The actor may not do that with this session.
@@ -257,9 +259,12 @@ impl Session {
     pub fn authorize(&self, actor: Actor, action: SessionAction) -> Result<(), AccessError> {
         let owner = actor.id == self.owner;
         let allowed = match (actor.role, action) {
-            (Role::Admin, SessionAction::Close) | (Role::Auditor, SessionAction::Read) => true,
+            (Role::Admin, SessionAction::Close | SessionAction::Watch)
+            | (Role::Auditor, SessionAction::Read) => true,
             (Role::Admin | Role::Tech, _) => owner,
-            (Role::Auditor, SessionAction::Use | SessionAction::Close) => false,
+            (Role::Auditor, SessionAction::Use | SessionAction::Close | SessionAction::Watch) => {
+                false
+            }
         };
         if allowed {
             Ok(())

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use rmm_domain::{TermName, TermSize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// What to start on the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,27 +34,31 @@ pub enum PtyEvent {
     Failed(String),
 }
 
-/// What the use cases tell the agent about a terminal.
+/// What the use cases tell the agent about a terminal, in order with its input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PtyControl {
     /// Input bytes for the PTY. The gateway holds them back while the agent has not
     /// acknowledged enough of the earlier ones, so a sender awaiting `send` is slowed down.
     Input(Bytes),
     Resize(TermSize),
-    /// The consumer has taken every output byte before this offset (counted from the
-    /// terminal's first byte): the agent may send up to a window beyond it.
-    Ack(u64),
-    /// End the terminal (HUP to its process group, then TERM, then KILL); `Exit` follows.
-    Close,
 }
 
 /// A live terminal's connection to its agent. When `events` ends without `Exit`, the agent
-/// is gone (disconnected, or the tunnel closed under it). Dropping `control` closes the
-/// terminal on the agent.
+/// is gone (disconnected, or the tunnel closed under it).
+///
+/// Output credit and closing never wait behind input the agent holds back (a process that
+/// neither reads its input nor may write its output would otherwise never be unblocked):
+/// they are `watch` values, the latest wins.
 #[derive(Debug)]
 pub struct PtyLink {
     pub events: mpsc::Receiver<PtyEvent>,
     pub control: mpsc::Sender<PtyControl>,
+    /// The consumer has taken every output byte before this offset (counted from the
+    /// terminal's first byte): the agent may send up to a window beyond it.
+    pub acks: watch::Sender<u64>,
+    /// `true` ends the terminal (HUP to its process group, then TERM, then KILL); `Exit`
+    /// follows. Dropping the link does the same.
+    pub close: watch::Sender<bool>,
 }
 
 /// Why bytes could not be fed to a command's stdin.

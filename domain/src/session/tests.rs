@@ -112,6 +112,7 @@ fn the_owner_may_do_everything() {
         SessionAction::Read,
         SessionAction::Use,
         SessionAction::Close,
+        SessionAction::Watch,
     ] {
         assert_eq!(active().authorize(me, action), Ok(()));
     }
@@ -128,18 +129,25 @@ fn another_tech_may_do_nothing() {
         SessionAction::Read,
         SessionAction::Use,
         SessionAction::Close,
+        SessionAction::Watch,
     ] {
         assert!(active().authorize(other, action).is_err());
     }
 }
 
 #[test]
-fn an_admin_may_close_but_not_read_or_use_anothers_session() {
+fn an_admin_may_close_and_watch_but_not_read_or_use_anothers_session() {
     let admin = Actor {
         id: UserId::from_uuid(Uuid::from_u128(3)),
         role: Role::Admin,
     };
     assert_eq!(active().authorize(admin, SessionAction::Close), Ok(()));
+    assert_eq!(active().authorize(admin, SessionAction::Watch), Ok(()));
+    let auditor = Actor {
+        id: UserId::from_uuid(Uuid::from_u128(4)),
+        role: Role::Auditor,
+    };
+    assert!(active().authorize(auditor, SessionAction::Watch).is_err());
     assert!(active().authorize(admin, SessionAction::Read).is_err());
     assert!(active().authorize(admin, SessionAction::Use).is_err());
     assert_eq!(active().close_reason_for(admin), CloseReason::ClosedByAdmin);
