@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::ports::{
     AgentGateway, AgentRepository, AuditLog, Clock, CommandRepository, Credentials,
-    EnrollmentRepository, GroupRepository, IdGenerator, SessionRepository, SessionStreams,
-    UserRepository,
+    EnrollmentRepository, GroupRepository, IdGenerator, RecordingRepository, SessionRepository,
+    SessionStreams, UserRepository,
 };
 use crate::presence::Presence;
 use crate::running::Running;
@@ -25,6 +25,7 @@ pub trait Ports: Send + Sync + 'static {
     type Audit: AuditLog;
     type Commands: CommandRepository;
     type Enrollment: EnrollmentRepository;
+    type Recordings: RecordingRepository;
     type Streams: SessionStreams;
     type Gateway: AgentGateway;
     type Clock: Clock;
@@ -51,6 +52,10 @@ pub struct Config {
     pub max_output_spool: u64,
     /// Pending or active tunnel sessions one user may hold at once.
     pub max_sessions_per_user: u64,
+    /// How long a terminal whose client's socket dropped waits for a reattach.
+    pub terminal_grace: Duration,
+    /// The largest terminal recording, bytes of cast; then a marker and no more.
+    pub max_recording_bytes: u64,
 }
 
 impl Default for Config {
@@ -63,6 +68,8 @@ impl Default for Config {
             max_stored_output: 16 * 1024 * 1024,
             max_output_spool: 16 * 1024 * 1024,
             max_sessions_per_user: 20,
+            terminal_grace: Duration::from_secs(60),
+            max_recording_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -76,12 +83,13 @@ pub struct App<P: Ports> {
     pub(crate) audit: Arc<P::Audit>,
     pub(crate) commands: Arc<P::Commands>,
     pub(crate) enrollment: Arc<P::Enrollment>,
+    pub(crate) recordings: Arc<P::Recordings>,
     pub(crate) streams: Arc<P::Streams>,
     pub(crate) gateway: Arc<P::Gateway>,
     pub(crate) clock: Arc<P::Clock>,
     pub(crate) ids: Arc<P::Ids>,
     pub(crate) credentials: Arc<P::Credentials>,
-    pub(crate) presence: Presence,
+    pub(crate) presence: Arc<Presence>,
     pub(crate) running: Running,
     /// Output chunks the store refused, to write again.
     pub(crate) output_spool: OutputSpool,
@@ -93,6 +101,8 @@ pub struct App<P: Ports> {
     /// One open at a time per user from its cap check to its pending session's insert, so
     /// racing opens cannot both pass the per-user cap.
     pub(crate) open_gates: OpenGates,
+    /// The live terminals.
+    pub(crate) terminals: crate::terminals::Terminals,
     pub(crate) config: Config,
 }
 
@@ -125,6 +135,7 @@ pub struct Deps<P: Ports> {
     pub audit: Arc<P::Audit>,
     pub commands: Arc<P::Commands>,
     pub enrollment: Arc<P::Enrollment>,
+    pub recordings: Arc<P::Recordings>,
     pub streams: Arc<P::Streams>,
     pub gateway: Arc<P::Gateway>,
     pub clock: Arc<P::Clock>,
@@ -157,13 +168,15 @@ impl<P: Ports> App<P> {
             audit: deps.audit,
             commands: deps.commands,
             enrollment: deps.enrollment,
+            recordings: deps.recordings,
             streams: deps.streams,
             gateway: deps.gateway,
             clock: deps.clock,
             ids: deps.ids,
             credentials: deps.credentials,
-            presence: Presence::default(),
+            presence: Arc::default(),
             open_gates: OpenGates::default(),
+            terminals: crate::terminals::Terminals::default(),
             running: Running::default(),
             output_spool: OutputSpool::new(config.max_output_spool),
             audit_spool: Arc::new(AuditSpool::new(AUDIT_SPOOL_ENTRIES)),

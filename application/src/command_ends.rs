@@ -264,6 +264,12 @@ impl<P: Ports> App<P> {
             let _ = self.end_command(id, status).await;
         }
         self.streams.end_session(session);
+        let why = if status == CommandStatus::Failed {
+            rmm_domain::TerminalEnd::AgentDisconnected
+        } else {
+            rmm_domain::TerminalEnd::SessionClosed
+        };
+        self.end_session_terminals(session, why).await;
     }
 
     /// Ends commands whose agent stayed silent past their timeout (plus a grace period).

@@ -16,7 +16,7 @@ use crate::ports::{
     AgentGateway, AuditAction, AuditEvent, AuditNote, Clock, CommandAudit, CommandOutcome,
     CommandRecord, CommandRepository, GatewayError, IdGenerator, OutputStream, StoreError,
 };
-use crate::running::{RunningCommand, StreamCounters};
+use crate::running::{RunningCommand, StdinState, StreamCounters};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunCommandError {
@@ -32,6 +32,8 @@ pub enum RunCommandError {
     AgentOffline(SessionId),
     #[error("channel {0} is in use or the tunnel has too many channels")]
     ChannelBusy(ChannelId),
+    #[error("the agent cannot feed a command's stdin (upgrade the agent)")]
+    StdinUnsupported,
     #[error("the agent is overloaded; try again")]
     Overloaded,
     /// The command could not be stored with its audit entry (one transaction), so it was not
@@ -93,6 +95,24 @@ impl<P: Ports> App<P> {
         timeout_secs: Option<u64>,
         channel: Option<ChannelId>,
     ) -> Result<CommandRecord, RunCommandError> {
+        self.run_command_with(actor, session_id, text, timeout_secs, channel, false)
+            .await
+    }
+
+    /// [`Self::run_command`], with the command's stdin kept open when `stdin` (fed by
+    /// [`Self::write_stdin`]).
+    ///
+    /// # Errors
+    /// As [`Self::run_command`]; [`RunCommandError::StdinUnsupported`].
+    pub async fn run_command_with(
+        &self,
+        actor: Actor,
+        session_id: SessionId,
+        text: &str,
+        timeout_secs: Option<u64>,
+        channel: Option<ChannelId>,
+        stdin: bool,
+    ) -> Result<CommandRecord, RunCommandError> {
         let text = CommandText::parse(text).map_err(|e| RunCommandError::Invalid(e.to_string()))?;
         let timeout = self.command_timeout(timeout_secs)?;
         let session = session_for(
@@ -130,7 +150,8 @@ impl<P: Ports> App<P> {
             .insert_command(&record, &command_started(&record))
             .await
             .map_err(RunCommandError::AuditUnavailable)?;
-        self.start_command(&record, now.plus(timeout)).await?;
+        self.start_command(&record, now.plus(timeout), stdin)
+            .await?;
         self.session_activity(session_id);
         tracing::info!(command_id = %id, session_id = %session_id, agent_id = %record.agent, tech_id = %actor.id, "command sent");
         Ok(record)
@@ -159,6 +180,7 @@ impl<P: Ports> App<P> {
         &self,
         record: &CommandRecord,
         deadline: Timestamp,
+        stdin: bool,
     ) -> Result<(), RunCommandError> {
         let (done, _) = watch::channel(false);
         let running = RunningCommand {
@@ -174,6 +196,11 @@ impl<P: Ports> App<P> {
             run: CommandRun::new(),
             done,
             unstored: None,
+            stdin: if stdin {
+                StdinState::Open
+            } else {
+                StdinState::Closed
+            },
         };
         if let Err(running) = self.running.register(record.id, running) {
             self.store_refused_end(record, *running).await;
@@ -185,7 +212,7 @@ impl<P: Ports> App<P> {
             &record.channel,
             &record.text,
             record.timeout_secs,
-            false,
+            stdin,
         );
         if let Err(e) = sent {
             // A refused end is logged and kept for maintenance.
@@ -194,6 +221,7 @@ impl<P: Ports> App<P> {
                 GatewayError::NotConnected | GatewayError::Disconnected => {
                     RunCommandError::AgentOffline(record.session)
                 }
+                GatewayError::Unsupported if stdin => RunCommandError::StdinUnsupported,
                 GatewayError::Busy | GatewayError::Unsupported => {
                     RunCommandError::ChannelBusy(record.channel.clone())
                 }

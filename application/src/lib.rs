@@ -23,9 +23,12 @@ mod identity;
 mod maintenance;
 mod ports;
 mod presence;
+mod recordings;
 mod revocation;
 mod running;
 mod spool;
+mod stdin;
+mod terminals;
 pub mod throttle;
 mod tunnels;
 mod users;
@@ -57,17 +60,23 @@ pub use ports::{
     UserChange, UserChangeOutcome, UserRecord, UserRepository,
 };
 pub use ports::{HashingBusy, enrolled_detail};
-pub use ports::{
-    PtyControl, PtyEvent, PtyLink, PtySpec, RecordingQuery, RecordingRecord, RecordingRepository,
-    StdinError,
-};
 #[cfg(feature = "mocks")]
 pub use ports::{
     MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock, MockCommandRepository,
     MockCredentials, MockEnrollmentRepository, MockGroupRepository, MockIdGenerator,
     MockRecordingRepository, MockSessionRepository, MockSessionStreams, MockUserRepository,
 };
+pub use ports::{
+    PtyControl, PtyEvent, PtyLink, PtySpec, RecordingQuery, RecordingRecord, RecordingRepository,
+    StdinError,
+};
 pub use presence::Presence;
+pub use recordings::RecordingError;
+pub use stdin::WriteStdinError;
+pub use terminals::{
+    Attachment, NewTerminal, REPLAY_BYTES, TerminalError, TerminalExit, TerminalFrame,
+    TerminalInput, TerminalView,
+};
 pub use tunnels::{CloseTunnelError, GetTunnelStatusError, OpenTunnelError, TunnelHolder};
 pub use users::{CreateUserError, LoginError};
 pub use watch::WatchSessionError;

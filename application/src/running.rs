@@ -32,6 +32,17 @@ pub(crate) struct RunningCommand {
     /// Its end and that end's entry, when the store refused them: kept (the command stays
     /// running as stored, and listed here) until maintenance stores them.
     pub(crate) unstored: Option<(CommandOutcome, AuditEvent)>,
+    /// Started with its stdin open, and whether a client has taken it (one upload per
+    /// command).
+    pub(crate) stdin: StdinState,
+}
+
+/// Whether a command's stdin may be fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StdinState {
+    Closed,
+    Open,
+    Taken,
 }
 
 /// Bytes of one output stream: written by the process, stored, and the next chunk's number.
@@ -221,6 +232,24 @@ impl Running {
             .by_channel
             .get(&(agent, channel.clone()))
             .copied()
+    }
+
+    /// Takes the stdin of a running command of `session` (once): where it runs.
+    pub(crate) fn take_stdin(
+        &self,
+        id: CommandId,
+        session: SessionId,
+    ) -> Option<(AgentId, ChannelId)> {
+        let mut inner = self.lock();
+        let command = inner
+            .commands
+            .get_mut(&id)
+            .filter(|c| c.session == session && c.run.status().is_running())?;
+        if command.stdin != StdinState::Open {
+            return None;
+        }
+        command.stdin = StdinState::Taken;
+        Some((command.agent, command.channel.clone()))
     }
 
     /// The commands running in `session`.

@@ -10,7 +10,7 @@ use crate::access::{SessionUseError, may_see, session_for};
 use crate::app::{App, Ports};
 use crate::ports::{
     AgentGateway, AuditAction, AuditNote, Clock, CommandRepository, GatewayError, GroupRepository,
-    IdGenerator, OpenReply, SessionRepository, StoreError,
+    IdGenerator, OpenReply, RecordingRepository, SessionRepository, StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -475,6 +475,13 @@ impl<P: Ports> App<P> {
             tracing::warn!(
                 count = commands.len(),
                 "ended commands a previous server process left running"
+            );
+        }
+        let recordings = self.recordings.finish_abandoned(self.clock.now()).await?;
+        if recordings > 0 {
+            tracing::warn!(
+                count = recordings,
+                "closed terminal recordings a previous server process left open"
             );
         }
         Ok((sessions, commands.len()))

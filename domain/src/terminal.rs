@@ -124,7 +124,10 @@ mod tests {
 
     #[test]
     fn sizes_between_one_and_the_limit_are_accepted() {
-        assert_eq!(TermSize::new(80, 24).map(|s| s.to_string()), Ok("80x24".into()));
+        assert_eq!(
+            TermSize::new(80, 24).map(|s| s.to_string()),
+            Ok("80x24".into())
+        );
         assert!(TermSize::new(1, MAX_TERMINAL_SIDE).is_ok());
         assert_eq!(
             TermSize::new(0, 24),
@@ -135,7 +138,10 @@ mod tests {
 
     #[test]
     fn term_names_keep_to_a_safe_alphabet() {
-        assert_eq!(TermName::parse("xterm-256color").map(|t| t.0), Ok("xterm-256color".into()));
+        assert_eq!(
+            TermName::parse("xterm-256color").map(|t| t.0),
+            Ok("xterm-256color".into())
+        );
         assert!(TermName::parse("screen.linux+x_1").is_ok());
         for bad in ["", "xterm 256", "x;rm", &"x".repeat(65), "vt100\n"] {
             assert_eq!(TermName::parse(bad), Err(TerminalError::BadTerm), "{bad:?}");
@@ -146,6 +152,9 @@ mod tests {
     #[test]
     fn ends_name_themselves() {
         assert_eq!(TerminalEnd::GraceExpired.as_str(), "grace_expired");
-        assert_eq!(TerminalEnd::AgentDisconnected.as_str(), "agent_disconnected");
+        assert_eq!(
+            TerminalEnd::AgentDisconnected.as_str(),
+            "agent_disconnected"
+        );
     }
 }

@@ -5,3 +5,4 @@
 pub mod agents;
 pub mod stream_ws;
 pub mod streams;
+pub mod terminal_ws;

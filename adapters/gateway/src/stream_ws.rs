@@ -45,7 +45,7 @@ pub struct StreamQuery {
 }
 
 /// An answer before the upgrade: the API's error body (`rmm_protocol::api::ApiError`).
-fn json_error(status: StatusCode, code: ApiErrorCode, message: &str) -> Response {
+pub(crate) fn json_error(status: StatusCode, code: ApiErrorCode, message: &str) -> Response {
     let body = ApiError {
         error: message.to_owned(),
         code,
@@ -103,7 +103,7 @@ async fn admit<P: Ports>(
         ));
     };
     let session = SessionId::from_uuid(session_uuid);
-    let (actor, token) = authenticate(req, query, app, jwt).await?;
+    let (actor, token) = authenticate(req, query.access_token, app, jwt).await?;
     let refusal = match app.authorize_stream(actor, session).await {
         Ok(()) => return Ok((session, actor, token)),
         Err(e @ WatchSessionError::Forbidden(_)) => (
@@ -135,9 +135,9 @@ async fn admit<P: Ports>(
 
 /// The technician a request's token names (header or `?access_token=`), checked as every
 /// API request is: signature and expiry, then whether it is still live.
-async fn authenticate<P: Ports>(
+pub(crate) async fn authenticate<P: Ports>(
     req: &Request,
-    query: StreamQuery,
+    access_token: Option<String>,
     app: &App<P>,
     jwt: &Jwt,
 ) -> Result<(Actor, VerifiedToken), Response> {
@@ -147,7 +147,7 @@ async fn authenticate<P: Ports>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let Some(token) = header.or(query.access_token) else {
+    let Some(token) = header.or(access_token) else {
         return Err(json_error(
             StatusCode::UNAUTHORIZED,
             ApiErrorCode::Unauthenticated,
@@ -349,7 +349,7 @@ const RATE_LIMITED: &str =
 
 /// What the frame budget says about one more frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Budget {
+pub(crate) enum Budget {
     Allowed,
     /// Over the limit: not run, not stored.
     Limited,
@@ -360,7 +360,7 @@ enum Budget {
 /// A token bucket over one socket's frames: [`FRAME_BURST`] tokens, refilled at
 /// [`FRAME_RATE`] a second.
 #[derive(Debug)]
-struct FrameBudget {
+pub(crate) struct FrameBudget {
     tokens: f64,
     last: Instant,
     /// Frames over the limit since the last one allowed.
@@ -368,7 +368,7 @@ struct FrameBudget {
 }
 
 impl FrameBudget {
-    fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant) -> Self {
         Self {
             tokens: FRAME_BURST,
             last: now,
@@ -376,7 +376,7 @@ impl FrameBudget {
         }
     }
 
-    fn take(&mut self, now: Instant) -> Budget {
+    pub(crate) fn take(&mut self, now: Instant) -> Budget {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * FRAME_RATE).min(FRAME_BURST);

@@ -35,12 +35,13 @@ impl<P: Ports> Handlers<P, Commands> {
         let session = SessionId::from_uuid(session_id.0);
         match self
             .app
-            .run_command(
+            .run_command_with(
                 auth.0.actor,
                 session,
                 &body.command,
                 body.timeout_secs,
                 None,
+                body.stdin,
             )
             .await
         {
@@ -66,6 +67,9 @@ impl<P: Ports> Handlers<P, Commands> {
             }
             Err(e @ RunCommandError::ChannelBusy(_)) => {
                 RunCommandResponse::Conflict(error(ApiErrorCode::ChannelBusy, e.to_string()))
+            }
+            Err(e @ RunCommandError::StdinUnsupported) => {
+                RunCommandResponse::Conflict(error(ApiErrorCode::AgentUnsupported, e.to_string()))
             }
             Err(e @ RunCommandError::Overloaded) => {
                 RunCommandResponse::Unavailable(error(ApiErrorCode::AgentBusy, e.to_string()))
@@ -325,10 +329,15 @@ impl<P: Ports> Handlers<P, Commands> {
 
 #[derive(Debug, Object)]
 struct CommandBody {
-    /// Run through the agent's shell (`sh -c` on Unix), stdin closed.
+    /// Run through the agent's shell (`sh -c` on Unix); stdin closed unless `stdin`.
     command: String,
     /// Kill the command (its whole process group) after this many seconds; default 300.
     timeout_secs: Option<u64>,
+    /// Keep the command's stdin open: send it with
+    /// `PUT /api/v1/tunnel/{session_id}/commands/{command_id}/stdin` (EOF at the body's end).
+    /// Default false: stdin is closed.
+    #[oai(default)]
+    stdin: bool,
 }
 
 #[derive(Debug, Object)]

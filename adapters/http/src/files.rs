@@ -162,6 +162,12 @@ impl<P: Ports> Handlers<P, Files> {
 /// -T` sends none, and a file's bytes need no media type).
 pub struct RawBody(poem::Body);
 
+impl RawBody {
+    pub(crate) fn into_inner(self) -> poem::Body {
+        self.0
+    }
+}
+
 impl std::fmt::Debug for RawBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RawBody(..)")

@@ -22,6 +22,8 @@ mod enrollment;
 pub mod error;
 mod files;
 mod groups;
+mod recordings;
+mod terminals;
 #[cfg(test)]
 mod tests;
 mod tunnels;
@@ -50,6 +52,10 @@ enum ApiTags {
     Groups,
     /// Enrollment tokens (admins), and machines enrolling themselves as agents.
     Enrollment,
+    /// Interactive terminals (a PTY on the agent) in a tunnel.
+    Terminals,
+    /// Recordings of terminals (asciicast v2).
+    Recordings,
 }
 
 /// The operations of one tag (`S` names which), over the application's ports. One type per
@@ -97,6 +103,10 @@ pub enum Users {}
 pub enum Groups {}
 #[derive(Debug)]
 pub enum Enrollment {}
+#[derive(Debug)]
+pub enum Terminals {}
+#[derive(Debug)]
+pub enum Recordings {}
 
 /// The whole API, as poem-openapi serves and documents it.
 pub type Api<P> = (
@@ -110,11 +120,15 @@ pub type Api<P> = (
     Handlers<P, Users>,
     Handlers<P, Groups>,
     Handlers<P, Enrollment>,
+    Handlers<P, Terminals>,
+    Handlers<P, Recordings>,
 );
 
 /// The API over `app`, checking technicians' tokens with `jwt`.
 pub fn api<P: Ports>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> Api<P> {
     (
+        Handlers::new(&app, &jwt),
+        Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),

@@ -115,6 +115,12 @@ api_error_codes! {
         "503: the database does not answer; nothing was changed.",
     AgentTimeout = "agent_timeout":
         "504: the agent did not answer in time.",
+    TerminalNotFound = "terminal_not_found":
+        "404: no such live terminal in this session (it ended, or never was).",
+    RecordingNotFound = "recording_not_found":
+        "404: no such recording (or not one the caller may see).",
+    StdinClosed = "stdin_closed":
+        "409: the command's stdin is closed: it was started without `stdin: true`, its stdin was already sent, or it ended.",
     FileNotFound = "file_not_found":
         "404 (files): no such file or directory on the agent.",
     PermissionDenied = "permission_denied":

@@ -46,8 +46,10 @@ pub trait RecordingRepository: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when the id exists; [`StoreError::Backend`].
-    fn create(&self, recording: &RecordingRecord)
-    -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn create(
+        &self,
+        recording: &RecordingRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Stores chunk number `seq` (0, 1, 2, ... in order) of the cast file and adds its
     /// length to the recording's size, in one transaction. Storing a `seq` that is already
@@ -102,6 +104,8 @@ pub trait RecordingRepository: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Backend`].
-    fn finish_abandoned(&self, at: Timestamp)
-    -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn finish_abandoned(
+        &self,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

@@ -2,7 +2,9 @@
 
 use std::future::Future;
 
-use rmm_domain::{AgentId, CommandId, EnrollmentId, SessionId, Timestamp, TokenId, UserId};
+use rmm_domain::{
+    AgentId, CommandId, EnrollmentId, SessionId, TerminalId, Timestamp, TokenId, UserId,
+};
 
 use super::{AgentKey, KeyDigest};
 
@@ -19,6 +21,7 @@ pub trait IdGenerator: Send + Sync + 'static {
     fn command_id(&self) -> CommandId;
     fn token_id(&self) -> TokenId;
     fn enrollment_id(&self) -> EnrollmentId;
+    fn terminal_id(&self) -> TerminalId;
 }
 
 /// Every password-hashing slot is busy and the queue in front of them is full, or no slot

@@ -20,6 +20,7 @@ impl Ports for Mocks {
     type Audit = MockAuditLog;
     type Commands = MockCommandRepository;
     type Enrollment = MockEnrollmentRepository;
+    type Recordings = MockRecordingRepository;
     type Streams = MockSessionStreams;
     type Gateway = MockAgentGateway;
     type Clock = MockClock;
@@ -37,6 +38,7 @@ pub struct Setup {
     pub audit: MockAuditLog,
     pub commands: MockCommandRepository,
     pub enrollment: MockEnrollmentRepository,
+    pub recordings: MockRecordingRepository,
     pub streams: MockSessionStreams,
     pub gateway: MockAgentGateway,
     pub credentials: MockCredentials,
@@ -116,6 +118,7 @@ impl Setup {
                 audit: Arc::new(self.audit),
                 commands: Arc::new(self.commands),
                 enrollment: Arc::new(self.enrollment),
+                recordings: Arc::new(self.recordings),
                 streams: Arc::new(streams),
                 gateway: Arc::new(self.gateway),
                 clock: Arc::new(clock),

@@ -133,6 +133,23 @@ struct Settings {
         global = true
     )]
     max_sessions_per_user: u64,
+    /// How long a terminal whose client's socket dropped waits for a reattach, seconds;
+    /// then its process group is killed.
+    #[arg(
+        long,
+        env = "RMM_TERMINAL_GRACE_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    terminal_grace_secs: u64,
+    /// The largest terminal recording (asciicast bytes); then a marker and no more.
+    #[arg(
+        long,
+        env = "RMM_RECORDING_MAX_BYTES",
+        default_value_t = 64 * 1024 * 1024,
+        global = true
+    )]
+    recording_max_bytes: u64,
     /// Lifetime of login tokens, seconds.
     #[arg(
         long,
@@ -291,6 +308,8 @@ async fn run<S: Store>(
         max_stored_output: settings.max_command_output,
         max_output_spool: settings.output_spool_bytes,
         max_sessions_per_user: settings.max_sessions_per_user,
+        terminal_grace: Duration::from_secs(settings.terminal_grace_secs),
+        max_recording_bytes: settings.recording_max_bytes.max(4096),
         ..Config::default()
     };
     let store = Arc::new(store);

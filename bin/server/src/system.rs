@@ -1,7 +1,9 @@
 //! The system clock and id generator: the only places that read time or draw random ids.
 
 use rmm_application::{Clock, IdGenerator};
-use rmm_domain::{AgentId, CommandId, EnrollmentId, SessionId, Timestamp, TokenId, UserId};
+use rmm_domain::{
+    AgentId, CommandId, EnrollmentId, SessionId, TerminalId, Timestamp, TokenId, UserId,
+};
 use uuid::Uuid;
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -33,6 +35,10 @@ impl IdGenerator for RandomIds {
     fn token_id(&self) -> TokenId {
         TokenId::from_uuid(Uuid::new_v4())
     }
+    fn terminal_id(&self) -> TerminalId {
+        TerminalId::from_uuid(Uuid::new_v4())
+    }
+
     fn enrollment_id(&self) -> EnrollmentId {
         EnrollmentId::from_uuid(Uuid::new_v4())
     }

@@ -12,7 +12,8 @@ use poem::{EndpointExt, IntoResponse, Response, Route, get, handler};
 use poem_openapi::OpenApiService;
 use rmm_application::{
     AgentRepository, App, AuditLog, CommandRepository, Config, ConnectAgentError, Deps,
-    EnrollmentRepository, GroupRepository, Ports, SessionRepository, UserRepository,
+    EnrollmentRepository, GroupRepository, Ports, RecordingRepository, SessionRepository,
+    UserRepository,
 };
 use rmm_domain::CloseReason;
 use tokio::sync::watch;
@@ -36,6 +37,7 @@ pub trait Store:
     + AuditLog
     + CommandRepository
     + EnrollmentRepository
+    + RecordingRepository
 {
 }
 
@@ -47,6 +49,7 @@ impl<S> Store for S where
         + AuditLog
         + CommandRepository
         + EnrollmentRepository
+        + RecordingRepository
 {
 }
 
@@ -62,6 +65,7 @@ impl<S: Store> Ports for Production<S> {
     type Audit = S;
     type Commands = S;
     type Enrollment = S;
+    type Recordings = S;
     type Streams = BroadcastStreams;
     type Gateway = WsAgentGateway;
     type Clock = SystemClock;
@@ -88,6 +92,7 @@ pub fn build_app_with<S: Store>(
             groups: Arc::clone(&store),
             audit: Arc::clone(&store),
             enrollment: Arc::clone(&store),
+            recordings: Arc::clone(&store),
             commands: store,
             streams: Arc::new(BroadcastStreams::default()),
             gateway: Arc::new(WsAgentGateway::default()),
@@ -277,6 +282,10 @@ where
         .at(
             "/api/v1/tunnel/:session_id/stream",
             get(rmm_gateway::stream_ws::session_stream::<P>::default()),
+        )
+        .at(
+            "/api/v1/tunnel/:session_id/terminals/:terminal_id/ws",
+            get(rmm_gateway::terminal_ws::terminal_socket::<P>::default()),
         )
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz::<P>::default()))

@@ -29,8 +29,8 @@ use poem_openapi::OpenApiService;
 use rmm_application::{
     App, Config, Deps, GroupRecord, MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock,
     MockCommandRepository, MockCredentials, MockEnrollmentRepository, MockGroupRepository,
-    MockIdGenerator, MockSessionRepository, MockSessionStreams, MockUserRepository, Ports,
-    StoreError, TokenState,
+    MockIdGenerator, MockRecordingRepository, MockSessionRepository, MockSessionStreams,
+    MockUserRepository, Ports, StoreError, TokenState,
 };
 use rmm_auth::{IssuedToken, Jwt, JwtSecret};
 use rmm_domain::{
@@ -52,6 +52,7 @@ impl Ports for Mocks {
     type Audit = MockAuditLog;
     type Commands = MockCommandRepository;
     type Enrollment = MockEnrollmentRepository;
+    type Recordings = MockRecordingRepository;
     type Streams = MockSessionStreams;
     type Gateway = MockAgentGateway;
     type Clock = MockClock;
@@ -136,6 +137,7 @@ struct Setup {
     audit: MockAuditLog,
     commands: MockCommandRepository,
     enrollment: MockEnrollmentRepository,
+    recordings: MockRecordingRepository,
     streams: MockSessionStreams,
     gateway: MockAgentGateway,
     ids: MockIdGenerator,
@@ -206,6 +208,7 @@ impl Setup {
                 audit: Arc::new(self.audit),
                 commands: Arc::new(self.commands),
                 enrollment: Arc::new(self.enrollment),
+                recordings: Arc::new(self.recordings),
                 streams: Arc::new(self.streams),
                 gateway: Arc::new(self.gateway),
                 clock: Arc::new(clock),
