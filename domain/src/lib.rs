@@ -5,6 +5,7 @@
 //! come in as arguments, so every rule here is testable as a plain function.
 
 mod agent_mode;
+mod asciicast;
 mod channel;
 mod command;
 mod file;
@@ -15,6 +16,7 @@ mod terminal;
 mod time;
 
 pub use agent_mode::{AgentMode, ModeError};
+pub use asciicast::{CastWriter, TRUNCATED_MARKER};
 pub use channel::{Channel, ChannelError, ChannelKind, Channels};
 pub use command::{
     CommandEnd, CommandRun, CommandStatus, CommandStatusError, CommandText, CommandTextError,

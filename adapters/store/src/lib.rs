@@ -1,7 +1,7 @@
 //! The SQL stores: one adapter per database, [`PgStore`] (PostgreSQL) and [`SqliteStore`]
 //! (SQLite), each implementing every storage port of the application (`SessionRepository`,
-//! `AgentRepository`, `UserRepository`, `AuditLog`, `CommandRepository`). `main` picks one;
-//! nothing else knows which.
+//! `AgentRepository`, `UserRepository`, `AuditLog`, `CommandRepository`,
+//! `RecordingRepository`, ...). `main` picks one; nothing else knows which.
 //!
 //! This module owns the mapping between rows and domain types and between database errors and
 //! [`StoreError`]; the rules (who may open what, when a session is idle) stay in the domain and
@@ -87,6 +87,7 @@ macro_rules! command_columns {
 // After the macros: the backends use them by textual scope.
 mod enrollment;
 mod postgres;
+mod recording;
 mod sqlite;
 
 /// Why a stored value could not be used: the database holds something the domain rejects, or

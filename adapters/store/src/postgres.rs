@@ -24,6 +24,7 @@ mod audit;
 mod commands;
 mod enrollment;
 mod groups;
+mod recordings;
 mod sessions;
 mod users;
 

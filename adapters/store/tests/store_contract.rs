@@ -31,6 +31,7 @@ trait Store:
     + AuditLog
     + CommandRepository
     + rmm_application::EnrollmentRepository
+    + rmm_application::RecordingRepository
 {
 }
 impl<T> Store for T where
@@ -41,6 +42,7 @@ impl<T> Store for T where
         + AuditLog
         + CommandRepository
         + rmm_application::EnrollmentRepository
+        + rmm_application::RecordingRepository
 {
 }
 
@@ -397,6 +399,12 @@ contract!(
     a_new_key_replaces_the_old_digest_except_for_a_revoked_agent,
     agents_are_renamed_and_moved_by_group_name,
     agent_changes_commit_with_their_entry_or_not_at_all,
+    a_recording_round_trips_with_binary_chunks_and_its_size,
+    a_retried_chunk_changes_neither_data_nor_size,
+    recordings_list_newest_first_by_agent_user_and_time_with_a_limit,
+    finish_ends_one_recording_and_finish_abandoned_the_unfinished,
+    a_five_mib_recording_reads_back_byte_exact_after_reopening,
+    recordings_outlive_their_user_agent_and_session,
 );
 
 // Users, roles and tokens (identity).
@@ -416,6 +424,10 @@ use enrollment::*;
 #[path = "store_contract/agents_admin.rs"]
 mod agents_admin;
 use agents_admin::*;
+// Terminal recordings and their chunks.
+#[path = "store_contract/recordings.rs"]
+mod recordings;
+use recordings::*;
 
 // The injected-failure suite: every audited change, with the audit insert made to fail.
 #[path = "store_contract/audited.rs"]

@@ -1,0 +1,160 @@
+//! `recordings` and `recording_chunks` on SQLite: terminal recordings, stored in chunks as
+//! they are written.
+
+use rmm_application::{RecordingQuery, RecordingRecord, RecordingRepository, StoreError};
+use rmm_domain::{TerminalId, Timestamp};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row as _, Sqlite};
+
+use super::{SqliteStore, id_text, micros, opt_time_column, time_column, uuid_column};
+use crate::recording::{RecordingRow, chunk_len, recording_columns, recording_page_size};
+use crate::{store_error, u64_to_db};
+
+fn recording_from_row(row: &SqliteRow) -> Result<RecordingRecord, StoreError> {
+    const TABLE: &str = "recordings";
+    let decoded = RecordingRow {
+        recording_id: uuid_column(row, TABLE, "recording_id")?,
+        session_id: uuid_column(row, TABLE, "session_id")?,
+        agent_id: uuid_column(row, TABLE, "agent_id")?,
+        user_id: uuid_column(row, TABLE, "user_id")?,
+        started_at: time_column(row, "started_at")?,
+        ended_at: opt_time_column(row, "ended_at")?,
+        cols: row.try_get("cols").map_err(store_error)?,
+        rows: row.try_get("rows").map_err(store_error)?,
+        term: row.try_get("term").map_err(store_error)?,
+        command: row.try_get("command").map_err(store_error)?,
+        size: row.try_get("size").map_err(store_error)?,
+        truncated: row.try_get("truncated").map_err(store_error)?,
+    };
+    RecordingRecord::try_from(decoded)
+}
+
+impl RecordingRepository for SqliteStore {
+    async fn create(&self, recording: &RecordingRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "insert into recordings (",
+            recording_columns!(),
+            ") values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        ))
+        .bind(id_text(recording.id.as_uuid()))
+        .bind(id_text(recording.session.as_uuid()))
+        .bind(id_text(recording.agent.as_uuid()))
+        .bind(id_text(recording.user.as_uuid()))
+        .bind(micros(recording.started_at))
+        .bind(recording.ended_at.map(micros))
+        .bind(i64::from(recording.cols))
+        .bind(i64::from(recording.rows))
+        .bind(recording.term.as_str())
+        .bind(recording.command.as_deref())
+        .bind(u64_to_db(recording.size))
+        .bind(recording.truncated)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn append(&self, id: TerminalId, seq: u32, data: &[u8]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let stored = sqlx::query(
+            "insert into recording_chunks (recording_id, seq, data) values (?1, ?2, ?3) \
+             on conflict (recording_id, seq) do nothing",
+        )
+        .bind(id_text(id.as_uuid()))
+        .bind(i64::from(seq))
+        .bind(data)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        // A retry of a stored chunk inserts nothing and so must not count it again.
+        if stored.rows_affected() == 1 {
+            sqlx::query("update recordings set size = size + ?2 where recording_id = ?1")
+                .bind(id_text(id.as_uuid()))
+                .bind(chunk_len(data))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn finish(
+        &self,
+        id: TerminalId,
+        ended_at: Timestamp,
+        truncated: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query("update recordings set ended_at = ?2, truncated = ?3 where recording_id = ?1")
+            .bind(id_text(id.as_uuid()))
+            .bind(micros(ended_at))
+            .bind(truncated)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn get_recording(&self, id: TerminalId) -> Result<Option<RecordingRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            recording_columns!(),
+            " from recordings where recording_id = ?1"
+        ))
+        .bind(id_text(id.as_uuid()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(recording_from_row).transpose()
+    }
+
+    async fn list_recordings(
+        &self,
+        query: &RecordingQuery,
+    ) -> Result<Vec<RecordingRecord>, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new(concat!(
+            "select ",
+            recording_columns!(),
+            " from recordings where true"
+        ));
+        if let Some(agent) = query.agent {
+            sql.push(" and agent_id = ")
+                .push_bind(id_text(agent.as_uuid()));
+        }
+        if let Some(user) = query.user {
+            sql.push(" and user_id = ")
+                .push_bind(id_text(user.as_uuid()));
+        }
+        if let Some(since) = query.since {
+            sql.push(" and started_at >= ").push_bind(micros(since));
+        }
+        if let Some(until) = query.until {
+            sql.push(" and started_at < ").push_bind(micros(until));
+        }
+        sql.push(" order by started_at desc, recording_id desc limit ")
+            .push_bind(recording_page_size(query.limit));
+        let rows = sql
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(recording_from_row).collect()
+    }
+
+    async fn chunk(&self, id: TerminalId, seq: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar("select data from recording_chunks where recording_id = ?1 and seq = ?2")
+            .bind(id_text(id.as_uuid()))
+            .bind(i64::from(seq))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn finish_abandoned(&self, at: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query("update recordings set ended_at = ?1 where ended_at is null")
+            .bind(micros(at))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+}
