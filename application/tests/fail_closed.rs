@@ -265,6 +265,12 @@ async fn restart_reconciliation_ends_sessions_and_commands_each_with_its_entry()
         )
         .times(1)
         .returning(|_, _, _| Box::pin(async { Ok(vec![running_command()]) }));
+    // Recordings of terminals the previous process ran are closed too.
+    s.recordings
+        .expect_finish_abandoned()
+        .with(eq(now()))
+        .times(1)
+        .returning(|_| Box::pin(async { Ok(2) }));
     assert_eq!(s.build().reconcile_after_restart().await.unwrap(), (0, 1));
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmm_domain::asciicast::{self, OutputEncoder};
+use rmm_domain::{CastWriter, TRUNCATED_MARKER};
 use rmm_domain::{TermSize, TerminalId};
 use tokio::time::Instant;
 
@@ -25,7 +25,7 @@ pub(crate) struct Recorder<P: Ports> {
     app: Arc<App<P>>,
     id: TerminalId,
     start: Instant,
-    encoder: OutputEncoder,
+    encoder: CastWriter,
     buf: Vec<u8>,
     seq: u32,
     /// Bytes of the cast so far, stored or buffered.
@@ -38,7 +38,7 @@ pub(crate) struct Recorder<P: Ports> {
 
 impl<P: Ports> Recorder<P> {
     pub(crate) fn new(app: Arc<App<P>>, view: &TerminalView) -> Self {
-        let header = asciicast::header(
+        let header = CastWriter::header(
             view.size.cols(),
             view.size.rows(),
             view.started_at.as_unix_micros() / 1_000_000,
@@ -49,7 +49,7 @@ impl<P: Ports> Recorder<P> {
             app,
             id: view.id,
             start: Instant::now(),
-            encoder: OutputEncoder::default(),
+            encoder: CastWriter::new(),
             size: header.len() as u64,
             buf: header.into_bytes(),
             seq: 0,
@@ -72,8 +72,9 @@ impl<P: Ports> Recorder<P> {
         if self.truncated {
             return;
         }
-        let line = self.encoder.output(self.elapsed(), bytes);
-        self.push(&line);
+        if let Some(line) = self.encoder.output(self.elapsed(), bytes) {
+            self.push(&line);
+        }
         if self.buf.len() >= CHUNK {
             self.flush().await;
         }
@@ -81,7 +82,7 @@ impl<P: Ports> Recorder<P> {
 
     pub(crate) fn resize(&mut self, size: TermSize) {
         if !self.truncated {
-            let line = asciicast::resize(self.elapsed(), size.cols(), size.rows());
+            let line = CastWriter::resize(self.elapsed(), size.cols(), size.rows());
             self.push(&line);
         }
     }
@@ -91,7 +92,7 @@ impl<P: Ports> Recorder<P> {
             return;
         }
         if self.size + line.len() as u64 + MARKER_ROOM > self.cap {
-            let marker = asciicast::marker(self.elapsed(), "recording truncated: size cap reached");
+            let marker = CastWriter::marker(self.elapsed(), TRUNCATED_MARKER);
             self.size += marker.len() as u64;
             self.buf.extend_from_slice(marker.as_bytes());
             self.truncated = true;
@@ -132,8 +133,9 @@ impl<P: Ports> Recorder<P> {
 
     /// The terminal ended: the rest written (a few tries) and the recording closed.
     pub(crate) async fn finish(&mut self) {
-        if !self.truncated {
-            let tail = self.encoder.finish(self.elapsed());
+        if !self.truncated
+            && let Some(tail) = self.encoder.finish(self.elapsed())
+        {
             self.push(&tail);
         }
         for attempt in 0..5 {
