@@ -227,11 +227,16 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
                 let any = facts != HostFacts::default();
                 self.app.agent_heartbeat(agent, any.then_some(facts));
             }
+            other => self.extension(other),
+        }
+    }
+
+    /// A message of an extension: terminals, stdin acks, file transfers.
+    fn extension(&self, message: AgentMessage) {
+        let (gateway, agent, generation) = (self.app.gateway(), self.agent, self.generation);
+        match message {
             AgentMessage::PtyReady { channel_id } => {
-                let routed = self
-                    .app
-                    .gateway()
-                    .on_pty_ready(agent, self.generation, &channel_id);
+                let routed = gateway.on_pty_ready(agent, generation, &channel_id);
                 self.unrouted(routed, "pty_ready", &channel_id);
             }
             AgentMessage::PtyExit {
@@ -239,18 +244,11 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
                 exit_code,
                 signal,
             } => {
-                let routed = self.app.gateway().on_pty_exit(
-                    agent,
-                    self.generation,
-                    &channel_id,
-                    exit_code,
-                    signal,
-                );
+                let routed = gateway.on_pty_exit(agent, generation, &channel_id, exit_code, signal);
                 self.unrouted(routed, "pty_exit", &channel_id);
             }
             AgentMessage::ChannelAck { channel_id, offset } => {
-                let gateway = self.app.gateway();
-                let routed = gateway.on_channel_ack(agent, self.generation, &channel_id, offset);
+                let routed = gateway.on_channel_ack(agent, generation, &channel_id, offset);
                 self.unrouted(routed, "channel_ack", &channel_id);
             }
             file => {

@@ -23,6 +23,9 @@ mod registry;
 mod stdin;
 mod window;
 
+#[cfg(test)]
+mod pty_tests;
+
 pub use pty::{PTY_CONTROL_QUEUE, PTY_EVENTS_QUEUE};
 pub use stdin::FINAL_ACK_TIMEOUT as STDIN_FINAL_ACK_TIMEOUT;
 

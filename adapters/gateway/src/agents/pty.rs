@@ -27,8 +27,11 @@ pub const PTY_EVENTS_QUEUE: usize = STREAM_WINDOW_FRAMES as usize + 16;
 /// Controls of one terminal queued before its task takes them.
 pub const PTY_CONTROL_QUEUE: usize = 16;
 /// Input bytes a terminal's task takes from the application beyond what the agent's window
-/// lets through; past it the task stops taking controls, so the sender waits.
+/// lets through; past it the task stops taking controls, so the sender waits...
 const PARKED_INPUT: usize = STREAM_WINDOW as usize;
+/// ... unless the agent waits for an output ack (which may be queued behind input: a paste
+/// into `cat` needs output acks to be consumed), up to this much.
+const PARKED_INPUT_STARVED: usize = 4 * STREAM_WINDOW as usize;
 
 /// One live terminal, as the connection task routes to it.
 #[derive(Debug)]
@@ -39,6 +42,9 @@ pub(crate) struct PtyRoute {
     /// The agent's acks of input (its `channel_ack`), for the control task. Dropped with the
     /// route, which ends that task.
     input_acked: watch::Sender<u64>,
+    /// Whether the agent waits for the application's output ack (see
+    /// [`ReceiveCredit::starved`]), for the control task.
+    starved: watch::Sender<bool>,
     /// `pty_close` was queued to the agent.
     close_sent: bool,
 }
@@ -75,12 +81,14 @@ impl WsAgentGateway {
         let (events_tx, events) = mpsc::channel(PTY_EVENTS_QUEUE);
         let (control, control_rx) = mpsc::channel(PTY_CONTROL_QUEUE);
         let (input_acked, acks) = watch::channel(0);
+        let (starved, starved_rx) = watch::channel(false);
         connection.ptys.insert(
             channel.clone(),
             PtyRoute {
                 events: events_tx,
                 credit: ReceiveCredit::default(),
                 input_acked,
+                starved,
                 close_sent: false,
             },
         );
@@ -91,7 +99,7 @@ impl WsAgentGateway {
             outbound: connection.outbound.clone(),
             connections: self.connections(),
         };
-        tokio::spawn(task.run(control_rx, acks));
+        tokio::spawn(task.run(control_rx, acks, starved_rx));
         Ok(PtyLink { events, control })
     }
 
@@ -122,6 +130,7 @@ impl WsAgentGateway {
             );
             return Ok(());
         }
+        route.update_starved();
         match route.events.try_send(PtyEvent::Output(frame.data)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -247,6 +256,14 @@ impl WsAgentGateway {
     }
 }
 
+impl PtyRoute {
+    fn update_starved(&self) {
+        let now = self.credit.starved();
+        self.starved
+            .send_if_modified(|was| std::mem::replace(was, now) != now);
+    }
+}
+
 /// The connection `generation` of `agent` and `channel` parsed, when it is an open terminal
 /// channel of that connection.
 fn pty_channel<'a>(
@@ -298,7 +315,12 @@ struct Parked {
 impl ControlTask {
     /// Runs until the terminal's route is gone (exit, failure, tunnel closed, agent gone),
     /// the application dropped its control sender, or the connection is gone.
-    async fn run(self, mut control: mpsc::Receiver<PtyControl>, mut acks: watch::Receiver<u64>) {
+    async fn run(
+        self,
+        mut control: mpsc::Receiver<PtyControl>,
+        mut acks: watch::Receiver<u64>,
+        mut starved: watch::Receiver<bool>,
+    ) {
         let (mut window, mut parked, mut closed) =
             (SendWindow::default(), Parked::default(), false);
         loop {
@@ -306,8 +328,14 @@ impl ControlTask {
                 return;
             }
             // Controls are taken while input waits for the agent, so an ack or a close is
-            // never stuck behind input; only past PARKED_INPUT does the sender wait.
-            let take = parked.bytes < PARKED_INPUT;
+            // not stuck behind input; past PARKED_INPUT the sender waits, unless the agent
+            // itself waits for an ack (then up to PARKED_INPUT_STARVED).
+            let limit = if *starved.borrow_and_update() {
+                PARKED_INPUT_STARVED
+            } else {
+                PARKED_INPUT
+            };
+            let take = parked.bytes < limit;
             tokio::select! {
                 biased;
                 changed = acks.changed() => {
@@ -315,6 +343,11 @@ impl ControlTask {
                         return;
                     }
                     window.ack(*acks.borrow_and_update());
+                }
+                changed = starved.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
                 }
                 next = control.recv(), if take => {
                     let Some(next) = next else {
@@ -398,7 +431,9 @@ impl ControlTask {
             .filter(|c| c.generation == self.generation)?
             .ptys
             .get_mut(&self.channel)?;
-        Some(route.credit.ack(offset))
+        let offset = route.credit.ack(offset);
+        route.update_starved();
+        Some(offset)
     }
 
     /// Sends `pty_close` unless it was already sent or the terminal is no longer routed.

@@ -111,6 +111,13 @@ impl ReceiveCredit {
         Ok(())
     }
 
+    /// The agent can hardly send more before the next grant (within a frame of the byte
+    /// window, or at the frame window): it waits for the application's ack.
+    pub(crate) fn starved(&self) -> bool {
+        self.next - self.acked + STREAM_FRAME_DATA as u64 > STREAM_WINDOW
+            || self.ends.len() as u64 + 1 >= STREAM_WINDOW_FRAMES
+    }
+
     /// Grants credit up to `offset` (clamped to what was received; never backwards); the
     /// offset to tell the agent.
     pub(crate) fn ack(&mut self, offset: u64) -> u64 {
@@ -141,8 +148,7 @@ mod tests {
             offsets.push(window.send(room));
         }
         assert_eq!(window.sent(), STREAM_WINDOW);
-        assert_eq!(offsets.len() as u64, STREAM_WINDOW / FRAME as u64);
-        assert_eq!(offsets[1], FRAME as u64);
+        assert_eq!(offsets[1..3], [FRAME as u64, 2 * FRAME as u64]);
         window.ack(100);
         assert_eq!(window.room(), 100, "room is what the ack freed");
         window.ack(50);
@@ -173,7 +179,11 @@ mod tests {
         let mut window = SendWindow::default();
         window.send(10);
         window.ack(5);
-        assert_eq!(window.room(), FRAME, "half a frame acknowledged frees its bytes");
+        assert_eq!(
+            window.room(),
+            FRAME,
+            "half a frame acknowledged frees its bytes"
+        );
         assert!(!window.settled());
     }
 
@@ -240,6 +250,29 @@ mod tests {
         }
         credit.ack(1);
         assert_eq!(credit.receive(STREAM_WINDOW_FRAMES, 1), Ok(()));
+    }
+
+    #[test]
+    fn an_agent_is_starved_within_a_frame_of_either_window() {
+        let mut credit = ReceiveCredit::default();
+        credit
+            .receive(0, STREAM_WINDOW as usize - FRAME)
+            .unwrap_err();
+        let mut credit = ReceiveCredit::default();
+        let frames = STREAM_WINDOW / FRAME as u64;
+        for i in 0..frames - 1 {
+            credit.receive(i * FRAME as u64, FRAME).unwrap();
+            assert!(!credit.starved());
+        }
+        credit.receive((frames - 1) * FRAME as u64, 1).unwrap();
+        assert!(credit.starved(), "no room for a whole frame");
+        credit.ack(1);
+        assert!(!credit.starved());
+        let mut credit = ReceiveCredit::default();
+        for offset in 0..STREAM_WINDOW_FRAMES - 1 {
+            credit.receive(offset, 1).unwrap();
+        }
+        assert!(credit.starved(), "one frame left");
     }
 
     #[test]
