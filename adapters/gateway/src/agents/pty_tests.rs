@@ -690,3 +690,11 @@ async fn an_unacknowledged_end_reports_what_was_acknowledged_after_the_timeout()
     assert_eq!(feed.await.unwrap(), Ok(4));
     assert!(started.elapsed() >= super::STDIN_FINAL_ACK_TIMEOUT - Duration::from_secs(1));
 }
+
+#[test]
+fn the_pty_and_command_stdin_capabilities_are_parsed() {
+    let parsed = Capabilities::parse(Some("file-transfer, pty ,command-stdin"));
+    assert!(parsed.pty && parsed.command_stdin && parsed.file_transfer);
+    let parsed = Capabilities::parse(Some("ptyx,command-timeout"));
+    assert!(!parsed.pty && !parsed.command_stdin && parsed.command_timeout);
+}
