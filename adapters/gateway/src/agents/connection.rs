@@ -152,13 +152,7 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
             }
             Some(Ok(Message::Binary(bytes))) => {
                 match DataFrame::decode(bytes::Bytes::from(bytes)) {
-                    Ok(frame) => {
-                        let event = FileEvent::Data {
-                            offset: frame.offset,
-                            data: frame.data,
-                        };
-                        self.route_file(&frame.channel_id, event);
-                    }
+                    Ok(frame) => self.data(frame),
                     Err(e) => {
                         if self.may_warn() {
                             tracing::warn!(agent_id = %agent, error = %e, "binary frame from agent ignored");
@@ -233,11 +227,54 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
                 let any = facts != HostFacts::default();
                 self.app.agent_heartbeat(agent, any.then_some(facts));
             }
+            other => self.extension(other),
+        }
+    }
+
+    /// A message of an extension: terminals, stdin acks, file transfers.
+    fn extension(&self, message: AgentMessage) {
+        let (gateway, agent, generation) = (self.app.gateway(), self.agent, self.generation);
+        match message {
+            AgentMessage::PtyReady { channel_id } => {
+                let routed = gateway.on_pty_ready(agent, generation, &channel_id);
+                self.unrouted(routed, "pty_ready", &channel_id);
+            }
+            AgentMessage::PtyExit {
+                channel_id,
+                exit_code,
+                signal,
+            } => {
+                let routed = gateway.on_pty_exit(agent, generation, &channel_id, exit_code, signal);
+                self.unrouted(routed, "pty_exit", &channel_id);
+            }
+            AgentMessage::ChannelAck { channel_id, offset } => {
+                let routed = gateway.on_channel_ack(agent, generation, &channel_id, offset);
+                self.unrouted(routed, "channel_ack", &channel_id);
+            }
             file => {
                 if let Some((channel_id, event)) = file_event(file) {
                     self.route_file(&channel_id, event);
                 }
             }
+        }
+    }
+
+    /// A binary data frame: a terminal's output, else a file transfer's data.
+    fn data(&self, frame: DataFrame) {
+        let gateway = self.app.gateway();
+        if let Err(frame) = gateway.route_pty_output(self.agent, self.generation, frame) {
+            let event = FileEvent::Data {
+                offset: frame.offset,
+                data: frame.data,
+            };
+            self.route_file(&frame.channel_id, event);
+        }
+    }
+
+    /// Warns (rate-limited) about a message on no channel that carries it.
+    fn unrouted(&self, routed: bool, kind: &str, channel_id: &str) {
+        if !routed && self.may_warn() {
+            tracing::warn!(agent_id = %self.agent, kind, channel_id = %clip(channel_id), "message on no channel that carries it; ignored");
         }
     }
 
@@ -247,7 +284,7 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
         let (gateway, agent, generation) = (self.app.gateway(), self.agent, self.generation);
         let refused = SessionId::parse(channel_id)
             .is_ok_and(|session| gateway.on_refusal(agent, generation, session, error));
-        if refused {
+        if refused || gateway.on_pty_error(agent, generation, channel_id, error) {
             return;
         }
         let on_channel = ChannelId::parse(channel_id).ok().and_then(|channel| {

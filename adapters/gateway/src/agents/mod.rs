@@ -11,13 +11,23 @@ use std::time::Duration;
 
 use poem::web::websocket::{CloseCode, Message};
 use rmm_protocol::{
-    CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, CAP_FILE_TRANSFER, ServerMessage, encode,
+    CAP_COMMAND_CANCEL, CAP_COMMAND_STDIN, CAP_COMMAND_TIMEOUT, CAP_FILE_TRANSFER, CAP_PTY,
+    ServerMessage, encode,
 };
 
 mod connection;
 mod files;
 mod port;
+mod pty;
 mod registry;
+mod stdin;
+mod window;
+
+#[cfg(test)]
+mod pty_tests;
+
+pub use pty::{PTY_CONTROL_QUEUE, PTY_EVENTS_QUEUE};
+pub use stdin::FINAL_ACK_TIMEOUT as STDIN_FINAL_ACK_TIMEOUT;
 
 pub use connection::run_agent_connection;
 pub(crate) use registry::FileLink;
@@ -35,6 +45,8 @@ pub struct Capabilities {
     pub command_timeout: bool,
     pub command_cancel: bool,
     pub file_transfer: bool,
+    pub pty: bool,
+    pub command_stdin: bool,
 }
 
 impl Capabilities {
@@ -46,6 +58,8 @@ impl Capabilities {
             command_timeout: names.contains(&CAP_COMMAND_TIMEOUT),
             command_cancel: names.contains(&CAP_COMMAND_CANCEL),
             file_transfer: names.contains(&CAP_FILE_TRANSFER),
+            pty: names.contains(&CAP_PTY),
+            command_stdin: names.contains(&CAP_COMMAND_STDIN),
         }
     }
 }

@@ -11,7 +11,9 @@ use tokio::sync::oneshot;
 
 use super::WsAgentGateway;
 use super::files;
+use super::pty::end_pty;
 use super::registry::in_tunnel;
+use super::stdin::StdinState;
 
 impl AgentGateway for WsAgentGateway {
     fn mode(&self, agent: AgentId) -> Option<AgentMode> {
@@ -88,8 +90,11 @@ impl AgentGateway for WsAgentGateway {
             Ok(mode) => {
                 connection.mode = mode;
                 connection.channels.close_all();
-                // Dropping the senders ends every transfer of the tunnel.
+                // Dropping the senders ends every transfer, terminal and stdin of the tunnel
+                // (the agent closes its terminals with the tunnel).
                 connection.files.clear();
+                connection.ptys.clear();
+                connection.stdins.clear();
                 if let Err(e) = Self::send(
                     connection,
                     ServerMessage::TunnelClose {
@@ -114,11 +119,11 @@ impl AgentGateway for WsAgentGateway {
         timeout_secs: u64,
         stdin: bool,
     ) -> Result<(), GatewayError> {
-        if stdin {
-            return Err(GatewayError::Unsupported);
-        }
         let mut connections = self.lock();
         let connection = in_tunnel(&mut connections, agent, session)?;
+        if stdin && !connection.capabilities.command_stdin {
+            return Err(GatewayError::Unsupported);
+        }
         connection
             .channels
             .open(channel.clone(), ChannelKind::Terminal)
@@ -133,31 +138,37 @@ impl AgentGateway for WsAgentGateway {
             data: TunnelDataPayload::Terminal {
                 command: command.to_owned(),
                 timeout_secs,
-                stdin: false,
+                stdin,
             },
         };
         Self::send(connection, message).inspect_err(|_| {
             let _ = connection.channels.close(channel);
-        })
+        })?;
+        if stdin {
+            connection
+                .stdins
+                .insert(channel.clone(), StdinState::default());
+        }
+        Ok(())
     }
 
     async fn command_stdin(
         &self,
-        _agent: AgentId,
-        _channel: &ChannelId,
-        _body: &mut ByteStream,
+        agent: AgentId,
+        channel: &ChannelId,
+        body: &mut ByteStream,
     ) -> Result<u64, StdinError> {
-        Err(StdinError::Closed)
+        self.feed_stdin(agent, channel, body).await
     }
 
     fn open_pty(
         &self,
-        _agent: AgentId,
-        _session: SessionId,
-        _channel: &ChannelId,
-        _spec: &PtySpec,
+        agent: AgentId,
+        session: SessionId,
+        channel: &ChannelId,
+        spec: &PtySpec,
     ) -> Result<PtyLink, GatewayError> {
-        Err(GatewayError::Unsupported)
+        self.start_pty(agent, session, channel, spec)
     }
 
     fn cancel_command(&self, agent: AgentId, channel: &ChannelId) -> bool {
@@ -177,6 +188,10 @@ impl AgentGateway for WsAgentGateway {
 
     fn release_channel(&self, agent: AgentId, channel: &ChannelId) {
         if let Some(connection) = self.lock().get_mut(&agent) {
+            // A terminal is closed on the agent at once (whatever input its control task
+            // still holds) and its events end.
+            end_pty(connection, channel, None);
+            connection.stdins.remove(channel);
             let _ = connection.channels.close(channel);
         }
     }

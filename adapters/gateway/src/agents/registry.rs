@@ -11,11 +11,13 @@ use rmm_domain::{AgentId, AgentMode, ChannelId, ChannelKind, Channels, SessionId
 use rmm_protocol::ServerMessage;
 use tokio::sync::{mpsc, oneshot};
 
+use super::pty::PtyRoute;
+use super::stdin::StdinState;
 use super::{Capabilities, FileEvent, MAX_CHANNELS, Outbound};
 
 #[derive(Debug)]
 pub(crate) struct Connection {
-    generation: u64,
+    pub(crate) generation: u64,
     /// The client address it came from (for the log and audit of a replaced connection).
     remote: String,
     pub(crate) outbound: mpsc::Sender<Outbound>,
@@ -24,6 +26,11 @@ pub(crate) struct Connection {
     pub(crate) channels: Channels,
     /// Where the events of each file channel go.
     pub(crate) files: HashMap<ChannelId, mpsc::Sender<FileEvent>>,
+    /// The live terminals (`pty` channels) and where their events go. A terminal channel
+    /// still open without a route is draining: its frames are dropped until `pty_exit`.
+    pub(crate) ptys: HashMap<ChannelId, PtyRoute>,
+    /// The commands started with stdin, by channel.
+    pub(crate) stdins: HashMap<ChannelId, StdinState>,
     pub(crate) mode: AgentMode,
     /// The open in flight (at most one: the store allows one open session per agent).
     pub(crate) pending: Option<(SessionId, oneshot::Sender<OpenReply>)>,
@@ -32,7 +39,7 @@ pub(crate) struct Connection {
 impl Connection {
     /// Queues a message without waiting; a full queue drops it (the caller does not care:
     /// every use is a best-effort close).
-    fn push(&self, message: ServerMessage) -> bool {
+    pub(crate) fn push(&self, message: ServerMessage) -> bool {
         self.outbound.try_send(Outbound::Message(message)).is_ok()
     }
 }
@@ -41,9 +48,11 @@ impl Connection {
 /// 4 MiB window of 256 KiB data frames in flight, well under this.
 const FILE_EVENTS_QUEUE: usize = 64;
 
-type Connections = Mutex<HashMap<AgentId, Connection>>;
+pub(crate) type Connections = Mutex<HashMap<AgentId, Connection>>;
 
-fn lock(connections: &Connections) -> std::sync::MutexGuard<'_, HashMap<AgentId, Connection>> {
+pub(crate) fn lock(
+    connections: &Connections,
+) -> std::sync::MutexGuard<'_, HashMap<AgentId, Connection>> {
     // Every critical section leaves the map consistent at each statement, so a poisoned lock
     // (a panic elsewhere) is safe to keep using.
     connections
@@ -109,6 +118,11 @@ impl WsAgentGateway {
         lock(&self.connections)
     }
 
+    /// The shared registry, for the tasks that outlive a call (a terminal's control task).
+    pub(crate) fn connections(&self) -> Arc<Connections> {
+        Arc::clone(&self.connections)
+    }
+
     /// Makes `outbound` (from client address `remote`) the agent's current connection; its
     /// generation, and the mode and client address of the connection it replaced. That
     /// previous connection is dropped: its queue closes, so its task ends, and an open
@@ -130,6 +144,8 @@ impl WsAgentGateway {
                 capabilities,
                 channels: Channels::with_limit(MAX_CHANNELS),
                 files: HashMap::new(),
+                ptys: HashMap::new(),
+                stdins: HashMap::new(),
                 mode: AgentMode::Heartbeat,
                 pending: None,
             },
@@ -250,6 +266,8 @@ impl WsAgentGateway {
             .ok()?;
         if last {
             let _ = connection.channels.close(channel);
+            // The command ended: so did its stdin (a `command_stdin` under way sees it).
+            connection.stdins.remove(channel);
         }
         Some(session)
     }
