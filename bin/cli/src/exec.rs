@@ -193,7 +193,7 @@ async fn run(
         stream.close().await;
         return Ok(Ending::NotStarted);
     }
-    let started = client.run_command(session, command, timeout_secs).await?;
+    let started = client.run_command(session, command, timeout_secs, false).await?;
     let mut run = Follow::new(client.clone(), session, &started, stream);
     let ending = run.follow(interrupts).await;
     run.close_stream().await;
