@@ -115,7 +115,13 @@ pub async fn shell(
     lease.release(client).await;
     let outcome = result?;
     if let Some(message) = explain(&outcome) {
-        let _ = writeln!(std::io::stderr(), "rmm: {message}");
+        // The remote side may have left the cursor mid-line.
+        let fresh_line = if std::io::stdin().is_terminal() {
+            "\n"
+        } else {
+            ""
+        };
+        let _ = writeln!(std::io::stderr(), "{fresh_line}rmm: {message}");
     }
     Ok(ExitCode::from(exit_status(&outcome)))
 }
