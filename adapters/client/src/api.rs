@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use chrono::SecondsFormat;
+use futures_util::Stream;
 use reqwest::Method;
 use rmm_domain::{AgentId, CommandId, SessionId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::classify::About;
@@ -41,6 +42,16 @@ struct CommandBody<'a> {
     command: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     timeout_secs: Option<u64>,
+    /// Sent only when set: a server that predates command stdin accepts the body as before.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stdin: bool,
+}
+
+/// The answer to `PUT .../commands/{command_id}/stdin`: the bytes delivered to the command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StdinWritten {
+    pub command_id: Uuid,
+    pub bytes: u64,
 }
 
 impl ApiClient {
@@ -113,7 +124,8 @@ impl ApiClient {
             .await
     }
 
-    /// Runs `command` (through the agent's shell) in the session; answers at once.
+    /// Runs `command` (through the agent's shell) in the session; answers at once. With
+    /// `stdin`, its standard input is a pipe fed by [`Self::command_stdin`] (else /dev/null).
     ///
     /// # Errors
     /// [`ClientError::BadRequest`] for an empty or too long command or a bad timeout,
@@ -125,14 +137,44 @@ impl ApiClient {
         session: SessionId,
         command: &str,
         timeout_secs: Option<u64>,
+        stdin: bool,
     ) -> Result<CommandStartedResponse, ClientError> {
         let path = format!("api/v1/tunnel/{session}/command");
         let request = self.request(Method::POST, &path, true)?.json(&CommandBody {
             command,
             timeout_secs,
+            stdin,
         });
         self.json(request, About::Session(session), REQUEST_TIMEOUT)
             .await
+    }
+
+    /// Streams `body` to the standard input of a command started with `stdin`; its end is
+    /// the end of the command's input (EOF). Answers once all of it is delivered, however
+    /// long the body takes (no timeout on the whole request).
+    ///
+    /// # Errors
+    /// [`ClientError::SessionNotUsable`] (409: started without stdin, its stdin already
+    /// ended, or the command ended), [`ClientError::CommandNotFound`], session, auth,
+    /// transport and server errors.
+    pub async fn command_stdin<S>(
+        &self,
+        session: SessionId,
+        command: CommandId,
+        body: S,
+    ) -> Result<StdinWritten, ClientError>
+    where
+        S: Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static,
+    {
+        let path = format!("api/v1/tunnel/{session}/commands/{command}/stdin");
+        let request = self
+            .request(Method::PUT, &path, true)?
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body));
+        let response = self
+            .send(request, About::Command(session, command), None)
+            .await?;
+        self.read_json(response, REQUEST_TIMEOUT).await
     }
 
     /// A command's status and stored output; with `wait`, the server holds the request until
@@ -254,6 +296,10 @@ pub struct RawOutput {
 }
 
 impl RawOutput {
+    pub(crate) fn new(response: reqwest::Response, server: String) -> Self {
+        Self { response, server }
+    }
+
     /// The next chunk; `None` at the end.
     ///
     /// # Errors

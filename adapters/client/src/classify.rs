@@ -6,6 +6,7 @@
 use rmm_domain::{AgentId, CommandId, SessionId};
 use rmm_protocol::api::{ApiError, ApiErrorCode};
 use serde::Deserialize;
+use uuid::Uuid;
 
 use crate::error::{ClientError, one_line};
 
@@ -45,16 +46,29 @@ pub(crate) enum About {
         op: FileOp,
         path: String,
     },
+    /// A terminal of the session (opening, attaching, closing one).
+    Terminal(SessionId),
+    /// The recordings list.
+    Recordings,
+    /// One recording, by id.
+    Recording(Uuid),
 }
 
 impl About {
     /// The session the request was about, if any.
     const fn session(&self) -> Option<SessionId> {
         match self {
-            Self::Session(session) | Self::Command(session, _) | Self::File { session, .. } => {
-                Some(*session)
-            }
-            Self::Login | Self::Agents | Self::Open(_) | Self::Audit | Self::Users => None,
+            Self::Session(session)
+            | Self::Command(session, _)
+            | Self::File { session, .. }
+            | Self::Terminal(session) => Some(*session),
+            Self::Login
+            | Self::Agents
+            | Self::Open(_)
+            | Self::Audit
+            | Self::Users
+            | Self::Recordings
+            | Self::Recording(_) => None,
         }
     }
 }
@@ -158,6 +172,8 @@ fn by_code(code: ApiErrorCode, reply: ErrorReply, about: About) -> ClientError {
             }
         }
         (Code::AgentUnsupported, About::File { .. }) => ClientError::FilesUnsupported { agent },
+        (Code::AgentUnsupported, About::Terminal(_)) => ClientError::TerminalsUnsupported { agent },
+        (Code::AgentUnsupported, About::Session(_)) => ClientError::StdinUnsupported { agent },
         (Code::PermissionDenied, About::File { op, .. }) => ClientError::RemotePermissionDenied {
             agent,
             reason: message,
@@ -194,6 +210,17 @@ fn by_status(reply: ErrorReply, about: About) -> ClientError {
     } = reply;
     match (status, about) {
         (401, About::Login) => ClientError::InvalidCredentials,
+        (404, About::Recording(id)) => ClientError::RecordingNotFound(id),
+        (504, About::Terminal(_)) => ClientError::TerminalTimedOut,
+        // Otherwise a terminal's errors are its session's.
+        (status, About::Terminal(session)) => by_status(
+            ErrorReply {
+                status,
+                code: None,
+                message,
+            },
+            About::Session(session),
+        ),
         // Expired or not valid here: only the code tells which; both mean logging in again.
         (401, _) => ClientError::TokenRejected(message),
         (_, About::File { session, op, path }) => {

@@ -126,6 +126,21 @@ pub enum ClientError {
         "session {session} cannot transfer files: {reason}; run again (a new session is opened) or `rmm open AGENT`"
     )]
     SessionInactive { session: SessionId, reason: String },
+    /// 409 on a terminal: the agent predates interactive terminals (or runs where they are
+    /// not supported yet).
+    #[error(
+        "{agent} cannot open terminals: its rmm-agent is too old or its platform has none yet; upgrade it, or use `rmm exec`"
+    )]
+    TerminalsUnsupported { agent: String },
+    /// 409 on a command with stdin: the agent predates command stdin.
+    #[error("{agent} cannot feed a command's standard input: its rmm-agent is too old; upgrade it")]
+    StdinUnsupported { agent: String },
+    /// 504 on a terminal: the agent did not start it in time.
+    #[error("the agent did not start the terminal in time: retry, or check the agent's log")]
+    TerminalTimedOut,
+    /// 404 on a recording.
+    #[error("no recording {0}; list them with `rmm recordings`")]
+    RecordingNotFound(uuid::Uuid),
     /// 422, or a local check: the bytes that arrived do not hash to what was expected.
     #[error("checksum mismatch: the file changed during transfer; run again")]
     ChecksumMismatch,
@@ -163,6 +178,8 @@ impl ClientError {
             Self::RemotePathTooLong { reason, .. } => Self::RemotePathTooLong { agent, reason },
             Self::RemoteInvalidPath { reason, .. } => Self::RemoteInvalidPath { agent, reason },
             Self::FilesUnsupported { .. } => Self::FilesUnsupported { agent },
+            Self::TerminalsUnsupported { .. } => Self::TerminalsUnsupported { agent },
+            Self::StdinUnsupported { .. } => Self::StdinUnsupported { agent },
             Self::AgentDiskFull { .. } => Self::AgentDiskFull { agent },
             Self::AgentTimedOut { .. } => Self::AgentTimedOut { agent },
             other => other,

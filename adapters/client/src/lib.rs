@@ -16,7 +16,8 @@
 //! - this file: the client, its requests and their authorization;
 //! - `api`: the calls of sessions, commands, agents and the audit log;
 //! - `files`: file transfer, streamed both ways;
-//! - `stream`: the session stream WebSocket;
+//! - `stream`: the session stream WebSocket (and the connector every WebSocket shares);
+//! - `terminal`: interactive terminals and their WebSocket; `recordings`: their recordings;
 //! - `dto`: what the API answers; `token`: the JWT;
 //! - `error`: [`ClientError`]; `classify`: how an error answer becomes one, by its `code`.
 
@@ -34,12 +35,14 @@ mod dto;
 mod enrollment;
 mod error;
 mod files;
+mod recordings;
 mod stream;
+mod terminal;
 mod tls;
 mod token;
 
 pub use agent_admin::{RotatedKeyResponse, UpdatedAgentResponse};
-pub use api::RawOutput;
+pub use api::{RawOutput, StdinWritten};
 pub use dto::{
     AgentDto, AuditEntryDto, AuditFilter, AuditPage, ClosedResponse, CommandDto,
     CommandStartedResponse, OpenedResponse, OutputKind, StatusDto, TokenResponse,
@@ -48,7 +51,11 @@ pub use dto::{
 pub use enrollment::{CreatedEnrollmentDto, EnrollmentDto};
 pub use error::ClientError;
 pub use files::FileDownload;
+pub use recordings::{RecordingDto, RecordingFilter};
 pub use stream::SessionStream;
+pub use terminal::{
+    TerminalClosed, TerminalEvent, TerminalExit, TerminalOpened, TerminalSocket, TerminalSpec,
+};
 pub use token::{Token, TokenParseError};
 
 use classify::{About, ErrorReply};

@@ -25,15 +25,32 @@ impl ApiClient {
     /// # Errors
     /// Session, auth and transport errors, as for the HTTP calls.
     pub async fn stream(&self, session: SessionId) -> Result<SessionStream, ClientError> {
-        let mut url = self.url(&format!("api/v1/tunnel/{session}/stream"))?;
+        let path = format!("api/v1/tunnel/{session}/stream");
+        let socket = self.ws_connect(&path, About::Session(session)).await?;
+        Ok(SessionStream {
+            socket,
+            server: self.server.clone(),
+            close_reason: None,
+            close_code: None,
+        })
+    }
+
+    /// Connects a WebSocket of the API at `path` (relative to the server), with the token in
+    /// the `Authorization` header and the CA the HTTP calls trust; an error answer to the
+    /// handshake is classified as the same answer to a request about `about`.
+    pub(crate) async fn ws_connect(
+        &self,
+        path: &str,
+        about: About,
+    ) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, ClientError> {
+        let mut url = self.url(path)?;
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme)
-            .map_err(|()| ClientError::Protocol("cannot form the stream URL".into()))?;
+            .map_err(|()| ClientError::Protocol("cannot form the WebSocket URL".into()))?;
         let token = self.token.as_ref().ok_or(ClientError::NotLoggedIn)?;
-        let mut request = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| ClientError::Protocol(format!("cannot form the stream request: {e}")))?;
+        let mut request = url.as_str().into_client_request().map_err(|e| {
+            ClientError::Protocol(format!("cannot form the WebSocket request: {e}"))
+        })?;
         let bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| ClientError::TokenRejected("it is not a valid header value".into()))?;
         request.headers_mut().insert("authorization", bearer);
@@ -44,16 +61,10 @@ impl ApiClient {
         let connecting =
             tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
         match tokio::time::timeout(REQUEST_TIMEOUT, connecting).await {
-            Ok(Ok((socket, _))) => Ok(SessionStream {
-                socket,
-                server: self.server.clone(),
-                close_reason: None,
-                close_code: None,
-            }),
+            Ok(Ok((socket, _))) => Ok(socket),
             Ok(Err(WsError::Http(response))) => {
                 let body = response.body().as_deref().unwrap_or_default();
-                Err(ErrorReply::parse(response.status().as_u16(), body)
-                    .into_error(About::Session(session)))
+                Err(ErrorReply::parse(response.status().as_u16(), body).into_error(about))
             }
             Ok(Err(WsError::Io(e))) => Err(ClientError::Unreachable {
                 server: self.server.clone(),
@@ -64,7 +75,7 @@ impl ApiClient {
                 cause: with_certificate_hint(one_line(&e.to_string())),
             }),
             Ok(Err(e)) => Err(ClientError::Protocol(format!(
-                "the stream handshake failed: {}",
+                "the WebSocket handshake failed: {}",
                 one_line(&e.to_string())
             ))),
             Err(_) => Err(ClientError::TimedOut {

@@ -24,18 +24,26 @@
 //! closed the session itself (`server_shutdown`), so rmm says so in one line, exits 255 and
 //! does not ask for a close that neither can nor need happen.
 //!
+//! Standard input, like ssh's: when ours is not a terminal and `-n` is not given, the command
+//! is started with a stdin pipe (`"stdin": true`) and ours is streamed to it
+//! (`PUT .../commands/{id}/stdin`) while its output is followed; its end is the command's EOF.
+//! On a terminal, or with `-n`, the command's stdin stays closed (/dev/null). An agent too
+//! old for stdin runs the command with it closed, and rmm says so.
+//!
 //! Following the command is [`follow`]'s; writing its output here, [`output`]'s.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Args;
-use rmm_client::ApiClient;
+use rmm_client::{ApiClient, ClientError, CommandStartedResponse, StdinWritten};
 use rmm_domain::{CommandText, SessionId};
+use tokio::task::JoinHandle;
 
 use super::CliError;
 use super::commands::resolve_agent;
 use super::config::ConfigDir;
+use super::input::Input;
 use super::session::{Interrupts, Lease};
 
 mod follow;
@@ -61,6 +69,10 @@ pub struct ExecArgs {
     /// Keep the session open afterwards when exec opened it (the next exec reuses it).
     #[arg(long)]
     pub keep: bool,
+    /// Keep the remote command's standard input closed (/dev/null). Without it, rmm's own
+    /// standard input is forwarded when it is not a terminal (`echo hi | rmm exec web-01 -- cat`).
+    #[arg(short = 'n', long = "no-stdin")]
+    pub no_stdin: bool,
     /// The command and its arguments (after `--`), joined with spaces for the remote shell.
     #[arg(
         required = true,
@@ -113,14 +125,12 @@ pub async fn exec(
     let Some(lease) = Lease::acquire(client, dir, &agent, args.keep, &mut interrupts).await? else {
         return Ok(report(&Ending::NotStarted));
     };
-    let result = run(
-        client,
-        lease.session(),
-        text.as_str(),
-        args.timeout,
-        &mut interrupts,
-    )
-    .await;
+    let spec = Spec {
+        command: text.as_str(),
+        timeout_secs: args.timeout,
+        stdin: !args.no_stdin && !std::io::stdin().is_terminal(),
+    };
+    let result = run(client, lease.session(), &spec, &mut interrupts).await;
     // The server closed the session itself as it shut down: nothing is left to close, and
     // nobody to ask.
     if !matches!(result, Ok(Ending::ServerShutdown { .. })) {
@@ -171,7 +181,7 @@ fn report(ending: &Ending) -> ExitCode {
 
 /// A remote exit code as a local one: 0..=255 as is; others (Windows) by their low byte,
 /// never turning a failure into 0.
-fn exit_code(code: i32) -> u8 {
+pub(crate) fn exit_code(code: i32) -> u8 {
     match u8::try_from(code) {
         Ok(code) => code,
         Err(_) => u8::try_from(code.rem_euclid(256))
@@ -181,11 +191,18 @@ fn exit_code(code: i32) -> u8 {
     }
 }
 
+/// What to run.
+struct Spec<'a> {
+    command: &'a str,
+    timeout_secs: Option<u64>,
+    /// Forward our standard input.
+    stdin: bool,
+}
+
 async fn run(
     client: &ApiClient,
     session: SessionId,
-    command: &str,
-    timeout_secs: Option<u64>,
+    spec: &Spec<'_>,
     interrupts: &mut Interrupts,
 ) -> Result<Ending, CliError> {
     let stream = client.stream(session).await?;
@@ -193,11 +210,80 @@ async fn run(
         stream.close().await;
         return Ok(Ending::NotStarted);
     }
-    let started = client.run_command(session, command, timeout_secs).await?;
+    let (started, feeding) = start(client, session, spec).await?;
     let mut run = Follow::new(client.clone(), session, &started, stream);
     let ending = run.follow(interrupts).await;
     run.close_stream().await;
+    if let Some(feeding) = feeding {
+        stdin_outcome(feeding).await;
+    }
     run.explain(ending).await
+}
+
+/// Starts the command and, when it takes our standard input, the task that streams it.
+async fn start(
+    client: &ApiClient,
+    session: SessionId,
+    spec: &Spec<'_>,
+) -> Result<
+    (
+        CommandStartedResponse,
+        Option<JoinHandle<Result<StdinWritten, ClientError>>>,
+    ),
+    CliError,
+> {
+    let started = match client
+        .run_command(session, spec.command, spec.timeout_secs, spec.stdin)
+        .await
+    {
+        Err(e @ ClientError::StdinUnsupported { .. }) if spec.stdin => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "rmm: {e}; running the command with its standard input closed"
+            );
+            return Ok((
+                client
+                    .run_command(session, spec.command, spec.timeout_secs, false)
+                    .await?,
+                None,
+            ));
+        }
+        started => started?,
+    };
+    if !spec.stdin {
+        return Ok((started, None));
+    }
+    let (client, command) = (client.clone(), started.id());
+    let feeding = tokio::spawn(async move {
+        client
+            .command_stdin(session, command, Input::spawn().into_stream())
+            .await
+    });
+    Ok((started, Some(feeding)))
+}
+
+/// Once the command has ended: input it did not read is dropped (a closed pipe, as with
+/// ssh); a delivery that failed for another reason is said on stderr.
+async fn stdin_outcome(feeding: JoinHandle<Result<StdinWritten, ClientError>>) {
+    if !feeding.is_finished() {
+        feeding.abort();
+        return;
+    }
+    match feeding.await {
+        Ok(Ok(_)) | Err(_) => {}
+        // The command ended (or its stdin was closed) before all of it was read.
+        Ok(Err(
+            ClientError::SessionNotUsable { .. }
+            | ClientError::Conflict(_)
+            | ClientError::Unreachable { .. },
+        )) => {}
+        Ok(Err(e)) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "rmm: standard input was not fully delivered: {e}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

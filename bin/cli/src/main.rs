@@ -23,8 +23,11 @@ mod config;
 mod cp;
 mod enroll_token;
 mod exec;
+mod input;
+mod recordings;
 mod render;
 mod session;
+mod shell;
 mod users;
 
 /// The rmm technician's client: log in once, then reach managed machines through the server.
@@ -105,6 +108,23 @@ enum Command {
     /// the session), 1 for other errors.
     #[command(override_usage = "rmm exec [OPTIONS] <AGENT> -- <COMMAND>...")]
     Exec(exec::ExecArgs),
+    /// Open an interactive terminal on an agent (its user's login shell, or COMMAND), as ssh.
+    ///
+    /// Your terminal is put in raw mode (when stdin is one): every key goes to the remote side,
+    /// Ctrl-C included. Type `~.` at the start of a line to disconnect (`~~` sends one `~`).
+    /// The window size follows yours. A lost connection is reattached by itself for up to
+    /// 60 s. The terminal is recorded on the server (`rmm recordings`). Reuses your open
+    /// session to the agent; otherwise opens one and closes it afterwards. Exit codes: the
+    /// remote process's, 128+N when signal N killed it, 255 when disconnected (`~.`, closed
+    /// elsewhere, or the connection could not be reattached), 1 for other errors.
+    #[command(override_usage = "rmm shell [OPTIONS] <AGENT> [-- <COMMAND>...]")]
+    Shell(shell::ShellArgs),
+    /// List terminal recordings, newest first: id, agent, user, started, duration, size,
+    /// truncated (technicians see their own).
+    Recordings(recordings::RecordingsArgs),
+    /// Play a terminal recording back with its timing (pauses capped at 2 s), or print the
+    /// cast file (asciicast v2) with --raw.
+    Replay(recordings::ReplayArgs),
     /// Copy a file to or from an agent, verified by SHA-256: `rmm cp LOCAL AGENT:/path` or
     /// `rmm cp AGENT:/path LOCAL`.
     ///
@@ -220,6 +240,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let (client, dir) = connect(&server, ca_file)?;
             exec::exec(&client, &dir, args).await
         }
+        command @ (Command::Shell(_) | Command::Recordings(_) | Command::Replay(_)) => {
+            let (client, dir) = connect(&server, ca_file)?;
+            terminals(&client, &dir, command).await
+        }
         Command::Cp(args) => {
             let (client, dir) = connect(&server, ca_file)?;
             cp::cp(&client, &dir, args).await
@@ -239,6 +263,24 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             enroll_token::run(&client, args).await?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `shell`, `recordings` and `replay`.
+async fn terminals(
+    client: &ApiClient,
+    dir: &config::ConfigDir,
+    command: Command,
+) -> Result<ExitCode, CliError> {
+    match command {
+        Command::Shell(args) => shell::shell(client, dir, args).await,
+        Command::Recordings(args) => recordings::list(client, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Replay(args) => recordings::replay(client, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        _ => Err(CliError::Usage("not a terminal command".into())),
     }
 }
 
@@ -262,6 +304,29 @@ fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_takes_an_optional_command_after_the_agent() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Shell(args),
+                ..
+            }) => Some((args.agent, args.command)),
+            Ok(_) | Err(_) => None,
+        };
+        assert_eq!(
+            parse(&["rmm", "shell", "web-01"]),
+            Some(("web-01".to_owned(), vec![]))
+        );
+        assert_eq!(
+            parse(&["rmm", "shell", "web-01", "--", "top", "-d", "1"]),
+            Some((
+                "web-01".to_owned(),
+                vec!["top".into(), "-d".into(), "1".into()]
+            ))
+        );
+        assert_eq!(parse(&["rmm", "shell"]), None);
+    }
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -304,6 +369,10 @@ mod tests {
             ))
         );
         assert_eq!(parse(&["rmm", "exec", "web-01"]), None);
+        assert!(matches!(
+            Cli::try_parse_from(["rmm", "exec", "-n", "web-01", "--", "cat"]),
+            Ok(Cli { command: Command::Exec(args), .. }) if args.no_stdin && args.command == ["cat"]
+        ));
         assert_eq!(
             parse(&["rmm", "exec", "web-01", "--timeout", "0", "x"]),
             None

@@ -487,3 +487,37 @@ fn refused_paths_name_the_cause_and_the_fix_in_one_line() {
         "{line}"
     );
 }
+
+#[test]
+fn terminal_and_recording_errors_name_what_to_do() {
+    let e = coded(409, Code::AgentUnsupported, "no pty", About::Terminal(S));
+    assert!(
+        matches!(&e, ClientError::TerminalsUnsupported { .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("rmm exec"), "{e}");
+    let e = coded(409, Code::AgentUnsupported, "no stdin", About::Session(S));
+    assert!(matches!(&e, ClientError::StdinUnsupported { .. }), "{e:?}");
+    assert!(matches!(
+        coded(504, Code::AgentTimeout, "slow", About::Terminal(S)),
+        ClientError::TerminalTimedOut
+    ));
+    // A terminal's other errors are its session's.
+    assert!(matches!(
+        coded(404, Code::SessionNotFound, "gone", About::Terminal(S)),
+        ClientError::SessionNotFound(s) if s == S
+    ));
+    assert!(matches!(
+        uncoded(409, "closed", About::Terminal(S)),
+        ClientError::SessionNotUsable { session, .. } if session == S
+    ));
+    // 404 on a recording, whatever code a server gives it (one this client does not know
+    // reads as none).
+    let id = Uuid::from_u128(9);
+    let body = br#"{"error":"no such recording","code":"some_newer_code"}"#;
+    let e = ErrorReply::parse(404, body).into_error(About::Recording(id));
+    assert_eq!(
+        e.to_string(),
+        format!("no recording {id}; list them with `rmm recordings`")
+    );
+}
