@@ -102,7 +102,7 @@ pub struct App<P: Ports> {
     /// racing opens cannot both pass the per-user cap.
     pub(crate) open_gates: OpenGates,
     /// The live terminals.
-    pub(crate) terminals: crate::terminals::Terminals,
+    pub(crate) terminals: crate::live_terminals::Terminals,
     pub(crate) config: Config,
 }
 
@@ -176,7 +176,7 @@ impl<P: Ports> App<P> {
             credentials: deps.credentials,
             presence: Arc::default(),
             open_gates: OpenGates::default(),
-            terminals: crate::terminals::Terminals::default(),
+            terminals: crate::live_terminals::Terminals::default(),
             running: Running::default(),
             output_spool: OutputSpool::new(config.max_output_spool),
             audit_spool: Arc::new(AuditSpool::new(AUDIT_SPOOL_ENTRIES)),

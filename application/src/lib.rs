@@ -20,6 +20,7 @@ mod enrollment;
 mod files;
 mod groups;
 mod identity;
+mod live_terminals;
 mod maintenance;
 mod ports;
 mod presence;

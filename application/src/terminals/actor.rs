@@ -5,16 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use rmm_domain::{TermSize, TerminalEnd};
+use rmm_domain::{ChannelId, TerminalEnd};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::recorder::Recorder;
-use super::{
-    Attachment, CLOSE_WAIT, REPLAY_BYTES, TerminalExit, TerminalFrame, TerminalInput, TerminalView,
-};
+use super::{CLOSE_WAIT, REPLAY_BYTES};
 use crate::app::{App, Ports};
-use crate::ports::{AuditAction, AuditEvent, AuditLog, Clock, PtyEvent, PtyLink};
+use crate::live_terminals::{
+    Attachment, Cmd, TerminalExit, TerminalFrame, TerminalInput, TerminalView,
+};
+use crate::ports::{AgentGateway, AuditAction, AuditEvent, AuditLog, Clock, PtyEvent, PtyLink};
 
 /// Frames queued for the owner's socket. Small: the owner's reading paces the agent.
 const OWNER_QUEUE: usize = 8;
@@ -24,20 +25,6 @@ const WATCHER_QUEUE: usize = 256;
 const ACK_EVERY: u64 = 64 * 1024;
 /// How often buffered recording is written.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What the use cases ask of a terminal's task.
-#[derive(Debug)]
-pub(crate) enum Cmd {
-    Attach {
-        watch: bool,
-        reply: oneshot::Sender<Attachment>,
-    },
-    Resized(TermSize),
-    Close {
-        end: TerminalEnd,
-        reply: Option<oneshot::Sender<TerminalExit>>,
-    },
-}
 
 pub(crate) struct TerminalActor<P: Ports> {
     app: Arc<App<P>>,
@@ -267,6 +254,10 @@ impl<P: Ports> TerminalActor<P> {
     /// The terminal ended: its recording closed, its end audited, its clients told.
     async fn finish(mut self, exit: TerminalExit) {
         self.app.terminals.remove(self.view.id);
+        // Frees the channel even when the agent never reported the end (a no-op after it).
+        self.app
+            .gateway
+            .release_channel(self.view.agent, &ChannelId::for_terminal(self.view.id));
         self.recorder.finish().await;
         let mut entry = AuditEvent::new(self.app.clock.now(), AuditAction::TerminalClose);
         entry.user = Some(self.view.owner);

@@ -8,28 +8,30 @@
 //! the agent credit only for what was handed on, so a client that stops reading holds the
 //! agent's output, not the server's memory.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rmm_domain::{
-    Actor, AgentId, ChannelId, CommandText, SessionAction, SessionId, SessionStatus, TermName,
-    TermSize, TerminalEnd, TerminalId, Timestamp, UserId,
+    Actor, ChannelId, CommandText, SessionAction, SessionId, SessionStatus, TermName, TermSize,
+    TerminalEnd, TerminalId,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::access::{SessionUseError, session_for};
 use crate::app::{App, Ports};
 use crate::ports::{
-    AgentGateway, AuditAction, AuditEvent, AuditLog, Clock, GatewayError, IdGenerator, PtyControl,
-    PtyEvent, PtyLink, PtySpec, RecordingRecord, RecordingRepository, StoreError,
+    AgentGateway, AuditAction, AuditEvent, AuditLog, Clock, GatewayError, IdGenerator, PtyEvent,
+    PtyLink, PtySpec, RecordingRecord, RecordingRepository, StoreError,
 };
 
 mod actor;
 mod recorder;
 
-use actor::{Cmd, TerminalActor};
+pub use crate::live_terminals::{
+    Attachment, TerminalExit, TerminalFrame, TerminalInput, TerminalView,
+};
+use crate::live_terminals::{Cmd, Entry};
+use actor::TerminalActor;
 
 /// Output kept for a client that reattaches.
 pub const REPLAY_BYTES: usize = 64 * 1024;
@@ -45,28 +47,6 @@ pub struct NewTerminal {
     pub rows: u16,
     pub term: Option<String>,
     pub command: Option<String>,
-}
-
-/// A live terminal, as its owner sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TerminalView {
-    pub id: TerminalId,
-    pub session: SessionId,
-    pub agent: AgentId,
-    pub owner: UserId,
-    pub size: TermSize,
-    pub term: String,
-    pub command: Option<String>,
-    pub started_at: Timestamp,
-    pub attached: bool,
-}
-
-/// How a terminal ended, for `DELETE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TerminalExit {
-    pub end: TerminalEnd,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,96 +88,6 @@ impl From<SessionUseError> for TerminalError {
             SessionUseError::Forbidden(id) => Self::Forbidden(id),
             SessionUseError::Store(e) => Self::Store(e),
         }
-    }
-}
-
-/// What an attached client receives, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TerminalFrame {
-    Output(Bytes),
-    /// The process ended; nothing follows.
-    Exit {
-        exit_code: Option<i32>,
-        signal: Option<i32>,
-    },
-    /// The terminal ended without an exit status (closed, its session closed, the agent
-    /// gone); nothing follows.
-    Ended(TerminalEnd),
-    /// Another attach of the owner took over this one; nothing follows.
-    Replaced,
-}
-
-/// A client attached to a terminal: frames in order, ending with `Exit`, `Ended` or
-/// `Replaced` — or ending without one when the client fell too far behind (a watcher) —
-/// and, for the owner, the way in.
-#[derive(Debug)]
-pub struct Attachment {
-    pub frames: mpsc::Receiver<TerminalFrame>,
-    pub input: Option<TerminalInput>,
-}
-
-/// The owner's way in: input bytes and resizes, in order. Input waits while the agent has
-/// not taken the earlier bytes, which slows the client's socket down.
-#[derive(Debug, Clone)]
-pub struct TerminalInput {
-    control: mpsc::Sender<PtyControl>,
-    cmds: mpsc::Sender<Cmd>,
-}
-
-impl TerminalInput {
-    /// False when the terminal has ended.
-    pub async fn input(&self, bytes: Bytes) -> bool {
-        self.control.send(PtyControl::Input(bytes)).await.is_ok()
-    }
-
-    /// Resizes the terminal (and records the resize). False when it has ended.
-    pub async fn resize(&self, size: TermSize) -> bool {
-        // Recorded best effort: a flood of resizes may skip some in the recording.
-        let _ = self.cmds.try_send(Cmd::Resized(size));
-        self.control.send(PtyControl::Resize(size)).await.is_ok()
-    }
-}
-
-/// The live terminals of this process.
-#[derive(Debug, Default)]
-pub(crate) struct Terminals {
-    live: Mutex<HashMap<TerminalId, Entry>>,
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    view: TerminalView,
-    attached: Arc<std::sync::atomic::AtomicBool>,
-    cmds: mpsc::Sender<Cmd>,
-}
-
-impl Terminals {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TerminalId, Entry>> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn get(&self, session: SessionId, id: TerminalId) -> Option<Entry> {
-        self.lock()
-            .get(&id)
-            .filter(|e| e.view.session == session)
-            .cloned()
-    }
-
-    fn of_session(&self, session: SessionId) -> Vec<Entry> {
-        self.lock()
-            .values()
-            .filter(|e| e.view.session == session)
-            .cloned()
-            .collect()
-    }
-
-    pub(crate) fn remove(&self, id: TerminalId) {
-        self.lock().remove(&id);
-    }
-
-    /// How many terminals are live.
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
     }
 }
 

@@ -99,8 +99,23 @@ impl WsAgentGateway {
             outbound: connection.outbound.clone(),
             connections: self.connections(),
         };
-        tokio::spawn(task.run(control_rx, acks, starved_rx));
-        Ok(PtyLink { events, control })
+        let (out_acks, out_acks_rx) = watch::channel(0);
+        let (close, close_rx) = watch::channel(false);
+        tokio::spawn(task.run(
+            control_rx,
+            Watches {
+                input_acks: acks,
+                starved: starved_rx,
+                output_acks: out_acks_rx,
+                close: close_rx,
+            },
+        ));
+        Ok(PtyLink {
+            events,
+            control,
+            acks: out_acks,
+            close,
+        })
     }
 
     /// An output frame from connection `generation`: `Err(frame)` when its channel is no
@@ -305,6 +320,18 @@ struct ControlTask {
     connections: Arc<Connections>,
 }
 
+/// What the control task watches besides the ordered controls.
+struct Watches {
+    /// The agent's `channel_ack`s of input.
+    input_acks: watch::Receiver<u64>,
+    /// Whether the agent waits for output credit.
+    starved: watch::Receiver<bool>,
+    /// The application's output credit ([`PtyLink::acks`]).
+    output_acks: watch::Receiver<u64>,
+    /// The application's close ([`PtyLink::close`]).
+    close: watch::Receiver<bool>,
+}
+
 /// Input taken from the application and not sent yet.
 #[derive(Default)]
 struct Parked {
@@ -315,12 +342,13 @@ struct Parked {
 impl ControlTask {
     /// Runs until the terminal's route is gone (exit, failure, tunnel closed, agent gone),
     /// the application dropped its control sender, or the connection is gone.
-    async fn run(
-        self,
-        mut control: mpsc::Receiver<PtyControl>,
-        mut acks: watch::Receiver<u64>,
-        mut starved: watch::Receiver<bool>,
-    ) {
+    async fn run(self, mut control: mpsc::Receiver<PtyControl>, watches: Watches) {
+        let Watches {
+            input_acks: mut acks,
+            mut starved,
+            mut output_acks,
+            close: mut close_rx,
+        } = watches;
         let (mut window, mut parked, mut closed) =
             (SendWindow::default(), Parked::default(), false);
         loop {
@@ -346,6 +374,29 @@ impl ControlTask {
                 }
                 changed = starved.changed() => {
                     if changed.is_err() {
+                        return;
+                    }
+                }
+                // The application's output credit and close never wait behind input.
+                changed = close_rx.changed() => {
+                    if changed.is_err() || *close_rx.borrow_and_update() {
+                        closed = true;
+                        parked = Parked::default();
+                        let _ = self.close().await;
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                }
+                changed = output_acks.changed() => {
+                    if changed.is_err() {
+                        let _ = self.close().await;
+                        return;
+                    }
+                    let offset = *output_acks.borrow_and_update();
+                    if let Some(offset) = self.grant(offset)
+                        && self.send(ServerMessage::ChannelAck { channel_id: self.channel.to_string(), offset }).await.is_err()
+                    {
                         return;
                     }
                 }
@@ -408,15 +459,6 @@ impl ControlTask {
                 rows: size.rows(),
             },
             PtyControl::Resize(_) => return Ok(()),
-            PtyControl::Ack(offset) => match self.grant(offset) {
-                Some(offset) => ServerMessage::ChannelAck { channel_id, offset },
-                None => return Ok(()),
-            },
-            PtyControl::Close => {
-                *closed = true;
-                *parked = Parked::default();
-                return self.close().await;
-            }
         };
         self.send(message).await
     }

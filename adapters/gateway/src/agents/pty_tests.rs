@@ -288,7 +288,7 @@ async fn output_beyond_the_granted_credit_is_a_violation() {
     // The whole byte window and one frame more are allowed.
     let end = flood(&agent, &channel, 0, STREAM_WINDOW / FRAME + 1, FRAME);
     // The application grants 64 KiB: the agent may send one more frame.
-    link.control.send(PtyControl::Ack(FRAME)).await.unwrap();
+    link.acks.send(FRAME).unwrap();
     assert_eq!(
         agent.next_message().await,
         ServerMessage::ChannelAck {
@@ -324,7 +324,7 @@ async fn too_many_small_frames_are_a_violation_and_acks_are_clamped_to_what_arri
         assert!(matches!(event(&mut link).await, Some(PtyEvent::Output(_))));
     }
     // An ack beyond what arrived grants only what arrived.
-    link.control.send(PtyControl::Ack(u64::MAX)).await.unwrap();
+    link.acks.send(u64::MAX).unwrap();
     assert_eq!(
         agent.next_message().await,
         ServerMessage::ChannelAck {
@@ -354,7 +354,7 @@ async fn an_agent_filling_the_event_queue_is_cut_off() {
     let mut end = 0;
     for _ in 0..2 {
         end = flood(&agent, &channel, end, 128, 1);
-        link.control.send(PtyControl::Ack(end)).await.unwrap();
+        link.acks.send(end).unwrap();
         assert!(matches!(
             agent.next_message().await,
             ServerMessage::ChannelAck { .. }
@@ -418,7 +418,7 @@ async fn input_is_split_into_frames_and_held_within_the_window_while_acks_pass()
             rows: 30
         }
     );
-    link.control.send(PtyControl::Ack(FRAME)).await.unwrap();
+    link.acks.send(FRAME).unwrap();
     assert!(matches!(
         agent.next_message().await,
         ServerMessage::ChannelAck { offset: FRAME, .. }
@@ -438,7 +438,7 @@ async fn input_is_split_into_frames_and_held_within_the_window_while_acks_pass()
 async fn close_is_sent_once_and_dropping_the_control_closes_the_terminal() {
     let mut agent = connected(all()).await;
     let (channel, link) = agent.open().await;
-    link.control.send(PtyControl::Close).await.unwrap();
+    link.close.send(true).unwrap();
     link.control
         .send(PtyControl::Input(Bytes::from_static(b"late")))
         .await
