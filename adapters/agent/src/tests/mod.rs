@@ -53,7 +53,7 @@ async fn accept(listener: &tokio::net::TcpListener) -> WebSocketStream<TcpStream
         assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer k");
         assert_eq!(
             req.headers()[CAPABILITIES_HEADER],
-            "command-timeout, command-cancel, file-transfer"
+            crate::connection::CAPABILITIES.join(", ")
         );
         Ok(res)
     })
