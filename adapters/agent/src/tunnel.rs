@@ -207,6 +207,17 @@ impl TunnelState {
                 }
             }
             ServerMessage::FileCancel { channel_id } => self.cancel_file(&channel_id),
+            message @ (ServerMessage::PtyOpen { .. }
+            | ServerMessage::PtyResize { .. }
+            | ServerMessage::PtyClose { .. }
+            | ServerMessage::ChannelAck { .. }
+            | ServerMessage::StdinEnd { .. }) => self.stream(message),
+        }
+    }
+
+    /// The terminal and stdin extensions' frames (`pty`, `command-stdin`).
+    fn stream(&mut self, message: ServerMessage) -> Vec<Action> {
+        match message {
             ServerMessage::PtyOpen {
                 channel_id,
                 cols,
@@ -228,6 +239,8 @@ impl TunnelState {
                 .map(Action::StdinEnd)
                 .into_iter()
                 .collect(),
+            // Routed to the file operations and commands by `handle`.
+            _ => Vec::new(),
         }
     }
 

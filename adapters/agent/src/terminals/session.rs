@@ -112,6 +112,8 @@ async fn feed(
     loop {
         let chunk = pending.clone();
         tokio::select! {
+            // A resize the server sent before input takes effect before it.
+            biased;
             changed = sizes.changed(), if more_sizes => match changed {
                 Ok(()) => {
                     let (cols, rows) = *sizes.borrow_and_update();

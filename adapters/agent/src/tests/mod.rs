@@ -7,6 +7,9 @@ mod connection;
 /// Linux only: modes, symlinks, FIFOs and `/sys` are Unix matters.
 #[cfg(target_os = "linux")]
 mod file_transfer;
+/// Terminals and command stdin: real PTYs and process groups, read through `/proc`.
+#[cfg(target_os = "linux")]
+mod terminals;
 
 use std::time::Duration;
 
