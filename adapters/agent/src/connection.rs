@@ -70,7 +70,7 @@ const OUTBOUND_QUEUE: usize = 32;
 
 /// After SIGKILL, how long a command's pipes may stay open (held by a process that left its
 /// group) before its end is reported anyway.
-const KILL_DRAIN: Duration = Duration::from_secs(2);
+pub(crate) const KILL_DRAIN: Duration = Duration::from_secs(2);
 
 /// Why [`run`] stopped other than by shutdown.
 #[derive(Debug, thiserror::Error)]

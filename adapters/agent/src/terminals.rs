@@ -37,6 +37,7 @@ pub type TerminalRunId = u64;
 /// What the registry hands a terminal's task: everything but the input is "latest value"
 /// state, so a flood of acks or resizes queues nothing.
 #[derive(Debug)]
+#[cfg_attr(not(unix), allow(dead_code))]
 struct Control {
     /// Resolves (or is dropped) when the terminal must end: HUP, TERM, KILL.
     stop: oneshot::Receiver<()>,

@@ -10,7 +10,8 @@ use super::{KillTimings, StopReason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kill {
-    /// SIGHUP: the terminal hung up (terminals only).
+    /// SIGHUP: the terminal hung up (terminals, which are Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
     Hangup,
     /// SIGTERM: ask.
     Soft,

@@ -78,7 +78,9 @@ pub(super) async fn run(
                 tracing::info!(channel_id = %channel, "closing terminal");
                 hangup.next(&group, &mut child);
             }
-            () = sleep_until(hangup.deadline), if status.is_none() => hangup.next(&group, &mut child),
+            // Also after the leader's exit: a member that ignores the hangup may still hold
+            // the PTY (and so the drain) open.
+            () = sleep_until(hangup.deadline) => hangup.next(&group, &mut child),
             () = sleep_until(drain_deadline) => {
                 if progress.last() + timings.drain <= Instant::now() {
                     tracing::warn!(channel_id = %channel, "terminal output still open after its process exited (held by another process, or the server grants no credit); not waiting for it");

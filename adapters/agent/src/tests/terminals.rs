@@ -293,6 +293,30 @@ async fn a_process_that_ignores_the_hangup_gets_term_then_kill() {
 }
 
 #[tokio::test]
+async fn a_member_ignoring_the_hangup_after_the_leader_died_gets_term_then_kill() {
+    let (mut ws, _stop, agent) = tunnel_agent(fast()).await;
+    let mut term = Term::open(
+        &mut ws,
+        "pty-1",
+        (80, 24),
+        Some("echo $$; sh -c \"trap '' HUP TERM; sleep 1000\" & sleep 1000"),
+    )
+    .await;
+    term.until(&mut ws, "\r\n").await;
+    let pgid = first_number(&term.text());
+    let closed = tokio::time::Instant::now();
+    term.close(&mut ws).await;
+    // The leader dies of the hangup; the member holding the PTY open is killed on schedule
+    // (two graces), not left until the drain gives up.
+    assert_eq!(term.exit(&mut ws).await["signal"], 1);
+    let took = closed.elapsed();
+    assert!(took >= 2 * fast().kill_grace, "{took:?}");
+    assert!(took < crate::connection::KILL_DRAIN, "{took:?}");
+    exec::tests::assert_group_gone(pgid).await;
+    agent.abort();
+}
+
+#[tokio::test]
 async fn closing_the_tunnel_or_losing_the_server_ends_the_terminals() {
     let (mut ws, _stop, agent) = tunnel_agent(fast()).await;
     let mut term = Term::open(&mut ws, "pty-1", (80, 24), Some("echo $$; sleep 1000")).await;
