@@ -299,10 +299,11 @@ async fn a_member_ignoring_the_hangup_after_the_leader_died_gets_term_then_kill(
         &mut ws,
         "pty-1",
         (80, 24),
-        Some("echo $$; sh -c \"trap '' HUP TERM; sleep 1000\" & sleep 1000"),
+        Some("echo $$; sh -c \"trap '' HUP TERM; echo armed; sleep 1000\" & sleep 1000"),
     )
     .await;
-    term.until(&mut ws, "\r\n").await;
+    // Closed only once the member ignores the signals (else the hangup would beat the trap).
+    term.until(&mut ws, "armed\r\n").await;
     let pgid = first_number(&term.text());
     let closed = tokio::time::Instant::now();
     term.close(&mut ws).await;
