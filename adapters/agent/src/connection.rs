@@ -26,11 +26,14 @@ use rmm_protocol::{
     AgentMessage, CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, CAP_FILE_TRANSFER, CAPABILITIES_HEADER,
     DataFrame, DecodeError, ServerMessage, encode,
 };
+#[cfg(unix)]
+use rmm_protocol::{CAP_COMMAND_STDIN, CAP_PTY};
 
 use crate::backoff::{self, Backoff, rejected_delay};
 use crate::config::{AgentConfig, AgentTimings};
 use crate::exec::{CommandSpec, Commands, KillTimings, StopReason};
 use crate::files::{PathLocks, Transfers};
+use crate::terminals::Terminals;
 use crate::tls::{self, TlsError};
 use crate::tunnel::{Action, TunnelState};
 use crate::{Event, host};
@@ -40,9 +43,19 @@ use crate::{Event, host};
 const MAX_INBOUND_MESSAGE: usize = 1024 * 1024;
 
 /// The extensions this agent speaks, sent in [`CAPABILITIES_HEADER`] on the upgrade: the server
-/// sends `timeout_secs`, `command_cancel` and file transfers only to agents that list them.
-pub(crate) const CAPABILITIES: [&str; 3] =
-    [CAP_COMMAND_TIMEOUT, CAP_COMMAND_CANCEL, CAP_FILE_TRANSFER];
+/// sends `timeout_secs`, `command_cancel`, file transfers, terminals and command stdin only to
+/// agents that list them. Terminals and stdin are built for Unix only (no ConPTY yet).
+#[cfg(unix)]
+pub(crate) const CAPABILITIES: &[&str] = &[
+    CAP_COMMAND_TIMEOUT,
+    CAP_COMMAND_CANCEL,
+    CAP_FILE_TRANSFER,
+    CAP_PTY,
+    CAP_COMMAND_STDIN,
+];
+#[cfg(not(unix))]
+pub(crate) const CAPABILITIES: &[&str] =
+    &[CAP_COMMAND_TIMEOUT, CAP_COMMAND_CANCEL, CAP_FILE_TRANSFER];
 
 /// Frames the tasks of one connection (commands, file operations) may queue before they wait;
 /// the wait is their backpressure. A command frame holds one [`CHUNK`] of output (about
@@ -57,7 +70,7 @@ const OUTBOUND_QUEUE: usize = 32;
 
 /// After SIGKILL, how long a command's pipes may stay open (held by a process that left its
 /// group) before its end is reported anyway.
-const KILL_DRAIN: Duration = Duration::from_secs(2);
+pub(crate) const KILL_DRAIN: Duration = Duration::from_secs(2);
 
 /// Why [`run`] stopped other than by shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -359,6 +372,12 @@ fn outbound(event: Event, state: &mut TunnelState, work: &mut Work) -> Vec<Messa
             }
             Vec::new()
         }
+        Event::TerminalEnded(id) => {
+            if let Some(channel) = work.terminals.finished(id) {
+                state.release(&channel);
+            }
+            Vec::new()
+        }
     }
 }
 
@@ -392,20 +411,20 @@ fn text(message: &AgentMessage) -> Message {
 struct Work {
     commands: Commands,
     transfers: Transfers,
+    terminals: Terminals,
     /// The limit on a command whose frame carries none.
     default_timeout: Option<Duration>,
 }
 
 impl Work {
     fn new(events: mpsc::Sender<Event>, config: &AgentConfig, locks: &PathLocks) -> Self {
+        let kill = KillTimings {
+            grace: config.timings.kill_grace,
+            drain: KILL_DRAIN,
+        };
         Self {
-            commands: Commands::new(
-                events.clone(),
-                KillTimings {
-                    grace: config.timings.kill_grace,
-                    drain: KILL_DRAIN,
-                },
-            ),
+            commands: Commands::new(events.clone(), kill),
+            terminals: Terminals::new(events.clone(), kill),
             transfers: Transfers::new(events, locks.clone()),
             default_timeout: config.command_timeout,
         }
@@ -421,22 +440,36 @@ impl Work {
                     channel,
                     command,
                     timeout,
+                    stdin,
                 } => self.commands.start(CommandSpec {
                     channel,
                     command,
                     timeout: timeout.or(self.default_timeout),
+                    stdin,
                 }),
                 Action::Cancel(channel) => self.commands.cancel(&channel),
-                Action::StopAll => {
-                    self.commands.stop_all(StopReason::Cancelled);
-                    self.transfers.stop_all();
-                }
+                Action::Stdin {
+                    channel,
+                    offset,
+                    data,
+                } => self.commands.stdin_data(&channel, offset, data),
+                Action::StdinEnd(channel) => self.commands.stdin_end(&channel),
+                Action::OpenPty(request) => self.terminals.start(request),
+                Action::PtyInput { channel, input } => self.terminals.input(&channel, input),
+                Action::StopAll => self.stop_all(),
                 Action::StartFile { channel, op } => self.transfers.start(channel, op),
                 Action::FileInput { channel, input } => self.transfers.input(&channel, input),
                 Action::CancelFile(channel) => self.transfers.cancel(&channel),
             }
         }
         outgoing
+    }
+
+    /// Kills every command and terminal and stops every transfer.
+    fn stop_all(&mut self) {
+        self.commands.stop_all(StopReason::Cancelled);
+        self.terminals.stop_all();
+        self.transfers.stop_all();
     }
 }
 
@@ -448,9 +481,8 @@ async fn shut_down(
     work: &mut Work,
     timings: &AgentTimings,
 ) {
-    work.commands.stop_all(StopReason::Cancelled);
-    work.transfers.stop_all();
-    wind_down(sink, events, &mut work.commands, timings).await;
+    work.stop_all();
+    wind_down(sink, events, work, timings).await;
     let close = Message::Close(Some(CloseFrame {
         code: CloseCode::Away,
         reason: "agent shutting down".into(),
@@ -459,19 +491,20 @@ async fn shut_down(
     let _ = tokio::time::timeout(timings.write_timeout, sink.send(close)).await;
 }
 
-/// Shutting down with the socket still up: the killed commands' final frames go out before
-/// the close frame, within the time a kill takes (TERM, grace, KILL, drain) and a little more.
-/// Stopped transfers end without a word; data frames still queued are not worth the wait.
+/// Shutting down with the socket still up: the killed commands' final frames and the closed
+/// terminals' `pty_exit` go out before the close frame, within the time a kill takes (HUP,
+/// grace, TERM, grace, KILL, drain) and a little more. Stopped transfers end without a word;
+/// data frames still queued are not worth the wait.
 async fn wind_down<W>(
     sink: &mut W,
     events: &mut mpsc::Receiver<Event>,
-    commands: &mut Commands,
+    work: &mut Work,
     timings: &AgentTimings,
 ) where
     W: futures_util::Sink<Message> + Unpin,
 {
-    let until = Instant::now() + timings.kill_grace + KILL_DRAIN + Duration::from_secs(1);
-    while !commands.is_empty() {
+    let until = Instant::now() + 2 * timings.kill_grace + KILL_DRAIN + Duration::from_secs(1);
+    while !work.commands.is_empty() || !work.terminals.is_empty() {
         let event = tokio::select! {
             event = events.recv() => event,
             () = tokio::time::sleep_until(until) => break,
@@ -484,16 +517,20 @@ async fn wind_down<W>(
                 }
             }
             Some(Event::CommandEnded(run)) => {
-                commands.finished(run);
+                work.commands.finished(run);
+            }
+            Some(Event::TerminalEnded(id)) => {
+                work.terminals.finished(id);
             }
             Some(Event::Data(_) | Event::TransferEnded(_)) => {}
             None => break,
         }
     }
-    if !commands.is_empty() {
+    if !work.commands.is_empty() || !work.terminals.is_empty() {
         tracing::warn!(
-            commands = commands.len(),
-            "shutting down before every killed command reported its end"
+            commands = work.commands.len(),
+            terminals = work.terminals.len(),
+            "shutting down before every killed command and terminal reported its end"
         );
     }
 }
@@ -504,15 +541,15 @@ async fn wind_down<W>(
 /// frames have nowhere to go any more.
 fn finish(state: &mut TunnelState, mut work: Work, end: End) -> End {
     let closed = state.reset();
-    if !work.commands.is_empty() || !work.transfers.is_empty() {
+    if !work.commands.is_empty() || !work.transfers.is_empty() || !work.terminals.is_empty() {
         tracing::info!(
             commands = work.commands.len(),
             transfers = work.transfers.len(),
+            terminals = work.terminals.len(),
             channels = closed.len(),
             "stopping the work of the lost connection"
         );
     }
-    work.commands.stop_all(StopReason::Cancelled);
-    work.transfers.stop_all();
+    work.stop_all();
     end
 }

@@ -1,4 +1,5 @@
-//! Runs the commands of a tunnel: one task per command, the platform shell, stdin closed, its
+//! Runs the commands of a tunnel: one task per command, the platform shell, stdin closed (or,
+//! with `stdin: true`, a pipe fed from the server's data frames; see [`crate::input`]), its
 //! own process group, stdout and stderr streamed as `terminal_output` frames while they are
 //! produced, and exactly one final frame with the exit code. A timeout, a `command_cancel`, a
 //! `tunnel_close` or the loss of the connection kills the whole process group (grandchildren
@@ -14,7 +15,7 @@
 //!
 //! [`TunnelState`]: super::TunnelState
 
-mod kill;
+pub(crate) mod kill;
 mod output;
 mod spawn;
 #[cfg(test)]
@@ -29,6 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::Event;
+use crate::input::{InputReceiver, InputSender, input};
+use bytes::Bytes;
 use kill::{KillSequence, sleep_until};
 use output::{Stream, pump, report_end};
 use spawn::{Started, start};
@@ -82,6 +85,8 @@ pub struct CommandSpec {
     pub command: String,
     /// `None`: no limit (a server that predates the timeout extension, and no agent default).
     pub timeout: Option<Duration>,
+    /// Extension (`command-stdin`): stdin is a pipe fed by the server; else `/dev/null`.
+    pub stdin: bool,
 }
 
 /// The commands running for one connection. Dropping it stops every one of them (each task
@@ -98,6 +103,10 @@ pub struct Commands {
 struct Running {
     channel: ChannelId,
     stop: Option<oneshot::Sender<StopReason>>,
+    /// Where the server's stdin bytes go, for a command started with `stdin: true`.
+    stdin: Option<InputSender>,
+    /// Data frames for a command without stdin were warned about (once per command).
+    warned: bool,
     /// Its tunnel is gone (closed, or the connection lost): its channel is no longer in the
     /// tunnel state, so finishing must not release anything.
     detached: bool,
@@ -122,10 +131,16 @@ impl Commands {
         let channel = spec.channel.clone();
         let events = self.events.clone();
         let timings = self.timings;
+        let (stdin, feed) = if spec.stdin {
+            let (sender, receiver) = input(channel.as_str());
+            (Some(sender), Some(receiver))
+        } else {
+            (None, None)
+        };
         // Detached: the task ends by itself (the process exits or is killed); the registry
         // reaches it through `stop` and hears of its end through `Event::CommandEnded`.
         tokio::spawn(async move {
-            execute(spec, &events, stopped, timings).await;
+            execute(spec, &events, stopped, timings, feed).await;
             // After the final frame, in the same queue: the channel is released only once the
             // server has been told how the command ended.
             let _ = events.send(Event::CommandEnded(run)).await;
@@ -135,9 +150,40 @@ impl Commands {
             Running {
                 channel,
                 stop: Some(stop),
+                stdin,
+                warned: false,
                 detached: false,
             },
         );
+    }
+
+    /// A binary data frame on `channel`: bytes for the command's stdin. Dropped (with a
+    /// warning, once per command) when the command was not started with `stdin: true`.
+    pub fn stdin_data(&mut self, channel: &ChannelId, offset: u64, data: Bytes) {
+        let Some(running) = self.live(channel) else {
+            return;
+        };
+        match running.stdin.as_mut() {
+            Some(stdin) => stdin.data(channel.as_str(), offset, data),
+            None if !running.warned => {
+                running.warned = true;
+                tracing::warn!(channel_id = %channel, "data frame for a command without stdin dropped");
+            }
+            None => {}
+        }
+    }
+
+    /// `stdin_end`: the command's stdin closes once what is queued is written.
+    pub fn stdin_end(&mut self, channel: &ChannelId) {
+        if let Some(stdin) = self.live(channel).and_then(|r| r.stdin.as_ref()) {
+            stdin.end();
+        }
+    }
+
+    fn live(&mut self, channel: &ChannelId) -> Option<&mut Running> {
+        self.running
+            .values_mut()
+            .find(|running| !running.detached && running.channel == *channel)
     }
 
     /// `command_cancel`: kills the command on `channel`, if one runs there. Its final frame
@@ -194,6 +240,7 @@ pub async fn execute(
     out: &mpsc::Sender<Event>,
     mut stop: oneshot::Receiver<StopReason>,
     timings: KillTimings,
+    input: Option<InputReceiver>,
 ) {
     let channel = spec.channel.as_str();
     let Some(Started {
@@ -201,10 +248,13 @@ pub async fn execute(
         mut group,
         stdout,
         stderr,
+        stdin,
     }) = start(&spec, out).await
     else {
         return;
     };
+    // Dropped with this call: the command's end closes its stdin.
+    let mut feed = std::pin::pin!(output::feed_stdin(stdin, input, channel, out));
     let mut pumps = std::pin::pin!(async {
         tokio::join!(
             pump(stdout, Stream::Stdout, channel, out),
@@ -222,6 +272,7 @@ pub async fn execute(
         tokio::select! {
             waited = child.wait(), if status.is_none() => status = Some(waited),
             () = &mut pumps, if !drained => drained = true,
+            () = &mut feed => {}
             stopped = &mut stop, if kill.reason().is_none() => {
                 // A dropped sender is the connection's registry going away: kill too.
                 let why = stopped.unwrap_or(StopReason::Cancelled);

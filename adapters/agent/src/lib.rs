@@ -1,6 +1,7 @@
 //! The agent runtime: one WebSocket to the server, heartbeats every interval in both modes,
 //! tunnel state kept by the domain's `AgentMode` (see [`TunnelState`]), commands run on the
-//! tunnel's channels with live output (see `exec`), files moved and listed on File channels
+//! tunnel's channels with live output (see `exec`), interactive terminals on PTYs (see
+//! `terminals`), files moved and listed on File channels
 //! (see `files`), redial with exponential backoff and full jitter, dead-peer detection by read
 //! deadline, and a clean close on shutdown (see `connection`).
 //!
@@ -17,6 +18,8 @@ mod enroll;
 mod exec;
 mod files;
 mod host;
+mod input;
+mod terminals;
 mod tls;
 mod tunnel;
 
@@ -28,23 +31,28 @@ pub use enroll::{EnrollError, Enrolled, enroll, enroll_url};
 pub use exec::{KillTimings, StopReason};
 pub use host::facts as host_facts;
 pub use tls::TlsError;
-pub use tunnel::{Action, FileInput, FileOp, NO_TUNNEL, TunnelState};
+pub use tunnel::{
+    Action, FileInput, FileOp, NO_TUNNEL, PTY_UNSUPPORTED, PtyInput, PtyRequest, TunnelState,
+};
 
 use exec::RunId;
 use files::TransferId;
 use rmm_protocol::{AgentMessage, DataFrame};
+use terminals::TerminalRunId;
 
 /// What the tasks of a connection hand to it, through one bounded queue, in order.
 #[derive(Debug)]
 enum Event {
     /// A frame to send.
     Frame(AgentMessage),
-    /// A binary data frame to send (a download's bytes).
+    /// A binary data frame to send (a download's bytes, a terminal's output).
     Data(DataFrame),
     /// The command's last frame has been queued: its channel may be released.
     CommandEnded(RunId),
     /// The file operation's last frame (if any) has been queued: its channel may be released.
     TransferEnded(TransferId),
+    /// The terminal's `pty_exit` (or refusal) has been queued: its channel may be released.
+    TerminalEnded(TerminalRunId),
 }
 
 #[cfg(test)]

@@ -30,11 +30,28 @@ pub enum Action {
         channel: ChannelId,
         command: String,
         timeout: Option<Duration>,
+        /// Extension (`command-stdin`): its stdin is fed by the server.
+        stdin: bool,
+    },
+    /// A binary data frame on a command's channel: bytes for its stdin.
+    Stdin {
+        channel: ChannelId,
+        offset: u64,
+        data: bytes::Bytes,
+    },
+    /// `stdin_end` on a command's channel.
+    StdinEnd(ChannelId),
+    /// `pty_open`: start a terminal on `channel` (already opened here as a Pty channel).
+    OpenPty(PtyRequest),
+    /// What the server sends to a running terminal.
+    PtyInput {
+        channel: ChannelId,
+        input: PtyInput,
     },
     /// `command_cancel`: kill the command on this open channel.
     Cancel(ChannelId),
-    /// The tunnel closed: kill every command and stop every file operation (their channels
-    /// are already closed).
+    /// The tunnel closed: kill every command and terminal and stop every file operation
+    /// (their channels are already closed).
     StopAll,
     /// Start a file operation on `channel` (already opened here as a File channel).
     StartFile {
@@ -74,6 +91,33 @@ pub enum FileInput {
     /// `file_ack` of a download.
     Ack { offset: u64 },
 }
+
+/// A terminal a `pty_open` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtyRequest {
+    pub channel: ChannelId,
+    pub cols: u16,
+    pub rows: u16,
+    pub term: String,
+    /// `None`: the login shell of the agent's user.
+    pub command: Option<String>,
+}
+
+/// What the server sends to a running terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PtyInput {
+    /// A binary data frame: input bytes.
+    Data { offset: u64, data: bytes::Bytes },
+    /// `channel_ack`: the server took the output before `offset`.
+    Ack { offset: u64 },
+    /// `pty_resize`.
+    Resize { cols: u16, rows: u16 },
+    /// `pty_close`: hang up, then TERM, then KILL; `pty_exit` follows.
+    Close,
+}
+
+/// Told to the server for `pty_open` where terminals are not built (no ConPTY yet).
+pub const PTY_UNSUPPORTED: &str = "terminals are not supported on this platform yet";
 
 /// The tunnel state of one connection; a new connection starts from [`TunnelState::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,37 +207,74 @@ impl TunnelState {
                 }
             }
             ServerMessage::FileCancel { channel_id } => self.cancel_file(&channel_id),
-            // Not built yet: terminals and stdin (the agent does not announce `pty` or
-            // `command-stdin`, so a server does not send these).
-            ServerMessage::PtyOpen { channel_id, .. } => {
-                refuse(&channel_id, "this agent does not run terminals")
-            }
-            ServerMessage::PtyResize { .. }
+            message @ (ServerMessage::PtyOpen { .. }
+            | ServerMessage::PtyResize { .. }
             | ServerMessage::PtyClose { .. }
             | ServerMessage::ChannelAck { .. }
-            | ServerMessage::StdinEnd { .. } => Vec::new(),
+            | ServerMessage::StdinEnd { .. }) => self.stream(message),
         }
     }
 
-    /// A binary data frame: input of the file operation on its channel. Frames on channels
-    /// that are not open File channels are dropped: after a `file_error` or a cancel, up to a
-    /// window of data the server sent before it knew is still on its way.
+    /// The terminal and stdin extensions' frames (`pty`, `command-stdin`).
+    fn stream(&mut self, message: ServerMessage) -> Vec<Action> {
+        match message {
+            ServerMessage::PtyOpen {
+                channel_id,
+                cols,
+                rows,
+                term,
+                command,
+            } => self.open_pty(&channel_id, cols, rows, term, command),
+            ServerMessage::PtyResize {
+                channel_id,
+                cols,
+                rows,
+            } => self.pty_input(&channel_id, PtyInput::Resize { cols, rows }),
+            ServerMessage::PtyClose { channel_id } => self.pty_input(&channel_id, PtyInput::Close),
+            ServerMessage::ChannelAck { channel_id, offset } => {
+                self.pty_input(&channel_id, PtyInput::Ack { offset })
+            }
+            ServerMessage::StdinEnd { channel_id } => self
+                .open_channel(&channel_id, ChannelKind::Terminal)
+                .map(Action::StdinEnd)
+                .into_iter()
+                .collect(),
+            // Routed to the file operations and commands by `handle`.
+            _ => Vec::new(),
+        }
+    }
+
+    /// A binary data frame: input of the file operation, terminal or command (stdin) on its
+    /// channel. Frames on channels that are not open are dropped: after a `file_error`, a
+    /// cancel or the end of a process, up to a window of data the server sent before it knew
+    /// is still on its way.
     pub fn data_frame(&self, frame: DataFrame) -> Vec<Action> {
         let DataFrame {
             channel_id,
             offset,
             data,
         } = frame;
-        match self.open_file_channel(&channel_id) {
-            Some(channel) => vec![Action::FileInput {
+        if let Some(channel) = self.open_file_channel(&channel_id) {
+            return vec![Action::FileInput {
                 channel,
                 input: FileInput::Data { offset, data },
-            }],
-            None => {
-                tracing::debug!(channel_id = %clip(&channel_id), "data frame on no file transfer dropped");
-                Vec::new()
-            }
+            }];
         }
+        if let Some(channel) = self.open_channel(&channel_id, ChannelKind::Pty) {
+            return vec![Action::PtyInput {
+                channel,
+                input: PtyInput::Data { offset, data },
+            }];
+        }
+        if let Some(channel) = self.open_channel(&channel_id, ChannelKind::Terminal) {
+            return vec![Action::Stdin {
+                channel,
+                offset,
+                data,
+            }];
+        }
+        tracing::debug!(channel_id = %clip(&channel_id), "data frame on no open channel dropped");
+        Vec::new()
     }
 
     /// The command on `channel` sent its final frame: the channel closes (and its id may be
@@ -271,12 +352,13 @@ impl TunnelState {
 
     /// `tunnel_data` inside the tunnel: a `terminal` frame opens its channel and runs.
     fn data(&mut self, channel_id: &str, data: TunnelDataPayload) -> Vec<Action> {
-        let (command, timeout_secs) = match data {
+        let (command, timeout_secs, stdin) = match data {
             TunnelDataPayload::Terminal {
                 command,
                 timeout_secs,
+                stdin,
                 ..
-            } => (command, timeout_secs),
+            } => (command, timeout_secs, stdin),
             TunnelDataPayload::TerminalOutput(_) => {
                 return refuse(channel_id, "terminal_output is sent by agents, not to them");
             }
@@ -298,7 +380,56 @@ impl TunnelState {
             command,
             // Literal, 0 included (kill at once): the server validates what it asks for.
             timeout: timeout_secs.map(Duration::from_secs),
+            stdin,
         }]
+    }
+
+    /// `pty_open`: only in a tunnel, on a fresh channel, within the limit (terminals count
+    /// like commands), and only where terminals are built.
+    fn open_pty(
+        &mut self,
+        channel_id: &str,
+        cols: u16,
+        rows: u16,
+        term: String,
+        command: Option<String>,
+    ) -> Vec<Action> {
+        if matches!(self.mode, AgentMode::Heartbeat) {
+            return refuse(channel_id, NO_TUNNEL);
+        }
+        if cfg!(not(unix)) {
+            return refuse(channel_id, PTY_UNSUPPORTED);
+        }
+        let channel = match ChannelId::parse(channel_id) {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::warn!(error = %e, "pty_open with a bad channel id refused");
+                return refuse(channel_id, "invalid channel id");
+            }
+        };
+        if let Err(e) = self.channels.open(channel.clone(), ChannelKind::Pty) {
+            tracing::warn!(channel_id = %channel, error = %e, "pty_open refused");
+            return refuse(channel_id, &e.to_string());
+        }
+        vec![Action::OpenPty(PtyRequest {
+            channel,
+            cols,
+            rows,
+            term,
+            command,
+        })]
+    }
+
+    /// Input for the terminal on `channel_id`; ignored when none runs there (it ended while
+    /// the frame was on its way).
+    fn pty_input(&self, channel_id: &str, input: PtyInput) -> Vec<Action> {
+        match self.open_channel(channel_id, ChannelKind::Pty) {
+            Some(channel) => vec![Action::PtyInput { channel, input }],
+            None => {
+                tracing::debug!(channel_id = %clip(channel_id), "terminal frame for no terminal ignored");
+                Vec::new()
+            }
+        }
     }
 
     /// A file frame that opens a channel (`file_upload`, `file_download`, `file_list`,
@@ -340,9 +471,14 @@ impl TunnelState {
 
     /// `channel_id` if it names an open File channel.
     fn open_file_channel(&self, channel_id: &str) -> Option<ChannelId> {
+        self.open_channel(channel_id, ChannelKind::File)
+    }
+
+    /// `channel_id` if it names an open channel of `kind`.
+    fn open_channel(&self, channel_id: &str, kind: ChannelKind) -> Option<ChannelId> {
         ChannelId::parse(channel_id)
             .ok()
-            .filter(|channel| self.channels.check(channel, ChannelKind::File).is_ok())
+            .filter(|channel| self.channels.check(channel, kind).is_ok())
     }
 
     fn cancel(&self, channel_id: &str) -> Vec<Action> {

@@ -9,7 +9,10 @@ use tokio::time::Instant;
 use super::{KillTimings, StopReason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kill {
+pub(crate) enum Kill {
+    /// SIGHUP: the terminal hung up (terminals, which are Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Hangup,
     /// SIGTERM: ask.
     Soft,
     /// SIGKILL: insist.
@@ -19,7 +22,7 @@ pub(super) enum Kill {
 /// The command's process group. While armed, dropping it (the task aborted, the runtime shut
 /// down mid-kill) sends SIGKILL to the group: no process outlives the agent's hold on it.
 #[derive(Debug)]
-pub(super) struct Group {
+pub(crate) struct Group {
     #[cfg(unix)]
     pgid: Option<nix::unistd::Pid>,
     // Only Unix has a group to kill on drop.
@@ -28,9 +31,10 @@ pub(super) struct Group {
 }
 
 impl Group {
-    pub(super) fn of(child: &Child) -> Self {
+    pub(crate) fn of(child: &Child) -> Self {
         Self {
-            // `process_group(0)` made the shell the leader: the group id is its pid.
+            // `process_group(0)` (or a terminal's `setsid`) made the shell the leader: the group
+            // id is its pid.
             #[cfg(unix)]
             pgid: child
                 .id()
@@ -41,7 +45,7 @@ impl Group {
     }
 
     #[cfg(unix)]
-    pub(super) fn signal(&self, child: &mut Child, how: Kill) {
+    pub(crate) fn signal(&self, child: &mut Child, how: Kill) {
         use nix::sys::signal::{Signal, killpg};
         let Some(pgid) = self.pgid else {
             // No pid means the shell was already reaped; nothing of ours to find by group.
@@ -49,6 +53,7 @@ impl Group {
             return;
         };
         let signal = match how {
+            Kill::Hangup => Signal::SIGHUP,
             Kill::Soft => Signal::SIGTERM,
             Kill::Hard => Signal::SIGKILL,
         };
@@ -63,14 +68,14 @@ impl Group {
 
     /// Without process groups only the shell can be killed (untested).
     #[cfg(not(unix))]
-    pub(super) fn signal(&self, child: &mut Child, _how: Kill) {
+    pub(crate) fn signal(&self, child: &mut Child, _how: Kill) {
         let _ = child.start_kill();
     }
 
     /// The command ended and, if it was killed, its group was swept: nothing left to kill.
     /// Processes a command deliberately left behind (`nohup job >/dev/null 2>&1 &`) after a
     /// normal exit are not ours to kill.
-    pub(super) fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         self.armed = false;
     }
 }
@@ -179,7 +184,7 @@ impl KillSequence {
 }
 
 /// Resolves at `deadline`; never without one.
-pub(super) async fn sleep_until(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

@@ -3,13 +3,15 @@
 
 use std::process::ExitStatus;
 
-use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::StopReason;
 use crate::Event;
 use crate::chunker::Chunker;
+use crate::input::InputReceiver;
 use rmm_protocol::{AgentMessage, TerminalOutput, TunnelDataPayload};
 
 /// Which pipe a chunk came from.
@@ -53,6 +55,31 @@ pub(super) async fn pump(
     if let Some(rest) = chunker.finish() {
         send_with(out, || output_frame(channel, stream.chunk(&rest))).await;
     }
+}
+
+/// Writes the server's stdin bytes to the command in order, acknowledging them, and closes
+/// the pipe at `stdin_end`. A command that stops reading (or exits) makes the writes fail: the
+/// rest is discarded but still acknowledged, so the server's sender is not left waiting.
+/// Never resolves: the command's end drops it (and the pipe with it).
+pub(super) async fn feed_stdin(
+    stdin: Option<ChildStdin>,
+    input: Option<InputReceiver>,
+    channel: &str,
+    out: &mpsc::Sender<Event>,
+) {
+    if let (Some(mut stdin), Some(mut input)) = (stdin, input) {
+        let mut broken = false;
+        while let Some(bytes) = input.recv().await {
+            if !broken && let Err(e) = stdin.write_all(&bytes).await {
+                tracing::debug!(channel_id = %channel, error = %e, "the command no longer reads its stdin");
+                broken = true;
+            }
+            input.written(out).await;
+        }
+        // EOF for the command.
+        drop(stdin);
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Queues a frame, waiting for room: this wait is the backpressure on the command's output.

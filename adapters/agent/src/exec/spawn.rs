@@ -1,9 +1,9 @@
-//! Starting a command: the platform shell, stdin closed, stdout and stderr piped, its own
-//! process group.
+//! Starting a command: the platform shell, stdin closed (a pipe with `stdin: true`), stdout
+//! and stderr piped, its own process group.
 
 use std::process::Stdio;
 
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 
 use super::CommandSpec;
@@ -19,13 +19,15 @@ pub(super) struct Started {
     pub(super) group: Group,
     pub(super) stdout: ChildStdout,
     pub(super) stderr: ChildStderr,
+    /// Only for a command started with `stdin: true`.
+    pub(super) stdin: Option<ChildStdin>,
 }
 
 /// Spawns `spec`'s command. When it cannot start, its `tunnel_error` is queued and `None`
 /// returned.
 pub(super) async fn start(spec: &CommandSpec, out: &mpsc::Sender<Event>) -> Option<Started> {
     let channel = spec.channel.as_str();
-    let mut child = match spawn(&spec.command) {
+    let mut child = match spawn(&spec.command, spec.stdin) {
         Ok(child) => child,
         Err(e) => {
             tracing::warn!(channel_id = %channel, error = %e, "command could not be started");
@@ -53,17 +55,19 @@ pub(super) async fn start(spec: &CommandSpec, out: &mpsc::Sender<Event>) -> Opti
         .await;
         return None;
     };
+    let stdin = child.stdin.take();
     Some(Started {
         child,
         group,
         stdout,
         stderr,
+        stdin,
     })
 }
 
-fn spawn(command: &str) -> std::io::Result<Child> {
+fn spawn(command: &str, stdin: bool) -> std::io::Result<Child> {
     let mut cmd = shell(command);
-    cmd.stdin(Stdio::null())
+    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // A last resort for the shell itself should the task vanish; [`Group`] covers the rest.

@@ -24,6 +24,7 @@ fn spec(command: &str, timeout: Option<Duration>) -> CommandSpec {
         channel: ChannelId::parse("cmd-1").unwrap(),
         command: command.to_owned(),
         timeout,
+        stdin: false,
     }
 }
 
@@ -46,7 +47,7 @@ async fn run_with(
     let (stop, stopped) = oneshot::channel();
     let mut stop = Some(stop);
     let started = Instant::now();
-    let task = tokio::spawn(async move { execute(spec, &tx, stopped, timings).await });
+    let task = tokio::spawn(async move { execute(spec, &tx, stopped, timings, None).await });
     let mut outcome = Outcome::default();
     while let Some(event) = rx.recv().await {
         let Event::Frame(frame) = event else {
@@ -323,7 +324,14 @@ async fn an_aborted_task_still_kills_its_group() {
     let (tx, mut rx) = mpsc::channel(4);
     let (_stop, stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
-        execute(spec("echo $$; sleep 1000", None), &tx, stopped, fast_kill()).await;
+        execute(
+            spec("echo $$; sleep 1000", None),
+            &tx,
+            stopped,
+            fast_kill(),
+            None,
+        )
+        .await;
     });
     let Some(Event::Frame(AgentMessage::TunnelData {
         data: TunnelDataPayload::TerminalOutput(output),
@@ -349,11 +357,13 @@ async fn the_registry_releases_channels_only_of_commands_still_in_the_tunnel() {
         channel: one.clone(),
         command: "sleep 1000".into(),
         timeout: None,
+        stdin: false,
     });
     commands.start(CommandSpec {
         channel: two.clone(),
         command: "sleep 1000".into(),
         timeout: None,
+        stdin: false,
     });
     assert_eq!(commands.len(), 2);
     commands.cancel(&one);

@@ -123,6 +123,17 @@ async fn a_401_on_the_upgrade_is_a_rejected_key() {
     server.await.unwrap();
 }
 
+#[cfg(unix)]
+#[test]
+fn the_advertised_capabilities_are_the_protocols_names() {
+    assert_eq!(
+        CAPABILITIES.join(", "),
+        "command-timeout, command-cancel, file-transfer, pty, command-stdin"
+    );
+}
+
+/// Terminals and stdin need a PTY and pipes built for Unix; elsewhere they are not announced.
+#[cfg(not(unix))]
 #[test]
 fn the_advertised_capabilities_are_the_protocols_names() {
     assert_eq!(

@@ -7,6 +7,9 @@ mod connection;
 /// Linux only: modes, symlinks, FIFOs and `/sys` are Unix matters.
 #[cfg(target_os = "linux")]
 mod file_transfer;
+/// Terminals and command stdin: real PTYs and process groups, read through `/proc`.
+#[cfg(target_os = "linux")]
+mod terminals;
 
 use std::time::Duration;
 
@@ -53,7 +56,7 @@ async fn accept(listener: &tokio::net::TcpListener) -> WebSocketStream<TcpStream
         assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer k");
         assert_eq!(
             req.headers()[CAPABILITIES_HEADER],
-            "command-timeout, command-cancel, file-transfer"
+            crate::connection::CAPABILITIES.join(", ")
         );
         Ok(res)
     })

@@ -124,6 +124,7 @@ fn a_terminal_frame_in_a_tunnel_opens_its_channel_and_runs_with_the_frames_timeo
             channel: channel("cmd-1"),
             command: "ls".into(),
             timeout: Some(Duration::from_secs(30)),
+            stdin: false,
         }]
     );
     assert_eq!(
@@ -132,6 +133,7 @@ fn a_terminal_frame_in_a_tunnel_opens_its_channel_and_runs_with_the_frames_timeo
             channel: channel("cmd-2"),
             command: "ls".into(),
             timeout: None,
+            stdin: false,
         }]
     );
     assert_eq!(state.channels().len(), 2);
@@ -395,10 +397,14 @@ fn data_end_and_acks_go_to_the_operation_on_an_open_file_channel_only() {
             input: FileInput::Ack { offset: 9 }
         }]
     );
-    // Late data and acks for no transfer (or for a command) are dropped without a word;
-    // an end is answered, so a server that missed the upload's error does not wait.
+    // Late data and acks for no transfer are dropped without a word (data on a command's
+    // channel is its stdin: the command decides); an end is answered, so a server that
+    // missed the upload's error does not wait.
     assert_eq!(state.data_frame(data("file-9", 0)), vec![]);
-    assert_eq!(state.data_frame(data("cmd-1", 0)), vec![]);
+    assert!(matches!(
+        state.data_frame(data("cmd-1", 0)).as_slice(),
+        [Action::Stdin { offset: 0, .. }]
+    ));
     assert_eq!(state.handle(ack("file-9")), vec![]);
     assert_eq!(
         state.handle(end("file-9")),
@@ -449,4 +455,149 @@ fn a_reset_drops_the_tunnel_and_hands_back_its_channels() {
     let closed = state.reset();
     assert_eq!(closed.len(), 1);
     assert_eq!(state, TunnelState::default());
+}
+
+fn pty_open(channel: &str) -> ServerMessage {
+    ServerMessage::PtyOpen {
+        channel_id: channel.to_owned(),
+        cols: 100,
+        rows: 30,
+        term: "xterm-256color".into(),
+        command: None,
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_pty_open_opens_a_pty_channel_that_counts_like_a_command_and_routes_its_frames() {
+    let mut idle = TunnelState::default();
+    assert_eq!(idle.handle(pty_open("pty-1")), error_on("pty-1", NO_TUNNEL));
+    assert!(idle.channels().is_empty());
+
+    let mut state = TunnelState::default();
+    state.handle(open(S1));
+    assert_eq!(
+        state.handle(pty_open("pty-1")),
+        vec![Action::OpenPty(PtyRequest {
+            channel: channel("pty-1"),
+            cols: 100,
+            rows: 30,
+            term: "xterm-256color".into(),
+            command: None,
+        })]
+    );
+    assert!(
+        state
+            .channels()
+            .check(&channel("pty-1"), ChannelKind::Pty)
+            .is_ok()
+    );
+    assert_eq!(
+        state.handle(pty_open("pty-1")),
+        error_on("pty-1", "channel pty-1 is already open")
+    );
+    let to_pty = |input| {
+        vec![Action::PtyInput {
+            channel: channel("pty-1"),
+            input,
+        }]
+    };
+    assert_eq!(
+        state.handle(ServerMessage::PtyResize {
+            channel_id: "pty-1".into(),
+            cols: 120,
+            rows: 40
+        }),
+        to_pty(PtyInput::Resize {
+            cols: 120,
+            rows: 40
+        })
+    );
+    assert_eq!(
+        state.handle(ServerMessage::ChannelAck {
+            channel_id: "pty-1".into(),
+            offset: 7
+        }),
+        to_pty(PtyInput::Ack { offset: 7 })
+    );
+    let data = DataFrame {
+        channel_id: "pty-1".into(),
+        offset: 3,
+        data: bytes::Bytes::from_static(b"ls\r"),
+    };
+    assert_eq!(
+        state.data_frame(data.clone()),
+        to_pty(PtyInput::Data {
+            offset: 3,
+            data: data.data.clone()
+        })
+    );
+    let pty_close = || ServerMessage::PtyClose {
+        channel_id: "pty-1".into(),
+    };
+    // The channel stays open until the terminal's `pty_exit` is queued.
+    assert_eq!(state.handle(pty_close()), to_pty(PtyInput::Close));
+    assert!(state.release(&channel("pty-1")));
+    assert_eq!(state.handle(pty_close()), vec![]);
+    assert_eq!(state.data_frame(data), vec![]);
+    // Terminals and commands share the channel limit.
+    for n in 1..MAX_CHANNELS {
+        state.handle(terminal(&format!("cmd-{n}"), None));
+    }
+    assert!(matches!(
+        state.handle(pty_open("pty-2")).as_slice(),
+        [Action::OpenPty(_)]
+    ));
+    assert_eq!(
+        state.handle(pty_open("pty-3")),
+        error_on(
+            "pty-3",
+            &format!("too many open channels (limit {MAX_CHANNELS})")
+        )
+    );
+    // `stdin_end` goes to a command, not to a terminal.
+    let stdin_end = |id: &str| ServerMessage::StdinEnd {
+        channel_id: id.into(),
+    };
+    assert_eq!(
+        state.handle(stdin_end("cmd-1")),
+        vec![Action::StdinEnd(channel("cmd-1"))]
+    );
+    assert_eq!(state.handle(stdin_end("pty-2")), vec![]);
+    // A tunnel close stops them all.
+    assert_eq!(state.handle(close(S1)), vec![Action::StopAll]);
+}
+
+#[cfg(not(unix))]
+#[test]
+fn a_pty_open_is_refused_where_terminals_are_not_built() {
+    let mut state = TunnelState::default();
+    state.handle(open(S1));
+    assert_eq!(
+        state.handle(pty_open("pty-1")),
+        error_on("pty-1", PTY_UNSUPPORTED)
+    );
+    assert!(state.channels().is_empty());
+}
+
+#[test]
+fn a_terminal_frame_with_stdin_runs_with_stdin() {
+    let mut state = TunnelState::default();
+    state.handle(open(S1));
+    assert_eq!(
+        state.handle(ServerMessage::TunnelData {
+            channel_id: "cmd-1".into(),
+            data: TunnelDataPayload::Terminal {
+                command: "cat".into(),
+                timeout_secs: None,
+                stdin: true,
+            },
+        }),
+        vec![Action::Run {
+            channel: channel("cmd-1"),
+            command: "cat".into(),
+            timeout: None,
+            stdin: true,
+        }]
+    );
 }
