@@ -33,7 +33,7 @@ RMM_TEST_PG_IMAGE="$(bash scripts/ensure-postgres-image.sh)"
 export RMM_TEST_PG_IMAGE
 echo "RMM_TEST_PG_IMAGE=$RMM_TEST_PG_IMAGE"
 
-banner "nginx and curl (tests/tests/reverse_proxy.rs, tests/tests/tls.rs)"
+banner "test tools: nginx, curl (reverse_proxy.rs, tls.rs), tmux (cli_shell.rs), asciinema and script (terminal recordings)"
 # Debian's packages, installed when missing (as root, like scripts/ensure-docker.sh does
 # docker.io). nginx-light is bookworm's smallest nginx; later releases have only `nginx`.
 # The package must not start a system nginx on port 80: the test runs its own.
@@ -41,7 +41,10 @@ ensure_test_tools() {
     local missing=()
     [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
-    [ "${#missing[@]}" -eq 0 ] && { echo "nginx and curl present"; return 0; }
+    command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+    command -v asciinema >/dev/null 2>&1 || missing+=(asciinema)
+    command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+    [ "${#missing[@]}" -eq 0 ] && { echo "test tools present"; return 0; }
     export DEBIAN_FRONTEND=noninteractive
     if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -n1)" ]; then
         apt-get -o DPkg::Lock::Timeout=600 update -qq

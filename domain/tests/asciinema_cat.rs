@@ -63,6 +63,11 @@ fn cast(chunks: &[&[u8]]) -> String {
 /// What `asciinema cat` prints for `cast`, or `None` when it cannot be run here.
 fn asciinema_cat(dir: &Path, cast: &str) -> Option<Vec<u8>> {
     if !installed("asciinema") || !installed("script") {
+        // CI installs both (scripts/test.sh): there, a missing player is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "asciinema and script must be installed in CI (scripts/test.sh installs them)"
+        );
         eprintln!(
             "SKIPPED: `asciinema` or `script` is not installed (apt-get install asciinema); \
              the cast format is not checked against the player"
