@@ -30,6 +30,6 @@ pub use session::{
     AccessError, CloseReason, Session, SessionAction, SessionError, SessionState, SessionStatus,
 };
 pub use terminal::{
-    DEFAULT_TERM, MAX_TERMINAL_SIDE, TermName, TermSize, TerminalEnd, TerminalError,
+    DEFAULT_TERM, MAX_TERMINAL_SIDE, TermName, TermSize, TerminalEnd, TerminalSpecError,
 };
 pub use time::Timestamp;

@@ -10,7 +10,7 @@ pub const DEFAULT_TERM: &str = "xterm-256color";
 
 /// Why a terminal request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TerminalError {
+pub enum TerminalSpecError {
     #[error("cols and rows must be between 1 and {MAX_TERMINAL_SIDE}, got {cols}x{rows}")]
     BadSize { cols: u16, rows: u16 },
     #[error("term must be 1 to 64 characters of A-Z a-z 0-9 . _ + -")]
@@ -26,13 +26,13 @@ pub struct TermSize {
 
 impl TermSize {
     /// # Errors
-    /// [`TerminalError::BadSize`] when a side is 0 or over [`MAX_TERMINAL_SIDE`].
-    pub fn new(cols: u16, rows: u16) -> Result<Self, TerminalError> {
+    /// [`TerminalSpecError::BadSize`] when a side is 0 or over [`MAX_TERMINAL_SIDE`].
+    pub fn new(cols: u16, rows: u16) -> Result<Self, TerminalSpecError> {
         let ok = |side: u16| (1..=MAX_TERMINAL_SIDE).contains(&side);
         if ok(cols) && ok(rows) {
             Ok(Self { cols, rows })
         } else {
-            Err(TerminalError::BadSize { cols, rows })
+            Err(TerminalSpecError::BadSize { cols, rows })
         }
     }
 
@@ -60,9 +60,9 @@ pub struct TermName(String);
 
 impl TermName {
     /// # Errors
-    /// [`TerminalError::BadTerm`] when empty, over 64 characters or outside
+    /// [`TerminalSpecError::BadTerm`] when empty, over 64 characters or outside
     /// `A-Z a-z 0-9 . _ + -`.
-    pub fn parse(value: &str) -> Result<Self, TerminalError> {
+    pub fn parse(value: &str) -> Result<Self, TerminalSpecError> {
         let ok = !value.is_empty()
             && value.len() <= 64
             && value
@@ -71,7 +71,7 @@ impl TermName {
         if ok {
             Ok(Self(value.to_owned()))
         } else {
-            Err(TerminalError::BadTerm)
+            Err(TerminalSpecError::BadTerm)
         }
     }
 
@@ -131,7 +131,7 @@ mod tests {
         assert!(TermSize::new(1, MAX_TERMINAL_SIDE).is_ok());
         assert_eq!(
             TermSize::new(0, 24),
-            Err(TerminalError::BadSize { cols: 0, rows: 24 })
+            Err(TerminalSpecError::BadSize { cols: 0, rows: 24 })
         );
         assert!(TermSize::new(80, MAX_TERMINAL_SIDE + 1).is_err());
     }
@@ -144,7 +144,11 @@ mod tests {
         );
         assert!(TermName::parse("screen.linux+x_1").is_ok());
         for bad in ["", "xterm 256", "x;rm", &"x".repeat(65), "vt100\n"] {
-            assert_eq!(TermName::parse(bad), Err(TerminalError::BadTerm), "{bad:?}");
+            assert_eq!(
+                TermName::parse(bad),
+                Err(TerminalSpecError::BadTerm),
+                "{bad:?}"
+            );
         }
         assert_eq!(TermName::default().as_str(), DEFAULT_TERM);
     }

@@ -227,6 +227,8 @@ impl<P: Ports> TerminalActor<P> {
                 Ok(()) => self.handed_on(n),
                 Err(mpsc::error::TrySendError::Full(TerminalFrame::Output(bytes))) => {
                     self.pending = Some(bytes);
+                    // Waiting for the owner: grant what they already took.
+                    self.grant();
                 }
                 Err(_) => self.handed_on(n),
             },
@@ -246,6 +248,13 @@ impl<P: Ports> TerminalActor<P> {
     fn handed_on(&mut self, n: u64) {
         self.handed += n;
         if self.handed - self.acked >= ACK_EVERY || self.link.events.is_empty() {
+            self.grant();
+        }
+    }
+
+    /// Grants the agent credit for everything handed on.
+    fn grant(&mut self) {
+        if self.handed > self.acked {
             self.acked = self.handed;
             let _ = self.link.acks.send(self.handed);
         }

@@ -44,12 +44,15 @@ pub struct Setup {
     pub credentials: MockCredentials,
     pub max_stored_output: Option<u64>,
     pub max_output_spool: Option<u64>,
+    pub terminal_grace: Option<Duration>,
+    pub max_recording_bytes: Option<u64>,
 }
 
 pub const AGENT: AgentId = AgentId::from_uuid(Uuid::from_u128(0xA));
 pub const SESSION: SessionId = SessionId::from_uuid(Uuid::from_u128(0x5));
 pub const COMMAND: CommandId = CommandId::from_uuid(Uuid::from_u128(0xC));
 pub const TOKEN: TokenId = TokenId::from_uuid(Uuid::from_u128(0x70));
+pub const TERMINAL: TerminalId = TerminalId::from_uuid(Uuid::from_u128(0x7E));
 pub const TECH: Actor = Actor {
     id: UserId::from_uuid(Uuid::from_u128(0x1)),
     role: Role::Tech,
@@ -106,6 +109,7 @@ impl Setup {
         ids.expect_user_id().returning(|| TECH.id);
         ids.expect_command_id().returning(|| COMMAND);
         ids.expect_token_id().returning(|| TOKEN);
+        ids.expect_terminal_id().returning(|| TERMINAL);
         // Sessions ending tell their watchers; not the subject of these tests.
         let mut streams = self.streams;
         streams.expect_end_session().return_const(());
@@ -134,6 +138,12 @@ impl Setup {
                 max_output_spool: self
                     .max_output_spool
                     .unwrap_or(Config::default().max_output_spool),
+                terminal_grace: self
+                    .terminal_grace
+                    .unwrap_or(Config::default().terminal_grace),
+                max_recording_bytes: self
+                    .max_recording_bytes
+                    .unwrap_or(Config::default().max_recording_bytes),
                 ..Config::default()
             },
         )
