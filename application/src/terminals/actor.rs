@@ -23,6 +23,8 @@ const OWNER_QUEUE: usize = 8;
 const WATCHER_QUEUE: usize = 256;
 /// Output handed on but not yet acknowledged to the agent, at most.
 const ACK_EVERY: u64 = 64 * 1024;
+/// Output counts as session activity at most this often.
+const ACTIVITY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often buffered recording is written.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -49,6 +51,8 @@ pub(crate) struct TerminalActor<P: Ports> {
     closing: Option<(TerminalEnd, Instant)>,
     waiters: Vec<oneshot::Sender<TerminalExit>>,
     recorder: Recorder<P>,
+    /// When output next counts as session activity.
+    next_activity: Instant,
 }
 
 impl<P: Ports> std::fmt::Debug for TerminalActor<P> {
@@ -88,6 +92,7 @@ impl<P: Ports> TerminalActor<P> {
             closing: None,
             waiters: Vec::new(),
             recorder,
+            next_activity: Instant::now(),
         }
     }
 
@@ -217,6 +222,12 @@ impl<P: Ports> TerminalActor<P> {
 
     async fn on_output(&mut self, bytes: Bytes) {
         self.received += bytes.len() as u64;
+        // A terminal in use keeps its session from idling out (input echoes as output).
+        let now = Instant::now();
+        if now >= self.next_activity {
+            self.app.session_activity(self.view.session);
+            self.next_activity = now + ACTIVITY_EVERY;
+        }
         self.recorder.output(&bytes).await;
         self.remember(&bytes);
         self.watchers
