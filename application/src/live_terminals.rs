@@ -58,6 +58,10 @@ pub enum TerminalFrame {
 pub struct Attachment {
     pub frames: mpsc::Receiver<TerminalFrame>,
     pub input: Option<TerminalInput>,
+    /// The position in the terminal's output (bytes from its first) of the first byte
+    /// `frames` carries: a client that counts what it receives from there can reattach
+    /// asking for what follows only.
+    pub start: u64,
 }
 
 /// The owner's way in: input bytes and resizes, in order. Input waits while the agent has
@@ -130,6 +134,7 @@ impl Terminals {
 pub(crate) enum Cmd {
     Attach {
         watch: bool,
+        since: Option<u64>,
         reply: oneshot::Sender<Attachment>,
     },
     Resized(TermSize),

@@ -113,7 +113,7 @@ async fn output_is_recorded_and_credit_follows_what_the_owner_took() {
     assert_eq!(view.id, TERMINAL);
     let mut agent = agent.lock().unwrap().take().unwrap();
     let mut attached = app
-        .attach_terminal(TECH, SESSION, TERMINAL, false)
+        .attach_terminal(TECH, SESSION, TERMINAL, false, None)
         .await
         .unwrap();
     // 8 frames fit in the owner's queue; the rest waits, and so does the agent's credit.
@@ -223,7 +223,7 @@ async fn a_terminal_nobody_attaches_to_ends_after_the_grace_period() {
     app.open_terminal(TECH, SESSION, request()).await.unwrap();
     let mut agent = agent.lock().unwrap().take().unwrap();
     let attached = app
-        .attach_terminal(TECH, SESSION, TERMINAL, false)
+        .attach_terminal(TECH, SESSION, TERMINAL, false, None)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -262,17 +262,18 @@ async fn an_admin_watch_is_audited_and_sees_output_but_other_technicians_are_ref
     app.open_terminal(TECH, SESSION, request()).await.unwrap();
     let agent = agent.lock().unwrap().take().unwrap();
     let mut watch = app
-        .attach_terminal(ADMIN, SESSION, TERMINAL, true)
+        .attach_terminal(ADMIN, SESSION, TERMINAL, true, None)
         .await
         .unwrap();
     assert!(watch.input.is_none(), "a watcher has no way in");
     assert!(matches!(
-        app.attach_terminal(OTHER_TECH, SESSION, TERMINAL, true)
+        app.attach_terminal(OTHER_TECH, SESSION, TERMINAL, true, None)
             .await,
         Err(TerminalError::Forbidden(_))
     ));
     assert!(matches!(
-        app.attach_terminal(ADMIN, SESSION, TERMINAL, false).await,
+        app.attach_terminal(ADMIN, SESSION, TERMINAL, false, None)
+            .await,
         Err(TerminalError::Forbidden(_))
     ));
     agent
@@ -333,4 +334,46 @@ async fn a_refused_open_is_audited_as_failed_and_answers_the_agents_reason() {
         app.open_terminal(TECH, SESSION, bad).await,
         Err(TerminalError::Invalid(_))
     ));
+}
+
+#[tokio::test]
+async fn a_reattach_from_the_clients_position_replays_only_what_follows() {
+    let mut s = Setup::default();
+    let written = Arc::new(Written::default());
+    let agent = world(&mut s, &written);
+    let app = Arc::new(s.build());
+    app.open_terminal(TECH, SESSION, request()).await.unwrap();
+    let agent = agent.lock().unwrap().take().unwrap();
+    let output = |text: &'static [u8]| PtyEvent::Output(Bytes::from_static(text));
+    agent.events.send(output(b"prompt$ ")).await.unwrap();
+    settle().await;
+    let first = app
+        .attach_terminal(TECH, SESSION, TERMINAL, false, None)
+        .await
+        .unwrap();
+    assert_eq!(first.start, 0);
+    drop(first);
+    settle().await;
+    agent.events.send(output(b"while away")).await.unwrap();
+    settle().await;
+    // The client showed the 8 bytes of the prompt: only what came after is replayed.
+    let mut again = app
+        .attach_terminal(TECH, SESSION, TERMINAL, false, Some(8))
+        .await
+        .unwrap();
+    assert_eq!(again.start, 8);
+    assert_eq!(
+        again.frames.recv().await.unwrap(),
+        TerminalFrame::Output(Bytes::from_static(b"while away"))
+    );
+    // A position the server no longer holds (or never had) replays all it holds.
+    let mut fresh = app
+        .attach_terminal(TECH, SESSION, TERMINAL, false, Some(999))
+        .await
+        .unwrap();
+    assert_eq!(fresh.start, 0);
+    assert_eq!(
+        fresh.frames.recv().await.unwrap(),
+        TerminalFrame::Output(Bytes::from_static(b"prompt$ while away"))
+    );
 }

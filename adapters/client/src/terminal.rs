@@ -63,8 +63,15 @@ pub struct TerminalClosed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Control {
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
     Exit(TerminalExit),
+    /// First on every attach: the output position of the next output byte.
+    Attached {
+        offset: u64,
+    },
 }
 
 /// What came from a terminal's WebSocket.
@@ -113,7 +120,9 @@ impl ApiClient {
             .await
     }
 
-    /// Attaches to a terminal: its WebSocket, which first replays the recent output.
+    /// Attaches to a terminal: its WebSocket, which first replays the recent output — from
+    /// output position `since` (what a reattaching client already shows, see
+    /// [`TerminalSocket::position`]) when the server still holds it.
     ///
     /// # Errors
     /// Session, auth and transport errors, as for the HTTP calls (a terminal that is gone
@@ -122,12 +131,17 @@ impl ApiClient {
         &self,
         session: SessionId,
         terminal: Uuid,
+        since: Option<u64>,
     ) -> Result<TerminalSocket, ClientError> {
-        let path = format!("api/v1/tunnel/{session}/terminals/{terminal}/ws");
+        let mut path = format!("api/v1/tunnel/{session}/terminals/{terminal}/ws");
+        if let Some(offset) = since {
+            path.push_str(&format!("?offset={offset}"));
+        }
         let socket = self.ws_connect(&path, About::Terminal(session)).await?;
         Ok(TerminalSocket {
             socket,
             server: self.server.clone(),
+            position: None,
         })
     }
 }
@@ -137,18 +151,35 @@ impl ApiClient {
 pub struct TerminalSocket {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     server: String,
+    /// The output position after what was received (known once the server said where the
+    /// replay starts).
+    position: Option<u64>,
 }
 
 impl TerminalSocket {
+    /// The output position after what this socket received: where a reattach should resume.
+    /// `None` before the server said where the replay starts (an older server).
+    #[must_use]
+    pub fn position(&self) -> Option<u64> {
+        self.position
+    }
+
     /// The next event. Cancel-safe: nothing is lost when the future is dropped.
     pub async fn next_event(&mut self) -> TerminalEvent {
         loop {
             match self.socket.next().await {
-                Some(Ok(Message::Binary(data))) => return TerminalEvent::Output(data),
+                Some(Ok(Message::Binary(data))) => {
+                    if let Some(position) = &mut self.position {
+                        *position += data.len() as u64;
+                    }
+                    return TerminalEvent::Output(data);
+                }
                 Some(Ok(Message::Text(text))) => {
                     // Control messages this client does not know (a newer server's) are skipped.
-                    if let Ok(Control::Exit(exit)) = serde_json::from_str(text.as_str()) {
-                        return TerminalEvent::Exit(exit);
+                    match serde_json::from_str(text.as_str()) {
+                        Ok(Control::Exit(exit)) => return TerminalEvent::Exit(exit),
+                        Ok(Control::Attached { offset }) => self.position = Some(offset),
+                        Ok(Control::Resize { .. }) | Err(_) => {}
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {

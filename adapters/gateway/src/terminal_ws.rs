@@ -1,7 +1,8 @@
 //! A terminal's WebSocket, `GET /api/v1/tunnel/{session_id}/terminals/{terminal_id}/ws`:
 //! binary frames are the terminal's bytes both ways (no JSON on the hot path), text frames
 //! JSON control: `{"type":"resize","cols":C,"rows":R}` from the client,
-//! `{"type":"exit","exit_code":N}` or `{"type":"exit","signal":S}` to it before the close.
+//! `{"type":"attached","offset":N}` to it first (the output position of the first byte that
+//! follows), `{"type":"exit","exit_code":N}` or `{"type":"exit","signal":S}` before the close.
 //!
 //! The socket's reading and writing run side by side: input the agent holds back (a
 //! process that does not read) never stops output, and a client that stops reading slows
@@ -41,6 +42,9 @@ pub struct TerminalQuery {
     access_token: Option<String>,
     /// `watch`: read-only (admins, or the owner).
     mode: Option<String>,
+    /// The output position the client already has (from the `attached` frame plus the
+    /// bytes since): the replay starts there when the server still holds it.
+    offset: Option<u64>,
 }
 
 /// A client's control message.
@@ -80,7 +84,10 @@ pub async fn terminal_socket<P: Ports>(
     let Ok(ws) = ws else {
         return bad_request("this endpoint takes a WebSocket upgrade");
     };
-    let attachment = match app.attach_terminal(actor, session, terminal, watch).await {
+    let attachment = match app
+        .attach_terminal(actor, session, terminal, watch, query.offset)
+        .await
+    {
         Ok(attachment) => attachment,
         Err(e) => return refusal(&e),
     };
@@ -150,7 +157,15 @@ impl<P: Ports> Link<P> {
         socket: WebSocketStream,
     ) -> &'static str {
         let (mut sink, inbound) = socket.split();
-        let rmm_application::Attachment { frames, input } = attachment;
+        let rmm_application::Attachment {
+            frames,
+            input,
+            start,
+        } = attachment;
+        let attached = serde_json::json!({"type": "attached", "offset": start}).to_string();
+        if !send(&mut sink, Message::Text(attached), WATCHER_WRITE_TIMEOUT).await {
+            return "write failed or timed out";
+        }
         tokio::select! {
             why = read_input(inbound, input.as_ref()) => {
                 let _ = sink.close().await;

@@ -157,8 +157,12 @@ impl<P: Ports> TerminalActor<P> {
 
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Attach { watch, reply } => {
-                let attachment = self.attach(watch);
+            Cmd::Attach {
+                watch,
+                since,
+                reply,
+            } => {
+                let attachment = self.attach(watch, since);
                 let _ = reply.send(attachment);
             }
             Cmd::Resized(size) => self.recorder.resize(size),
@@ -178,10 +182,17 @@ impl<P: Ports> TerminalActor<P> {
         }
     }
 
-    fn attach(&mut self, watch: bool) -> Attachment {
+    fn attach(&mut self, watch: bool, since: Option<u64>) -> Attachment {
         let capacity = if watch { WATCHER_QUEUE } else { OWNER_QUEUE };
         let (tx, frames) = mpsc::channel(capacity);
-        let replay: Vec<u8> = self.replay.iter().copied().collect();
+        // The replay starts where the client says it is, when we still hold that output;
+        // else at the oldest byte we hold.
+        let oldest = self.received - self.replay.len() as u64;
+        let start = since
+            .filter(|s| (oldest..=self.received).contains(s))
+            .unwrap_or(oldest);
+        let skip = usize::try_from(start - oldest).unwrap_or(0);
+        let replay: Vec<u8> = self.replay.iter().skip(skip).copied().collect();
         if !replay.is_empty() {
             let _ = tx.try_send(TerminalFrame::Output(Bytes::from(replay)));
         }
@@ -190,6 +201,7 @@ impl<P: Ports> TerminalActor<P> {
             return Attachment {
                 frames,
                 input: None,
+                start,
             };
         }
         if let Some(old) = self.owner.replace(tx) {
@@ -207,6 +219,7 @@ impl<P: Ports> TerminalActor<P> {
                 control: self.link.control.clone(),
                 cmds: self.cmds_tx.clone(),
             }),
+            start,
         }
     }
 

@@ -303,7 +303,9 @@ impl<P: Ports> App<P> {
     }
 
     /// Attaches a client: the owner (taking over any earlier attach of theirs) or, with
-    /// `watch`, an admin read-only (audited when it is not the owner).
+    /// `watch`, an admin read-only (audited when it is not the owner). The replay starts at
+    /// output position `since` when the server still holds it (a client reattaching after
+    /// what it already shows), else at the oldest output held.
     ///
     /// # Errors
     /// See [`TerminalError`].
@@ -313,6 +315,7 @@ impl<P: Ports> App<P> {
         session_id: SessionId,
         id: TerminalId,
         watch: bool,
+        since: Option<u64>,
     ) -> Result<Attachment, TerminalError> {
         self.authorize_terminal(actor, session_id, id, watch)
             .await?;
@@ -324,7 +327,12 @@ impl<P: Ports> App<P> {
             self.audit_watch(actor, &entry.view).await?;
         }
         let (reply, attachment) = oneshot::channel();
-        if entry.cmds.send(Cmd::Attach { watch, reply }).await.is_err() {
+        let attach = Cmd::Attach {
+            watch,
+            since,
+            reply,
+        };
+        if entry.cmds.send(attach).await.is_err() {
             return Err(TerminalError::TerminalNotFound(id));
         }
         attachment

@@ -150,7 +150,7 @@ async fn attach_and_run(
     terminal: Uuid,
     interrupts: &mut Interrupts,
 ) -> Result<Outcome, CliError> {
-    let socket = client.attach_terminal(session, terminal).await?;
+    let socket = client.attach_terminal(session, terminal, None).await?;
     let interactive = std::io::stdin().is_terminal();
     let signals = Signals::listen()?;
     // Restored when dropped: after the shell, on every error and on a panic alike.

@@ -74,7 +74,7 @@ impl Attached<'_> {
                     socket.close().await;
                     return Ok(outcome);
                 }
-                Attachment::Lost(why) => match self.reattach(&why).await? {
+                Attachment::Lost(why) => match self.reattach(&why, socket.position()).await? {
                     Ok(again) => socket = again,
                     Err(outcome) => return Ok(outcome),
                 },
@@ -152,7 +152,13 @@ impl Attached<'_> {
 
     /// Attaches again, with backoff, for up to [`REATTACH_FOR`]; `Err` with how it ended
     /// when it cannot (or the user left meanwhile).
-    async fn reattach(&mut self, why: &str) -> Result<Result<TerminalSocket, Outcome>, CliError> {
+    /// `position` is the output we already show: the server replays only what follows when
+    /// it still holds it, so nothing shows twice.
+    async fn reattach(
+        &mut self,
+        why: &str,
+        position: Option<u64>,
+    ) -> Result<Result<TerminalSocket, Outcome>, CliError> {
         notice("connection lost, reattaching...");
         let deadline = Instant::now() + REATTACH_FOR;
         let mut backoff = FIRST_BACKOFF;
@@ -162,7 +168,7 @@ impl Attached<'_> {
             }
             match self
                 .client
-                .attach_terminal(self.session, self.terminal)
+                .attach_terminal(self.session, self.terminal, position)
                 .await
             {
                 Ok(mut socket) => {
