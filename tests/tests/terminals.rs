@@ -1,0 +1,305 @@
+//! Interactive terminals end to end (issue 13): the real `rmm-server` (SQLite, and PostgreSQL
+//! for the basic case) and the real `rmm-agent` on this machine, driven over the terminals
+//! API and the terminal's WebSocket (tests/src/terminal.rs):
+//!
+//! - a login shell has a real tty, its size follows resizes, `exit 5` ends it with an exit
+//!   frame, close 1000, its removal from the list and an audited exit code;
+//! - DELETE and the grace period (nobody attached) kill the process (checked in /proc);
+//! - a reattach within the grace period replays what was written while detached;
+//! - a second attach of the owner closes the first with 4000;
+//! - logging out the socket's token closes it with 1008 within about a second;
+//! - closing the tunnel ends its terminals (close 1000 `terminal closed: session_closed`,
+//!   the recording finished, the process gone).
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use rmm_e2e::terminal::{Rig, processes_with, rig, sleep_marker, wait_gone};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// The server's grace period for detached terminals, seconds.
+const GRACE_SECS: u64 = 3;
+const ENV: &[(&str, &str)] = &[("RMM_TERMINAL_GRACE_SECS", "3")];
+
+async fn sqlite_rig() -> Rig {
+    rig(true, ENV).await.unwrap()
+}
+
+/// Waits until a process with `marker` in its command line runs.
+async fn wait_running(marker: &str) {
+    let started = Instant::now();
+    while processes_with(marker).is_empty() {
+        assert!(started.elapsed() < WAIT, "no process with {marker} started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_login_shell_has_a_tty_follows_resizes_and_exit_5_ends_it(on_sqlite: bool) {
+    let r = rig(on_sqlite, ENV).await.unwrap();
+    let tid = r.open(80, 24, None).await.unwrap();
+    let listed = r.terminals().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let t = &listed[0];
+    assert_eq!(
+        (
+            t["terminal_id"].as_str(),
+            t["cols"].as_u64(),
+            t["rows"].as_u64()
+        ),
+        (Some(tid.as_str()), Some(80), Some(24)),
+        "{t}"
+    );
+    assert_eq!(t["term"], "xterm-256color", "{t}");
+    assert_eq!(t["attached"], false, "{t}");
+
+    let mut sock = r.attach(&tid, &r.tech, false).await.unwrap();
+    assert_eq!(r.terminals().await.unwrap()[0]["attached"], true);
+
+    sock.input(b"tty\r").await.unwrap();
+    sock.read_until("/dev/pts/", WAIT).await.unwrap();
+    let rest = sock.read_until("\r\n", WAIT).await.unwrap();
+    let number = rest.trim_end();
+    assert!(
+        !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()),
+        "tty printed /dev/pts/{rest:?}"
+    );
+
+    sock.input(b"stty size\r").await.unwrap();
+    sock.read_until("24 80\r\n", WAIT).await.unwrap();
+    sock.resize(120, 40).await.unwrap();
+    sock.input(b"stty size\r").await.unwrap();
+    sock.read_until("40 120\r\n", WAIT).await.unwrap();
+
+    sock.input(b"exit 5\r").await.unwrap();
+    let (texts, close) = sock.until_closed(WAIT).await.unwrap();
+    assert_eq!(texts, vec![json!({"type": "exit", "exit_code": 5})]);
+    assert_eq!(close, Some((1000, "terminal ended".to_owned())));
+    assert_eq!(
+        r.terminals().await.unwrap(),
+        Vec::<serde_json::Value>::new()
+    );
+    let id = format!("terminal_id={tid}");
+    r.wait_audit("terminal_open", &[&id, "command=(login shell)"])
+        .await
+        .unwrap();
+    r.wait_audit("terminal_close", &[&id, "reason=exited", "exit_code=5"])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_login_shell_has_a_tty_follows_resizes_and_exit_5_ends_it_on_sqlite() {
+    a_login_shell_has_a_tty_follows_resizes_and_exit_5_ends_it(true).await;
+}
+
+#[tokio::test]
+async fn a_login_shell_has_a_tty_follows_resizes_and_exit_5_ends_it_on_postgres() {
+    a_login_shell_has_a_tty_follows_resizes_and_exit_5_ends_it(false).await;
+}
+
+#[tokio::test]
+async fn delete_kills_the_terminals_process_group() {
+    let r = sqlite_rig().await;
+    let marker = sleep_marker();
+    let tid = r
+        .open(80, 24, Some(&format!("sleep {marker}")))
+        .await
+        .unwrap();
+    wait_running(&marker).await;
+
+    let asked = Instant::now();
+    let (code, body) = r.delete(&tid).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["terminal_id"], tid.as_str(), "{body}");
+    assert_eq!(body["reason"], "closed", "{body}");
+    // SIGHUP to the process group ends `sleep` at once.
+    assert_eq!(body["signal"], 1, "{body}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    wait_gone(&marker, Duration::from_secs(1)).await.unwrap();
+    assert!(r.terminals().await.unwrap().is_empty());
+    let (code, body) = r.delete(&tid).await.unwrap();
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (404, Some("terminal_not_found"))
+    );
+    let id = format!("terminal_id={tid}");
+    r.wait_audit("terminal_close", &[&id, "reason=closed", "signal=1"])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_detached_terminal_is_killed_when_the_grace_period_ends() {
+    let r = sqlite_rig().await;
+    let marker = sleep_marker();
+    let tid = r
+        .open(80, 24, Some(&format!("sleep {marker}")))
+        .await
+        .unwrap();
+    wait_running(&marker).await;
+    let sock = r.attach(&tid, &r.tech, false).await.unwrap();
+    drop(sock);
+    let detached = Instant::now();
+
+    // Within the grace period it lives on, detached.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !processes_with(&marker).is_empty(),
+        "killed before the grace period ended"
+    );
+    let listed = r.terminals().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["attached"], false, "{listed:?}");
+
+    wait_gone(&marker, Duration::from_secs(GRACE_SECS + 5))
+        .await
+        .unwrap();
+    let lived = detached.elapsed();
+    assert!(
+        lived >= Duration::from_millis(GRACE_SECS * 1000 - 300),
+        "gone after {lived:?}"
+    );
+    let id = format!("terminal_id={tid}");
+    r.wait_audit("terminal_close", &[&id, "reason=grace_expired"])
+        .await
+        .unwrap();
+    assert!(r.terminals().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_reattach_within_the_grace_period_replays_what_was_written_while_detached() {
+    let r = sqlite_rig().await;
+    // The marker is computed by the shell, so only its output can contain it.
+    let tid = r
+        .open(80, 24, Some("sleep 1; echo MARK-$((6*7))-DONE; exec cat"))
+        .await
+        .unwrap();
+    let first = r.attach(&tid, &r.tech, false).await.unwrap();
+    assert!(!first.text().contains("MARK"), "{}", first.text());
+    first.close().await;
+
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let mut sock = r.attach(&tid, &r.tech, false).await.unwrap();
+    sock.read_until("MARK-42-DONE\r\n", WAIT).await.unwrap();
+    // Still alive: `cat` echoes (the tty's echo, then cat's copy).
+    sock.input(b"back-again\r").await.unwrap();
+    sock.read_until("back-again\r\nback-again\r\n", WAIT)
+        .await
+        .unwrap();
+    sock.input(&[0x04]).await.unwrap();
+    let (texts, close) = sock.until_closed(WAIT).await.unwrap();
+    assert_eq!(texts, vec![json!({"type": "exit", "exit_code": 0})]);
+    assert_eq!(close, Some((1000, "terminal ended".to_owned())));
+}
+
+#[tokio::test]
+async fn a_second_attach_of_the_owner_takes_over_with_4000() {
+    let r = sqlite_rig().await;
+    let tid = r.open(80, 24, Some("cat")).await.unwrap();
+    let mut first = r.attach(&tid, &r.tech, false).await.unwrap();
+    let mut second = r.attach(&tid, &r.tech, false).await.unwrap();
+    let (texts, close) = first.until_closed(WAIT).await.unwrap();
+    assert!(texts.is_empty(), "{texts:?}");
+    assert_eq!(close, Some((4000, "attached elsewhere".to_owned())));
+    second.input(b"taken-over\r").await.unwrap();
+    second
+        .read_until("taken-over\r\ntaken-over\r\n", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(r.terminals().await.unwrap()[0]["attached"], true);
+}
+
+#[tokio::test]
+async fn logging_out_the_sockets_token_closes_it_with_1008_within_a_second() {
+    let r = sqlite_rig().await;
+    let tid = r.open(80, 24, Some("cat")).await.unwrap();
+    // A second login of the owner: logging it out leaves the session (opened with the
+    // first token) and the terminal alive.
+    let second = r.server.login("tina", "tina-password").await.unwrap();
+    let mut sock = r.attach(&tid, &second, false).await.unwrap();
+    sock.input(b"before\r").await.unwrap();
+    sock.read_until("before\r\nbefore\r\n", WAIT).await.unwrap();
+
+    let (code, body) = r
+        .server
+        .call(Method::POST, "/api/v1/auth/logout", Some(&second), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 204, "{body}");
+    let logged_out = Instant::now();
+    let (_, close) = sock.until_closed(Duration::from_secs(5)).await.unwrap();
+    let took = logged_out.elapsed();
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("revoked"), "{reason}");
+    assert!(took < Duration::from_millis(1500), "closed after {took:?}");
+
+    // The terminal lives on for its owner's other token.
+    let mut again = r.attach(&tid, &r.tech, false).await.unwrap();
+    again.input(b"after\r").await.unwrap();
+    again.read_until("after\r\nafter\r\n", WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn closing_the_tunnel_ends_its_terminals_and_finishes_their_recordings() {
+    let r = sqlite_rig().await;
+    let marker = sleep_marker();
+    let tid = r
+        .open(80, 24, Some(&format!("sleep {marker}")))
+        .await
+        .unwrap();
+    wait_running(&marker).await;
+    let mut sock = r.attach(&tid, &r.tech, false).await.unwrap();
+
+    let (code, body) = r
+        .server
+        .call(
+            Method::POST,
+            "/api/v1/tunnel/close",
+            Some(&r.tech),
+            Some(json!({ "session_id": r.session })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (texts, close) = sock.until_closed(WAIT).await.unwrap();
+    assert!(texts.is_empty(), "{texts:?}");
+    assert_eq!(
+        close,
+        Some((1000, "terminal closed: session_closed".to_owned()))
+    );
+    wait_gone(&marker, Duration::from_secs(6)).await.unwrap();
+    let id = format!("terminal_id={tid}");
+    r.wait_audit("terminal_close", &[&id, "reason=session_closed"])
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    loop {
+        let (code, body) = r
+            .server
+            .call(Method::GET, "/api/v1/recordings", Some(&r.tech), None)
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{body}");
+        let recording = body["recordings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|rec| rec["recording_id"] == tid.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("recording {tid} not listed: {body}"));
+        if recording["ended_at"].is_string() {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "never finished: {recording}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
