@@ -303,3 +303,116 @@ async fn closing_the_tunnel_ends_its_terminals_and_finishes_their_recordings() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A figure of `/proc/<pid>/status` (`VmRSS`), in bytes.
+fn proc_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// `/proc/<pid>/stat` after the command name: state, ppid, ..., as fields.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The process named `name` (its `comm`) below `ancestor`.
+fn descendant_named(ancestor: u32, name: &str) -> Option<u32> {
+    let parent = |pid: u32| stat_fields(pid)?.get(1)?.parse::<u32>().ok();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .find(|pid| {
+            let mut at = *pid;
+            for _ in 0..16 {
+                match parent(at) {
+                    Some(p) if p == ancestor => return true,
+                    Some(p) if p > 1 => at = p,
+                    _ => return false,
+                }
+            }
+            false
+        })
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let fields = stat_fields(pid).unwrap();
+    // After the name: state is field 3 of the line, utime 14 and stime 15.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_the_agent_not_the_servers_memory() {
+    const MIB: u64 = 1024 * 1024;
+    let r = sqlite_rig().await;
+    let server = r.server.pid().unwrap();
+    let agent = r.agent.id().unwrap();
+    let tid = r.open(80, 24, None).await.unwrap();
+    let mut sock = r.attach(&tid, &r.tech, false).await.unwrap();
+    let before = proc_bytes(server, "VmRSS");
+    sock.input(b"yes\r").await.unwrap();
+    while sock.output.len() < 2 * 1024 * 1024 {
+        sock.next(WAIT).await.unwrap().expect("yes keeps writing");
+    }
+
+    // Stop reading for 10 s: sample the server's memory and `yes`'s CPU time meanwhile.
+    let paused_at = sock.output.len();
+    let yes = descendant_named(agent, "yes").expect("yes runs under the agent");
+    let mut peak = before;
+    let started = Instant::now();
+    let mut ticks_at_3s = None;
+    let mut ticks_at_9s = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        peak = peak.max(proc_bytes(server, "VmRSS"));
+        let t = started.elapsed();
+        if t >= Duration::from_secs(3) && ticks_at_3s.is_none() {
+            ticks_at_3s = Some(cpu_ticks(yes));
+        }
+        if t >= Duration::from_secs(9) && ticks_at_9s.is_none() {
+            ticks_at_9s = Some(cpu_ticks(yes));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let grew = peak.saturating_sub(before);
+    let yes_ticks = ticks_at_9s.unwrap() - ticks_at_3s.unwrap();
+    eprintln!(
+        "flow control: server RSS before {} KiB, peak {} KiB (+{} KiB); yes used {yes_ticks} ticks in 6 s of the pause",
+        before / 1024,
+        peak / 1024,
+        grew / 1024
+    );
+    assert!(grew < 32 * MIB, "the server grew by {grew} bytes");
+    // Blocked on its terminal: a few ticks at most (a running `yes` uses ~100 per second).
+    assert!(
+        yes_ticks < 60,
+        "yes used {yes_ticks} ticks while nobody read"
+    );
+
+    // Resume: interrupt, then a command whose output differs from its echo.
+    let resumed = Instant::now();
+    sock.input(&[0x03]).await.unwrap();
+    let drain_until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < drain_until {
+        sock.next(Duration::from_millis(50)).await.unwrap();
+    }
+    sock.input(b"echo alive-$((100+23))\r").await.unwrap();
+    sock.read_until("alive-123", WAIT).await.unwrap();
+    let backlog = (sock.output.len() - paused_at) as u64;
+    eprintln!(
+        "flow control: {backlog} bytes arrived after the pause; alive after {:?}",
+        resumed.elapsed()
+    );
+    assert!(backlog < 16 * MIB, "{backlog} bytes were in flight");
+    assert!(resumed.elapsed() < Duration::from_secs(5));
+}
