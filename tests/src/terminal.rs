@@ -277,6 +277,8 @@ pub struct TermSocket {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// Every output byte received.
     pub output: Vec<u8>,
+    /// Where each binary frame ended in [`TermSocket::output`].
+    pub frame_ends: Vec<usize>,
     /// Where the next [`TermSocket::read_until`] starts looking.
     mark: usize,
 }
@@ -291,6 +293,7 @@ impl TermSocket {
         Ok(Self {
             socket,
             output: Vec::new(),
+            frame_ends: Vec::new(),
             mark: 0,
         })
     }
@@ -328,6 +331,7 @@ impl TermSocket {
             return Ok(Some(match frame {
                 Some(Ok(Message::Binary(bytes))) => {
                     self.output.extend_from_slice(&bytes);
+                    self.frame_ends.push(self.output.len());
                     Event::Output(bytes.to_vec())
                 }
                 Some(Ok(Message::Text(text))) => Event::Text(serde_json::from_str(&text)?),

@@ -93,8 +93,8 @@ async fn asciinema_cat(cast: &[u8]) -> Vec<u8> {
 async fn a_recording_replays_exactly_the_bytes_the_client_received(on_sqlite: bool) {
     let r = rig(on_sqlite, ENV).await.unwrap();
     // Waits for a line (so the client is attached before any output), then UTF-8 text and
-    // 30 000 three-byte check marks in one write: the agent's reads split some of them.
-    let command = r"read go; printf 'h\303\251llo w\303\266rld \342\234\223\n'; printf '\342\234\223%.0s' $(seq 1 30000); printf '\nend-of-output\n'";
+    // 300 000 three-byte check marks in one write (about 14 frames): frames split some.
+    let command = r"read go; printf 'h\303\251llo w\303\266rld \342\234\223\n'; printf '\342\234\223%.0s' $(seq 1 300000); printf '\nend-of-output\n'";
     let body = json!({"cols": 100, "rows": 30, "term": "vt100", "command": command});
     let (code, opened) = r.open_raw(&r.tech, body).await.unwrap();
     assert_eq!(code, 201, "{opened}");
@@ -107,8 +107,23 @@ async fn a_recording_replays_exactly_the_bytes_the_client_received(on_sqlite: bo
     let received = sock.output.clone();
     let text = String::from_utf8(received.clone()).expect("the client got valid UTF-8");
     assert!(text.contains("héllo wörld ✓\r\n"), "{text:?}");
-    assert_eq!(text.matches('✓').count(), 30_001);
+    assert_eq!(text.matches('✓').count(), 300_001);
     assert!(text.ends_with("\r\nend-of-output\r\n"), "{text:?}");
+    // The risk was real: some frame ended inside a character.
+    let splits = sock
+        .frame_ends
+        .iter()
+        .filter(|end| !text.is_char_boundary(**end))
+        .count();
+    eprintln!(
+        "recording: {} frames, {splits} ending inside a character",
+        sock.frame_ends.len()
+    );
+    assert!(
+        splits > 0,
+        "no frame split a character: {:?}",
+        sock.frame_ends
+    );
 
     let listed = finished_recording(&r, &tid).await;
     let tina = r.user_id("tina").await.unwrap();
