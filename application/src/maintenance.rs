@@ -62,9 +62,9 @@ impl<P: Ports> App<P> {
         let idle = self.sessions.close_idle(cutoff, now, &note).await?;
         for session in &idle {
             tracing::info!(session_id = %session.id(), agent_id = %session.agent(), "closed idle session");
-            self.gateway.close_tunnel(session.agent(), session.id());
             self.end_session_commands(session.id(), CommandStatus::Cancelled)
                 .await;
+            self.gateway.close_tunnel(session.agent(), session.id());
         }
         Ok(idle.len())
     }

@@ -281,6 +281,9 @@ pub struct TermSocket {
     pub frame_ends: Vec<usize>,
     /// Where the next [`TermSocket::read_until`] starts looking.
     mark: usize,
+    /// The output position the server said the first output byte of this socket has (its
+    /// `attached` frame, which comes first and is not reported as an event).
+    pub attached_at: Option<u64>,
 }
 
 impl TermSocket {
@@ -295,6 +298,7 @@ impl TermSocket {
             output: Vec::new(),
             frame_ends: Vec::new(),
             mark: 0,
+            attached_at: None,
         })
     }
 
@@ -334,7 +338,14 @@ impl TermSocket {
                     self.frame_ends.push(self.output.len());
                     Event::Output(bytes.to_vec())
                 }
-                Some(Ok(Message::Text(text))) => Event::Text(serde_json::from_str(&text)?),
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text)?;
+                    if value["type"] == "attached" {
+                        self.attached_at = value["offset"].as_u64();
+                        continue;
+                    }
+                    Event::Text(value)
+                }
                 Some(Ok(Message::Close(frame))) => {
                     Event::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string())))
                 }
