@@ -107,6 +107,8 @@ export async function agentsPage() {
         // No such endpoint (or refused before any event): show the list once instead.
         source.close();
         if (!loadedOnce) loadOnce("the server offers no event stream");
+      } else if (source.readyState === EventSource.CLOSED) {
+        live.textContent = "live updates stopped: the server refused the stream (sign in again to resume)";
       } else {
         live.textContent = "live updates interrupted — reconnecting…";
       }
