@@ -224,6 +224,7 @@ async fn read_to_exit(
     let mut socket = api.terminal_socket(session, terminal).await?;
     let mut ready = false;
     let mut bytes = 0u64;
+    let mut frames = 0u64;
     loop {
         let frame = tokio::time::timeout(SILENCE_TIMEOUT, socket.next())
             .await
@@ -240,6 +241,7 @@ async fn read_to_exit(
                     socket.send(Message::Binary(b"\n".to_vec().into())).await?;
                 }
                 bytes += data.len() as u64;
+                frames += 1;
             }
             Some(Ok(Message::Text(text))) => {
                 let took = started.elapsed();
@@ -249,6 +251,10 @@ async fn read_to_exit(
                     bail!("the terminal ended with {text} after {bytes} bytes");
                 }
                 let _ = socket.close(None).await;
+                eprintln!(
+                    "terminal cat: {frames} output frames, {} bytes each on average",
+                    bytes / frames.max(1)
+                );
                 return Ok((bytes, took));
             }
             Some(Ok(Message::Close(frame))) => {
