@@ -10,6 +10,7 @@ pub mod agent;
 pub mod nginx;
 pub mod pg;
 pub mod pki;
+pub mod procfs;
 pub mod real_agent;
 pub mod server;
 pub mod terminal;

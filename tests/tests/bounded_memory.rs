@@ -20,6 +20,7 @@ use futures_util::StreamExt as _;
 use reqwest::Method;
 use rmm_e2e::agent::ScriptedAgent;
 use rmm_e2e::pg::sqlite_url;
+use rmm_e2e::procfs::proc_bytes;
 use rmm_e2e::real_agent::spawn_agent;
 use rmm_e2e::server::{StartOptions, TestServer};
 use serde_json::{Value, json};
@@ -111,18 +112,6 @@ impl World {
             self.server.addr, self.session
         )
     }
-}
-
-/// A figure of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in bytes.
-fn proc_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib * 1024
 }
 
 /// Samples the server's RSS every 5 ms until stopped; the highest seen.

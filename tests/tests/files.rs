@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use reqwest::Method;
+use rmm_e2e::procfs::proc_bytes;
 use rmm_e2e::real_agent::{Tunnel, open_tunnel};
 use rmm_e2e::server::TestServer;
 use serde_json::{Value, json};
@@ -266,18 +267,11 @@ async fn a_range_download_resumes_where_it_stopped() {
     assert!(r.bytes().await.unwrap() == data[start..]);
 }
 
-/// Resident memory of a process, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn server_memory_stays_bounded_during_a_transfer_far_larger_than_the_window() {
     let w = world().await;
     let pid = w.server.pid().unwrap();
-    let before = rss_kib(pid);
+    let before = proc_bytes(pid, "VmRSS") / 1024;
     let total = 512 * MIB;
     let chunk = Bytes::from(pseudo_random(4, MIB));
     let stream = futures_util::stream::iter(
@@ -286,7 +280,7 @@ async fn server_memory_stays_bounded_during_a_transfer_far_larger_than_the_windo
     let sampler = tokio::spawn(async move {
         let mut peak = 0;
         for _ in 0..600 {
-            peak = peak.max(rss_kib(pid));
+            peak = peak.max(proc_bytes(pid, "VmRSS") / 1024);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         peak
@@ -299,7 +293,7 @@ async fn server_memory_stays_bounded_during_a_transfer_far_larger_than_the_windo
     assert_eq!(body["size"], total);
     let peak = {
         sampler.abort();
-        rss_kib(pid).max(before)
+        proc_bytes(pid, "VmRSS") / 1024.max(before)
     };
     // Sampled while the upload ran: the growth is the window and buffers, not the file.
     let growth_mib = peak.saturating_sub(before) / 1024;

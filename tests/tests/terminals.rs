@@ -16,6 +16,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
+use rmm_e2e::procfs::proc_bytes;
 use rmm_e2e::terminal::{Rig, processes_with, rig, sleep_marker, wait_gone};
 use serde_json::json;
 
@@ -301,18 +302,6 @@ async fn closing_the_tunnel_ends_its_terminals_and_finishes_their_recordings() {
     let detail = r.wait_audit("terminal_close", &[&id]).await.unwrap();
     assert_eq!(reason, "terminal closed: session_closed", "audit: {detail}");
     assert!(detail.contains("reason=session_closed"), "{detail}");
-}
-
-/// A figure of `/proc/<pid>/status` (`VmRSS`), in bytes.
-fn proc_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib * 1024
 }
 
 /// `/proc/<pid>/stat` after the command name: state, ppid, ..., as fields.
