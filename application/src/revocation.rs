@@ -66,6 +66,7 @@ impl<P: Ports> App<P> {
                 closed += 1;
                 tracing::warn!(session_id = %id, user_id = %session.owner(), agent_id = %session.agent(), reason = reason.as_str(), "closed a session its owner's revocation ended");
                 self.gateway.close_tunnel(session.agent(), id);
+                self.agent_events.changed();
                 self.end_session_commands(id, CommandStatus::Cancelled)
                     .await;
             }
