@@ -35,10 +35,10 @@ APPLICATION_DENY=(
 )
 
 # The agent runs on customers' machines: no server or technician-side crates.
-AGENT_DENY=(sqlx sqlx-core poem poem-openapi argon2 jsonwebtoken reqwest rmm-store rmm-http rmm-auth rmm-gateway rmm-application)
+AGENT_DENY=(sqlx sqlx-core poem poem-openapi argon2 jsonwebtoken reqwest rmm-store rmm-http rmm-auth rmm-gateway rmm-application rmm-web rust-embed)
 
 # The CLI talks to the API: no database, no server framework, no password hashing.
-CLI_DENY=(sqlx sqlx-core poem poem-openapi argon2 rmm-store rmm-http rmm-auth rmm-gateway)
+CLI_DENY=(sqlx sqlx-core poem poem-openapi argon2 rmm-store rmm-http rmm-auth rmm-gateway rmm-web rust-embed)
 
 PROTOCOL_DIR=adapters/protocol
 # "file:word" pairs where a word spelled like an API error code names something else: an audit

@@ -255,6 +255,18 @@ where
         .into_response()
 }
 
+/// The web console (`/` and `/ui/*path`); its errors are the API's JSON errors.
+fn console() -> rmm_web::Console {
+    rmm_web::Console::new(Arc::new(|status, message| {
+        let code = if status == StatusCode::METHOD_NOT_ALLOWED {
+            ApiErrorCode::MethodNotAllowed
+        } else {
+            ApiErrorCode::NotFound
+        };
+        json_error(status, code, message)
+    }))
+}
+
 /// The whole HTTP surface.
 pub fn routes<P>(
     app: Arc<App<P>>,
@@ -274,6 +286,7 @@ where
     };
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
+    let console = console();
     Route::new()
         .nest("/", api)
         .at("/api/v1/openapi.json", spec)
@@ -298,6 +311,7 @@ where
         .data(jwt)
         .data(options)
         .data(shutdown)
+        .with(console)
         .catch_all_error(error_as_json)
         .with(front_door)
 }

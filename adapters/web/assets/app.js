@@ -1,0 +1,2 @@
+import { start } from "./js/router.js";
+start();
