@@ -212,13 +212,16 @@ def page(context):
     yield page
 
 
+def save_screenshot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    if not page.is_closed():
+        page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
 @pytest.fixture(autouse=True)
 def screenshot(request):
+    """A screenshot of the module's shared tab after each test that uses it (a test with a
+    page of its own saves it in that page's fixture)."""
     yield
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for name in ("page", "tech_page"):
-        if name in request.fixturenames:
-            p = request.getfixturevalue(name)
-            if not p.is_closed():
-                p.screenshot(path=str(SHOTS / f"{request.node.name}.png"))
-            break
+    if "page" in request.fixturenames:
+        save_screenshot(request.getfixturevalue("page"), request.node.name)
