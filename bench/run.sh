@@ -5,8 +5,11 @@
 #   bench/run.sh                      every part, full sizes, release build
 #   bench/run.sh --roundtrip --stream  only those parts
 #   bench/run.sh --smoke              every part at tiny sizes (CI: bench/smoke.sh)
+#   bench/run.sh --terminal           one part; merged into the BENCHMARKS.md already there
 #
-# Parts: --roundtrip --stream --files --sim --opens (none given: all).
+# Parts: --roundtrip --stream --files --sim --opens --terminal (none given: all). A run of
+# some parts merges its figures into the report already at --report (the other parts'
+# rows are kept, and the header gains this run's command, date and load average).
 # Options:
 #   --smoke             tiny sizes
 #   --debug             use the debug build (cargo build), not --release
@@ -37,7 +40,7 @@ export RUST_LIB_BACKTRACE=0 RUST_BACKTRACE=0
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-ALL_PARTS=(roundtrip stream files sim opens)
+ALL_PARTS=(roundtrip stream files sim opens terminal)
 PARTS=()
 SMOKE=0
 PROFILE=release
@@ -50,7 +53,7 @@ ARGS="$*"
 LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)"
 while [ "$#" -gt 0 ]; do
     case "$1" in
-        --roundtrip | --stream | --files | --sim | --opens) PARTS+=("${1#--}") ;;
+        --roundtrip | --stream | --files | --sim | --opens | --terminal) PARTS+=("${1#--}") ;;
         --smoke) SMOKE=1 ;;
         --debug) PROFILE=debug ;;
         --no-build) BUILD=0 ;;
@@ -71,7 +74,7 @@ while [ "$#" -gt 0 ]; do
             ;;
         --keep) KEEP=1 ;;
         -h | --help)
-            sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) die "unknown argument $1 (see --help)" ;;
@@ -98,6 +101,9 @@ if [ "$SMOKE" = 1 ]; then
     OPENS_AGENTS=50
     OPENS_CONC=8
     OPENS_SECS=3
+    TERM_ECHO_ITER=50
+    TERM_RAW_MIB=3 # base64 of 3 MiB: ~4 MB of text
+    TERM_RUNS=2
 else
     RT_ITER=200
     STREAM_RAW_MIB=768 # base64 of 768 MiB: ~1.04 GB of text
@@ -110,10 +116,23 @@ else
     OPENS_AGENTS=1000
     OPENS_CONC=32
     OPENS_SECS=20
+    TERM_ECHO_ITER=1000
+    TERM_RAW_MIB=768 # as the stream: ~1.04 GB of text
+    TERM_RUNS=5
 fi
 case "$SIM_AGENTS" in '' | *[!0-9]*) die "--sim-agents must be a number" ;; esac
-STREAM_BYTES_TEXT="$(awk -v m="$STREAM_RAW_MIB" 'BEGIN { b = int((m * 1048576 + 2) / 3) * 4; printf "%.0f MB", (b + int(b / 76)) / 1e6 }')"
-SIZES="round trip: ${RT_ITER} runs per client; stream: ${STREAM_BYTES_TEXT} of base64 text × ${STREAM_RUNS}; files: ${FILE_MIB} MiB × ${FILE_RUNS} each way; simulator: ${SIM_AGENTS} agents, ${SIM_HOLD} s window; opens: ${OPENS_AGENTS} agents, ${OPENS_CONC} concurrent, ${OPENS_SECS} s per database"
+b64_text() { awk -v m="$1" 'BEGIN { b = int((m * 1048576 + 2) / 3) * 4; printf "%.0f MB", (b + int(b / 76)) / 1e6 }'; }
+STREAM_BYTES_TEXT="$(b64_text "$STREAM_RAW_MIB")"
+TERM_BYTES_TEXT="$(b64_text "$TERM_RAW_MIB")"
+# The sizes of the parts this run measures, in words.
+SIZES=""
+add_size() { if wants "$1"; then SIZES="${SIZES:+$SIZES; }$2"; fi; }
+add_size roundtrip "round trip: ${RT_ITER} runs per client"
+add_size stream "stream: ${STREAM_BYTES_TEXT} of base64 text × ${STREAM_RUNS}"
+add_size files "files: ${FILE_MIB} MiB × ${FILE_RUNS} each way"
+add_size sim "simulator: ${SIM_AGENTS} agents, ${SIM_HOLD} s window"
+add_size opens "opens: ${OPENS_AGENTS} agents, ${OPENS_CONC} concurrent, ${OPENS_SECS} s per database"
+add_size terminal "terminal: ${TERM_ECHO_ITER} echoes per client, cat of ${TERM_BYTES_TEXT} of base64 text × ${TERM_RUNS}"
 [ "$SMOKE" = 1 ] && SIZES="smoke — $SIZES"
 
 # --- build ---------------------------------------------------------------------
@@ -340,12 +359,14 @@ EOF
     # Shown in the report: the ControlMaster options spelled out (the config file holds the
     # key and the known host).
     SSH=(ssh -F "$SSH_CONFIG" -o ControlMaster=auto -o ControlPath="$dir/cm-%C" -o ControlPersist=600 -p "$SSH_PORT" "$SSH_USER@127.0.0.1")
+    # -tt: a PTY on the server side although stdin is not a terminal (the terminal part).
+    SSH_TT=(ssh -F "$SSH_CONFIG" -o ControlMaster=auto -o ControlPath="$dir/cm-%C" -o ControlPersist=600 -tt -p "$SSH_PORT" "$SSH_USER@127.0.0.1")
     SCP=(scp -F "$SSH_CONFIG" -o ControlMaster=auto -o ControlPath="$dir/cm-%C" -o ControlPersist=600 -P "$SSH_PORT" -q)
     SSH_OK=1
     log "sshd on 127.0.0.1:$SSH_PORT (user $SSH_USER, /bin/sh), ControlMaster up"
 }
 
-if wants roundtrip || wants stream || wants files; then
+if wants roundtrip || wants stream || wants files || wants terminal; then
     setup_ssh || { SSH_OK=0; log "OpenSSH baseline not available: $SSH_WHY"; }
 fi
 SSH_VERSION="$(ssh -V 2>&1 || true)"
@@ -438,13 +459,56 @@ part_files() {
     rm -f "$file" "$WORK/ssh-up/file.bin" "$WORK/data/dl-scp.bin"
 }
 
-if wants roundtrip || wants stream || wants files; then
+# The terminal part's remote command for the echo: the same as ECHO_COMMAND in
+# bench/src/terminal.rs (raw, no echo, a ready mark, then cat: each byte comes back once).
+ECHO_REMOTE='stty raw -echo; printf R; exec cat'
+
+part_terminal() {
+    local out="$RESULTS" file="$WORK/data/terminal.b64"
+    local echo_ssh="ssh -tt echo (ControlMaster)" cat_ssh="ssh -tt cat (ControlMaster)"
+    log "part 6: terminals (echo $TERM_ECHO_ITER times each; cat of ${TERM_BYTES_TEXT}, $TERM_RUNS runs)"
+    if [ "$SSH_OK" = 1 ]; then
+        measure terminal "$echo_ssh" "$out/terminal-1-echo-ssh.json" -- \
+            "$BENCH" echo-cmd --name "$echo_ssh" --iterations "$TERM_ECHO_ITER" \
+            --out "$out/terminal-1-echo-ssh.json" -- "${SSH_TT[@]}" "$ECHO_REMOTE"
+    else
+        na terminal "$echo_ssh" "$SSH_WHY" "$out/terminal-1-echo-ssh.json"
+        na terminal "$cat_ssh" "$SSH_WHY" "$out/terminal-3-cat-ssh.json"
+    fi
+    measure terminal "rmm terminal echo (WebSocket)" "$out/terminal-2-echo-rmm.json" -- \
+        "$BENCH" term-echo --server "$SERVER_URL" --agent-id "$AGENT_ID" \
+        --iterations "$TERM_ECHO_ITER" --out "$out/terminal-2-echo-rmm.json"
+    head -c "$((TERM_RAW_MIB * 1048576))" /dev/urandom | base64 -w 76 >"$file"
+    chmod 644 "$file"
+    # What a cooked PTY shows of it: each \n as \r\n. ssh -tt with a stdin that is not a
+    # terminal hands sshd all-off terminal modes (-opost: no \r\n); `stty sane` makes its PTY
+    # cooked like the agent's, and both sides' counts are checked against this.
+    local expected
+    expected=$(($(wc -c <"$file") + $(wc -l <"$file")))
+    # Runs alternate between the two, so a change of load on a shared machine hits both.
+    local i
+    for ((i = 1; i <= TERM_RUNS; i++)); do
+        if [ "$SSH_OK" = 1 ]; then
+            measure terminal "$cat_ssh" "$out/terminal-3-cat-ssh.json" -- \
+                "$BENCH" time-cmd --part terminal --name "$cat_ssh" --count-stdout \
+                --expect-bytes "$expected" --warmup 0 --iterations 1 --append \
+                --out "$out/terminal-3-cat-ssh.json" -- "${SSH_TT[@]}" "stty sane; exec cat '$file'"
+        fi
+        measure terminal "rmm terminal cat (WebSocket)" "$out/terminal-4-cat-rmm.json" -- \
+            "$BENCH" term-cat --server "$SERVER_URL" --agent-id "$AGENT_ID" --file "$file" \
+            --runs 1 --append --out "$out/terminal-4-cat-rmm.json"
+    done
+    rm -f "$file"
+}
+
+if wants roundtrip || wants stream || wants files || wants terminal; then
     if start_server tunnel "sqlite://$WORK/tunnel/rmm.db" && start_agent bench; then
         if wants roundtrip; then part_roundtrip || log "part 1 failed"; fi
         if wants stream; then part_stream || log "part 2 failed"; fi
         if wants files; then part_files || log "part 3 failed"; fi
+        if wants terminal; then part_terminal || log "part 6 failed"; fi
     else
-        for p in roundtrip stream files; do
+        for p in roundtrip stream files terminal; do
             wants "$p" && na "$p" "rmm" "the server or the agent did not start (see the log above)" "$RESULTS/$p-9-setup.json"
         done
     fi
@@ -541,7 +605,11 @@ if wants opens; then
 fi
 
 # --- the report --------------------------------------------------------------------------------
+# A run of some parts merges into the report already there instead of replacing it.
+MERGE=()
+if [ "${#PARTS[@]}" -lt "${#ALL_PARTS[@]}" ] && [ -f "$REPORT" ]; then MERGE=(--merge); fi
+PARTS_CSV="$(IFS=,; echo "${PARTS[*]}")"
 "$BENCH" report --results "$RESULTS" --out "$REPORT" --command "bench/run.sh${ARGS:+ $ARGS}" \
     --sizes "$SIZES" --profile "$PROFILE" --ssh-version "$SSH_VERSION" --load "$LOAD_AT_START" \
-    --notes "$ROOT/bench/notes.md"
+    --notes "$ROOT/bench/notes.md" --parts "$PARTS_CSV" ${MERGE[@]+"${MERGE[@]}"}
 log "done: $REPORT"

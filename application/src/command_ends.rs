@@ -259,17 +259,19 @@ impl<P: Ports> App<P> {
     /// Ends every running command of a session (tunnel closed: `Cancelled`; agent gone:
     /// `Failed`).
     pub(crate) async fn end_session_commands(&self, session: SessionId, status: CommandStatus) {
-        for id in self.running.of_session(session) {
-            // A refused end is logged and kept for maintenance.
-            let _ = self.end_command(id, status).await;
-        }
-        self.streams.end_session(session);
+        // Terminals first: they are told why before the agent's tunnel (and with it their
+        // link) goes, which callers do after this.
         let why = if status == CommandStatus::Failed {
             rmm_domain::TerminalEnd::AgentDisconnected
         } else {
             rmm_domain::TerminalEnd::SessionClosed
         };
         self.end_session_terminals(session, why).await;
+        for id in self.running.of_session(session) {
+            // A refused end is logged and kept for maintenance.
+            let _ = self.end_command(id, status).await;
+        }
+        self.streams.end_session(session);
     }
 
     /// Ends commands whose agent stayed silent past their timeout (plus a grace period).

@@ -64,10 +64,10 @@ impl<P: Ports> App<P> {
         let idle = self.sessions.close_idle(cutoff, now, &note).await?;
         for session in &idle {
             tracing::info!(session_id = %session.id(), agent_id = %session.agent(), "closed idle session");
-            self.gateway.close_tunnel(session.agent(), session.id());
-            self.agent_events.changed();
             self.end_session_commands(session.id(), CommandStatus::Cancelled)
                 .await;
+            self.gateway.close_tunnel(session.agent(), session.id());
+            self.agent_events.changed();
         }
         Ok(idle.len())
     }

@@ -65,10 +65,10 @@ impl<P: Ports> App<P> {
             if self.sessions.close(id, reason, now, &note).await?.is_some() {
                 closed += 1;
                 tracing::warn!(session_id = %id, user_id = %session.owner(), agent_id = %session.agent(), reason = reason.as_str(), "closed a session its owner's revocation ended");
-                self.gateway.close_tunnel(session.agent(), id);
-                self.agent_events.changed();
                 self.end_session_commands(id, CommandStatus::Cancelled)
                     .await;
+                self.gateway.close_tunnel(session.agent(), id);
+                self.agent_events.changed();
             }
         }
         Ok(closed)

@@ -370,10 +370,10 @@ impl<P: Ports> App<P> {
             .map_err(CloseTunnelError::Store)?
         {
             Some(closed) => {
-                self.gateway.close_tunnel(closed.agent(), id);
-                self.agent_events.changed();
                 self.end_session_commands(id, CommandStatus::Cancelled)
                     .await;
+                self.gateway.close_tunnel(closed.agent(), id);
+                self.agent_events.changed();
                 tracing::info!(session_id = %id, agent_id = %closed.agent(), by = %actor.id, reason = reason.as_str(), "tunnel closed");
                 Ok(closed)
             }
@@ -452,10 +452,10 @@ impl<P: Ports> App<P> {
             .close_all_open(reason, self.clock.now(), &AuditNote::close(reason))
             .await?;
         for session in &closed {
-            self.gateway.close_tunnel(session.agent(), session.id());
-            self.agent_events.changed();
             self.end_session_commands(session.id(), CommandStatus::Cancelled)
                 .await;
+            self.gateway.close_tunnel(session.agent(), session.id());
+            self.agent_events.changed();
         }
         if !closed.is_empty() {
             tracing::info!(

@@ -254,24 +254,73 @@ impl Api {
     /// # Errors
     /// When the upgrade is refused.
     pub async fn stream(&self, session: &str) -> anyhow::Result<Stream> {
+        self.websocket(&format!("/api/v1/tunnel/{session}/stream"), false)
+            .await
+            .context("connecting the session stream")
+    }
+
+    /// Opens a terminal running `command` (80×24), once the agent's PTY is ready; its id.
+    ///
+    /// # Errors
+    /// When the answer is not 201.
+    pub async fn open_terminal(&self, session: &str, command: &str) -> anyhow::Result<String> {
+        let r = self
+            .post(
+                &format!("/api/v1/tunnel/{session}/terminals"),
+                &json!({ "cols": 80, "rows": 24, "command": command }),
+            )
+            .send()
+            .await?;
+        field(&expect(r, 201).await?, "terminal_id")
+    }
+
+    /// Ends a terminal (`DELETE`); waits until it has ended.
+    ///
+    /// # Errors
+    /// When the answer is not 200.
+    pub async fn close_terminal(&self, session: &str, terminal: &str) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .delete(self.url(&format!("/api/v1/tunnel/{session}/terminals/{terminal}")))
+            .bearer_auth(&self.token)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await?;
+        expect(r, 200).await.map(drop)
+    }
+
+    /// Attaches to a terminal's WebSocket, with `TCP_NODELAY` as an interactive client
+    /// (and ssh for a session with a terminal) sets it.
+    ///
+    /// # Errors
+    /// When the upgrade is refused.
+    pub async fn terminal_socket(&self, session: &str, terminal: &str) -> anyhow::Result<Stream> {
+        self.websocket(
+            &format!("/api/v1/tunnel/{session}/terminals/{terminal}/ws"),
+            true,
+        )
+        .await
+        .context("attaching to the terminal")
+    }
+
+    async fn websocket(&self, path: &str, nodelay: bool) -> anyhow::Result<Stream> {
         let Some(rest) = self.base.strip_prefix("http://") else {
             bail!(
                 "the benchmarks speak plain http to a loopback server, not {}",
                 self.base
             );
         };
-        let mut request = format!("ws://{rest}/api/v1/tunnel/{session}/stream")
+        let mut request = format!("ws://{rest}{path}")
             .into_client_request()
-            .context("stream URL")?;
+            .context("WebSocket URL")?;
         request.headers_mut().insert(
             "authorization",
             format!("Bearer {}", self.token)
                 .parse()
                 .context("token is not a header value")?,
         );
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .context("connecting the session stream")?;
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(request, None, nodelay).await?;
         Ok(socket)
     }
 }

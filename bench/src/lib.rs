@@ -20,3 +20,4 @@ pub mod measure;
 pub mod procfs;
 pub mod report;
 pub mod sim;
+pub mod terminal;

@@ -22,9 +22,20 @@ pub enum Part {
     Files,
     Sim,
     Opens,
+    Terminal,
 }
 
 impl Part {
+    /// Every part, in report order (section `## N.` of the report is `ALL[N - 1]`).
+    pub const ALL: [Self; 6] = [
+        Self::Roundtrip,
+        Self::Stream,
+        Self::Files,
+        Self::Sim,
+        Self::Opens,
+        Self::Terminal,
+    ];
+
     /// The file-name prefix and flag name of the part.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -34,6 +45,7 @@ impl Part {
             Self::Files => "files",
             Self::Sim => "sim",
             Self::Opens => "opens",
+            Self::Terminal => "terminal",
         }
     }
 }

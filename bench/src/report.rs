@@ -12,6 +12,9 @@ use chrono::{DateTime, Utc};
 use crate::measure::{Figures, Latency, Measurement, OpensFigures, Part, SimFigures, Throughput};
 use crate::procfs::Machine;
 
+pub mod merge;
+mod terminal;
+
 /// Everything the report shows besides the rows' own figures.
 #[derive(Debug)]
 pub struct ReportInputs<'a> {
@@ -211,6 +214,7 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
     files(&mut out, inputs.rows);
     sim(&mut out, inputs.rows);
     opens(&mut out, inputs.rows);
+    terminal::section(&mut out, inputs.rows);
     if let Some(notes) = inputs.notes {
         let _ = writeln!(out, "{}", notes.trim_end());
     }
@@ -337,6 +341,7 @@ fn targets(out: &mut String, rows: &[Measurement]) {
             verdict(o.pairs_per_s >= TARGET_OPENS_PER_S)
         );
     }
+    terminal::targets(out, rows);
     let _ = writeln!(out);
 }
 

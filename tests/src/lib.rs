@@ -12,3 +12,4 @@ pub mod pg;
 pub mod pki;
 pub mod real_agent;
 pub mod server;
+pub mod terminal;

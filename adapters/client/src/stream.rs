@@ -58,8 +58,9 @@ impl ApiClient {
             .ws_tls
             .as_ref()
             .map(|config| tokio_tungstenite::Connector::Rustls(Arc::clone(config)));
+        // TCP_NODELAY: a keystroke is one small frame, and must not wait for an ACK.
         let connecting =
-            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
         match tokio::time::timeout(REQUEST_TIMEOUT, connecting).await {
             Ok(Ok((socket, _))) => Ok(socket),
             Ok(Err(WsError::Http(response))) => {

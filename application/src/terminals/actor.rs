@@ -131,7 +131,13 @@ impl<P: Ports> TerminalActor<P> {
                         tracing::warn!(terminal_id = %self.view.id, why = %why, "terminal failed");
                         break self.ended(TerminalEnd::Failed);
                     }
-                    None => break self.ended(self.closing.map_or(TerminalEnd::AgentDisconnected, |(end, _)| end)),
+                    None => {
+                        // A close asked for just before the link went says why it went.
+                        while let Ok(cmd) = self.cmds.try_recv() {
+                            self.on_cmd(cmd);
+                        }
+                        break self.ended(self.closing.map_or(TerminalEnd::AgentDisconnected, |(end, _)| end));
+                    }
                 },
                 () = sleep_until(grace.unwrap_or(far)), if grace.is_some() => {
                     tracing::info!(terminal_id = %self.view.id, "nobody attached within the grace period: ending the terminal");

@@ -17,6 +17,7 @@ use rmm_bench::api::{Api, UnexpectedStatus};
 use rmm_bench::measure::{self, Figures, Latency, Measurement, OpensFigures, Part, Throughput};
 use rmm_bench::report::{self, ReportInputs};
 use rmm_bench::sim::{Fleet, SimOptions, Target, register_many};
+use rmm_bench::terminal;
 use rmm_protocol::{AgentMessage, TunnelDataPayload};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::Message;
@@ -76,6 +77,12 @@ enum Command {
     Files(FilesArgs),
     /// Tunnel opens and closes per second, with simulated agents answering tunnel_open.
     Opens(OpensArgs),
+    /// Keystroke echo round trip through a terminal's WebSocket (a PTY running `cat` raw).
+    TermEcho(TermEchoArgs),
+    /// Keystroke echo round trip through a command's stdin and stdout (the `ssh -tt` peer).
+    EchoCmd(EchoCmdArgs),
+    /// Output throughput: `cat FILE` on a terminal, read from its WebSocket.
+    TermCat(TermCatArgs),
     /// Record that a part could not run, and why.
     NotAvailable {
         #[arg(long, value_enum)]
@@ -136,6 +143,9 @@ struct TimeCmd {
     /// Throughput: the command moves this many bytes (e.g. scp of a file of that size).
     #[arg(long)]
     bytes: Option<u64>,
+    /// With --count-stdout: a run whose stdout is not this many bytes failed.
+    #[arg(long)]
+    expect_bytes: Option<u64>,
     #[arg(long)]
     out: PathBuf,
     /// Add these runs to the throughput row already in --out.
@@ -231,6 +241,57 @@ struct OpensArgs {
 }
 
 #[derive(Debug, Args)]
+struct TermEchoArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[arg(long)]
+    agent_id: String,
+    #[arg(long, default_value_t = 1000)]
+    iterations: usize,
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    #[arg(long, default_value_t = 120)]
+    max_secs: u64,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct EchoCmdArgs {
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value_t = 1000)]
+    iterations: usize,
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    #[arg(long, default_value_t = 120)]
+    max_secs: u64,
+    #[arg(long)]
+    out: PathBuf,
+    /// The command; it must print `R` once its PTY is raw, then echo each byte once.
+    #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct TermCatArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[arg(long)]
+    agent_id: String,
+    /// The file the terminal cats (read here too: agent and bench share the machine).
+    #[arg(long)]
+    file: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    #[arg(long)]
+    out: PathBuf,
+    /// Add these runs to the row already in --out.
+    #[arg(long)]
+    append: bool,
+}
+
+#[derive(Debug, Args)]
 struct ReportArgs {
     #[arg(long)]
     results: PathBuf,
@@ -253,6 +314,13 @@ struct ReportArgs {
     /// Hand-written analysis appended to the report (kept across regenerations).
     #[arg(long)]
     notes: Option<PathBuf>,
+    /// Merge into the report already at --out: only the sections and target rows of
+    /// --parts are replaced, the others kept (a run of some parts).
+    #[arg(long, requires = "parts")]
+    merge: bool,
+    /// The parts this run measured, comma-separated (e.g. terminal).
+    #[arg(long)]
+    parts: Option<String>,
 }
 
 #[tokio::main]
@@ -285,6 +353,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Stream(args) => stream(args).await?,
         Command::Files(args) => files(args).await?,
         Command::Opens(args) => opens(args).await?,
+        Command::TermEcho(args) => term_echo(args).await?,
+        Command::EchoCmd(args) => echo_cmd(args).await?,
+        Command::TermCat(args) => term_cat(args).await?,
         Command::NotAvailable {
             part,
             name,
@@ -319,6 +390,18 @@ async fn main() -> anyhow::Result<()> {
                 date: chrono::Utc::now(),
                 notes: notes.as_deref(),
             });
+            let text = match (args.merge, std::fs::read_to_string(&args.out)) {
+                (true, Ok(old)) => {
+                    let parts = parse_parts(args.parts.as_deref().unwrap_or_default())?;
+                    eprintln!(
+                        "merging the figures of {} into {}",
+                        args.parts.as_deref().unwrap_or_default(),
+                        args.out.display()
+                    );
+                    report::merge::merge(&old, &text, &parts)
+                }
+                (true, Err(_)) | (false, _) => text,
+            };
             std::fs::write(&args.out, text)
                 .with_context(|| format!("cannot write {}", args.out.display()))?;
             eprintln!("wrote {}", args.out.display());
@@ -426,6 +509,12 @@ async fn time_cmd(args: TimeCmd) -> anyhow::Result<()> {
                 })
         };
         let took = started.elapsed();
+        let result = match (result, args.expect_bytes) {
+            (Ok(counted), Some(want)) if counted != want => {
+                Err(anyhow::anyhow!("wrote {counted} bytes, expected {want}"))
+            }
+            (result, _) => result,
+        };
         match result {
             Ok(counted) => {
                 if i >= args.warmup {
@@ -994,6 +1083,122 @@ async fn opens(args: OpensArgs) -> anyhow::Result<()> {
             }),
         },
     )
+}
+
+/// The echo row: latency of the samples, or why there are none.
+fn echo_row(name: &str, command: String, run: anyhow::Result<Vec<Duration>>) -> Measurement {
+    let figures = match run {
+        Ok(samples) => Latency::from_samples(&samples, 0).map_or_else(
+            || Figures::NotAvailable {
+                reason: "no echo was timed".into(),
+            },
+            Figures::Latency,
+        ),
+        Err(e) => Figures::NotAvailable {
+            reason: format!("failed: {e:#}"),
+        },
+    };
+    Measurement {
+        part: Part::Terminal,
+        name: name.into(),
+        command,
+        figures,
+    }
+}
+
+async fn term_echo(args: TermEchoArgs) -> anyhow::Result<()> {
+    let api = args.conn.api()?;
+    let max = Duration::from_secs(args.max_secs);
+    let run = with_session(&api, &args.agent_id, async |session| {
+        terminal::echo_terminal(&api, session, args.warmup, args.iterations, max).await
+    })
+    .await;
+    let command = format!(
+        "POST /api/v1/tunnel/{{session}}/terminals {{\"command\":\"{}\"}}; on GET .../terminals/{{id}}/ws (TCP_NODELAY) send one byte as a binary frame, wait for it to come back, {} times (+{} warm-up)",
+        terminal::ECHO_COMMAND,
+        args.iterations,
+        args.warmup
+    );
+    emit(
+        &args.out,
+        &echo_row("rmm terminal echo (WebSocket)", command, run),
+    )
+}
+
+async fn echo_cmd(args: EchoCmdArgs) -> anyhow::Result<()> {
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("no command given after --")?;
+    let max = Duration::from_secs(args.max_secs);
+    let run = terminal::echo_command(program, rest, args.warmup, args.iterations, max).await;
+    let command = format!(
+        "{}; write one byte to its stdin, wait for it on its stdout, {} times (+{} warm-up)",
+        shown(&args.command.join(" ")),
+        args.iterations,
+        args.warmup
+    );
+    emit(&args.out, &echo_row(&args.name, command, run))
+}
+
+async fn term_cat(args: TermCatArgs) -> anyhow::Result<()> {
+    let api = args.conn.api()?;
+    let expected = terminal::bytes_on_a_pty(&args.file)?;
+    let path = args
+        .file
+        .to_str()
+        .context("the file path is not UTF-8")?
+        .to_owned();
+    let runs = with_session(&api, &args.agent_id, async |session| {
+        let mut runs = Vec::new();
+        for _ in 0..args.runs.max(1) {
+            let (bytes, took) = terminal::cat_through_terminal(&api, session, &path).await?;
+            if bytes != expected {
+                bail!("received {bytes} bytes of output, expected {expected} (the file with each \\n as \\r\\n)");
+            }
+            eprintln!(
+                "terminal cat: {bytes} bytes in {:.2} s ({:.1} MB/s)",
+                took.as_secs_f64(),
+                bytes as f64 / took.as_secs_f64() / 1e6
+            );
+            runs.push(took);
+        }
+        Ok(runs)
+    })
+    .await?;
+    let figures = Throughput::from_runs(expected, &runs).map_or_else(
+        || Figures::NotAvailable {
+            reason: "no run".into(),
+        },
+        Figures::Throughput,
+    );
+    emit_appending(
+        &args.out,
+        &Measurement {
+            part: Part::Terminal,
+            name: "rmm terminal cat (WebSocket)".into(),
+            command: shown(&format!(
+                "POST /api/v1/tunnel/{{session}}/terminals {{\"command\":\"{}\"}}; read binary frames from GET .../terminals/{{id}}/ws until the exit frame (timed from the POST)",
+                terminal::cat_command(&path)
+            )),
+            figures,
+        },
+        args.append,
+    )
+}
+
+/// `roundtrip,terminal` as parts.
+fn parse_parts(list: &str) -> anyhow::Result<Vec<Part>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|name| {
+            Part::ALL
+                .into_iter()
+                .find(|p| p.as_str() == name)
+                .with_context(|| format!("no part {name}"))
+        })
+        .collect()
 }
 
 fn check(results: &Path, parts: &str) -> anyhow::Result<()> {

@@ -216,6 +216,12 @@ impl Acceptor for ServerAcceptor {
 
     async fn accept(&mut self) -> io::Result<(ServerIo, LocalAddr, RemoteAddr, Scheme)> {
         let (stream, local, remote, scheme) = self.tcp.accept().await?;
+        // Every write of ours is a whole response or WebSocket frame: Nagle's algorithm only
+        // delays them. Without this, a keystroke's input frame to the agent waited for the
+        // agent's delayed ACK of the credit frame before it (40 ms per keystroke; bench/notes.md).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+        }
         let Some(tls) = &self.tls else {
             return Ok((ServerIo::Plain(stream), local, remote, scheme));
         };

@@ -379,6 +379,18 @@ where
         {
             tracing::error!(error = %e, "could not close sessions at shutdown");
         }
+        // Terminals end with their sessions: give them the time to write the rest of their
+        // recordings and audit their ends (the agents report their exits meanwhile).
+        let deadline = tokio::time::Instant::now() + TERMINALS_AT_SHUTDOWN;
+        while app_for_stop.live_terminals() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if app_for_stop.live_terminals() > 0 {
+            tracing::warn!(
+                count = app_for_stop.live_terminals(),
+                "terminals still open at shutdown; the next start closes their recordings"
+            );
+        }
         let _ = stop_tx.send(true);
     })
     .await?;
@@ -391,6 +403,9 @@ where
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long shutdown waits for terminals to end (the agent's HUP, TERM, KILL takes 4 s).
+const TERMINALS_AT_SHUTDOWN: Duration = Duration::from_secs(10);
 
 /// Runs `round` every `period` (a late round delays the next, never bunches them) until
 /// `stop` changes.
