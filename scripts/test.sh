@@ -107,3 +107,8 @@ cargo test --workspace --locked --no-fail-fast "$@"
 # Benchmarks are not timed tests: the smoke run only proves every part still produces figures.
 banner "benchmark smoke (bench/smoke.sh)"
 bash bench/smoke.sh
+
+# The web console in a real browser (Debian's chromium, Playwright), against the release
+# binaries with real agents; about 25 s once the release build and the venv exist.
+banner "browser tests (scripts/browser-tests.sh)"
+bash scripts/browser-tests.sh

@@ -86,6 +86,7 @@ impl<P: Ports> App<P> {
         // committed is ended now.
         self.gateway.disconnect(id, CLOSE_REVOKED);
         self.close_sessions_of_revoked(id).await;
+        self.agent_events.changed();
         Ok(())
     }
 
@@ -152,6 +153,7 @@ impl<P: Ports> App<P> {
         }
         tracing::info!(agent_id = %id, by = %actor.id, "agent key rotated");
         let mode = self.gateway.disconnect(id, CLOSE_KEY_ROTATED);
+        self.agent_events.changed();
         if let Err(e) = self
             .agent_disconnected(id, mode.and_then(rmm_domain::AgentMode::session))
             .await
@@ -183,6 +185,7 @@ impl<P: Ports> App<P> {
         match self.agents.update_agent(id, &change, &entry).await {
             Ok(AgentChangeOutcome::Changed | AgentChangeOutcome::Revoked) => {
                 tracing::info!(agent_id = %id, by = %actor.id, change = %describe(&change), "agent changed");
+                self.agent_events.changed();
                 self.agents
                     .find_agent(id)
                     .await

@@ -5,6 +5,7 @@ use rmm_domain::{
     Actor, AgentId, AgentMode, AgentName, CloseReason, CommandStatus, GroupName, Role, SessionId,
 };
 
+use crate::agent_events::{AgentWatch, WatchAgentsError};
 use crate::app::{App, Ports};
 use crate::ports::{
     AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditNote, Clock, Credentials, HostFacts,
@@ -99,6 +100,7 @@ impl<P: Ports> App<P> {
         match self.agents.insert_agent(&record).await {
             Ok(()) => {
                 tracing::info!(agent_id = %record.id, name = name.as_str(), by = %actor.id, "agent registered");
+                self.agent_events.changed();
                 Ok(RegisteredAgent {
                     id: record.id,
                     name,
@@ -183,6 +185,7 @@ impl<P: Ports> App<P> {
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
         self.presence.note_seen(agent, now, None);
+        self.agent_events.changed();
         let Some(previous) = previous else {
             return Ok(());
         };
@@ -220,6 +223,22 @@ impl<P: Ports> App<P> {
     /// Notes activity on a session (written at the next flush).
     pub fn session_activity(&self, session: SessionId) {
         self.presence.note_activity(session);
+    }
+
+    /// Opens a live agent list for `actor`: what changes to notice. The list itself is
+    /// [`Self::list_agents_for`], read again on each change.
+    ///
+    /// # Errors
+    /// [`WatchAgentsError::TooMany`] when the user holds
+    /// [`crate::MAX_AGENT_STREAMS_PER_USER`] already.
+    pub fn watch_agents(&self, actor: Actor) -> Result<AgentWatch, WatchAgentsError> {
+        self.agent_events.watch(actor.id)
+    }
+
+    /// Tells live agent lists that something they show may have changed (for adapters whose
+    /// changes no use case sees).
+    pub fn note_agents_changed(&self) {
+        self.agent_events.changed();
     }
 }
 

@@ -103,6 +103,8 @@ pub struct App<P: Ports> {
     pub(crate) open_gates: OpenGates,
     /// The live terminals.
     pub(crate) terminals: crate::live_terminals::Terminals,
+    /// Live agent lists: what changed, and how many each user holds.
+    pub(crate) agent_events: crate::agent_events::AgentEvents,
     pub(crate) config: Config,
 }
 
@@ -177,6 +179,7 @@ impl<P: Ports> App<P> {
             presence: Arc::default(),
             open_gates: OpenGates::default(),
             terminals: crate::live_terminals::Terminals::default(),
+            agent_events: crate::agent_events::AgentEvents::default(),
             running: Running::default(),
             output_spool: OutputSpool::new(config.max_output_spool),
             audit_spool: Arc::new(AuditSpool::new(AUDIT_SPOOL_ENTRIES)),

@@ -206,6 +206,9 @@ impl<P: Ports> App<P> {
             .begin(None, from, self.clock.now())
             .map_err(|retry_after| EnrollError::Throttled { retry_after })?;
         let outcome = self.try_enroll(token, name).await;
+        if outcome.is_ok() {
+            self.agent_events.changed();
+        }
         match &outcome {
             Ok(_) | Err(EnrollError::NameTaken(_)) => self.enroll_throttle.succeeded(&attempt),
             Err(EnrollError::Store(_) | EnrollError::Throttled { .. }) => {

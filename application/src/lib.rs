@@ -11,6 +11,7 @@
 
 mod access;
 mod agent_admin;
+mod agent_events;
 mod agents;
 mod app;
 mod audit;
@@ -36,6 +37,7 @@ mod users;
 mod watch;
 
 pub use agent_admin::{AgentAdminError, CLOSE_KEY_ROTATED, CLOSE_REVOKED};
+pub use agent_events::{AgentWatch, MAX_AGENT_STREAMS_PER_USER, WatchAgentsError};
 pub use agents::{
     AgentView, ConnectAgentError, ListAgentsError, RegisterAgentError, RegisteredAgent,
 };

@@ -48,6 +48,8 @@ impl<P: Ports> App<P> {
     async fn flush_presence(&self, now: Timestamp) -> Result<(), StoreError> {
         let (seen, active) = self.presence.take();
         if !seen.is_empty() {
+            // Last seen and host facts as listed (the buffer is listed too until written).
+            self.agent_events.changed();
             self.agents.record_seen(&seen).await?;
         }
         if !active.is_empty() {
@@ -65,6 +67,7 @@ impl<P: Ports> App<P> {
             self.end_session_commands(session.id(), CommandStatus::Cancelled)
                 .await;
             self.gateway.close_tunnel(session.agent(), session.id());
+            self.agent_events.changed();
         }
         Ok(idle.len())
     }

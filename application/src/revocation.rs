@@ -68,6 +68,7 @@ impl<P: Ports> App<P> {
                 self.end_session_commands(id, CommandStatus::Cancelled)
                     .await;
                 self.gateway.close_tunnel(session.agent(), id);
+                self.agent_events.changed();
             }
         }
         Ok(closed)

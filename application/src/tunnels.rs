@@ -174,6 +174,18 @@ impl<P: Ports> App<P> {
         token: Option<TokenId>,
         agent: AgentId,
     ) -> Result<Session, OpenTunnelError> {
+        let opened = self.try_open_tunnel(actor, token, agent).await;
+        // The agent's mode may have changed, whatever the outcome.
+        self.agent_events.changed();
+        opened
+    }
+
+    async fn try_open_tunnel(
+        &self,
+        actor: Actor,
+        token: Option<TokenId>,
+        agent: AgentId,
+    ) -> Result<Session, OpenTunnelError> {
         // Held until the pending session is stored: the cap counts it from then on.
         let turn = self.open_gates.enter(actor.id).await;
         self.may_open(actor, agent).await?;
@@ -361,6 +373,7 @@ impl<P: Ports> App<P> {
                 self.end_session_commands(id, CommandStatus::Cancelled)
                     .await;
                 self.gateway.close_tunnel(closed.agent(), id);
+                self.agent_events.changed();
                 tracing::info!(session_id = %id, agent_id = %closed.agent(), by = %actor.id, reason = reason.as_str(), "tunnel closed");
                 Ok(closed)
             }
@@ -412,6 +425,7 @@ impl<P: Ports> App<P> {
         agent: AgentId,
         tunnel: Option<SessionId>,
     ) -> Result<(), StoreError> {
+        self.agent_events.changed();
         let Some(id) = tunnel else { return Ok(()) };
         self.end_session_commands(id, CommandStatus::Failed).await;
         let reason = CloseReason::AgentDisconnected;
@@ -441,6 +455,7 @@ impl<P: Ports> App<P> {
             self.end_session_commands(session.id(), CommandStatus::Cancelled)
                 .await;
             self.gateway.close_tunnel(session.agent(), session.id());
+            self.agent_events.changed();
         }
         if !closed.is_empty() {
             tracing::info!(

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use rmm_application::{ListAgentsError, Ports, RegisterAgentError};
+use rmm_application::{AgentView, ListAgentsError, Ports, RegisterAgentError};
 use rmm_domain::AgentName;
 use rmm_protocol::api::ApiErrorCode;
 use uuid::Uuid;
@@ -49,7 +49,7 @@ enum RegisterAgentResponse {
 }
 
 #[derive(Debug, Object)]
-struct AgentDto {
+pub(crate) struct AgentDto {
     agent_id: Uuid,
     name: String,
     /// The group (customer, site) it belongs to.
@@ -127,30 +127,33 @@ impl<P: Ports> Handlers<P, Agents> {
     #[oai(path = "/agents", method = "get", tag = "ApiTags::Agents")]
     async fn list_agents(&self, auth: TechAuth) -> ListAgentsResponse {
         match self.app.list_agents_for(auth.0.actor).await {
-            Ok(agents) => ListAgentsResponse::Ok(Json(
-                agents
-                    .into_iter()
-                    .map(|a| AgentDto {
-                        agent_id: a.record.id.as_uuid(),
-                        name: a.record.name.as_str().to_owned(),
-                        group: a.record.group.as_str().to_owned(),
-                        revoked: a.record.revoked,
-                        connected: a.mode.is_some(),
-                        mode: a
-                            .mode
-                            .map_or("offline", rmm_domain::AgentMode::as_str)
-                            .to_owned(),
-                        last_seen: a.record.last_seen.map(to_datetime),
-                        agent_version: a.record.facts.version,
-                        hostname: a.record.facts.hostname,
-                        os: a.record.facts.os,
-                        uptime_secs: a.record.facts.uptime_secs,
-                    })
-                    .collect(),
-            )),
+            Ok(agents) => ListAgentsResponse::Ok(Json(agent_dtos(agents))),
             Err(e @ ListAgentsError::Store(_)) => {
                 ListAgentsResponse::Internal(internal("list_agents", &e))
             }
         }
     }
+}
+
+/// Agents as `GET /api/v1/agents` lists them (the live list sends the same).
+pub(crate) fn agent_dtos(agents: Vec<AgentView>) -> Vec<AgentDto> {
+    agents
+        .into_iter()
+        .map(|a| AgentDto {
+            agent_id: a.record.id.as_uuid(),
+            name: a.record.name.as_str().to_owned(),
+            group: a.record.group.as_str().to_owned(),
+            revoked: a.record.revoked,
+            connected: a.mode.is_some(),
+            mode: a
+                .mode
+                .map_or("offline", rmm_domain::AgentMode::as_str)
+                .to_owned(),
+            last_seen: a.record.last_seen.map(to_datetime),
+            agent_version: a.record.facts.version,
+            hostname: a.record.facts.hostname,
+            os: a.record.facts.os,
+            uptime_secs: a.record.facts.uptime_secs,
+        })
+        .collect()
 }

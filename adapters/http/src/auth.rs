@@ -80,26 +80,42 @@ pub async fn caller_of(req: &Request, token: &str) -> poem::Result<Caller> {
             "authentication is not configured",
         ));
     };
+    caller_with(jwt, check.as_ref(), token)
+        .await
+        .map_err(poem::Error::from)
+}
+
+/// [`caller_of`] with its checkers at hand (a long-lived stream checks its token again).
+pub(crate) async fn caller_with(
+    jwt: &Jwt,
+    check: &dyn Authenticate,
+    token: &str,
+) -> Result<Caller, Failure> {
+    let failure = |status, code, message: &str| Failure {
+        status,
+        code,
+        message: message.to_owned(),
+    };
     let verified = jwt.verify(token).map_err(|e| {
         let (code, message) = match e {
             TokenError::Expired => (ApiErrorCode::TokenExpired, "token expired: log in again"),
             TokenError::Invalid => (ApiErrorCode::Unauthenticated, "invalid token: log in again"),
         };
-        refusal(StatusCode::UNAUTHORIZED, code, message)
+        failure(StatusCode::UNAUTHORIZED, code, message)
     })?;
     match check.authenticate(verified.user, verified.id).await {
         Ok(actor) => Ok(Caller {
             actor,
             token: verified.id,
         }),
-        Err(AuthenticateError::Revoked) => Err(refusal(
+        Err(AuthenticateError::Revoked) => Err(failure(
             StatusCode::UNAUTHORIZED,
             ApiErrorCode::TokenRevoked,
             "token revoked (logged out, password changed, or user disabled): log in again",
         )),
         Err(e @ AuthenticateError::Store(_)) => {
             tracing::error!(error = %e, source = ?std::error::Error::source(&e), "token check failed");
-            Err(refusal(
+            Err(failure(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ApiErrorCode::DatabaseUnavailable,
                 "the database is unavailable; try again",

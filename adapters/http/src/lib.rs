@@ -13,6 +13,7 @@ use rmm_auth::Jwt;
 use rmm_domain::Timestamp;
 
 mod agent_admin;
+pub mod agent_events;
 mod agents;
 mod audit;
 mod auth;

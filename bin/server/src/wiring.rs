@@ -293,6 +293,10 @@ where
         .nest("/docs", docs)
         .at("/api/v1/agent/ws", get(agent_ws::<P>::default()))
         .at(
+            "/api/v1/agents/events",
+            get(rmm_http::agent_events::agent_events::<P>::default()),
+        )
+        .at(
             "/api/v1/tunnel/:session_id/stream",
             get(rmm_gateway::stream_ws::session_stream::<P>::default()),
         )

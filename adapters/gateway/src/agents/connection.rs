@@ -47,6 +47,8 @@ pub async fn run_agent_connection<P>(
     if !app.still_admitted(agent, record.key_digest).await {
         tracing::warn!(agent_id = %agent, %remote, "agent revoked or its key replaced while it connected; connection dropped");
         gateway.unregister(agent, generation);
+        // A live agent list may have shown it connected for that moment.
+        app.note_agents_changed();
         return;
     }
     let previous = previous.map(|(mode, old_remote)| (mode.session(), old_remote));

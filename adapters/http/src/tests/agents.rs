@@ -91,7 +91,7 @@ async fn a_failing_agent_store_on_register_is_a_500() {
     assert_internal(resp).await;
 }
 
-fn record(id: rmm_domain::AgentId, name: &str, facts: HostFacts) -> AgentRecord {
+pub(super) fn record(id: rmm_domain::AgentId, name: &str, facts: HostFacts) -> AgentRecord {
     AgentRecord {
         id,
         name: AgentName::parse(name).expect("a valid agent name"),

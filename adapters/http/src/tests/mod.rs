@@ -4,6 +4,7 @@
 //! answers (400, 401, 404, 405) carry their real bodies.
 
 mod agent_admin;
+mod agent_events;
 mod agents;
 mod audit;
 mod auth;
@@ -227,6 +228,11 @@ impl Setup {
         );
         let endpoint = Route::new()
             .nest("/", api)
+            .at(
+                "/api/v1/agents/events",
+                poem::get(crate::agent_events::agent_events::<Mocks>::default()),
+            )
+            .data(Arc::clone(&app))
             .data(crate::authenticator(Arc::clone(&app)))
             .data(Arc::clone(&jwt))
             .catch_all_error(crate::error_as_json)
