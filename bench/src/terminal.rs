@@ -96,6 +96,8 @@ impl Pipe for Socket {
         loop {
             match self.0.next().await {
                 Some(Ok(Message::Binary(data))) if !data.is_empty() => return Ok(data.to_vec()),
+                // The `attached` frame comes first on every attach; any other ends the echo.
+                Some(Ok(Message::Text(text))) if text.contains(r#""type":"attached""#) => {}
                 Some(Ok(Message::Text(text))) => bail!("the terminal ended: {text}"),
                 Some(Ok(Message::Close(frame))) => bail!("the socket closed: {frame:?}"),
                 Some(Ok(_)) => {}
@@ -247,6 +249,9 @@ async fn read_to_exit(
                 let took = started.elapsed();
                 let exit: serde_json::Value =
                     serde_json::from_str(text.as_str()).context("a text frame that is not JSON")?;
+                if exit["type"] == "attached" {
+                    continue;
+                }
                 if exit["type"] != "exit" || exit["exit_code"] != 0 {
                     bail!("the terminal ended with {text} after {bytes} bytes");
                 }
