@@ -27,8 +27,9 @@
 //! Standard input, like ssh's: when ours is not a terminal and `-n` is not given, the command
 //! is started with a stdin pipe (`"stdin": true`) and ours is streamed to it
 //! (`PUT .../commands/{id}/stdin`) while its output is followed; its end is the command's EOF.
-//! On a terminal, or with `-n`, the command's stdin stays closed (/dev/null). An agent too
-//! old for stdin runs the command with it closed, and rmm says so.
+//! On a terminal, with `-n`, or when ours is /dev/null or closed, the command's stdin stays
+//! closed (/dev/null). An agent too old for stdin runs the command with it closed, and rmm
+//! says so.
 //!
 //! Following the command is [`follow`]'s; writing its output here, [`output`]'s.
 
@@ -128,7 +129,7 @@ pub async fn exec(
     let spec = Spec {
         command: text.as_str(),
         timeout_secs: args.timeout,
-        stdin: !args.no_stdin && !std::io::stdin().is_terminal(),
+        stdin: !args.no_stdin && stdin_has_input(),
     };
     let result = run(client, lease.session(), &spec, &mut interrupts).await;
     // The server closed the session itself as it shut down: nothing is left to close, and
@@ -283,6 +284,31 @@ async fn stdin_outcome(feeding: JoinHandle<Result<StdinWritten, ClientError>>) {
                 "rmm: standard input was not fully delivered: {e}"
             );
         }
+    }
+}
+
+/// Whether our stdin may carry input to forward: not a terminal (typed input is not
+/// forwarded, like ssh without `-t`), and neither `/dev/null` nor closed (a job started with
+/// no stdin, such as a CI runner or `rmm exec ... < /dev/null`, has nothing to send, so the
+/// command's stdin stays closed and no agent is asked for the stdin extension).
+fn stdin_has_input() -> bool {
+    if std::io::stdin().is_terminal() {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+        let Ok(ours) = std::fs::metadata("/dev/stdin") else {
+            return false;
+        };
+        let null = std::fs::metadata("/dev/null").ok();
+        let is_null = ours.file_type().is_char_device()
+            && null.is_some_and(|null| null.rdev() == ours.rdev());
+        !is_null
+    }
+    #[cfg(not(unix))]
+    {
+        true
     }
 }
 
