@@ -136,7 +136,15 @@ fn refusal(e: &TerminalError) -> Response {
                 ApiErrorCode::DatabaseUnavailable,
             )
         }
-        _ => (StatusCode::CONFLICT, ApiErrorCode::InvalidRequest),
+        // Not answers of an attach (they come from opening a terminal).
+        _ => {
+            tracing::error!(error = %e, "unexpected refusal of a terminal attach");
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ApiErrorCode::Internal,
+                "internal error; see the server log",
+            );
+        }
     };
     json_error(status, code, &text)
 }
