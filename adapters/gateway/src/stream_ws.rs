@@ -269,20 +269,33 @@ async fn still_authorized<P: Ports>(
     token: &VerifiedToken,
     session: SessionId,
 ) -> Result<Option<Actor>, &'static str> {
+    let Some(actor) = token_still_live(app, token).await? else {
+        return Ok(None);
+    };
+    match app.authorize_stream(actor, session).await {
+        // An agent moved out of the technician's groups, or a changed role.
+        Err(WatchSessionError::NotFound(_) | WatchSessionError::Forbidden(_)) => {
+            Err("no longer allowed to watch this session")
+        }
+        Ok(()) | Err(_) => Ok(Some(actor)),
+    }
+}
+
+/// Whether a socket's token still holds (unexpired, not revoked, its user enabled): the
+/// actor as they are now, or why the socket must close. A database that cannot say
+/// (`Ok(None)`) keeps the socket open, logged: the next check decides.
+pub(crate) async fn token_still_live<P: Ports>(
+    app: &App<P>,
+    token: &VerifiedToken,
+) -> Result<Option<Actor>, &'static str> {
     if rmm_application::Clock::now(app.clock()) >= token.expires_at {
         return Err("token expired: log in again");
     }
     match app.authenticate(token.user, token.id).await {
-        Ok(actor) => match app.authorize_stream(actor, session).await {
-            // An agent moved out of the technician's groups, or a changed role.
-            Err(WatchSessionError::NotFound(_) | WatchSessionError::Forbidden(_)) => {
-                Err("no longer allowed to watch this session")
-            }
-            Ok(()) | Err(_) => Ok(Some(actor)),
-        },
+        Ok(actor) => Ok(Some(actor)),
         Err(AuthenticateError::Revoked) => Err("token revoked: log in again"),
         Err(e @ AuthenticateError::Store(_)) => {
-            tracing::warn!(error = %e, user_id = %token.user, "stream token check failed; kept open until the next check");
+            tracing::warn!(error = %e, user_id = %token.user, "socket token check failed; kept open until the next check");
             Ok(None)
         }
     }

@@ -17,7 +17,7 @@ use poem::http::StatusCode;
 use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketStream};
 use poem::web::{Data, Path, Query};
 use poem::{IntoResponse, Request, Response, handler};
-use rmm_application::{App, AuthenticateError, Ports, TerminalError, TerminalFrame, TerminalInput};
+use rmm_application::{App, Ports, TerminalError, TerminalFrame, TerminalInput};
 use rmm_auth::{Jwt, VerifiedToken};
 use rmm_domain::{SessionId, TermSize, TerminalId};
 use rmm_protocol::api::ApiErrorCode;
@@ -25,7 +25,7 @@ use rmm_protocol::limits::STREAM_FRAME_DATA;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::stream_ws::{Budget, FrameBudget, authenticate, json_error};
+use crate::stream_ws::{Budget, FrameBudget, authenticate, json_error, token_still_live};
 
 /// The owner's client may stop reading this long (its terminal's process waits meanwhile);
 /// then its socket is dropped and the terminal waits for a reattach.
@@ -242,25 +242,18 @@ impl<P: Ports> Link<P> {
     /// Whether the socket's token still holds and its user may still use (or watch) the
     /// terminal; a database that cannot say keeps the socket open until the next check.
     async fn still_allowed(&self) -> Result<(), &'static str> {
-        if rmm_application::Clock::now(self.app.clock()) >= self.token.expires_at {
-            return Err("token expired: log in again");
-        }
-        match self.app.authenticate(self.token.user, self.token.id).await {
-            Ok(actor) => match self
-                .app
-                .authorize_terminal(actor, self.session, self.terminal, self.watch)
-                .await
-            {
-                Err(TerminalError::NotFound(_) | TerminalError::Forbidden(_)) => {
-                    Err("no longer allowed to use this terminal")
-                }
-                Ok(()) | Err(_) => Ok(()),
-            },
-            Err(AuthenticateError::Revoked) => Err("token revoked: log in again"),
-            Err(e @ AuthenticateError::Store(_)) => {
-                tracing::warn!(error = %e, user_id = %self.token.user, "terminal token check failed; kept open until the next check");
-                Ok(())
+        let Some(actor) = token_still_live(&self.app, &self.token).await? else {
+            return Ok(());
+        };
+        match self
+            .app
+            .authorize_terminal(actor, self.session, self.terminal, self.watch)
+            .await
+        {
+            Err(TerminalError::NotFound(_) | TerminalError::Forbidden(_)) => {
+                Err("no longer allowed to use this terminal")
             }
+            Ok(()) | Err(_) => Ok(()),
         }
     }
 }
