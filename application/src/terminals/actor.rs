@@ -10,12 +10,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::recorder::Recorder;
-use super::{CLOSE_WAIT, REPLAY_BYTES};
+use super::{CLOSE_WAIT, REPLAY_BYTES, audit_entry, end_detail};
 use crate::app::{App, Ports};
 use crate::live_terminals::{
     Attachment, Cmd, TerminalExit, TerminalFrame, TerminalInput, TerminalView,
 };
-use crate::ports::{AgentGateway, AuditAction, AuditEvent, AuditLog, Clock, PtyEvent, PtyLink};
+use crate::ports::{AgentGateway, AuditAction, AuditLog, Clock, PtyEvent, PtyLink};
 
 /// Frames queued for the owner's socket. Small: the owner's reading paces the agent.
 const OWNER_QUEUE: usize = 8;
@@ -298,11 +298,13 @@ impl<P: Ports> TerminalActor<P> {
             .gateway
             .release_channel(self.view.agent, &ChannelId::for_terminal(self.view.id));
         self.recorder.finish().await;
-        let mut entry = AuditEvent::new(self.app.clock.now(), AuditAction::TerminalClose);
-        entry.user = Some(self.view.owner);
-        entry.agent = Some(self.view.agent);
-        entry.session = Some(self.view.session);
-        entry.detail = Some(end_detail(&self.view, &exit, self.received));
+        let entry = audit_entry(
+            &self.view,
+            self.app.clock.now(),
+            AuditAction::TerminalClose,
+            self.view.owner,
+            end_detail(&self.view, &exit, self.received),
+        );
         if let Err(e) = self.app.audit.append(&entry).await {
             tracing::error!(terminal_id = %self.view.id, error = %e, "could not audit the end of a terminal");
         }
@@ -350,16 +352,4 @@ async fn owner_room(
             .map_err(|_| mpsc::error::SendError(())),
         _ => std::future::pending().await,
     }
-}
-
-fn end_detail(view: &TerminalView, exit: &TerminalExit, output: u64) -> String {
-    let mut detail = format!("terminal_id={} reason={}", view.id, exit.end.as_str());
-    if let Some(code) = exit.exit_code {
-        detail.push_str(&format!(" exit_code={code}"));
-    }
-    if let Some(signal) = exit.signal {
-        detail.push_str(&format!(" signal={signal}"));
-    }
-    detail.push_str(&format!(" output_bytes={output}"));
-    detail
 }

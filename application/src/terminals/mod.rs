@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rmm_domain::{
     Actor, ChannelId, CommandText, SessionAction, SessionId, SessionStatus, TermName, TermSize,
-    TerminalEnd, TerminalId,
+    TerminalEnd, TerminalId, Timestamp, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -154,11 +154,13 @@ impl<P: Ports> App<P> {
 
     /// The audit entry and the empty recording, before anything runs.
     async fn record_open(&self, view: &TerminalView) -> Result<(), TerminalError> {
-        let mut entry = AuditEvent::new(view.started_at, AuditAction::TerminalOpen);
-        entry.user = Some(view.owner);
-        entry.agent = Some(view.agent);
-        entry.session = Some(view.session);
-        entry.detail = Some(open_detail(view));
+        let entry = audit_entry(
+            view,
+            view.started_at,
+            AuditAction::TerminalOpen,
+            view.owner,
+            open_detail(view),
+        );
         self.audit
             .append(&entry)
             .await
@@ -206,15 +208,18 @@ impl<P: Ports> App<P> {
     /// A terminal that never started: its end entry and its (empty) recording closed.
     async fn end_unstarted(&self, view: &TerminalView) {
         let now = self.clock.now();
-        let mut entry = AuditEvent::new(now, AuditAction::TerminalClose);
-        entry.user = Some(view.owner);
-        entry.agent = Some(view.agent);
-        entry.session = Some(view.session);
-        entry.detail = Some(format!(
-            "terminal_id={} reason={} output_bytes=0",
-            view.id,
-            TerminalEnd::Failed.as_str()
-        ));
+        let failed = TerminalExit {
+            end: TerminalEnd::Failed,
+            exit_code: None,
+            signal: None,
+        };
+        let entry = audit_entry(
+            view,
+            now,
+            AuditAction::TerminalClose,
+            view.owner,
+            end_detail(view, &failed, 0),
+        );
         if let Err(e) = self.audit.append(&entry).await {
             tracing::error!(terminal_id = %view.id, error = %e, "could not audit the end of a terminal that did not start");
         }
@@ -369,11 +374,13 @@ impl<P: Ports> App<P> {
     }
 
     async fn audit_watch(&self, actor: Actor, view: &TerminalView) -> Result<(), TerminalError> {
-        let mut entry = AuditEvent::new(self.clock.now(), AuditAction::TerminalWatch);
-        entry.user = Some(actor.id);
-        entry.agent = Some(view.agent);
-        entry.session = Some(view.session);
-        entry.detail = Some(format!("terminal_id={} owner={}", view.id, view.owner));
+        let entry = audit_entry(
+            view,
+            self.clock.now(),
+            AuditAction::TerminalWatch,
+            actor.id,
+            format!("terminal_id={} owner={}", view.id, view.owner),
+        );
         self.audit
             .append(&entry)
             .await
@@ -432,5 +439,34 @@ fn open_detail(view: &TerminalView) -> String {
         Some(command) => detail.push_str(&format!(" command={command}")),
         None => detail.push_str(" command=(login shell)"),
     }
+    detail
+}
+
+/// A terminal's audit entry: by `user`, on its agent and session.
+fn audit_entry(
+    view: &TerminalView,
+    at: Timestamp,
+    action: AuditAction,
+    user: UserId,
+    detail: String,
+) -> AuditEvent {
+    let mut entry = AuditEvent::new(at, action);
+    entry.user = Some(user);
+    entry.agent = Some(view.agent);
+    entry.session = Some(view.session);
+    entry.detail = Some(detail);
+    entry
+}
+
+/// The detail of a terminal's end: why, its exit code or signal, its output bytes.
+fn end_detail(view: &TerminalView, exit: &TerminalExit, output: u64) -> String {
+    let mut detail = format!("terminal_id={} reason={}", view.id, exit.end.as_str());
+    if let Some(code) = exit.exit_code {
+        detail.push_str(&format!(" exit_code={code}"));
+    }
+    if let Some(signal) = exit.signal {
+        detail.push_str(&format!(" signal={signal}"));
+    }
+    detail.push_str(&format!(" output_bytes={output}"));
     detail
 }
