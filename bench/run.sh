@@ -551,9 +551,7 @@ start_postgres() { # sets PG_URL
         return 0
     fi
     command -v docker >/dev/null 2>&1 || [ "$(id -u)" -eq 0 ] || { PG_WHY="no docker and not root"; return 1; }
-    # The Docker CLI negotiates its API version; the proxy ensure-docker.sh may print is
-    # for testcontainers only.
-    bash "$ROOT/scripts/ensure-docker.sh" >/dev/null || { PG_WHY="no Docker engine (scripts/ensure-docker.sh failed)"; return 1; }
+    bash "$ROOT/scripts/ensure-docker.sh" || { PG_WHY="no Docker engine (scripts/ensure-docker.sh failed)"; return 1; }
     local image="${RMM_TEST_PG_IMAGE:-}" port i
     # The image the tests built earlier, if any, without ensure-postgres-image.sh's pull attempt.
     if [ -z "$image" ] && docker image inspect rmm-postgres:15-bookworm >/dev/null 2>&1; then

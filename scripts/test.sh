@@ -20,13 +20,7 @@ export RUST_BACKTRACE=1
 banner() { printf '\n==== %s ====\n' "$*"; }
 
 banner "docker engine"
-# Prints a DOCKER_HOST to use when the engine needs the API-compat proxy
-# (Debian 12's engine is too old for the API version testcontainers pins).
-docker_host="$(bash scripts/ensure-docker.sh)"
-if [ -n "$docker_host" ]; then
-    export DOCKER_HOST="$docker_host"
-    echo "DOCKER_HOST=$DOCKER_HOST"
-fi
+bash scripts/ensure-docker.sh
 
 banner "postgres test image"
 RMM_TEST_PG_IMAGE="$(bash scripts/ensure-postgres-image.sh)"
