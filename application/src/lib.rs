@@ -48,7 +48,7 @@ pub use enrollment::{
     CreatedEnrollment, DEFAULT_ENROLLMENT_TTL, EnrollError, EnrolledAgent, EnrollmentAdminError,
     MAX_ENROLLMENT_TTL, MAX_ENROLLMENT_USES, MIN_ENROLLMENT_TTL,
 };
-pub use files::{Direction, Download, FileAccessError, TransferError};
+pub use files::{ByteRange, Direction, Download, FileAccessError, TransferError};
 pub use groups::GroupError;
 pub use identity::{AuthenticateError, UserAdminError, UserUpdate};
 pub use ports::{AgentChange, AgentChangeOutcome};

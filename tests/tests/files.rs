@@ -267,6 +267,55 @@ async fn a_range_download_resumes_where_it_stopped() {
     assert!(r.bytes().await.unwrap() == data[start..]);
 }
 
+/// The case: `Range: bytes=1000-1999` answers 206 with exactly those 1000 bytes and
+/// their `Content-Range`; a range starting at or past the end answers 416 with the size.
+#[tokio::test]
+async fn a_closed_range_answers_206_and_a_range_past_the_end_416() {
+    let w = world().await;
+    let data = pseudo_random(5, 300_000);
+    let target = w.path("closed-range.bin");
+    std::fs::write(&target, &data).unwrap();
+    let get = |range: &'static str| {
+        w.server
+            .http()
+            .get(w.files_url(&target, ""))
+            .bearer_auth(&w.tech)
+            .header("range", range)
+            .send()
+    };
+    let r = get("bytes=1000-1999").await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 1000-1999/300000");
+    assert_eq!(r.headers()["content-length"], "1000");
+    assert!(r.bytes().await.unwrap() == data[1000..2000]);
+    // A last byte past the end is cut to the end.
+    let r = get("bytes=299990-400000").await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 299990-299999/300000");
+    assert!(r.bytes().await.unwrap() == data[299_990..]);
+    for past in ["bytes=300000-", "bytes=300000-300010", "bytes=400000-"] {
+        let r = get(past).await.unwrap();
+        assert_eq!(r.status(), 416, "{past}");
+        let size_known = r.headers().get("content-range").cloned();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "range_not_satisfiable", "{past}: {body}");
+        if past != "bytes=400000-" {
+            assert_eq!(size_known.unwrap(), "bytes */300000", "{past}");
+        }
+    }
+    // The session is still usable: the whole file, as 200.
+    let r = w
+        .server
+        .http()
+        .get(w.files_url(&target, ""))
+        .bearer_auth(&w.tech)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == data);
+}
+
 #[tokio::test]
 async fn server_memory_stays_bounded_during_a_transfer_far_larger_than_the_window() {
     let w = world().await;

@@ -275,7 +275,7 @@ fn file_by_status(
             session,
             reason: message,
         },
-        400 => ClientError::TransferRefused {
+        400 | 416 => ClientError::TransferRefused {
             agent,
             reason: message,
         },

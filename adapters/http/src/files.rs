@@ -4,7 +4,7 @@ use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use rmm_application::{ByteStream, FileAccessError, FileOpError, Ports, TransferError};
+use rmm_application::{ByteRange, ByteStream, FileAccessError, FileOpError, Ports, TransferError};
 use rmm_domain::SessionId;
 use rmm_protocol::FileErrorCode;
 use rmm_protocol::api::ApiErrorCode;
@@ -55,8 +55,11 @@ impl<P: Ports> Handlers<P, Files> {
         }
     }
 
-    /// Download `path` from the agent, streamed, with its SHA-256 in `X-Content-SHA256`.
-    /// `Range: bytes=N-` resumes from byte N (206).
+    /// Download `path` from the agent, streamed, with its SHA-256 (of the whole file) in
+    /// `X-Content-SHA256`. A single byte range (`Range: bytes=N-` to resume from byte N, or
+    /// `bytes=N-M`) answers 206 with `Content-Range`; a range starting at or past the end
+    /// answers 416. Other range forms (suffix `bytes=-N`, several ranges) are ignored and
+    /// the whole file is sent (200), as RFC 9110 allows.
     #[oai(
         path = "/tunnel/:session_id/files",
         method = "get",
@@ -68,35 +71,40 @@ impl<P: Ports> Handlers<P, Files> {
         #[oai(name = "session_id")] session_id: Path<Uuid>,
         /// Absolute path of the file on the agent.
         path: Query<String>,
-        /// `bytes=N-` to resume from byte N.
+        /// `bytes=N-` (from byte N to the end) or `bytes=N-M` (bytes N to M inclusive).
         #[oai(name = "Range")]
         range: Header<Option<String>>,
     ) -> DownloadResponse {
-        let offset = range_start(range.0.as_deref());
+        let range = byte_range(range.0.as_deref());
         let session = SessionId::from_uuid(session_id.0);
-        match self
-            .app
-            .download_file(auth.0.actor, session, &path.0, offset.unwrap_or(0))
-            .await
-        {
-            Ok(d) => {
-                let length = d.size.saturating_sub(d.offset);
-                let body = Binary(poem::Body::from_bytes_stream(d.body));
-                match offset {
-                    Some(start) => DownloadResponse::Partial(
-                        body,
-                        d.sha256,
-                        length,
-                        format!(
-                            "bytes {start}-{}/{}",
-                            d.size.saturating_sub(1).max(start),
-                            d.size
-                        ),
-                        "bytes".into(),
-                    ),
-                    None => DownloadResponse::Ok(body, d.sha256, length, "bytes".into()),
-                }
+        let actor = auth.0.actor;
+        let started = match range {
+            Some(range) => {
+                self.app
+                    .download_range(actor, session, &path.0, range)
+                    .await
             }
+            None => self.app.download_file(actor, session, &path.0, 0).await,
+        };
+        match started {
+            Ok(d) => {
+                let length = d.end - d.offset;
+                let body = Binary(poem::Body::from_bytes_stream(d.body));
+                if range.is_none() {
+                    return DownloadResponse::Ok(body, d.sha256, length, "bytes".into());
+                }
+                let last = d.end.saturating_sub(1);
+                let content_range = format!("bytes {}-{last}/{}", d.offset, d.size);
+                DownloadResponse::Partial(body, d.sha256, length, content_range, "bytes".into())
+            }
+            Err(TransferError::Failed(FileOpError::RangeNotSatisfiable { size })) => {
+                unsatisfiable(Some(size))
+            }
+            // The agent refuses an offset past the end before it says the size.
+            Err(TransferError::Failed(FileOpError::Agent {
+                code: FileErrorCode::BadOffset,
+                ..
+            })) if range.is_some() => unsatisfiable(None),
             Err(e) => DownloadResponse::from(FileErrorResponse::from(e)),
         }
     }
@@ -298,6 +306,10 @@ impl From<TransferError> for FileErrorResponse {
             TransferError::Failed(FileOpError::Protocol(_)) => {
                 Self::Internal(internal("file_transfer", &e))
             }
+            // Only a download with a range can meet it, and it answers 416 itself.
+            TransferError::Failed(FileOpError::RangeNotSatisfiable { .. }) => {
+                Self::BadRequest(body(ApiErrorCode::RangeNotSatisfiable))
+            }
         }
     }
 }
@@ -323,15 +335,37 @@ impl FileErrorResponse {
     }
 }
 
-/// Parses `Range: bytes=N-` (the form resuming clients send). Other forms are not supported:
-/// `None`, and the whole file is sent.
-fn range_start(header: Option<&str>) -> Option<u64> {
+/// Parses `Range`. Any other form (a suffix range, several ranges, another unit, M < N) is
+/// `None`: the header is ignored and the whole file sent, as RFC 9110 allows.
+fn byte_range(header: Option<&str>) -> Option<ByteRange> {
     let spec = header?.trim().strip_prefix("bytes=")?;
     let (start, end) = spec.split_once('-')?;
-    if !end.trim().is_empty() {
-        return None;
+    let start = start.trim().parse().ok()?;
+    let end = end.trim();
+    if end.is_empty() {
+        return Some(ByteRange { start, last: None });
     }
-    start.trim().parse().ok()
+    let last = end.parse().ok()?;
+    (last >= start).then_some(ByteRange {
+        start,
+        last: Some(last),
+    })
+}
+
+/// 416, with the file's size when known (`bytes */SIZE`).
+fn unsatisfiable(size: Option<u64>) -> DownloadResponse {
+    DownloadResponse::RangeNotSatisfiable(
+        error(
+            ApiErrorCode::RangeNotSatisfiable,
+            match size {
+                Some(size) => {
+                    format!("the range starts at or past the end of the file ({size} bytes)")
+                }
+                None => "the range starts past the end of the file".to_owned(),
+            },
+        ),
+        size.map(|size| format!("bytes */{size}")),
+    )
 }
 
 /// One response enum per file operation, all with the shared error statuses.
@@ -410,7 +444,8 @@ file_response!(DownloadResponse {
         #[oai(header = "Content-Length")] u64,
         #[oai(header = "Accept-Ranges")] String,
     ),
-    /// The file from the requested byte (`Range: bytes=N-`).
+    /// The requested range (`Range: bytes=N-` or `bytes=N-M`); `X-Content-SHA256` is
+    /// still the whole file's.
     #[oai(status = 206)]
     Partial(
         Binary<poem::Body>,
@@ -418,6 +453,12 @@ file_response!(DownloadResponse {
         #[oai(header = "Content-Length")] u64,
         #[oai(header = "Content-Range")] String,
         #[oai(header = "Accept-Ranges")] String,
+    ),
+    /// The range starts at or past the end of the file (`range_not_satisfiable`).
+    #[oai(status = 416)]
+    RangeNotSatisfiable(
+        Json<ErrorBody>,
+        #[oai(header = "Content-Range")] Option<String>,
     ),
 });
 
@@ -435,15 +476,24 @@ file_response!(UploadStatusResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::range_start;
+    use rmm_application::ByteRange;
+
+    use super::byte_range;
+
+    fn range(start: u64, last: Option<u64>) -> Option<ByteRange> {
+        Some(ByteRange { start, last })
+    }
 
     #[test]
-    fn only_open_ended_byte_ranges_are_understood() {
-        assert_eq!(range_start(Some("bytes=100-")), Some(100));
-        assert_eq!(range_start(Some("bytes=0-")), Some(0));
-        assert_eq!(range_start(Some("bytes=0-99")), None);
-        assert_eq!(range_start(Some("bytes=-5")), None);
-        assert_eq!(range_start(Some("items=1-")), None);
-        assert_eq!(range_start(None), None);
+    fn single_byte_ranges_with_a_first_byte_are_understood_and_others_ignored() {
+        assert_eq!(byte_range(Some("bytes=100-")), range(100, None));
+        assert_eq!(byte_range(Some("bytes=0-")), range(0, None));
+        assert_eq!(byte_range(Some("bytes=1000-1999")), range(1000, Some(1999)));
+        assert_eq!(byte_range(Some(" bytes=5-5 ")), range(5, Some(5)));
+        assert_eq!(byte_range(Some("bytes=9-5")), None);
+        assert_eq!(byte_range(Some("bytes=-5")), None);
+        assert_eq!(byte_range(Some("bytes=0-1,5-6")), None);
+        assert_eq!(byte_range(Some("items=1-")), None);
+        assert_eq!(byte_range(None), None);
     }
 }

@@ -139,6 +139,8 @@ api_error_codes! {
         "400 (files): the path cannot name a file (it contains a NUL byte).",
     BadOffset = "bad_offset":
         "400 (files): the offset to resume from does not match what the agent holds.",
+    RangeNotSatisfiable = "range_not_satisfiable":
+        "416 (files): the requested byte range starts at or past the end of the file (`Content-Range: bytes */SIZE` gives the size when known).",
     ChecksumMismatch = "checksum_mismatch":
         "422 (files): the SHA-256 does not match; the file changed or the transfer was damaged.",
     DiskFull = "disk_full":

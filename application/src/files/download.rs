@@ -6,6 +6,7 @@ use rmm_domain::{Actor, SessionId};
 
 use super::{ABORTED, Direction, FileAuditor, TransferError, failure_result, moved_size};
 use crate::app::{App, Ports};
+use crate::ports::FileOpError;
 use crate::ports::{AgentDownload, AgentGateway, ByteStream, FileBytes};
 
 /// A download under way: the file's facts, and its bytes from the requested offset.
@@ -14,6 +15,8 @@ pub struct Download {
     /// SHA-256 (hex) of the whole file.
     pub sha256: String,
     pub offset: u64,
+    /// One past the last byte the body carries: `size`, or the end of a closed range.
+    pub end: u64,
     /// The bytes; an error after the first byte ends it with an I/O error.
     pub body: ByteStream,
 }
@@ -23,8 +26,16 @@ impl std::fmt::Debug for Download {
         f.debug_struct("Download")
             .field("size", &self.size)
             .field("offset", &self.offset)
+            .field("end", &self.end)
             .finish_non_exhaustive()
     }
+}
+
+/// The bytes a client asked for: from `start`, to the end or to `last` (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub last: Option<u64>,
 }
 
 impl<P: Ports> App<P> {
@@ -42,6 +53,37 @@ impl<P: Ports> App<P> {
         path: &str,
         offset: u64,
     ) -> Result<Download, TransferError> {
+        self.download(actor, session, path, offset, None).await
+    }
+
+    /// Downloads the bytes of `range` (an HTTP `Range`), audited like [`Self::download_file`]:
+    /// `ok` once its last byte is handed on. The agent's hash covers the whole file, so a
+    /// range that ends before the file does is not checked against it.
+    ///
+    /// # Errors
+    /// As [`Self::download_file`]; [`FileOpError::RangeNotSatisfiable`] when the range starts
+    /// at or past the end of the file (audited as refused).
+    pub async fn download_range(
+        &self,
+        actor: Actor,
+        session: SessionId,
+        path: &str,
+        range: ByteRange,
+    ) -> Result<Download, TransferError> {
+        self.download(actor, session, path, range.start, Some(range.last))
+            .await
+    }
+
+    /// `range`: `None` for a plain download or resume (from `offset` to the end, an empty
+    /// body when `offset` is the size), `Some(last)` for an HTTP range.
+    async fn download(
+        &self,
+        actor: Actor,
+        session: SessionId,
+        path: &str,
+        offset: u64,
+        range: Option<Option<u64>>,
+    ) -> Result<Download, TransferError> {
         let agent = self.authorize_file(actor, session, path).await?;
         let auditor = self.file_auditor(actor, session, agent, Direction::Download, path);
         let started = match self
@@ -56,15 +98,25 @@ impl<P: Ports> App<P> {
             }
         };
         let AgentDownload { size, sha256, body } = started;
+        if range.is_some() && offset >= size {
+            let refused = FileOpError::RangeNotSatisfiable { size };
+            auditor.record(failure_result(&refused), None, None).await;
+            return Err(refused.into());
+        }
+        let end = match range {
+            Some(Some(last)) => last.saturating_add(1).min(size),
+            Some(None) | None => size,
+        };
         let mut watched = Watched {
             auditor: Some(auditor),
             body,
             delivered: offset,
             offset,
+            end,
             size,
             sha256: sha256.clone(),
         };
-        if offset == size {
+        if offset >= end {
             // Nothing to send: settled now, the client may never poll an empty body.
             watched.settle(Ok(())).await;
         }
@@ -72,6 +124,7 @@ impl<P: Ports> App<P> {
             size,
             sha256,
             offset,
+            end,
             body: Box::pin(futures_util::stream::unfold(watched, Watched::step)),
         })
     }
@@ -86,6 +139,8 @@ struct Watched<P: Ports> {
     delivered: u64,
     /// Where the transfer started.
     offset: u64,
+    /// One past the last byte to hand on.
+    end: u64,
     size: u64,
     sha256: String,
 }
@@ -95,11 +150,18 @@ impl<P: Ports> Watched<P> {
     async fn step(mut self) -> Option<(Result<bytes::Bytes, std::io::Error>, Self)> {
         self.auditor.as_ref()?;
         match self.body.next().await {
-            Some(Ok(data)) => {
+            Some(Ok(mut data)) => {
+                let wanted = self.end.saturating_sub(self.delivered);
+                if data.len() as u64 > wanted {
+                    // A range ends inside this chunk (usize::MAX only on 32-bit overflow,
+                    // where the chunk is smaller anyway).
+                    data.truncate(usize::try_from(wanted).unwrap_or(usize::MAX));
+                }
                 self.delivered += data.len() as u64;
-                if self.delivered >= self.size {
-                    // The port hands on the last bytes only once the agent confirmed the
-                    // file whole, and the client may not ask again: settled now.
+                if self.delivered >= self.end {
+                    // For the whole file, the port hands on the last bytes only once the
+                    // agent confirmed the file whole; a range has all it asked for. The
+                    // client may not ask again: settled now.
                     self.settle(Ok(())).await;
                 }
                 Some((Ok(data), self))
@@ -109,7 +171,7 @@ impl<P: Ports> Watched<P> {
                 Some((Err(std::io::Error::other(e.to_string())), self))
             }
             None => {
-                let result = if self.delivered == self.size {
+                let result = if self.delivered == self.end {
                     Ok(())
                 } else {
                     Err(format!(

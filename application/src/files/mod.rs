@@ -18,7 +18,7 @@ use crate::spool::AuditSpool;
 mod download;
 mod upload;
 
-pub use download::Download;
+pub use download::{ByteRange, Download};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileAccessError {

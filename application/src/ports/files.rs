@@ -38,6 +38,9 @@ pub enum FileOpError {
     Timeout,
     #[error("the agent broke the protocol: {0}")]
     Protocol(String),
+    /// A download's range starts at or past the end of the file (`size` bytes).
+    #[error("the range starts at or past the end of the file ({size} bytes)")]
+    RangeNotSatisfiable { size: u64 },
 }
 
 impl From<GatewayError> for FileOpError {

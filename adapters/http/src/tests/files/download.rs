@@ -1,4 +1,5 @@
-//! `GET /api/v1/tunnel/{id}/files`: 200 with the whole file and 206 from `Range: bytes=N-`,
+//! `GET /api/v1/tunnel/{id}/files`: 200 with the whole file, 206 for `Range: bytes=N-` or
+//! `bytes=N-M`, 416 for a range past the end,
 //! each with its headers and audited once the last byte is handed on; and the error rows.
 
 use bytes::Bytes;
@@ -107,9 +108,58 @@ async fn answers_206_from_the_requested_byte_with_its_content_range() {
     assert_eq!(file, downloaded_ok());
 }
 
-/// Only `bytes=N-` is understood; any other range gets the whole file, as 200.
+/// A closed range answers 206 with exactly its bytes, cut inside the agent's chunk, and is
+/// audited `ok` once its last byte is handed on.
 #[tokio::test]
-async fn a_range_that_is_not_open_ended_gets_the_whole_file() {
+async fn a_closed_range_answers_206_with_exactly_its_bytes() {
+    let mut s = Setup::default();
+    s.stored_session(active(TECH));
+    agent_sends_from(&mut s, 2);
+    let events = record_audit(&mut s);
+    let server = s.serve();
+    let resp = server
+        .get(&files_url(), TECH)
+        .query("path", &PATH)
+        .header("Range", "bytes=2-7")
+        .send()
+        .await;
+    let (status, headers, body) = read(resp).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, "llo, w");
+    assert_eq!(header(&headers, "Content-Range"), Some("bytes 2-7/12"));
+    assert_eq!(header(&headers, "Content-Length"), Some("6"));
+    let (action, file) = only_file_entry(&events);
+    assert_eq!(action, AuditAction::FileDownload);
+    assert_eq!(file, downloaded_ok());
+}
+
+/// A range starting at the end answers 416 with the size, audited as refused.
+#[tokio::test]
+async fn a_range_from_the_end_answers_416_with_the_size() {
+    let mut s = Setup::default();
+    s.stored_session(active(TECH));
+    agent_sends_from(&mut s, 12);
+    let events = record_audit(&mut s);
+    let server = s.serve();
+    let resp = server
+        .get(&files_url(), TECH)
+        .query("path", &PATH)
+        .header("Range", "bytes=12-20")
+        .send()
+        .await;
+    let (status, headers, body) = read(resp).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(header(&headers, "Content-Range"), Some("bytes */12"));
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
+    assert_eq!(body["code"], "range_not_satisfiable");
+    let (action, file) = only_file_entry(&events);
+    assert_eq!(action, AuditAction::FileDownload);
+    assert!(file.result.contains("past the end"), "{}", file.result);
+}
+
+/// A suffix range or several ranges are ignored: the whole file, as 200.
+#[tokio::test]
+async fn other_range_forms_get_the_whole_file() {
     let mut s = Setup::default();
     s.stored_session(active(TECH));
     agent_sends_from(&mut s, 0);
@@ -118,7 +168,7 @@ async fn a_range_that_is_not_open_ended_gets_the_whole_file() {
     let resp = server
         .get(&files_url(), TECH)
         .query("path", &PATH)
-        .header("Range", "bytes=0-4")
+        .header("Range", "bytes=0-1,5-6")
         .send()
         .await;
     let (status, headers, body) = read(resp).await;
