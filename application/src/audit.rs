@@ -1,10 +1,12 @@
 //! The audit log: reading it. Entries of state changes are written by the store with the
 //! change itself (see `AuditNote`); file transfers append theirs (`files`).
 
-use rmm_domain::Actor;
+use std::collections::HashMap;
+
+use rmm_domain::{Actor, UserId};
 
 use crate::app::{App, Ports};
-use crate::ports::{AuditEntry, AuditLog, AuditQuery, StoreError};
+use crate::ports::{AuditEntry, AuditLog, AuditQuery, StoreError, UserRepository};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListAuditError {
@@ -35,5 +37,29 @@ impl<P: Ports> App<P> {
             .list_audit(&query)
             .await
             .map_err(ListAuditError::Store)
+    }
+
+    /// The usernames of the users `entries` name, for showing them beside their ids: one
+    /// read of the users, whatever the page. A deleted user has none.
+    ///
+    /// # Errors
+    /// [`ListAuditError::Store`].
+    pub async fn audit_usernames(
+        &self,
+        entries: &[AuditEntry],
+    ) -> Result<HashMap<UserId, String>, ListAuditError> {
+        if entries.iter().all(|e| e.event.user.is_none()) {
+            return Ok(HashMap::new());
+        }
+        let users = self
+            .users
+            .list_users()
+            .await
+            .map_err(ListAuditError::Store)?;
+        Ok(users
+            .into_iter()
+            .filter(|u| entries.iter().any(|e| e.event.user == Some(u.id)))
+            .map(|u| (u.id, u.username.as_str().to_owned()))
+            .collect())
     }
 }

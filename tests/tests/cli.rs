@@ -400,7 +400,37 @@ async fn audit_lists_the_commands_run() {
     assert_success(&out);
     let table = text(&out.stdout);
     assert_eq!(table.lines().count(), 3, "{table}");
-    assert!(table.starts_with("TIME"), "{table}");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["TIME", "EVENT", "USER", "AGENT", "SESSION", "DETAIL"],
+        "{table}"
+    );
+    // Every entry here is the technician's: their username in the USER column.
+    for row in table.lines().skip(1) {
+        assert_eq!(row.split_whitespace().nth(2), Some(TECH), "{table}");
+    }
+    // More entries exist: the listing says so, and how to see them.
+    let hint = text(&out.stderr);
+    let before: i64 = hint
+        .split("--before ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no --before hint in {hint:?}"));
+    let out = w
+        .run(&["audit", "--before", &before.to_string(), "--json"])
+        .await;
+    assert_success(&out);
+    let older: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let older = older.as_array().unwrap();
+    assert!(!older.is_empty(), "nothing before {before}");
+    assert!(older.iter().all(|e| e["id"].as_i64().unwrap() < before));
+    assert!(older.iter().all(|e| e["username"] == TECH), "{older:?}");
+    // The rest fits under the default limit: no hint.
+    let out = w.run(&["audit", "--before", &before.to_string()]).await;
+    assert_success(&out);
+    assert_eq!(text(&out.stderr), "", "a hint after the last page");
 }
 
 #[tokio::test]

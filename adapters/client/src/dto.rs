@@ -171,6 +171,9 @@ pub struct AuditEntryDto {
     /// `tunnel_open`, `tunnel_close`, `command`, `command_end`, ...
     pub event: String,
     pub tech_id: Option<Uuid>,
+    /// The acting user's name (absent for no user, a deleted one, or an older server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
     pub agent_id: Option<Uuid>,
     pub session_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,7 @@
 //! The append-only audit log.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -39,15 +41,26 @@ impl<P: Ports> Handlers<P, Audit> {
             before: before.0,
             limit: limit.0.unwrap_or(50),
         };
-        match self.app.list_audit(auth.0.actor, query).await {
-            Ok(entries) => {
+        let listed = match self.app.list_audit(auth.0.actor, query).await {
+            Ok(entries) => self
+                .app
+                .audit_usernames(&entries)
+                .await
+                .map(|names| (entries, names)),
+            Err(e) => Err(e),
+        };
+        match listed {
+            Ok((entries, names)) => {
                 let next_before = entries.last().map(|e| e.id).filter(|_| {
                     entries.len()
                         >= usize::try_from(limit.0.unwrap_or(50).clamp(1, 500))
                             .unwrap_or(usize::MAX)
                 });
                 AuditResponse::Ok(Json(AuditPage {
-                    entries: entries.iter().map(AuditEntryDto::from).collect(),
+                    entries: entries
+                        .iter()
+                        .map(|entry| AuditEntryDto::new(entry, &names))
+                        .collect(),
                     next_before,
                 }))
             }
@@ -73,7 +86,11 @@ struct AuditEntryDto {
     /// `enrollment_created`, `enrollment_revoked`, `agent_enrolled`, `agent_revoked`,
     /// `agent_key_rotated`, `agent_updated`, `agent_replaced`.
     event: String,
+    /// The user who acted (technician, admin or auditor), when one did.
     tech_id: Option<Uuid>,
+    /// That user's username; absent when no user acted or the user was deleted.
+    #[oai(skip_serializing_if_is_none)]
+    username: Option<String>,
     agent_id: Option<Uuid>,
     session_id: Option<Uuid>,
     #[oai(skip_serializing_if_is_none)]
@@ -104,8 +121,8 @@ struct AuditEntryDto {
     result: Option<String>,
 }
 
-impl From<&AuditEntry> for AuditEntryDto {
-    fn from(entry: &AuditEntry) -> Self {
+impl AuditEntryDto {
+    fn new(entry: &AuditEntry, names: &HashMap<UserId, String>) -> Self {
         let e = &entry.event;
         let command = e.command.clone().unwrap_or_default();
         let file = e.file.as_ref();
@@ -114,6 +131,7 @@ impl From<&AuditEntry> for AuditEntryDto {
             at: to_datetime(e.at),
             event: e.action.as_str().to_owned(),
             tech_id: e.user.map(|u| u.as_uuid()),
+            username: e.user.and_then(|u| names.get(&u).cloned()),
             agent_id: e.agent.map(|a| a.as_uuid()),
             session_id: e.session.map(|s| s.as_uuid()),
             detail: e.detail.clone(),

@@ -445,6 +445,9 @@ pub struct AuditArgs {
     /// How many entries, newest first.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     limit: u32,
+    /// Only entries older than this entry id (the hint printed after a full listing).
+    #[arg(long)]
+    before: Option<i64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -473,19 +476,22 @@ pub async fn audit(client: &ApiClient, args: AuditArgs) -> Result<(), CliError> 
         since: args.since,
         until: args.until,
         limit: None,
-        before: None,
+        before: args.before,
     };
     let mut entries: Vec<AuditEntryDto> = Vec::new();
     let mut remaining = args.limit;
+    // Where older entries continue, when the listing stopped at the limit.
+    let mut more = None;
     while remaining > 0 {
         filter.limit = Some(remaining.min(AUDIT_PAGE));
         let page = client.audit(&filter).await?;
         let got = u32::try_from(page.entries.len()).unwrap_or(u32::MAX);
         entries.extend(page.entries.into_iter().take(remaining as usize));
         remaining = remaining.saturating_sub(got);
-        match page.next_before {
-            Some(before) if got > 0 => filter.before = Some(before),
-            Some(_) | None => break,
+        more = page.next_before.filter(|_| got > 0);
+        match more {
+            Some(before) => filter.before = Some(before),
+            None => break,
         }
     }
     if args.json {
@@ -495,15 +501,33 @@ pub async fn audit(client: &ApiClient, args: AuditArgs) -> Result<(), CliError> 
         let _ = writeln!(std::io::stderr(), "No audit entries match.");
         return Ok(());
     }
+    print_audit(&entries, &agents)?;
+    if let Some(before) = more {
+        let _ = writeln!(
+            std::io::stderr(),
+            "More entries are older than these {}: add --before {before} to see them (or raise --limit).",
+            entries.len()
+        );
+    }
+    Ok(())
+}
+
+/// The entries as a table: agents by name, users by username.
+fn print_audit(entries: &[AuditEntryDto], agents: &[AgentDto]) -> Result<(), CliError> {
     let names: HashMap<Uuid, &str> = agents
         .iter()
         .map(|a| (a.agent_id, a.name.as_str()))
         .collect();
-    let mut table = Table::new(&["TIME", "EVENT", "AGENT", "SESSION", "DETAIL"]);
-    for entry in &entries {
+    let mut table = Table::new(&["TIME", "EVENT", "USER", "AGENT", "SESSION", "DETAIL"]);
+    for entry in entries {
         table.row(vec![
             time(entry.at),
             entry.event.clone(),
+            match (&entry.username, entry.tech_id) {
+                (Some(name), _) => name.clone(),
+                (None, Some(id)) => id.to_string(),
+                (None, None) => String::new(),
+            },
             entry.agent_id.map_or_else(String::new, |id| {
                 names
                     .get(&id)

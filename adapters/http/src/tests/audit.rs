@@ -1,7 +1,10 @@
 //! `GET /api/v1/audit`: 200 (admins everything, technicians their own), 400, 403, 500.
 
 use poem::http::StatusCode;
-use rmm_application::{AuditAction, AuditEntry, AuditEvent, AuditQuery, CommandAudit, FileAudit};
+use rmm_application::{
+    AuditAction, AuditEntry, AuditEvent, AuditQuery, CommandAudit, FileAudit, UserRecord,
+};
+use rmm_domain::{Role, Username};
 use rmm_protocol::api::ApiErrorCode;
 
 use super::{
@@ -41,6 +44,23 @@ fn entries() -> Vec<AuditEntry> {
     ]
 }
 
+/// The users the store holds: the technician of [`entries`] and one they do not name.
+fn users_named(s: &mut Setup) {
+    let user = |id, name: &str| UserRecord {
+        id,
+        username: Username::parse(name).expect("a valid name"),
+        password_hash: "hash".into(),
+        role: Role::Tech,
+        created_at: now(),
+        disabled: false,
+        last_login_at: None,
+    };
+    s.users.expect_list_users().returning(move || {
+        let users = vec![user(TECH.id, "alice"), user(OTHER_TECH.id, "bob")];
+        Box::pin(async move { Ok(users) })
+    });
+}
+
 /// The store answers [`entries`] to a query that passes `check`.
 fn listing(check: fn(&AuditQuery) -> bool) -> Setup {
     let mut s = Setup::default();
@@ -49,6 +69,7 @@ fn listing(check: fn(&AuditQuery) -> bool) -> Setup {
         .withf(check)
         .times(1)
         .returning(|_| Box::pin(async { Ok(entries()) }));
+    users_named(&mut s);
     s
 }
 
@@ -70,6 +91,8 @@ async fn an_admin_reads_the_whole_log_newest_first() {
     assert_eq!(entries[0]["id"], 9);
     assert_eq!(entries[0]["event"], "command");
     assert_eq!(entries[0]["tech_id"], TECH.id.as_uuid().to_string());
+    assert_eq!(entries[0]["username"], "alice");
+    assert_eq!(entries[1]["username"], "alice");
     assert_eq!(entries[0]["session_id"], SESSION.as_uuid().to_string());
     assert_eq!(entries[0]["command_id"], COMMAND.as_uuid().to_string());
     assert_eq!(entries[0]["command"], "uptime");
@@ -130,6 +153,7 @@ async fn a_technician_reads_only_their_own_entries() {
             .withf(|q| q.user == Some(TECH.id))
             .times(2)
             .returning(|_| Box::pin(async { Ok(entries()) }));
+        users_named(&mut s);
         s.serve()
     };
     for path in [
