@@ -246,6 +246,13 @@ impl TestServer {
         }
     }
 
+    /// The server's log so far, when captured ([`StartOptions::capture_log`]).
+    #[must_use]
+    pub fn log_text(&self) -> Option<String> {
+        let log = self.log.as_ref()?;
+        log.lock().ok().map(|log| log.clone())
+    }
+
     /// Bytes of the server's log so far, when captured ([`StartOptions::capture_log`]).
     #[must_use]
     pub fn log_len(&self) -> Option<usize> {

@@ -87,7 +87,9 @@ struct FileConfig {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    process::init_logging("info");
+    if let Err(e) = process::init_logging("info") {
+        return process::exit_code("rmm-agent", Err(e));
+    }
     process::exit_code("rmm-agent", agent(cli).await)
 }
 

@@ -1,16 +1,47 @@
-//! What every long-running binary of the workspace does the same way: logs to stderr (colour
-//! only on a terminal, filter from `RUST_LOG`), and waiting for the signal to stop.
+//! What every long-running binary of the workspace does the same way: logs to stderr (text,
+//! colour only on a terminal, or one JSON object per line; filter from `RUST_LOG`), and
+//! waiting for the signal to stop.
 
-/// Installs the log subscriber; `default_filter` applies when `RUST_LOG` is unset.
-pub fn init_logging(default_filter: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// The variable choosing the log format: `text` (the default) or `json`.
+pub const LOG_FORMAT_ENV: &str = "RMM_LOG_FORMAT";
+
+/// Installs the log subscriber; `default_filter` applies when `RUST_LOG` is unset. With
+/// `RMM_LOG_FORMAT=json` every line is one JSON object: `timestamp`, `level`, `target`, the
+/// event's fields (`message` among them) at the top level, and the enclosing span's fields
+/// (a request's `request_id`) under `span`.
+///
+/// # Errors
+/// When `RMM_LOG_FORMAT` is neither `text` nor `json` (nothing is installed).
+pub fn init_logging(default_filter: &str) -> anyhow::Result<()> {
+    let json = match std::env::var(LOG_FORMAT_ENV) {
+        Err(std::env::VarError::NotPresent) => false,
+        Ok(v) if v.is_empty() || v == "text" => false,
+        Ok(v) if v == "json" => true,
+        Ok(other) => {
+            anyhow::bail!("{LOG_FORMAT_ENV} must be `text` or `json`, not `{other}`")
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("{LOG_FORMAT_ENV} must be `text` or `json`")
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM. A signal that cannot be listened for is logged and never

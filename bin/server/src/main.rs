@@ -203,7 +203,9 @@ struct Settings {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    process::init_logging("info,sqlx=warn,poem=warn");
+    if let Err(e) = process::init_logging("info,sqlx=warn,poem=warn") {
+        return process::exit_code("rmm-server", Err(e));
+    }
     process::exit_code("rmm-server", start(cli).await)
 }
 

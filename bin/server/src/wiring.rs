@@ -284,6 +284,10 @@ where
         trusted_proxies: options.trusted_proxies.clone(),
         jwt: Arc::clone(&jwt),
     };
+    let access_log = crate::access_log::AccessLog {
+        routes: Arc::new(crate::access_log::Routes::from_spec(&api.spec())),
+        jwt: Arc::clone(&jwt),
+    };
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let console = console();
@@ -314,6 +318,7 @@ where
         .with(console)
         .catch_all_error(error_as_json)
         .with(front_door)
+        .with(access_log)
 }
 
 /// The spec as served at `/api/v1/openapi.json`.
