@@ -30,7 +30,12 @@ const HANDSHAKE: Duration = Duration::from_secs(5);
 #[derive(Debug, Args)]
 pub struct MuxArgs {
     /// Exit after this many seconds without an exec.
-    #[arg(long, env = "RMM_MUX_IDLE_SECS", default_value_t = 600)]
+    #[arg(
+        long,
+        env = "RMM_MUX_IDLE_SECS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub idle_secs: u64,
 }
 
