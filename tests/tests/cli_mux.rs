@@ -85,7 +85,7 @@ impl World {
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            if args.iter().any(|a| a == "mux") && args.iter().any(|a| *a == url) {
+            if args.iter().any(|a| a == "mux") && args.contains(&url) {
                 pids.push(pid);
             }
         }
