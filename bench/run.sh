@@ -394,17 +394,24 @@ part_roundtrip() {
     export XDG_CONFIG_HOME="$WORK/cli"
     local rmm=("$BIN/rmm" --server "$SERVER_URL")
     # Opens a session and remembers it; later execs reuse it (as ssh reuses its master).
-    if ! "${rmm[@]}" exec --keep bench -- true 2>"$WORK/cli-warmup.err"; then
+    if ! "${rmm[@]}" exec --no-mux --keep bench -- true 2>"$WORK/cli-warmup.err"; then
         na roundtrip "$kept" "rmm exec --keep bench -- true failed: $(tr '\n' ' ' <"$WORK/cli-warmup.err" | cut -c1-300)" "$out/roundtrip-3-cli.json"
         return
     fi
     measure roundtrip "$kept" "$out/roundtrip-3-cli.json" -- \
         "$BENCH" time-cmd --part roundtrip --name "$kept" --iterations "$RT_ITER" \
-        --out "$out/roundtrip-3-cli.json" -- "${rmm[@]}" exec bench -- true
+        --out "$out/roundtrip-3-cli.json" -- "${rmm[@]}" exec --no-mux bench -- true
+    # Through the exec mux (ssh's ControlMaster's peer): the first exec starts it, the
+    # warm-up of time-cmd warms it; it is stopped (its socket removed) afterwards.
+    local muxed="rmm exec (warm mux, session kept open)"
+    measure roundtrip "$muxed" "$out/roundtrip-5-cli-mux.json" -- \
+        "$BENCH" time-cmd --part roundtrip --name "$muxed" --iterations "$RT_ITER" \
+        --out "$out/roundtrip-5-cli-mux.json" -- "${rmm[@]}" exec bench -- true
+    rm -rf "$XDG_CONFIG_HOME/rmm/mux"
     "${rmm[@]}" close bench >/dev/null 2>&1 || true
     measure roundtrip "$fresh" "$out/roundtrip-4-cli-fresh.json" -- \
         "$BENCH" time-cmd --part roundtrip --name "$fresh" --iterations "$(((RT_ITER + 3) / 4))" \
-        --out "$out/roundtrip-4-cli-fresh.json" -- "${rmm[@]}" exec bench -- true
+        --out "$out/roundtrip-4-cli-fresh.json" -- "${rmm[@]}" exec --no-mux bench -- true
 }
 
 part_stream() {

@@ -31,6 +31,7 @@ pub struct ReportInputs<'a> {
 }
 
 const TARGET_ROUNDTRIP_RATIO: f64 = 0.5;
+const TARGET_ROUNDTRIP_P99_RATIO: f64 = 1.0;
 const TARGET_STREAM_RATIO: f64 = 1.0;
 const TARGET_AGENTS: usize = 100_000;
 const TARGET_RSS_KIB: f64 = 16.0;
@@ -237,30 +238,39 @@ fn targets(out: &mut String, rows: &[Measurement]) {
     let ssh = rt.iter().find(|m| is_ssh(m)).and_then(|m| latency(m));
     // A session opened per command is shown below but is not the peer of a kept-open
     // ControlMaster connection, so it is not judged against the target.
-    let ours: Vec<_> = rt
+    // `rmm exec` through its warm mux is the peer of ssh's ControlMaster (issue 15): when it
+    // was measured, it alone is judged, at p50 and p99.
+    let mut ours: Vec<_> = rt
         .iter()
         .filter(|m| !is_ssh(m) && !m.name.contains("opens and closes"))
         .filter_map(|m| latency(m).map(|l| (m, l)))
         .collect();
+    if ours.iter().any(|(m, _)| m.name.contains("mux")) {
+        ours.retain(|(m, _)| m.name.contains("mux"));
+    }
     match ssh {
         Some(ssh) if !ours.is_empty() => {
             for (m, l) in ours {
                 let r = l.p50_ms / ssh.p50_ms;
+                let r99 = l.p99_ms / ssh.p99_ms;
                 let _ = writeln!(
                     out,
-                    "| round trip ≤ {TARGET_ROUNDTRIP_RATIO}× ssh ControlMaster | {}: p50 {} ms vs ssh {} ms = {} | {} |",
+                    "| round trip p50 ≤ {TARGET_ROUNDTRIP_RATIO}×, p99 ≤ {TARGET_ROUNDTRIP_P99_RATIO}× ssh ControlMaster | {}: p50 {} ms vs ssh {} ms = {}; p99 {} ms vs ssh {} ms = {} | {} |",
                     m.name,
                     ms(l.p50_ms),
                     ms(ssh.p50_ms),
                     time_ratio(r),
-                    verdict(r <= TARGET_ROUNDTRIP_RATIO)
+                    ms(l.p99_ms),
+                    ms(ssh.p99_ms),
+                    time_ratio(r99),
+                    verdict(r <= TARGET_ROUNDTRIP_RATIO && r99 <= TARGET_ROUNDTRIP_P99_RATIO)
                 );
             }
         }
         Some(_) | None => {
             let _ = writeln!(
                 out,
-                "| round trip ≤ {TARGET_ROUNDTRIP_RATIO}× ssh ControlMaster | not measured (see below) | — |"
+                "| round trip p50 ≤ {TARGET_ROUNDTRIP_RATIO}×, p99 ≤ {TARGET_ROUNDTRIP_P99_RATIO}× ssh ControlMaster | not measured (see below) | — |"
             );
         }
     }
@@ -614,6 +624,7 @@ mod tests {
             lat(Part::Roundtrip, "ssh (ControlMaster)", 4.0),
             lat(Part::Roundtrip, "HTTP API", 1.0),
             lat(Part::Roundtrip, "rmm exec", 12.0),
+            lat(Part::Roundtrip, "rmm exec (warm mux)", 1.5),
             lat(
                 Part::Roundtrip,
                 "rmm exec (opens and closes a session)",
@@ -639,13 +650,32 @@ mod tests {
             date: Utc::now(),
             notes: Some("## Analysis\n\nhello\n"),
         });
+        // The warm mux is ssh ControlMaster's peer: it alone is judged, at p50 and p99.
         assert!(
             text.contains(
-                "HTTP API: p50 1.00 ms vs ssh 4.00 ms = 0.25× ssh's time (4.0× faster) | **met**"
+                "| rmm exec (warm mux): p50 1.50 ms vs ssh 4.00 ms = 0.38× ssh's time (2.7× faster); p99 3.00 ms vs ssh 8.00 ms = 0.38× ssh's time (2.7× faster) | **met** |"
             ),
             "{text}"
         );
-        assert!(text.contains("rmm exec: p50 12.0 ms vs ssh 4.00 ms = 3.00× ssh's time (3.0× slower) | **not met**"), "{text}");
+        assert!(!text.contains("| HTTP API: p50"), "{text}");
+        assert!(!text.contains("| rmm exec: p50"), "{text}");
+        let without_mux: Vec<Measurement> = rows
+            .iter()
+            .filter(|m| !m.name.contains("mux"))
+            .cloned()
+            .collect();
+        let older = render(&ReportInputs {
+            rows: &without_mux,
+            command: "bench/run.sh",
+            sizes: "tiny",
+            profile: "release",
+            ssh_version: "OpenSSH_9",
+            load: "0.5",
+            machine: crate::procfs::machine(),
+            date: Utc::now(),
+            notes: None,
+        });
+        assert!(older.contains("rmm exec: p50 12.0 ms vs ssh 4.00 ms = 3.00× ssh's time (3.0× slower); p99 24.0 ms vs ssh 8.00 ms = 3.00× ssh's time (3.0× slower) | **not met**"), "{older}");
         assert!(
             !text.contains("| rmm exec (opens and closes a session): p50"),
             "{text}"

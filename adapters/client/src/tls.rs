@@ -1,5 +1,7 @@
 //! An extra CA to trust (`rmm --ca-file`), for a server whose certificate a private CA signed:
 //! added to the system's roots, for the HTTP calls (reqwest) and the stream WebSocket alike.
+//! Only for an `https://` server: for `http://` no roots are loaded at all (`ApiClient`), and
+//! the stream WebSocket's system roots are loaded only when a `wss://` connection is made.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,7 +1,9 @@
 //! What the CLI keeps between runs, in the user's config directory
 //! (`$XDG_CONFIG_HOME/rmm`, else `~/.config/rmm`; `%APPDATA%\rmm` on Windows): the login
 //! token (`token`, mode 0600, in a 0700 directory) and the sessions this CLI opened
-//! (`sessions.json`), so `close`, `status` and `exec` can default to them.
+//! (`sessions.json`), so `close`, `status` and `exec` can default to them; and the agents
+//! `exec` resolved by name lately (`agents.json`, kept [`AGENT_CACHE_TTL`]), so a command
+//! costs no `GET /api/v1/agents` (a stale entry fails the first call, and exec looks again).
 //!
 //! Files are replaced atomically (written beside, then renamed), so a crash or a concurrent
 //! `rmm` never leaves half a file; two concurrent writers of `sessions.json` may lose one
@@ -21,6 +23,9 @@ use super::CliError;
 
 const TOKEN_FILE: &str = "token";
 const SESSIONS_FILE: &str = "sessions.json";
+const AGENTS_FILE: &str = "agents.json";
+/// How long a name resolved to an agent is reused without asking the server.
+pub const AGENT_CACHE_TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// The token from `RMM_TOKEN`, when set and not empty.
 ///
@@ -72,6 +77,56 @@ impl ConfigDir {
     fn at(path: &Path) -> Self {
         Self {
             path: path.to_owned(),
+        }
+    }
+
+    /// The folder itself.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The agent `input` named on `server` when it was resolved less than
+    /// [`AGENT_CACHE_TTL`] ago. Unreadable or damaged: none.
+    #[must_use]
+    pub fn cached_agent(&self, server: &str, input: &str) -> Option<rmm_client::AgentDto> {
+        let bytes = fs::read(self.path.join(AGENTS_FILE)).ok()?;
+        let cache: AgentCache = serde_json::from_slice(&bytes).ok()?;
+        let now = Utc::now();
+        cache
+            .agents
+            .into_iter()
+            .find(|a| {
+                a.server == server
+                    && a.input == input
+                    && now - a.resolved_at < AGENT_CACHE_TTL
+                    && a.resolved_at <= now
+            })
+            .map(|a| a.agent)
+    }
+
+    /// Remembers (`Some`) or forgets (`None`) what `input` names on `server`; best effort
+    /// (a cache that cannot be written costs only a lookup).
+    pub fn cache_agent(&self, server: &str, input: &str, agent: Option<&rmm_client::AgentDto>) {
+        let path = self.path.join(AGENTS_FILE);
+        let mut cache: AgentCache = fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        let now = Utc::now();
+        cache.agents.retain(|a| {
+            !(a.server == server && a.input == input) && now - a.resolved_at < AGENT_CACHE_TTL
+        });
+        if let Some(agent) = agent {
+            cache.agents.push(CachedAgent {
+                server: server.to_owned(),
+                input: input.to_owned(),
+                agent: agent.clone(),
+                resolved_at: now,
+            });
+        }
+        if let Ok(json) = serde_json::to_vec(&cache) {
+            let _ = self.write(AGENTS_FILE, &json);
         }
     }
 
@@ -196,6 +251,22 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         file.write_all(contents)?;
         file.sync_all()
     }
+}
+
+/// The agents resolved by name lately.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AgentCache {
+    #[serde(default)]
+    agents: Vec<CachedAgent>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CachedAgent {
+    server: String,
+    /// What the user typed.
+    input: String,
+    agent: rmm_client::AgentDto,
+    resolved_at: DateTime<Utc>,
 }
 
 /// The sessions this CLI opened and has not seen closed, per server.

@@ -33,24 +33,27 @@
 //!
 //! Following the command is [`follow`]'s; writing its output here, [`output`]'s.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Args;
-use rmm_client::{ApiClient, ClientError, CommandStartedResponse, StdinWritten};
+use rmm_client::{AgentDto, ApiClient, ClientError, CommandStartedResponse, StdinWritten};
 use rmm_domain::{CommandText, SessionId};
 use tokio::task::JoinHandle;
 
 use super::CliError;
 use super::commands::resolve_agent;
-use super::config::ConfigDir;
+use super::config::{ConfigDir, Remembered};
 use super::input::Input;
 use super::session::{Interrupts, Lease};
+use crate::muxwire::{MuxRequest, WarmStreams};
 
 mod follow;
 mod output;
 
 use follow::Follow;
+use output::LocalOutput;
+pub(crate) use output::Sink;
 
 /// `timeout(1)`'s code for a command killed at its timeout.
 const EXIT_TIMED_OUT: u8 = 124;
@@ -74,6 +77,9 @@ pub struct ExecArgs {
     /// standard input is forwarded when it is not a terminal (`echo hi | rmm exec web-01 -- cat`).
     #[arg(short = 'n', long = "no-stdin")]
     pub no_stdin: bool,
+    /// Run directly, not through the exec mux (also RMM_MUX=off). See `rmm exec --help`.
+    #[arg(long)]
+    pub no_mux: bool,
     /// The command and its arguments (after `--`), joined with spaces for the remote shell.
     #[arg(
         required = true,
@@ -87,7 +93,7 @@ pub struct ExecArgs {
 
 /// How the remote command ended, as far as the exit code is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Ending {
+pub(crate) enum Ending {
     Exited(i32),
     TimedOut {
         secs: u64,
@@ -114,35 +120,179 @@ pub async fn exec(
     dir: &ConfigDir,
     args: ExecArgs,
 ) -> Result<ExitCode, CliError> {
-    let text = CommandText::parse(&args.command.join(" "))
-        .map_err(|e| CliError::Usage(format!("{e}: pass the command after `--`")))?;
+    let request = request_of(&args)?;
     // Listening from here on: Ctrl-C must never kill rmm between opening a session and
     // cancelling what runs in it.
     let mut interrupts = Interrupts::listen()?;
-    let agent = tokio::select! {
-        agent = resolve_agent(client, &args.agent) => agent?,
-        () = interrupts.recv() => return Ok(report(&Ending::NotStarted)),
-    };
-    let Some(lease) = Lease::acquire(client, dir, &agent, args.keep, &mut interrupts).await? else {
-        return Ok(report(&Ending::NotStarted));
-    };
     let spec = Spec {
-        command: text.as_str(),
-        timeout_secs: args.timeout,
+        command: &request.command,
+        timeout_secs: request.timeout_secs,
         stdin: !args.no_stdin && stdin_has_input(),
     };
-    let result = run(client, lease.session(), &spec, &mut interrupts).await;
-    // The server closed the session itself as it shut down: nothing is left to close, and
-    // nobody to ask.
-    if !matches!(result, Ok(Ending::ServerShutdown { .. })) {
-        lease.release(client).await;
+    let job = Job {
+        input: &request.agent,
+        keep: request.keep,
+        spec: &spec,
+        sink: &Sink::Local,
+        warm: None,
+    };
+    let ending = run_job(client, dir, &job, &mut interrupts).await?;
+    Ok(report(&ending))
+}
+
+/// What the mux is asked to run, from the command line; checked here so a bad one is said
+/// before any mux is involved.
+///
+/// # Errors
+/// [`CliError::Usage`] for an empty command.
+pub(crate) fn request_of(args: &ExecArgs) -> Result<MuxRequest, CliError> {
+    let text = CommandText::parse(&args.command.join(" "))
+        .map_err(|e| CliError::Usage(format!("{e}: pass the command after `--`")))?;
+    Ok(MuxRequest {
+        agent: args.agent.clone(),
+        command: text.as_str().to_owned(),
+        timeout_secs: args.timeout,
+        keep: args.keep,
+    })
+}
+
+/// One exec, as the CLI runs it directly or the mux runs it for an `rmm exec`.
+pub(crate) struct Job<'a> {
+    /// The agent as the user named it.
+    pub input: &'a str,
+    pub keep: bool,
+    pub spec: &'a Spec<'a>,
+    pub sink: &'a Sink,
+    /// The mux's warm session streams.
+    pub warm: Option<&'a WarmStreams>,
+}
+
+/// Runs `job`: the agent as resolved lately (cached) and the remembered session, trusted
+/// without asking the server; when either turns out stale before the command was sent, it
+/// is forgotten and the lookups are made as before (`GET /api/v1/agents`, the session's
+/// status), once.
+///
+/// # Errors
+/// Usage, client and config errors.
+pub(crate) async fn run_job(
+    client: &ApiClient,
+    dir: &ConfigDir,
+    job: &Job<'_>,
+    interrupts: &mut Interrupts,
+) -> Result<Ending, CliError> {
+    let server = client.server();
+    if let Some(agent) = dir.cached_agent(server, job.input) {
+        match attempt(client, dir, &agent, true, job, interrupts).await? {
+            Some(ending) => return Ok(ending),
+            None => dir.cache_agent(server, job.input, None),
+        }
     }
-    Ok(report(&result?))
+    let agent = tokio::select! {
+        agent = resolve_agent(client, job.input) => agent?,
+        () = interrupts.recv() => return Ok(Ending::NotStarted),
+    };
+    dir.cache_agent(server, job.input, Some(&agent));
+    match attempt(client, dir, &agent, false, job, interrupts).await? {
+        Some(ending) => Ok(ending),
+        // The remembered session was gone: forgotten; now open one (or find it) as before.
+        None => match attempt(client, dir, &agent, false, job, interrupts).await? {
+            Some(ending) => Ok(ending),
+            None => Err(CliError::Local(
+                "the session to the agent closed as the command was sent; run it again".into(),
+            )),
+        },
+    }
+}
+
+/// One try: `None` when what was trusted (the cached agent, the remembered session) turned
+/// out stale before the command was sent; it is then forgotten.
+async fn attempt(
+    client: &ApiClient,
+    dir: &ConfigDir,
+    agent: &AgentDto,
+    agent_cached: bool,
+    job: &Job<'_>,
+    interrupts: &mut Interrupts,
+) -> Result<Option<Ending>, CliError> {
+    let remembered = dir
+        .sessions()?
+        .for_agent(client.server(), agent.id())
+        .map(Remembered::session);
+    let lease = match remembered {
+        Some(session) => Lease::remembered(session),
+        None => match Lease::acquire(client, dir, agent, job.keep, interrupts).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return Ok(Some(Ending::NotStarted)),
+            Err(CliError::Client(e)) if agent_cached && stale(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        },
+    };
+    match run(client, &lease, job, interrupts).await {
+        Outcome::NotRun(CliError::Client(e))
+            if (remembered.is_some() || agent_cached) && stale(&e) =>
+        {
+            if let Some(session) = remembered {
+                forget_session(client, dir, session, job.warm)?;
+            }
+            lease.release(client).await;
+            Ok(None)
+        }
+        Outcome::NotRun(e) => {
+            lease.release(client).await;
+            Err(e)
+        }
+        Outcome::Ran(result) => {
+            // The server closed the session itself as it shut down: nothing is left to
+            // close, and nobody to ask.
+            if !matches!(result, Ok(Ending::ServerShutdown { .. })) {
+                lease.release(client).await;
+            }
+            result.map(Some)
+        }
+    }
+}
+
+/// An answer that says what was trusted is gone (not a transport failure or a login's).
+fn stale(e: &ClientError) -> bool {
+    !matches!(
+        e,
+        ClientError::Unreachable { .. }
+            | ClientError::TimedOut { .. }
+            | ClientError::TokenExpired
+            | ClientError::TokenRejected(_)
+            | ClientError::NotLoggedIn
+            | ClientError::StdinUnsupported { .. }
+    )
+}
+
+fn forget_session(
+    client: &ApiClient,
+    dir: &ConfigDir,
+    session: SessionId,
+    warm: Option<&WarmStreams>,
+) -> Result<(), CliError> {
+    if let Some(warm) = warm {
+        warm.forget(session);
+    }
+    let mut sessions = dir.sessions()?;
+    if sessions.forget(client.server(), session) {
+        dir.save_sessions(&sessions)?;
+    }
+    Ok(())
 }
 
 /// Says how the command ended (except for a plain exit) and picks the exit code.
 fn report(ending: &Ending) -> ExitCode {
-    let (code, message) = match ending {
+    let (code, message) = describe(ending);
+    if let Some(message) = message {
+        Sink::Local.note(&message);
+    }
+    ExitCode::from(code)
+}
+
+/// The exit code of `ending`, and the line that explains it (except for a plain exit).
+pub(crate) fn describe(ending: &Ending) -> (u8, Option<String>) {
+    match ending {
         Ending::Exited(code) => (exit_code(*code), None),
         Ending::TimedOut { secs } => (
             EXIT_TIMED_OUT,
@@ -173,11 +323,7 @@ fn report(ending: &Ending) -> ExitCode {
                 }
             )),
         ),
-    };
-    if let Some(message) = message {
-        let _ = writeln!(std::io::stderr(), "rmm: {message}");
     }
-    ExitCode::from(code)
 }
 
 /// A remote exit code as a local one: 0..=255 as is; others (Windows) by their low byte,
@@ -193,32 +339,64 @@ pub(crate) fn exit_code(code: i32) -> u8 {
 }
 
 /// What to run.
-struct Spec<'a> {
-    command: &'a str,
-    timeout_secs: Option<u64>,
+pub(crate) struct Spec<'a> {
+    pub command: &'a str,
+    pub timeout_secs: Option<u64>,
     /// Forward our standard input.
-    stdin: bool,
+    pub stdin: bool,
+}
+
+/// How a try went: the command ran (to this end), or failed before it was sent.
+enum Outcome {
+    Ran(Result<Ending, CliError>),
+    NotRun(CliError),
 }
 
 async fn run(
     client: &ApiClient,
-    session: SessionId,
-    spec: &Spec<'_>,
+    lease: &Lease,
+    job: &Job<'_>,
     interrupts: &mut Interrupts,
-) -> Result<Ending, CliError> {
-    let stream = client.stream(session).await?;
+) -> Outcome {
+    let session = lease.session();
+    let warm_stream = match job.warm {
+        Some(warm) => warm.take(session).await,
+        None => None,
+    };
+    let stream = match warm_stream {
+        Some(stream) => stream,
+        None => match client.stream(session).await {
+            Ok(stream) => stream,
+            Err(e) => return Outcome::NotRun(e.into()),
+        },
+    };
     if interrupts.pending().await {
         stream.close().await;
-        return Ok(Ending::NotStarted);
+        return Outcome::Ran(Ok(Ending::NotStarted));
     }
-    let (started, feeding) = start(client, session, spec).await?;
-    let mut run = Follow::new(client.clone(), session, &started, stream);
+    let (started, feeding) = match start(client, session, job.spec, job.sink).await {
+        Ok(started) => started,
+        Err(e) => {
+            stream.close().await;
+            return Outcome::NotRun(e);
+        }
+    };
+    let out = LocalOutput::new(job.sink.clone());
+    let mut run = Follow::new(client.clone(), session, &started, stream, out);
     let ending = run.follow(interrupts).await;
-    run.close_stream().await;
-    if let Some(feeding) = feeding {
-        stdin_outcome(feeding).await;
+    match job.warm {
+        // The session stays open: keep its stream warm for the next command.
+        Some(warm) if ending.is_ok() && !lease.closes_after() => {
+            if let Some(stream) = run.take_stream() {
+                warm.put(session, stream);
+            }
+        }
+        Some(_) | None => run.close_stream().await,
     }
-    run.explain(ending).await
+    if let Some(feeding) = feeding {
+        stdin_outcome(feeding, job.sink).await;
+    }
+    Outcome::Ran(run.explain(ending).await)
 }
 
 /// Starts the command and, when it takes our standard input, the task that streams it.
@@ -226,6 +404,7 @@ async fn start(
     client: &ApiClient,
     session: SessionId,
     spec: &Spec<'_>,
+    sink: &Sink,
 ) -> Result<
     (
         CommandStartedResponse,
@@ -238,10 +417,9 @@ async fn start(
         .await
     {
         Err(e @ ClientError::StdinUnsupported { .. }) if spec.stdin => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "rmm: {e}; running the command with its standard input closed"
-            );
+            sink.note(&format!(
+                "{e}; running the command with its standard input closed"
+            ));
             return Ok((
                 client
                     .run_command(session, spec.command, spec.timeout_secs, false)
@@ -265,7 +443,7 @@ async fn start(
 
 /// Once the command has ended: input it did not read is dropped (a closed pipe, as with
 /// ssh); a delivery that failed for another reason is said on stderr.
-async fn stdin_outcome(feeding: JoinHandle<Result<StdinWritten, ClientError>>) {
+async fn stdin_outcome(feeding: JoinHandle<Result<StdinWritten, ClientError>>, sink: &Sink) {
     if !feeding.is_finished() {
         feeding.abort();
         return;
@@ -278,12 +456,7 @@ async fn stdin_outcome(feeding: JoinHandle<Result<StdinWritten, ClientError>>) {
             | ClientError::Conflict(_)
             | ClientError::Unreachable { .. },
         )) => {}
-        Ok(Err(e)) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "rmm: standard input was not fully delivered: {e}"
-            );
-        }
+        Ok(Err(e)) => sink.note(&format!("standard input was not fully delivered: {e}")),
     }
 }
 
@@ -291,7 +464,7 @@ async fn stdin_outcome(feeding: JoinHandle<Result<StdinWritten, ClientError>>) {
 /// forwarded, like ssh without `-t`), and neither `/dev/null` nor closed (a job started with
 /// no stdin, such as a CI runner or `rmm exec ... < /dev/null`, has nothing to send, so the
 /// command's stdin stays closed and no agent is asked for the stdin extension).
-fn stdin_has_input() -> bool {
+pub(crate) fn stdin_has_input() -> bool {
     if std::io::stdin().is_terminal() {
         return false;
     }

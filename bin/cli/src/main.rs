@@ -24,6 +24,10 @@ mod cp;
 mod enroll_token;
 mod exec;
 mod input;
+#[cfg(unix)]
+mod mux;
+#[cfg(unix)]
+mod muxwire;
 mod recordings;
 mod render;
 mod session;
@@ -106,6 +110,12 @@ enum Command {
     /// Exit codes: the remote command's, 124 timed out, 130 cancelled (Ctrl-C cancels the
     /// remote command), 255 failed (the agent went away, or the server shut down and closed
     /// the session), 1 for other errors.
+    ///
+    /// Like ssh's ControlMaster, the first exec starts a local mux process (per server and
+    /// login; its socket is private, in the config folder's `mux/`, or RMM_MUX_DIR) that keeps
+    /// the connection, the agents and your kept-open sessions warm; later execs hand it the
+    /// command. It exits after RMM_MUX_IDLE_SECS (default 600) without an exec. `--no-mux` or
+    /// RMM_MUX=off runs directly; so does an exec whose standard input is forwarded.
     #[command(override_usage = "rmm exec [OPTIONS] <AGENT> -- <COMMAND>...")]
     Exec(exec::ExecArgs),
     /// Open an interactive terminal on an agent (its user's login shell, or COMMAND), as ssh.
@@ -149,6 +159,10 @@ enum Command {
     /// Enrollment tokens that let machines register as agents (admins): create, list,
     /// revoke.
     EnrollToken(enroll_token::EnrollTokenArgs),
+    /// The exec mux (started by `rmm exec`; see `rmm exec --help`).
+    #[cfg(unix)]
+    #[command(hide = true)]
+    Mux(mux::MuxArgs),
     /// Print a shell completion script, e.g. `rmm completions bash > /etc/bash_completion.d/rmm`.
     Completions {
         /// The shell.
@@ -176,10 +190,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // reqwest is built with rustls and no provider of its own: ring is the tree's one provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The mux serves several execs at once, and writes to their sockets blocking.
+    #[cfg(unix)]
+    let multi = matches!(cli.command, Command::Mux(_));
+    #[cfg(not(unix))]
+    let multi = false;
+    let built = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
         Ok(runtime) => runtime,
         Err(e) => return fail(&CliError::Local(format!("cannot start the runtime: {e}"))),
     };
@@ -237,9 +263,18 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec(args) => {
-            let (client, dir) = connect(&server, ca_file)?;
+            let (dir, token) = login()?;
+            #[cfg(unix)]
+            if let Some(code) =
+                mux::client::exec(&dir, &server, ca_file, token.expose(), &args).await?
+            {
+                return Ok(code);
+            }
+            let client = ApiClient::with_ca_file(&server, Some(token), ca_file)?;
             exec::exec(&client, &dir, args).await
         }
+        #[cfg(unix)]
+        Command::Mux(args) => Ok(mux::serve(&server, ca_file, args).await),
         command @ (Command::Shell(_) | Command::Recordings(_) | Command::Replay(_)) => {
             let (client, dir) = connect(&server, ca_file)?;
             terminals(&client, &dir, command).await
@@ -290,15 +325,19 @@ fn connect(
     server: &str,
     ca_file: Option<&Path>,
 ) -> Result<(ApiClient, config::ConfigDir), CliError> {
+    let (dir, token) = login()?;
+    Ok((ApiClient::with_ca_file(server, Some(token), ca_file)?, dir))
+}
+
+/// The config directory and the user's token (RMM_TOKEN first, then the saved one).
+fn login() -> Result<(config::ConfigDir, rmm_client::Token), CliError> {
     let dir = config::ConfigDir::locate()?;
     let token = match config::token_from_env()? {
         Some(token) => Some(token),
         None => dir.load_token()?,
     };
-    if token.is_none() {
-        return Err(ClientError::NotLoggedIn.into());
-    }
-    Ok((ApiClient::with_ca_file(server, token, ca_file)?, dir))
+    let token = token.ok_or(ClientError::NotLoggedIn)?;
+    Ok((dir, token))
 }
 
 #[cfg(test)]

@@ -70,9 +70,25 @@ impl Lease {
         Ok(Some(lease))
     }
 
+    /// The caller's remembered session, trusted without asking the server (a session that
+    /// is gone shows as an error of the first call, and the caller then looks again).
+    #[must_use]
+    pub fn remembered(session: SessionId) -> Self {
+        Self {
+            session,
+            close_after: false,
+        }
+    }
+
     #[must_use]
     pub fn session(&self) -> SessionId {
         self.session
+    }
+
+    /// Whether [`Self::release`] closes the session.
+    #[must_use]
+    pub fn closes_after(&self) -> bool {
+        self.close_after
     }
 
     /// Closes the session if it was opened for this command and not kept; says so on stderr
@@ -99,13 +115,21 @@ impl Lease {
 }
 
 /// Ctrl-C (SIGINT), caught from the moment [`Interrupts::listen`] is called: a Ctrl-C that
-/// comes while rmm is busy waits for the next [`Interrupts::recv`].
+/// comes while rmm is busy waits for the next [`Interrupts::recv`]. In the exec mux, the
+/// Ctrl-Cs of the `rmm exec` it runs a command for, sent over its socket
+/// ([`Interrupts::relayed`]).
 #[derive(Debug)]
 pub struct Interrupts {
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
     #[cfg(unix)]
-    signal: tokio::signal::unix::Signal,
+    Signal(tokio::signal::unix::Signal),
     #[cfg(windows)]
-    signal: tokio::signal::windows::CtrlC,
+    Signal(tokio::signal::windows::CtrlC),
+    Relayed(tokio::sync::mpsc::UnboundedReceiver<()>),
 }
 
 impl Interrupts {
@@ -118,12 +142,26 @@ impl Interrupts {
             .map_err(failed)?;
         #[cfg(windows)]
         let signal = tokio::signal::windows::ctrl_c().map_err(failed)?;
-        Ok(Self { signal })
+        Ok(Self {
+            source: Source::Signal(signal),
+        })
+    }
+
+    /// Ctrl-Cs sent down a channel (one `()` each).
+    #[must_use]
+    pub fn relayed(receiver: tokio::sync::mpsc::UnboundedReceiver<()>) -> Self {
+        Self {
+            source: Source::Relayed(receiver),
+        }
     }
 
     /// Resolves on the next Ctrl-C (at once for one that came since the last).
     pub async fn recv(&mut self) {
-        if self.signal.recv().await.is_none() {
+        let received = match &mut self.source {
+            Source::Signal(signal) => signal.recv().await.is_some(),
+            Source::Relayed(receiver) => receiver.recv().await.is_some(),
+        };
+        if !received {
             std::future::pending::<()>().await;
         }
     }

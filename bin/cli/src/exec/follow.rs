@@ -3,7 +3,6 @@
 //! when it ends in a way nobody here asked for, why.
 
 use std::future::Future;
-use std::io::Write as _;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ enum Step {
     LocalFailed(std::io::Error),
 }
 
-type Poll = Pin<Box<dyn Future<Output = Result<CommandDto, ClientError>>>>;
+type Poll = Pin<Box<dyn Future<Output = Result<CommandDto, ClientError>> + Send>>;
 
 /// One running command being followed.
 pub(super) struct Follow {
@@ -64,6 +63,7 @@ impl Follow {
         session: SessionId,
         started: &CommandStartedResponse,
         stream: SessionStream,
+        out: LocalOutput,
     ) -> Self {
         Self {
             client,
@@ -72,7 +72,7 @@ impl Follow {
             channel: started.channel_id.clone(),
             timeout_secs: started.timeout_secs,
             stream: Some(stream),
-            out: LocalOutput::default(),
+            out,
             agent_error: None,
             cancel_requested: false,
             session_ended: false,
@@ -243,6 +243,12 @@ impl Follow {
         }
     }
 
+    /// The session's stream, when it is still open (the exec mux keeps it for the next
+    /// command).
+    pub(super) fn take_stream(&mut self) -> Option<SessionStream> {
+        self.stream.take()
+    }
+
     /// Closes the session's stream, if it is still open (best effort).
     pub(super) async fn close_stream(&mut self) {
         if let Some(stream) = self.stream.take() {
@@ -308,11 +314,10 @@ impl Follow {
             }
         };
         if record.is_running() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "rmm: cancel requested, but command {} has not ended yet",
+            self.out.note(&format!(
+                "cancel requested, but command {} has not ended yet",
                 self.command
-            );
+            ));
             return Ok(Ending::Cancelled);
         }
         if final_frame {
@@ -351,12 +356,11 @@ impl Follow {
             self.catch_up(kind).await?;
             let missing = total.saturating_sub(self.out.written(kind));
             if missing > 0 {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "rmm: {missing} bytes of {} were lost: the live stream dropped and the server keeps only the first {} bytes; raise RMM_MAX_COMMAND_OUTPUT on the server to keep more",
+                self.out.note(&format!(
+                    "{missing} bytes of {} were lost: the live stream dropped and the server keeps only the first {} bytes; raise RMM_MAX_COMMAND_OUTPUT on the server to keep more",
                     kind.as_str(),
                     self.out.written(kind)
-                );
+                ));
             }
         }
         Ok(())

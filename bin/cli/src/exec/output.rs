@@ -1,17 +1,38 @@
-//! Our stdout and stderr, written as the remote command's output arrives.
+//! Where the remote command's output goes as it arrives: our own stdout and stderr, or (in
+//! the exec mux, `rmm mux`) the socket of the `rmm exec` that asked, framed per stream.
 
 use std::io::Write as _;
 
 use rmm_client::OutputKind;
 
+/// Where output and rmm's own one-line notes are written.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Sink {
+    /// This process's stdout and stderr.
+    #[default]
+    Local,
+    /// The socket of an `rmm exec` the mux runs a command for.
+    #[cfg(unix)]
+    Mux(crate::muxwire::FrameWriter),
+}
+
 /// Our stdout and stderr, with the bytes written to each.
 #[derive(Debug, Default)]
-pub(super) struct LocalOutput {
+pub(crate) struct LocalOutput {
     stdout: u64,
     stderr: u64,
+    sink: Sink,
 }
 
 impl LocalOutput {
+    pub(crate) fn new(sink: Sink) -> Self {
+        Self {
+            stdout: 0,
+            stderr: 0,
+            sink,
+        }
+    }
+
     pub(super) fn written(&self, kind: OutputKind) -> u64 {
         match kind {
             OutputKind::Stdout => self.stdout,
@@ -24,20 +45,44 @@ impl LocalOutput {
         if bytes.is_empty() {
             return Ok(());
         }
-        match kind {
-            OutputKind::Stdout => {
+        match (&self.sink, kind) {
+            (Sink::Local, OutputKind::Stdout) => {
                 let mut stdout = std::io::stdout().lock();
                 stdout.write_all(bytes)?;
                 stdout.flush()?;
-                self.stdout += bytes.len() as u64;
             }
-            OutputKind::Stderr => {
+            (Sink::Local, OutputKind::Stderr) => {
                 let mut stderr = std::io::stderr().lock();
                 stderr.write_all(bytes)?;
                 stderr.flush()?;
-                self.stderr += bytes.len() as u64;
             }
+            #[cfg(unix)]
+            (Sink::Mux(socket), kind) => socket.output(kind, bytes)?,
+        }
+        match kind {
+            OutputKind::Stdout => self.stdout += bytes.len() as u64,
+            OutputKind::Stderr => self.stderr += bytes.len() as u64,
         }
         Ok(())
+    }
+
+    /// One line of rmm's own on stderr (`rmm: ` is put in front).
+    pub(crate) fn note(&self, line: &str) {
+        self.sink.note(line);
+    }
+}
+
+impl Sink {
+    /// One line of rmm's own on stderr (`rmm: ` is put in front); best effort.
+    pub(crate) fn note(&self, line: &str) {
+        match self {
+            Self::Local => {
+                let _ = writeln!(std::io::stderr(), "rmm: {line}");
+            }
+            #[cfg(unix)]
+            Self::Mux(socket) => {
+                let _ = socket.note(line);
+            }
+        }
     }
 }
