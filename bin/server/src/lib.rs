@@ -1,6 +1,7 @@
 //! rmm-server's wiring: the production ports over one store ([`wiring`]) and the system
 //! clock and id generator ([`system`]). `main.rs` holds the configuration and the commands.
 
+pub mod admission;
 pub mod front_door;
 pub mod http_server;
 pub mod limits;
