@@ -306,13 +306,13 @@ impl Shared {
     fn connected(&self, handshake: Duration, first: bool) {
         if first {
             self.connected.fetch_add(1, Ordering::Relaxed);
+            lock(&self.handshakes).push(handshake);
         } else {
             self.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         self.live.fetch_add(1, Ordering::Relaxed);
         self.last_connect_ns
             .fetch_max(nanos(self.epoch.elapsed()), Ordering::Relaxed);
-        lock(&self.handshakes).push(handshake);
     }
 
     fn pong(&self, payload: &[u8]) {
@@ -443,6 +443,7 @@ impl Fleet {
         self.shared.epoch.elapsed().as_secs_f64()
     }
 
+    /// The handshakes of the agents' first connections.
     #[must_use]
     pub fn handshakes(&self) -> Vec<Duration> {
         lock(&self.shared.handshakes).clone()

@@ -7,30 +7,30 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rmm_e2e::agent::ScriptedAgent;
 use rmm_e2e::pg::sqlite_url;
 use rmm_e2e::real_agent::agent_command;
 use rmm_e2e::server::TestServer;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-/// An upgrade request that announces a body and never sends it: the server answers it, but
-/// the connection is not upgraded (so not registered) until the body has arrived, and its
-/// handshake slot stays taken meanwhile.
-async fn hold_a_slot(server: &TestServer, key: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    let request = format!(
-        "GET /api/v1/agent/ws HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\
-         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 5\r\n\r\n",
-        server.addr
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    stream
+/// Keeps the server's handshakes busy until `stop`: `tasks` loops, each connecting with
+/// `key` and dropping the connection at once.
+fn flood(server: &TestServer, key: &str, tasks: usize, stop: Arc<AtomicBool>) {
+    for _ in 0..tasks {
+        let (url, key, stop) = (server.ws_url(), key.to_owned(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = ScriptedAgent::connect(&url, Some(&key)).await;
+            }
+        });
+    }
 }
 
 /// The status, `Retry-After` and body of a refused upgrade with `key`; `None` if upgraded.
@@ -67,19 +67,79 @@ async fn handshakes_beyond_the_limit_are_shed_with_retry_after_and_a_real_agent_
     let (_, holder_key) = server.register_agent(&token, "holder").await.unwrap();
     let (agent_id, agent_key) = server.register_agent(&token, "real").await.unwrap();
 
-    // With the only slot taken, an upgrade (even with a good key) is shed at once.
-    let mut held = hold_a_slot(&server, &holder_key).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, retry_after, body) = refusal(&server, &agent_key).await.expect("shed");
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(retry_after.as_deref(), Some("1"));
-    assert!(body.contains(r#""code":"server_busy""#), "{body}");
+    // Many handshakes at once against one slot and no queue: those that find the slot
+    // taken are shed at once, with the hint and the code.
+    let attempts = (0..40).map(|_| refusal(&server, &holder_key));
+    let answers = futures_util::future::join_all(attempts).await;
+    let shed: Vec<_> = answers.iter().flatten().collect();
+    assert!(shed.len() >= 10, "{} of 40 shed", shed.len());
+    for (status, retry_after, body) in &shed {
+        assert_eq!(*status, 503, "{body}");
+        // The hint grows with the handshakes shed this second, from 1 s up to 10 s.
+        let hint: u64 = retry_after.as_deref().unwrap().parse().unwrap();
+        assert!((1..=10).contains(&hint), "{hint}");
+        assert!(body.contains(r#""code":"server_busy""#), "{body}");
+    }
 
-    // A real agent is shed too, and says it will come back after the server's hint.
-    let mut agent = agent_command(&server, &agent_key, &[]).unwrap();
+    // A real agent started while the handshakes are flooded is shed too, and comes back
+    // after the server's hint; once the flood stops it connects.
+    let stop = Arc::new(AtomicBool::new(false));
+    flood(&server, &holder_key, 24, Arc::clone(&stop));
+    let mut shed_agent = None;
+    for _ in 0..5 {
+        let (agent, lines) = spawn_logged_agent(&server, &agent_key);
+        let started = Instant::now();
+        while hint(&lines).is_none() && started.elapsed() < Duration::from_secs(8) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(hint) = hint(&lines) {
+            shed_agent = Some((agent, hint));
+            break;
+        }
+        // It won the slot before being shed (the flood is not a lock): try again.
+        drop(agent);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (mut agent, hint) = shed_agent.expect("a real agent shed with a hint");
+    stop.store(true, Ordering::Relaxed);
+    let shed_at = Instant::now();
+    // It comes back no sooner than the hint, and within twice the hint (plus slack).
+    let hint = Duration::from_secs(hint);
+    while !connected(&server, &token, &agent_id).await {
+        assert!(
+            shed_at.elapsed() < hint * 2 + Duration::from_secs(10),
+            "not back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = shed_at.elapsed();
+    assert!(
+        back + Duration::from_millis(300) >= hint,
+        "back after {back:?}, hint {hint:?}"
+    );
+    agent.kill().await.unwrap();
+}
+
+async fn connected(server: &TestServer, token: &str, agent_id: &str) -> bool {
+    let (_, agents) = server
+        .call(reqwest::Method::GET, "/api/v1/agents", Some(token), None)
+        .await
+        .unwrap();
+    agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["agent_id"] == agent_id && a["connected"] == true)
+}
+
+type Lines = Arc<Mutex<Vec<String>>>;
+
+/// A real `rmm-agent` whose log lines are collected.
+fn spawn_logged_agent(server: &TestServer, key: &str) -> (Child, Lines) {
+    let mut agent = agent_command(server, key, &[]).unwrap();
     agent.env("RUST_LOG", "warn").stderr(Stdio::piped());
     let mut agent = agent.spawn().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let lines = Lines::default();
     let mut stderr = BufReader::new(agent.stderr.take().unwrap()).lines();
     tokio::spawn({
         let lines = Arc::clone(&lines);
@@ -90,35 +150,21 @@ async fn handshakes_beyond_the_limit_are_shed_with_retry_after_and_a_real_agent_
             }
         }
     });
-    let busy = |lines: &Mutex<Vec<String>>| {
-        lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains("server busy (HTTP 503)") && l.contains("retry_after_secs=1"))
-            .count()
-    };
-    let started = Instant::now();
-    while busy(&lines) < 2 && started.elapsed() < Duration::from_secs(15) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Two 503s at least a hint apart: the agent waited for it, not its 1 s backoff's zero.
-    assert!(busy(&lines) >= 2, "the agent did not retry after the hint");
-    assert!(started.elapsed() >= Duration::from_secs(1));
-    let (_, agents) = server
-        .call(reqwest::Method::GET, "/api/v1/agents", Some(&token), None)
-        .await
-        .unwrap();
-    let listed = agents.as_array().unwrap().iter().find(|a| a["agent_id"] == agent_id.as_str());
-    assert_eq!(listed.unwrap()["connected"], false);
+    (agent, lines)
+}
 
-    // The slot frees up: the agent connects within twice the hint (plus slack).
-    held.write_all(b"xxxxx").await.unwrap();
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_millis(200), held.read_to_end(&mut rest)).await;
-    drop(held);
-    let freed = Instant::now();
-    server.wait_connected(&token, &agent_id).await.unwrap();
-    assert!(freed.elapsed() < Duration::from_secs(5), "{:?}", freed.elapsed());
-    agent.kill().await.unwrap();
+/// The hint (seconds) of the first time the agent said the server was busy and it would
+/// come back after the server's hint.
+fn hint(lines: &Lines) -> Option<u64> {
+    lines.lock().unwrap().iter().find_map(|l| {
+        if !l.contains("server busy (HTTP 503)") {
+            return None;
+        }
+        let value = l.split("retry_after_secs=").nth(1)?;
+        value
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    })
 }

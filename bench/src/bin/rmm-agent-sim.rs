@@ -242,7 +242,7 @@ async fn run(cli: &Cli, target: Target) -> anyhow::Result<SimFigures> {
         Some(dir) => Some(storm(&fleet, dir, Duration::from_secs(cli.storm_deadline_secs)).await?),
         None => None,
     };
-    if let Some(why) = fleet.first_drop() {
+    if let Some(why) = fleet.first_drop().filter(|_| counts.dropped > 0) {
         notes.push(format!(
             "{} connections ended early; the first because: {why}",
             counts.dropped
