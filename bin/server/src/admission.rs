@@ -150,7 +150,8 @@ mod tests {
         assert_eq!(hint_secs(500, 500), 2);
         assert_eq!(hint_secs(2_600, 500), 6);
         assert_eq!(hint_secs(1_000_000, 500), MAX_HINT_SECS);
-        assert_eq!(hint_secs(3, 0), MAX_HINT_SECS);
+        // A step of zero counts as one.
+        assert_eq!(hint_secs(3, 0), 4);
     }
 
     #[tokio::test]

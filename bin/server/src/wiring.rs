@@ -22,7 +22,9 @@ use crate::admission::{Admission, AdmissionSettings};
 use crate::front_door::FrontDoor;
 use crate::system::{RandomIds, SystemClock};
 use rmm_auth::{Argon2Credentials, Jwt};
-use rmm_gateway::agents::{Capabilities, ConnectionTimings, WsAgentGateway, run_agent_connection};
+use rmm_gateway::agents::{
+    Capabilities, ConnectionTimings, Peer, WsAgentGateway, run_agent_connection,
+};
 use rmm_gateway::streams::BroadcastStreams;
 use rmm_http::client_addr::ClientAddr;
 use rmm_http::{Api, error_as_json, json_error};
@@ -253,8 +255,7 @@ where
                 socket,
                 options.timings,
                 shutdown,
-                remote,
-                admitted,
+                Peer { remote, admitted },
             )
         })
         .into_response()

@@ -25,6 +25,14 @@ struct Link<'a, P: Ports<Gateway = WsAgentGateway>> {
     warnings: Mutex<WarnBudget>,
 }
 
+/// Who connected: its client address, and the admission slot its handshake holds until the
+/// connection is registered (the server's admission control; dropped then).
+#[derive(Debug)]
+pub struct Peer {
+    pub remote: String,
+    pub admitted: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// Runs one authenticated agent's WebSocket until it ends, then runs the disconnect use case.
 pub async fn run_agent_connection<P>(
     app: Arc<App<P>>,
@@ -33,11 +41,11 @@ pub async fn run_agent_connection<P>(
     socket: WebSocketStream,
     timings: ConnectionTimings,
     shutdown: watch::Receiver<bool>,
-    remote: String,
-    admitted: tokio::sync::OwnedSemaphorePermit,
+    peer: Peer,
 ) where
     P: Ports<Gateway = WsAgentGateway>,
 {
+    let Peer { remote, admitted } = peer;
     let gateway = app.gateway();
     let (tx, outbound) = mpsc::channel(OUTBOUND_QUEUE);
     let agent = record.id;

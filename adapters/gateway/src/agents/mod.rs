@@ -29,7 +29,7 @@ mod pty_tests;
 pub use pty::{PTY_CONTROL_QUEUE, PTY_EVENTS_QUEUE};
 pub use stdin::FINAL_ACK_TIMEOUT as STDIN_FINAL_ACK_TIMEOUT;
 
-pub use connection::run_agent_connection;
+pub use connection::{Peer, run_agent_connection};
 pub(crate) use registry::FileLink;
 pub use registry::WsAgentGateway;
 
