@@ -14,7 +14,7 @@
 #   --smoke             tiny sizes
 #   --debug             use the debug build (cargo build), not --release
 #   --no-build          use the binaries already in target/ as they are
-#   --sim-agents N      simulated agents for --sim (default 10000; smoke 200)
+#   --sim-agents N      simulated agents for --sim (default 19500; smoke 200)
 #   --report FILE       where to write the report (default BENCHMARKS.md)
 #   --results DIR       keep the JSON rows there (default: a temp folder)
 #   --keep              keep the work folder (logs, configs) for inspection
@@ -110,7 +110,8 @@ else
     STREAM_RUNS=5
     FILE_MIB=1024
     FILE_RUNS=3
-    SIM_AGENTS="${SIM_AGENTS:-10000}"
+    # ~19.5k: the most one process holds under this machine's hard open-file limit (20,000).
+    SIM_AGENTS="${SIM_AGENTS:-19500}"
     SIM_HOLD=30
     SIM_RAMP=1000
     OPENS_AGENTS=1000
@@ -213,10 +214,10 @@ ADMIN_PASSWORD="bench-admin-password-$RANDOM$RANDOM"
 export RMM_BENCH_PASSWORD="$ADMIN_PASSWORD"
 JWT_SECRET="bench-jwt-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
-# start_server NAME DATABASE_URL: sets SERVER_URL, SERVER_PID, TOKEN.
+# start_server NAME DATABASE_URL [PORT]: sets SERVER_URL, SERVER_PID, TOKEN.
 start_server() {
-    local name="$1" db="$2" port
-    port="$("$BENCH" free-port)"
+    local name="$1" db="$2" port="${3:-}"
+    [ -n "$port" ] || port="$("$BENCH" free-port)"
     mkdir -p "$WORK/$name"
     # The open-file limit is raised to its hard limit: each agent holds a socket. One token
     # opens from many workers at once, so the per-user session cap is lifted.
@@ -538,10 +539,28 @@ if wants sim; then
         fi
         ws="ws://${SERVER_URL#http://}"
         if RMM_ADMIN_TOKEN="$TOKEN" "$SIM" --server "$ws" --keys-file "$keys" --register "$register"; then
+            # The heartbeat interval is the real agent's default (30 s). After the windows the
+            # simulator asks for a restart (the storm): the server is killed with the fleet
+            # connected and started again on the same port and database.
+            storm="$WORK/storm"
+            mkdir -p "$storm"
             measure sim "$SIM_AGENTS agents" "$out" -- "$SIM" --server "$ws" \
                 --agents "$SIM_AGENTS" --keys-file "$keys" --heartbeat-secs 30 \
                 --ramp-per-sec "$SIM_RAMP" --bind-ips 127.0.0.1-127.0.0.20 \
-                --server-pid "$SERVER_PID" --hold-secs "$SIM_HOLD" --out "$out"
+                --server-pid "$SERVER_PID" --hold-secs "$SIM_HOLD" --storm-dir "$storm" \
+                --out "$out" &
+            sim_job=$!
+            while [ ! -f "$storm/ready" ] && kill -0 "$sim_job" 2>/dev/null; do sleep 0.2; done
+            if [ -f "$storm/ready" ]; then
+                log "part 4: restarting the server (SIGKILL) with the fleet connected"
+                kill -KILL "$SERVER_PID" 2>/dev/null || true
+                wait "$SERVER_PID" 2>/dev/null || true
+                port="${SERVER_URL##*:}"
+                if start_server sim "sqlite://$WORK/sim/rmm.db" "$port"; then
+                    echo "$SERVER_PID SIGKILL" >"$storm/restarted"
+                fi
+            fi
+            wait "$sim_job" || true
         else
             na sim "$SIM_AGENTS agents" "registering the agents failed" "$out"
         fi

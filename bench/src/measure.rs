@@ -192,6 +192,37 @@ pub struct SimFigures {
     pub rtt_method: String,
     pub server_nofile_limit: Option<u64>,
     pub notes: Vec<String>,
+    /// Percent of one core while the sampled connections ping (the round-trip window);
+    /// `server_cpu_window_pct` is measured with no pings (idle agents, heartbeats only).
+    #[serde(default)]
+    pub server_cpu_pinging_pct: Option<f64>,
+    /// The server restarted with the fleet connected (`--storm-dir`).
+    #[serde(default)]
+    pub storm: Option<StormFigures>,
+}
+
+/// All agents back after a server restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StormFigures {
+    /// How the server was stopped (`SIGKILL`, `SIGTERM`).
+    pub signal: String,
+    /// Agents connected before the restart.
+    pub agents: usize,
+    /// Agents connected again by the deadline.
+    pub back: usize,
+    /// From the first lost connection to the last agent back; `None` if not all came back.
+    pub all_back_secs: Option<f64>,
+    /// From the first lost connection to the new server's start.
+    pub restart_secs: f64,
+    pub deadline_secs: f64,
+    /// Upgrades answered 503 with Retry-After, and other failed dials, during the storm.
+    pub busy: u64,
+    pub failed_dials: u64,
+    /// Answered 401 (an agent refused for good would show here).
+    pub rejected: u64,
+    /// The new server's peak RSS and its CPU from its start to the last agent back.
+    pub server_peak_rss_kib: u64,
+    pub server_cpu_pct: f64,
 }
 
 /// Tunnel opens and closes through the API.

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::measure::{Figures, Latency, Measurement, OpensFigures, Part, SimFigures, Throughput};
 use crate::procfs::Machine;
 
+mod idle;
 pub mod merge;
 mod terminal;
 
@@ -329,6 +330,7 @@ fn targets(out: &mut String, rows: &[Measurement]) {
             );
         }
     }
+    idle::targets(out, sims.iter().max_by_key(|s| s.connected).copied());
     let opens: Vec<&OpensFigures> = part(rows, Part::Opens)
         .into_iter()
         .filter_map(|m| match &m.figures {

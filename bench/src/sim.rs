@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _, TryStreamExt as _};
+use rmm_agent_runtime::{AgentTimings, Backoff, parse_retry_after, random_unit, rejected_delay};
 use rmm_protocol::{
     AgentMessage, HeartbeatPayload, ServerMessage, TerminalOutput, TunnelDataPayload, encode,
 };
@@ -33,6 +34,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::api::Api;
@@ -219,10 +221,16 @@ pub struct SimOptions {
 /// Counters of the fleet.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counts {
-    /// Handshakes that completed.
+    /// Agents that completed a handshake at least once.
     pub connected: usize,
+    /// Handshakes after a lost connection (the agent redialled, as the real agent does).
+    pub reconnects: usize,
+    /// Upgrades answered 503 (the server shedding handshakes) and 401.
+    pub busy: u64,
+    pub rejected: u64,
     /// Connections open now.
     pub live: usize,
+    /// Dial attempts that failed (each is retried as the real agent retries).
     pub failed: usize,
     /// Connections that ended before the stop (the server closed or the socket failed).
     pub dropped: usize,
@@ -235,6 +243,9 @@ pub struct Counts {
 struct Shared {
     epoch: Instant,
     connected: AtomicUsize,
+    reconnects: AtomicUsize,
+    busy: AtomicU64,
+    rejected: AtomicU64,
     live: AtomicUsize,
     failed: AtomicUsize,
     dropped: AtomicUsize,
@@ -245,6 +256,8 @@ struct Shared {
     /// Nanoseconds from `epoch` to the latest completed handshake.
     last_connect_ns: AtomicU64,
     measuring: AtomicBool,
+    /// Whether the sampled connections ping (off while idle CPU is measured).
+    pinging: AtomicBool,
     rtts: Mutex<Vec<Duration>>,
     handshakes: Mutex<Vec<Duration>>,
     first_error: Mutex<Option<String>>,
@@ -265,6 +278,9 @@ impl Shared {
         Self {
             epoch: Instant::now(),
             connected: AtomicUsize::new(0),
+            reconnects: AtomicUsize::new(0),
+            busy: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             live: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
@@ -274,6 +290,7 @@ impl Shared {
             commands: AtomicU64::new(0),
             last_connect_ns: AtomicU64::new(0),
             measuring: AtomicBool::new(false),
+            pinging: AtomicBool::new(true),
             rtts: Mutex::new(Vec::new()),
             handshakes: Mutex::new(Vec::new()),
             first_error: Mutex::new(None),
@@ -286,12 +303,16 @@ impl Shared {
         lock(&self.first_error).get_or_insert(why);
     }
 
-    fn connected(&self, handshake: Duration) {
-        self.connected.fetch_add(1, Ordering::Relaxed);
+    fn connected(&self, handshake: Duration, first: bool) {
+        if first {
+            self.connected.fetch_add(1, Ordering::Relaxed);
+            lock(&self.handshakes).push(handshake);
+        } else {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
         self.live.fetch_add(1, Ordering::Relaxed);
         self.last_connect_ns
             .fetch_max(nanos(self.epoch.elapsed()), Ordering::Relaxed);
-        lock(&self.handshakes).push(handshake);
     }
 
     fn pong(&self, payload: &[u8]) {
@@ -352,7 +373,7 @@ impl Fleet {
         let mut last_report = Instant::now();
         loop {
             let c = self.counts();
-            if c.connected + c.failed >= self.requested || self.shared.epoch.elapsed() >= deadline {
+            if c.connected >= self.requested || self.shared.epoch.elapsed() >= deadline {
                 break;
             }
             if last_report.elapsed() >= Duration::from_secs(2) {
@@ -382,6 +403,9 @@ impl Fleet {
         let s = &self.shared;
         Counts {
             connected: s.connected.load(Ordering::Relaxed),
+            reconnects: s.reconnects.load(Ordering::Relaxed),
+            busy: s.busy.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
             live: s.live.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
             dropped: s.dropped.load(Ordering::Relaxed),
@@ -396,12 +420,30 @@ impl Fleet {
         self.shared.measuring.store(on, Ordering::Relaxed);
     }
 
+    /// Whether the sampled connections ping (they do from the start).
+    pub fn set_pinging(&self, on: bool) {
+        self.shared.pinging.store(on, Ordering::Relaxed);
+    }
+
     /// The round trips recorded so far (and forgets them).
     #[must_use]
     pub fn take_rtts(&self) -> Vec<Duration> {
         std::mem::take(&mut *lock(&self.shared.rtts))
     }
 
+    /// Seconds from the fleet's start to the latest completed handshake.
+    #[must_use]
+    pub fn last_connect_secs(&self) -> f64 {
+        self.shared.last_connect_ns.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// Seconds since the fleet's start.
+    #[must_use]
+    pub fn now_secs(&self) -> f64 {
+        self.shared.epoch.elapsed().as_secs_f64()
+    }
+
+    /// The handshakes of the agents' first connections.
     #[must_use]
     pub fn handshakes(&self) -> Vec<Duration> {
         lock(&self.shared.handshakes).clone()
@@ -471,36 +513,89 @@ async fn launch(
     tasks
 }
 
+/// One simulated agent: dials, serves until the connection is lost, and redials by the real
+/// agent's rule (`rmm_agent_runtime`'s [`Backoff`] with its default timings: full-jitter
+/// exponential backoff, a 503's `Retry-After` honoured with jitter, a 401 retried slowly)
+/// until the fleet stops.
 async fn agent(
     index: usize,
     key: AgentKey,
     opts: Arc<SimOptions>,
     shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
     sampled: bool,
 ) {
     let ip = opts.bind_ips[index % opts.bind_ips.len()];
-    let started = Instant::now();
-    let socket =
-        match tokio::time::timeout(opts.connect_timeout, connect(&opts.target, ip, &key.key)).await
-        {
-            Ok(Ok(socket)) => socket,
-            Ok(Err(e)) => return shared.failed(format!("{e:#}")),
+    let timings = AgentTimings::default();
+    let mut backoff = Backoff::new(
+        timings.backoff_base,
+        timings.backoff_cap,
+        timings.stable_after,
+    );
+    // The ramp's permit bounds the first attempt's handshakes in flight only.
+    let mut permit = Some(permit);
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        let dialled =
+            tokio::time::timeout(opts.connect_timeout, connect(&opts.target, ip, &key.key)).await;
+        drop(permit.take());
+        let delay = match dialled {
+            Ok(Ok(socket)) => {
+                shared.connected(started.elapsed(), first);
+                first = false;
+                let ended = serve(socket, index, &opts, &shared, stop.clone(), sampled).await;
+                shared.live.fetch_sub(1, Ordering::Relaxed);
+                let Some(why) = ended else { return };
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                lock(&shared.first_drop).get_or_insert(why);
+                backoff.connection_lasted(started.elapsed());
+                backoff.next_delay(random_unit())
+            }
+            Ok(Err(Dial::Busy(hint))) => {
+                shared.busy.fetch_add(1, Ordering::Relaxed);
+                backoff.after_busy(hint, random_unit())
+            }
+            Ok(Err(Dial::Rejected)) => {
+                shared.rejected.fetch_add(1, Ordering::Relaxed);
+                shared.failed("the server rejected the agent key (HTTP 401)".into());
+                rejected_delay(timings.rejected_retry, random_unit())
+            }
+            Ok(Err(Dial::Failed(e))) => {
+                shared.failed(format!("{e:#}"));
+                backoff.next_delay(random_unit())
+            }
             Err(_) => {
-                return shared.failed(format!(
+                shared.failed(format!(
                     "handshake took longer than {} s",
                     opts.connect_timeout.as_secs()
                 ));
+                backoff.next_delay(random_unit())
             }
         };
-    drop(permit);
-    shared.connected(started.elapsed());
-    let ended = serve(socket, index, &opts, &shared, stop, sampled).await;
-    shared.live.fetch_sub(1, Ordering::Relaxed);
-    if let Some(why) = ended {
-        shared.dropped.fetch_add(1, Ordering::Relaxed);
-        lock(&shared.first_drop).get_or_insert(why);
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Why a dial failed, as the real agent tells them apart.
+enum Dial {
+    /// 503, with the `Retry-After` hint if any.
+    Busy(Option<Duration>),
+    /// 401.
+    Rejected,
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Dial {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Failed(e)
     }
 }
 
@@ -509,7 +604,7 @@ async fn connect(
     target: &Target,
     ip: Ipv4Addr,
     key: &str,
-) -> anyhow::Result<WebSocketStream<TcpStream>> {
+) -> Result<WebSocketStream<TcpStream>, Dial> {
     let socket = TcpSocket::new_v4().context("socket")?;
     socket
         .bind(SocketAddr::new(IpAddr::V4(ip), 0))
@@ -518,8 +613,12 @@ async fn connect(
         .connect(target.addr)
         .await
         .with_context(|| format!("connect {} from {ip}", target.addr))?;
-    stream.set_nodelay(true)?;
-    let mut request = target.url.as_str().into_client_request()?;
+    stream.set_nodelay(true).context("TCP_NODELAY")?;
+    let mut request = target
+        .url
+        .as_str()
+        .into_client_request()
+        .context("request")?;
     request.headers_mut().insert(
         "authorization",
         format!("Bearer {key}")
@@ -529,10 +628,27 @@ async fn connect(
     let config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0);
-    let (socket, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-        .await
-        .context("WebSocket handshake")?;
-    Ok(socket)
+    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(match response.status() {
+                StatusCode::SERVICE_UNAVAILABLE => Dial::Busy(
+                    response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after),
+                ),
+                StatusCode::UNAUTHORIZED => Dial::Rejected,
+                status => Dial::Failed(anyhow::anyhow!(
+                    "the server answered the upgrade with HTTP {status}"
+                )),
+            })
+        }
+        Err(e) => Err(Dial::Failed(
+            anyhow::Error::new(e).context("WebSocket handshake"),
+        )),
+    }
 }
 
 /// An agent's life: answer the server, heartbeat, ping when sampled, until stopped. Returns
@@ -584,6 +700,9 @@ async fn serve(
                 }
             }
             _ = ping.tick(), if sampled => {
+                if !shared.pinging.load(Ordering::Relaxed) {
+                    continue;
+                }
                 let sent = nanos(shared.epoch.elapsed()).to_be_bytes();
                 if let Err(e) = socket.send(Message::Ping(bytes::Bytes::copy_from_slice(&sent))).await {
                     return Some(format!("ping failed: {e}"));

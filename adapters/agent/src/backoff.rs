@@ -4,6 +4,11 @@
 //!
 //! Full jitter (a uniform delay in `[0, ceiling]`) spreads thousands of agents that lost the
 //! same server at the same instant, so a restarted server is not hit by all of them at once.
+//!
+//! A server at capacity answers the upgrade `503` with `Retry-After: N` (seconds): the agent
+//! then waits in `[N, 2N)` (the hint, jittered so the shed agents do not come back together),
+//! without growing its backoff: the server is up and said when to come back, so a storm of
+//! reconnects never pushes an agent out to the backoff's cap.
 
 use std::time::Duration;
 
@@ -57,6 +62,26 @@ impl Backoff {
     pub fn failures(&self) -> u32 {
         self.failures
     }
+
+    /// The delay after the server answered the upgrade `503`, given its `Retry-After` hint
+    /// (see [`parse_retry_after`]) and a uniform draw `unit` in `[0, 1)`: with a hint, in
+    /// `[hint, 2 × hint)` (the hint capped at the backoff's cap), the failure count unchanged;
+    /// without one (or `Retry-After: 0`), an ordinary failure ([`Self::next_delay`]).
+    pub fn after_busy(&mut self, retry_after: Option<Duration>, unit: f64) -> Duration {
+        match retry_after.filter(|hint| !hint.is_zero()) {
+            Some(hint) => {
+                let hint = hint.min(self.cap);
+                hint + hint.mul_f64(unit.clamp(0.0, 1.0))
+            }
+            None => self.next_delay(unit),
+        }
+    }
+}
+
+/// A `Retry-After` header's value in seconds (its HTTP-date form is not honoured: `None`).
+#[must_use]
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// The slow retry after the server rejected our key: around `every`, jittered to
@@ -132,6 +157,35 @@ mod tests {
         b.connection_lasted(secs(60));
         assert_eq!(b.failures(), 0);
         assert_eq!(b.next_delay(1.0), secs(1));
+    }
+
+    #[test]
+    fn a_busy_server_is_retried_after_its_hint_with_jitter_and_the_backoff_kept() {
+        let mut b = backoff();
+        b.next_delay(0.5);
+        b.next_delay(0.5);
+        assert_eq!(b.after_busy(Some(secs(3)), 0.0), secs(3));
+        assert_eq!(
+            b.after_busy(Some(secs(3)), 0.5),
+            Duration::from_millis(4500)
+        );
+        assert!(b.after_busy(Some(secs(3)), 0.999_999) < secs(6));
+        // The hint does not count as a failure: the next refusal continues from 2.
+        assert_eq!(b.failures(), 2);
+        // A hint beyond the cap is capped; none (or zero) is an ordinary failure.
+        assert_eq!(b.after_busy(Some(secs(3600)), 0.0), secs(60));
+        assert_eq!(b.after_busy(None, 1.0), secs(4));
+        assert_eq!(b.after_busy(Some(Duration::ZERO), 1.0), secs(8));
+        assert_eq!(b.failures(), 4);
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_only() {
+        assert_eq!(parse_retry_after("7"), Some(secs(7)));
+        assert_eq!(parse_retry_after(" 2 "), Some(secs(2)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after(""), None);
     }
 
     #[test]

@@ -194,6 +194,17 @@ fn retry_delay(
             tracing::error!(server = %config.server, retry_in_secs = delay.as_secs(), "server rejected the agent key (HTTP 401): check --key / RMM_AGENT_KEY; retrying slowly");
             Ok(delay)
         }
+        DialError::Busy(retry_after) => {
+            if config.once {
+                return Err(AgentError::Unreachable {
+                    server: config.server.to_string(),
+                    reason: "the server is at capacity (HTTP 503)".into(),
+                });
+            }
+            let delay = backoff.after_busy(retry_after, backoff::random_unit());
+            tracing::warn!(server = %config.server, retry_after_secs = retry_after.map(|d| d.as_secs()), retry_in_secs = format_args!("{:.1}", delay.as_secs_f64()), "server busy (HTTP 503); retrying after its hint");
+            Ok(delay)
+        }
         DialError::Failed(reason) => {
             if config.once {
                 return Err(AgentError::Unreachable {
@@ -214,6 +225,8 @@ type Sink = SplitSink<Socket, Message>;
 enum DialError {
     /// HTTP 401 on the upgrade: retrying soon cannot help.
     Rejected,
+    /// HTTP 503: the server sheds handshakes; its `Retry-After` hint, if any.
+    Busy(Option<Duration>),
     Failed(String),
 }
 
@@ -242,6 +255,16 @@ async fn dial(config: &AgentConfig, connector: Option<Connector>) -> Result<Sock
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(WsError::Http(response))) if response.status() == StatusCode::UNAUTHORIZED => {
             Err(DialError::Rejected)
+        }
+        Ok(Err(WsError::Http(response)))
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            let hint = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(backoff::parse_retry_after);
+            Err(DialError::Busy(hint))
         }
         Ok(Err(WsError::Http(response))) => Err(DialError::Failed(format!(
             "the server answered the upgrade with HTTP {}",

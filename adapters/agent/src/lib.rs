@@ -23,7 +23,7 @@ mod terminals;
 mod tls;
 mod tunnel;
 
-pub use backoff::{Backoff, rejected_delay};
+pub use backoff::{Backoff, parse_retry_after, random_unit, rejected_delay};
 pub use chunker::CHUNK;
 pub use config::{AgentConfig, AgentKey, AgentTimings, ConfigError, ServerUrl};
 pub use connection::{AgentError, run};

@@ -7,13 +7,13 @@
 //! `--register N --admin-token T` registers N agents through the API and writes their keys
 //! to `--keys-file` instead.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use rmm_bench::api::Api;
-use rmm_bench::measure::{self, Figures, Measurement, Part, SimFigures};
+use rmm_bench::measure::{self, Figures, Measurement, Part, SimFigures, StormFigures};
 use rmm_bench::sim::{
     Fleet, SimOptions, Target, parse_bind_ips, read_keys, register_many, write_keys,
 };
@@ -65,6 +65,14 @@ struct Cli {
     /// An admin's token, for --register.
     #[arg(long, env = "RMM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Measure a server restart with the fleet connected: after the windows, write
+    /// DIR/ready, then time until every agent is back; whoever restarts the server writes
+    /// the new server's pid and the signal used (`PID SIGNAL`) to DIR/restarted.
+    #[arg(long)]
+    storm_dir: Option<PathBuf>,
+    /// Seconds the agents have to come back after a restart.
+    #[arg(long, default_value_t = 120)]
+    storm_deadline_secs: u64,
     /// Write the measurement (JSON) here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -207,19 +215,34 @@ async fn run(cli: &Cli, target: Target) -> anyhow::Result<SimFigures> {
         notes.push(format!("first connection failure: {e}"));
     }
     // Let start-up work (first heartbeats, presence flushes) settle before measuring.
+    // Idle first: heartbeats only, no pings from the sample.
+    fleet.set_pinging(false);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let window = Duration::from_secs(cli.hold_secs.max(1));
     let cpu_start = ticks(pid);
-    fleet.set_measuring(true);
     let window_started = std::time::Instant::now();
     tokio::time::sleep(window).await;
     let window_secs = window_started.elapsed().as_secs_f64();
-    fleet.set_measuring(false);
     let cpu_end = ticks(pid);
     let rss_loaded = rss(pid);
-    let rtts = fleet.take_rtts();
     let counts = fleet.counts();
-    if let Some(why) = fleet.first_drop() {
+    // Then the round trips, with the sample pinging.
+    fleet.set_pinging(true);
+    let rtt_window = window.min(Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_ping_start = ticks(pid);
+    fleet.set_measuring(true);
+    let rtt_started = std::time::Instant::now();
+    tokio::time::sleep(rtt_window).await;
+    fleet.set_measuring(false);
+    let rtt_secs = rtt_started.elapsed().as_secs_f64();
+    let cpu_ping_end = ticks(pid);
+    let rtts = fleet.take_rtts();
+    let storm = match &cli.storm_dir {
+        Some(dir) => Some(storm(&fleet, dir, Duration::from_secs(cli.storm_deadline_secs)).await?),
+        None => None,
+    };
+    if let Some(why) = fleet.first_drop().filter(|_| counts.dropped > 0) {
         notes.push(format!(
             "{} connections ended early; the first because: {why}",
             counts.dropped
@@ -271,5 +294,94 @@ async fn run(cli: &Cli, target: Target) -> anyhow::Result<SimFigures> {
         ),
         server_nofile_limit: server_nofile,
         notes,
+        server_cpu_pinging_pct: Some(cpu_pct(
+            cpu_ping_end.saturating_sub(cpu_ping_start),
+            rtt_secs,
+        )),
+        storm,
     })
+}
+
+/// The restart: waits for the first lost connection after DIR/ready, reads the new server
+/// from DIR/restarted, and times until every agent connected before is connected again.
+async fn storm(fleet: &Fleet, dir: &Path, deadline: Duration) -> anyhow::Result<StormFigures> {
+    let before = fleet.counts();
+    std::fs::write(dir.join("ready"), b"ready\n").context("writing the storm's ready file")?;
+    eprintln!(
+        "rmm-agent-sim: {} agents connected; waiting for the server's restart",
+        before.live
+    );
+    let waited = std::time::Instant::now();
+    while fleet.counts().dropped == before.dropped {
+        if waited.elapsed() > Duration::from_secs(60) {
+            bail!("no connection was lost within 60 s of asking for the restart");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let lost_at = fleet.now_secs();
+    let restarted = dir.join("restarted");
+    let (pid, signal) = loop {
+        if let Ok(text) = std::fs::read_to_string(&restarted)
+            && let Some((pid, signal)) = text.trim().split_once(' ')
+        {
+            break (
+                pid.parse::<u32>().context("the restarted server's pid")?,
+                signal.to_owned(),
+            );
+        }
+        if waited.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "the server was not restarted within 120 s ({} missing)",
+                restarted.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let restart_secs = fleet.now_secs() - lost_at;
+    let mut peak = 0;
+    let mut all_back_secs = None;
+    let mut last_report = std::time::Instant::now();
+    loop {
+        let c = fleet.counts();
+        peak = peak.max(procfs::rss_kib(pid).unwrap_or(0));
+        if c.live >= before.live {
+            all_back_secs = Some(fleet.last_connect_secs() - lost_at);
+            break;
+        }
+        if fleet.now_secs() - lost_at > deadline.as_secs_f64() {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            eprintln!(
+                "rmm-agent-sim: {} of {} back, {} answered 503",
+                c.live,
+                before.live,
+                c.busy - before.busy
+            );
+            last_report = std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = fleet.counts();
+    let up_secs = fleet.now_secs() - lost_at - restart_secs;
+    let cpu = procfs::cpu_ticks(pid).unwrap_or(0) as f64 / procfs::TICKS_PER_SEC;
+    let figures = StormFigures {
+        signal,
+        agents: before.live,
+        back: c.live,
+        all_back_secs,
+        restart_secs,
+        deadline_secs: deadline.as_secs_f64(),
+        busy: c.busy - before.busy,
+        failed_dials: (c.failed - before.failed) as u64,
+        rejected: c.rejected - before.rejected,
+        server_peak_rss_kib: peak,
+        server_cpu_pct: if up_secs > 0.0 {
+            cpu / up_secs * 100.0
+        } else {
+            0.0
+        },
+    };
+    eprintln!("rmm-agent-sim: storm: {figures:?}");
+    Ok(figures)
 }

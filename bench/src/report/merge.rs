@@ -74,7 +74,11 @@ pub fn target_part(row: &str) -> Option<Part> {
         Some(Part::Stream)
     } else if text.starts_with("keystroke echo") || text.starts_with("terminal output") {
         Some(Part::Terminal)
-    } else if text.contains("idle agents") {
+    } else if text.contains("idle agents")
+        || text.starts_with("server RSS per idle agent")
+        || text.starts_with("server CPU with those agents idle")
+        || text.starts_with("all agents back after a server restart")
+    {
         Some(Part::Sim)
     } else if text.contains("tunnel opens/s") {
         Some(Part::Opens)

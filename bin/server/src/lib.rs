@@ -2,6 +2,7 @@
 //! clock and id generator ([`system`]). `main.rs` holds the configuration and the commands.
 
 pub mod access_log;
+pub mod admission;
 pub mod front_door;
 pub mod http_server;
 pub mod limits;

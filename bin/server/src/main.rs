@@ -198,6 +198,8 @@ struct Settings {
     trusted_proxies: TrustedProxies,
     #[command(flatten)]
     front_door: FrontDoorSettings,
+    #[command(flatten)]
+    admission: rmm_server::admission::AdmissionSettings,
 }
 
 #[tokio::main]
@@ -378,6 +380,7 @@ async fn serve_command<S: Store>(
         tls,
         trusted_proxies: settings.trusted_proxies.clone(),
         limits,
+        admission: settings.admission,
     };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

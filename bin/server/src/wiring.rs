@@ -18,10 +18,13 @@ use rmm_application::{
 use rmm_domain::CloseReason;
 use tokio::sync::watch;
 
+use crate::admission::{Admission, AdmissionSettings};
 use crate::front_door::FrontDoor;
 use crate::system::{RandomIds, SystemClock};
 use rmm_auth::{Argon2Credentials, Jwt};
-use rmm_gateway::agents::{Capabilities, ConnectionTimings, WsAgentGateway, run_agent_connection};
+use rmm_gateway::agents::{
+    Capabilities, ConnectionTimings, Peer, WsAgentGateway, run_agent_connection,
+};
 use rmm_gateway::streams::BroadcastStreams;
 use rmm_http::client_addr::ClientAddr;
 use rmm_http::{Api, error_as_json, json_error};
@@ -119,6 +122,8 @@ pub struct ServeOptions {
     pub trusted_proxies: rmm_http::client_addr::TrustedProxies,
     /// Request and connection limits.
     pub limits: crate::limits::Limits,
+    /// Agent handshakes run and queued at once (beyond: 503 with Retry-After).
+    pub admission: AdmissionSettings,
 }
 
 impl Default for ServeOptions {
@@ -130,6 +135,7 @@ impl Default for ServeOptions {
             tls: None,
             trusted_proxies: rmm_http::client_addr::TrustedProxies::default(),
             limits: crate::limits::Limits::default(),
+            admission: AdmissionSettings::default(),
         }
     }
 }
@@ -184,6 +190,7 @@ async fn agent_ws<P>(
     app: Data<&Arc<App<P>>>,
     options: Data<&Arc<ServeOptions>>,
     shutdown: Data<&watch::Receiver<bool>>,
+    admission: Data<&Arc<Admission>>,
 ) -> Response
 where
     P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>,
@@ -194,6 +201,12 @@ where
             ApiErrorCode::Unauthenticated,
             "missing agent key: send Authorization: Bearer <agent_key>",
         );
+    };
+    // Held until the connection is registered (or the handshake fails): bounds the key
+    // digests, lookups and registrations a reconnecting fleet makes at once.
+    let admitted = match admission.enter().await {
+        Ok(permit) => permit,
+        Err(shed) => return busy(shed.retry_after_secs),
     };
     let agent = match app.authenticate_agent(key).await {
         Ok(agent) => agent,
@@ -233,14 +246,7 @@ where
     let app = Arc::clone(&app);
     let options = Arc::clone(&options);
     let shutdown = shutdown.clone();
-    // Small buffers: most agents idle, and tungstenite's defaults (128 KiB read buffer, 64 MiB
-    // messages) would cost memory per connection and let one agent make us buffer a lot.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_message_size(Some(options.max_agent_frame))
-        .max_frame_size(Some(options.max_agent_frame));
-    ws.config(config)
+    ws.config(agent_ws_config(options.max_agent_frame))
         .on_upgrade(move |socket| {
             run_agent_connection(
                 app,
@@ -249,10 +255,39 @@ where
                 socket,
                 options.timings,
                 shutdown,
-                remote,
+                Peer { remote, admitted },
             )
         })
         .into_response()
+}
+
+/// The agents' WebSocket settings. Small buffers: most agents idle, and tungstenite's defaults
+/// (128 KiB read buffer, 64 MiB messages) would cost memory per connection and let one agent
+/// make us buffer a lot. The read buffer grows to a frame's length as that frame arrives
+/// (tungstenite reserves it from the frame's header), so it only bounds idle memory.
+fn agent_ws_config(max_frame: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(AGENT_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
+}
+
+/// The read buffer of an agent's WebSocket, allocated when it connects.
+const AGENT_READ_BUFFER: usize = 4 * 1024;
+
+/// `503 server_busy` with `Retry-After`: the agent handshake was shed (see [`Admission`]).
+fn busy(retry_after_secs: u64) -> Response {
+    let mut response = json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ApiErrorCode::ServerBusy,
+        "too many agents connecting at once; retry after Retry-After seconds",
+    );
+    response.headers_mut().insert(
+        poem::http::header::RETRY_AFTER,
+        poem::http::HeaderValue::from(retry_after_secs),
+    );
+    response
 }
 
 /// The web console (`/` and `/ui/*path`); its errors are the API's JSON errors.
@@ -291,6 +326,7 @@ where
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let console = console();
+    let admission = Arc::new(Admission::new(options.admission));
     Route::new()
         .nest("/", api)
         .at("/api/v1/openapi.json", spec)
@@ -315,6 +351,7 @@ where
         .data(jwt)
         .data(options)
         .data(shutdown)
+        .data(admission)
         .with(console)
         .catch_all_error(error_as_json)
         .with(front_door)

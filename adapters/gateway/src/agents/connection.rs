@@ -25,6 +25,14 @@ struct Link<'a, P: Ports<Gateway = WsAgentGateway>> {
     warnings: Mutex<WarnBudget>,
 }
 
+/// Who connected: its client address, and the admission slot its handshake holds until the
+/// connection is registered (the server's admission control; dropped then).
+#[derive(Debug)]
+pub struct Peer {
+    pub remote: String,
+    pub admitted: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// Runs one authenticated agent's WebSocket until it ends, then runs the disconnect use case.
 pub async fn run_agent_connection<P>(
     app: Arc<App<P>>,
@@ -33,10 +41,11 @@ pub async fn run_agent_connection<P>(
     socket: WebSocketStream,
     timings: ConnectionTimings,
     shutdown: watch::Receiver<bool>,
-    remote: String,
+    peer: Peer,
 ) where
     P: Ports<Gateway = WsAgentGateway>,
 {
+    let Peer { remote, admitted } = peer;
     let gateway = app.gateway();
     let (tx, outbound) = mpsc::channel(OUTBOUND_QUEUE);
     let agent = record.id;
@@ -44,7 +53,9 @@ pub async fn run_agent_connection<P>(
     // Checked again now that it is registered: a revoke or a new key that committed while
     // this connection was being set up (after its key was checked) finds it registered, or
     // is seen here.
-    if !app.still_admitted(agent, record.key_digest).await {
+    // The set-up and clean-up calls are boxed: their futures live only for a moment, and
+    // unboxed they would size the task of every idle connection for its whole life.
+    if !Box::pin(app.still_admitted(agent, record.key_digest)).await {
         tracing::warn!(agent_id = %agent, %remote, "agent revoked or its key replaced while it connected; connection dropped");
         gateway.unregister(agent, generation);
         // A live agent list may have shown it connected for that moment.
@@ -53,17 +64,18 @@ pub async fn run_agent_connection<P>(
     }
     let previous = previous.map(|(mode, old_remote)| (mode.session(), old_remote));
     if let Some((_, old_remote)) = &previous {
-        app.agent_replaced(agent, old_remote, &remote).await;
+        Box::pin(app.agent_replaced(agent, old_remote, &remote)).await;
     }
     // The tunnel the replaced connection held is gone with it (its own cleanup will find
     // itself replaced and do nothing).
-    if let Err(e) = app
-        .agent_connected(agent, previous.and_then(|(session, _)| session))
-        .await
+    if let Err(e) =
+        Box::pin(app.agent_connected(agent, previous.and_then(|(session, _)| session))).await
     {
         tracing::error!(agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "could not close the tunnel of the agent's previous connection");
     }
     tracing::info!(agent_id = %agent, generation, "agent connected");
+    // Set up: the next handshake may run (the server's admission control).
+    drop(admitted);
     let link = Link {
         app: &app,
         agent,
@@ -77,7 +89,7 @@ pub async fn run_agent_connection<P>(
     let mode = gateway.unregister(agent, generation);
     tracing::info!(agent_id = %agent, generation, reason = why, "agent disconnected");
     if let Some(mode) = mode
-        && let Err(e) = app.agent_disconnected(agent, mode.session()).await
+        && let Err(e) = Box::pin(app.agent_disconnected(agent, mode.session())).await
     {
         tracing::error!(agent_id = %agent, error = %e, source = ?std::error::Error::source(&e), "could not close the sessions of a disconnected agent");
     }
@@ -92,14 +104,17 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
         mut shutdown: watch::Receiver<bool>,
     ) -> &'static str {
         let (mut sink, mut stream): (Sink, SplitStream<WebSocketStream>) = socket.split();
-        let mut ping = tokio::time::interval(self.timings.ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut deadline = tokio::time::Instant::now() + self.timings.read_idle;
+        // One timer for both the pings and the read deadline: an inbound frame only stamps
+        // `clock.inbound` (no timer is re-armed per frame), and the timer wakes at whichever
+        // comes first.
+        let mut clock = Clock::new(tokio::time::Instant::now(), self.timings);
+        let timer = tokio::time::sleep_until(clock.inbound);
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 frame = stream.next() => {
-                    deadline = tokio::time::Instant::now() + self.timings.read_idle;
-                    if let Some(why) = self.inbound(frame, &mut sink).await {
+                    clock.inbound = tokio::time::Instant::now();
+                    if let Some(why) = Box::pin(self.inbound(frame, &mut sink)).await {
                         return why;
                     }
                 }
@@ -113,12 +128,20 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
                         return "write failed or timed out";
                     }
                 }
-                _ = ping.tick() => {
-                    if !self.write(&mut sink, Message::Ping(Vec::new())).await {
-                        return "ping failed or timed out";
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    match clock.due(now) {
+                        Due::Dead => return "no traffic within the read deadline (dead peer)",
+                        Due::Ping => {
+                            if !self.write(&mut sink, Message::Ping(Vec::new())).await {
+                                return "ping failed or timed out";
+                            }
+                            clock.pinged = now;
+                        }
+                        Due::Nothing => {}
                     }
+                    timer.as_mut().reset(clock.next_wake());
                 }
-                () = tokio::time::sleep_until(deadline) => return "no traffic within the read deadline (dead peer)",
                 _ = shutdown.changed() => {
                     // Flush what is queued (the tunnel_close of shutdown) before closing.
                     while let Ok(message) = outbound.try_recv() {
@@ -367,6 +390,49 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
     }
 }
 
+/// When a connection pings and when it is dead, from two instants: the last inbound frame
+/// and the last ping. Pings go every `ping_interval` (the first at once), whatever comes in.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    inbound: tokio::time::Instant,
+    pinged: tokio::time::Instant,
+    timings: ConnectionTimings,
+}
+
+/// What the connection's timer found due.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    Dead,
+    Ping,
+    Nothing,
+}
+
+impl Clock {
+    fn new(now: tokio::time::Instant, timings: ConnectionTimings) -> Self {
+        Self {
+            inbound: now,
+            // As if pinged one interval ago: the first ping goes at once.
+            pinged: now.checked_sub(timings.ping_interval).unwrap_or(now),
+            timings,
+        }
+    }
+
+    fn due(&self, now: tokio::time::Instant) -> Due {
+        if now >= self.inbound + self.timings.read_idle {
+            Due::Dead
+        } else if now >= self.pinged + self.timings.ping_interval {
+            Due::Ping
+        } else {
+            Due::Nothing
+        }
+    }
+
+    /// The next instant something may be due.
+    fn next_wake(&self) -> tokio::time::Instant {
+        (self.pinged + self.timings.ping_interval).min(self.inbound + self.timings.read_idle)
+    }
+}
+
 /// Warnings about one connection's unusable frames logged per [`WARN_WINDOW`].
 const WARNINGS_PER_WINDOW: u32 = 10;
 /// The window of [`WARNINGS_PER_WINDOW`].
@@ -478,10 +544,33 @@ fn clip(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use tokio::time::Instant;
     use uuid::Uuid;
 
     use super::*;
+
+    #[test]
+    fn the_clock_pings_every_interval_and_declares_a_silent_peer_dead() {
+        let timings = ConnectionTimings {
+            ping_interval: Duration::from_secs(20),
+            read_idle: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+        };
+        let start = Instant::now();
+        let mut clock = Clock::new(start, timings);
+        assert_eq!(clock.due(start), Due::Ping);
+        clock.pinged = start;
+        assert_eq!(clock.next_wake(), start + Duration::from_secs(20));
+        assert_eq!(clock.due(start + Duration::from_secs(19)), Due::Nothing);
+        // Inbound traffic does not delay the pings, only the deadline.
+        clock.inbound = start + Duration::from_secs(15);
+        assert_eq!(clock.due(start + Duration::from_secs(20)), Due::Ping);
+        clock.pinged = start + Duration::from_secs(60);
+        assert_eq!(clock.next_wake(), start + Duration::from_secs(75));
+        assert_eq!(clock.due(start + Duration::from_secs(75)), Due::Dead);
+    }
 
     #[test]
     fn warnings_are_limited_per_window_and_the_suppressed_ones_counted() {

@@ -30,7 +30,7 @@ impl FileLink {
 
     async fn send(&self, message: ServerMessage) -> Result<(), FileOpError> {
         self.outbound
-            .send(Outbound::Message(message))
+            .send(Outbound::message(message))
             .await
             .map_err(|_| FileOpError::AgentGone)
     }

@@ -499,7 +499,7 @@ impl ControlTask {
 
     async fn send(&self, message: ServerMessage) -> Result<(), ()> {
         self.outbound
-            .send(Outbound::Message(message))
+            .send(Outbound::message(message))
             .await
             .map_err(|_| ())
     }

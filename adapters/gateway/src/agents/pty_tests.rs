@@ -47,7 +47,7 @@ async fn connected(capabilities: Capabilities) -> Agent {
     });
     assert!(matches!(
         outbound.recv().await,
-        Some(Outbound::Message(ServerMessage::TunnelOpen { .. }))
+        Some(Outbound::Message(m)) if matches!(*m, ServerMessage::TunnelOpen { .. })
     ));
     gateway.on_ready(id, generation, session);
     assert_eq!(open.await.unwrap(), Ok(OpenReply::Ready));
@@ -91,7 +91,7 @@ impl Agent {
 
     async fn next_message(&mut self) -> ServerMessage {
         match self.next().await {
-            Outbound::Message(message) => message,
+            Outbound::Message(message) => *message,
             other => panic!("expected a message, got {other:?}"),
         }
     }
@@ -597,7 +597,7 @@ async fn stdin_streams_within_the_window_ends_and_waits_for_the_last_ack() {
                 assert_eq!(frame.offset, received.len() as u64);
                 received.extend_from_slice(&frame.data);
             }
-            Outbound::Message(message) => break message,
+            Outbound::Message(message) => break *message,
             Outbound::Close(why) => panic!("closed: {why}"),
         }
     };

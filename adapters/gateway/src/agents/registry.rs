@@ -40,7 +40,7 @@ impl Connection {
     /// Queues a message without waiting; a full queue drops it (the caller does not care:
     /// every use is a best-effort close).
     pub(crate) fn push(&self, message: ServerMessage) -> bool {
-        self.outbound.try_send(Outbound::Message(message)).is_ok()
+        self.outbound.try_send(Outbound::message(message)).is_ok()
     }
 }
 
@@ -95,7 +95,7 @@ impl Drop for FileLink {
         if !self.finished {
             let _ = self
                 .outbound
-                .try_send(Outbound::Message(ServerMessage::FileCancel {
+                .try_send(Outbound::message(ServerMessage::FileCancel {
                     channel_id: self.channel.to_string(),
                 }));
         }
@@ -348,7 +348,7 @@ impl WsAgentGateway {
     ) -> Result<(), GatewayError> {
         connection
             .outbound
-            .try_send(Outbound::Message(message))
+            .try_send(Outbound::message(message))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => GatewayError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => GatewayError::NotConnected,
@@ -384,7 +384,7 @@ mod tests {
         });
         assert!(matches!(
             rx.recv().await,
-            Some(Outbound::Message(ServerMessage::TunnelOpen { .. }))
+            Some(Outbound::Message(m)) if matches!(*m, ServerMessage::TunnelOpen { .. })
         ));
         assert_eq!(gateway.pending_open(agent), Some(session));
         gateway.on_ready(agent, generation, session);
@@ -409,7 +409,10 @@ mod tests {
         drop(link);
         assert_eq!(channels_open(&gateway, agent), 0);
         match rx.try_recv() {
-            Ok(Outbound::Message(ServerMessage::FileCancel { channel_id })) => {
+            Ok(Outbound::Message(m)) if matches!(&*m, ServerMessage::FileCancel { .. }) => {
+                let ServerMessage::FileCancel { channel_id } = *m else {
+                    unreachable!()
+                };
                 assert_eq!(channel_id, channel);
             }
             other => panic!("expected file_cancel, got {other:?}"),

@@ -124,7 +124,7 @@ impl Feed<'_> {
     /// `stdin_end`: the command sees EOF.
     async fn end(&self) -> Result<(), StdinError> {
         self.outbound
-            .send(Outbound::Message(ServerMessage::StdinEnd {
+            .send(Outbound::message(ServerMessage::StdinEnd {
                 channel_id: self.channel.to_string(),
             }))
             .await
