@@ -2,6 +2,7 @@
 //! only on a terminal, filter from `RUST_LOG`), and waiting for the signal to stop.
 
 /// Installs the log subscriber; `default_filter` applies when `RUST_LOG` is unset.
+#[cfg(feature = "env-filter")]
 pub fn init_logging(default_filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
