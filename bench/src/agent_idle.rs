@@ -29,7 +29,7 @@ pub struct AgentIdleFigures {
 /// The idle sshd connection's RSS when it was last measured here (OpenSSH 9.2p1, Debian 12,
 /// bench/run.sh --agent on 2026-12-01: `sshd: rmmbench [priv]` plus `sshd: rmmbench@notty`),
 /// shown when a run has no sshd.
-pub const PREVIOUS_SSHD_RSS_KIB: Option<u64> = None;
+pub const PREVIOUS_SSHD_RSS_KIB: Option<u64> = Some(15_244);
 
 /// `Threads:` of `/proc/<pid>/status`.
 ///
