@@ -7,7 +7,7 @@
 #   bench/run.sh --smoke              every part at tiny sizes (CI: bench/smoke.sh)
 #   bench/run.sh --terminal           one part; merged into the BENCHMARKS.md already there
 #
-# Parts: --roundtrip --stream --files --sim --opens --terminal (none given: all). A run of
+# Parts: --roundtrip --stream --files --sim --opens --terminal --agent (none given: all). A run of
 # some parts merges its figures into the report already at --report (the other parts'
 # rows are kept, and the header gains this run's command, date and load average).
 # Options:
@@ -40,7 +40,7 @@ export RUST_LIB_BACKTRACE=0 RUST_BACKTRACE=0
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-ALL_PARTS=(roundtrip stream files sim opens terminal)
+ALL_PARTS=(roundtrip stream files sim opens terminal agent)
 PARTS=()
 SMOKE=0
 PROFILE=release
@@ -53,7 +53,7 @@ ARGS="$*"
 LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)"
 while [ "$#" -gt 0 ]; do
     case "$1" in
-        --roundtrip | --stream | --files | --sim | --opens | --terminal) PARTS+=("${1#--}") ;;
+        --roundtrip | --stream | --files | --sim | --opens | --terminal | --agent) PARTS+=("${1#--}") ;;
         --smoke) SMOKE=1 ;;
         --debug) PROFILE=debug ;;
         --no-build) BUILD=0 ;;
@@ -104,6 +104,7 @@ if [ "$SMOKE" = 1 ]; then
     TERM_ECHO_ITER=50
     TERM_RAW_MIB=3 # base64 of 3 MiB: ~4 MB of text
     TERM_RUNS=2
+    AGENT_SETTLE=3
 else
     RT_ITER=200
     STREAM_RAW_MIB=768 # base64 of 768 MiB: ~1.04 GB of text
@@ -120,6 +121,7 @@ else
     TERM_ECHO_ITER=1000
     TERM_RAW_MIB=768 # as the stream: ~1.04 GB of text
     TERM_RUNS=5
+    AGENT_SETTLE=10
 fi
 case "$SIM_AGENTS" in '' | *[!0-9]*) die "--sim-agents must be a number" ;; esac
 b64_text() { awk -v m="$1" 'BEGIN { b = int((m * 1048576 + 2) / 3) * 4; printf "%.0f MB", (b + int(b / 76)) / 1e6 }'; }
@@ -133,26 +135,38 @@ add_size stream "stream: ${STREAM_BYTES_TEXT} of base64 text × ${STREAM_RUNS}"
 add_size files "files: ${FILE_MIB} MiB × ${FILE_RUNS} each way"
 add_size sim "simulator: ${SIM_AGENTS} agents, ${SIM_HOLD} s window"
 add_size opens "opens: ${OPENS_AGENTS} agents, ${OPENS_CONC} concurrent, ${OPENS_SECS} s per database"
+add_size agent "agent: idle ${AGENT_SETTLE} s"
 add_size terminal "terminal: ${TERM_ECHO_ITER} echoes per client, cat of ${TERM_BYTES_TEXT} of base64 text × ${TERM_RUNS}"
 [ "$SMOKE" = 1 ] && SIZES="smoke — $SIZES"
 
 # --- build ---------------------------------------------------------------------
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+# The agent measured is the one shipped: in a release run, the `agent` profile's
+# (Cargo.toml: size-optimised, LTO, stripped), built by its own cargo run.
 if [ "$PROFILE" = release ]; then
     BIN="$TARGET_DIR/release"
-    build=(cargo build --release --bins -p rmm-server -p rmm-agent -p rmm-cli -p rmm-bench)
+    AGENT_BIN="$TARGET_DIR/agent/rmm-agent"
+    build=(cargo build --release --bins -p rmm-server -p rmm-cli -p rmm-bench)
+    build_agent=(cargo build --profile agent -p rmm-agent)
 else
     BIN="$TARGET_DIR/debug"
+    AGENT_BIN="$BIN/rmm-agent"
     build=(cargo build --bins -p rmm-server -p rmm-agent -p rmm-cli -p rmm-bench)
+    build_agent=()
 fi
 if [ "$BUILD" = 1 ]; then
     log "${build[*]} (once; a release build takes minutes on 2 cores)"
     "${build[@]}" >&2 || die "the build failed; fix it, or pass --no-build to measure the binaries already in $BIN"
+    if [ "${#build_agent[@]}" -gt 0 ]; then
+        log "${build_agent[*]}"
+        "${build_agent[@]}" >&2 || die "the agent's build failed"
+    fi
 else
     PROFILE="$PROFILE (prebuilt binaries, --no-build)"
 fi
-for b in rmm-server rmm-agent rmm-bench rmm-agent-sim; do
-    [ -x "$BIN/$b" ] || die "$BIN/$b is missing: build it (drop --no-build)"
+[ "$PROFILE" = debug ] || PROFILE="$PROFILE; rmm-agent: the agent profile (target/agent)"
+for b in "$BIN/rmm-server" "$AGENT_BIN" "$BIN/rmm-bench" "$BIN/rmm-agent-sim"; do
+    [ -x "$b" ] || die "$b is missing: build it (drop --no-build)"
 done
 BENCH="$BIN/rmm-bench"
 SIM="$BIN/rmm-agent-sim"
@@ -251,7 +265,7 @@ start_agent() {
     AGENT_ID="${line%%$'\t'*}"
     key="${line#*$'\t'}"
     RMM_SERVER="ws://${SERVER_URL#http://}" RMM_AGENT_KEY="$key" RUST_LOG=warn \
-        "$BIN/rmm-agent" >"$WORK/agent-$1.log" 2>&1 &
+        "$AGENT_BIN" >"$WORK/agent-$1.log" 2>&1 &
     AGENT_PID=$!
     STARTED_PIDS+=("$AGENT_PID")
     "$BENCH" wait-agent --server "$SERVER_URL" --agent-id "$AGENT_ID" --timeout-secs 30
@@ -367,7 +381,7 @@ EOF
     log "sshd on 127.0.0.1:$SSH_PORT (user $SSH_USER, /bin/sh), ControlMaster up"
 }
 
-if wants roundtrip || wants stream || wants files || wants terminal; then
+if wants roundtrip || wants stream || wants files || wants terminal || wants agent; then
     setup_ssh || { SSH_OK=0; log "OpenSSH baseline not available: $SSH_WHY"; }
 fi
 SSH_VERSION="$(ssh -V 2>&1 || true)"
@@ -523,6 +537,32 @@ if wants roundtrip || wants stream || wants files || wants terminal; then
     stop_pid "${AGENT_PID:-}"
     stop_pid "${SERVER_PID:-}"
 fi
+
+# --- part 7: the idle agent ------------------------------------------------------------------
+# A real agent on its own server, connected and left alone; beside it the sshd processes of
+# the ControlMaster's connection (idle too), the memory one ssh connection costs a host.
+part_agent() {
+    local out="$RESULTS/agent-1.json" sshd=() priv
+    log "part 7: the idle agent (${AGENT_SETTLE} s idle)"
+    if [ "$SSH_OK" = 1 ] && [ -n "$SSHD_PID" ]; then
+        # OpenSSH 9.2: the listener's child is the connection's privileged monitor, whose
+        # child runs as the user; both exist per connection.
+        for priv in $(pgrep -P "$SSHD_PID" || true); do
+            sshd+=("$priv")
+            sshd+=($(pgrep -P "$priv" || true))
+        done
+    fi
+    if start_server agent "sqlite://$WORK/agent/rmm.db" && start_agent idle; then
+        measure agent "rmm-agent idle" "$out" -- \
+            "$BENCH" agent-idle --pid "$AGENT_PID" --binary "$AGENT_BIN" \
+            --settle-secs "$AGENT_SETTLE" --sshd-pids "$(IFS=,; echo "${sshd[*]}")" --out "$out"
+    else
+        na agent "rmm-agent idle" "the server or the agent did not start" "$out"
+    fi
+    stop_pid "${AGENT_PID:-}"
+    stop_pid "${SERVER_PID:-}"
+}
+if wants agent; then part_agent || log "part 7 failed"; fi
 
 # --- part 4: the agent simulator -----------------------------------------------------------
 if wants sim; then

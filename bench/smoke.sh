@@ -18,4 +18,4 @@ timeout --kill-after=15 600 bash bench/run.sh --smoke --debug \
     --results "$out/results" --report "$out/BENCHMARKS.md"
 cat "$out/BENCHMARKS.md"
 "${CARGO_TARGET_DIR:-target}/debug/rmm-bench" check --results "$out/results" \
-    --parts roundtrip,stream,files,sim,opens,terminal
+    --parts roundtrip,stream,files,sim,opens,terminal,agent

@@ -13,6 +13,7 @@
 //! WebSocket and the agents' WebSocket, spoken with the wire types of
 //! [`rmm_protocol`] so the simulator says exactly what real agents say.
 
+pub mod agent_idle;
 pub mod api;
 pub mod attack;
 pub mod limits;

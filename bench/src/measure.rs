@@ -23,17 +23,20 @@ pub enum Part {
     Sim,
     Opens,
     Terminal,
+    /// The real agent, idle: its memory and binary size.
+    Agent,
 }
 
 impl Part {
     /// Every part, in report order (section `## N.` of the report is `ALL[N - 1]`).
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Roundtrip,
         Self::Stream,
         Self::Files,
         Self::Sim,
         Self::Opens,
         Self::Terminal,
+        Self::Agent,
     ];
 
     /// The file-name prefix and flag name of the part.
@@ -46,6 +49,7 @@ impl Part {
             Self::Sim => "sim",
             Self::Opens => "opens",
             Self::Terminal => "terminal",
+            Self::Agent => "agent",
         }
     }
 }
@@ -69,6 +73,7 @@ pub enum Figures {
     Throughput(Throughput),
     Sim(Box<SimFigures>),
     Opens(OpensFigures),
+    AgentIdle(crate::agent_idle::AgentIdleFigures),
     /// The part could not run here; the reason says why and what would make it run.
     NotAvailable {
         reason: String,

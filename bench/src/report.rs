@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::measure::{Figures, Latency, Measurement, OpensFigures, Part, SimFigures, Throughput};
 use crate::procfs::Machine;
 
+mod agent;
 mod idle;
 pub mod merge;
 mod terminal;
@@ -157,6 +158,10 @@ pub fn one_line(m: &Measurement) -> String {
             ms(o.open_p99_ms),
             o.errors
         ),
+        Figures::AgentIdle(a) => format!(
+            "{} KiB RSS, {} thread(s), binary {} bytes",
+            a.rss_kib, a.threads, a.binary_bytes
+        ),
         Figures::NotAvailable { reason } => format!("not available: {reason}"),
     };
     format!("{} | {}: {figures}", m.part.as_str(), m.name)
@@ -217,6 +222,7 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
     sim(&mut out, inputs.rows);
     opens(&mut out, inputs.rows);
     terminal::section(&mut out, inputs.rows);
+    agent::section(&mut out, inputs.rows);
     if let Some(notes) = inputs.notes {
         let _ = writeln!(out, "{}", notes.trim_end());
     }
@@ -354,6 +360,7 @@ fn targets(out: &mut String, rows: &[Measurement]) {
         );
     }
     terminal::targets(out, rows);
+    agent::targets(out, rows);
     let _ = writeln!(out);
 }
 

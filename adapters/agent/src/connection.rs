@@ -230,6 +230,9 @@ enum DialError {
     Failed(String),
 }
 
+/// The WebSocket's read buffer (see [`dial`]).
+const READ_BUFFER: usize = 32 * 1024;
+
 async fn dial(config: &AgentConfig, connector: Option<Connector>) -> Result<Socket, DialError> {
     let mut request = config
         .server
@@ -246,7 +249,11 @@ async fn dial(config: &AgentConfig, connector: Option<Connector>) -> Result<Sock
     request
         .headers_mut()
         .insert(HeaderName::from_static(CAPABILITIES_HEADER), capabilities);
+    // The read buffer is zero-filled to its full size and kept for the connection's life;
+    // tungstenite's 128 KiB default was a quarter of the idle agent's own memory. Larger
+    // frames (uploads) still grow it as they arrive.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_INBOUND_MESSAGE))
         .max_frame_size(Some(MAX_INBOUND_MESSAGE));
     let attempt =

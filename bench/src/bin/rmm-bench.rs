@@ -83,6 +83,23 @@ enum Command {
     EchoCmd(EchoCmdArgs),
     /// Output throughput: `cat FILE` on a terminal, read from its WebSocket.
     TermCat(TermCatArgs),
+    /// The idle agent: its VmRSS after --settle-secs, its binary's size, and the summed VmRSS
+    /// of --sshd-pids (an idle ssh connection's sshd processes), as one row.
+    AgentIdle {
+        #[arg(long)]
+        pid: u32,
+        #[arg(long)]
+        binary: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        settle_secs: u64,
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
+        /// Comma-separated; empty: no sshd in this run.
+        #[arg(long, default_value = "")]
+        sshd_pids: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Record that a part could not run, and why.
     NotAvailable {
         #[arg(long, value_enum)]
@@ -356,6 +373,14 @@ async fn main() -> anyhow::Result<()> {
         Command::TermEcho(args) => term_echo(args).await?,
         Command::EchoCmd(args) => echo_cmd(args).await?,
         Command::TermCat(args) => term_cat(args).await?,
+        Command::AgentIdle {
+            pid,
+            binary,
+            settle_secs,
+            samples,
+            sshd_pids,
+            out,
+        } => agent_idle(pid, &binary, settle_secs, samples, &sshd_pids, &out).await?,
         Command::NotAvailable {
             part,
             name,
@@ -1184,6 +1209,38 @@ async fn term_cat(args: TermCatArgs) -> anyhow::Result<()> {
             figures,
         },
         args.append,
+    )
+}
+
+async fn agent_idle(
+    pid: u32,
+    binary: &Path,
+    settle_secs: u64,
+    samples: usize,
+    sshd_pids: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let sshd: Vec<u32> = sshd_pids
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    let settle = Duration::from_secs(settle_secs);
+    let f = rmm_bench::agent_idle::measure(pid, binary, settle, samples, &sshd).await?;
+    eprintln!(
+        "agent idle: {} KiB RSS, {} thread(s), binary {} bytes; sshd connection {:?} KiB",
+        f.rss_kib, f.threads, f.binary_bytes, f.sshd_rss_kib
+    );
+    measure::write(
+        out,
+        &Measurement {
+            part: Part::Agent,
+            name: "rmm-agent idle".into(),
+            command: format!(
+                "{} connected to rmm-server over ws://127.0.0.1, idle {settle_secs} s, then VmRSS of /proc/PID/status (largest of {samples} samples 200 ms apart); stat of the binary",
+                shown(&binary.display().to_string())
+            ),
+            figures: Figures::AgentIdle(f),
+        },
     )
 }
 

@@ -82,6 +82,8 @@ pub fn target_part(row: &str) -> Option<Part> {
         Some(Part::Sim)
     } else if text.contains("tunnel opens/s") {
         Some(Part::Opens)
+    } else if text.starts_with("idle rmm-agent") || text.starts_with("rmm-agent binary") {
+        Some(Part::Agent)
     } else {
         None
     }

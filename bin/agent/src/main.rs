@@ -4,6 +4,7 @@
 use rmm_process as process;
 
 mod enroll;
+mod runtime;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -84,13 +85,15 @@ struct FileConfig {
 
 /// A user error (missing key, bad URL, unreadable config) or a failed `--once` ends with one
 /// line, `rmm-agent: error: <cause>`, and a non-zero exit: never a backtrace.
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = process::init_logging("info") {
+    if let Err(e) = runtime::init_logging("info") {
         return process::exit_code("rmm-agent", Err(e));
     }
-    process::exit_code("rmm-agent", agent(cli).await)
+    let result = runtime::build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(agent(cli)));
+    process::exit_code("rmm-agent", result)
 }
 
 async fn agent(mut cli: Cli) -> anyhow::Result<()> {

@@ -5,25 +5,33 @@
 /// The variable choosing the log format: `text` (the default) or `json`.
 pub const LOG_FORMAT_ENV: &str = "RMM_LOG_FORMAT";
 
-/// Installs the log subscriber; `default_filter` applies when `RUST_LOG` is unset. With
-/// `RMM_LOG_FORMAT=json` every line is one JSON object: `timestamp`, `level`, `target`, the
-/// event's fields (`message` among them) at the top level, and the enclosing span's fields
-/// (a request's `request_id`) under `span`.
+/// Whether `RMM_LOG_FORMAT` asks for JSON lines (`json`) rather than text (`text`, empty or
+/// unset). With JSON every line is one object: `timestamp`, `level`, `target`, the event's
+/// fields (`message` among them) at the top level, and the enclosing span's fields (a
+/// request's `request_id`) under `span`.
 ///
 /// # Errors
-/// When `RMM_LOG_FORMAT` is neither `text` nor `json` (nothing is installed).
-pub fn init_logging(default_filter: &str) -> anyhow::Result<()> {
-    let json = match std::env::var(LOG_FORMAT_ENV) {
-        Err(std::env::VarError::NotPresent) => false,
-        Ok(v) if v.is_empty() || v == "text" => false,
-        Ok(v) if v == "json" => true,
-        Ok(other) => {
-            anyhow::bail!("{LOG_FORMAT_ENV} must be `text` or `json`, not `{other}`")
-        }
+/// When it is set to anything else.
+pub fn json_logs() -> anyhow::Result<bool> {
+    match std::env::var(LOG_FORMAT_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(false),
+        Ok(v) if v.is_empty() || v == "text" => Ok(false),
+        Ok(v) if v == "json" => Ok(true),
+        Ok(other) => anyhow::bail!("{LOG_FORMAT_ENV} must be `text` or `json`, not `{other}`"),
         Err(std::env::VarError::NotUnicode(_)) => {
             anyhow::bail!("{LOG_FORMAT_ENV} must be `text` or `json`")
         }
-    };
+    }
+}
+
+/// Installs the log subscriber; `default_filter` applies when `RUST_LOG` is unset; the
+/// format is [`json_logs`]'s.
+///
+/// # Errors
+/// As [`json_logs`] (nothing is installed).
+#[cfg(feature = "env-filter")]
+pub fn init_logging(default_filter: &str) -> anyhow::Result<()> {
+    let json = json_logs()?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_filter.into());
     let builder = tracing_subscriber::fmt()

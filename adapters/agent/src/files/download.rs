@@ -93,17 +93,21 @@ async fn hash_file(
         if let Some(stop) = task.stopped() {
             return Ok(ControlFlow::Break(stop));
         }
-        let (back_file, back_buf, read) = blocking(move || {
+        // The chunk is hashed on the blocking pool too: the agent's tasks share one thread
+        // (bin/agent/src/runtime.rs), and a megabyte of SHA-256 would hold up every other.
+        let (back_file, back_buf, back_hashes, read) = blocking(move || {
             let read = read_some(&mut file, &mut buf);
-            (file, buf, read)
+            if let Ok(read) = read {
+                hashes.update(&buf[..read]);
+            }
+            (file, buf, hashes, read)
         })
         .await?;
-        (file, buf) = (back_file, back_buf);
+        (file, buf, hashes) = (back_file, back_buf, back_hashes);
         let read = read.map_err(|e| Failure::io("read", target, &e))?;
         if read == 0 {
             break;
         }
-        hashes.update(&buf[..read]);
     }
     Ok(ControlFlow::Continue((file, hashes)))
 }
@@ -137,12 +141,16 @@ async fn send_range(
                 }
             }
         }
-        let (back, chunk) = blocking(move || {
+        // Hashed where it is read, off the agent's one runtime thread (as in pass 1).
+        let (back, back_sent, chunk) = blocking(move || {
             let chunk = read_exactly(&mut file, len);
-            (file, chunk)
+            if let Ok(Some(bytes)) = &chunk {
+                sent.update(bytes);
+            }
+            (file, sent, chunk)
         })
         .await?;
-        file = back;
+        (file, sent) = (back, back_sent);
         let chunk = match chunk {
             Ok(Some(chunk)) => chunk,
             Ok(None) => {
@@ -156,7 +164,6 @@ async fn send_range(
             }
             Err(e) => return Err(Failure::io("read", target, &e)),
         };
-        sent.update(&chunk);
         let frame = DataFrame {
             channel_id: task.channel.as_str().to_owned(),
             offset: at,
