@@ -74,7 +74,7 @@ impl SessionRepository for SqliteStore {
             " from tech_sessions where status in ('pending', 'active') and token_id in \
               (select token_id from auth_tokens where revoke_reason = 'logged_out')"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.iter().map(session_from_row).collect()
@@ -87,7 +87,7 @@ impl SessionRepository for SqliteStore {
             " from tech_sessions where token_id = ?1 and status in ('pending', 'active')"
         ))
         .bind(id_text(token.as_uuid()))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.iter().map(session_from_row).collect()
@@ -100,7 +100,7 @@ impl SessionRepository for SqliteStore {
             " from tech_sessions where session_id = ?1"
         ))
         .bind(id_text(id.as_uuid()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(store_error)?;
         row.as_ref().map(session_from_row).transpose()
@@ -112,7 +112,7 @@ impl SessionRepository for SqliteStore {
             session_columns!(),
             " from tech_sessions where status in ('pending', 'active') order by opened_at"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         sessions_from_rows(&rows)
