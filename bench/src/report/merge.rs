@@ -76,7 +76,7 @@ pub fn target_part(row: &str) -> Option<Part> {
         Some(Part::Terminal)
     } else if text.contains("idle agents") {
         Some(Part::Sim)
-    } else if text.contains("tunnel opens/s") {
+    } else if text.contains("tunnel opens/s") || text.starts_with("tunnel open, one at a time") {
         Some(Part::Opens)
     } else {
         None
