@@ -190,28 +190,35 @@ impl<P: Ports> App<P> {
         agent: AgentId,
     ) -> Result<Session, OpenTunnelError> {
         self.may_open(actor, agent).await?;
-        // Held until the pending session is stored: the cap counts it from then on.
-        let turn = self.open_gates.enter(actor.id).await;
+        // Counted until the pending session is stored: the cap counts it from then on.
+        let in_flight = self.open_gates.enter(actor.id);
         // A quick answer for the common case; the gateway checks again atomically.
         let Some(mode) = self.gateway.mode(agent) else {
             return Err(self.offline_or_over_cap(actor, agent).await);
         };
         let mut session = Session::open(self.ids.session_id(), agent, actor.id, self.clock.now());
         let cap = self.config.max_sessions_per_user;
-        match self
-            .sessions
-            .insert_pending_capped(&session, token, cap)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return Err(OpenTunnelError::TooManySessions(cap)),
-            Err(StoreError::Conflict) => {
-                let holder = self.tunnel_holder(actor, agent, Some(mode)).await;
-                return Err(OpenTunnelError::Conflict(holder));
+        loop {
+            // The user's other opens in flight may land any moment: leave room for them.
+            let others = in_flight.others();
+            match self
+                .sessions
+                .insert_pending_capped(&session, token, cap.saturating_sub(others))
+                .await
+            {
+                Ok(true) => break,
+                Ok(false) if others == 0 => return Err(OpenTunnelError::TooManySessions(cap)),
+                // Maybe only for want of room the others may not need: check again, exactly,
+                // once fewer are in flight.
+                Ok(false) => in_flight.fewer_than(others).await,
+                Err(StoreError::Conflict) => {
+                    let holder = self.tunnel_holder(actor, agent, Some(mode)).await;
+                    return Err(OpenTunnelError::Conflict(holder));
+                }
+                Err(e) => return Err(OpenTunnelError::Store(e)),
             }
-            Err(e) => return Err(OpenTunnelError::Store(e)),
         }
-        drop(turn);
+        drop(in_flight);
         let id = session.id();
         let timeout = self.config.open_timeout;
         let reply =
