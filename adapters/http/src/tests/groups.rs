@@ -162,13 +162,8 @@ async fn the_open_past_the_per_user_cap_answers_429() {
         groups: Some(g),
         ..Setup::default()
     };
-    // Connected: the store counts with the insert and refuses it.
-    s.gateway
-        .expect_mode()
-        .return_const(Some(rmm_domain::AgentMode::Heartbeat));
-    s.sessions
-        .expect_insert_pending_capped()
-        .returning(|_, _, _| Box::pin(async { Ok(false) }));
+    // Over the cap comes first even for an agent that is not connected.
+    s.gateway.expect_mode().return_const(None);
     let server = s.serve();
     let body = json!({ "agent_id": AGENT.to_string() });
     let resp = server.post("/api/v1/tunnel/open", TECH, &body).send().await;
