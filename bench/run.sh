@@ -101,6 +101,7 @@ if [ "$SMOKE" = 1 ]; then
     OPENS_AGENTS=50
     OPENS_CONC=8
     OPENS_SECS=3
+    OPENS_SINGLE=20
     TERM_ECHO_ITER=50
     TERM_RAW_MIB=3 # base64 of 3 MiB: ~4 MB of text
     TERM_RUNS=2
@@ -118,6 +119,7 @@ else
     OPENS_AGENTS=1000
     OPENS_CONC=32
     OPENS_SECS=20
+    OPENS_SINGLE=300
     TERM_ECHO_ITER=1000
     TERM_RAW_MIB=768 # as the stream: ~1.04 GB of text
     TERM_RUNS=5
@@ -134,7 +136,7 @@ add_size roundtrip "round trip: ${RT_ITER} runs per client"
 add_size stream "stream: ${STREAM_BYTES_TEXT} of base64 text × ${STREAM_RUNS}"
 add_size files "files: ${FILE_MIB} MiB × ${FILE_RUNS} each way"
 add_size sim "simulator: ${SIM_AGENTS} agents, ${SIM_HOLD} s window"
-add_size opens "opens: ${OPENS_AGENTS} agents, ${OPENS_CONC} concurrent, ${OPENS_SECS} s per database"
+add_size opens "opens: ${OPENS_AGENTS} agents, ${OPENS_CONC} concurrent, ${OPENS_SECS} s per database, then ${OPENS_SINGLE} one at a time"
 add_size agent "agent: idle ${AGENT_SETTLE} s"
 add_size terminal "terminal: ${TERM_ECHO_ITER} echoes per client, cat of ${TERM_BYTES_TEXT} of base64 text × ${TERM_RUNS}"
 [ "$SMOKE" = 1 ] && SIZES="smoke — $SIZES"
@@ -646,7 +648,7 @@ run_opens() { # backend database_url outfile
     if start_server "opens-$1" "$2"; then
         measure opens "$name" "$3" -- \
             "$BENCH" opens --server "$SERVER_URL" --agents "$OPENS_AGENTS" --concurrency "$OPENS_CONC" \
-            --secs "$OPENS_SECS" --backend "$1" --server-pid "$SERVER_PID" --out "$3"
+            --secs "$OPENS_SECS" --single "$OPENS_SINGLE" --backend "$1" --server-pid "$SERVER_PID" --out "$3"
     else
         na opens "$name" "the server did not start on $1" "$3"
     fi

@@ -98,34 +98,13 @@ pub struct App<P: Ports> {
     pub(crate) login_throttle: crate::throttle::LoginThrottle,
     /// Failed enrollments, per client address (the endpoint faces the internet).
     pub(crate) enroll_throttle: crate::throttle::LoginThrottle,
-    /// One open at a time per user from its cap check to its pending session's insert, so
-    /// racing opens cannot both pass the per-user cap.
-    pub(crate) open_gates: OpenGates,
+    /// Each user's opens in flight, so racing opens cannot both pass the per-user cap.
+    pub(crate) open_gates: crate::open_gates::OpenGates,
     /// The live terminals.
     pub(crate) terminals: crate::live_terminals::Terminals,
     /// Live agent lists: what changed, and how many each user holds.
     pub(crate) agent_events: crate::agent_events::AgentEvents,
     pub(crate) config: Config,
-}
-
-/// A lock per user (never more entries than users who opened a tunnel).
-#[derive(Debug, Default)]
-pub(crate) struct OpenGates(
-    std::sync::Mutex<std::collections::HashMap<rmm_domain::UserId, Arc<tokio::sync::Mutex<()>>>>,
-);
-
-impl OpenGates {
-    /// Waits for `user`'s turn; the turn lasts as long as the guard.
-    pub(crate) async fn enter(&self, user: rmm_domain::UserId) -> tokio::sync::OwnedMutexGuard<()> {
-        let gate = {
-            let mut gates = self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(gates.entry(user).or_default())
-        };
-        gate.lock_owned().await
-    }
 }
 
 /// The ports an [`App`] is built from.
@@ -177,7 +156,7 @@ impl<P: Ports> App<P> {
             ids: deps.ids,
             credentials: deps.credentials,
             presence: Arc::default(),
-            open_gates: OpenGates::default(),
+            open_gates: crate::open_gates::OpenGates::default(),
             terminals: crate::live_terminals::Terminals::default(),
             agent_events: crate::agent_events::AgentEvents::default(),
             running: Running::default(),

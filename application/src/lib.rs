@@ -23,6 +23,7 @@ mod groups;
 mod identity;
 mod live_terminals;
 mod maintenance;
+mod open_gates;
 mod ports;
 mod presence;
 mod recordings;

@@ -124,8 +124,9 @@ impl std::fmt::Display for TunnelHolder {
 }
 
 impl<P: Ports> App<P> {
-    /// Whether `actor` may open a tunnel to `agent` now: their role, their groups (an agent
-    /// outside them reads as not connected) and their cap on open sessions.
+    /// Whether `actor` may open a tunnel to `agent` now: their role and their groups (an
+    /// agent outside them reads as not connected). Their cap on open sessions is checked with
+    /// the insert of the pending session.
     async fn may_open(&self, actor: Actor, agent: AgentId) -> Result<(), OpenTunnelError> {
         if !actor.role.may_open_tunnels() {
             return Err(OpenTunnelError::Forbidden);
@@ -136,16 +137,18 @@ impl<P: Ports> App<P> {
         {
             return Err(OpenTunnelError::AgentOffline(agent));
         }
-        let cap = self.config.max_sessions_per_user;
-        let held = self
-            .groups
-            .open_sessions_of(actor.id)
-            .await
-            .map_err(OpenTunnelError::Store)?;
-        if held >= cap {
-            return Err(OpenTunnelError::TooManySessions(cap));
-        }
         Ok(())
+    }
+
+    /// The answer to an open of an agent that is not connected: over the cap comes first, as
+    /// it would for a connected one.
+    async fn offline_or_over_cap(&self, actor: Actor, agent: AgentId) -> OpenTunnelError {
+        let cap = self.config.max_sessions_per_user;
+        match self.groups.open_sessions_of(actor.id).await {
+            Ok(held) if held >= cap => OpenTunnelError::TooManySessions(cap),
+            Ok(_) => OpenTunnelError::AgentOffline(agent),
+            Err(e) => OpenTunnelError::Store(e),
+        }
     }
 
     /// Opens a tunnel: records a pending session, sends `tunnel_open`, and returns the active
@@ -186,23 +189,36 @@ impl<P: Ports> App<P> {
         token: Option<TokenId>,
         agent: AgentId,
     ) -> Result<Session, OpenTunnelError> {
-        // Held until the pending session is stored: the cap counts it from then on.
-        let turn = self.open_gates.enter(actor.id).await;
         self.may_open(actor, agent).await?;
+        // Counted until the pending session is stored: the cap counts it from then on.
+        let in_flight = self.open_gates.enter(actor.id);
         // A quick answer for the common case; the gateway checks again atomically.
         let Some(mode) = self.gateway.mode(agent) else {
-            return Err(OpenTunnelError::AgentOffline(agent));
+            return Err(self.offline_or_over_cap(actor, agent).await);
         };
         let mut session = Session::open(self.ids.session_id(), agent, actor.id, self.clock.now());
-        match self.sessions.insert_pending(&session, token).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict) => {
-                let holder = self.tunnel_holder(actor, agent, Some(mode)).await;
-                return Err(OpenTunnelError::Conflict(holder));
+        let cap = self.config.max_sessions_per_user;
+        loop {
+            // The user's other opens in flight may land any moment: leave room for them.
+            let others = in_flight.others();
+            match self
+                .sessions
+                .insert_pending_capped(&session, token, cap.saturating_sub(others))
+                .await
+            {
+                Ok(true) => break,
+                Ok(false) if others == 0 => return Err(OpenTunnelError::TooManySessions(cap)),
+                // Maybe only for want of room the others may not need: check again, exactly,
+                // once fewer are in flight.
+                Ok(false) => in_flight.fewer_than(others).await,
+                Err(StoreError::Conflict) => {
+                    let holder = self.tunnel_holder(actor, agent, Some(mode)).await;
+                    return Err(OpenTunnelError::Conflict(holder));
+                }
+                Err(e) => return Err(OpenTunnelError::Store(e)),
             }
-            Err(e) => return Err(OpenTunnelError::Store(e)),
         }
-        drop(turn);
+        drop(in_flight);
         let id = session.id();
         let timeout = self.config.open_timeout;
         let reply =

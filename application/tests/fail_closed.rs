@@ -48,8 +48,8 @@ fn maintenance_quiet(s: &mut Setup) {
 async fn an_activation_the_store_refuses_opens_nothing_and_tells_the_agent() {
     let mut s = Setup::default().agent_connected();
     s.sessions
-        .expect_insert_pending()
-        .returning(|_, _| Box::pin(async { Ok(()) }));
+        .expect_insert_pending_capped()
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Ready) }));

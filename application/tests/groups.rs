@@ -166,14 +166,40 @@ async fn the_open_at_the_per_user_cap_is_refused_before_the_agent_is_asked() {
     let mut g = MockGroupRepository::new();
     g.expect_may_see_agent()
         .returning(|_, _| Box::pin(async { Ok(true) }));
-    g.expect_open_sessions_of()
-        .with(eq(TECH.id))
-        .returning(|_| Box::pin(async { Ok(20) }));
-    // No gateway or session expectation: nothing is inserted, no agent asked.
-    let s = Setup {
+    let mut s = Setup {
         groups: Some(g),
         ..Setup::default()
     };
+    s.gateway
+        .expect_mode()
+        .return_const(Some(AgentMode::Heartbeat));
+    // The store counts with the insert and refuses it; no agent is asked (no expectation).
+    s.sessions
+        .expect_insert_pending_capped()
+        .withf(|_, _, cap| *cap == 20)
+        .times(1)
+        .returning(|_, _, _| Box::pin(async { Ok(false) }));
+    let refused = s.build().open_tunnel(TECH, AGENT).await;
+    assert!(
+        matches!(refused, Err(OpenTunnelError::TooManySessions(20))),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_offline_agent_at_the_cap_still_answers_the_cap_first() {
+    let mut g = MockGroupRepository::new();
+    g.expect_may_see_agent()
+        .returning(|_, _| Box::pin(async { Ok(true) }));
+    g.expect_open_sessions_of()
+        .with(eq(TECH.id))
+        .returning(|_| Box::pin(async { Ok(20) }));
+    let mut s = Setup {
+        groups: Some(g),
+        ..Setup::default()
+    };
+    s.gateway.expect_mode().return_const(None);
+    s.sessions.expect_insert_pending_capped().never();
     let refused = s.build().open_tunnel(TECH, AGENT).await;
     assert!(
         matches!(refused, Err(OpenTunnelError::TooManySessions(20))),
@@ -190,11 +216,6 @@ async fn two_opens_racing_at_the_cap_cannot_both_pass_it() {
     let mut g = MockGroupRepository::new();
     g.expect_may_see_agent()
         .returning(|_, _| Box::pin(async { Ok(true) }));
-    let counted = Arc::clone(&held);
-    g.expect_open_sessions_of().returning(move |_| {
-        let n = counted.load(Ordering::SeqCst);
-        Box::pin(async move { Ok(n) })
-    });
     let mut s = Setup {
         groups: Some(g),
         ..Setup::default()
@@ -202,15 +223,19 @@ async fn two_opens_racing_at_the_cap_cannot_both_pass_it() {
     s.gateway
         .expect_mode()
         .return_const(Some(AgentMode::Heartbeat));
-    // The insert yields before it lands, so without a turn per user the second open's count
-    // would run in between; it then fails (the open is not the subject).
+    // As the store does it, the count and the insert in one call; it yields between them,
+    // so an open that ignored the other in flight would count 19 twice. The insert then
+    // fails (the open is not the subject).
     let stored = Arc::clone(&held);
     s.sessions
-        .expect_insert_pending()
-        .times(1)
-        .returning(move |_, _| {
+        .expect_insert_pending_capped()
+        .times(2..=3)
+        .returning(move |_, _, cap| {
             let stored = Arc::clone(&stored);
             Box::pin(async move {
+                if stored.load(Ordering::SeqCst) >= cap {
+                    return Ok(false);
+                }
                 tokio::task::yield_now().await;
                 stored.fetch_add(1, Ordering::SeqCst);
                 Err(StoreError::backend(std::io::Error::other(
@@ -225,4 +250,47 @@ async fn two_opens_racing_at_the_cap_cannot_both_pass_it() {
         .filter(|r| matches!(r, Err(OpenTunnelError::TooManySessions(20))))
         .count();
     assert_eq!(capped, 1, "{first:?} / {second:?}");
+}
+
+#[tokio::test]
+async fn opens_of_one_user_below_the_cap_run_side_by_side() {
+    use std::sync::Arc;
+    let mut g = MockGroupRepository::new();
+    g.expect_may_see_agent()
+        .returning(|_, _| Box::pin(async { Ok(true) }));
+    let mut s = Setup {
+        groups: Some(g),
+        ..Setup::default()
+    };
+    s.gateway
+        .expect_mode()
+        .return_const(Some(AgentMode::Heartbeat));
+    // Each insert waits for the other to have started: opens taking turns would never get
+    // there. The inserts then fail (the open is not the subject); the cap left to each is
+    // the cap minus the other in flight, or the whole cap.
+    let both = Arc::new(tokio::sync::Barrier::new(2));
+    s.sessions
+        .expect_insert_pending_capped()
+        .withf(|_, _, cap| *cap == 19 || *cap == 20)
+        .times(2)
+        .returning(move |_, _, _| {
+            let both = Arc::clone(&both);
+            Box::pin(async move {
+                both.wait().await;
+                Err(StoreError::backend(std::io::Error::other(
+                    "not the subject",
+                )))
+            })
+        });
+    let app = s.build();
+    let (first, second) = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        tokio::join!(app.open_tunnel(TECH, AGENT), app.open_tunnel(TECH, AGENT))
+    })
+    .await
+    .expect("the two opens waited for each other");
+    assert!(matches!(first, Err(OpenTunnelError::Store(_))), "{first:?}");
+    assert!(
+        matches!(second, Err(OpenTunnelError::Store(_))),
+        "{second:?}"
+    );
 }

@@ -35,8 +35,8 @@ fn conflict(mode: AgentMode, held: Option<Session>) -> Setup {
         .with(eq(AGENT))
         .return_const(Some(mode));
     s.sessions
-        .expect_insert_pending()
-        .returning(|_, _| Box::pin(async { Err(StoreError::Conflict) }));
+        .expect_insert_pending_capped()
+        .returning(|_, _, _| Box::pin(async { Err(StoreError::Conflict) }));
     s.sessions.expect_get().with(eq(HELD)).returning(move |_| {
         let held = held.clone();
         Box::pin(async move { Ok(held) })
@@ -193,8 +193,8 @@ async fn a_gateway_busy_during_the_open_names_the_holder_and_closes_ours() {
         .with(eq(AGENT))
         .return_const(Some(AgentMode::Tunnel { session: HELD }));
     s.sessions
-        .expect_insert_pending()
-        .returning(|_, _| Box::pin(async { Ok(()) }));
+        .expect_insert_pending_capped()
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(async { Err(GatewayError::Busy) }));

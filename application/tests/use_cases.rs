@@ -16,10 +16,10 @@ use uuid::Uuid;
 async fn open_answers_active_only_after_the_agent_is_ready() {
     let mut s = Setup::default().agent_connected();
     s.sessions
-        .expect_insert_pending()
-        .withf(|sess, _| sess.status() == SessionStatus::Pending && sess.owner() == TECH.id)
+        .expect_insert_pending_capped()
+        .withf(|sess, _, _| sess.status() == SessionStatus::Pending && sess.owner() == TECH.id)
         .times(1)
-        .returning(|_, _| Box::pin(async { Ok(()) }));
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
     s.gateway
         .expect_open_tunnel()
         .with(eq(AGENT), eq(SESSION), eq(TECH.id))
@@ -44,7 +44,7 @@ async fn open_answers_active_only_after_the_agent_is_ready() {
 async fn open_of_an_offline_agent_touches_nothing() {
     let mut s = Setup::default();
     s.gateway.expect_mode().return_const(None);
-    s.sessions.expect_insert_pending().never();
+    s.sessions.expect_insert_pending_capped().never();
     let err = s.build().open_tunnel(TECH, AGENT).await.unwrap_err();
     assert!(matches!(err, OpenTunnelError::AgentOffline(a) if a == AGENT));
 }
@@ -53,8 +53,8 @@ async fn open_of_an_offline_agent_touches_nothing() {
 async fn a_refusal_closes_the_pending_session_and_is_audited() {
     let mut s = Setup::default().agent_connected();
     s.sessions
-        .expect_insert_pending()
-        .returning(|_, _| Box::pin(async { Ok(()) }));
+        .expect_insert_pending_capped()
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Refused("busy".into())) }));
@@ -80,8 +80,8 @@ async fn a_refusal_closes_the_pending_session_and_is_audited() {
 async fn an_unanswered_open_times_out_abandons_and_closes() {
     let mut s = Setup::default().agent_connected();
     s.sessions
-        .expect_insert_pending()
-        .returning(|_, _| Box::pin(async { Ok(()) }));
+        .expect_insert_pending_capped()
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(std::future::pending()));
@@ -116,8 +116,8 @@ async fn an_unanswered_open_times_out_abandons_and_closes() {
 async fn a_disconnect_during_the_handshake_closes_the_pending_session() {
     let mut s = Setup::default().agent_connected();
     s.sessions
-        .expect_insert_pending()
-        .returning(|_, _| Box::pin(async { Ok(()) }));
+        .expect_insert_pending_capped()
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(async { Err(GatewayError::Disconnected) }));
@@ -144,8 +144,8 @@ async fn a_disconnect_during_the_handshake_closes_the_pending_session() {
 async fn a_ready_that_loses_the_race_with_a_disconnect_is_not_active() {
     let mut s = Setup::default().agent_connected();
     s.sessions
-        .expect_insert_pending()
-        .returning(|_, _| Box::pin(async { Ok(()) }));
+        .expect_insert_pending_capped()
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
     s.gateway
         .expect_open_tunnel()
         .returning(|_, _, _| Box::pin(async { Ok(OpenReply::Ready) }));

@@ -249,6 +249,19 @@ pub struct OpensFigures {
     /// The server's CPU over the run, percent of one core (when its pid was given).
     #[serde(default)]
     pub server_cpu_pct: Option<f64>,
+    /// Opens one at a time after the concurrent run (none in rows from before).
+    #[serde(default)]
+    pub single: Option<SingleOpens>,
+}
+
+/// Tunnel opens one at a time: the latency of an open alone (its close is not timed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SingleOpens {
+    pub opens: usize,
+    pub open_p50_ms: f64,
+    pub open_p99_ms: f64,
+    pub errors: usize,
+    pub first_error: Option<String>,
 }
 
 /// Nearest-rank percentile of an ascending slice; 0 when empty.

@@ -9,12 +9,13 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use crate::measure::{Figures, Latency, Measurement, OpensFigures, Part, SimFigures, Throughput};
+use crate::measure::{Figures, Latency, Measurement, Part, SimFigures, Throughput};
 use crate::procfs::Machine;
 
 mod agent;
 mod idle;
 pub mod merge;
+mod opens;
 mod terminal;
 
 /// Everything the report shows besides the rows' own figures.
@@ -38,7 +39,6 @@ const TARGET_STREAM_RATIO: f64 = 1.0;
 const TARGET_AGENTS: usize = 100_000;
 const TARGET_RSS_KIB: f64 = 16.0;
 const TARGET_HEARTBEAT_P99_MS: f64 = 50.0;
-const TARGET_OPENS_PER_S: f64 = 1000.0;
 
 fn ms(x: f64) -> String {
     if x < 10.0 {
@@ -152,11 +152,18 @@ pub fn one_line(m: &Measurement) -> String {
             ms(s.rtt_p99_ms)
         ),
         Figures::Opens(o) => format!(
-            "{:.0} opens+closes/s; open p50 {} ms, p99 {} ms; {} errors",
+            "{:.0} opens+closes/s; open p50 {} ms, p99 {} ms; {} errors{}",
             o.pairs_per_s,
             ms(o.open_p50_ms),
             ms(o.open_p99_ms),
-            o.errors
+            o.errors,
+            o.single.as_ref().map_or_else(String::new, |s| format!(
+                "; one at a time: open p50 {} ms, p99 {} ms ({} opens, {} errors)",
+                ms(s.open_p50_ms),
+                ms(s.open_p99_ms),
+                s.opens,
+                s.errors
+            ))
         ),
         Figures::AgentIdle(a) => format!(
             "{} KiB RSS, {} thread(s), binary {} bytes",
@@ -220,7 +227,7 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
     stream(&mut out, inputs.rows);
     files(&mut out, inputs.rows);
     sim(&mut out, inputs.rows);
-    opens(&mut out, inputs.rows);
+    opens::section(&mut out, inputs.rows);
     terminal::section(&mut out, inputs.rows);
     agent::section(&mut out, inputs.rows);
     if let Some(notes) = inputs.notes {
@@ -337,28 +344,7 @@ fn targets(out: &mut String, rows: &[Measurement]) {
         }
     }
     idle::targets(out, sims.iter().max_by_key(|s| s.connected).copied());
-    let opens: Vec<&OpensFigures> = part(rows, Part::Opens)
-        .into_iter()
-        .filter_map(|m| match &m.figures {
-            Figures::Opens(o) => Some(o),
-            _ => None,
-        })
-        .collect();
-    if opens.is_empty() {
-        let _ = writeln!(
-            out,
-            "| ≥ {TARGET_OPENS_PER_S} tunnel opens/s | not measured (see below) | — |"
-        );
-    }
-    for o in opens {
-        let _ = writeln!(
-            out,
-            "| ≥ {TARGET_OPENS_PER_S} tunnel opens/s | {}: {:.0} opens/s (each with its close) | {} |",
-            o.backend,
-            o.pairs_per_s,
-            verdict(o.pairs_per_s >= TARGET_OPENS_PER_S)
-        );
-    }
+    opens::targets(out, rows);
     terminal::targets(out, rows);
     agent::targets(out, rows);
     let _ = writeln!(out);
@@ -548,51 +534,6 @@ fn sim(out: &mut String, rows: &[Measurement]) {
         for note in &s.notes {
             let _ = writeln!(out, "- {note}");
         }
-    }
-    not_available(out, &rows);
-    commands(out, &rows);
-}
-
-fn opens(out: &mut String, rows: &[Measurement]) {
-    let rows = part(rows, Part::Opens);
-    let _ = writeln!(out, "## 5. Tunnel opens\n");
-    if rows.is_empty() {
-        let _ = writeln!(out, "Not run (`--opens`).\n");
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "| database | agents | concurrent | seconds | opens (+ closes) | opens/s | open p50 / p99 ms | close p50 / p99 ms | errors | server CPU |\n|---|---|---|---|---|---|---|---|---|---|"
-    );
-    let mut errors = Vec::new();
-    for m in &rows {
-        let Figures::Opens(o) = &m.figures else {
-            continue;
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {:.1} | {} | {:.0} | {} / {} | {} / {} | {} | {} |",
-            o.backend,
-            o.agents,
-            o.concurrency,
-            o.secs,
-            o.pairs,
-            o.pairs_per_s,
-            ms(o.open_p50_ms),
-            ms(o.open_p99_ms),
-            ms(o.close_p50_ms),
-            ms(o.close_p99_ms),
-            o.errors,
-            o.server_cpu_pct
-                .map_or_else(|| "—".to_owned(), |c| format!("{c:.0}% of a core"))
-        );
-        if let Some(e) = &o.first_error {
-            errors.push(format!("- {}: first error: {e}", o.backend));
-        }
-    }
-    let _ = writeln!(out);
-    for e in errors {
-        let _ = writeln!(out, "{e}");
     }
     not_available(out, &rows);
     commands(out, &rows);

@@ -42,11 +42,21 @@ async fn rolled_back<T>(
     Ok(value)
 }
 
-/// Every storage port on SQLite. Cloning shares the pool.
+/// Every storage port on SQLite. Cloning shares the pools.
+///
+/// SQLite lets one connection write at a time. Every write (and every transaction) goes
+/// through `pool`, which holds exactly one connection: writers queue in the pool, fairly,
+/// instead of polling SQLite's busy handler (which sleeps 1 to 100 ms between tries and made
+/// concurrent writers wait for seconds). Plain reads go to `reader`, read-only connections
+/// that WAL lets run beside the writer; a write sent there by mistake fails loudly.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    reader: SqlitePool,
 }
+
+/// Read-only connections beside the writer (the machine's cores, at most 4).
+const READERS: u32 = 4;
 
 impl SqliteStore {
     /// Opens (creating it and its folder if missing) the database at `url` (`sqlite://path`
@@ -83,15 +93,23 @@ impl SqliteStore {
                 .with_context(|| format!("cannot create the SQLite database {shown}"))?;
         }
         let pool = SqlitePoolOptions::new()
-            .max_connections(5)
+            .max_connections(1)
+            .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open the SQLite database {shown}"))?;
         sqlx::migrate!("../../migrations/sqlite")
             .run(&pool)
             .await
             .with_context(|| format!("migrating the SQLite database {shown} failed"))?;
+        // After the migrations: the readers see the schema as it is now.
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.read_only(true))
+            .await
+            .with_context(|| format!("cannot open the SQLite database {shown} for reading"))?;
         if let Some(file) = &file {
             // SQLite gives its -wal and -shm the database file's mode; files left by an older
             // version, or copied in, may be wider.
@@ -102,10 +120,10 @@ impl SqliteStore {
             }
         }
         tracing::debug!(url = %shown, "SQLite store ready");
-        Ok(Self { pool })
+        Ok(Self { pool, reader })
     }
 
-    /// The pool, for tests and health checks.
+    /// The writer's pool (its one connection), for tests and health checks.
     #[must_use]
     pub fn pool(&self) -> &SqlitePool {
         &self.pool

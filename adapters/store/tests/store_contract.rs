@@ -405,6 +405,8 @@ contract!(
     finish_ends_one_recording_and_finish_abandoned_the_unfinished,
     a_five_mib_recording_reads_back_byte_exact_after_reopening,
     recordings_outlive_their_user_agent_and_session,
+    a_capped_insert_counts_the_owners_open_sessions_and_writes_nothing_at_the_cap,
+    an_open_that_loses_the_race_for_an_agent_leaves_no_session_and_no_entry,
 );
 
 // Users, roles and tokens (identity).
@@ -428,6 +430,11 @@ use agents_admin::*;
 #[path = "store_contract/recordings.rs"]
 mod recordings;
 use recordings::*;
+
+// The writes of a tunnel open.
+#[path = "store_contract/opens.rs"]
+mod opens;
+use opens::*;
 
 // The injected-failure suite: every audited change, with the audit insert made to fail.
 #[path = "store_contract/audited.rs"]

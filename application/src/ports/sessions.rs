@@ -23,6 +23,21 @@ pub trait SessionRepository: Send + Sync + 'static {
         opened_with: Option<TokenId>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// [`Self::insert_pending`] unless the session's owner holds `cap` pending or active
+    /// sessions already: then nothing is written and the answer is false. The count and the
+    /// insert are one statement (one round trip); callers that need the cap exact under
+    /// concurrency serialize the opens of one user around it.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the agent already has a pending or active session (and
+    /// the owner is under the cap).
+    fn insert_pending_capped(
+        &self,
+        session: &Session,
+        opened_with: Option<TokenId>,
+        cap: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// The pending or active sessions opened with a token that was logged out (what the
     /// revocation sweep closes when the logout could not).
     ///

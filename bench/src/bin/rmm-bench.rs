@@ -14,7 +14,9 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt as _;
 use rmm_bench::api::{Api, UnexpectedStatus};
-use rmm_bench::measure::{self, Figures, Latency, Measurement, OpensFigures, Part, Throughput};
+use rmm_bench::measure::{
+    self, Figures, Latency, Measurement, OpensFigures, Part, SingleOpens, Throughput,
+};
 use rmm_bench::report::{self, ReportInputs};
 use rmm_bench::sim::{Fleet, SimOptions, Target, register_many};
 use rmm_bench::terminal;
@@ -247,6 +249,9 @@ struct OpensArgs {
     /// Stop after this many open+close pairs.
     #[arg(long, default_value_t = 1_000_000)]
     max_pairs: usize,
+    /// Then this many opens one at a time (each closed untimed), for the open's latency alone.
+    #[arg(long, default_value_t = 300)]
+    single: usize,
     /// The database, for the report: sqlite or postgres.
     #[arg(long)]
     backend: String,
@@ -1068,6 +1073,7 @@ async fn opens(args: OpensArgs) -> anyhow::Result<()> {
     let server_cpu_pct = ticks_before.zip(ticks()).map(|(before, after)| {
         after.saturating_sub(before) as f64 / rmm_bench::procfs::TICKS_PER_SEC / secs * 100.0
     });
+    let single = opens_one_at_a_time(&api, &ids, args.single).await;
     let counts = fleet.counts();
     fleet.stop(Duration::from_secs(10)).await;
     if let Some(e) = &first_error {
@@ -1088,8 +1094,8 @@ async fn opens(args: OpensArgs) -> anyhow::Result<()> {
                 args.backend, args.agents, concurrency
             ),
             command: format!(
-                "POST /api/v1/tunnel/open then POST /api/v1/tunnel/close, {concurrency} concurrent loops over {} simulated agents, {} s",
-                args.agents, args.secs
+                "POST /api/v1/tunnel/open then POST /api/v1/tunnel/close, {concurrency} concurrent loops over {} simulated agents, {} s; then {} opens one at a time (the close untimed)",
+                args.agents, args.secs, args.single
             ),
             figures: Figures::Opens(OpensFigures {
                 backend: args.backend,
@@ -1105,9 +1111,47 @@ async fn opens(args: OpensArgs) -> anyhow::Result<()> {
                 errors,
                 first_error,
                 server_cpu_pct,
+                single: Some(single),
             }),
         },
     )
+}
+
+/// `n` opens one after the other (each closed before the next, the close untimed), cycling
+/// over `agents`: the latency of an open with nothing else in flight.
+async fn opens_one_at_a_time(api: &Api, agents: &[String], n: usize) -> SingleOpens {
+    let (mut opens, mut errors, mut first_error) = (Vec::with_capacity(n), 0, None);
+    for agent in agents
+        .iter()
+        .cycle()
+        .take(if agents.is_empty() { 0 } else { n })
+    {
+        let t0 = Instant::now();
+        match api.open_tunnel(agent).await {
+            Ok(session) => {
+                opens.push(t0.elapsed());
+                if let Err(e) = api.close_tunnel(&session).await {
+                    errors += 1;
+                    first_error.get_or_insert_with(|| format!("close: {e:#}"));
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| format!("open: {e:#}"));
+            }
+        }
+    }
+    let (open_p50_ms, open_p99_ms) = measure::p50_p99_ms(&opens);
+    if let Some(e) = &first_error {
+        eprintln!("opens one at a time: {errors} errors; first: {e}");
+    }
+    SingleOpens {
+        opens: opens.len(),
+        open_p50_ms,
+        open_p99_ms,
+        errors,
+        first_error,
+    }
 }
 
 /// The echo row: latency of the samples, or why there are none.

@@ -80,7 +80,7 @@ pub fn target_part(row: &str) -> Option<Part> {
         || text.starts_with("all agents back after a server restart")
     {
         Some(Part::Sim)
-    } else if text.contains("tunnel opens/s") {
+    } else if text.contains("tunnel opens/s") || text.starts_with("tunnel open, one at a time") {
         Some(Part::Opens)
     } else if text.starts_with("idle rmm-agent") || text.starts_with("rmm-agent binary") {
         Some(Part::Agent)

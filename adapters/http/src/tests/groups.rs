@@ -158,10 +158,12 @@ async fn the_open_past_the_per_user_cap_answers_429() {
         .returning(|_, _| Box::pin(async { Ok(true) }));
     g.expect_open_sessions_of()
         .returning(|_| Box::pin(async { Ok(20) }));
-    let s = Setup {
+    let mut s = Setup {
         groups: Some(g),
         ..Setup::default()
     };
+    // Over the cap comes first even for an agent that is not connected.
+    s.gateway.expect_mode().return_const(None);
     let server = s.serve();
     let body = json!({ "agent_id": AGENT.to_string() });
     let resp = server.post("/api/v1/tunnel/open", TECH, &body).send().await;

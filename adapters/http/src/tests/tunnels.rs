@@ -31,12 +31,12 @@ fn opening(reply: fn() -> Reply) -> Setup {
         .return_const(Some(AgentMode::Heartbeat));
     s.ids.expect_session_id().times(1).return_const(SESSION);
     s.sessions
-        .expect_insert_pending()
-        .withf(|sess, token| {
+        .expect_insert_pending_capped()
+        .withf(|sess, token, _| {
             sess.id() == SESSION && sess.owner() == TECH.id && *token == Some(token_id_of(TECH))
         })
         .times(1)
-        .returning(|_, _| Box::pin(async { Ok(()) }));
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
     s.gateway
         .expect_open_tunnel()
         .withf(|a, sess, tech| *a == AGENT && *sess == SESSION && *tech == TECH.id)
@@ -92,7 +92,7 @@ async fn open_with_an_agent_id_that_is_no_uuid_is_invalid_request() {
 async fn open_to_an_offline_agent_is_agent_not_connected() {
     let mut s = Setup::default();
     s.gateway.expect_mode().return_const(None);
-    s.sessions.expect_insert_pending().never();
+    s.sessions.expect_insert_pending_capped().never();
     let resp = s
         .serve()
         .post("/api/v1/tunnel/open", TECH, &open_body())
@@ -147,9 +147,9 @@ async fn open_when_the_agent_has_a_session_is_session_exists() {
         .return_const(Some(AgentMode::Tunnel { session: SESSION }));
     s.ids.expect_session_id().return_const(SESSION);
     s.sessions
-        .expect_insert_pending()
+        .expect_insert_pending_capped()
         .times(1)
-        .returning(|_, _| Box::pin(async { Err(StoreError::Conflict) }));
+        .returning(|_, _, _| Box::pin(async { Err(StoreError::Conflict) }));
     s.gateway.expect_open_tunnel().never();
     // The refusal names the holder: the caller's own session.
     s.stored_session(active(TECH));
@@ -223,9 +223,9 @@ async fn a_failing_session_store_on_open_is_database_unavailable() {
         .return_const(Some(AgentMode::Heartbeat));
     s.ids.expect_session_id().return_const(SESSION);
     s.sessions
-        .expect_insert_pending()
+        .expect_insert_pending_capped()
         .times(1)
-        .returning(|_, _| Box::pin(async { Err(backend_error()) }));
+        .returning(|_, _, _| Box::pin(async { Err(backend_error()) }));
     s.gateway.expect_open_tunnel().never();
     let resp = s
         .serve()

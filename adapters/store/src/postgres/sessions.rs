@@ -42,6 +42,24 @@ async fn commit_with_entries(
     tx.commit().await.map_err(store_error)
 }
 
+/// The common table expression `entry` of a statement whose `changed` returns session rows:
+/// `note`'s entry about each changed session (what [`AuditNote::for_session`] builds), at
+/// `$at`, with action `$action` and detail `$detail`.
+macro_rules! session_entry {
+    ($at:literal, $action:literal, $detail:literal) => {
+        concat!(
+            "entry as (insert into audit_events (occurred_at, action, tech_id, agent_id, \
+             session_id, detail) select ",
+            $at,
+            ", ",
+            $action,
+            ", tech_id, agent_id, session_id, ",
+            $detail,
+            " from changed)"
+        )
+    };
+}
+
 fn sessions_from_rows(rows: &[PgRow]) -> Result<Vec<Session>, StoreError> {
     rows.iter().map(session_from_row).collect()
 }
@@ -70,6 +88,35 @@ impl SessionRepository for PgStore {
         .await
         .map_err(store_error)?;
         Ok(())
+    }
+
+    async fn insert_pending_capped(
+        &self,
+        session: &Session,
+        opened_with: Option<TokenId>,
+        cap: u64,
+    ) -> Result<bool, StoreError> {
+        // The owner's count and the insert in one statement: no row when at the cap.
+        let done = sqlx::query(
+            "insert into tech_sessions (session_id, tech_id, agent_id, opened_at, last_activity, status, closed_at, close_reason, token_id) \
+             select $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+             where (select count(*) from tech_sessions where tech_id = $2 \
+             and status in ('pending', 'active')) < $10",
+        )
+        .bind(session.id().as_uuid())
+        .bind(session.owner().as_uuid())
+        .bind(session.agent().as_uuid())
+        .bind(to_db(session.opened_at())?)
+        .bind(to_db(session.last_activity())?)
+        .bind(session.status().as_str())
+        .bind(session.closed_at().map(to_db).transpose()?)
+        .bind(session.close_reason().map(CloseReason::as_str))
+        .bind(opened_with.map(|t| t.as_uuid()))
+        .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn list_open_logged_out(&self) -> Result<Vec<Session>, StoreError> {
@@ -129,21 +176,28 @@ impl SessionRepository for PgStore {
         now: Timestamp,
         note: &AuditNote,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // One statement, so one round trip and one implicit transaction: the entry is
+        // inserted from the row the update changed (none when it changed none), and an
+        // insert that fails undoes the update.
         let row = sqlx::query(concat!(
-            "update tech_sessions set status = 'active', \
+            "with changed as (update tech_sessions set status = 'active', \
              last_activity = greatest(last_activity, $2) \
              where session_id = $1 and status = 'pending' returning ",
-            session_columns!()
+            session_columns!(),
+            "), ",
+            session_entry!("$2", "$3", "$4"),
+            " select ",
+            session_columns!(),
+            " from changed"
         ))
         .bind(id.as_uuid())
         .bind(to_db(now)?)
-        .fetch_optional(&mut *tx)
+        .bind(note.action.as_str())
+        .bind(note.detail.as_deref())
+        .fetch_optional(&self.pool)
         .await
         .map_err(store_error)?;
-        let activated = row.as_ref().map(session_from_row).transpose()?;
-        commit_with_entries(tx, activated.as_slice(), note, now).await?;
-        Ok(activated.is_some())
+        Ok(row.as_ref().map(session_from_row).transpose()?.is_some())
     }
 
     async fn close(
@@ -153,21 +207,27 @@ impl SessionRepository for PgStore {
         now: Timestamp,
         note: &AuditNote,
     ) -> Result<Option<Session>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // As `activate`: the change and its entry in one statement.
         let row = sqlx::query(concat!(
-            "update tech_sessions set status = 'closed', closed_at = $2, close_reason = $3 \
+            "with changed as (update tech_sessions set status = 'closed', closed_at = $2, \
+             close_reason = $3 \
              where session_id = $1 and status in ('pending', 'active') returning ",
-            session_columns!()
+            session_columns!(),
+            "), ",
+            session_entry!("$2", "$4", "$5"),
+            " select ",
+            session_columns!(),
+            " from changed"
         ))
         .bind(id.as_uuid())
         .bind(to_db(now)?)
         .bind(reason.as_str())
-        .fetch_optional(&mut *tx)
+        .bind(note.action.as_str())
+        .bind(note.detail.as_deref())
+        .fetch_optional(&self.pool)
         .await
         .map_err(store_error)?;
-        let closed = row.as_ref().map(session_from_row).transpose()?;
-        commit_with_entries(tx, closed.as_slice(), note, now).await?;
-        Ok(closed)
+        row.as_ref().map(session_from_row).transpose()
     }
 
     async fn close_all_open(

@@ -63,7 +63,7 @@ impl AgentRepository for SqliteStore {
             " where a.key_digest = ?1"
         ))
         .bind(&digest.0[..])
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(store_error)?;
         row.as_ref().map(agent_from_row).transpose()
@@ -76,7 +76,7 @@ impl AgentRepository for SqliteStore {
             agent_select!(),
             " order by a.name, a.agent_id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.iter().map(agent_from_row).collect()
@@ -129,7 +129,7 @@ impl AgentRepository for SqliteStore {
             " where a.agent_id = ?1"
         ))
         .bind(id_text(id.as_uuid()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(store_error)?;
         row.as_ref().map(agent_from_row).transpose()

@@ -111,7 +111,7 @@ impl AuditLog for SqliteStore {
             .push_bind(audit_page_size(query.limit));
         let rows = sql
             .build()
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await
             .map_err(store_error)?;
         rows.iter().map(audit_from_row).collect()

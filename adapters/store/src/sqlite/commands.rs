@@ -77,7 +77,7 @@ impl CommandRepository for SqliteStore {
             " from commands where command_id = ?1"
         ))
         .bind(id_text(id.as_uuid()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(store_error)?;
         row.as_ref().map(command_from_row).transpose()
@@ -118,7 +118,7 @@ impl CommandRepository for SqliteStore {
         .bind(stream.as_str())
         .bind(u64_to_db(from))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.into_iter()

@@ -66,7 +66,7 @@ impl EnrollmentRepository for SqliteStore {
             enrollment_select!(),
             " order by e.created_at desc, e.enrollment_id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.iter().map(enrollment_from_row).collect()

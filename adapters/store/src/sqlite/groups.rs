@@ -64,7 +64,7 @@ impl GroupRepository for SqliteStore {
              (select count(*) from agents a where a.group_id = g.group_id) as agents \
              from groups g order by g.name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.iter().map(group_from_row).collect()
@@ -137,7 +137,7 @@ impl GroupRepository for SqliteStore {
              where ug.user_id = ?1 order by g.name",
         )
         .bind(id_text(user.as_uuid()))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.iter().map(|row| group_name(row, "name")).collect()
@@ -148,7 +148,7 @@ impl GroupRepository for SqliteStore {
             "select ug.user_id, g.name from user_groups ug \
              join groups g on g.group_id = ug.group_id order by g.name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.iter()
@@ -166,7 +166,7 @@ impl GroupRepository for SqliteStore {
         )
         .bind(id_text(agent.as_uuid()))
         .bind(id_text(user.as_uuid()))
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reader)
         .await
         .map_err(store_error)
     }
@@ -177,7 +177,7 @@ impl GroupRepository for SqliteStore {
              and status in ('pending', 'active')",
         )
         .bind(id_text(user.as_uuid()))
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reader)
         .await
         .map_err(store_error)?;
         u64::try_from(n).map_err(StoreError::backend)

@@ -101,7 +101,7 @@ impl RecordingRepository for SqliteStore {
             " from recordings where recording_id = ?1"
         ))
         .bind(id_text(id.as_uuid()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(store_error)?;
         row.as_ref().map(recording_from_row).transpose()
@@ -134,7 +134,7 @@ impl RecordingRepository for SqliteStore {
             .push_bind(recording_page_size(query.limit));
         let rows = sql
             .build()
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await
             .map_err(store_error)?;
         rows.iter().map(recording_from_row).collect()
@@ -144,7 +144,7 @@ impl RecordingRepository for SqliteStore {
         sqlx::query_scalar("select data from recording_chunks where recording_id = ?1 and seq = ?2")
             .bind(id_text(id.as_uuid()))
             .bind(i64::from(seq))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await
             .map_err(store_error)
     }

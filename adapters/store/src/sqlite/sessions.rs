@@ -67,6 +67,35 @@ impl SessionRepository for SqliteStore {
         Ok(())
     }
 
+    async fn insert_pending_capped(
+        &self,
+        session: &Session,
+        opened_with: Option<TokenId>,
+        cap: u64,
+    ) -> Result<bool, StoreError> {
+        // The owner's count and the insert in one statement: no row when at the cap.
+        let done = sqlx::query(
+            "insert into tech_sessions (session_id, tech_id, agent_id, opened_at, last_activity, status, closed_at, close_reason, token_id) \
+             select ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
+             where (select count(*) from tech_sessions where tech_id = ?2 \
+             and status in ('pending', 'active')) < ?10",
+        )
+        .bind(id_text(session.id().as_uuid()))
+        .bind(id_text(session.owner().as_uuid()))
+        .bind(id_text(session.agent().as_uuid()))
+        .bind(micros(session.opened_at()))
+        .bind(micros(session.last_activity()))
+        .bind(session.status().as_str())
+        .bind(session.closed_at().map(micros))
+        .bind(session.close_reason().map(CloseReason::as_str))
+        .bind(opened_with.map(|t| id_text(t.as_uuid())))
+        .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn list_open_logged_out(&self) -> Result<Vec<Session>, StoreError> {
         let rows = sqlx::query(concat!(
             "select ",
@@ -74,7 +103,7 @@ impl SessionRepository for SqliteStore {
             " from tech_sessions where status in ('pending', 'active') and token_id in \
               (select token_id from auth_tokens where revoke_reason = 'logged_out')"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.iter().map(session_from_row).collect()
@@ -87,7 +116,7 @@ impl SessionRepository for SqliteStore {
             " from tech_sessions where token_id = ?1 and status in ('pending', 'active')"
         ))
         .bind(id_text(token.as_uuid()))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.iter().map(session_from_row).collect()
@@ -100,7 +129,7 @@ impl SessionRepository for SqliteStore {
             " from tech_sessions where session_id = ?1"
         ))
         .bind(id_text(id.as_uuid()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(store_error)?;
         row.as_ref().map(session_from_row).transpose()
@@ -112,7 +141,7 @@ impl SessionRepository for SqliteStore {
             session_columns!(),
             " from tech_sessions where status in ('pending', 'active') order by opened_at"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         sessions_from_rows(&rows)

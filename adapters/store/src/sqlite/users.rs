@@ -131,7 +131,7 @@ impl UserRepository for SqliteStore {
             " from users where username = ?1 and deleted_at is null"
         ))
         .bind(username.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(store_error)?;
         row.as_ref().map(user_from_row).transpose()
@@ -144,7 +144,7 @@ impl UserRepository for SqliteStore {
             " from users where user_id = ?1 and deleted_at is null"
         ))
         .bind(id_text(id.as_uuid()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(store_error)?;
         row.as_ref().map(user_from_row).transpose()
@@ -156,7 +156,7 @@ impl UserRepository for SqliteStore {
             user_columns!(),
             " from users where deleted_at is null order by username"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await
         .map_err(store_error)?;
         rows.iter().map(user_from_row).collect()
@@ -164,7 +164,7 @@ impl UserRepository for SqliteStore {
 
     async fn count_users(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("select count(*) from users where deleted_at is null")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reader)
             .await
             .map_err(store_error)?;
         u64::try_from(n).map_err(StoreError::backend)
@@ -265,7 +265,7 @@ impl UserRepository for SqliteStore {
              from auth_tokens t join users u on u.user_id = t.user_id where t.token_id = ?1",
         )
         .bind(id_text(id.as_uuid()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await
         .map_err(store_error)?;
         let Some(row) = row else { return Ok(None) };
