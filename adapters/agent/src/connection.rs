@@ -23,8 +23,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use rmm_protocol::{
-    AgentMessage, CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, CAP_FILE_TRANSFER, CAPABILITIES_HEADER,
-    DataFrame, DecodeError, ServerMessage, encode,
+    AgentMessage, CAP_COMMAND_BINARY_OUTPUT, CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT,
+    CAP_FILE_TRANSFER, CAPABILITIES_HEADER, DataFrame, DecodeError, ServerMessage, encode,
 };
 #[cfg(unix)]
 use rmm_protocol::{CAP_COMMAND_STDIN, CAP_PTY};
@@ -52,10 +52,15 @@ pub(crate) const CAPABILITIES: &[&str] = &[
     CAP_FILE_TRANSFER,
     CAP_PTY,
     CAP_COMMAND_STDIN,
+    CAP_COMMAND_BINARY_OUTPUT,
 ];
 #[cfg(not(unix))]
-pub(crate) const CAPABILITIES: &[&str] =
-    &[CAP_COMMAND_TIMEOUT, CAP_COMMAND_CANCEL, CAP_FILE_TRANSFER];
+pub(crate) const CAPABILITIES: &[&str] = &[
+    CAP_COMMAND_TIMEOUT,
+    CAP_COMMAND_CANCEL,
+    CAP_FILE_TRANSFER,
+    CAP_COMMAND_BINARY_OUTPUT,
+];
 
 /// Frames the tasks of one connection (commands, file operations) may queue before they wait;
 /// the wait is their backpressure. A command frame holds one [`CHUNK`] of output (about
@@ -441,11 +446,13 @@ impl Work {
                     command,
                     timeout,
                     stdin,
+                    binary_output,
                 } => self.commands.start(CommandSpec {
                     channel,
                     command,
                     timeout: timeout.or(self.default_timeout),
                     stdin,
+                    binary_output,
                 }),
                 Action::Cancel(channel) => self.commands.cancel(&channel),
                 Action::Stdin {

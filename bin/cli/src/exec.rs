@@ -206,7 +206,7 @@ async fn run(
     spec: &Spec<'_>,
     interrupts: &mut Interrupts,
 ) -> Result<Ending, CliError> {
-    let stream = client.stream(session).await?;
+    let stream = client.binary_stream(session).await?;
     if interrupts.pending().await {
         stream.close().await;
         return Ok(Ending::NotStarted);

@@ -1,6 +1,7 @@
 //! The task that runs one agent's WebSocket: reads its frames (routing each to its use case
 //! or transfer), writes what is queued for it, pings, and ends on a dead peer or shutdown.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -8,10 +9,16 @@ use futures_util::{SinkExt, StreamExt};
 use poem::web::websocket::{CloseCode, Message, WebSocketStream};
 use rmm_application::{AgentRecord, App, HostFacts, OutputChunk, Ports};
 use rmm_domain::{AgentId, ChannelId, SessionId};
-use rmm_protocol::{AgentMessage, DataFrame, DecodeError, TerminalOutput, TunnelDataPayload};
+use rmm_protocol::{
+    AgentMessage, DataFrame, DecodeError, OutputChannel, OutputStream, TerminalOutput,
+    TunnelDataPayload,
+};
 use tokio::sync::{mpsc, watch};
 
-use super::{Capabilities, ConnectionTimings, FileEvent, OUTBOUND_QUEUE, Outbound, WsAgentGateway};
+use super::{
+    Capabilities, ConnectionTimings, FileEvent, MAX_CHANNELS, OUTBOUND_QUEUE, Outbound,
+    WsAgentGateway,
+};
 
 type Sink = SplitSink<WebSocketStream, Message>;
 
@@ -23,7 +30,13 @@ struct Link<'a, P: Ports<Gateway = WsAgentGateway>> {
     timings: ConnectionTimings,
     /// Warnings about this agent's unusable frames, rate-limited.
     warnings: Mutex<WarnBudget>,
+    /// The next offset of each binary output stream (`<channel>/stdout`), to catch gaps and
+    /// duplicates; dropped at the command's final frame, at most [`MAX_TRACKED_STREAMS`].
+    output_offsets: Mutex<HashMap<String, u64>>,
 }
+
+/// Output streams whose offsets one connection tracks: two per channel it may hold, twice over.
+const MAX_TRACKED_STREAMS: usize = 4 * MAX_CHANNELS;
 
 /// Runs one authenticated agent's WebSocket until it ends, then runs the disconnect use case.
 pub async fn run_agent_connection<P>(
@@ -70,6 +83,7 @@ pub async fn run_agent_connection<P>(
         generation,
         timings,
         warnings: Mutex::new(WarnBudget::new(tokio::time::Instant::now())),
+        output_offsets: Mutex::new(HashMap::new()),
     };
     let why = link.serve(socket, outbound, shutdown).await;
     link.warn_budget().flush(agent);
@@ -154,6 +168,10 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
             }
             Some(Ok(Message::Binary(bytes))) => {
                 match DataFrame::decode(bytes::Bytes::from(bytes)) {
+                    Ok(frame) if OutputChannel::parse(&frame.channel_id).is_some() => {
+                        app.agent_seen(agent);
+                        self.binary_output(frame).await;
+                    }
                     Ok(frame) => self.data(frame),
                     Err(e) => {
                         if self.may_warn() {
@@ -308,8 +326,92 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
         }
     }
 
-    /// Command output on a channel of the agent's tunnel.
+    /// Command output on a channel of the agent's tunnel, from a `terminal_output` frame.
     async fn output(&self, channel_id: &str, output: TerminalOutput) {
+        let (stdout, stderr) = match output.bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if self.may_warn() {
+                    tracing::warn!(agent_id = %self.agent, channel_id = %clip(channel_id), error = %e, "output with bad base64 ignored");
+                }
+                return;
+            }
+        };
+        if output.exit_code.is_some() {
+            // The command's end: its binary streams (if any) end with it.
+            let mut offsets = self.offsets();
+            for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+                offsets.remove(&format!("{channel_id}{}", stream.suffix()));
+            }
+        }
+        let chunk = OutputChunk {
+            stdout,
+            stderr,
+            exit_code: output.exit_code,
+            signal: output.signal,
+            end_reason: output.end_reason,
+        };
+        self.deliver(channel_id, chunk).await;
+    }
+
+    /// Command output in a binary data frame (extension `command-binary-output`): stored and
+    /// forwarded like a `terminal_output` chunk of one stream, never parsed as text.
+    async fn binary_output(&self, frame: DataFrame) {
+        let Some(OutputChannel { channel, stream }) = OutputChannel::parse(&frame.channel_id)
+        else {
+            return;
+        };
+        let Some(data) = self.in_sequence(&frame) else {
+            return;
+        };
+        let data = data.to_vec();
+        let chunk = match stream {
+            OutputStream::Stdout => OutputChunk {
+                stdout: data,
+                ..OutputChunk::default()
+            },
+            OutputStream::Stderr => OutputChunk {
+                stderr: data,
+                ..OutputChunk::default()
+            },
+        };
+        self.deliver(channel, chunk).await;
+    }
+
+    /// The bytes of `frame` not yet received on its stream: a duplicate is dropped, a gap
+    /// (bytes that never came) is logged and the frame taken.
+    fn in_sequence<'f>(&self, frame: &'f DataFrame) -> Option<&'f [u8]> {
+        let mut offsets = self.offsets();
+        let tracked =
+            offsets.len() < MAX_TRACKED_STREAMS || offsets.contains_key(&frame.channel_id);
+        let expected = offsets.get(&frame.channel_id).copied().unwrap_or(0);
+        let end = frame.offset.saturating_add(frame.data.len() as u64);
+        if tracked {
+            offsets.insert(frame.channel_id.clone(), end.max(expected));
+        }
+        drop(offsets);
+        if !tracked || frame.offset == expected {
+            return Some(&frame.data);
+        }
+        if self.may_warn() {
+            tracing::warn!(agent_id = %self.agent, channel_id = %clip(&frame.channel_id), offset = frame.offset, expected, "binary output out of sequence");
+        }
+        if frame.offset > expected {
+            return Some(&frame.data);
+        }
+        let skip = usize::try_from(expected - frame.offset).unwrap_or(usize::MAX);
+        frame.data.get(skip..).filter(|rest| !rest.is_empty())
+    }
+
+    fn offsets(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        // Every update leaves the map consistent, so a poisoned lock is still usable.
+        self.output_offsets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A chunk of output on `channel_id`, if it is a channel of this agent's tunnel.
+    async fn deliver(&self, channel_id: &str, chunk: OutputChunk) {
         let agent = self.agent;
         let Ok(channel) = ChannelId::parse(channel_id) else {
             if !self.may_warn() {
@@ -318,16 +420,7 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
             tracing::warn!(agent_id = %agent, channel_id = %clip(channel_id), "output on an invalid channel id ignored");
             return;
         };
-        let (stdout, stderr) = match output.bytes() {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                if self.may_warn() {
-                    tracing::warn!(agent_id = %agent, channel_id = %channel, error = %e, "output with bad base64 ignored");
-                }
-                return;
-            }
-        };
-        let last = output.exit_code.is_some();
+        let last = chunk.exit_code.is_some();
         if self
             .app
             .gateway()
@@ -337,13 +430,6 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
             tracing::debug!(agent_id = %agent, channel_id = %channel, "output on a channel this agent does not hold; ignored");
             return;
         }
-        let chunk = OutputChunk {
-            stdout,
-            stderr,
-            exit_code: output.exit_code,
-            signal: output.signal,
-            end_reason: output.end_reason,
-        };
         self.app.command_output(agent, &channel, chunk).await;
     }
 
