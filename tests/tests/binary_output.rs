@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
 use reqwest::Method;
 use rmm_e2e::agent::ScriptedAgent;
 use rmm_e2e::pg::sqlite_url;
