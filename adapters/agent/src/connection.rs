@@ -64,12 +64,14 @@ pub(crate) const CAPABILITIES: &[&str] = &[
 
 /// Frames the tasks of one connection (commands, file operations) may queue before they wait;
 /// the wait is their backpressure. A command frame holds one [`CHUNK`] of output (about
-/// 45 KiB queued for text, under 150 KiB for the worst binary: lossy text plus base64), a
+/// 45 KiB queued for text, under 150 KiB for the worst binary: lossy text plus base64; a
+/// binary output frame at most [`OUTPUT_CHUNK`], 64 KiB), a
 /// download frame at most [`FILE_FRAME_DATA`] (256 KiB), so queued frames cost at most ~8 MiB
 /// whatever runs, plus a chunk buffer or two per running command or download. The queue is
 /// first come, first served, so a download cannot starve a command's output or the reverse.
 ///
 /// [`CHUNK`]: crate::CHUNK
+/// [`OUTPUT_CHUNK`]: rmm_protocol::OUTPUT_CHUNK
 /// [`FILE_FRAME_DATA`]: rmm_protocol::limits::FILE_FRAME_DATA
 const OUTBOUND_QUEUE: usize = 32;
 
