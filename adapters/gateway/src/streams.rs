@@ -101,16 +101,12 @@ impl Frame {
             if data.is_empty() {
                 continue;
             }
-            let frame = DataFrame {
-                channel_id: OutputChannel {
-                    channel: channel.as_str(),
-                    stream,
-                }
-                .id(),
-                offset,
-                data: bytes::Bytes::copy_from_slice(data),
-            };
-            out.push(Message::Binary(frame.encode()));
+            let id = OutputChannel {
+                channel: channel.as_str(),
+                stream,
+            }
+            .id();
+            out.push(Message::Binary(DataFrame::encode_parts(&id, offset, data)));
         }
         if chunk.exit_code.is_some() {
             let end = StreamEvent::Output {

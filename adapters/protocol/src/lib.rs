@@ -273,13 +273,19 @@ impl DataFrame {
     /// The frame's bytes. Channel ids are at most 64 bytes, so the length fits a byte.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let id = self.channel_id.as_bytes();
+        Self::encode_parts(&self.channel_id, self.offset, &self.data)
+    }
+
+    /// The bytes of a frame of these parts, with the data copied once.
+    #[must_use]
+    pub fn encode_parts(channel_id: &str, offset: u64, data: &[u8]) -> Vec<u8> {
+        let id = channel_id.as_bytes();
         let id = &id[..id.len().min(255)];
-        let mut out = Vec::with_capacity(1 + id.len() + 8 + self.data.len());
+        let mut out = Vec::with_capacity(1 + id.len() + 8 + data.len());
         out.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(id);
-        out.extend_from_slice(&self.offset.to_be_bytes());
-        out.extend_from_slice(&self.data);
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(data);
         out
     }
 }
