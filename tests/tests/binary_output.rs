@@ -570,3 +570,46 @@ async fn a_binary_watcher_that_stops_reading_costs_bounded_memory_and_is_closed_
     assert_eq!(close.code, CloseCode::Policy, "{close:?}");
     assert!(close.reason.contains("too slow"), "{close:?}");
 }
+
+#[tokio::test]
+async fn rmm_exec_reading_slower_than_the_command_writes_gets_every_byte_paced_not_dropped() {
+    use tokio::io::AsyncReadExt as _;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let w = world(true).await;
+    // 48 MiB, three times the 16 MiB the server stores: a dropped stream could not be made
+    // whole from the stored output.
+    let data: Vec<u8> = (0..48 * MIB).map(|i| (i * 7 + i / 4093) as u8).collect();
+    let file = w.file("big.bin", &data);
+    let home = tempfile::tempdir().unwrap();
+    let rmm = |args: &[&str]| rmm_command(&w.server.url(""), home.path(), args).unwrap();
+    let mut login = rmm(&["login", "--username", "tina", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = login.stdin.take().unwrap();
+    pipe.write_all(b"tina-password\n").await.unwrap();
+    drop(pipe);
+    assert!(login.wait().await.unwrap().success());
+    let mut child = rmm(&["exec", "web-01", "--", &format!("cat {file}")])
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut got = Vec::with_capacity(data.len());
+    let mut buf = vec![0; 256 * 1024];
+    let started = Instant::now();
+    // A slow reader: about 40 MB/s.
+    loop {
+        let n = tokio::time::timeout(WAIT, stdout.read(&mut buf)).await.unwrap().unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let out = child.wait_with_output().await.unwrap();
+    eprintln!("slow reader: {} bytes in {:?}", got.len(), started.elapsed());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the output differs");
+}

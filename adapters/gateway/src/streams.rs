@@ -14,8 +14,9 @@
 //! a late joiner replays a frame (at most the replay's worth, uncounted).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use poem::web::websocket::Message;
 use rmm_application::{OutputChunk, SessionStreams, StreamEvent};
@@ -35,6 +36,9 @@ pub const REPLAY_BYTES: usize = 1024 * 1024;
 /// Channels whose stream positions a session tracks at most; past it they restart (a
 /// command's positions are dropped at its end, so only a flood of unfinished ones gets here).
 const MAX_TRACKED_CHANNELS: usize = 4096;
+/// A watcher's position once the publisher stopped waiting for it (see
+/// [`BroadcastStreams::wait_for_room`]); its next read puts its real position back.
+const GIVEN_UP: u64 = u64::MAX;
 
 /// One published event, as each kind of watcher gets it.
 #[derive(Debug)]
@@ -159,6 +163,8 @@ struct SessionStream {
     json_watchers: Arc<AtomicUsize>,
     /// Bytes published so far of each channel's stdout and stderr (the binary frames' offsets).
     positions: HashMap<ChannelId, [u64; 2]>,
+    /// Each live watcher's next frame, for [`BroadcastStreams::backlog`].
+    readers: Vec<Weak<AtomicU64>>,
 }
 
 impl SessionStream {
@@ -198,6 +204,8 @@ pub struct LiveFeed {
     next: u64,
     /// The session's count of JSON watchers, this one included (`None` for a binary one).
     json_watchers: Option<Arc<AtomicUsize>>,
+    /// `next`, for the publisher to see how far behind this watcher is.
+    read: Arc<AtomicU64>,
 }
 
 impl Drop for LiveFeed {
@@ -222,11 +230,13 @@ impl LiveFeed {
                 if self.next < ring.first {
                     let missed = ring.first - self.next;
                     self.next = ring.first;
+                    self.read.store(self.next, Ordering::Relaxed);
                     return Err(RecvError::Lagged(missed));
                 }
                 let index = usize::try_from(self.next - ring.first).unwrap_or(usize::MAX);
                 if let Some(frame) = ring.frames.get(index) {
                     self.next += 1;
+                    self.read.store(self.next, Ordering::Relaxed);
                     return Ok(Arc::clone(frame));
                 }
             }
@@ -269,13 +279,69 @@ impl BroadcastStreams {
             stream.json_watchers.fetch_add(1, Ordering::Relaxed);
             Arc::clone(&stream.json_watchers)
         });
+        let read = Arc::new(AtomicU64::new(next));
+        stream.readers.retain(|r| r.strong_count() > 0);
+        stream.readers.push(Arc::downgrade(&read));
         Subscription {
             replay: stream.replay.iter().cloned().collect(),
             live: LiveFeed {
                 ring,
                 next,
                 json_watchers,
+                read,
             },
+        }
+    }
+
+    /// Bytes of the session's live frames that its slowest watcher has not read yet, and
+    /// that watcher's position (watchers told they lagged, or given up on, do not count).
+    fn backlog(&self, session: SessionId) -> (usize, Option<(Arc<AtomicU64>, u64)>) {
+        let sessions = self.lock();
+        let Some(stream) = sessions.get(&session) else {
+            return (0, None);
+        };
+        let ring = stream.live.borrow();
+        let slowest = stream
+            .readers
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|r| {
+                let next = r.load(Ordering::Relaxed);
+                (r, next)
+            })
+            .filter(|(_, next)| *next >= ring.first && *next != GIVEN_UP)
+            .min_by_key(|(_, next)| *next);
+        let Some((reader, next)) = slowest else {
+            return (0, None);
+        };
+        let skip = usize::try_from(next - ring.first).unwrap_or(usize::MAX);
+        let bytes = ring.frames.iter().skip(skip).map(|f| f.charged).sum();
+        (bytes, Some((reader, next)))
+    }
+
+    /// Backpressure on the publisher of a session's output (its agent's connection): waits
+    /// while a watcher has more than half of [`WATCHER_LAG_BYTES`] unread. A watcher that
+    /// reads nothing for `patience` is given up on (no longer waited for, dropped as too slow
+    /// once the ring passes it); one reading at its own pace paces the command, as an `ssh`
+    /// client would, instead of being dropped.
+    pub async fn wait_for_room(&self, session: SessionId, patience: Duration) {
+        let mut waiting_on: Option<u64> = None;
+        let mut since = tokio::time::Instant::now();
+        loop {
+            let (bytes, slowest) = self.backlog(session);
+            let Some((reader, next)) = slowest.filter(|_| bytes > WATCHER_LAG_BYTES / 2) else {
+                return;
+            };
+            if waiting_on != Some(next) {
+                waiting_on = Some(next);
+                since = tokio::time::Instant::now();
+            } else if since.elapsed() >= patience {
+                // Unless it read meanwhile: then it is waited for again.
+                let _ =
+                    reader.compare_exchange(next, GIVEN_UP, Ordering::Relaxed, Ordering::Relaxed);
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -308,6 +374,7 @@ fn new_stream() -> SessionStream {
         replay_bytes: 0,
         json_watchers: Arc::new(AtomicUsize::new(0)),
         positions: HashMap::new(),
+        readers: Vec::new(),
     }
 }
 

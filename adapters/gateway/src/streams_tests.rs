@@ -1,5 +1,6 @@
 use rmm_application::OutputChunk;
 use rmm_domain::ChannelId;
+use std::time::Duration;
 use uuid::Uuid;
 
 use super::*;
@@ -192,4 +193,40 @@ async fn the_json_is_built_only_for_watchers_without_the_opt_in_and_matches_the_
     drop(json);
     hub.publish(S, &chunk(b"later", b"", None));
     assert!(binary.live.recv().await.unwrap().json.get().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_publisher_waits_for_a_reading_watcher_and_gives_up_on_a_stopped_one() {
+    let hub = BroadcastStreams::default();
+    let mut sub = hub.subscribe(S, true);
+    let big = vec![b'x'; 1024 * 1024];
+    for _ in 0..10 {
+        hub.publish(S, &chunk(&big, b"", None));
+    }
+    assert!(hub.backlog(S).0 > WATCHER_LAG_BYTES / 2);
+    // A watcher that reads lets the publisher on as soon as it is under half the bound.
+    let reading = async {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            sub.live.recv().await.unwrap();
+        }
+    };
+    let started = tokio::time::Instant::now();
+    tokio::join!(hub.wait_for_room(S, Duration::from_secs(2)), reading);
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(hub.backlog(S).0 <= WATCHER_LAG_BYTES / 2);
+    // It stops reading: the publisher waits `patience`, then no longer for it.
+    for _ in 0..5 {
+        hub.publish(S, &chunk(&big, b"", None));
+    }
+    let started = tokio::time::Instant::now();
+    hub.wait_for_room(S, Duration::from_secs(2)).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(3), "{waited:?}");
+    let started = tokio::time::Instant::now();
+    hub.wait_for_room(S, Duration::from_secs(2)).await;
+    assert!(started.elapsed() < Duration::from_millis(10));
+    // Reading again, it is waited for again.
+    sub.live.recv().await.unwrap();
+    assert!(hub.backlog(S).1.is_some());
 }

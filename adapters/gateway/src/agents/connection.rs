@@ -15,6 +15,8 @@ use rmm_protocol::{
 };
 use tokio::sync::{mpsc, watch};
 
+use crate::streams::BroadcastStreams;
+
 use super::{
     Capabilities, ConnectionTimings, FileEvent, MAX_CHANNELS, OUTBOUND_QUEUE, Outbound,
     WsAgentGateway,
@@ -23,7 +25,7 @@ use super::{
 type Sink = SplitSink<WebSocketStream, Message>;
 
 /// One agent's connection, as its task sees it.
-struct Link<'a, P: Ports<Gateway = WsAgentGateway>> {
+struct Link<'a, P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>> {
     app: &'a App<P>,
     agent: AgentId,
     generation: u64,
@@ -34,6 +36,9 @@ struct Link<'a, P: Ports<Gateway = WsAgentGateway>> {
     /// duplicates; dropped at the command's final frame, at most [`MAX_TRACKED_STREAMS`].
     output_offsets: Mutex<HashMap<String, u64>>,
 }
+
+/// How long output waits for a session's watcher that reads nothing before giving up on it.
+const WATCHER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Output streams whose offsets one connection tracks: two per channel it may hold, twice over.
 const MAX_TRACKED_STREAMS: usize = 4 * MAX_CHANNELS;
@@ -48,7 +53,7 @@ pub async fn run_agent_connection<P>(
     shutdown: watch::Receiver<bool>,
     remote: String,
 ) where
-    P: Ports<Gateway = WsAgentGateway>,
+    P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>,
 {
     let gateway = app.gateway();
     let (tx, outbound) = mpsc::channel(OUTBOUND_QUEUE);
@@ -97,7 +102,7 @@ pub async fn run_agent_connection<P>(
     }
 }
 
-impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
+impl<P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>> Link<'_, P> {
     /// Moves frames both ways until the connection ends; why it ended.
     async fn serve(
         &self,
@@ -421,15 +426,20 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
             return;
         };
         let last = chunk.exit_code.is_some();
-        if self
-            .app
-            .gateway()
-            .accept_on_channel(agent, self.generation, &channel, last)
-            .is_none()
-        {
+        let Some(session) =
+            self.app
+                .gateway()
+                .accept_on_channel(agent, self.generation, &channel, last)
+        else {
             tracing::debug!(agent_id = %agent, channel_id = %channel, "output on a channel this agent does not hold; ignored");
             return;
-        }
+        };
+        // Paced to the session's watchers (bounded): a reader slower than the command is
+        // slowed down rather than dropped, as an ssh client would be.
+        self.app
+            .streams()
+            .wait_for_room(session, WATCHER_PATIENCE)
+            .await;
         self.app.command_output(agent, &channel, chunk).await;
     }
 
