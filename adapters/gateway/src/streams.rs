@@ -4,7 +4,9 @@
 //! reads at its own pace, and a replay buffer of the most recent ones, so a watcher who joins
 //! late first sees what is buffered of the running and recent commands. Publishing never
 //! waits: a watcher that falls behind what the ring keeps is told so (and dropped by the
-//! socket task), and never slows the agent or other watchers. Memory per session is bounded
+//! socket task). The agent's connection paces itself to the watchers before it publishes
+//! ([`BroadcastStreams::wait_for_room`], bounded in time), so a slow reader is waited for
+//! rather than dropped. Memory per session is bounded
 //! by [`WATCHER_LAG_BYTES`] + [`REPLAY_BYTES`] (frames are shared) whatever the watchers do.
 //!
 //! A frame keeps the event's bytes once. Watchers that asked for binary output
