@@ -599,7 +599,10 @@ async fn rmm_exec_reading_slower_than_the_command_writes_gets_every_byte_paced_n
     let started = Instant::now();
     // A slow reader: about 40 MB/s.
     loop {
-        let n = tokio::time::timeout(WAIT, stdout.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(WAIT, stdout.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         if n == 0 {
             break;
         }
@@ -607,8 +610,17 @@ async fn rmm_exec_reading_slower_than_the_command_writes_gets_every_byte_paced_n
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let out = child.wait_with_output().await.unwrap();
-    eprintln!("slow reader: {} bytes in {:?}", got.len(), started.elapsed());
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "slow reader: {} bytes in {:?}",
+        got.len(),
+        started.elapsed()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the output differs");

@@ -213,7 +213,11 @@ async fn the_publisher_waits_for_a_reading_watcher_and_gives_up_on_a_stopped_one
     };
     let started = tokio::time::Instant::now();
     tokio::join!(hub.wait_for_room(S, Duration::from_secs(2)), reading);
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(hub.backlog(S).0 <= WATCHER_LAG_BYTES / 2);
     // It stops reading: the publisher waits `patience`, then no longer for it.
     for _ in 0..5 {
@@ -222,7 +226,10 @@ async fn the_publisher_waits_for_a_reading_watcher_and_gives_up_on_a_stopped_one
     let started = tokio::time::Instant::now();
     hub.wait_for_room(S, Duration::from_secs(2)).await;
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
     let started = tokio::time::Instant::now();
     hub.wait_for_room(S, Duration::from_secs(2)).await;
     assert!(started.elapsed() < Duration::from_millis(10));
