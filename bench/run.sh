@@ -436,6 +436,8 @@ part_stream() {
     log "part 2: output throughput (${STREAM_BYTES_TEXT} of base64 text, $STREAM_RUNS runs)"
     head -c "$((STREAM_RAW_MIB * 1048576))" /dev/urandom | base64 -w 76 >"$file"
     chmod 644 "$file"
+    local size exec_name="rmm exec cat (to a pipe)"
+    size=$(stat -c %s "$file")
     [ "$SSH_OK" = 1 ] || na stream "ssh cat (ControlMaster)" "$SSH_WHY" "$out/stream-1-ssh.json"
     # Runs alternate between the two, so a change of load on a shared machine hits both.
     local i
@@ -448,7 +450,16 @@ part_stream() {
         measure stream "rmm session stream (WebSocket)" "$out/stream-2-rmm.json" -- \
             "$BENCH" stream --server "$SERVER_URL" --agent-id "$AGENT_ID" --file "$file" \
             --runs 1 --append --out "$out/stream-2-rmm.json"
+        # What a technician runs: `rmm exec` to a pipe (binary output frames end to end). It
+        # opens and closes its own session around the command (tens of ms of a multi-second run).
+        if [ -x "$BIN/rmm" ]; then
+            XDG_CONFIG_HOME="$WORK/cli" measure stream "$exec_name" "$out/stream-3-exec.json" -- \
+                "$BENCH" time-cmd --part stream --name "$exec_name" --count-stdout \
+                --expect-bytes "$size" --warmup 0 --iterations 1 --append \
+                --out "$out/stream-3-exec.json" -- "$BIN/rmm" --server "$SERVER_URL" exec bench -- cat "$file"
+        fi
     done
+    [ -x "$BIN/rmm" ] || na stream "$exec_name" "the rmm CLI binary is not built" "$out/stream-3-exec.json"
     rm -f "$file"
 }
 

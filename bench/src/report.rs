@@ -35,7 +35,7 @@ pub struct ReportInputs<'a> {
 
 const TARGET_ROUNDTRIP_RATIO: f64 = 0.5;
 const TARGET_ROUNDTRIP_P99_RATIO: f64 = 1.0;
-const TARGET_STREAM_RATIO: f64 = 1.0;
+const TARGET_STREAM_RATIO: f64 = 1.5;
 const TARGET_AGENTS: usize = 100_000;
 const TARGET_RSS_KIB: f64 = 16.0;
 const TARGET_HEARTBEAT_P99_MS: f64 = 50.0;
@@ -288,28 +288,7 @@ fn targets(out: &mut String, rows: &[Measurement]) {
             );
         }
     }
-    let st = part(rows, Part::Stream);
-    let ssh = st.iter().find(|m| is_ssh(m)).and_then(|m| throughput(m));
-    let ours = st.iter().filter(|m| !is_ssh(m)).find_map(|m| throughput(m));
-    match (ours, ssh) {
-        (Some(o), Some(s)) => {
-            let r = o.mb_per_s / s.mb_per_s;
-            let _ = writeln!(
-                out,
-                "| streaming ≥ {TARGET_STREAM_RATIO}× ssh | {:.1} MB/s vs ssh {:.1} MB/s = {} | {} |",
-                o.mb_per_s,
-                s.mb_per_s,
-                rate_ratio(r),
-                verdict(r >= TARGET_STREAM_RATIO)
-            );
-        }
-        _ => {
-            let _ = writeln!(
-                out,
-                "| streaming ≥ {TARGET_STREAM_RATIO}× ssh | not measured (see below) | — |"
-            );
-        }
-    }
+    stream_targets(out, rows);
     let sims: Vec<&SimFigures> = part(rows, Part::Sim)
         .into_iter()
         .filter_map(|m| match &m.figures {
@@ -407,6 +386,38 @@ fn roundtrip(out: &mut String, rows: &[Measurement]) {
     }
     not_available(out, &rows);
     commands(out, &rows);
+}
+
+/// The streaming target, for each of our rows (`rmm exec` to a pipe first: the figure of
+/// the issue), against the ssh row of the same run.
+fn stream_targets(out: &mut String, rows: &[Measurement]) {
+    let st = part(rows, Part::Stream);
+    let ssh = st.iter().find(|m| is_ssh(m)).and_then(|m| throughput(m));
+    let mut ours: Vec<&Measurement> = st.iter().copied().filter(|m| !is_ssh(m)).collect();
+    ours.sort_by_key(|m| !m.name.starts_with("rmm exec"));
+    let mut any = false;
+    for m in ours {
+        let (Some(o), Some(s)) = (throughput(m), ssh.as_ref()) else {
+            continue;
+        };
+        any = true;
+        let r = o.mb_per_s / s.mb_per_s;
+        let _ = writeln!(
+            out,
+            "| streaming ≥ {TARGET_STREAM_RATIO}× ssh cat | {}: {:.1} MB/s vs ssh {:.1} MB/s = {} | {} |",
+            m.name,
+            o.mb_per_s,
+            s.mb_per_s,
+            rate_ratio(r),
+            verdict(r >= TARGET_STREAM_RATIO)
+        );
+    }
+    if !any {
+        let _ = writeln!(
+            out,
+            "| streaming ≥ {TARGET_STREAM_RATIO}× ssh cat | not measured (see below) | — |"
+        );
+    }
 }
 
 fn stream(out: &mut String, rows: &[Measurement]) {

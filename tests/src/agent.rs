@@ -42,6 +42,24 @@ impl ScriptedAgent {
         Ok(Self { socket })
     }
 
+    /// Connects like [`Self::connect`], listing `capabilities` in the `x-rmm-capabilities`
+    /// header as an agent that speaks those extensions does.
+    ///
+    /// # Errors
+    /// The handshake error.
+    pub async fn connect_with_capabilities(
+        ws_url: &str,
+        key: &str,
+        capabilities: &str,
+    ) -> anyhow::Result<Self> {
+        let mut request = ws_url.into_client_request()?;
+        let headers = request.headers_mut();
+        headers.insert("authorization", format!("Bearer {key}").parse()?);
+        headers.insert("x-rmm-capabilities", capabilities.parse()?);
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Self { socket })
+    }
+
     /// Connects like [`Self::connect`] from the local address `from` (a loopback alias such
     /// as 127.0.0.2, so the server sees another client address).
     ///

@@ -38,6 +38,15 @@ impl std::fmt::Debug for Chunker {
 }
 
 impl Chunker {
+    /// Chunks of at most `size` bytes (at least 4, so a character always fits).
+    #[must_use]
+    pub fn with_size(size: usize) -> Self {
+        Self {
+            buf: vec![0; size.max(4)].into_boxed_slice(),
+            carried: 0,
+        }
+    }
+
     /// Where the next read goes: never empty (at most 3 of the [`CHUNK`] bytes are carried),
     /// and sized so that carried + read bytes fit one chunk.
     pub fn spare(&mut self) -> &mut [u8] {

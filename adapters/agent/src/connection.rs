@@ -23,8 +23,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use rmm_protocol::{
-    AgentMessage, CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT, CAP_FILE_TRANSFER, CAPABILITIES_HEADER,
-    DataFrame, DecodeError, ServerMessage, encode,
+    AgentMessage, CAP_COMMAND_BINARY_OUTPUT, CAP_COMMAND_CANCEL, CAP_COMMAND_TIMEOUT,
+    CAP_FILE_TRANSFER, CAPABILITIES_HEADER, DataFrame, DecodeError, ServerMessage, encode,
 };
 #[cfg(unix)]
 use rmm_protocol::{CAP_COMMAND_STDIN, CAP_PTY};
@@ -52,19 +52,26 @@ pub(crate) const CAPABILITIES: &[&str] = &[
     CAP_FILE_TRANSFER,
     CAP_PTY,
     CAP_COMMAND_STDIN,
+    CAP_COMMAND_BINARY_OUTPUT,
 ];
 #[cfg(not(unix))]
-pub(crate) const CAPABILITIES: &[&str] =
-    &[CAP_COMMAND_TIMEOUT, CAP_COMMAND_CANCEL, CAP_FILE_TRANSFER];
+pub(crate) const CAPABILITIES: &[&str] = &[
+    CAP_COMMAND_TIMEOUT,
+    CAP_COMMAND_CANCEL,
+    CAP_FILE_TRANSFER,
+    CAP_COMMAND_BINARY_OUTPUT,
+];
 
 /// Frames the tasks of one connection (commands, file operations) may queue before they wait;
 /// the wait is their backpressure. A command frame holds one [`CHUNK`] of output (about
-/// 45 KiB queued for text, under 150 KiB for the worst binary: lossy text plus base64), a
+/// 45 KiB queued for text, under 150 KiB for the worst binary: lossy text plus base64; a
+/// binary output frame at most [`OUTPUT_CHUNK`], 64 KiB), a
 /// download frame at most [`FILE_FRAME_DATA`] (256 KiB), so queued frames cost at most ~8 MiB
 /// whatever runs, plus a chunk buffer or two per running command or download. The queue is
 /// first come, first served, so a download cannot starve a command's output or the reverse.
 ///
 /// [`CHUNK`]: crate::CHUNK
+/// [`OUTPUT_CHUNK`]: rmm_protocol::OUTPUT_CHUNK
 /// [`FILE_FRAME_DATA`]: rmm_protocol::limits::FILE_FRAME_DATA
 const OUTBOUND_QUEUE: usize = 32;
 
@@ -471,11 +478,13 @@ impl Work {
                     command,
                     timeout,
                     stdin,
+                    binary_output,
                 } => self.commands.start(CommandSpec {
                     channel,
                     command,
                     timeout: timeout.or(self.default_timeout),
                     stdin,
+                    binary_output,
                 }),
                 Action::Cancel(channel) => self.commands.cancel(&channel),
                 Action::Stdin {

@@ -87,6 +87,8 @@ pub struct CommandSpec {
     pub timeout: Option<Duration>,
     /// Extension (`command-stdin`): stdin is a pipe fed by the server; else `/dev/null`.
     pub stdin: bool,
+    /// Extension (`command-binary-output`): stdout and stderr go in binary data frames.
+    pub binary_output: bool,
 }
 
 /// The commands running for one connection. Dropping it stops every one of them (each task
@@ -257,8 +259,8 @@ pub async fn execute(
     let mut feed = std::pin::pin!(output::feed_stdin(stdin, input, channel, out));
     let mut pumps = std::pin::pin!(async {
         tokio::join!(
-            pump(stdout, Stream::Stdout, channel, out),
-            pump(stderr, Stream::Stderr, channel, out)
+            pump(stdout, Stream::Stdout, channel, spec.binary_output, out),
+            pump(stderr, Stream::Stderr, channel, spec.binary_output, out)
         );
     });
 

@@ -32,6 +32,8 @@ pub enum Action {
         timeout: Option<Duration>,
         /// Extension (`command-stdin`): its stdin is fed by the server.
         stdin: bool,
+        /// Extension (`command-binary-output`): its output goes in binary data frames.
+        binary_output: bool,
     },
     /// A binary data frame on a command's channel: bytes for its stdin.
     Stdin {
@@ -352,13 +354,13 @@ impl TunnelState {
 
     /// `tunnel_data` inside the tunnel: a `terminal` frame opens its channel and runs.
     fn data(&mut self, channel_id: &str, data: TunnelDataPayload) -> Vec<Action> {
-        let (command, timeout_secs, stdin) = match data {
+        let (command, timeout_secs, stdin, binary_output) = match data {
             TunnelDataPayload::Terminal {
                 command,
                 timeout_secs,
                 stdin,
-                ..
-            } => (command, timeout_secs, stdin),
+                binary_output,
+            } => (command, timeout_secs, stdin, binary_output),
             TunnelDataPayload::TerminalOutput(_) => {
                 return refuse(channel_id, "terminal_output is sent by agents, not to them");
             }
@@ -381,6 +383,7 @@ impl TunnelState {
             // Literal, 0 included (kill at once): the server validates what it asks for.
             timeout: timeout_secs.map(Duration::from_secs),
             stdin,
+            binary_output,
         }]
     }
 

@@ -52,7 +52,7 @@ pub use enrollment::{CreatedEnrollmentDto, EnrollmentDto};
 pub use error::ClientError;
 pub use files::FileDownload;
 pub use recordings::{RecordingDto, RecordingFilter};
-pub use stream::SessionStream;
+pub use stream::{OutputFrame, SessionStream, StreamFrame};
 pub use terminal::{
     TerminalClosed, TerminalEvent, TerminalExit, TerminalOpened, TerminalSocket, TerminalSpec,
 };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use rmm_domain::SessionId;
-use rmm_protocol::{AgentMessage, DecodeError};
+use rmm_protocol::{AgentMessage, DataFrame, DecodeError, OutputChannel, OutputStream};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -15,7 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::classify::{About, ErrorReply};
 use crate::error::{one_line, with_certificate_hint};
-use crate::{ApiClient, ClientError, REQUEST_TIMEOUT};
+use crate::{ApiClient, ClientError, OutputKind, REQUEST_TIMEOUT};
 
 impl ApiClient {
     /// Connects to the session's stream WebSocket: every frame of the session from now on,
@@ -25,7 +25,24 @@ impl ApiClient {
     /// # Errors
     /// Session, auth and transport errors, as for the HTTP calls.
     pub async fn stream(&self, session: SessionId) -> Result<SessionStream, ClientError> {
-        let path = format!("api/v1/tunnel/{session}/stream");
+        self.open_stream(session, "").await
+    }
+
+    /// Like [`Self::stream`], but command output comes in binary frames (`?output=binary`):
+    /// read them with [`SessionStream::next_frame`].
+    ///
+    /// # Errors
+    /// As [`Self::stream`].
+    pub async fn binary_stream(&self, session: SessionId) -> Result<SessionStream, ClientError> {
+        self.open_stream(session, "?output=binary").await
+    }
+
+    async fn open_stream(
+        &self,
+        session: SessionId,
+        query: &str,
+    ) -> Result<SessionStream, ClientError> {
+        let path = format!("api/v1/tunnel/{session}/stream{query}");
         let socket = self.ws_connect(&path, About::Session(session)).await?;
         Ok(SessionStream {
             socket,
@@ -87,6 +104,46 @@ impl ApiClient {
     }
 }
 
+/// One frame of a session's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamFrame {
+    Message(AgentMessage),
+    /// Command output in a binary frame (only on a [`ApiClient::binary_stream`]).
+    Output(OutputFrame),
+}
+
+/// Bytes of one stream of a command, exactly as the command wrote them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFrame {
+    /// The command's channel.
+    pub channel_id: String,
+    pub kind: OutputKind,
+    /// The position of the first byte in the stream.
+    pub offset: u64,
+    pub data: bytes::Bytes,
+}
+
+impl OutputFrame {
+    /// A binary frame of the stream: `None` when it is not command output (skipped).
+    fn decode(bytes: impl Into<bytes::Bytes>) -> Result<Option<Self>, ClientError> {
+        let frame = DataFrame::decode(bytes.into())
+            .map_err(|e| ClientError::Protocol(format!("bad binary frame on the stream: {e}")))?;
+        let Some(OutputChannel { channel, stream }) = OutputChannel::parse(&frame.channel_id)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            channel_id: channel.to_owned(),
+            kind: match stream {
+                OutputStream::Stdout => OutputKind::Stdout,
+                OutputStream::Stderr => OutputKind::Stderr,
+            },
+            offset: frame.offset,
+            data: frame.data,
+        }))
+    }
+}
+
 /// A session's stream: the agent's frames (`tunnel_data`, `tunnel_error`) in the reference
 /// format with the lossless extension, decoded with the server's [`AgentMessage`].
 #[derive(Debug)]
@@ -108,9 +165,31 @@ impl SessionStream {
     /// frame that does not parse.
     pub async fn next_message(&mut self) -> Result<Option<AgentMessage>, ClientError> {
         loop {
+            match self.next_frame().await? {
+                Some(StreamFrame::Message(message)) => return Ok(Some(message)),
+                Some(StreamFrame::Output(_)) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next message or binary output frame (a stream from
+    /// [`ApiClient::binary_stream`]); `Ok(None)` once the server has closed the stream.
+    /// Cancel-safe.
+    ///
+    /// # Errors
+    /// As [`Self::next_message`]; a binary frame that does not parse is
+    /// [`ClientError::Protocol`].
+    pub async fn next_frame(&mut self) -> Result<Option<StreamFrame>, ClientError> {
+        loop {
             match self.socket.next().await {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if let Some(output) = OutputFrame::decode(bytes)? {
+                        return Ok(Some(StreamFrame::Output(output)));
+                    }
+                }
                 Some(Ok(Message::Text(text))) => match AgentMessage::decode(&text) {
-                    Ok(message) => return Ok(Some(message)),
+                    Ok(message) => return Ok(Some(StreamFrame::Message(message))),
                     Err(DecodeError::UnknownType(_)) => {}
                     Err(e) => {
                         return Err(ClientError::Protocol(format!(
@@ -124,7 +203,7 @@ impl SessionStream {
                     self.close_reason = frame.map(|f| one_line(f.reason.as_str()));
                     return Ok(None);
                 }
-                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Frame(_))) => {}
                 Some(Err(e)) => {
                     return Err(ClientError::Unreachable {

@@ -4,6 +4,10 @@
 //! at most [`FRAME_RATE`] a second (bursts of [`FRAME_BURST`]); frames over that are answered
 //! with a `tunnel_error` and not run.
 //!
+//! With `?output=binary` (extension `command-binary-output`) command output comes as binary
+//! data frames instead (channel `<channel>/stdout` or `/stderr`, offset = position in that
+//! stream), and `terminal_output` frames carry only a command's end.
+//!
 //! Browsers cannot set headers on a WebSocket, so the JWT may come as `?access_token=`.
 
 use std::sync::Arc;
@@ -42,6 +46,9 @@ const MAX_OVER_LIMIT: u32 = 200;
 #[derive(Debug, Deserialize)]
 pub struct StreamQuery {
     access_token: Option<String>,
+    /// `binary`: command output as binary data frames (extension `command-binary-output`);
+    /// absent or `json`: the reference `tunnel_data` frames.
+    output: Option<String>,
 }
 
 /// An answer before the upgrade: the API's error body (`rmm_protocol::api::ApiError`).
@@ -66,6 +73,17 @@ pub async fn session_stream<P>(
 where
     P: Ports<Streams = BroadcastStreams>,
 {
+    let binary = match query.output.as_deref() {
+        None | Some("json") => false,
+        Some("binary") => true,
+        Some(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                ApiErrorCode::InvalidRequest,
+                "output must be `binary` or `json`",
+            );
+        }
+    };
     let (session, actor, token) = match admit(req, &session_id, query, &app, &jwt).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
@@ -83,7 +101,7 @@ where
         .max_message_size(Some(MAX_CLIENT_FRAME))
         .max_frame_size(Some(MAX_CLIENT_FRAME));
     ws.config(config)
-        .on_upgrade(move |socket| watch(app, actor, token, session, socket))
+        .on_upgrade(move |socket| watch(app, actor, token, session, binary, socket))
         .into_response()
 }
 
@@ -183,21 +201,23 @@ pub(crate) async fn authenticate<P: Ports>(
     }
 }
 
-/// One watcher's socket: the replay, then live frames; its `terminal` frames run commands.
+/// One watcher's socket: the replay, then live frames (output in binary frames when it
+/// asked, `binary`); its `terminal` frames run commands.
 async fn watch<P>(
     app: Arc<App<P>>,
     mut actor: Actor,
     token: VerifiedToken,
     session: SessionId,
+    binary: bool,
     socket: WebSocketStream,
 ) where
     P: Ports<Streams = BroadcastStreams>,
 {
-    let subscription = app.streams().subscribe(session);
+    let subscription = app.streams().subscribe(session, binary);
     let (mut sink, mut inbound) = socket.split();
-    tracing::info!(session_id = %session, tech_id = %actor.id, replay = subscription.replay.len(), "watcher joined");
+    tracing::info!(session_id = %session, tech_id = %actor.id, replay = subscription.replay.len(), binary, "watcher joined");
     for frame in subscription.replay {
-        if !send(&mut sink, Message::Text(frame.to_string())).await {
+        if !send_all(&mut sink, frame.messages(binary)).await {
             return;
         }
     }
@@ -215,7 +235,7 @@ async fn watch<P>(
             },
             frame = live.recv() => match frame {
                 Ok(frame) => {
-                    if !send(&mut sink, Message::Text(frame.to_string())).await {
+                    if !send_all(&mut sink, frame.messages(binary)).await {
                         break "write failed or timed out";
                     }
                 }
@@ -309,6 +329,19 @@ where
         tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await,
         Ok(Ok(()))
     )
+}
+
+/// Sends `messages` in order; false as soon as one fails.
+async fn send_all<S>(sink: &mut S, messages: Vec<Message>) -> bool
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    for message in messages {
+        if !send(sink, message).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// A frame from a watcher: a reference `terminal` frame runs a command on the channel it

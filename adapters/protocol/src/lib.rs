@@ -10,8 +10,10 @@ use uuid::Uuid;
 pub mod api;
 mod codes;
 pub mod limits;
+mod output;
 
 pub use codes::FileErrorCode;
+pub use output::{OUTPUT_CHUNK, OutputChannel, OutputStream};
 
 /// The WebSocket upgrade header in which an agent lists the protocol extensions it speaks
 /// (comma-separated). The server sends extension frames or fields only to agents that listed
@@ -28,6 +30,9 @@ pub const CAP_PTY: &str = "pty";
 /// Extension: the agent keeps a command's stdin open when asked (`stdin: true` on the
 /// `terminal` payload), fed by binary data frames and ended by `stdin_end`.
 pub const CAP_COMMAND_STDIN: &str = "command-stdin";
+/// Extension: the agent sends a command's stdout and stderr as binary data frames when asked
+/// (`binary_output: true` on the `terminal` payload), on the channels [`OutputChannel`] names.
+pub const CAP_COMMAND_BINARY_OUTPUT: &str = "command-binary-output";
 
 /// Server → agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,13 +273,19 @@ impl DataFrame {
     /// The frame's bytes. Channel ids are at most 64 bytes, so the length fits a byte.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let id = self.channel_id.as_bytes();
+        Self::encode_parts(&self.channel_id, self.offset, &self.data)
+    }
+
+    /// The bytes of a frame of these parts, with the data copied once.
+    #[must_use]
+    pub fn encode_parts(channel_id: &str, offset: u64, data: &[u8]) -> Vec<u8> {
+        let id = channel_id.as_bytes();
         let id = &id[..id.len().min(255)];
-        let mut out = Vec::with_capacity(1 + id.len() + 8 + self.data.len());
+        let mut out = Vec::with_capacity(1 + id.len() + 8 + data.len());
         out.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(id);
-        out.extend_from_slice(&self.offset.to_be_bytes());
-        out.extend_from_slice(&self.data);
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(data);
         out
     }
 }
@@ -293,6 +304,11 @@ pub enum TunnelDataPayload {
         /// Absent or false: stdin is closed (`/dev/null`), as in the reference.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         stdin: bool,
+        /// Extension (`command-binary-output`): send stdout and stderr as binary data frames
+        /// (see [`OutputChannel`]); `terminal_output` frames then carry only the end. Absent
+        /// or false: the reference's `terminal_output` chunks.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        binary_output: bool,
     },
     TerminalOutput(TerminalOutput),
 }

@@ -47,6 +47,7 @@ fn reference_frames_are_sent_without_extension_fields() {
             command: "ls -la".into(),
             timeout_secs: None,
             stdin: false,
+            binary_output: false,
         },
     };
     assert_eq!(

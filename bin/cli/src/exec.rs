@@ -365,7 +365,7 @@ async fn run(
     };
     let stream = match warm_stream {
         Some(stream) => stream,
-        None => match client.stream(session).await {
+        None => match client.binary_stream(session).await {
             Ok(stream) => stream,
             Err(e) => return Outcome::NotRun(e.into()),
         },

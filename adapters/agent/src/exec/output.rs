@@ -12,7 +12,10 @@ use super::StopReason;
 use crate::Event;
 use crate::chunker::Chunker;
 use crate::input::InputReceiver;
-use rmm_protocol::{AgentMessage, TerminalOutput, TunnelDataPayload};
+use rmm_protocol::{
+    AgentMessage, DataFrame, OUTPUT_CHUNK, OutputChannel, OutputStream, TerminalOutput,
+    TunnelDataPayload,
+};
 
 /// Which pipe a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +25,13 @@ pub(super) enum Stream {
 }
 
 impl Stream {
+    const fn wire(self) -> OutputStream {
+        match self {
+            Self::Stdout => OutputStream::Stdout,
+            Self::Stderr => OutputStream::Stderr,
+        }
+    }
+
     fn chunk(self, bytes: &[u8]) -> TerminalOutput {
         match self {
             Self::Stdout => TerminalOutput::chunk(bytes, b""),
@@ -30,14 +40,29 @@ impl Stream {
     }
 }
 
-/// Streams one pipe until EOF, one frame per chunk, as soon as it is read.
+/// Streams one pipe until EOF, one frame per chunk, as soon as it is read: `terminal_output`
+/// frames, or with `binary` (extension `command-binary-output`) binary data frames of up to
+/// [`OUTPUT_CHUNK`] bytes, their offsets the position in the stream. Either way a chunk never
+/// splits a UTF-8 character, so a watcher given the server's JSON translation reads the same
+/// text.
 pub(super) async fn pump(
     mut pipe: impl AsyncRead + Unpin,
     stream: Stream,
     channel: &str,
+    binary: bool,
     out: &mpsc::Sender<Event>,
 ) {
-    let mut chunker = Chunker::default();
+    let mut chunker = if binary {
+        Chunker::with_size(OUTPUT_CHUNK)
+    } else {
+        Chunker::default()
+    };
+    let mut frames = Frames {
+        channel,
+        stream,
+        binary,
+        offset: 0,
+    };
     loop {
         let read = match pipe.read(chunker.spare()).await {
             Ok(0) => break,
@@ -49,11 +74,45 @@ pub(super) async fn pump(
             }
         };
         if let Some(chunk) = chunker.filled(read) {
-            send_with(out, || output_frame(channel, stream.chunk(&chunk))).await;
+            frames.send(out, chunk).await;
         }
     }
     if let Some(rest) = chunker.finish() {
-        send_with(out, || output_frame(channel, stream.chunk(&rest))).await;
+        frames.send(out, rest).await;
+    }
+}
+
+/// The frames of one stream.
+struct Frames<'a> {
+    channel: &'a str,
+    stream: Stream,
+    binary: bool,
+    /// Bytes of the stream sent so far.
+    offset: u64,
+}
+
+impl Frames<'_> {
+    async fn send(&mut self, out: &mpsc::Sender<Event>, chunk: Vec<u8>) {
+        let (channel, stream) = (self.channel, self.stream);
+        if !self.binary {
+            send_with(out, || {
+                Event::Frame(output_frame(channel, stream.chunk(&chunk)))
+            })
+            .await;
+            return;
+        }
+        let offset = self.offset;
+        self.offset += chunk.len() as u64;
+        let frame = DataFrame {
+            channel_id: OutputChannel {
+                channel,
+                stream: stream.wire(),
+            }
+            .id(),
+            offset,
+            data: chunk.into(),
+        };
+        send_with(out, || Event::Data(frame)).await;
     }
 }
 
@@ -84,16 +143,16 @@ pub(super) async fn feed_stdin(
 
 /// Queues a frame, waiting for room: this wait is the backpressure on the command's output.
 pub(super) async fn send(out: &mpsc::Sender<Event>, frame: AgentMessage) {
-    send_with(out, || frame).await;
+    send_with(out, || Event::Frame(frame)).await;
 }
 
 /// Like [`send`], but the frame (up to ~4x its raw chunk once encoded losslessly) is built
 /// only once there is room for it, so a waiting command holds just its raw chunk.
-async fn send_with(out: &mpsc::Sender<Event>, frame: impl FnOnce() -> AgentMessage) {
+async fn send_with(out: &mpsc::Sender<Event>, frame: impl FnOnce() -> Event) {
     // An error means the connection is gone; its registry went with it, so the command is
     // being killed and its output has nowhere to go. Reading on lets the pipes reach EOF.
     if let Ok(permit) = out.reserve().await {
-        permit.send(Event::Frame(frame()));
+        permit.send(frame());
     }
 }
 

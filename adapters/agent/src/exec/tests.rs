@@ -25,6 +25,7 @@ fn spec(command: &str, timeout: Option<Duration>) -> CommandSpec {
         command: command.to_owned(),
         timeout,
         stdin: false,
+        binary_output: false,
     }
 }
 
@@ -358,12 +359,14 @@ async fn the_registry_releases_channels_only_of_commands_still_in_the_tunnel() {
         command: "sleep 1000".into(),
         timeout: None,
         stdin: false,
+        binary_output: false,
     });
     commands.start(CommandSpec {
         channel: two.clone(),
         command: "sleep 1000".into(),
         timeout: None,
         stdin: false,
+        binary_output: false,
     });
     assert_eq!(commands.len(), 2);
     commands.cancel(&one);

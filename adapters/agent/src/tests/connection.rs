@@ -128,7 +128,7 @@ async fn a_401_on_the_upgrade_is_a_rejected_key() {
 fn the_advertised_capabilities_are_the_protocols_names() {
     assert_eq!(
         CAPABILITIES.join(", "),
-        "command-timeout, command-cancel, file-transfer, pty, command-stdin"
+        "command-timeout, command-cancel, file-transfer, pty, command-stdin, command-binary-output"
     );
 }
 
@@ -138,6 +138,6 @@ fn the_advertised_capabilities_are_the_protocols_names() {
 fn the_advertised_capabilities_are_the_protocols_names() {
     assert_eq!(
         CAPABILITIES.join(", "),
-        "command-timeout, command-cancel, file-transfer"
+        "command-timeout, command-cancel, file-transfer, command-binary-output"
     );
 }

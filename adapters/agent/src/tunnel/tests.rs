@@ -33,6 +33,7 @@ fn terminal(channel: &str, timeout_secs: Option<u64>) -> ServerMessage {
             command: "ls".into(),
             timeout_secs,
             stdin: false,
+            binary_output: false,
         },
     }
 }
@@ -125,6 +126,7 @@ fn a_terminal_frame_in_a_tunnel_opens_its_channel_and_runs_with_the_frames_timeo
             command: "ls".into(),
             timeout: Some(Duration::from_secs(30)),
             stdin: false,
+            binary_output: false,
         }]
     );
     assert_eq!(
@@ -134,6 +136,7 @@ fn a_terminal_frame_in_a_tunnel_opens_its_channel_and_runs_with_the_frames_timeo
             command: "ls".into(),
             timeout: None,
             stdin: false,
+            binary_output: false,
         }]
     );
     assert_eq!(state.channels().len(), 2);
@@ -591,6 +594,7 @@ fn a_terminal_frame_with_stdin_runs_with_stdin() {
                 command: "cat".into(),
                 timeout_secs: None,
                 stdin: true,
+                binary_output: false,
             },
         }),
         vec![Action::Run {
@@ -598,6 +602,7 @@ fn a_terminal_frame_with_stdin_runs_with_stdin() {
             command: "cat".into(),
             timeout: None,
             stdin: true,
+            binary_output: false,
         }]
     );
 }

@@ -1,6 +1,7 @@
 //! The task that runs one agent's WebSocket: reads its frames (routing each to its use case
 //! or transfer), writes what is queued for it, pings, and ends on a dead peer or shutdown.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -8,21 +9,32 @@ use futures_util::{SinkExt, StreamExt};
 use poem::web::websocket::{CloseCode, Message, WebSocketStream};
 use rmm_application::{AgentRecord, App, HostFacts, OutputChunk, Ports};
 use rmm_domain::{AgentId, ChannelId, SessionId};
-use rmm_protocol::{AgentMessage, DataFrame, DecodeError, TerminalOutput, TunnelDataPayload};
+use rmm_protocol::{
+    AgentMessage, DataFrame, DecodeError, OutputChannel, OutputStream, TerminalOutput,
+    TunnelDataPayload,
+};
 use tokio::sync::{mpsc, watch};
 
-use super::{Capabilities, ConnectionTimings, FileEvent, OUTBOUND_QUEUE, Outbound, WsAgentGateway};
+use crate::streams::BroadcastStreams;
+
+use super::{
+    Capabilities, ConnectionTimings, FileEvent, MAX_CHANNELS, OUTBOUND_QUEUE, Outbound,
+    WsAgentGateway,
+};
 
 type Sink = SplitSink<WebSocketStream, Message>;
 
 /// One agent's connection, as its task sees it.
-struct Link<'a, P: Ports<Gateway = WsAgentGateway>> {
+struct Link<'a, P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>> {
     app: &'a App<P>,
     agent: AgentId,
     generation: u64,
     timings: ConnectionTimings,
     /// Warnings about this agent's unusable frames, rate-limited.
     warnings: Mutex<WarnBudget>,
+    /// The next offset of each binary output stream (`<channel>/stdout`), to catch gaps and
+    /// duplicates; dropped at the command's final frame, at most [`MAX_TRACKED_STREAMS`].
+    output_offsets: Mutex<HashMap<String, u64>>,
 }
 
 /// Who connected: its client address, and the admission slot its handshake holds until the
@@ -32,6 +44,12 @@ pub struct Peer {
     pub remote: String,
     pub admitted: tokio::sync::OwnedSemaphorePermit,
 }
+
+/// How long output waits for a session's watcher that reads nothing before giving up on it.
+const WATCHER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Output streams whose offsets one connection tracks: two per channel it may hold, twice over.
+const MAX_TRACKED_STREAMS: usize = 4 * MAX_CHANNELS;
 
 /// Runs one authenticated agent's WebSocket until it ends, then runs the disconnect use case.
 pub async fn run_agent_connection<P>(
@@ -43,7 +61,7 @@ pub async fn run_agent_connection<P>(
     shutdown: watch::Receiver<bool>,
     peer: Peer,
 ) where
-    P: Ports<Gateway = WsAgentGateway>,
+    P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>,
 {
     let Peer { remote, admitted } = peer;
     let gateway = app.gateway();
@@ -82,6 +100,7 @@ pub async fn run_agent_connection<P>(
         generation,
         timings,
         warnings: Mutex::new(WarnBudget::new(tokio::time::Instant::now())),
+        output_offsets: Mutex::new(HashMap::new()),
     };
     let why = link.serve(socket, outbound, shutdown).await;
     link.warn_budget().flush(agent);
@@ -95,7 +114,7 @@ pub async fn run_agent_connection<P>(
     }
 }
 
-impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
+impl<P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>> Link<'_, P> {
     /// Moves frames both ways until the connection ends; why it ended.
     async fn serve(
         &self,
@@ -177,6 +196,10 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
             }
             Some(Ok(Message::Binary(bytes))) => {
                 match DataFrame::decode(bytes::Bytes::from(bytes)) {
+                    Ok(frame) if OutputChannel::parse(&frame.channel_id).is_some() => {
+                        app.agent_seen(agent);
+                        self.binary_output(frame).await;
+                    }
                     Ok(frame) => self.data(frame),
                     Err(e) => {
                         if self.may_warn() {
@@ -331,34 +354,23 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
         }
     }
 
-    /// Command output on a channel of the agent's tunnel.
+    /// Command output on a channel of the agent's tunnel, from a `terminal_output` frame.
     async fn output(&self, channel_id: &str, output: TerminalOutput) {
-        let agent = self.agent;
-        let Ok(channel) = ChannelId::parse(channel_id) else {
-            if !self.may_warn() {
-                return;
-            }
-            tracing::warn!(agent_id = %agent, channel_id = %clip(channel_id), "output on an invalid channel id ignored");
-            return;
-        };
         let (stdout, stderr) = match output.bytes() {
             Ok(bytes) => bytes,
             Err(e) => {
                 if self.may_warn() {
-                    tracing::warn!(agent_id = %agent, channel_id = %channel, error = %e, "output with bad base64 ignored");
+                    tracing::warn!(agent_id = %self.agent, channel_id = %clip(channel_id), error = %e, "output with bad base64 ignored");
                 }
                 return;
             }
         };
-        let last = output.exit_code.is_some();
-        if self
-            .app
-            .gateway()
-            .accept_on_channel(agent, self.generation, &channel, last)
-            .is_none()
-        {
-            tracing::debug!(agent_id = %agent, channel_id = %channel, "output on a channel this agent does not hold; ignored");
-            return;
+        if output.exit_code.is_some() {
+            // The command's end: its binary streams (if any) end with it.
+            let mut offsets = self.offsets();
+            for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+                offsets.remove(&format!("{channel_id}{}", stream.suffix()));
+            }
         }
         let chunk = OutputChunk {
             stdout,
@@ -367,6 +379,90 @@ impl<P: Ports<Gateway = WsAgentGateway>> Link<'_, P> {
             signal: output.signal,
             end_reason: output.end_reason,
         };
+        self.deliver(channel_id, chunk).await;
+    }
+
+    /// Command output in a binary data frame (extension `command-binary-output`): stored and
+    /// forwarded like a `terminal_output` chunk of one stream, never parsed as text.
+    async fn binary_output(&self, frame: DataFrame) {
+        let Some(OutputChannel { channel, stream }) = OutputChannel::parse(&frame.channel_id)
+        else {
+            return;
+        };
+        let Some(data) = self.in_sequence(&frame) else {
+            return;
+        };
+        let data = data.to_vec();
+        let chunk = match stream {
+            OutputStream::Stdout => OutputChunk {
+                stdout: data,
+                ..OutputChunk::default()
+            },
+            OutputStream::Stderr => OutputChunk {
+                stderr: data,
+                ..OutputChunk::default()
+            },
+        };
+        self.deliver(channel, chunk).await;
+    }
+
+    /// The bytes of `frame` not yet received on its stream: a duplicate is dropped, a gap
+    /// (bytes that never came) is logged and the frame taken.
+    fn in_sequence<'f>(&self, frame: &'f DataFrame) -> Option<&'f [u8]> {
+        let mut offsets = self.offsets();
+        let tracked =
+            offsets.len() < MAX_TRACKED_STREAMS || offsets.contains_key(&frame.channel_id);
+        let expected = offsets.get(&frame.channel_id).copied().unwrap_or(0);
+        let end = frame.offset.saturating_add(frame.data.len() as u64);
+        if tracked {
+            offsets.insert(frame.channel_id.clone(), end.max(expected));
+        }
+        drop(offsets);
+        if !tracked || frame.offset == expected {
+            return Some(&frame.data);
+        }
+        if self.may_warn() {
+            tracing::warn!(agent_id = %self.agent, channel_id = %clip(&frame.channel_id), offset = frame.offset, expected, "binary output out of sequence");
+        }
+        if frame.offset > expected {
+            return Some(&frame.data);
+        }
+        let skip = usize::try_from(expected - frame.offset).unwrap_or(usize::MAX);
+        frame.data.get(skip..).filter(|rest| !rest.is_empty())
+    }
+
+    fn offsets(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        // Every update leaves the map consistent, so a poisoned lock is still usable.
+        self.output_offsets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A chunk of output on `channel_id`, if it is a channel of this agent's tunnel.
+    async fn deliver(&self, channel_id: &str, chunk: OutputChunk) {
+        let agent = self.agent;
+        let Ok(channel) = ChannelId::parse(channel_id) else {
+            if !self.may_warn() {
+                return;
+            }
+            tracing::warn!(agent_id = %agent, channel_id = %clip(channel_id), "output on an invalid channel id ignored");
+            return;
+        };
+        let last = chunk.exit_code.is_some();
+        let Some(session) =
+            self.app
+                .gateway()
+                .accept_on_channel(agent, self.generation, &channel, last)
+        else {
+            tracing::debug!(agent_id = %agent, channel_id = %channel, "output on a channel this agent does not hold; ignored");
+            return;
+        };
+        // Paced to the session's watchers (bounded): a reader slower than the command is
+        // slowed down rather than dropped, as an ssh client would be.
+        self.app
+            .streams()
+            .wait_for_room(session, WATCHER_PATIENCE)
+            .await;
         self.app.command_output(agent, &channel, chunk).await;
     }
 

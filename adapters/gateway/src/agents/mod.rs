@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use poem::web::websocket::{CloseCode, Message};
 use rmm_protocol::{
-    CAP_COMMAND_CANCEL, CAP_COMMAND_STDIN, CAP_COMMAND_TIMEOUT, CAP_FILE_TRANSFER, CAP_PTY,
-    ServerMessage, encode,
+    CAP_COMMAND_BINARY_OUTPUT, CAP_COMMAND_CANCEL, CAP_COMMAND_STDIN, CAP_COMMAND_TIMEOUT,
+    CAP_FILE_TRANSFER, CAP_PTY, ServerMessage, encode,
 };
 
 mod connection;
@@ -47,6 +47,7 @@ pub struct Capabilities {
     pub file_transfer: bool,
     pub pty: bool,
     pub command_stdin: bool,
+    pub command_binary_output: bool,
 }
 
 impl Capabilities {
@@ -60,6 +61,7 @@ impl Capabilities {
             file_transfer: names.contains(&CAP_FILE_TRANSFER),
             pty: names.contains(&CAP_PTY),
             command_stdin: names.contains(&CAP_COMMAND_STDIN),
+            command_binary_output: names.contains(&CAP_COMMAND_BINARY_OUTPUT),
         }
     }
 }

@@ -139,6 +139,7 @@ impl AgentGateway for WsAgentGateway {
                 command: command.to_owned(),
                 timeout_secs,
                 stdin,
+                binary_output: connection.capabilities.command_binary_output,
             },
         };
         Self::send(connection, message).inspect_err(|_| {

@@ -6,7 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use rmm_client::{ClientError, CommandDto, CommandStartedResponse, OutputKind, SessionStream};
+use rmm_client::{
+    ClientError, CommandDto, CommandStartedResponse, OutputFrame, OutputKind, SessionStream,
+    StreamFrame,
+};
 use rmm_domain::{CloseReason, CommandId, CommandStatus, SessionId};
 use rmm_protocol::{AgentMessage, TunnelDataPayload};
 
@@ -146,12 +149,15 @@ impl Follow {
         }
     }
 
-    fn on_message(&mut self, message: Result<Option<AgentMessage>, ClientError>) -> Step {
+    fn on_message(&mut self, message: Result<Option<StreamFrame>, ClientError>) -> Step {
         match message {
-            Ok(Some(AgentMessage::TunnelData {
+            Ok(Some(StreamFrame::Output(frame))) if frame.channel_id == self.channel => {
+                self.on_output(&frame)
+            }
+            Ok(Some(StreamFrame::Message(AgentMessage::TunnelData {
                 channel_id,
                 data: TunnelDataPayload::TerminalOutput(output),
-            })) if channel_id == self.channel => {
+            }))) if channel_id == self.channel => {
                 let Ok((stdout, stderr)) = output.bytes() else {
                     // Undecodable bytes: the stored output has them; stop trusting the stream.
                     self.stream = None;
@@ -175,7 +181,7 @@ impl Follow {
                     None => Step::Continue,
                 }
             }
-            Ok(Some(AgentMessage::TunnelError { channel_id, error }))
+            Ok(Some(StreamFrame::Message(AgentMessage::TunnelError { channel_id, error })))
                 if channel_id == self.channel =>
             {
                 self.agent_error = Some(error);
@@ -190,6 +196,24 @@ impl Follow {
                 self.stream = None;
                 Step::StreamLost
             }
+        }
+    }
+
+    /// A binary output frame of our command: its bytes past those already written. A gap
+    /// (bytes that never came) stops trusting the stream: the stored output fills it.
+    fn on_output(&mut self, frame: &OutputFrame) -> Step {
+        let written = self.out.written(frame.kind);
+        if frame.offset > written {
+            self.stream = None;
+            return Step::StreamLost;
+        }
+        let skip = usize::try_from(written - frame.offset).unwrap_or(usize::MAX);
+        match frame.data.get(skip..) {
+            Some(new) => match self.out.write(frame.kind, new) {
+                Ok(()) => Step::Continue,
+                Err(e) => Step::LocalFailed(e),
+            },
+            None => Step::Continue,
         }
     }
 
@@ -398,12 +422,12 @@ fn server_gone(e: &ClientError) -> bool {
     )
 }
 
-/// The next message of the stream, or never when there is none.
+/// The next frame of the stream, or never when there is none.
 async fn next_message(
     stream: &mut Option<SessionStream>,
-) -> Result<Option<AgentMessage>, ClientError> {
+) -> Result<Option<StreamFrame>, ClientError> {
     match stream.as_mut() {
-        Some(stream) => stream.next_message().await,
+        Some(stream) => stream.next_frame().await,
         None => std::future::pending().await,
     }
 }
