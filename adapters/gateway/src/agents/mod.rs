@@ -15,6 +15,7 @@ use rmm_protocol::{
     CAP_FILE_TRANSFER, CAP_PTY, ServerMessage, encode,
 };
 
+mod clock;
 mod connection;
 mod files;
 mod port;
