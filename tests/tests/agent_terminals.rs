@@ -115,7 +115,7 @@ async fn the_agent_runs_a_terminal_on_a_real_pty_and_feeds_a_commands_stdin() {
     let (mut ws, capabilities, _agent) = agent_in_tunnel().await;
     assert_eq!(
         capabilities,
-        "command-timeout, command-cancel, file-transfer, pty, command-stdin"
+        "command-timeout, command-cancel, file-transfer, pty, command-stdin, command-binary-output"
     );
 
     let pty = "pty-7d0c1a52-0a9e-4c0e-9b7e-3d1f6c1e2a40";

@@ -162,7 +162,7 @@ api_error_codes! {
     TooManySessions = "too_many_sessions":
         "429: the caller holds as many open tunnel sessions as one user may; close one first.",
     ServerBusy = "server_busy":
-        "503: the server is at capacity (password hashing); retry after `Retry-After` seconds.",
+        "503: the server is at capacity (password hashing at login, or agent handshakes); retry after `Retry-After` seconds.",
     Internal = "internal":
         "500: an internal error; the server log has the details.",
 }
