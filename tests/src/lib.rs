@@ -14,3 +14,19 @@ pub mod procfs;
 pub mod real_agent;
 pub mod server;
 pub mod terminal;
+
+/// Deterministic pseudo-random bytes (xorshift64 from `seed`), for files too large to keep a
+/// fixture of: the same `seed` and `len` give the same bytes in every test.
+#[must_use]
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

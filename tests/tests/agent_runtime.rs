@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
+use rmm_e2e::pseudo_random;
 use rmm_e2e::terminal::{Rig, rig};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -26,20 +27,6 @@ fn threads(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap()
-}
-
-/// Deterministic pseudo-random bytes (xorshift).
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 async fn start_command(r: &Rig, command: &str) -> String {
@@ -94,7 +81,7 @@ async fn a_command_an_upload_and_a_terminal_make_progress_at_the_same_time() {
     let tid = r.open(80, 24, Some("cat")).await.unwrap();
     let mut term = r.attach(&tid, &r.tech, false).await.unwrap();
 
-    let data = pseudo_random(48 * MIB);
+    let data = pseudo_random(0x9e37_79b9_7f4a_7c15, 48 * MIB);
     let sum: String = Sha256::digest(&data)
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rmm_e2e::pg::fresh_database;
+use rmm_e2e::pseudo_random;
 use rmm_e2e::real_agent::spawn_agent;
 use rmm_e2e::server::{TestServer, binary};
 use serde_json::Value;
@@ -80,20 +81,6 @@ fn assert_success(out: &Output) {
         text(&out.stdout),
         text(&out.stderr)
     );
-}
-
-/// Deterministic pseudo-random bytes (xorshift).
-fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn sha256_hex(data: &[u8]) -> String {

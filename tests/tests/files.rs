@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use reqwest::Method;
 use rmm_e2e::procfs::proc_bytes;
+use rmm_e2e::pseudo_random;
 use rmm_e2e::real_agent::{Tunnel, open_tunnel};
 use rmm_e2e::server::TestServer;
 use serde_json::{Value, json};
@@ -47,20 +48,6 @@ async fn world() -> World {
         dir: tempfile::tempdir().unwrap(),
         _agent: agent,
     }
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so large files need not be kept in memory.
-fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn sha256_hex(data: &[u8]) -> String {
