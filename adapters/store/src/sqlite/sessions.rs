@@ -47,24 +47,10 @@ impl SessionRepository for SqliteStore {
         session: &Session,
         opened_with: Option<TokenId>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "insert into tech_sessions (session_id, tech_id, agent_id, opened_at, last_activity, \
-             status, closed_at, close_reason, token_id) \
-             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .bind(id_text(session.id().as_uuid()))
-        .bind(id_text(session.owner().as_uuid()))
-        .bind(id_text(session.agent().as_uuid()))
-        .bind(micros(session.opened_at()))
-        .bind(micros(session.last_activity()))
-        .bind(session.status().as_str())
-        .bind(session.closed_at().map(micros))
-        .bind(session.close_reason().map(CloseReason::as_str))
-        .bind(opened_with.map(|t| id_text(t.as_uuid())))
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
+        // Uncapped: the count never reaches the cap, so this inserts or meets the unique index.
+        self.insert_pending_capped(session, opened_with, u64::MAX)
+            .await
+            .map(|_| ())
     }
 
     async fn insert_pending_capped(
