@@ -640,12 +640,16 @@ start_postgres() { # sets PG_URL
         image="$(bash "$ROOT/scripts/ensure-postgres-image.sh")" || { PG_WHY="no PostgreSQL image (scripts/ensure-postgres-image.sh failed)"; return 1; }
     fi
     PG_CONTAINER="rmm-bench-pg-$$"
+    # The host's network, PostgreSQL on a free loopback port: a published port would put
+    # Docker's userland proxy (docker-proxy) on every query, and it took as much CPU as our
+    # server during the opens run.
+    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     docker run -d --rm --name "$PG_CONTAINER" --label rmm-bench -e POSTGRES_PASSWORD=bench \
-        -p 127.0.0.1::5432 "$image" >/dev/null || { PG_WHY="docker run $image failed"; PG_CONTAINER=""; return 1; }
-    port="$(docker port "$PG_CONTAINER" 5432/tcp | head -n1 | sed 's/.*://')"
+        --network host "$image" postgres -c port="$port" -c listen_addresses=127.0.0.1 >/dev/null \
+        || { PG_WHY="docker run $image failed"; PG_CONTAINER=""; return 1; }
     PG_URL="postgres://postgres:bench@127.0.0.1:$port/postgres"
     for ((i = 0; i < 120; i++)); do
-        if docker exec "$PG_CONTAINER" pg_isready -h 127.0.0.1 -U postgres >/dev/null 2>&1; then
+        if docker exec "$PG_CONTAINER" pg_isready -h 127.0.0.1 -p "$port" -U postgres >/dev/null 2>&1; then
             return 0
         fi
         sleep 0.5
