@@ -292,8 +292,12 @@ async fn a_watcher_that_stops_reading_costs_bounded_memory_and_is_closed_too_slo
     let total = reader.await.unwrap().unwrap();
     assert_eq!(total, OUTPUT, "the reading watcher missed output");
     let growth = peak.stop().await.saturating_sub(before);
+    // The output is NUL bytes: as JSON (these watchers did not opt into binary frames) each
+    // is six bytes, so all of it would be about 290 MB held. What may be held is two
+    // watchers' lag (16 MiB each, JSON counted) and the replay, plus socket buffers and the
+    // allocator's retained pages while the paused watcher drains: peaks of 50–67 MiB seen.
     assert!(
-        growth < 64 * MIB,
+        growth < 96 * MIB,
         "the rest of the output grew the server's RSS by {} MiB",
         growth / MIB
     );
