@@ -16,6 +16,7 @@ use reqwest::{Method, StatusCode};
 use rmm_e2e::nginx::Nginx;
 use rmm_e2e::pg::fresh_database;
 use rmm_e2e::pki::TestCa;
+use rmm_e2e::pseudo_random;
 use rmm_e2e::real_agent::agent_command;
 use rmm_e2e::server::{StartOptions, TestServer, rmm_command};
 use serde_json::{Value, json};
@@ -65,19 +66,6 @@ fn assert_success(what: &str, out: &Output) {
         text(&out.stdout),
         text(&out.stderr)
     );
-}
-
-fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// A JSON call through the proxy; `(status, body)`.
