@@ -118,6 +118,27 @@ def test_command_shows_output_and_exit_code(page, rig):
     expect(tid(page, "command-stderr")).to_contain_text("browser-err")
 
 
+def test_command_output_that_comes_before_the_run_answer_is_shown(page, rig):
+    """Output can reach the session stream before the POST that started the command has
+    answered (the console learns the channel from that answer). Delaying the answer makes it
+    certain: the first line comes before it, the second after."""
+    pattern = "**/api/v1/tunnel/*/command"
+
+    def slow_answer(route):
+        answer = route.fetch()
+        time.sleep(0.6)
+        route.fulfill(response=answer)
+
+    page.route(pattern, slow_answer)
+    try:
+        tid(page, "command-input").fill("echo early-line; sleep 1.5; echo late-line")
+        tid(page, "command-run").click()
+        expect(tid(page, "command-exit")).to_have_text("exit 0", timeout=20_000)
+    finally:
+        page.unroute(pattern)
+    expect(tid(page, "command-stdout")).to_have_text("early-line\nlate-line\n")
+
+
 def test_upload_20_mb_and_download_it_back(page, rig, tmp_path):
     folder = rig.dir / "files"
     folder.mkdir(exist_ok=True)

@@ -4,6 +4,8 @@
 
 import { api, wsUrl } from "./api.js";
 
+const EARLY_FRAMES = 4096;
+
 export class CommandRunner {
   constructor(sessionId, { stdout, stderr, exit, onError }) {
     this.sessionId = sessionId;
@@ -14,6 +16,10 @@ export class CommandRunner {
     this.stream = null;
     this.channel = null;
     this.heard = false;
+    // Frames that arrive while the POST is still answering (its channel not yet known):
+    // held, at most EARLY_FRAMES of them, and shown once the channel is known.
+    this.early = null;
+    this.missed = false;
   }
 
   /** The session stream, opened once and kept (resolves when open, or null if refused). */
@@ -33,6 +39,7 @@ export class CommandRunner {
     });
   }
 
+  /** Parse one frame of the session stream. */
   frame(text) {
     let msg;
     try {
@@ -40,6 +47,16 @@ export class CommandRunner {
     } catch {
       return;
     }
+    const p = msg.payload || {};
+    if (this.channel === null && this.early && p.channel_id) {
+      if (this.early.length < EARLY_FRAMES) this.early.push(msg);
+      else this.missed = true;
+      return;
+    }
+    this.show(msg);
+  }
+
+  show(msg) {
     const p = msg.payload || {};
     if (p.channel_id !== this.channel) return;
     if (msg.type === "tunnel_error") {
@@ -63,6 +80,9 @@ export class CommandRunner {
     this.err.textContent = "";
     this.exit.textContent = "running…";
     this.heard = false;
+    this.channel = null;
+    this.early = [];
+    this.missed = false;
     const stream = await this.openStream();
     const body = { command };
     if (timeoutSecs) body.timeout_secs = timeoutSecs;
@@ -71,17 +91,21 @@ export class CommandRunner {
       started = await api("POST", `/api/v1/tunnel/${this.sessionId}/command`, body);
     } catch (e) {
       this.exit.textContent = "";
+      this.early = null;
       throw e;
     }
     this.channel = started.channel_id;
+    const early = this.early;
+    this.early = null;
+    for (const msg of early) this.show(msg);
     const path = `/api/v1/tunnel/${this.sessionId}/commands/${started.command_id}`;
     let done = null;
     while (!done) {
       const status = await api("GET", `${path}?wait=60`);
       if (status.status !== "running") done = status;
     }
-    if (!stream || !this.heard) {
-      // No live output (the stream was refused or missed it): the stored output.
+    if (!stream || !this.heard || this.missed) {
+      // No whole live output (the stream was refused or missed some): the stored output.
       this.out.textContent = done.stdout || "";
       this.err.textContent = done.stderr || "";
     }
