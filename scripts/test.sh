@@ -58,6 +58,11 @@ ensure_test_tools() {
 }
 ensure_test_tools
 
+banner "python test tools (scripts/ensure-py-tools.sh)"
+RMM_TEST_PYTHON="$(bash scripts/ensure-py-tools.sh)"
+export RMM_TEST_PYTHON
+echo "RMM_TEST_PYTHON=$RMM_TEST_PYTHON"
+
 banner "cargo fmt --all --check"
 cargo fmt --all --check
 
