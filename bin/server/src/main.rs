@@ -4,203 +4,29 @@
 
 use rmm_process as process;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use rmm_application::{App, Config};
 use rmm_auth::{Argon2Credentials, Jwt, JwtSecret, random_secret};
 use rmm_domain::{Role, Username};
 use rmm_gateway::agents::ConnectionTimings;
-use rmm_http::client_addr::TrustedProxies;
-use rmm_server::limits::{FrontDoorSettings, Limits};
+use rmm_server::limits::Limits;
 use rmm_server::tls::{ServerTls, TlsFiles};
 use rmm_server::wiring::{Production, ServeOptions, Store, build_app_with, openapi_spec, serve};
 use rmm_store::{PgStore, SqliteStore};
 
 mod console;
 mod demo;
+mod files;
+mod settings;
 
-use console::UserCommand;
-
-/// rmm-server: the rmm tunnel server. Agents connect to it over WebSocket; technicians open
-/// tunnels to them through its HTTP API (docs at /docs).
-///
-/// With no settings it keeps its SQLite database in the data folder and, on the first run,
-/// creates the user `admin` and prints its password once. To try it on this machine:
-/// `rmm-server --dev --demo-agent`.
-#[derive(Debug, Parser)]
-#[command(name = "rmm-server", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    settings: Settings,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the server (the default).
-    Serve,
-    /// Apply database migrations and exit.
-    Migrate,
-    /// Manage users on the server's database (a running server sees changes at once).
-    User {
-        #[command(subcommand)]
-        command: UserCommand,
-    },
-    /// Print the OpenAPI document.
-    Openapi,
-}
-
-#[derive(Debug, Args)]
-struct Settings {
-    /// postgres://... or sqlite://path; default: SQLite in the data folder.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    database_url: Option<String>,
-    /// Address to listen on.
-    #[arg(
-        long,
-        env = "RMM_LISTEN",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
-    listen: SocketAddr,
-    /// HS256 secret for technicians' tokens, at least 32 bytes.
-    #[arg(long, env = "RMM_JWT_SECRET", global = true, hide_env_values = true)]
-    jwt_secret: Option<String>,
-    /// Development mode: without RMM_JWT_SECRET, generate one and keep it in the data folder.
-    #[arg(long, env = "RMM_DEV", global = true)]
-    dev: bool,
-    /// Demo: register an agent named `demo` and run it inside this server, connected to it, so a
-    /// tunnel can be tried at once. It runs commands as the user running the server.
-    #[arg(long, env = "RMM_DEMO_AGENT", global = true)]
-    demo_agent: bool,
-    /// Folder for the embedded database, the dev-mode secret and the demo agent's key.
-    #[arg(long, env = "RMM_DATA_DIR", default_value = "data", global = true)]
-    data_dir: PathBuf,
-    /// Password for the `admin` user created on first run (default: random, printed once).
-    #[arg(
-        long,
-        env = "RMM_ADMIN_PASSWORD",
-        global = true,
-        hide_env_values = true
-    )]
-    admin_password: Option<String>,
-    /// Seconds an open waits for the agent's tunnel_ready.
-    #[arg(
-        long,
-        env = "RMM_OPEN_TIMEOUT_SECS",
-        default_value_t = 10,
-        global = true
-    )]
-    open_timeout_secs: u64,
-    /// Seconds without activity after which a session is closed.
-    #[arg(
-        long,
-        env = "RMM_IDLE_TIMEOUT_SECS",
-        default_value_t = 1800,
-        global = true
-    )]
-    idle_timeout_secs: u64,
-    /// Default timeout of a command, seconds (a request may ask for up to 24 h).
-    #[arg(
-        long,
-        env = "RMM_COMMAND_TIMEOUT_SECS",
-        default_value_t = 300,
-        global = true
-    )]
-    command_timeout_secs: u64,
-    /// Output stored per stream of one command, bytes; beyond it output is streamed live but
-    /// not stored, and the command is marked truncated.
-    #[arg(long, env = "RMM_MAX_COMMAND_OUTPUT", default_value_t = 16 * 1024 * 1024, global = true)]
-    max_command_output: u64,
-    /// Command output the database refused, kept in memory to write again (all commands
-    /// together), bytes; beyond it a stream's output is dropped and the command marked
-    /// truncated.
-    #[arg(long, env = "RMM_OUTPUT_SPOOL_BYTES", default_value_t = 16 * 1024 * 1024, global = true)]
-    output_spool_bytes: u64,
-    /// Pending or active tunnel sessions one user may hold at once; the next open answers
-    /// 429 `too_many_sessions`.
-    #[arg(
-        long,
-        env = "RMM_MAX_SESSIONS_PER_USER",
-        default_value_t = 20,
-        global = true
-    )]
-    max_sessions_per_user: u64,
-    /// How long a terminal whose client's socket dropped waits for a reattach, seconds;
-    /// then its process group is killed.
-    #[arg(
-        long,
-        env = "RMM_TERMINAL_GRACE_SECS",
-        default_value_t = 60,
-        global = true
-    )]
-    terminal_grace_secs: u64,
-    /// The largest terminal recording (asciicast bytes); then a marker and no more.
-    #[arg(
-        long,
-        env = "RMM_RECORDING_MAX_BYTES",
-        default_value_t = 64 * 1024 * 1024,
-        global = true
-    )]
-    recording_max_bytes: u64,
-    /// Lifetime of login tokens, seconds.
-    #[arg(
-        long,
-        env = "RMM_TOKEN_TTL_SECS",
-        default_value_t = 43_200,
-        global = true
-    )]
-    token_ttl_secs: u64,
-    /// Largest WebSocket message an agent may send, bytes (larger: close code 1009).
-    #[arg(long, env = "RMM_MAX_AGENT_FRAME", default_value_t = 1024 * 1024, global = true)]
-    max_agent_frame: usize,
-    /// Seconds between pings to agents.
-    #[arg(
-        long,
-        env = "RMM_PING_INTERVAL_SECS",
-        default_value_t = 20,
-        global = true
-    )]
-    ping_interval_secs: u64,
-    /// Seconds without any frame from an agent after which its socket is dropped.
-    #[arg(
-        long,
-        env = "RMM_AGENT_READ_IDLE_SECS",
-        default_value_t = 60,
-        global = true
-    )]
-    agent_read_idle_secs: u64,
-    /// Milliseconds between presence flushes and idle checks.
-    #[arg(
-        long,
-        env = "RMM_MAINTENANCE_INTERVAL_MS",
-        default_value_t = 5000,
-        global = true
-    )]
-    maintenance_interval_ms: u64,
-    /// PEM certificate chain: serve HTTPS and WSS on --listen (with --tls-key). SIGHUP
-    /// re-reads both files.
-    #[arg(long, env = "RMM_TLS_CERT", global = true, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "RMM_TLS_KEY", global = true, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Reverse proxies (comma-separated addresses or CIDR ranges) whose X-Forwarded-For
-    /// names the client: the right-most address in it that is not one of them.
-    #[arg(long, env = "RMM_TRUSTED_PROXIES", default_value = "", global = true)]
-    trusted_proxies: TrustedProxies,
-    #[command(flatten)]
-    front_door: FrontDoorSettings,
-    #[command(flatten)]
-    admission: rmm_server::admission::AdmissionSettings,
-}
+use files::{data_folder, replace_private, write_private};
+use settings::{Cli, Command, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -418,88 +244,6 @@ fn jwt_secret(settings: &Settings) -> anyhow::Result<JwtSecret> {
     };
     tracing::warn!(path = %path.display(), "dev mode: using the JWT secret kept in the data folder; set RMM_JWT_SECRET in production");
     Ok(JwtSecret::parse(&secret)?)
-}
-
-/// Creates the data folder (and missing parents) with mode 0700, whatever the umask. An existing
-/// folder's mode is left alone, with a warning when other users may enter it: it may be a mount
-/// point or a folder the operator prepared (a backup group, systemd's StateDirectoryMode=), and
-/// the files that matter in it are 0600 anyway.
-fn data_folder(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => {
-            warn_if_open(dir, &meta);
-            Ok(())
-        }
-        Ok(_) => bail!(
-            "cannot create the data folder {}: a file is in the way",
-            dir.display()
-        ),
-        // Missing, or not reachable: creating it says why in the error.
-        Err(_) => {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder
-                .create(dir)
-                .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
-            #[cfg(unix)]
-            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
-            Ok(())
-        }
-    }
-}
-
-/// Warns (once per run) that `dir` is open to group or other users.
-fn warn_if_open(dir: &Path, meta: &std::fs::Metadata) {
-    #[cfg(unix)]
-    {
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
-        if mode & 0o077 != 0 {
-            WARNED.call_once(|| {
-                tracing::warn!(
-                    path = %dir.display(),
-                    "the data folder is mode {mode:04o}, open to other users; restrict it with `chmod 700 {}`",
-                    dir.display()
-                );
-            });
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (dir, meta);
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent() {
-        data_folder(parent)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    std::io::Write::write_all(&mut file, contents.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Writes `contents` to `path` readable by the owner only, replacing any previous file whole:
-/// a new file is written beside it and renamed over it, so a crash leaves the old or the new.
-fn replace_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".new");
-    let partial = PathBuf::from(partial);
-    // A leftover from a crash may have any mode; `write_private` only sets it on creation.
-    match std::fs::remove_file(&partial) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", partial.display())),
-    }
-    write_private(&partial, contents)?;
-    std::fs::rename(&partial, path).with_context(|| format!("cannot replace {}", path.display()))
 }
 
 /// With no users at all, creates `admin` and prints its password once. Returns the password

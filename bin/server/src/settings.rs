@@ -1,0 +1,185 @@
+//! The command line: subcommands and settings (flags, each with its environment variable).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use rmm_http::client_addr::TrustedProxies;
+use rmm_server::limits::FrontDoorSettings;
+
+use crate::console::UserCommand;
+
+/// rmm-server: the rmm tunnel server. Agents connect to it over WebSocket; technicians open
+/// tunnels to them through its HTTP API (docs at /docs).
+///
+/// With no settings it keeps its SQLite database in the data folder and, on the first run,
+/// creates the user `admin` and prints its password once. To try it on this machine:
+/// `rmm-server --dev --demo-agent`.
+#[derive(Debug, Parser)]
+#[command(name = "rmm-server", version)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    #[command(flatten)]
+    pub(crate) settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users on the server's database (a running server sees changes at once).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Settings {
+    /// postgres://... or sqlite://path; default: SQLite in the data folder.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "RMM_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub(crate) listen: SocketAddr,
+    /// HS256 secret for technicians' tokens, at least 32 bytes.
+    #[arg(long, env = "RMM_JWT_SECRET", global = true, hide_env_values = true)]
+    pub(crate) jwt_secret: Option<String>,
+    /// Development mode: without RMM_JWT_SECRET, generate one and keep it in the data folder.
+    #[arg(long, env = "RMM_DEV", global = true)]
+    pub(crate) dev: bool,
+    /// Demo: register an agent named `demo` and run it inside this server, connected to it, so a
+    /// tunnel can be tried at once. It runs commands as the user running the server.
+    #[arg(long, env = "RMM_DEMO_AGENT", global = true)]
+    pub(crate) demo_agent: bool,
+    /// Folder for the embedded database, the dev-mode secret and the demo agent's key.
+    #[arg(long, env = "RMM_DATA_DIR", default_value = "data", global = true)]
+    pub(crate) data_dir: PathBuf,
+    /// Password for the `admin` user created on first run (default: random, printed once).
+    #[arg(
+        long,
+        env = "RMM_ADMIN_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub(crate) admin_password: Option<String>,
+    /// Seconds an open waits for the agent's tunnel_ready.
+    #[arg(
+        long,
+        env = "RMM_OPEN_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub(crate) open_timeout_secs: u64,
+    /// Seconds without activity after which a session is closed.
+    #[arg(
+        long,
+        env = "RMM_IDLE_TIMEOUT_SECS",
+        default_value_t = 1800,
+        global = true
+    )]
+    pub(crate) idle_timeout_secs: u64,
+    /// Default timeout of a command, seconds (a request may ask for up to 24 h).
+    #[arg(
+        long,
+        env = "RMM_COMMAND_TIMEOUT_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub(crate) command_timeout_secs: u64,
+    /// Output stored per stream of one command, bytes; beyond it output is streamed live but
+    /// not stored, and the command is marked truncated.
+    #[arg(long, env = "RMM_MAX_COMMAND_OUTPUT", default_value_t = 16 * 1024 * 1024, global = true)]
+    pub(crate) max_command_output: u64,
+    /// Command output the database refused, kept in memory to write again (all commands
+    /// together), bytes; beyond it a stream's output is dropped and the command marked
+    /// truncated.
+    #[arg(long, env = "RMM_OUTPUT_SPOOL_BYTES", default_value_t = 16 * 1024 * 1024, global = true)]
+    pub(crate) output_spool_bytes: u64,
+    /// Pending or active tunnel sessions one user may hold at once; the next open answers
+    /// 429 `too_many_sessions`.
+    #[arg(
+        long,
+        env = "RMM_MAX_SESSIONS_PER_USER",
+        default_value_t = 20,
+        global = true
+    )]
+    pub(crate) max_sessions_per_user: u64,
+    /// How long a terminal whose client's socket dropped waits for a reattach, seconds;
+    /// then its process group is killed.
+    #[arg(
+        long,
+        env = "RMM_TERMINAL_GRACE_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub(crate) terminal_grace_secs: u64,
+    /// The largest terminal recording (asciicast bytes); then a marker and no more.
+    #[arg(
+        long,
+        env = "RMM_RECORDING_MAX_BYTES",
+        default_value_t = 64 * 1024 * 1024,
+        global = true
+    )]
+    pub(crate) recording_max_bytes: u64,
+    /// Lifetime of login tokens, seconds.
+    #[arg(
+        long,
+        env = "RMM_TOKEN_TTL_SECS",
+        default_value_t = 43_200,
+        global = true
+    )]
+    pub(crate) token_ttl_secs: u64,
+    /// Largest WebSocket message an agent may send, bytes (larger: close code 1009).
+    #[arg(long, env = "RMM_MAX_AGENT_FRAME", default_value_t = 1024 * 1024, global = true)]
+    pub(crate) max_agent_frame: usize,
+    /// Seconds between pings to agents.
+    #[arg(
+        long,
+        env = "RMM_PING_INTERVAL_SECS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub(crate) ping_interval_secs: u64,
+    /// Seconds without any frame from an agent after which its socket is dropped.
+    #[arg(
+        long,
+        env = "RMM_AGENT_READ_IDLE_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub(crate) agent_read_idle_secs: u64,
+    /// Milliseconds between presence flushes and idle checks.
+    #[arg(
+        long,
+        env = "RMM_MAINTENANCE_INTERVAL_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub(crate) maintenance_interval_ms: u64,
+    /// PEM certificate chain: serve HTTPS and WSS on --listen (with --tls-key). SIGHUP
+    /// re-reads both files.
+    #[arg(long, env = "RMM_TLS_CERT", global = true, requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RMM_TLS_KEY", global = true, requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Reverse proxies (comma-separated addresses or CIDR ranges) whose X-Forwarded-For
+    /// names the client: the right-most address in it that is not one of them.
+    #[arg(long, env = "RMM_TRUSTED_PROXIES", default_value = "", global = true)]
+    pub(crate) trusted_proxies: TrustedProxies,
+    #[command(flatten)]
+    pub(crate) front_door: FrontDoorSettings,
+    #[command(flatten)]
+    pub(crate) admission: rmm_server::admission::AdmissionSettings,
+}
