@@ -56,7 +56,14 @@ pub struct Tunnel {
 /// When any step fails (database, server, agent, login, open).
 pub async fn open_tunnel() -> anyhow::Result<Tunnel> {
     let db = crate::pg::fresh_database().await?;
-    let server = TestServer::start(&db, &[]).await?;
+    open_tunnel_on(TestServer::start(&db, &[]).await?).await
+}
+
+/// As [`open_tunnel`], on a server the caller started.
+///
+/// # Errors
+/// When any step fails (agent, login, open).
+pub async fn open_tunnel_on(server: TestServer) -> anyhow::Result<Tunnel> {
     let admin = server.admin_token().await?;
     let (agent_id, key) = server.register_agent(&admin, "web-01").await?;
     let agent = spawn_agent(&server, &key)?;

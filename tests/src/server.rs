@@ -51,6 +51,10 @@ pub struct TestServer {
     log: Option<Arc<Mutex<String>>>,
     /// The soft open-file limit the server starts with (`ulimit -Sn`), when set.
     soft_nofile: Option<u64>,
+    /// The container image to run instead of the binary ([`StartOptions::image`]).
+    image: Option<String>,
+    /// The running container's name, removed on kill and drop.
+    container: Option<String>,
 }
 
 /// How to start a server beyond its environment (see [`TestServer::start_with`]).
@@ -61,6 +65,9 @@ pub struct StartOptions {
     pub tls_ca_pem: Option<Vec<u8>>,
     /// Keep the server's log for [`TestServer::wait_for_log`] (it is still echoed on stderr).
     pub capture_log: bool,
+    /// Run the server in this container image (scripts/build-image.sh) instead of the
+    /// binary: `docker run` on the host's network, the same environment given with `-e`.
+    pub image: Option<String>,
 }
 
 /// Installs the TLS crypto provider reqwest needs (once per process; later calls are no-ops).
@@ -140,12 +147,48 @@ impl TestServer {
             },
             log: options.capture_log.then(Arc::default),
             soft_nofile,
+            image: options.image,
+            container: None,
         };
         server.spawn().await?;
         Ok(server)
     }
 
-    async fn spawn(&mut self) -> anyhow::Result<()> {
+    /// The server's environment: the test defaults, then the test's own.
+    fn server_env(&self) -> Vec<(String, String)> {
+        let defaults = [
+            ("DATABASE_URL", self.database_url.clone()),
+            ("RMM_LISTEN", self.addr.to_string()),
+            ("RMM_JWT_SECRET", JWT_SECRET.to_owned()),
+            ("RMM_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+            ("RMM_OPEN_TIMEOUT_SECS", "2".to_owned()),
+            ("RMM_MAINTENANCE_INTERVAL_MS", "200".to_owned()),
+            (
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
+        ];
+        defaults
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain(self.env.iter().cloned())
+            .collect()
+    }
+
+    fn command(&mut self) -> anyhow::Result<Command> {
+        let env = self.server_env();
+        if let Some(image) = &self.image {
+            let name = format!("rmm-test-server-{}", uuid::Uuid::new_v4().simple());
+            let mut docker = Command::new("docker");
+            docker.args(["run", "--rm", "--name", &name, "--label", "rmm-tunnel-test"]);
+            docker.args(["--network", "host"]);
+            for (k, v) in &env {
+                docker.arg("-e").arg(format!("{k}={v}"));
+            }
+            docker.arg(image);
+            self.container = Some(name);
+            return Ok(docker);
+        }
         let mut cmd = match self.soft_nofile {
             None => Command::new(binary("rmm-server")?),
             Some(limit) => {
@@ -158,18 +201,13 @@ impl TestServer {
         };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &self.database_url)
-            .env("RMM_LISTEN", self.addr.to_string())
-            .env("RMM_JWT_SECRET", JWT_SECRET)
-            .env("RMM_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("RMM_OPEN_TIMEOUT_SECS", "2")
-            .env("RMM_MAINTENANCE_INTERVAL_MS", "200")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
+            .envs(env);
+        Ok(cmd)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut cmd = self.command()?;
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(if self.log.is_some() {
                 Stdio::piped()
@@ -428,10 +466,23 @@ impl TestServer {
     /// # Errors
     /// When the process cannot be killed.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.remove_container();
         if let Some(mut child) = self.child.take() {
             child.kill().await?;
         }
         Ok(())
+    }
+
+    /// `docker rm -f` of the server's container, if it runs in one (killing `docker run`
+    /// would leave the container running).
+    fn remove_container(&mut self) {
+        if let Some(name) = self.container.take() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 
     /// SIGTERM, then waits for the exit; its exit code.
@@ -461,6 +512,12 @@ impl TestServer {
     /// As [`Self::start`].
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.spawn().await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.remove_container();
     }
 }
 

@@ -97,6 +97,7 @@ async fn the_nginx_recipe_carries_agents_streams_big_files_long_polls_and_client
     let options = StartOptions {
         tls_ca_pem: None,
         capture_log: true,
+        ..StartOptions::default()
     };
     let env = [("RMM_TRUSTED_PROXIES", "127.0.0.1")];
     let server = TestServer::start_with(&db, &env, options).await.unwrap();

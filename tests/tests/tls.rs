@@ -38,6 +38,7 @@ async fn tls_world() -> World {
     let options = StartOptions {
         tls_ca_pem: Some(ca.pem()),
         capture_log: true,
+        ..StartOptions::default()
     };
     let env = [("RMM_TLS_CERT", cert), ("RMM_TLS_KEY", key)];
     let server = TestServer::start_with(&db, &env, options).await.unwrap();

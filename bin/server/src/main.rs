@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use rmm_application::{App, Config};
 use rmm_auth::{Argon2Credentials, Jwt, JwtSecret, random_secret};
 use rmm_domain::{Role, Username};
@@ -20,6 +19,7 @@ use rmm_server::tls::{ServerTls, TlsFiles};
 use rmm_server::wiring::{Production, ServeOptions, Store, build_app_with, openapi_spec, serve};
 use rmm_store::{PgStore, SqliteStore};
 
+mod config_file;
 mod console;
 mod demo;
 mod files;
@@ -30,10 +30,13 @@ use settings::{Cli, Command, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
     if let Err(e) = process::init_logging("info,sqlx=warn,poem=warn") {
         return process::exit_code("rmm-server", Err(e));
     }
+    let cli = match settings::parse() {
+        Ok(cli) => cli,
+        Err(e) => return process::exit_code("rmm-server", Err(e)),
+    };
     process::exit_code("rmm-server", start(cli).await)
 }
 

@@ -3,11 +3,29 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rmm_http::client_addr::TrustedProxies;
 use rmm_server::limits::FrontDoorSettings;
 
+use crate::config_file;
 use crate::console::UserCommand;
+
+/// The command line over the config file's values (flag > environment > file > default).
+/// Help, version and usage errors print and exit here, as clap does.
+pub(crate) fn parse() -> anyhow::Result<Cli> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    if let Some(path) = config_file::named(&args) {
+        command = config_file::apply(command, &path)?;
+    }
+    let matches = command
+        .try_get_matches_from(args)
+        .unwrap_or_else(|e| e.exit());
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
 
 /// rmm-server: the rmm tunnel server. Agents connect to it over WebSocket; technicians open
 /// tunnels to them through its HTTP API (docs at /docs).
@@ -41,7 +59,12 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct Settings {
-    /// postgres://... or sqlite://path; default: SQLite in the data folder.
+    /// Config file (TOML): keys are these settings' long flags in snake case; flags and
+    /// environment variables win over it (docs/deploy.md, "Configuration").
+    #[arg(long, env = "RMM_CONFIG", global = true)]
+    pub(crate) config: Option<PathBuf>,
+    /// The database: postgres://USER:PASSWORD@HOST/DB or sqlite://PATH; default: SQLite in
+    /// the data folder (rmm.db).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub(crate) database_url: Option<String>,
     /// Address to listen on.
@@ -56,11 +79,11 @@ pub(crate) struct Settings {
     #[arg(long, env = "RMM_JWT_SECRET", global = true, hide_env_values = true)]
     pub(crate) jwt_secret: Option<String>,
     /// Development mode: without RMM_JWT_SECRET, generate one and keep it in the data folder.
-    #[arg(long, env = "RMM_DEV", global = true)]
+    #[arg(long, env = "RMM_DEV", global = true, value_parser = BoolishValueParser::new())]
     pub(crate) dev: bool,
     /// Demo: register an agent named `demo` and run it inside this server, connected to it, so a
     /// tunnel can be tried at once. It runs commands as the user running the server.
-    #[arg(long, env = "RMM_DEMO_AGENT", global = true)]
+    #[arg(long, env = "RMM_DEMO_AGENT", global = true, value_parser = BoolishValueParser::new())]
     pub(crate) demo_agent: bool,
     /// Folder for the embedded database, the dev-mode secret and the demo agent's key.
     #[arg(long, env = "RMM_DATA_DIR", default_value = "data", global = true)]
