@@ -18,6 +18,8 @@
 pub(crate) mod kill;
 mod output;
 mod spawn;
+#[cfg(target_os = "linux")]
+pub mod supervise;
 #[cfg(test)]
 #[cfg(target_os = "linux")]
 pub(crate) mod tests;
@@ -34,6 +36,8 @@ use crate::input::{InputReceiver, InputSender, input};
 use bytes::Bytes;
 use kill::{KillSequence, sleep_until};
 use output::{Stream, pump, report_end};
+#[cfg(target_os = "linux")]
+pub use spawn::supervise_commands_with;
 use spawn::{Started, start};
 
 /// Why the agent killed a command; its `end_reason` on the wire.

@@ -29,6 +29,8 @@ pub use config::{AgentConfig, AgentKey, AgentTimings, ConfigError, ServerUrl};
 pub use connection::{AgentError, run};
 pub use enroll::{EnrollError, Enrolled, enroll, enroll_url};
 pub use exec::{KillTimings, StopReason};
+#[cfg(target_os = "linux")]
+pub use exec::{supervise, supervise_commands_with};
 pub use host::facts as host_facts;
 pub use tls::TlsError;
 pub use tunnel::{

@@ -86,6 +86,16 @@ struct FileConfig {
 /// A user error (missing key, bad URL, unreadable config) or a failed `--once` ends with one
 /// line, `rmm-agent: error: <cause>`, and a non-zero exit: never a backtrace.
 fn main() -> ExitCode {
+    // A command's supervisor (hidden): no runtime, no logging, just the command.
+    #[cfg(target_os = "linux")]
+    {
+        use rmm_agent_runtime::supervise;
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        if args.first().is_some_and(|a| a == supervise::SUBCOMMAND) {
+            let code = supervise::main(&args[1..]);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+    }
     let cli = Cli::parse();
     if let Err(e) = runtime::init_logging("info") {
         return process::exit_code("rmm-agent", Err(e));
@@ -101,6 +111,9 @@ async fn agent(mut cli: Cli) -> anyhow::Result<()> {
         return enroll::run(args).await;
     }
     let config = config(cli)?;
+    // Commands die with this process, even when it is killed outright (exec/supervise.rs).
+    #[cfg(target_os = "linux")]
+    rmm_agent_runtime::supervise_commands_with("/proc/self/exe".into());
     if let Some(warning) = plaintext_warning(&config.server) {
         tracing::warn!(server = %config.server, "{warning}");
     }

@@ -75,12 +75,39 @@ fn spawn(command: &str, stdin: bool) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
+/// The program that runs the agent's `__supervise` subcommand (see [`super::supervise`]),
+/// when commands are to be supervised: set once by the `rmm-agent` binary.
+#[cfg(target_os = "linux")]
+static SUPERVISOR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Starts every command under `program __supervise` (the agent binary itself, e.g.
+/// `/proc/self/exe`, which works even after the binary was replaced on disk), so that a
+/// command dies with an agent that is killed outright. Without it (an agent embedded in
+/// another program, the unit tests) commands start directly.
+#[cfg(target_os = "linux")]
+pub fn supervise_commands_with(program: std::path::PathBuf) {
+    let _ = SUPERVISOR.set(program);
+}
+
 #[cfg(unix)]
 fn shell(command: &str) -> Command {
+    #[cfg(target_os = "linux")]
+    let mut cmd = match SUPERVISOR.get() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.arg(super::supervise::SUBCOMMAND)
+                .arg(std::process::id().to_string())
+                .arg("/bin/sh");
+            cmd
+        }
+        None => Command::new("/bin/sh"),
+    };
     // An absolute path: a service's PATH may be minimal or hostile.
+    #[cfg(not(target_os = "linux"))]
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(command);
-    // Its own process group: one killpg reaches everything the command starts, and signals
+    // Its own process group (the supervisor's, when there is one, which the shell shares):
+    // one killpg reaches everything the command starts, and signals
     // aimed at the agent's own group (a Ctrl-C in its terminal) do not reach the command.
     cmd.process_group(0);
     cmd
