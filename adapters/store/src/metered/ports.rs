@@ -1,6 +1,6 @@
 //! The [`Metered`] store's port implementations: each method times its call under its
-//! `trait.method` name (made by hand from the port traits; a new port method needs its line
-//! here, and the compiler says so).
+//! `trait.method` name: one delegation per port method (a port method added later needs its
+//! own here; the compiler says so).
 
 use std::future::Future;
 
