@@ -32,13 +32,15 @@ DOMAIN_ALLOW=(
 APPLICATION_DENY=(
     sqlx poem poem-openapi tokio-tungstenite tungstenite hyper reqwest
     mio socket2 rustls serde_json jsonwebtoken argon2
+    # /metrics: recorded in the adapters, rendered by rmm-server.
+    metrics metrics-exporter-prometheus
 )
 
 # The agent runs on customers' machines: no server or technician-side crates.
-AGENT_DENY=(sqlx sqlx-core poem poem-openapi argon2 jsonwebtoken reqwest rmm-store rmm-http rmm-auth rmm-gateway rmm-application rmm-web rust-embed)
+AGENT_DENY=(sqlx sqlx-core poem poem-openapi argon2 jsonwebtoken reqwest rmm-store rmm-http rmm-auth rmm-gateway rmm-application rmm-web rust-embed metrics metrics-exporter-prometheus)
 
 # The CLI talks to the API: no database, no server framework, no password hashing.
-CLI_DENY=(sqlx sqlx-core poem poem-openapi argon2 rmm-store rmm-http rmm-auth rmm-gateway rmm-web rust-embed)
+CLI_DENY=(sqlx sqlx-core poem poem-openapi argon2 rmm-store rmm-http rmm-auth rmm-gateway rmm-web rust-embed metrics metrics-exporter-prometheus)
 
 PROTOCOL_DIR=adapters/protocol
 # "file:word" pairs where a word spelled like an API error code names something else: an audit

@@ -114,7 +114,7 @@ impl HashPool {
             }),
         };
         match self.sender().try_send(job) {
-            Ok(()) => {}
+            Ok(()) => hashes(WAITING).increment(1.0),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => return Err(HashingBusy),
         }
         match tokio::time::timeout(self.limits.wait, &mut rx).await {
@@ -131,6 +131,16 @@ impl HashPool {
     }
 }
 
+/// The `state` label values of `rmm_password_hashes`: hashes in the queue (a given-up one
+/// until a thread skips it), and hashes computing.
+const WAITING: &str = "waiting";
+const RUNNING_STATE: &str = "running";
+
+/// The `rmm_password_hashes` gauge of `state` (for `/metrics`; a no-op without a recorder).
+fn hashes(state: &'static str) -> metrics::Gauge {
+    metrics::gauge!("rmm_password_hashes", "state" => state)
+}
+
 /// A hashing thread: takes jobs until the pool is dropped.
 fn work(rx: &Mutex<Receiver<Job>>) {
     let mut memory = Vec::new();
@@ -142,13 +152,16 @@ fn work(rx: &Mutex<Receiver<Job>>) {
                 Err(_) => return,
             }
         };
+        hashes(WAITING).decrement(1.0);
         if job
             .state
             .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             // A panic drops the job's answer (its caller sees HashingBusy); the thread lives on.
+            hashes(RUNNING_STATE).increment(1.0);
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| (job.work)(&mut memory)));
+            hashes(RUNNING_STATE).decrement(1.0);
         }
     }
 }

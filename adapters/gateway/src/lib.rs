@@ -5,4 +5,5 @@
 pub mod agents;
 pub mod stream_ws;
 pub mod streams;
+pub mod telemetry;
 pub mod terminal_ws;

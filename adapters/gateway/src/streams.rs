@@ -231,6 +231,7 @@ impl LiveFeed {
                 let ring = self.ring.borrow_and_update();
                 if self.next < ring.first {
                     let missed = ring.first - self.next;
+                    crate::telemetry::dropped(crate::telemetry::Queue::SessionStream, missed);
                     self.next = ring.first;
                     self.read.store(self.next, Ordering::Relaxed);
                     return Err(RecvError::Lagged(missed));

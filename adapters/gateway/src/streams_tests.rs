@@ -74,6 +74,26 @@ async fn a_watcher_that_falls_behind_the_byte_bound_is_told_it_lagged() {
 }
 
 #[tokio::test]
+async fn the_frames_a_lagging_watcher_missed_are_counted_as_dropped() {
+    use futures_util::FutureExt as _;
+    let hub = BroadcastStreams::default();
+    let mut slow = hub.subscribe(S, false);
+    let big = "x".repeat(64 * 1024);
+    for _ in 0..2 * WATCHER_LAG_BYTES / big.len() {
+        hub.publish(S, &output(&big));
+    }
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    // The lag is known at the first poll: no await needed inside the local recorder.
+    let lagged = metrics::with_local_recorder(&recorder, || slow.live.recv().now_or_never());
+    let Some(Err(RecvError::Lagged(missed))) = lagged else {
+        panic!("the slow watcher was not told it lagged");
+    };
+    let line = format!("rmm_ws_frames_dropped_total{{queue=\"session_stream\"}} {missed}\n");
+    assert!(metrics.render().contains(&line), "{}", metrics.render());
+}
+
+#[tokio::test]
 async fn nothing_is_kept_for_live_watchers_when_nobody_watches() {
     let hub = BroadcastStreams::default();
     let big = "x".repeat(64 * 1024);

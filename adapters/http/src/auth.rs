@@ -212,6 +212,21 @@ enum LogoutResponse {
     Unavailable(Json<ErrorBody>),
 }
 
+/// The `outcome` label of `rmm_logins_total` for a login's answer: `ok`, `bad_credentials`,
+/// `throttled`, `busy` (password hashing at capacity), `unavailable` (the database) or `error`.
+fn login_outcome(response: &LoginResponse) -> &'static str {
+    match response {
+        LoginResponse::Ok(_) => "ok",
+        LoginResponse::Unauthorized(_) => "bad_credentials",
+        LoginResponse::TooManyRequests(..) => "throttled",
+        LoginResponse::Busy(body, _) if body.code.0 == ApiErrorCode::DatabaseUnavailable => {
+            "unavailable"
+        }
+        LoginResponse::Busy(..) => "busy",
+        LoginResponse::Internal(_) => "error",
+    }
+}
+
 /// Seconds a client is told to wait when hashing is at capacity.
 const BUSY_RETRY_AFTER_SECS: u64 = 2;
 
@@ -221,44 +236,9 @@ impl<P: Ports> Handlers<P, Auth> {
     /// username and per client address (see the 429 answer).
     #[oai(path = "/auth/login", method = "post", tag = "ApiTags::Auth")]
     async fn login(&self, req: &Request, body: Json<LoginBody>) -> LoginResponse {
-        let client = ClientAddr::of(req);
-        let username = body.username.chars().take(64).collect::<String>();
-        match self
-            .app
-            .login(&body.username, &body.password, client.ip())
-            .await
-        {
-            Ok(actor) => self.token_for(actor).await,
-            Err(LoginError::InvalidCredentials) => {
-                tracing::warn!(%client, username = %username.escape_debug(), "login failed: invalid username or password");
-                LoginResponse::Unauthorized(error(
-                    ApiErrorCode::InvalidCredentials,
-                    "invalid username or password",
-                ))
-            }
-            Err(LoginError::Throttled { retry_after }) => {
-                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                tracing::warn!(%client, username = %username.escape_debug(), retry_after_secs = secs, "login refused: too many failed logins");
-                LoginResponse::TooManyRequests(
-                    error(
-                        ApiErrorCode::TooManyRequests,
-                        format!("too many failed logins; try again in {secs} s"),
-                    ),
-                    secs,
-                )
-            }
-            Err(LoginError::Busy) => {
-                tracing::warn!(%client, username = %username.escape_debug(), "login refused: password hashing at capacity");
-                LoginResponse::Busy(
-                    error(
-                        ApiErrorCode::ServerBusy,
-                        "the server is busy; try again shortly",
-                    ),
-                    BUSY_RETRY_AFTER_SECS,
-                )
-            }
-            Err(e @ LoginError::Store(_)) => LoginResponse::Internal(internal("login", &e)),
-        }
+        let response = self.try_login(req, &body).await;
+        metrics::counter!("rmm_logins_total", "outcome" => login_outcome(&response)).increment(1);
+        response
     }
 
     /// Change your own password. Every other token of yours is revoked; this one stays.
@@ -316,6 +296,48 @@ impl<P: Ports> Handlers<P, Auth> {
 }
 
 impl<P: Ports> Handlers<P, Auth> {
+    /// A login's answer (see `login`).
+    async fn try_login(&self, req: &Request, body: &LoginBody) -> LoginResponse {
+        let client = ClientAddr::of(req);
+        let username = body.username.chars().take(64).collect::<String>();
+        match self
+            .app
+            .login(&body.username, &body.password, client.ip())
+            .await
+        {
+            Ok(actor) => self.token_for(actor).await,
+            Err(LoginError::InvalidCredentials) => {
+                tracing::warn!(%client, username = %username.escape_debug(), "login failed: invalid username or password");
+                LoginResponse::Unauthorized(error(
+                    ApiErrorCode::InvalidCredentials,
+                    "invalid username or password",
+                ))
+            }
+            Err(LoginError::Throttled { retry_after }) => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                tracing::warn!(%client, username = %username.escape_debug(), retry_after_secs = secs, "login refused: too many failed logins");
+                LoginResponse::TooManyRequests(
+                    error(
+                        ApiErrorCode::TooManyRequests,
+                        format!("too many failed logins; try again in {secs} s"),
+                    ),
+                    secs,
+                )
+            }
+            Err(LoginError::Busy) => {
+                tracing::warn!(%client, username = %username.escape_debug(), "login refused: password hashing at capacity");
+                LoginResponse::Busy(
+                    error(
+                        ApiErrorCode::ServerBusy,
+                        "the server is busy; try again shortly",
+                    ),
+                    BUSY_RETRY_AFTER_SECS,
+                )
+            }
+            Err(e @ LoginError::Store(_)) => LoginResponse::Internal(internal("login", &e)),
+        }
+    }
+
     /// Stores a new token for `actor` (so it can be revoked) and signs it.
     async fn token_for(&self, actor: Actor) -> LoginResponse {
         let stored = match self.app.issue_token(actor, self.jwt.ttl()).await {

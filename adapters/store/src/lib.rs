@@ -30,6 +30,7 @@ use rmm_domain::{
 };
 use uuid::Uuid;
 
+pub use metered::Metered;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -86,6 +87,7 @@ macro_rules! command_columns {
 
 // After the macros: the backends use them by textual scope.
 mod enrollment;
+mod metered;
 mod postgres;
 mod recording;
 mod sqlite;

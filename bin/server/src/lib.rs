@@ -6,6 +6,7 @@ pub mod admission;
 pub mod front_door;
 pub mod http_server;
 pub mod limits;
+pub mod metrics;
 pub mod system;
 pub mod tls;
 pub mod wiring;

@@ -17,7 +17,7 @@ use rmm_gateway::agents::ConnectionTimings;
 use rmm_server::limits::Limits;
 use rmm_server::tls::{ServerTls, TlsFiles};
 use rmm_server::wiring::{Production, ServeOptions, Store, build_app_with, openapi_spec, serve};
-use rmm_store::{PgStore, SqliteStore};
+use rmm_store::{Metered, PgStore, SqliteStore};
 
 mod config_file;
 mod console;
@@ -57,9 +57,11 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         refuse_new_sqlite_file(&url, &shown)?;
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        run(PgStore::connect(&url).await?, cli, secret, shown).await
+        let store = Metered::new(PgStore::connect(&url).await?);
+        run(store, cli, secret, shown).await
     } else if url.starts_with("sqlite:") {
-        run(SqliteStore::connect(&url).await?, cli, secret, shown).await
+        let store = Metered::new(SqliteStore::connect(&url).await?);
+        run(store, cli, secret, shown).await
     } else {
         bail!(
             "DATABASE_URL must start with postgres:// or sqlite:// (got {:?})",
@@ -186,6 +188,8 @@ async fn serve_command<S: Store>(
         Duration::from_secs(settings.token_ttl_secs),
     ));
     let scheme = rmm_server::tls::scheme(tls.as_ref());
+    // Held while serving: dropping it stops the metrics listener.
+    let _metrics = rmm_server::metrics::start(settings.metrics_listen, Arc::clone(&app)).await?;
     let new_password = first_run_admin(
         &app,
         settings.admin_password.as_deref(),

@@ -75,6 +75,10 @@ pub(crate) struct Settings {
         global = true
     )]
     pub(crate) listen: SocketAddr,
+    /// Address to serve Prometheus metrics on, at /metrics (default: off). A listener of its
+    /// own, plain HTTP with NO authentication: bind it to loopback or a private network.
+    #[arg(long, env = "RMM_METRICS_LISTEN", global = true)]
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// HS256 secret for technicians' tokens, at least 32 bytes.
     #[arg(long, env = "RMM_JWT_SECRET", global = true, hide_env_values = true)]
     pub(crate) jwt_secret: Option<String>,

@@ -458,6 +458,8 @@ impl<P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>> Link<'_, P>
             tracing::debug!(agent_id = %agent, channel_id = %channel, "output on a channel this agent does not hold; ignored");
             return;
         };
+        crate::telemetry::output(rmm_application::OutputStream::Stdout, chunk.stdout.len());
+        crate::telemetry::output(rmm_application::OutputStream::Stderr, chunk.stderr.len());
         // Paced to the session's watchers (bounded): a reader slower than the command is
         // slowed down rather than dropped, as an ssh client would be.
         self.app

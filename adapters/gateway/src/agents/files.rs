@@ -16,6 +16,7 @@ use rmm_protocol::{DataFrame, ServerMessage};
 use sha2::{Digest as _, Sha256};
 
 use super::{FileEvent, FileLink, Outbound};
+use crate::telemetry::{self, Direction};
 
 pub use rmm_protocol::limits::{
     FILE_ACK_EVERY as ACK_EVERY, FILE_FRAME_DATA as CHUNK, FILE_WINDOW as WINDOW,
@@ -85,6 +86,7 @@ pub(crate) async fn upload(
                 hasher.update(piece);
             }
             sent += piece.len() as u64;
+            telemetry::transferred(Direction::Upload, piece.len());
         }
     }
     let expected = upload
@@ -232,6 +234,7 @@ impl DownloadState {
         match self.link.next(ANSWER_TIMEOUT).await? {
             FileEvent::Data { offset, data } if offset == self.delivered => {
                 self.delivered += data.len() as u64;
+                telemetry::transferred(Direction::Download, data.len());
                 if self.delivered > self.size {
                     return Err(FileOpError::Protocol(
                         "more data than the file's size".into(),

@@ -149,6 +149,7 @@ impl WsAgentGateway {
         match route.events.try_send(PtyEvent::Output(frame.data)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
+                crate::telemetry::dropped(crate::telemetry::Queue::TerminalEvents, 1);
                 tracing::warn!(agent_id = %agent, channel_id = %channel, "terminal events queue full; closing the terminal");
                 let why = "protocol violation: the agent exceeded its credit (event queue full)";
                 end_pty(connection, &channel, Some(why.to_owned()));

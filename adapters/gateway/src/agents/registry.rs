@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::pty::PtyRoute;
 use super::stdin::StdinState;
 use super::{Capabilities, FileEvent, MAX_CHANNELS, Outbound};
+use crate::telemetry::{self, Queue};
 
 #[derive(Debug)]
 pub(crate) struct Connection {
@@ -40,7 +41,11 @@ impl Connection {
     /// Queues a message without waiting; a full queue drops it (the caller does not care:
     /// every use is a best-effort close).
     pub(crate) fn push(&self, message: ServerMessage) -> bool {
-        self.outbound.try_send(Outbound::message(message)).is_ok()
+        let queued = self.outbound.try_send(Outbound::message(message));
+        if let Err(mpsc::error::TrySendError::Full(_)) = queued {
+            telemetry::dropped(Queue::AgentOutbound, 1);
+        }
+        queued.is_ok()
     }
 }
 
@@ -106,6 +111,17 @@ impl Drop for FileLink {
     }
 }
 
+/// What [`WsAgentGateway::census`] counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Agents connected in heartbeat mode (no tunnel).
+    pub heartbeat: usize,
+    /// Agents connected in tunnel mode: each holds one open session.
+    pub tunnel: usize,
+    /// Opens waiting for the agent's `tunnel_ready` (sessions pending).
+    pub opening: usize,
+}
+
 /// The registry of connected agents; implements [`rmm_application::AgentGateway`].
 #[derive(Debug, Default)]
 pub struct WsAgentGateway {
@@ -169,6 +185,22 @@ impl WsAgentGateway {
     /// Number of connected agents.
     pub fn connected(&self) -> usize {
         self.lock().len()
+    }
+
+    /// The connected agents by mode, and the sessions they hold (for the metrics).
+    pub fn census(&self) -> Census {
+        let connections = self.lock();
+        let mut census = Census::default();
+        for connection in connections.values() {
+            match connection.mode {
+                AgentMode::Heartbeat => census.heartbeat += 1,
+                AgentMode::Tunnel { .. } => census.tunnel += 1,
+            }
+            if connection.pending.is_some() {
+                census.opening += 1;
+            }
+        }
+        census
     }
 
     /// Tells every connected agent to close its tunnel and drops every connection (shutdown).
@@ -337,6 +369,7 @@ impl WsAgentGateway {
             return;
         };
         if tx.try_send(event).is_err() {
+            telemetry::dropped(Queue::FileEvents, 1);
             // Only an agent ignoring the flow-control window fills this queue.
             tracing::warn!(agent_id = %agent, channel_id = %channel, "file event dropped: the agent overran its window or the transfer ended");
         }
@@ -350,7 +383,10 @@ impl WsAgentGateway {
             .outbound
             .try_send(Outbound::message(message))
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => GatewayError::Overloaded,
+                mpsc::error::TrySendError::Full(_) => {
+                    telemetry::dropped(Queue::AgentOutbound, 1);
+                    GatewayError::Overloaded
+                }
                 mpsc::error::TrySendError::Closed(_) => GatewayError::NotConnected,
             })
     }
