@@ -580,6 +580,7 @@ fn running_command(session: &Session, text: &str, started: Timestamp) -> Command
         stderr_bytes: 0,
         stdout_truncated: false,
         stderr_truncated: false,
+        output_pruned: false,
     }
 }
 
