@@ -56,6 +56,8 @@ pub struct Config {
     pub terminal_grace: Duration,
     /// The largest terminal recording, bytes of cast; then a marker and no more.
     pub max_recording_bytes: u64,
+    /// What the retention sweep prunes (default: nothing).
+    pub retention: Retention,
 }
 
 impl Default for Config {
@@ -70,7 +72,28 @@ impl Default for Config {
             max_sessions_per_user: 20,
             terminal_grace: Duration::from_secs(60),
             max_recording_bytes: 64 * 1024 * 1024,
+            retention: Retention::default(),
         }
+    }
+}
+
+/// What to keep. `None`: keep forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Command output whose command ended longer ago than this is pruned.
+    pub output_age: Option<Duration>,
+    /// Stored command output above this many bytes in all: the oldest ended commands'
+    /// output is pruned first until the total is within it.
+    pub output_bytes: Option<u64>,
+    /// Recordings of terminals that ended longer ago than this are pruned.
+    pub recording_age: Option<Duration>,
+}
+
+impl Retention {
+    /// Whether anything is ever pruned.
+    #[must_use]
+    pub fn prunes(&self) -> bool {
+        self.output_age.is_some() || self.output_bytes.is_some() || self.recording_age.is_some()
     }
 }
 

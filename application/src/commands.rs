@@ -145,6 +145,7 @@ impl<P: Ports> App<P> {
             stderr_bytes: 0,
             stdout_truncated: false,
             stderr_truncated: false,
+            output_pruned: false,
         };
         self.commands
             .insert_command(&record, &command_started(&record))

@@ -27,6 +27,7 @@ mod open_gates;
 mod ports;
 mod presence;
 mod recordings;
+mod retention;
 mod revocation;
 mod running;
 mod spool;
@@ -42,7 +43,7 @@ pub use agent_events::{AgentWatch, MAX_AGENT_STREAMS_PER_USER, WatchAgentsError}
 pub use agents::{
     AgentView, ConnectAgentError, ListAgentsError, RegisterAgentError, RegisteredAgent,
 };
-pub use app::{App, Config, Deps, Ports};
+pub use app::{App, Config, Deps, Ports, Retention};
 pub use audit::ListAuditError;
 pub use commands::{GetCommandError, RunCommandError};
 pub use enrollment::{
@@ -59,9 +60,9 @@ pub use ports::{
     CommandRecord, CommandRepository, Credentials, EnrollOutcome, EnrollmentRecord,
     EnrollmentRepository, FileAudit, FileBytes, FileEntry, FileOpError, GatewayError,
     GroupDeleteOutcome, GroupRecord, GroupRepository, HostFacts, IdGenerator, KeyDigest,
-    NewEnrollment, OpenReply, OutputChunk, OutputStream, RevokeReason, Seen, SessionRepository,
-    SessionStreams, StoreError, StreamEvent, TokenRecord, TokenState, UploadRequest, Uploaded,
-    UserChange, UserChangeOutcome, UserRecord, UserRepository,
+    NewEnrollment, OpenReply, OutputChunk, OutputStream, Pruned, RevokeReason, Seen,
+    SessionRepository, SessionStreams, StoreError, StoredOutput, StreamEvent, TokenRecord,
+    TokenState, UploadRequest, Uploaded, UserChange, UserChangeOutcome, UserRecord, UserRepository,
 };
 pub use ports::{HashingBusy, enrolled_detail};
 #[cfg(feature = "mocks")]
@@ -76,6 +77,7 @@ pub use ports::{
 };
 pub use presence::Presence;
 pub use recordings::RecordingError;
+pub use retention::RetentionReport;
 pub use stdin::WriteStdinError;
 pub use terminals::{
     Attachment, NewTerminal, REPLAY_BYTES, TerminalError, TerminalExit, TerminalFrame,

@@ -292,5 +292,6 @@ fn running_command() -> CommandRecord {
         stderr_bytes: 0,
         stdout_truncated: false,
         stderr_truncated: false,
+        output_pruned: false,
     }
 }

@@ -252,7 +252,36 @@ impl ApiClient {
     /// [`ClientError::Forbidden`] when a technician asks for other users' entries, auth,
     /// transport and server errors.
     pub async fn audit(&self, filter: &AuditFilter) -> Result<AuditPage, ClientError> {
-        let mut url = self.url("api/v1/audit")?;
+        let url = self.audit_url("api/v1/audit", filter)?;
+        let request = self.authorized(self.http.get(url))?;
+        self.json(request, About::Audit, REQUEST_TIMEOUT).await
+    }
+
+    /// The audit log exported as `format` (`ndjson` or `csv`), as it arrives; the filter's
+    /// `limit` is not used (every matching entry comes).
+    ///
+    /// # Errors
+    /// As [`Self::audit`]; 400 for an unknown format.
+    pub async fn audit_export(
+        &self,
+        filter: &AuditFilter,
+        format: &str,
+    ) -> Result<RawOutput, ClientError> {
+        let mut url = self.audit_url("api/v1/audit/export", filter)?;
+        url.query_pairs_mut().append_pair("format", format);
+        let request = self.authorized(self.http.get(url))?;
+        let sending = self.send(request, About::Audit, None);
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, sending)
+            .await
+            .map_err(|_| ClientError::TimedOut {
+                server: self.server.clone(),
+                secs: REQUEST_TIMEOUT.as_secs(),
+            })??;
+        Ok(RawOutput::new(response, self.server.clone()))
+    }
+
+    fn audit_url(&self, path: &str, filter: &AuditFilter) -> Result<reqwest::Url, ClientError> {
+        let mut url = self.url(path)?;
         {
             let mut query = url.query_pairs_mut();
             if let Some(agent) = filter.agent {
@@ -274,8 +303,7 @@ impl ApiClient {
                 query.append_pair("before", &before.to_string());
             }
         }
-        let request = self.authorized(self.http.get(url))?;
-        self.json(request, About::Audit, REQUEST_TIMEOUT).await
+        Ok(url)
     }
 
     /// Every user (admins only), by username.

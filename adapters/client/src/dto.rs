@@ -135,6 +135,9 @@ pub struct CommandDto {
     pub stderr_bytes: u64,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// The server's retention sweep removed the stored output (older servers: false).
+    #[serde(default)]
+    pub output_pruned: bool,
     pub timeout_secs: u64,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,

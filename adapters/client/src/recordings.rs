@@ -30,6 +30,9 @@ pub struct RecordingDto {
     pub size: u64,
     /// The size cap ended the recording early.
     pub truncated: bool,
+    /// The server's retention sweep removed the content (older servers: false).
+    #[serde(default)]
+    pub pruned: bool,
 }
 
 #[derive(Deserialize)]

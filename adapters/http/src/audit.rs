@@ -32,15 +32,15 @@ impl<P: Ports> Handlers<P, Audit> {
         limit: Query<Option<u32>>,
         before: Query<Option<i64>>,
     ) -> AuditResponse {
-        let query = AuditQuery {
-            user: tech_id.0.map(UserId::from_uuid),
-            agent: agent_id.0.map(AgentId::from_uuid),
-            session: session_id.0.map(SessionId::from_uuid),
-            since: since.0.map(from_datetime),
-            until: until.0.map(from_datetime),
+        let query = AuditFilters {
+            agent_id: agent_id.0,
+            tech_id: tech_id.0,
+            session_id: session_id.0,
+            since: since.0,
+            until: until.0,
             before: before.0,
-            limit: limit.0.unwrap_or(50),
-        };
+        }
+        .query(limit.0.unwrap_or(50));
         let listed = match self.app.list_audit(auth.0.actor, query).await {
             Ok(entries) => self
                 .app
@@ -74,8 +74,35 @@ impl<P: Ports> Handlers<P, Audit> {
     }
 }
 
+/// The filters of `GET /audit`, shared with `GET /audit/export`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AuditFilters {
+    pub agent_id: Option<Uuid>,
+    pub tech_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub before: Option<i64>,
+}
+
+impl AuditFilters {
+    /// The store query for one page of at most `limit` entries (the use case applies the
+    /// access rule and bounds the limit).
+    pub(crate) fn query(self, limit: u32) -> AuditQuery {
+        AuditQuery {
+            user: self.tech_id.map(UserId::from_uuid),
+            agent: self.agent_id.map(AgentId::from_uuid),
+            session: self.session_id.map(SessionId::from_uuid),
+            since: self.since.map(from_datetime),
+            until: self.until.map(from_datetime),
+            before: self.before,
+            limit,
+        }
+    }
+}
+
 #[derive(Debug, Object)]
-struct AuditEntryDto {
+pub(crate) struct AuditEntryDto {
     /// Increasing position in the log; pass as `before` to page.
     id: i64,
     at: DateTime<Utc>,
@@ -84,7 +111,7 @@ struct AuditEntryDto {
     /// `terminal_open`, `terminal_close`, `terminal_watch`, `user_created`, `user_updated`,
     /// `user_deleted`, `password_changed`, `logout`, `group_created`, `group_deleted`,
     /// `enrollment_created`, `enrollment_revoked`, `agent_enrolled`, `agent_revoked`,
-    /// `agent_key_rotated`, `agent_updated`, `agent_replaced`.
+    /// `agent_key_rotated`, `agent_updated`, `agent_replaced`, `retention_sweep`.
     event: String,
     /// The user who acted (technician, admin or auditor), when one did.
     tech_id: Option<Uuid>,
@@ -122,7 +149,7 @@ struct AuditEntryDto {
 }
 
 impl AuditEntryDto {
-    fn new(entry: &AuditEntry, names: &HashMap<UserId, String>) -> Self {
+    pub(crate) fn new(entry: &AuditEntry, names: &HashMap<UserId, String>) -> Self {
         let e = &entry.event;
         let command = e.command.clone().unwrap_or_default();
         let file = e.file.as_ref();

@@ -403,6 +403,9 @@ struct CommandDto {
     stdout_truncated: bool,
     /// As `stdout_truncated`, for stderr (`GET .../commands/{command_id}/stderr`).
     stderr_truncated: bool,
+    /// True when the server's retention sweep removed the stored output: `stdout` and
+    /// `stderr` are empty because it was pruned, not because the command wrote nothing.
+    output_pruned: bool,
     timeout_secs: u64,
     started_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
@@ -458,6 +461,7 @@ impl CommandDto {
             stderr_bytes: r.stderr_bytes,
             stdout_truncated: r.stdout_truncated || stdout.short,
             stderr_truncated: r.stderr_truncated || stderr.short,
+            output_pruned: r.output_pruned,
             timeout_secs: r.timeout_secs,
             started_at: to_datetime(r.started_at),
             finished_at: r.finished_at.map(to_datetime),

@@ -16,6 +16,7 @@ mod agent_admin;
 pub mod agent_events;
 mod agents;
 mod audit;
+mod audit_export;
 mod auth;
 pub mod client_addr;
 mod commands;
@@ -97,6 +98,8 @@ pub enum Commands {}
 #[derive(Debug)]
 pub enum Audit {}
 #[derive(Debug)]
+pub enum AuditExport {}
+#[derive(Debug)]
 pub enum Files {}
 #[derive(Debug)]
 pub enum Users {}
@@ -118,6 +121,7 @@ pub type Api<P> = (
     Handlers<P, Commands>,
     Handlers<P, Files>,
     Handlers<P, Audit>,
+    Handlers<P, AuditExport>,
     Handlers<P, Users>,
     Handlers<P, Groups>,
     Handlers<P, Enrollment>,
@@ -128,6 +132,7 @@ pub type Api<P> = (
 /// The API over `app`, checking technicians' tokens with `jwt`.
 pub fn api<P: Ports>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> Api<P> {
     (
+        Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),
         Handlers::new(&app, &jwt),

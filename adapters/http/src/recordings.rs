@@ -55,7 +55,8 @@ impl<P: Ports> Handlers<P, Recordings> {
     }
 
     /// A recording: the asciicast v2 file (`application/x-asciicast`), streamed. It plays in
-    /// `asciinema play` as it is. A live terminal's recording grows until it ends.
+    /// `asciinema play` as it is. A live terminal's recording grows until it ends. One the
+    /// retention sweep pruned answers 410 `recording_pruned`.
     #[oai(
         path = "/recordings/:recording_id",
         method = "get",
@@ -68,6 +69,10 @@ impl<P: Ports> Handlers<P, Recordings> {
     ) -> RecordingResponse {
         let id = TerminalId::from_uuid(recording_id.0);
         match self.app.recording(auth.0.actor, id).await {
+            Ok(record) if record.pruned => RecordingResponse::Gone(error(
+                ApiErrorCode::RecordingPruned,
+                format!("recording {id} was pruned by the retention sweep"),
+            )),
             Ok(_) => RecordingResponse::Ok(
                 Binary(poem::Body::from_bytes_stream(chunks(
                     Arc::clone(&self.app),
@@ -123,6 +128,9 @@ struct RecordingDto {
     size: u64,
     /// The size cap was reached: the cast ends with a marker saying so.
     truncated: bool,
+    /// The retention sweep removed its content (`RMM_RECORDING_RETENTION_SECS`): its
+    /// download answers 410 `recording_pruned`.
+    pruned: bool,
 }
 
 impl From<&RecordingRecord> for RecordingDto {
@@ -141,6 +149,7 @@ impl From<&RecordingRecord> for RecordingDto {
             command: r.command.clone(),
             size: r.size,
             truncated: r.truncated,
+            pruned: r.pruned,
         }
     }
 }
@@ -169,6 +178,9 @@ enum RecordingResponse {
     /// No such recording, or not one the caller may see.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The retention sweep pruned the recording (`recording_pruned`).
+    #[oai(status = 410)]
+    Gone(Json<ErrorBody>),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
 }

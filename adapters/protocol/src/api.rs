@@ -119,6 +119,8 @@ api_error_codes! {
         "404: no such live terminal in this session (it ended, or never was).",
     RecordingNotFound = "recording_not_found":
         "404: no such recording (or not one the caller may see).",
+    RecordingPruned = "recording_pruned":
+        "410: the retention sweep removed the recording's content; its facts are still listed.",
     StdinClosed = "stdin_closed":
         "409: the command's stdin is closed: it was started without `stdin: true`, its stdin was already sent, or it ended.",
     FileNotFound = "file_not_found":

@@ -85,6 +85,13 @@ macro_rules! command_columns {
     };
 }
 
+/// Read after [`command_columns`] in selects: whether the retention sweep pruned the output.
+macro_rules! command_pruned_column {
+    () => {
+        ", output_pruned_at is not null as output_pruned"
+    };
+}
+
 // After the macros: the backends use them by textual scope.
 mod enrollment;
 mod metered;
@@ -473,6 +480,7 @@ struct CommandRow {
     stderr_bytes: i64,
     stdout_truncated: bool,
     stderr_truncated: bool,
+    output_pruned: bool,
 }
 
 impl TryFrom<CommandRow> for CommandRecord {
@@ -506,6 +514,7 @@ impl TryFrom<CommandRow> for CommandRecord {
             stderr_bytes: u64_from_db(TABLE, key, "stderr_bytes", row.stderr_bytes)?,
             stdout_truncated: row.stdout_truncated,
             stderr_truncated: row.stderr_truncated,
+            output_pruned: row.output_pruned,
         })
     }
 }

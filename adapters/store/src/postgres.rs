@@ -25,6 +25,7 @@ mod commands;
 mod enrollment;
 mod groups;
 mod recordings;
+mod retention;
 mod sessions;
 mod users;
 

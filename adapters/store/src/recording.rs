@@ -15,6 +15,14 @@ macro_rules! recording_columns {
 }
 pub(crate) use recording_columns;
 
+/// Read after [`recording_columns`] in selects: whether the retention sweep pruned it.
+macro_rules! recording_pruned_column {
+    () => {
+        ", pruned_at is not null as pruned"
+    };
+}
+pub(crate) use recording_pruned_column;
+
 /// A `recordings` row with its columns decoded but not yet validated.
 pub(crate) struct RecordingRow {
     pub recording_id: Uuid,
@@ -29,6 +37,7 @@ pub(crate) struct RecordingRow {
     pub command: Option<String>,
     pub size: i64,
     pub truncated: bool,
+    pub pruned: bool,
 }
 
 impl TryFrom<RecordingRow> for RecordingRecord {
@@ -53,6 +62,7 @@ impl TryFrom<RecordingRow> for RecordingRecord {
             command: row.command,
             size: u64_from_db(TABLE, key, "size", row.size)?,
             truncated: row.truncated,
+            pruned: row.pruned,
         })
     }
 }

@@ -29,6 +29,7 @@ mod commands;
 mod enrollment;
 mod groups;
 mod recordings;
+mod retention;
 mod sessions;
 mod users;
 

@@ -175,6 +175,7 @@ fn corrupt_command_rows_become_backend_errors_naming_the_column() {
         stderr_bytes: 0,
         stdout_truncated: false,
         stderr_truncated: false,
+        output_pruned: false,
     };
     CommandRecord::try_from(row()).expect("valid row");
     let message = backend_message(CommandRecord::try_from(CommandRow {

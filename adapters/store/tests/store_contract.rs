@@ -407,6 +407,8 @@ contract!(
     recordings_outlive_their_user_agent_and_session,
     a_capped_insert_counts_the_owners_open_sessions_and_writes_nothing_at_the_cap,
     an_open_that_loses_the_race_for_an_agent_leaves_no_session_and_no_entry,
+    retention_prunes_only_ended_output_once_and_marks_it,
+    retention_prunes_only_ended_recordings_once_and_marks_them,
 );
 
 // Users, roles and tokens (identity).
@@ -430,6 +432,11 @@ use agents_admin::*;
 #[path = "store_contract/recordings.rs"]
 mod recordings;
 use recordings::*;
+
+// The retention sweep's listing and pruning.
+#[path = "store_contract/retention.rs"]
+mod retention;
+use retention::*;
 
 // The writes of a tunnel open.
 #[path = "store_contract/opens.rs"]
@@ -580,6 +587,7 @@ fn running_command(session: &Session, text: &str, started: Timestamp) -> Command
         stderr_bytes: 0,
         stdout_truncated: false,
         stderr_truncated: false,
+        output_pruned: false,
     }
 }
 

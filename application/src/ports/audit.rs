@@ -64,6 +64,9 @@ pub enum AuditAction {
     /// Bytes were fed to a command's stdin (the detail: how many, and whether the client's
     /// upload broke off).
     CommandStdin,
+    /// The retention sweep pruned command output or recordings (the detail: how many, and
+    /// bytes).
+    RetentionSweep,
 }
 
 impl AuditAction {
@@ -96,10 +99,11 @@ impl AuditAction {
             Self::TerminalClose => "terminal_close",
             Self::TerminalWatch => "terminal_watch",
             Self::CommandStdin => "command_stdin",
+            Self::RetentionSweep => "retention_sweep",
         }
     }
 
-    pub const ALL: [Self; 26] = [
+    pub const ALL: [Self; 27] = [
         Self::TunnelOpen,
         Self::TunnelClose,
         Self::TunnelRefused,
@@ -126,6 +130,7 @@ impl AuditAction {
         Self::TerminalClose,
         Self::TerminalWatch,
         Self::CommandStdin,
+        Self::RetentionSweep,
     ];
 
     /// The inverse of [`Self::as_str`].

@@ -45,6 +45,26 @@ pub struct CommandRecord {
     /// Whether stored output stops short of what was written (the per-command cap).
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// The retention sweep removed its stored output (the command itself stays).
+    pub output_pruned: bool,
+}
+
+/// An ended command's stored output, as the retention sweep sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredOutput {
+    pub id: CommandId,
+    pub finished_at: Timestamp,
+    /// Bytes of output stored for it, both streams.
+    pub bytes: u64,
+}
+
+/// What one prune removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    /// Commands (or recordings) whose content went.
+    pub items: u64,
+    /// Bytes of content deleted.
+    pub bytes: u64,
 }
 
 /// How a command ended, to store.
@@ -130,4 +150,32 @@ pub trait CommandRepository: Send + Sync + 'static {
         at: Timestamp,
         note: &AuditNote,
     ) -> impl Future<Output = Result<Vec<CommandRecord>, StoreError>> + Send;
+
+    /// Bytes of command output stored, all commands (running ones too).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn stored_output_bytes(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Up to `limit` ended commands whose output is not pruned, ended before `ended_before`
+    /// when given, oldest end first.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn ended_output(
+        &self,
+        ended_before: Option<Timestamp>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredOutput>, StoreError>> + Send;
+
+    /// Deletes the stored output of those of `ids` that have ended and are not pruned yet,
+    /// marking them pruned at `at`, in one transaction. A running command is never touched.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`]: then nothing is pruned.
+    fn prune_output(
+        &self,
+        ids: &[CommandId],
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Pruned, StoreError>> + Send;
 }

@@ -22,7 +22,9 @@ pub use agents::{
 pub use audit::{
     AuditAction, AuditEntry, AuditEvent, AuditLog, AuditNote, AuditQuery, CommandAudit, FileAudit,
 };
-pub use commands::{CommandOutcome, CommandRecord, CommandRepository, OutputStream};
+pub use commands::{
+    CommandOutcome, CommandRecord, CommandRepository, OutputStream, Pruned, StoredOutput,
+};
 pub use enrollment::{
     EnrollOutcome, EnrollmentRecord, EnrollmentRepository, NewEnrollment, enrolled_detail,
 };

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use rmm_domain::{AgentId, SessionId, TerminalId, Timestamp, UserId};
 
-use super::StoreError;
+use super::{Pruned, StoreError};
 
 /// A recording's facts (its id is its terminal's).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct RecordingRecord {
     pub size: u64,
     /// The size cap was reached: the cast ends with a marker event saying so.
     pub truncated: bool,
+    /// The retention sweep removed its content (the facts stay).
+    pub pruned: bool,
 }
 
 /// Which recordings to list: newest first (by start), at most `limit`.
@@ -108,4 +110,26 @@ pub trait RecordingRepository: Send + Sync + 'static {
         &self,
         at: Timestamp,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Up to `limit` ended, unpruned recordings that ended before `ended_before`, oldest end
+    /// first.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn ended_recordings(
+        &self,
+        ended_before: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<TerminalId>, StoreError>> + Send;
+
+    /// Deletes the content of those of `ids` that have ended and are not pruned yet, marking
+    /// them pruned at `at`, in one transaction. A live terminal's recording is never touched.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`]: then nothing is pruned.
+    fn prune_recordings(
+        &self,
+        ids: &[TerminalId],
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Pruned, StoreError>> + Send;
 }

@@ -178,6 +178,7 @@ impl<P: Ports> App<P> {
             command: view.command.clone(),
             size: 0,
             truncated: false,
+            pruned: false,
         };
         if let Err(e) = self.recordings.create(&recording).await {
             self.end_unstarted(view).await;

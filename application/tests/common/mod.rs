@@ -46,6 +46,7 @@ pub struct Setup {
     pub max_output_spool: Option<u64>,
     pub terminal_grace: Option<Duration>,
     pub max_recording_bytes: Option<u64>,
+    pub retention: Retention,
 }
 
 pub const AGENT: AgentId = AgentId::from_uuid(Uuid::from_u128(0xA));
@@ -144,6 +145,7 @@ impl Setup {
                 max_recording_bytes: self
                     .max_recording_bytes
                     .unwrap_or(Config::default().max_recording_bytes),
+                retention: self.retention,
                 ..Config::default()
             },
         )

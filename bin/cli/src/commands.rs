@@ -451,6 +451,9 @@ pub struct AuditArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Write every matching entry (no --limit) to standard output as `ndjson` or `csv`.
+    #[arg(long, value_parser = ["ndjson", "csv"], conflicts_with = "json")]
+    export: Option<String>,
 }
 
 fn parse_time_now(value: &str) -> Result<DateTime<Utc>, String> {
@@ -478,6 +481,9 @@ pub async fn audit(client: &ApiClient, args: AuditArgs) -> Result<(), CliError> 
         limit: None,
         before: args.before,
     };
+    if let Some(format) = &args.export {
+        return super::audit_export::export_audit(client, &filter, format).await;
+    }
     let mut entries: Vec<AuditEntryDto> = Vec::new();
     let mut remaining = args.limit;
     // Where older entries continue, when the listing stopped at the limit.

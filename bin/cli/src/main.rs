@@ -18,6 +18,7 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use rmm_client::{ApiClient, ClientError};
 
 mod agent_admin;
+mod audit_export;
 mod commands;
 mod config;
 mod cp;

@@ -138,7 +138,14 @@ fn row(
             |end| duration((end - r.started_at).num_seconds()),
         ),
         size(r.size),
-        if r.truncated { "yes" } else { "no" }.to_owned(),
+        if r.pruned {
+            "pruned (retention)"
+        } else if r.truncated {
+            "yes"
+        } else {
+            "no"
+        }
+        .to_owned(),
     ]
 }
 

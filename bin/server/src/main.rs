@@ -145,6 +145,7 @@ async fn run<S: Store>(
         max_sessions_per_user: settings.max_sessions_per_user,
         terminal_grace: Duration::from_secs(settings.terminal_grace_secs),
         max_recording_bytes: settings.recording_max_bytes.max(4096),
+        retention: settings.retention.policy(),
         ..Config::default()
     };
     let store = Arc::new(store);
@@ -214,6 +215,7 @@ async fn serve_command<S: Store>(
         trusted_proxies: settings.trusted_proxies.clone(),
         limits,
         admission: settings.admission,
+        retention_sweep: Duration::from_secs(settings.retention.retention_sweep_secs.max(1)),
     };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

@@ -209,4 +209,47 @@ pub(crate) struct Settings {
     pub(crate) front_door: FrontDoorSettings,
     #[command(flatten)]
     pub(crate) admission: rmm_server::admission::AdmissionSettings,
+    #[command(flatten)]
+    pub(crate) retention: RetentionSettings,
+}
+
+/// What the retention sweep prunes; unset keeps everything forever. Audit entries are never
+/// pruned, and neither is a running command's output or a live terminal's recording.
+#[derive(Debug, Clone, Copy, Args)]
+pub(crate) struct RetentionSettings {
+    /// Prune the stored output of commands that ended longer ago than this, seconds (the
+    /// command stays, its output reads as pruned).
+    #[arg(long, env = "RMM_OUTPUT_RETENTION_SECS", global = true)]
+    pub(crate) output_retention_secs: Option<u64>,
+    /// Keep at most this many bytes of command output in all: beyond it the oldest ended
+    /// commands' output is pruned first.
+    #[arg(long, env = "RMM_OUTPUT_RETENTION_BYTES", global = true)]
+    pub(crate) output_retention_bytes: Option<u64>,
+    /// Prune the recordings of terminals that ended longer ago than this, seconds (the
+    /// listing keeps them, marked pruned).
+    #[arg(long, env = "RMM_RECORDING_RETENTION_SECS", global = true)]
+    pub(crate) recording_retention_secs: Option<u64>,
+    /// Seconds between retention sweeps.
+    #[arg(
+        long,
+        env = "RMM_RETENTION_SWEEP_SECS",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub(crate) retention_sweep_secs: u64,
+}
+
+impl RetentionSettings {
+    /// The application's retention policy.
+    pub(crate) fn policy(&self) -> rmm_application::Retention {
+        rmm_application::Retention {
+            output_age: self
+                .output_retention_secs
+                .map(std::time::Duration::from_secs),
+            output_bytes: self.output_retention_bytes,
+            recording_age: self
+                .recording_retention_secs
+                .map(std::time::Duration::from_secs),
+        }
+    }
 }

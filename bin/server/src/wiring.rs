@@ -124,6 +124,8 @@ pub struct ServeOptions {
     pub limits: crate::limits::Limits,
     /// Agent handshakes run and queued at once (beyond: 503 with Retry-After).
     pub admission: AdmissionSettings,
+    /// How often the retention sweep runs (when the application's retention prunes anything).
+    pub retention_sweep: Duration,
 }
 
 impl Default for ServeOptions {
@@ -136,6 +138,7 @@ impl Default for ServeOptions {
             trusted_proxies: rmm_http::client_addr::TrustedProxies::default(),
             limits: crate::limits::Limits::default(),
             admission: AdmissionSettings::default(),
+            retention_sweep: Duration::from_secs(3600),
         }
     }
 }
@@ -403,6 +406,10 @@ where
                 async move { app.prune_tokens().await }
             }
         })),
+        tokio::spawn(every(options.retention_sweep, stop_rx.clone(), {
+            let app = Arc::clone(&app);
+            move || sweep_retention(Arc::clone(&app))
+        })),
     ];
     let addr = listener.local_addr()?;
     let options = Arc::new(options);
@@ -469,6 +476,15 @@ where
 async fn maintain<P: Ports>(app: Arc<App<P>>) {
     if let Err(e) = app.flush_presence_and_close_idle().await {
         tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "maintenance (presence flush, command ends, idle close, sweep of unheld sessions) failed");
+    }
+}
+
+async fn sweep_retention<P: Ports>(app: Arc<App<P>>) {
+    if !app.config().retention.prunes() {
+        return;
+    }
+    if let Err(e) = app.retention_sweep().await {
+        tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "retention sweep failed; retried at the next one");
     }
 }
 

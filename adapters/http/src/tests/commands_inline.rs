@@ -31,6 +31,7 @@ fn record() -> CommandRecord {
         stderr_bytes: 3,
         stdout_truncated: false,
         stderr_truncated: false,
+        output_pruned: false,
     }
 }
 

@@ -40,6 +40,7 @@ fn record(session: SessionId) -> CommandRecord {
         stderr_bytes: 5,
         stdout_truncated: false,
         stderr_truncated: false,
+        output_pruned: false,
     }
 }
 

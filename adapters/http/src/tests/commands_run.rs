@@ -258,6 +258,7 @@ fn stored_as(s: &mut Setup, status: CommandStatus) {
                 stderr_bytes: 0,
                 stdout_truncated: false,
                 stderr_truncated: false,
+                output_pruned: false,
             };
             Box::pin(async move { Ok(Some(record)) })
         });

@@ -328,6 +328,29 @@ impl<S: AuditLog> AuditLog for Metered<S> {
 }
 
 impl<S: CommandRepository> CommandRepository for Metered<S> {
+    fn stored_output_bytes(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        timed("commands.stored_output_bytes", self.0.stored_output_bytes())
+    }
+
+    fn ended_output(
+        &self,
+        ended_before: Option<Timestamp>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredOutput>, StoreError>> + Send {
+        timed(
+            "commands.ended_output",
+            self.0.ended_output(ended_before, limit),
+        )
+    }
+
+    fn prune_output(
+        &self,
+        ids: &[CommandId],
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Pruned, StoreError>> + Send {
+        timed("commands.prune_output", self.0.prune_output(ids, at))
+    }
+
     fn insert_command(
         &self,
         command: &CommandRecord,
@@ -445,6 +468,28 @@ impl<S: EnrollmentRepository> EnrollmentRepository for Metered<S> {
 }
 
 impl<S: RecordingRepository> RecordingRepository for Metered<S> {
+    fn ended_recordings(
+        &self,
+        ended_before: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<TerminalId>, StoreError>> + Send {
+        timed(
+            "recordings.ended_recordings",
+            self.0.ended_recordings(ended_before, limit),
+        )
+    }
+
+    fn prune_recordings(
+        &self,
+        ids: &[TerminalId],
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Pruned, StoreError>> + Send {
+        timed(
+            "recordings.prune_recordings",
+            self.0.prune_recordings(ids, at),
+        )
+    }
+
     fn create(
         &self,
         recording: &RecordingRecord,

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use rmm_application::{
-    AuditEvent, AuditNote, CommandOutcome, CommandRecord, CommandRepository, OutputStream,
-    StoreError,
+    AuditEvent, AuditNote, CommandOutcome, CommandRecord, CommandRepository, OutputStream, Pruned,
+    StoreError, StoredOutput,
 };
 use rmm_domain::{CommandId, CommandStatus, Timestamp};
 use sqlx::Row as _;
@@ -38,6 +38,7 @@ fn command_from_row(row: &PgRow) -> Result<CommandRecord, StoreError> {
         stderr_bytes: row.try_get("stderr_bytes").map_err(store_error)?,
         stdout_truncated: row.try_get("stdout_truncated").map_err(store_error)?,
         stderr_truncated: row.try_get("stderr_truncated").map_err(store_error)?,
+        output_pruned: row.try_get("output_pruned").map_err(store_error)?,
     };
     CommandRecord::try_from(decoded)
 }
@@ -81,6 +82,7 @@ impl CommandRepository for PgStore {
         let row = sqlx::query(concat!(
             "select ",
             command_columns!(),
+            command_pruned_column!(),
             " from commands where command_id = $1"
         ))
         .bind(id.as_uuid())
@@ -175,7 +177,8 @@ impl CommandRepository for PgStore {
         let rows = sqlx::query(concat!(
             "update commands set status = $1, finished_at = $2 where status = 'running' \
              returning ",
-            command_columns!()
+            command_columns!(),
+            command_pruned_column!()
         ))
         .bind(status.as_str())
         .bind(to_db(at)?)
@@ -191,5 +194,21 @@ impl CommandRepository for PgStore {
         }
         tx.commit().await.map_err(store_error)?;
         Ok(ended)
+    }
+
+    async fn stored_output_bytes(&self) -> Result<u64, StoreError> {
+        self.sum_output_bytes().await
+    }
+
+    async fn ended_output(
+        &self,
+        ended_before: Option<Timestamp>,
+        limit: u32,
+    ) -> Result<Vec<StoredOutput>, StoreError> {
+        self.list_ended_output(ended_before, limit).await
+    }
+
+    async fn prune_output(&self, ids: &[CommandId], at: Timestamp) -> Result<Pruned, StoreError> {
+        self.delete_output(ids, at).await
     }
 }

@@ -2,13 +2,15 @@
 //! as they are written.
 
 use chrono::{DateTime, Utc};
-use rmm_application::{RecordingQuery, RecordingRecord, RecordingRepository, StoreError};
+use rmm_application::{Pruned, RecordingQuery, RecordingRecord, RecordingRepository, StoreError};
 use rmm_domain::{TerminalId, Timestamp};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row as _};
 
 use super::{PgStore, from_db, to_db};
-use crate::recording::{RecordingRow, chunk_len, recording_columns, recording_page_size};
+use crate::recording::{
+    RecordingRow, chunk_len, recording_columns, recording_page_size, recording_pruned_column,
+};
 use crate::{store_error, u64_to_db};
 
 fn recording_from_row(row: &PgRow) -> Result<RecordingRecord, StoreError> {
@@ -28,6 +30,7 @@ fn recording_from_row(row: &PgRow) -> Result<RecordingRecord, StoreError> {
         command: row.try_get("command").map_err(store_error)?,
         size: row.try_get("size").map_err(store_error)?,
         truncated: row.try_get("truncated").map_err(store_error)?,
+        pruned: row.try_get("pruned").map_err(store_error)?,
     };
     RecordingRecord::try_from(decoded)
 }
@@ -101,6 +104,7 @@ impl RecordingRepository for PgStore {
         let row = sqlx::query(concat!(
             "select ",
             recording_columns!(),
+            recording_pruned_column!(),
             " from recordings where recording_id = $1"
         ))
         .bind(id.as_uuid())
@@ -119,6 +123,7 @@ impl RecordingRepository for PgStore {
         let mut sql = QueryBuilder::<Postgres>::new(concat!(
             "select ",
             recording_columns!(),
+            recording_pruned_column!(),
             " from recordings where true"
         ));
         if let Some(agent) = query.agent {
@@ -159,5 +164,21 @@ impl RecordingRepository for PgStore {
             .await
             .map_err(store_error)?;
         Ok(done.rows_affected())
+    }
+
+    async fn ended_recordings(
+        &self,
+        ended_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TerminalId>, StoreError> {
+        self.list_ended_recordings(ended_before, limit).await
+    }
+
+    async fn prune_recordings(
+        &self,
+        ids: &[TerminalId],
+        at: Timestamp,
+    ) -> Result<Pruned, StoreError> {
+        self.delete_recordings(ids, at).await
     }
 }

@@ -1,13 +1,15 @@
 //! `recordings` and `recording_chunks` on SQLite: terminal recordings, stored in chunks as
 //! they are written.
 
-use rmm_application::{RecordingQuery, RecordingRecord, RecordingRepository, StoreError};
+use rmm_application::{Pruned, RecordingQuery, RecordingRecord, RecordingRepository, StoreError};
 use rmm_domain::{TerminalId, Timestamp};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
 use super::{SqliteStore, id_text, micros, opt_time_column, time_column, uuid_column};
-use crate::recording::{RecordingRow, chunk_len, recording_columns, recording_page_size};
+use crate::recording::{
+    RecordingRow, chunk_len, recording_columns, recording_page_size, recording_pruned_column,
+};
 use crate::{store_error, u64_to_db};
 
 fn recording_from_row(row: &SqliteRow) -> Result<RecordingRecord, StoreError> {
@@ -25,6 +27,7 @@ fn recording_from_row(row: &SqliteRow) -> Result<RecordingRecord, StoreError> {
         command: row.try_get("command").map_err(store_error)?,
         size: row.try_get("size").map_err(store_error)?,
         truncated: row.try_get("truncated").map_err(store_error)?,
+        pruned: row.try_get("pruned").map_err(store_error)?,
     };
     RecordingRecord::try_from(decoded)
 }
@@ -98,6 +101,7 @@ impl RecordingRepository for SqliteStore {
         let row = sqlx::query(concat!(
             "select ",
             recording_columns!(),
+            recording_pruned_column!(),
             " from recordings where recording_id = ?1"
         ))
         .bind(id_text(id.as_uuid()))
@@ -114,6 +118,7 @@ impl RecordingRepository for SqliteStore {
         let mut sql = QueryBuilder::<Sqlite>::new(concat!(
             "select ",
             recording_columns!(),
+            recording_pruned_column!(),
             " from recordings where true"
         ));
         if let Some(agent) = query.agent {
@@ -156,5 +161,21 @@ impl RecordingRepository for SqliteStore {
             .await
             .map_err(store_error)?;
         Ok(done.rows_affected())
+    }
+
+    async fn ended_recordings(
+        &self,
+        ended_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TerminalId>, StoreError> {
+        self.list_ended_recordings(ended_before, limit).await
+    }
+
+    async fn prune_recordings(
+        &self,
+        ids: &[TerminalId],
+        at: Timestamp,
+    ) -> Result<Pruned, StoreError> {
+        self.delete_recordings(ids, at).await
     }
 }

@@ -24,6 +24,7 @@ fn recording(agent: AgentId, user: UserId, started: Timestamp) -> RecordingRecor
         command: None,
         size: 0,
         truncated: false,
+        pruned: false,
     }
 }
 

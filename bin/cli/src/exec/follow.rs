@@ -377,6 +377,14 @@ impl Follow {
             if self.out.written(kind) >= total {
                 continue;
             }
+            if record.output_pruned {
+                self.out.note(&format!(
+                    "{} of {}: output pruned (retention)",
+                    kind.as_str(),
+                    record.command
+                ));
+                continue;
+            }
             self.catch_up(kind).await?;
             let missing = total.saturating_sub(self.out.written(kind));
             if missing > 0 {
