@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use rmm_agent_runtime::{AgentConfig, AgentKey, AgentTimings, ServerUrl, run};
+use rmm_agent_runtime::{
+    AgentConfig, AgentKey, AgentTimings, DEFAULT_PARTIAL_MAX_AGE, ProxyEnv, ProxyRoute, ServerUrl,
+    run,
+};
 use serde::Deserialize;
 
 /// What `rmm-agent --help` opens with: the program's purpose.
@@ -40,8 +43,8 @@ struct Cli {
     /// command lines are visible to every local user.
     #[arg(long, env = "RMM_AGENT_KEY", hide_env_values = true)]
     key: Option<String>,
-    /// TOML file with `server`, `key`, `heartbeat_secs`, `ca_file`, `command_timeout_secs`
-    /// (flags and env win).
+    /// TOML file with `server`, `key`, `heartbeat_secs`, `ca_file`, `command_timeout_secs`,
+    /// `state_dir`, `partial_max_age_secs` (flags and env win).
     #[arg(long, env = "RMM_AGENT_CONFIG")]
     config: Option<PathBuf>,
     /// One connection attempt: exit non-zero if it fails or ends.
@@ -63,6 +66,15 @@ struct Cli {
     /// server without the timeout extension). Unset or 0: no agent-side default.
     #[arg(long, env = "RMM_AGENT_COMMAND_TIMEOUT_SECS")]
     command_timeout_secs: Option<u64>,
+    /// Folder for the agent's own state (the journal of its uploads' partial files).
+    /// Default: $STATE_DIRECTORY (systemd's StateDirectory=), else
+    /// $XDG_STATE_HOME/rmm-agent or ~/.local/state/rmm-agent.
+    #[arg(long, env = "RMM_AGENT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Seconds an interrupted upload's partial file (.NAME.rmm-partial) is kept for a resume
+    /// before the agent removes it (default 86400, a day).
+    #[arg(long, env = "RMM_AGENT_PARTIAL_MAX_AGE_SECS")]
+    partial_max_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +93,8 @@ struct FileConfig {
     heartbeat_secs: Option<u64>,
     ca_file: Option<PathBuf>,
     command_timeout_secs: Option<u64>,
+    state_dir: Option<PathBuf>,
+    partial_max_age_secs: Option<u64>,
 }
 
 /// A user error (missing key, bad URL, unreadable config) or a failed `--once` ends with one
@@ -138,6 +152,19 @@ fn config(cli: Cli) -> anyhow::Result<AgentConfig> {
         .or(file.command_timeout_secs)
         .filter(|&secs| secs > 0)
         .map(Duration::from_secs);
+    config.proxy = ProxyRoute::choose(&proxy_env(), config.server.is_tls(), config.server.host())
+        .context("invalid proxy setting (HTTPS_PROXY / HTTP_PROXY / ALL_PROXY)")?;
+    config.partial_journal = cli
+        .state_dir
+        .or(file.state_dir)
+        .or_else(default_state_dir)
+        .map(|dir| dir.join(PARTIAL_JOURNAL));
+    config.partial_max_age = cli
+        .partial_max_age_secs
+        .or(file.partial_max_age_secs)
+        .map_or(DEFAULT_PARTIAL_MAX_AGE, |secs| {
+            Duration::from_secs(secs.max(1))
+        });
     config.timings = AgentTimings {
         heartbeat_interval: Duration::from_secs(heartbeat_secs),
         read_idle: Duration::from_secs(cli.read_idle_secs.max(1)),
@@ -145,6 +172,36 @@ fn config(cli: Cli) -> anyhow::Result<AgentConfig> {
         ..AgentTimings::default()
     };
     Ok(config)
+}
+
+/// The journal of partial files, in the state folder.
+const PARTIAL_JOURNAL: &str = "partials.journal";
+
+/// The state folder when none is configured: systemd's, else the XDG one of the user.
+fn default_state_dir() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("STATE_DIRECTORY")
+        .or_else(|| var("XDG_STATE_HOME").map(|d| d.join("rmm-agent")))
+        .or_else(|| var("HOME").map(|d| d.join(".local/state/rmm-agent")))
+}
+
+/// The proxy variables, lowercase before uppercase (as curl reads them).
+fn proxy_env() -> ProxyEnv {
+    let var = |lower: &str, upper: &str| {
+        [lower, upper]
+            .into_iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    };
+    ProxyEnv {
+        https: var("https_proxy", "HTTPS_PROXY"),
+        http: var("http_proxy", "HTTP_PROXY"),
+        all: var("all_proxy", "ALL_PROXY"),
+        no_proxy: var("no_proxy", "NO_PROXY"),
+    }
 }
 
 /// Plain ws:// beyond this machine sends the agent key and every command in clear text.
