@@ -32,7 +32,7 @@ use rmm_protocol::{CAP_COMMAND_STDIN, CAP_PTY};
 use crate::backoff::{self, Backoff, rejected_delay};
 use crate::config::{AgentConfig, AgentTimings};
 use crate::exec::{CommandSpec, Commands, KillTimings, StopReason};
-use crate::files::{PathLocks, Transfers};
+use crate::files::{self, PathLocks, Transfers};
 use crate::proxy;
 use crate::terminals::Terminals;
 use crate::tls::{self, TlsError};
@@ -123,7 +123,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     // Shared by every connection: an upload stopped with a lost connection may still be
     // finishing a write when the next connection resumes it.
-    let locks = PathLocks::default();
+    let (locks, _sweeper) = files::partials(&config);
     tracing::info!(server = %config.server, version = env!("CARGO_PKG_VERSION"), "agent starting");
     config.proxy.log(&config.server);
 
