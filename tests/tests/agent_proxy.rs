@@ -1,7 +1,8 @@
 //! The agent behind an HTTP proxy (issue 16, point 6), on the real binaries and Debian's
 //! `tinyproxy`: with `HTTP_PROXY` the agent's WebSocket goes through `CONNECT` (with the
 //! proxy's credentials) and a command runs through the tunnel; with `NO_PROXY` naming the
-//! server it goes direct; a proxy that refuses gives a log line naming it (never its
+//! server it goes direct; a `wss://` server is reached through `HTTPS_PROXY` with TLS inside
+//! the tunnel; a proxy that refuses gives a log line naming it (never its
 //! password) and the status, and the agent keeps retrying.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
@@ -13,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use rmm_e2e::pg::sqlite_url;
+use rmm_e2e::pki::TestCa;
 use rmm_e2e::real_agent::agent_command;
-use rmm_e2e::server::TestServer;
+use rmm_e2e::server::{StartOptions, TestServer};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt as _;
 use tokio::process::{Child, Command};
@@ -295,4 +297,47 @@ async fn a_proxy_that_refuses_gives_a_log_line_naming_it_and_the_status_and_the_
         1,
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_wss_server_is_reached_through_https_proxy_with_tls_over_the_tunnel() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path()).unwrap();
+    let cert = ca.server_cert(dir.path(), "rmm-server").unwrap();
+    let options = StartOptions {
+        tls_ca_pem: Some(ca.pem()),
+        capture_log: false,
+    };
+    let env = [
+        ("RMM_TLS_CERT", cert.cert_file.to_str().unwrap()),
+        ("RMM_TLS_KEY", cert.key_file.to_str().unwrap()),
+    ];
+    let server = TestServer::start_with(&sqlite_url(dir.path()), &env, options)
+        .await
+        .unwrap();
+    let admin = server.admin_token().await.unwrap();
+    let (agent_id, key) = server
+        .register_agent(&admin, "tls-behind-proxy")
+        .await
+        .unwrap();
+    let sp = server.addr.port();
+    let proxy = Tinyproxy::start(dir.path(), &[format!("ConnectPort {sp}")]).await;
+    // HTTP_PROXY names a dead port: a wss:// server must use HTTPS_PROXY.
+    let (_agent, _log) = agent(
+        &server,
+        &key,
+        &[
+            ("RMM_SERVER", format!("https://localhost:{sp}")),
+            ("RMM_AGENT_CA_FILE", ca.ca_file().display().to_string()),
+            ("HTTPS_PROXY", proxy.url(None)),
+            ("HTTP_PROXY", "http://127.0.0.1:9".to_owned()),
+        ],
+    );
+    server.wait_connected(&admin, &agent_id).await.unwrap();
+    let connect = format!("CONNECT localhost:{sp} HTTP/1.1");
+    assert!(
+        proxy.log_text().contains(&connect),
+        "the proxy saw no {connect}: {}",
+        proxy.log_text()
+    );
 }
