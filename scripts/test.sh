@@ -39,6 +39,7 @@ ensure_test_tools() {
     command -v asciinema >/dev/null 2>&1 || missing+=(asciinema)
     command -v script >/dev/null 2>&1 || missing+=(bsdutils)
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+    [ -x /usr/bin/tinyproxy ] || command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
     [ "${#missing[@]}" -eq 0 ] && { echo "test tools present"; return 0; }
     export DEBIAN_FRONTEND=noninteractive
     if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -n1)" ]; then

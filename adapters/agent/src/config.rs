@@ -10,6 +10,11 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 
 use rmm_protocol::limits::AGENT_WS_PATH;
 
+use crate::proxy::ProxyRoute;
+
+/// How long an upload's partial file may sit untouched before the agent removes it: a day.
+pub const DEFAULT_PARTIAL_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
 /// Why a server URL or key is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -36,6 +41,10 @@ pub struct ServerUrl {
     url: String,
     tls: bool,
     loopback: bool,
+    /// The host as the URL writes it (IPv6 in brackets) and the port (the scheme's default
+    /// when absent): what an HTTP proxy is asked to CONNECT to.
+    host: String,
+    port: u16,
 }
 
 impl ServerUrl {
@@ -69,6 +78,8 @@ impl ServerUrl {
             url: format!("{scheme}://{authority}{path}"),
             tls,
             loopback: is_loopback_host(authority.host()),
+            host: authority.host().to_owned(),
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
         })
     }
 
@@ -80,6 +91,18 @@ impl ServerUrl {
     #[must_use]
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// The server's host (an IPv6 address in brackets).
+    #[must_use]
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The server's port (443 or 80 when the URL names none).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Whether the host is this machine: the name `localhost`, or an address in 127.0.0.0/8
@@ -195,6 +218,13 @@ pub struct AgentConfig {
     /// The limit on a command whose frame carries no `timeout_secs` (a server that predates
     /// the extension); `None`: no limit.
     pub command_timeout: Option<Duration>,
+    /// Direct, or through an HTTP proxy (see [`ProxyRoute::choose`]).
+    pub proxy: ProxyRoute,
+    /// The file that records where this agent made upload partial files, so old ones can be
+    /// removed wherever they are; `None`: they are not tracked (and never removed).
+    pub partial_journal: Option<PathBuf>,
+    /// Partial files older than this (untouched for this long) are removed.
+    pub partial_max_age: Duration,
     pub timings: AgentTimings,
 }
 
@@ -208,6 +238,9 @@ impl AgentConfig {
             ca_file: None,
             once: false,
             command_timeout: None,
+            proxy: ProxyRoute::Direct,
+            partial_journal: None,
+            partial_max_age: DEFAULT_PARTIAL_MAX_AGE,
             timings: AgentTimings::default(),
         }
     }

@@ -32,7 +32,8 @@ use rmm_protocol::{CAP_COMMAND_STDIN, CAP_PTY};
 use crate::backoff::{self, Backoff, rejected_delay};
 use crate::config::{AgentConfig, AgentTimings};
 use crate::exec::{CommandSpec, Commands, KillTimings, StopReason};
-use crate::files::{PathLocks, Transfers};
+use crate::files::{self, PathLocks, Transfers};
+use crate::proxy;
 use crate::terminals::Terminals;
 use crate::tls::{self, TlsError};
 use crate::tunnel::{Action, TunnelState};
@@ -122,8 +123,9 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     // Shared by every connection: an upload stopped with a lost connection may still be
     // finishing a write when the next connection resumes it.
-    let locks = PathLocks::default();
+    let (locks, _sweeper) = files::partials(&config);
     tracing::info!(server = %config.server, version = env!("CARGO_PKG_VERSION"), "agent starting");
+    config.proxy.log(&config.server);
 
     loop {
         let dialled = tokio::select! {
@@ -263,9 +265,13 @@ async fn dial(config: &AgentConfig, connector: Option<Connector>) -> Result<Sock
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_INBOUND_MESSAGE))
         .max_frame_size(Some(MAX_INBOUND_MESSAGE));
-    let attempt =
-        tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), true, connector);
-    match tokio::time::timeout(config.timings.connect_timeout, attempt).await {
+    let to = (
+        config.server.host(),
+        config.server.port(),
+        config.timings.connect_timeout,
+    );
+    let attempt = proxy::websocket(&config.proxy, to, request, (ws_config, connector));
+    match attempt.await {
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(WsError::Http(response))) if response.status() == StatusCode::UNAUTHORIZED => {
             Err(DialError::Rejected)
@@ -285,10 +291,8 @@ async fn dial(config: &AgentConfig, connector: Option<Connector>) -> Result<Sock
             response.status()
         ))),
         Ok(Err(e)) => Err(DialError::Failed(e.to_string())),
-        Err(_) => Err(DialError::Failed(format!(
-            "no answer within {}s",
-            config.timings.connect_timeout.as_secs()
-        ))),
+        // Unreachable, silent or refusing proxy, or no answer in time.
+        Err(failure) => Err(DialError::Failed(failure)),
     }
 }
 

@@ -24,6 +24,7 @@
 mod disk;
 mod download;
 mod failure;
+mod journal;
 mod listing;
 mod partial;
 #[cfg(test)]
@@ -45,6 +46,7 @@ use rmm_protocol::{AgentMessage, FileErrorCode as Code};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Event;
+use crate::config::AgentConfig;
 use crate::tunnel::{FileInput, FileOp};
 use download::download;
 use failure::Failure;
@@ -52,6 +54,41 @@ use listing::list;
 use upload::{Upload, upload_status};
 
 pub use partial::PathLocks;
+
+/// The locks of upload paths, shared by every connection, with the journal of partial files
+/// when `config` names one; and the task that removes the old ones (at start, then every
+/// [`journal::sweep_interval`]) for as long as the guard lives.
+pub(crate) fn partials(config: &AgentConfig) -> (PathLocks, Option<AbortOnDrop>) {
+    let Some(journal) = config.partial_journal.clone() else {
+        return (PathLocks::default(), None);
+    };
+    tracing::info!(journal = %journal.display(), max_age_secs = config.partial_max_age.as_secs(), "interrupted uploads' partial files are removed when this old");
+    let locks = PathLocks::with_journal(journal);
+    let (sweeping, max_age) = (locks.clone(), config.partial_max_age);
+    let task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(journal::sweep_interval(max_age));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let locks = sweeping.clone();
+            let swept = tokio::task::spawn_blocking(move || locks.sweep(max_age)).await;
+            if let Err(e) = swept {
+                tracing::error!(error = %e, "the sweep of partial files failed");
+            }
+        }
+    });
+    (locks, Some(AbortOnDrop(task)))
+}
+
+/// Aborts its task when dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Upload data received but not yet written, at most: twice the window the server promises,
 /// so a server off by a frame is not failed while memory stays bounded. Each frame also

@@ -19,19 +19,23 @@ mod exec;
 mod files;
 mod host;
 mod input;
+mod proxy;
 mod terminals;
 mod tls;
 mod tunnel;
 
 pub use backoff::{Backoff, parse_retry_after, random_unit, rejected_delay};
 pub use chunker::CHUNK;
-pub use config::{AgentConfig, AgentKey, AgentTimings, ConfigError, ServerUrl};
+pub use config::{
+    AgentConfig, AgentKey, AgentTimings, ConfigError, DEFAULT_PARTIAL_MAX_AGE, ServerUrl,
+};
 pub use connection::{AgentError, run};
 pub use enroll::{EnrollError, Enrolled, enroll, enroll_url};
 pub use exec::{KillTimings, StopReason};
 #[cfg(target_os = "linux")]
 pub use exec::{supervise, supervise_commands_with};
 pub use host::facts as host_facts;
+pub use proxy::{ProxyEnv, ProxyError, ProxyRoute, ProxyUrl};
 pub use tls::TlsError;
 pub use tunnel::{
     Action, FileInput, FileOp, NO_TUNNEL, PTY_UNSUPPORTED, PtyInput, PtyRequest, TunnelState,

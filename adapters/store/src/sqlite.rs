@@ -124,6 +124,34 @@ impl SqliteStore {
         Ok(Self { pool, reader })
     }
 
+    /// Writes a consistent snapshot of the database to `to` (`VACUUM INTO`, on a reader
+    /// connection: the server's writes go on meanwhile, the snapshot is of one moment). `to`
+    /// must not exist; it is created with mode 0600 (it holds password hashes and key
+    /// digests) and removed again when the snapshot fails.
+    ///
+    /// # Errors
+    /// When `to` exists or cannot be created, or SQLite fails the snapshot.
+    pub async fn backup_into(&self, to: &Path) -> anyhow::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(to)
+            .with_context(|| format!("cannot create the backup file {}", to.display()))?;
+        let target = to.to_string_lossy().into_owned();
+        let done = sqlx::query("VACUUM INTO ?")
+            .bind(&target)
+            .execute(&self.reader)
+            .await;
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(to);
+            return Err(e).with_context(|| format!("the snapshot into {} failed", to.display()));
+        }
+        tighten(to).with_context(|| format!("cannot restrict {}", to.display()))?;
+        Ok(())
+    }
+
     /// The writer's pool (its one connection), for tests and health checks.
     #[must_use]
     pub fn pool(&self) -> &SqlitePool {

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use rmm_agent_runtime::{AgentConfig, AgentKey, AgentTimings, ServerUrl, run};
+use rmm_agent_runtime::{
+    AgentConfig, AgentKey, AgentTimings, DEFAULT_PARTIAL_MAX_AGE, ProxyEnv, ProxyRoute, ServerUrl,
+    run,
+};
 use serde::Deserialize;
 
 /// What `rmm-agent --help` opens with: the program's purpose.
@@ -40,8 +43,8 @@ struct Cli {
     /// command lines are visible to every local user.
     #[arg(long, env = "RMM_AGENT_KEY", hide_env_values = true)]
     key: Option<String>,
-    /// TOML file with `server`, `key`, `heartbeat_secs`, `ca_file`, `command_timeout_secs`
-    /// (flags and env win).
+    /// TOML file with `server`, `key`, `heartbeat_secs`, `ca_file`, `command_timeout_secs`,
+    /// `state_dir`, `partial_max_age_secs` (flags and env win).
     #[arg(long, env = "RMM_AGENT_CONFIG")]
     config: Option<PathBuf>,
     /// One connection attempt: exit non-zero if it fails or ends.
@@ -63,6 +66,15 @@ struct Cli {
     /// server without the timeout extension). Unset or 0: no agent-side default.
     #[arg(long, env = "RMM_AGENT_COMMAND_TIMEOUT_SECS")]
     command_timeout_secs: Option<u64>,
+    /// Folder for the agent's own state (the journal of its uploads' partial files).
+    /// Default: $STATE_DIRECTORY (systemd's StateDirectory=), else
+    /// $XDG_STATE_HOME/rmm-agent or ~/.local/state/rmm-agent.
+    #[arg(long, env = "RMM_AGENT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Seconds an interrupted upload's partial file (.NAME.rmm-partial) is kept for a resume
+    /// before the agent removes it (default 86400, a day).
+    #[arg(long, env = "RMM_AGENT_PARTIAL_MAX_AGE_SECS")]
+    partial_max_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +93,8 @@ struct FileConfig {
     heartbeat_secs: Option<u64>,
     ca_file: Option<PathBuf>,
     command_timeout_secs: Option<u64>,
+    state_dir: Option<PathBuf>,
+    partial_max_age_secs: Option<u64>,
 }
 
 /// A user error (missing key, bad URL, unreadable config) or a failed `--once` ends with one
@@ -114,6 +128,11 @@ async fn agent(mut cli: Cli) -> anyhow::Result<()> {
     // Commands die with this process, even when it is killed outright (exec/supervise.rs).
     #[cfg(target_os = "linux")]
     rmm_agent_runtime::supervise_commands_with("/proc/self/exe".into());
+    if config.partial_journal.is_none() {
+        tracing::info!(
+            "no state folder (RMM_AGENT_STATE_DIR, $STATE_DIRECTORY or $HOME): partial files of interrupted uploads are not tracked and never removed"
+        );
+    }
     if let Some(warning) = plaintext_warning(&config.server) {
         tracing::warn!(server = %config.server, "{warning}");
     }
@@ -151,6 +170,19 @@ fn config(cli: Cli) -> anyhow::Result<AgentConfig> {
         .or(file.command_timeout_secs)
         .filter(|&secs| secs > 0)
         .map(Duration::from_secs);
+    config.proxy = ProxyRoute::choose(&proxy_env(), config.server.is_tls(), config.server.host())
+        .context("invalid proxy setting (HTTPS_PROXY / HTTP_PROXY / ALL_PROXY)")?;
+    config.partial_journal = cli
+        .state_dir
+        .or(file.state_dir)
+        .or_else(default_state_dir)
+        .map(|dir| dir.join(PARTIAL_JOURNAL));
+    config.partial_max_age = cli
+        .partial_max_age_secs
+        .or(file.partial_max_age_secs)
+        .map_or(DEFAULT_PARTIAL_MAX_AGE, |secs| {
+            Duration::from_secs(secs.max(1))
+        });
     config.timings = AgentTimings {
         heartbeat_interval: Duration::from_secs(heartbeat_secs),
         read_idle: Duration::from_secs(cli.read_idle_secs.max(1)),
@@ -158,6 +190,36 @@ fn config(cli: Cli) -> anyhow::Result<AgentConfig> {
         ..AgentTimings::default()
     };
     Ok(config)
+}
+
+/// The journal of partial files, in the state folder.
+const PARTIAL_JOURNAL: &str = "partials.journal";
+
+/// The state folder when none is configured: systemd's, else the XDG one of the user.
+fn default_state_dir() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("STATE_DIRECTORY")
+        .or_else(|| var("XDG_STATE_HOME").map(|d| d.join("rmm-agent")))
+        .or_else(|| var("HOME").map(|d| d.join(".local/state/rmm-agent")))
+}
+
+/// The proxy variables, lowercase before uppercase (as curl reads them).
+fn proxy_env() -> ProxyEnv {
+    let var = |lower: &str, upper: &str| {
+        [lower, upper]
+            .into_iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    };
+    ProxyEnv {
+        https: var("https_proxy", "HTTPS_PROXY"),
+        http: var("http_proxy", "HTTP_PROXY"),
+        all: var("all_proxy", "ALL_PROXY"),
+        no_proxy: var("no_proxy", "NO_PROXY"),
+    }
 }
 
 /// Plain ws:// beyond this machine sends the agent key and every command in clear text.
@@ -208,140 +270,5 @@ fn key_file_warning(_path: &Path, _meta: &std::fs::Metadata, _holds_key: bool) -
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cli(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("rmm-agent").chain(args.iter().copied())).unwrap()
-    }
-
-    #[test]
-    fn flags_win_over_the_file_and_the_file_fills_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.toml");
-        std::fs::write(
-            &path,
-            "server = \"ws://file:1\"\nkey = \"file-key\"\nheartbeat_secs = 7\n",
-        )
-        .unwrap();
-        let c = config(cli(&[
-            "--config",
-            path.to_str().unwrap(),
-            "--server",
-            "ws://flag:2",
-        ]))
-        .unwrap();
-        assert_eq!(c.server.as_str(), "ws://flag:2/api/v1/agent/ws");
-        assert_eq!(c.key, AgentKey::parse("file-key").unwrap());
-        assert_eq!(c.timings.heartbeat_interval, Duration::from_secs(7));
-        assert_eq!(c.command_timeout, None);
-    }
-
-    #[test]
-    fn the_default_command_timeout_comes_from_the_flag_or_the_file_and_0_is_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.toml");
-        std::fs::write(
-            &path,
-            "server = \"ws://h\"\nkey = \"k\"\ncommand_timeout_secs = 600\n",
-        )
-        .unwrap();
-        let file = path.to_str().unwrap();
-        let c = config(cli(&["--config", file])).unwrap();
-        assert_eq!(c.command_timeout, Some(Duration::from_secs(600)));
-        let c = config(cli(&["--config", file, "--command-timeout-secs", "5"])).unwrap();
-        assert_eq!(c.command_timeout, Some(Duration::from_secs(5)));
-        let c = config(cli(&["--config", file, "--command-timeout-secs", "0"])).unwrap();
-        assert_eq!(c.command_timeout, None);
-    }
-
-    #[test]
-    fn a_missing_server_or_key_names_what_to_set() {
-        let e = config(cli(&["--key", "k"])).unwrap_err().to_string();
-        assert!(e.contains("--server") && e.contains("RMM_SERVER"), "{e}");
-        let e = config(cli(&["--server", "ws://h"]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("RMM_AGENT_KEY") && e.contains("--key"), "{e}");
-    }
-
-    #[test]
-    fn the_help_opens_with_the_programs_purpose() {
-        use clap::CommandFactory as _;
-        let help = Cli::command().render_help().to_string();
-        assert!(
-            help.starts_with("rmm-agent: connects this machine to an rmm-server"),
-            "{help}"
-        );
-        let long = Cli::command().render_long_help().to_string();
-        assert!(
-            long.starts_with("rmm-agent: connects this machine to an rmm-server"),
-            "{long}"
-        );
-    }
-
-    #[test]
-    fn the_servers_http_url_serves_the_agent_too() {
-        let c = config(cli(&["--server", "https://rmm.example.com", "--key", "k"])).unwrap();
-        assert_eq!(c.server.as_str(), "wss://rmm.example.com/api/v1/agent/ws");
-        let e = format!(
-            "{:#}",
-            config(cli(&["--server", "ftp://h", "--key", "k"])).unwrap_err()
-        );
-        assert!(
-            e.contains("invalid server URL") && e.contains("https://"),
-            "{e}"
-        );
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_key_file_open_to_others_gets_a_warning_naming_the_fix() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.toml");
-        std::fs::write(&path, "key = \"k\"\n").unwrap();
-        let warning = |mode: u32, holds_key: bool| {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-            key_file_warning(&path, &std::fs::metadata(&path).unwrap(), holds_key)
-        };
-        let w = warning(0o644, true).unwrap();
-        assert!(
-            w.contains("0644") && w.contains(&format!("chmod 600 {}", path.display())),
-            "{w}"
-        );
-        assert!(warning(0o640, true).is_some());
-        assert!(warning(0o602, true).is_some());
-        assert_eq!(warning(0o600, true), None);
-        assert_eq!(warning(0o400, true), None);
-        assert_eq!(
-            warning(0o644, false),
-            None,
-            "no key in the file: nothing to protect"
-        );
-    }
-
-    #[test]
-    fn plain_ws_is_warned_about_beyond_this_machine_only() {
-        let warned = |url: &str| plaintext_warning(&ServerUrl::parse(url).unwrap()).is_some();
-        assert!(warned("ws://rmm.example.com"));
-        assert!(warned("http://10.0.0.5:8080"));
-        assert!(!warned("wss://rmm.example.com"));
-        assert!(!warned("https://10.0.0.5"));
-        assert!(!warned("ws://127.0.0.1:8080"));
-        assert!(!warned("http://localhost:8080"));
-        assert!(!warned("ws://[::1]:8080"));
-    }
-
-    #[test]
-    fn unknown_config_keys_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.toml");
-        std::fs::write(&path, "sever = \"ws://typo\"\n").unwrap();
-        let e = format!(
-            "{:#}",
-            config(cli(&["--config", path.to_str().unwrap()])).unwrap_err()
-        );
-        assert!(e.contains("sever"), "{e}");
-    }
-}
+#[path = "main_tests.rs"]
+mod tests;

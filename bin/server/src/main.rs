@@ -19,6 +19,7 @@ use rmm_server::tls::{ServerTls, TlsFiles};
 use rmm_server::wiring::{Production, ServeOptions, Store, build_app_with, openapi_spec, serve};
 use rmm_store::{Metered, PgStore, SqliteStore};
 
+mod backup;
 mod config_file;
 mod console;
 mod demo;
@@ -53,6 +54,10 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     };
     let url = database_url(&cli.settings)?;
     let shown = rmm_store::redact_url(&url);
+    if let Some(Command::Backup { to }) = &cli.command {
+        refuse_new_sqlite_file(&url, &shown)?;
+        return backup::run(&url, &shown, to).await;
+    }
     if matches!(cli.command, Some(Command::User { .. })) {
         refuse_new_sqlite_file(&url, &shown)?;
     }
@@ -165,6 +170,8 @@ async fn run<S: Store>(
             Ok(())
         }
         Command::User { command } => console::run(&app, &shown_url, command).await,
+        // Handled in `start`, before a store is opened.
+        Command::Backup { .. } => bail!("backup runs before the store is opened"),
         Command::Serve => {
             let setup = secret.context("no JWT secret to serve with")?;
             serve_command(&*store, app, &settings, setup).await

@@ -55,6 +55,13 @@ pub(crate) enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Write a consistent snapshot of the SQLite database to a new file, while the server
+    /// runs (PostgreSQL: use pg_dump, see docs/deploy.md).
+    Backup {
+        /// The file to write; it must not exist.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

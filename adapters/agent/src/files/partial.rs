@@ -16,6 +16,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::disk::{HASH_CHUNK, read_some};
 use super::failure::Failure;
+use super::journal::Journal;
 
 /// The partial file of an upload to `target`: `.<name>.rmm-partial` in the same directory,
 /// so the final rename stays within one file system (atomic) and needs no extra space.
@@ -49,6 +50,10 @@ impl std::fmt::Debug for Partial {
 }
 
 impl Partial {
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+
     pub(super) fn append(&mut self, data: &[u8]) -> io::Result<()> {
         self.file.write_all(data)?;
         self.hasher.update(data);
@@ -269,8 +274,13 @@ pub(super) fn partial_size(partial: &Path) -> Result<u64, Failure> {
 /// Serialises uploads to one target path, process-wide: a resumed upload must not touch the
 /// partial file while a cancelled one is still finishing its last write. Entries exist only
 /// while someone holds or awaits them.
+///
+/// It also carries the journal of partial files (see [`Journal`]), when the agent has one.
 #[derive(Debug, Clone, Default)]
-pub struct PathLocks(Arc<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>);
+pub struct PathLocks {
+    map: Arc<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>,
+    journal: Option<Arc<Journal>>,
+}
 
 /// Held while an upload works on its partial file.
 #[derive(Debug)]
@@ -281,10 +291,42 @@ pub(super) struct PathGuard {
 }
 
 impl PathLocks {
+    /// Locks that record partial files in the journal at `journal`.
+    #[must_use]
+    pub fn with_journal(journal: PathBuf) -> Self {
+        Self {
+            map: Arc::default(),
+            journal: Some(Arc::new(Journal::open(journal))),
+        }
+    }
+
+    /// Whether an upload holds (or awaits) `path`.
+    fn is_held(&self, path: &Path) -> bool {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(path)
+    }
+
+    /// Records the partial file `path` (just opened as `file`) in the journal. Blocking.
+    pub(super) fn record(&self, path: &Path, file: &File) {
+        if let Some(journal) = &self.journal {
+            journal.record(path, file);
+        }
+    }
+
+    /// Removes the journal's partial files untouched for `max_age` that no upload holds.
+    /// Blocking. How many it removed.
+    pub(crate) fn sweep(&self, max_age: std::time::Duration) -> usize {
+        self.journal.as_ref().map_or(0, |journal| {
+            journal.sweep(max_age, |path| self.is_held(path))
+        })
+    }
+
     pub(super) async fn lock(&self, path: PathBuf) -> PathGuard {
         let mutex = {
             // Never held across an await: this map lock only guards the lookup.
-            let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(map.entry(path.clone()).or_default())
         };
         let guard = mutex.lock_owned().await;
@@ -297,7 +339,10 @@ impl PathLocks {
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -305,7 +350,11 @@ impl Drop for PathGuard {
     fn drop(&mut self) {
         // The guard holds a reference to the mutex: release it before counting who is left.
         drop(self.guard.take());
-        let mut map = self.locks.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .locks
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if map
             .get(&self.path)
             .is_some_and(|mutex| Arc::strong_count(mutex) == 1)

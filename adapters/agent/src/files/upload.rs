@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::disk::{absolute, blocking};
 use super::failure::Failure;
-use super::partial::{PathLocks, commit, open_partial, partial_of, partial_size};
+use super::partial::{Partial, PathLocks, commit, open_partial, partial_of, partial_size};
 use super::{FRAME_COST, Outcome, Stop, Task, UploadInput};
 
 #[derive(Debug)]
@@ -42,8 +42,8 @@ impl Upload {
             stop = task.until_stopped() => return Ok(Outcome::Stopped(stop)),
             guard = self.locks.lock(partial_path.clone()) => guard,
         };
-        let (offset, path) = (self.offset, partial_path.clone());
-        let mut partial = blocking(move || open_partial(&path, offset)).await??;
+        let offset = self.offset;
+        let mut partial = open_recorded(&self.locks, &partial_path, offset).await?;
         tracing::info!(channel_id = %task.channel, path = %target.display(), offset, "upload started");
         let mut acked = offset;
         loop {
@@ -103,6 +103,18 @@ impl Upload {
             }
         }
     }
+}
+
+/// Opens the partial file (see [`open_partial`]) and records it in the journal, so that it
+/// is removed once old if this upload never ends.
+async fn open_recorded(locks: &PathLocks, path: &Path, offset: u64) -> Result<Partial, Failure> {
+    let (locks, path) = (locks.clone(), path.to_path_buf());
+    blocking(move || {
+        let partial = open_partial(&path, offset)?;
+        locks.record(&path, partial.file());
+        Ok(partial)
+    })
+    .await?
 }
 
 fn ack(task: &Task, offset: u64) -> AgentMessage {
