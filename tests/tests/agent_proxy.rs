@@ -306,7 +306,7 @@ async fn a_wss_server_is_reached_through_https_proxy_with_tls_over_the_tunnel() 
     let cert = ca.server_cert(dir.path(), "rmm-server").unwrap();
     let options = StartOptions {
         tls_ca_pem: Some(ca.pem()),
-        capture_log: false,
+        ..StartOptions::default()
     };
     let env = [
         ("RMM_TLS_CERT", cert.cert_file.to_str().unwrap()),
