@@ -60,7 +60,7 @@ pub(crate) struct AgentDto {
     revoked: bool,
     /// Whether the agent holds a WebSocket to this server now.
     connected: bool,
-    /// `heartbeat`, `tunnel`, or `offline` when not connected.
+    // `heartbeat`, `tunnel`, or `offline` when not connected.
     mode: Wire<AgentModeDto>,
     /// Last heartbeat or frame; null if never seen.
     last_seen: Option<DateTime<Utc>>,

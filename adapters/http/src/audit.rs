@@ -99,12 +99,12 @@ struct AuditEntryDto {
     /// Increasing position in the log; pass as `before` to page.
     id: i64,
     at: DateTime<Utc>,
-    /// What happened: `tunnel_open`, `tunnel_close`, `tunnel_refused`, `tunnel_timeout`,
-    /// `command`, `command_end`, `command_stdin`, `file_upload`, `file_download`,
-    /// `terminal_open`, `terminal_close`, `terminal_watch`, `user_created`, `user_updated`,
-    /// `user_deleted`, `password_changed`, `logout`, `group_created`, `group_deleted`,
-    /// `enrollment_created`, `enrollment_revoked`, `agent_enrolled`, `agent_revoked`,
-    /// `agent_key_rotated`, `agent_updated`, `agent_replaced`.
+    // What happened: `tunnel_open`, `tunnel_close`, `tunnel_refused`, `tunnel_timeout`,
+    // `command`, `command_end`, `command_stdin`, `file_upload`, `file_download`,
+    // `terminal_open`, `terminal_close`, `terminal_watch`, `user_created`, `user_updated`,
+    // `user_deleted`, `password_changed`, `logout`, `group_created`, `group_deleted`,
+    // `enrollment_created`, `enrollment_revoked`, `agent_enrolled`, `agent_revoked`,
+    // `agent_key_rotated`, `agent_updated`, `agent_replaced`.
     event: Wire<AuditAction>,
     /// The user who acted (technician, admin or auditor), when one did.
     tech_id: Option<Uuid>,

@@ -408,7 +408,7 @@ struct CommandDto {
     channel_id: String,
     session_id: Uuid,
     command: String,
-    /// `running`, `completed`, `timed_out`, `cancelled` or `failed` (agent gone).
+    // `running`, `completed`, `timed_out`, `cancelled` or `failed` (agent gone).
     status: Wire<CommandStatus>,
     /// Null while running; 128 + signal number when killed by a signal.
     exit_code: Option<i32>,

@@ -211,7 +211,7 @@ struct TerminalList {
 #[derive(Debug, Object)]
 struct TerminalEndDto {
     terminal_id: Uuid,
-    /// `exited`, `closed`, `grace_expired`, `session_closed`, `agent_disconnected`, `failed`.
+    // `exited`, `closed`, `grace_expired`, `session_closed`, `agent_disconnected`, `failed`.
     reason: Wire<TerminalEnd>,
     exit_code: Option<i32>,
     /// The number of the signal that ended the process.

@@ -22,7 +22,7 @@ struct OpenBody {
 #[derive(Debug, Object)]
 struct OpenedResponse {
     session_id: Uuid,
-    /// Always `active`: the agent has confirmed the tunnel.
+    // Always `active`: the agent has confirmed the tunnel.
     status: Wire<SessionStatus>,
 }
 
@@ -68,7 +68,7 @@ struct CloseBody {
 
 #[derive(Debug, Object)]
 struct ClosedResponse {
-    /// Always `closed`.
+    // Always `closed`.
     status: Wire<SessionStatus>,
     session_id: Uuid,
     close_reason: Wire<CloseReason>,
@@ -103,13 +103,13 @@ enum CloseResponse {
 struct StatusDto {
     session_id: Uuid,
     agent_id: Uuid,
-    /// `pending`, `active` or `closed`.
+    // `pending`, `active` or `closed`.
     status: Wire<SessionStatus>,
     opened_at: DateTime<Utc>,
     last_activity: DateTime<Utc>,
     #[oai(skip_serializing_if_is_none)]
     closed_at: Option<DateTime<Utc>>,
-    /// Why it closed: `closed_by_owner`, `agent_disconnected`, `idle`, ...
+    // Why it closed: `closed_by_owner`, `agent_disconnected`, `idle`, ...
     #[oai(skip_serializing_if_is_none)]
     close_reason: Option<Wire<CloseReason>>,
 }

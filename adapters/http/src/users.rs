@@ -18,7 +18,7 @@ use crate::{ApiTags, Handlers, Users, to_datetime};
 struct UserDto {
     user_id: Uuid,
     username: String,
-    /// `admin`, `technician` or `auditor`.
+    // `admin`, `technician` or `auditor`.
     role: Wire<Role>,
     /// A disabled user cannot log in; their tokens are refused.
     disabled: bool,
