@@ -63,6 +63,7 @@ pub(crate) struct AgentDto {
     // `heartbeat`, `tunnel`, or `offline` when not connected.
     mode: Wire<AgentModeDto>,
     /// Last heartbeat or frame; null if never seen.
+    #[oai(nullable)]
     last_seen: Option<DateTime<Utc>>,
     #[oai(skip_serializing_if_is_none)]
     agent_version: Option<String>,

@@ -107,11 +107,14 @@ struct AuditEntryDto {
     // `agent_key_rotated`, `agent_updated`, `agent_replaced`.
     event: Wire<AuditAction>,
     /// The user who acted (technician, admin or auditor), when one did.
+    #[oai(nullable)]
     tech_id: Option<Uuid>,
     /// That user's username; absent when no user acted or the user was deleted.
     #[oai(skip_serializing_if_is_none)]
     username: Option<String>,
+    #[oai(nullable)]
     agent_id: Option<Uuid>,
+    #[oai(nullable)]
     session_id: Option<Uuid>,
     #[oai(skip_serializing_if_is_none)]
     detail: Option<String>,
@@ -175,6 +178,7 @@ impl AuditEntryDto {
 struct AuditPage {
     entries: Vec<AuditEntryDto>,
     /// Pass as `before` for the next (older) page; null on the last page.
+    #[oai(nullable)]
     next_before: Option<i64>,
 }
 

@@ -411,6 +411,7 @@ struct CommandDto {
     // `running`, `completed`, `timed_out`, `cancelled` or `failed` (agent gone).
     status: Wire<CommandStatus>,
     /// Null while running; 128 + signal number when killed by a signal.
+    #[oai(nullable)]
     exit_code: Option<i32>,
     /// The signal that killed the process, e.g. `SIGKILL`.
     #[oai(skip_serializing_if_is_none)]
@@ -431,6 +432,7 @@ struct CommandDto {
     stderr_truncated: bool,
     timeout_secs: u64,
     started_at: DateTime<Utc>,
+    #[oai(nullable)]
     finished_at: Option<DateTime<Utc>>,
 }
 

@@ -127,12 +127,14 @@ struct RecordingDto {
     /// Whose terminal it was.
     user_id: Uuid,
     started_at: DateTime<Utc>,
-    /// Absent while the terminal lives.
+    /// Null while the terminal lives.
+    #[oai(nullable)]
     ended_at: Option<DateTime<Utc>>,
     cols: u16,
     rows: u16,
     term: String,
-    /// Absent: the login shell.
+    /// Null: the login shell.
+    #[oai(nullable)]
     command: Option<String>,
     /// Size of the cast file, bytes.
     size: u64,

@@ -178,7 +178,8 @@ struct TerminalDto {
     cols: u16,
     rows: u16,
     term: String,
-    /// Absent: the login shell.
+    /// Null: the login shell.
+    #[oai(nullable)]
     command: Option<String>,
     started_at: DateTime<Utc>,
     /// Whether its owner's client is attached now.
@@ -213,8 +214,10 @@ struct TerminalEndDto {
     terminal_id: Uuid,
     // `exited`, `closed`, `grace_expired`, `session_closed`, `agent_disconnected`, `failed`.
     reason: Wire<TerminalEnd>,
+    #[oai(nullable)]
     exit_code: Option<i32>,
     /// The number of the signal that ended the process.
+    #[oai(nullable)]
     signal: Option<i32>,
 }
 

@@ -19,6 +19,7 @@ struct OpenBody {
     agent_id: Uuid,
 }
 
+/// The tunnel, open: `status` is always `active` (the agent has confirmed it).
 #[derive(Debug, Object)]
 struct OpenedResponse {
     session_id: Uuid,
@@ -66,6 +67,7 @@ struct CloseBody {
     session_id: Uuid,
 }
 
+/// The session, closed: `status` is always `closed`, `close_reason` says by whom.
 #[derive(Debug, Object)]
 struct ClosedResponse {
     // Always `closed`.

@@ -24,6 +24,7 @@ struct UserDto {
     disabled: bool,
     created_at: DateTime<Utc>,
     /// The last successful login; null if never.
+    #[oai(nullable)]
     last_login_at: Option<DateTime<Utc>>,
     /// The groups granted (technicians see only these groups' agents).
     groups: Vec<String>,
