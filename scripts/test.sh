@@ -113,3 +113,8 @@ bash bench/smoke.sh
 # binaries with real agents; about 25 s once the release build and the venv exist.
 banner "browser tests (scripts/browser-tests.sh)"
 bash scripts/browser-tests.sh
+
+# A Python client generated from the committed OpenAPI document (openapi-python-client), and
+# the whole technician flow through it, against the release binaries; a few seconds.
+banner "generated Python client (scripts/python-client-tests.sh)"
+bash scripts/python-client-tests.sh

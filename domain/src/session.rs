@@ -19,6 +19,8 @@ pub enum SessionStatus {
 }
 
 impl SessionStatus {
+    pub const ALL: [Self; 3] = [Self::Pending, Self::Active, Self::Closed];
+
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {

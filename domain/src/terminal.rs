@@ -105,6 +105,15 @@ pub enum TerminalEnd {
 }
 
 impl TerminalEnd {
+    pub const ALL: [Self; 6] = [
+        Self::Exited,
+        Self::Closed,
+        Self::GraceExpired,
+        Self::SessionClosed,
+        Self::AgentDisconnected,
+        Self::Failed,
+    ];
+
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -125,8 +125,19 @@ impl<P: Ports> Handlers<P, AgentAdmin> {
     /// WebSocket), its live connection is closed within a second and its open sessions are
     /// closed `agent_revoked`. It stays listed (`revoked: true`) with its history. Revoking
     /// a revoked agent answers 204 again and changes nothing.
-    #[oai(path = "/agents/:agent_id", method = "delete", tag = "ApiTags::Agents")]
-    async fn revoke_agent(&self, auth: TechAuth, agent_id: Path<Uuid>) -> RevokeAgentResponse {
+    #[oai(
+        path = "/agents/:agent_id",
+        method = "delete",
+        tag = "ApiTags::Agents",
+        operation_id = "revokeAgent"
+    )]
+    async fn revoke_agent(
+        &self,
+        auth: TechAuth,
+        /// The agent's id (from `listAgents`).
+        #[oai(name = "agent_id", example = "crate::examples::id")]
+        agent_id: Path<Uuid>,
+    ) -> RevokeAgentResponse {
         let id = AgentId::from_uuid(agent_id.0);
         match self.app.revoke_agent(auth.0.actor, id).await {
             Ok(()) => RevokeAgentResponse::NoContent,
@@ -139,9 +150,16 @@ impl<P: Ports> Handlers<P, AgentAdmin> {
     #[oai(
         path = "/agents/:agent_id/rotate-key",
         method = "post",
-        tag = "ApiTags::Agents"
+        tag = "ApiTags::Agents",
+        operation_id = "rotateAgentKey"
     )]
-    async fn rotate_agent_key(&self, auth: TechAuth, agent_id: Path<Uuid>) -> RotateKeyResponse {
+    async fn rotate_agent_key(
+        &self,
+        auth: TechAuth,
+        /// The agent's id (from `listAgents`).
+        #[oai(name = "agent_id", example = "crate::examples::id")]
+        agent_id: Path<Uuid>,
+    ) -> RotateKeyResponse {
         let id = AgentId::from_uuid(agent_id.0);
         match self.app.rotate_agent_key(auth.0.actor, id).await {
             Ok(agent_key) => RotateKeyResponse::Ok(Json(RotatedKey {
@@ -153,10 +171,17 @@ impl<P: Ports> Handlers<P, AgentAdmin> {
     }
 
     /// Rename an agent and/or move it to another group, by the group's name (admins only).
-    #[oai(path = "/agents/:agent_id", method = "patch", tag = "ApiTags::Agents")]
+    #[oai(
+        path = "/agents/:agent_id",
+        method = "patch",
+        tag = "ApiTags::Agents",
+        operation_id = "updateAgent"
+    )]
     async fn update_agent(
         &self,
         auth: TechAuth,
+        /// The agent's id (from `listAgents`).
+        #[oai(name = "agent_id", example = "crate::examples::id")]
         agent_id: Path<Uuid>,
         body: Json<UpdateAgentBody>,
     ) -> UpdateAgentResponse {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error, internal};
+use crate::wire_enum::{AgentModeDto, Wire};
 use crate::{Agents, ApiTags, Handlers, to_datetime};
 
 #[derive(Debug, Object)]
@@ -59,9 +60,10 @@ pub(crate) struct AgentDto {
     revoked: bool,
     /// Whether the agent holds a WebSocket to this server now.
     connected: bool,
-    /// `heartbeat`, `tunnel`, or `offline` when not connected.
-    mode: String,
+    // `heartbeat`, `tunnel`, or `offline` when not connected.
+    mode: Wire<AgentModeDto>,
     /// Last heartbeat or frame; null if never seen.
+    #[oai(nullable)]
     last_seen: Option<DateTime<Utc>>,
     #[oai(skip_serializing_if_is_none)]
     agent_version: Option<String>,
@@ -90,7 +92,12 @@ enum ListAgentsResponse {
 #[OpenApi(prefix_path = "/api/v1")]
 impl<P: Ports> Handlers<P, Agents> {
     /// Register an agent (admins only). The response carries the agent's key, once.
-    #[oai(path = "/agents", method = "post", tag = "ApiTags::Agents")]
+    #[oai(
+        path = "/agents",
+        method = "post",
+        tag = "ApiTags::Agents",
+        operation_id = "registerAgent"
+    )]
     async fn register_agent(
         &self,
         auth: TechAuth,
@@ -124,7 +131,12 @@ impl<P: Ports> Handlers<P, Agents> {
 
     /// List agents with their connection state and last heartbeat: every agent for admins
     /// and auditors, the agents of their groups for technicians.
-    #[oai(path = "/agents", method = "get", tag = "ApiTags::Agents")]
+    #[oai(
+        path = "/agents",
+        method = "get",
+        tag = "ApiTags::Agents",
+        operation_id = "listAgents"
+    )]
     async fn list_agents(&self, auth: TechAuth) -> ListAgentsResponse {
         match self.app.list_agents_for(auth.0.actor).await {
             Ok(agents) => ListAgentsResponse::Ok(Json(agent_dtos(agents))),
@@ -145,10 +157,7 @@ pub(crate) fn agent_dtos(agents: Vec<AgentView>) -> Vec<AgentDto> {
             group: a.record.group.as_str().to_owned(),
             revoked: a.record.revoked,
             connected: a.mode.is_some(),
-            mode: a
-                .mode
-                .map_or("offline", rmm_domain::AgentMode::as_str)
-                .to_owned(),
+            mode: Wire(AgentModeDto::of(a.mode)),
             last_seen: a.record.last_seen.map(to_datetime),
             agent_version: a.record.facts.version,
             hostname: a.record.facts.hostname,

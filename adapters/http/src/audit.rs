@@ -6,13 +6,14 @@ use chrono::{DateTime, Utc};
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use rmm_application::{AuditEntry, AuditQuery, ListAuditError, Ports};
+use rmm_application::{AuditAction, AuditEntry, AuditQuery, ListAuditError, Ports};
 use rmm_domain::{AgentId, SessionId, UserId};
 use rmm_protocol::api::ApiErrorCode;
 use uuid::Uuid;
 
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error, internal};
+use crate::wire_enum::Wire;
 use crate::{ApiTags, Audit, Handlers, from_datetime, to_datetime};
 
 #[OpenApi(prefix_path = "/api/v1")]
@@ -20,16 +21,35 @@ impl<P: Ports> Handlers<P, Audit> {
     /// The audit log, newest first. Admins read everything; technicians their own entries.
     /// Page with `before` = the `next_before` of the previous page.
     #[allow(clippy::too_many_arguments)]
-    #[oai(path = "/audit", method = "get", tag = "ApiTags::Audit")]
+    #[oai(
+        path = "/audit",
+        method = "get",
+        tag = "ApiTags::Audit",
+        operation_id = "listAudit"
+    )]
     async fn audit(
         &self,
         auth: TechAuth,
+        /// Only entries about this agent.
+        #[oai(example = "crate::examples::some_id")]
         agent_id: Query<Option<Uuid>>,
+        /// Only entries of this user (technicians see only their own anyway).
+        #[oai(example = "crate::examples::some_id")]
         tech_id: Query<Option<Uuid>>,
+        /// Only entries of this tunnel session.
+        #[oai(example = "crate::examples::some_id")]
         session_id: Query<Option<Uuid>>,
+        /// Only entries at or after this time (RFC 3339).
+        #[oai(example = "crate::examples::since")]
         since: Query<Option<DateTime<Utc>>>,
+        /// Only entries before this time (RFC 3339).
+        #[oai(example = "crate::examples::until")]
         until: Query<Option<DateTime<Utc>>>,
+        /// At most this many entries (1 to 500; default 50).
+        #[oai(example = "crate::examples::limit")]
         limit: Query<Option<u32>>,
+        /// Only entries older than this entry id: the previous page's `next_before`.
+        #[oai(example = "crate::examples::before")]
         before: Query<Option<i64>>,
     ) -> AuditResponse {
         let query = AuditFilters {
@@ -106,19 +126,22 @@ pub(crate) struct AuditEntryDto {
     /// Increasing position in the log; pass as `before` to page.
     id: i64,
     at: DateTime<Utc>,
-    /// What happened: `tunnel_open`, `tunnel_close`, `tunnel_refused`, `tunnel_timeout`,
-    /// `command`, `command_end`, `command_stdin`, `file_upload`, `file_download`,
-    /// `terminal_open`, `terminal_close`, `terminal_watch`, `user_created`, `user_updated`,
-    /// `user_deleted`, `password_changed`, `logout`, `group_created`, `group_deleted`,
-    /// `enrollment_created`, `enrollment_revoked`, `agent_enrolled`, `agent_revoked`,
-    /// `agent_key_rotated`, `agent_updated`, `agent_replaced`, `retention_sweep`.
-    event: String,
+    // What happened: `tunnel_open`, `tunnel_close`, `tunnel_refused`, `tunnel_timeout`,
+    // `command`, `command_end`, `command_stdin`, `file_upload`, `file_download`,
+    // `terminal_open`, `terminal_close`, `terminal_watch`, `user_created`, `user_updated`,
+    // `user_deleted`, `password_changed`, `logout`, `group_created`, `group_deleted`,
+    // `enrollment_created`, `enrollment_revoked`, `agent_enrolled`, `agent_revoked`,
+    // `agent_key_rotated`, `agent_updated`, `agent_replaced`, `retention_sweep`.
+    event: Wire<AuditAction>,
     /// The user who acted (technician, admin or auditor), when one did.
+    #[oai(nullable)]
     tech_id: Option<Uuid>,
     /// That user's username; absent when no user acted or the user was deleted.
     #[oai(skip_serializing_if_is_none)]
     username: Option<String>,
+    #[oai(nullable)]
     agent_id: Option<Uuid>,
+    #[oai(nullable)]
     session_id: Option<Uuid>,
     #[oai(skip_serializing_if_is_none)]
     detail: Option<String>,
@@ -156,7 +179,7 @@ impl AuditEntryDto {
         Self {
             id: entry.id,
             at: to_datetime(e.at),
-            event: e.action.as_str().to_owned(),
+            event: Wire(e.action),
             tech_id: e.user.map(|u| u.as_uuid()),
             username: e.user.and_then(|u| names.get(&u).cloned()),
             agent_id: e.agent.map(|a| a.as_uuid()),
@@ -182,6 +205,7 @@ impl AuditEntryDto {
 struct AuditPage {
     entries: Vec<AuditEntryDto>,
     /// Pass as `before` for the next (older) page; null on the last page.
+    #[oai(nullable)]
     next_before: Option<i64>,
 }
 

@@ -88,18 +88,25 @@ impl<P: Ports> Handlers<P, AuditExport> {
         &self,
         auth: TechAuth,
         /// `ndjson` (one JSON object per line) or `csv` (a header row, then one row per entry).
+        #[oai(example = "crate::examples::export_format")]
         format: Query<String>,
         /// Only entries about this agent.
+        #[oai(example = "crate::examples::some_id")]
         agent_id: Query<Option<Uuid>>,
         /// Only entries of this user (a technician may name only themself).
+        #[oai(example = "crate::examples::some_id")]
         tech_id: Query<Option<Uuid>>,
         /// Only entries about this tunnel session.
+        #[oai(example = "crate::examples::some_id")]
         session_id: Query<Option<Uuid>>,
         /// Only entries at or after this time (RFC 3339).
+        #[oai(example = "crate::examples::since")]
         since: Query<Option<DateTime<Utc>>>,
         /// Only entries before this time (RFC 3339).
+        #[oai(example = "crate::examples::until")]
         until: Query<Option<DateTime<Utc>>>,
         /// Only entries older than this entry id (the list's `before`).
+        #[oai(example = "crate::examples::before")]
         before: Query<Option<i64>>,
     ) -> ExportResponse {
         let Some(format) = Format::parse(&format.0) else {

@@ -146,6 +146,10 @@ enum LoginResponse {
     /// Logged in.
     #[oai(status = 200)]
     Ok(Json<TokenResponse>),
+    /// Malformed JSON, or a field missing (`invalid_request`).
+    #[oai(status = 400)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    BadRequest(Json<ErrorBody>),
     /// Unknown user or wrong password.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
@@ -223,7 +227,8 @@ fn login_outcome(response: &LoginResponse) -> &'static str {
             "unavailable"
         }
         LoginResponse::Busy(..) => "busy",
-        LoginResponse::Internal(_) => "error",
+        // Never built here (the body parser answers 400 before the handler runs).
+        LoginResponse::Internal(_) | LoginResponse::BadRequest(_) => "error",
     }
 }
 
@@ -234,7 +239,12 @@ const BUSY_RETRY_AFTER_SECS: u64 = 2;
 impl<P: Ports> Handlers<P, Auth> {
     /// Log in with a username and password; returns a JWT. Failed logins are throttled per
     /// username and per client address (see the 429 answer).
-    #[oai(path = "/auth/login", method = "post", tag = "ApiTags::Auth")]
+    #[oai(
+        path = "/auth/login",
+        method = "post",
+        tag = "ApiTags::Auth",
+        operation_id = "login"
+    )]
     async fn login(&self, req: &Request, body: Json<LoginBody>) -> LoginResponse {
         let response = self.try_login(req, &body).await;
         metrics::counter!("rmm_logins_total", "outcome" => login_outcome(&response)).increment(1);
@@ -242,7 +252,12 @@ impl<P: Ports> Handlers<P, Auth> {
     }
 
     /// Change your own password. Every other token of yours is revoked; this one stays.
-    #[oai(path = "/auth/password", method = "post", tag = "ApiTags::Auth")]
+    #[oai(
+        path = "/auth/password",
+        method = "post",
+        tag = "ApiTags::Auth",
+        operation_id = "changePassword"
+    )]
     async fn change_password(
         &self,
         auth: TechAuth,
@@ -279,7 +294,12 @@ impl<P: Ports> Handlers<P, Auth> {
     }
 
     /// Log out: revokes the token this request carries.
-    #[oai(path = "/auth/logout", method = "post", tag = "ApiTags::Auth")]
+    #[oai(
+        path = "/auth/logout",
+        method = "post",
+        tag = "ApiTags::Auth",
+        operation_id = "logout"
+    )]
     async fn logout(&self, auth: TechAuth) -> LogoutResponse {
         let Caller { actor, token } = auth.0;
         match self.app.logout(actor, token).await {

@@ -8,12 +8,13 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use rmm_application::{CommandRecord, GetCommandError, OutputStream, Ports, RunCommandError};
-use rmm_domain::{Actor, CommandId, SessionId};
+use rmm_domain::{Actor, CommandId, CommandStatus, SessionId};
 use rmm_protocol::api::ApiErrorCode;
 use uuid::Uuid;
 
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error, internal};
+use crate::wire_enum::Wire;
 use crate::{ApiTags, Commands, Handlers, to_datetime};
 
 #[OpenApi(prefix_path = "/api/v1")]
@@ -24,12 +25,15 @@ impl<P: Ports> Handlers<P, Commands> {
     #[oai(
         path = "/tunnel/:session_id/command",
         method = "post",
-        tag = "ApiTags::Commands"
+        tag = "ApiTags::Commands",
+        operation_id = "runCommand"
     )]
     async fn run_command(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
         body: Json<CommandBody>,
     ) -> RunCommandResponse {
         let session = SessionId::from_uuid(session_id.0);
@@ -91,13 +95,20 @@ impl<P: Ports> Handlers<P, Commands> {
     #[oai(
         path = "/tunnel/:session_id/commands/:command_id",
         method = "get",
-        tag = "ApiTags::Commands"
+        tag = "ApiTags::Commands",
+        operation_id = "getCommand"
     )]
     async fn get_command(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
-        #[oai(name = "command_id")] command_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
+        /// The command's id (from `runCommand`).
+        #[oai(name = "command_id", example = "crate::examples::id")]
+        command_id: Path<Uuid>,
+        /// Hold the answer until the command ends or this many seconds pass (at most 300).
+        #[oai(example = "crate::examples::wait_secs")]
         wait: Query<Option<u64>>,
     ) -> CommandResponse {
         let wait = wait
@@ -116,13 +127,18 @@ impl<P: Ports> Handlers<P, Commands> {
     #[oai(
         path = "/tunnel/:session_id/commands/:command_id",
         method = "delete",
-        tag = "ApiTags::Commands"
+        tag = "ApiTags::Commands",
+        operation_id = "cancelCommand"
     )]
     async fn cancel_command(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
-        #[oai(name = "command_id")] command_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
+        /// The command's id (from `runCommand`).
+        #[oai(name = "command_id", example = "crate::examples::id")]
+        command_id: Path<Uuid>,
     ) -> CancelResponse {
         let (session, id) = (
             SessionId::from_uuid(session_id.0),
@@ -148,13 +164,18 @@ impl<P: Ports> Handlers<P, Commands> {
     #[oai(
         path = "/tunnel/:session_id/commands/:command_id/stdout",
         method = "get",
-        tag = "ApiTags::Commands"
+        tag = "ApiTags::Commands",
+        operation_id = "getCommandStdout"
     )]
     async fn command_stdout(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
-        #[oai(name = "command_id")] command_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
+        /// The command's id (from `runCommand`).
+        #[oai(name = "command_id", example = "crate::examples::id")]
+        command_id: Path<Uuid>,
     ) -> RawOutputResponse {
         self.raw_output(
             auth.0.actor,
@@ -169,13 +190,18 @@ impl<P: Ports> Handlers<P, Commands> {
     #[oai(
         path = "/tunnel/:session_id/commands/:command_id/stderr",
         method = "get",
-        tag = "ApiTags::Commands"
+        tag = "ApiTags::Commands",
+        operation_id = "getCommandStderr"
     )]
     async fn command_stderr(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
-        #[oai(name = "command_id")] command_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
+        /// The command's id (from `runCommand`).
+        #[oai(name = "command_id", example = "crate::examples::id")]
+        command_id: Path<Uuid>,
     ) -> RawOutputResponse {
         self.raw_output(
             auth.0.actor,
@@ -382,9 +408,10 @@ struct CommandDto {
     channel_id: String,
     session_id: Uuid,
     command: String,
-    /// `running`, `completed`, `timed_out`, `cancelled` or `failed` (agent gone).
-    status: String,
+    // `running`, `completed`, `timed_out`, `cancelled` or `failed` (agent gone).
+    status: Wire<CommandStatus>,
     /// Null while running; 128 + signal number when killed by a signal.
+    #[oai(nullable)]
     exit_code: Option<i32>,
     /// The signal that killed the process, e.g. `SIGKILL`.
     #[oai(skip_serializing_if_is_none)]
@@ -408,6 +435,7 @@ struct CommandDto {
     output_pruned: bool,
     timeout_secs: u64,
     started_at: DateTime<Utc>,
+    #[oai(nullable)]
     finished_at: Option<DateTime<Utc>>,
 }
 
@@ -452,7 +480,7 @@ impl CommandDto {
             channel_id: r.channel.to_string(),
             session_id: r.session.as_uuid(),
             command: r.text.clone(),
-            status: r.status.as_str().to_owned(),
+            status: Wire(r.status),
             exit_code: r.exit_code,
             signal: r.signal.clone(),
             stdout: stdout.text,

@@ -186,7 +186,8 @@ impl<P: Ports> Handlers<P, Enrollment> {
     #[oai(
         path = "/enrollment-tokens",
         method = "post",
-        tag = "ApiTags::Enrollment"
+        tag = "ApiTags::Enrollment",
+        operation_id = "createEnrollmentToken"
     )]
     async fn create_enrollment(
         &self,
@@ -212,7 +213,8 @@ impl<P: Ports> Handlers<P, Enrollment> {
     #[oai(
         path = "/enrollment-tokens",
         method = "get",
-        tag = "ApiTags::Enrollment"
+        tag = "ApiTags::Enrollment",
+        operation_id = "listEnrollmentTokens"
     )]
     async fn list_enrollments(&self, auth: TechAuth) -> ListEnrollmentsResponse {
         match self.app.list_enrollments(auth.0.actor).await {
@@ -227,11 +229,14 @@ impl<P: Ports> Handlers<P, Enrollment> {
     #[oai(
         path = "/enrollment-tokens/:enrollment_id",
         method = "delete",
-        tag = "ApiTags::Enrollment"
+        tag = "ApiTags::Enrollment",
+        operation_id = "revokeEnrollmentToken"
     )]
     async fn revoke_enrollment(
         &self,
         auth: TechAuth,
+        /// The enrollment token's id (from `listEnrollmentTokens`).
+        #[oai(name = "enrollment_id", example = "crate::examples::id")]
         enrollment_id: Path<Uuid>,
     ) -> RevokeEnrollmentResponse {
         let id = EnrollmentId::from_uuid(enrollment_id.0);
@@ -243,7 +248,12 @@ impl<P: Ports> Handlers<P, Enrollment> {
 
     /// Enroll this machine as an agent with an enrollment token (no user token: the
     /// enrollment token is the credential). Failures are throttled per client address.
-    #[oai(path = "/agents/enroll", method = "post", tag = "ApiTags::Enrollment")]
+    #[oai(
+        path = "/agents/enroll",
+        method = "post",
+        tag = "ApiTags::Enrollment",
+        operation_id = "enrollAgent"
+    )]
     async fn enroll(&self, req: &Request, body: Json<EnrollBody>) -> EnrollResponse {
         let client = ClientAddr::of(req);
         let name = match AgentName::parse(&body.name) {

@@ -17,7 +17,9 @@ use rmm_protocol::api::{ApiError, ApiErrorCode};
 pub struct ErrorBody {
     /// What went wrong, and where possible how to fix it.
     pub error: String,
-    /// What went wrong, as a stable code for programs (see `ErrorCode`).
+    // What went wrong, as a stable code for programs: the `ErrorCode` schema describes each
+    // (a described field would be an `allOf`, which generated clients cannot read for a
+    // string enum).
     pub code: ErrorCode,
 }
 

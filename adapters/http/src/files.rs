@@ -24,17 +24,23 @@ impl<P: Ports> Handlers<P, Files> {
     #[oai(
         path = "/tunnel/:session_id/files",
         method = "put",
-        tag = "ApiTags::Files"
+        tag = "ApiTags::Files",
+        operation_id = "uploadFile"
     )]
     async fn upload_file(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
         /// Absolute path of the file on the agent.
+        #[oai(example = "crate::examples::file_path")]
         path: Query<String>,
         /// Resume from this byte (the bytes before it are already on the agent).
+        #[oai(example = "crate::examples::offset")]
         offset: Query<Option<u64>>,
         /// Expected SHA-256 (hex) of the whole file.
+        #[oai(example = "crate::examples::sha256")]
         sha256: Query<Option<String>>,
         body: RawBody,
     ) -> UploadResponse {
@@ -63,16 +69,20 @@ impl<P: Ports> Handlers<P, Files> {
     #[oai(
         path = "/tunnel/:session_id/files",
         method = "get",
-        tag = "ApiTags::Files"
+        tag = "ApiTags::Files",
+        operation_id = "downloadFile"
     )]
     async fn download_file(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
         /// Absolute path of the file on the agent.
+        #[oai(example = "crate::examples::file_path")]
         path: Query<String>,
         /// `bytes=N-` (from byte N to the end) or `bytes=N-M` (bytes N to M inclusive).
-        #[oai(name = "Range")]
+        #[oai(name = "Range", example = "crate::examples::range")]
         range: Header<Option<String>>,
     ) -> DownloadResponse {
         let range = byte_range(range.0.as_deref());
@@ -113,13 +123,17 @@ impl<P: Ports> Handlers<P, Files> {
     #[oai(
         path = "/tunnel/:session_id/files/list",
         method = "get",
-        tag = "ApiTags::Files"
+        tag = "ApiTags::Files",
+        operation_id = "listFiles"
     )]
     async fn list_files(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
         /// Absolute path of the directory on the agent.
+        #[oai(example = "crate::examples::dir_path")]
         path: Query<String>,
     ) -> ListFilesResponse {
         let session = SessionId::from_uuid(session_id.0);
@@ -146,13 +160,17 @@ impl<P: Ports> Handlers<P, Files> {
     #[oai(
         path = "/tunnel/:session_id/files/upload-status",
         method = "get",
-        tag = "ApiTags::Files"
+        tag = "ApiTags::Files",
+        operation_id = "getUploadStatus"
     )]
     async fn upload_status(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
         /// Absolute path of the file being uploaded.
+        #[oai(example = "crate::examples::file_path")]
         path: Query<String>,
     ) -> UploadStatusResponse {
         let session = SessionId::from_uuid(session_id.0);

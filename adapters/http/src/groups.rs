@@ -120,7 +120,12 @@ impl From<GroupRecord> for GroupDto {
 impl<P: Ports> Handlers<P, Groups> {
     /// List groups with their agent counts: every group for admins and auditors, their own
     /// for technicians.
-    #[oai(path = "/groups", method = "get", tag = "ApiTags::Groups")]
+    #[oai(
+        path = "/groups",
+        method = "get",
+        tag = "ApiTags::Groups",
+        operation_id = "listGroups"
+    )]
     async fn list_groups(&self, auth: TechAuth) -> ListGroupsResponse {
         match self.app.list_groups(auth.0.actor).await {
             Ok(groups) => {
@@ -131,7 +136,12 @@ impl<P: Ports> Handlers<P, Groups> {
     }
 
     /// Create a group (admins only).
-    #[oai(path = "/groups", method = "post", tag = "ApiTags::Groups")]
+    #[oai(
+        path = "/groups",
+        method = "post",
+        tag = "ApiTags::Groups",
+        operation_id = "createGroup"
+    )]
     async fn create_group(
         &self,
         auth: TechAuth,
@@ -156,8 +166,19 @@ impl<P: Ports> Handlers<P, Groups> {
     }
 
     /// Delete a group that has no agents (admins only); users lose their grant of it.
-    #[oai(path = "/groups/:name", method = "delete", tag = "ApiTags::Groups")]
-    async fn delete_group(&self, auth: TechAuth, name: Path<String>) -> DeleteGroupResponse {
+    #[oai(
+        path = "/groups/:name",
+        method = "delete",
+        tag = "ApiTags::Groups",
+        operation_id = "deleteGroup"
+    )]
+    async fn delete_group(
+        &self,
+        auth: TechAuth,
+        /// The group's name.
+        #[oai(name = "name", example = "crate::examples::group_name")]
+        name: Path<String>,
+    ) -> DeleteGroupResponse {
         let Ok(name) = GroupName::parse(&name.0) else {
             // No group can have this name.
             let message = format!("group {:?} not found", name.0);

@@ -22,17 +22,21 @@ pub mod client_addr;
 mod commands;
 mod enrollment;
 pub mod error;
+mod examples;
 mod files;
 mod groups;
+mod path_params;
 mod recordings;
 mod terminals;
 #[cfg(test)]
 mod tests;
 mod tunnels;
 mod users;
+pub mod wire_enum;
 
 pub use auth::{Authenticate, Caller, TechAuth, authenticator, caller_of};
 pub use error::{ErrorBody, error_as_json, json_error};
+pub use path_params::PathParamNames;
 
 #[derive(Tags)]
 enum ApiTags {

@@ -23,17 +23,29 @@ const ASCIICAST: &str = "application/x-asciicast";
 impl<P: Ports> Handlers<P, Recordings> {
     /// Terminal recordings, newest first (by start). Admins and auditors see every one,
     /// technicians their own.
-    #[oai(path = "/recordings", method = "get", tag = "ApiTags::Recordings")]
+    #[oai(
+        path = "/recordings",
+        method = "get",
+        tag = "ApiTags::Recordings",
+        operation_id = "listRecordings"
+    )]
     async fn list_recordings(
         &self,
         auth: TechAuth,
+        /// Only recordings of this agent.
+        #[oai(example = "crate::examples::some_id")]
         agent_id: Query<Option<Uuid>>,
+        /// Only recordings of this user's terminals.
+        #[oai(example = "crate::examples::some_id")]
         user_id: Query<Option<Uuid>>,
         /// Started at or after.
+        #[oai(example = "crate::examples::since")]
         since: Query<Option<DateTime<Utc>>>,
         /// Started before.
+        #[oai(example = "crate::examples::until")]
         until: Query<Option<DateTime<Utc>>>,
         /// At most this many (1 to 500; default 50).
+        #[oai(example = "crate::examples::limit")]
         limit: Query<Option<u32>>,
     ) -> ListRecordingsResponse {
         let query = RecordingQuery {
@@ -60,12 +72,15 @@ impl<P: Ports> Handlers<P, Recordings> {
     #[oai(
         path = "/recordings/:recording_id",
         method = "get",
-        tag = "ApiTags::Recordings"
+        tag = "ApiTags::Recordings",
+        operation_id = "getRecording"
     )]
     async fn get_recording(
         &self,
         auth: TechAuth,
-        #[oai(name = "recording_id")] recording_id: Path<Uuid>,
+        /// The recording's id (from `listRecordings`).
+        #[oai(name = "recording_id", example = "crate::examples::id")]
+        recording_id: Path<Uuid>,
     ) -> RecordingResponse {
         let id = TerminalId::from_uuid(recording_id.0);
         match self.app.recording(auth.0.actor, id).await {
@@ -117,12 +132,14 @@ struct RecordingDto {
     /// Whose terminal it was.
     user_id: Uuid,
     started_at: DateTime<Utc>,
-    /// Absent while the terminal lives.
+    /// Null while the terminal lives.
+    #[oai(nullable)]
     ended_at: Option<DateTime<Utc>>,
     cols: u16,
     rows: u16,
     term: String,
-    /// Absent: the login shell.
+    /// Null: the login shell.
+    #[oai(nullable)]
     command: Option<String>,
     /// Size of the cast file, bytes.
     size: u64,
@@ -163,6 +180,14 @@ struct RecordingList {
 enum ListRecordingsResponse {
     #[oai(status = 200)]
     Ok(Json<RecordingList>),
+    /// A parameter that does not parse (`invalid_request`).
+    #[oai(status = 400)]
+    #[allow(dead_code)] // Answered by the parameter parser; listed for the API docs.
+    BadRequest(Json<ErrorBody>),
+    /// Missing, expired or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
     /// A technician asked for another user's recordings.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
@@ -175,6 +200,14 @@ enum RecordingResponse {
     /// The cast file.
     #[oai(status = 200)]
     Ok(Binary<poem::Body>, #[oai(header = "Content-Type")] String),
+    /// A parameter that does not parse (`invalid_request`).
+    #[oai(status = 400)]
+    #[allow(dead_code)] // Answered by the parameter parser; listed for the API docs.
+    BadRequest(Json<ErrorBody>),
+    /// Missing, expired or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
     /// No such recording, or not one the caller may see.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),

@@ -8,13 +8,14 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use rmm_application::{
     ByteStream, NewTerminal, Ports, TerminalError, TerminalExit, TerminalView, WriteStdinError,
 };
-use rmm_domain::{CommandId, SessionId, TerminalId};
+use rmm_domain::{CommandId, SessionId, TerminalEnd, TerminalId};
 use rmm_protocol::api::ApiErrorCode;
 use uuid::Uuid;
 
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error};
 use crate::files::RawBody;
+use crate::wire_enum::Wire;
 use crate::{ApiTags, Handlers, Terminals, to_datetime};
 
 #[OpenApi(prefix_path = "/api/v1")]
@@ -27,12 +28,15 @@ impl<P: Ports> Handlers<P, Terminals> {
     #[oai(
         path = "/tunnel/:session_id/terminals",
         method = "post",
-        tag = "ApiTags::Terminals"
+        tag = "ApiTags::Terminals",
+        operation_id = "openTerminal"
     )]
     async fn open_terminal(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
         body: Json<TerminalBody>,
     ) -> OpenTerminalResponse {
         let request = NewTerminal {
@@ -52,12 +56,15 @@ impl<P: Ports> Handlers<P, Terminals> {
     #[oai(
         path = "/tunnel/:session_id/terminals",
         method = "get",
-        tag = "ApiTags::Terminals"
+        tag = "ApiTags::Terminals",
+        operation_id = "listTerminals"
     )]
     async fn list_terminals(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
     ) -> ListTerminalsResponse {
         let session = SessionId::from_uuid(session_id.0);
         match self.app.list_terminals(auth.0.actor, session).await {
@@ -73,13 +80,18 @@ impl<P: Ports> Handlers<P, Terminals> {
     #[oai(
         path = "/tunnel/:session_id/terminals/:terminal_id",
         method = "delete",
-        tag = "ApiTags::Terminals"
+        tag = "ApiTags::Terminals",
+        operation_id = "closeTerminal"
     )]
     async fn close_terminal(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
-        #[oai(name = "terminal_id")] terminal_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
+        /// The terminal's id (from `openTerminal`).
+        #[oai(name = "terminal_id", example = "crate::examples::id")]
+        terminal_id: Path<Uuid>,
     ) -> CloseTerminalResponse {
         let (session, id) = (
             SessionId::from_uuid(session_id.0),
@@ -96,13 +108,18 @@ impl<P: Ports> Handlers<P, Terminals> {
     #[oai(
         path = "/tunnel/:session_id/commands/:command_id/stdin",
         method = "put",
-        tag = "ApiTags::Commands"
+        tag = "ApiTags::Commands",
+        operation_id = "writeCommandStdin"
     )]
     async fn write_stdin(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
-        #[oai(name = "command_id")] command_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
+        /// The command's id (from `runCommand`).
+        #[oai(name = "command_id", example = "crate::examples::id")]
+        command_id: Path<Uuid>,
         body: RawBody,
     ) -> StdinResponse {
         let stream: ByteStream = Box::pin(body.into_inner().into_bytes_stream());
@@ -161,7 +178,8 @@ struct TerminalDto {
     cols: u16,
     rows: u16,
     term: String,
-    /// Absent: the login shell.
+    /// Null: the login shell.
+    #[oai(nullable)]
     command: Option<String>,
     started_at: DateTime<Utc>,
     /// Whether its owner's client is attached now.
@@ -194,10 +212,12 @@ struct TerminalList {
 #[derive(Debug, Object)]
 struct TerminalEndDto {
     terminal_id: Uuid,
-    /// `exited`, `closed`, `grace_expired`, `session_closed`, `agent_disconnected`, `failed`.
-    reason: String,
+    // `exited`, `closed`, `grace_expired`, `session_closed`, `agent_disconnected`, `failed`.
+    reason: Wire<TerminalEnd>,
+    #[oai(nullable)]
     exit_code: Option<i32>,
     /// The number of the signal that ended the process.
+    #[oai(nullable)]
     signal: Option<i32>,
 }
 
@@ -205,7 +225,7 @@ impl TerminalEndDto {
     fn new(id: TerminalId, exit: TerminalExit) -> Self {
         Self {
             terminal_id: id.as_uuid(),
-            reason: exit.end.as_str().to_owned(),
+            reason: Wire(exit.end),
             exit_code: exit.exit_code,
             signal: exit.signal,
         }
@@ -295,6 +315,10 @@ enum OpenTerminalResponse {
     /// A bad size, `TERM` or command.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// Missing, expired or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
     /// Another user's session.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
@@ -319,6 +343,10 @@ enum ListTerminalsResponse {
     Ok(Json<TerminalList>),
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// Missing, expired or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     #[oai(status = 404)]
@@ -338,6 +366,10 @@ enum CloseTerminalResponse {
     Ok(Json<TerminalEndDto>),
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// Missing, expired or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// No such session, or no such live terminal in it.
@@ -359,6 +391,10 @@ enum StdinResponse {
     /// The request body broke off (stdin was closed at what arrived).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// Missing, expired or invalid token.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
+    Unauthorized(Json<ErrorBody>),
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     #[oai(status = 404)]

@@ -5,12 +5,13 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use rmm_application::{CloseTunnelError, GetTunnelStatusError, OpenTunnelError, Ports};
-use rmm_domain::{AgentId, Session, SessionId};
+use rmm_domain::{AgentId, CloseReason, Session, SessionId, SessionStatus};
 use rmm_protocol::api::ApiErrorCode;
 use uuid::Uuid;
 
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error, internal};
+use crate::wire_enum::Wire;
 use crate::{ApiTags, Handlers, Tunnels, to_datetime};
 
 #[derive(Debug, Object)]
@@ -18,11 +19,12 @@ struct OpenBody {
     agent_id: Uuid,
 }
 
+/// The tunnel, open: `status` is always `active` (the agent has confirmed it).
 #[derive(Debug, Object)]
 struct OpenedResponse {
     session_id: Uuid,
-    /// Always `active`: the agent has confirmed the tunnel.
-    status: String,
+    // Always `active`: the agent has confirmed the tunnel.
+    status: Wire<SessionStatus>,
 }
 
 #[derive(ApiResponse)]
@@ -65,12 +67,13 @@ struct CloseBody {
     session_id: Uuid,
 }
 
+/// The session, closed: `status` is always `closed`, `close_reason` says by whom.
 #[derive(Debug, Object)]
 struct ClosedResponse {
-    /// Always `closed`.
-    status: String,
+    // Always `closed`.
+    status: Wire<SessionStatus>,
     session_id: Uuid,
-    close_reason: String,
+    close_reason: Wire<CloseReason>,
 }
 
 #[derive(ApiResponse)]
@@ -102,15 +105,15 @@ enum CloseResponse {
 struct StatusDto {
     session_id: Uuid,
     agent_id: Uuid,
-    /// `pending`, `active` or `closed`.
-    status: String,
+    // `pending`, `active` or `closed`.
+    status: Wire<SessionStatus>,
     opened_at: DateTime<Utc>,
     last_activity: DateTime<Utc>,
     #[oai(skip_serializing_if_is_none)]
     closed_at: Option<DateTime<Utc>>,
-    /// Why it closed: `closed_by_owner`, `agent_disconnected`, `idle`, ...
+    // Why it closed: `closed_by_owner`, `agent_disconnected`, `idle`, ...
     #[oai(skip_serializing_if_is_none)]
-    close_reason: Option<String>,
+    close_reason: Option<Wire<CloseReason>>,
 }
 
 impl From<&Session> for StatusDto {
@@ -118,11 +121,11 @@ impl From<&Session> for StatusDto {
         Self {
             session_id: s.id().as_uuid(),
             agent_id: s.agent().as_uuid(),
-            status: s.status().as_str().to_owned(),
+            status: Wire(s.status()),
             opened_at: to_datetime(s.opened_at()),
             last_activity: to_datetime(s.last_activity()),
             closed_at: s.closed_at().map(to_datetime),
-            close_reason: s.close_reason().map(|r| r.as_str().to_owned()),
+            close_reason: s.close_reason().map(Wire),
         }
     }
 }
@@ -153,7 +156,12 @@ enum StatusResponse {
 #[OpenApi(prefix_path = "/api/v1")]
 impl<P: Ports> Handlers<P, Tunnels> {
     /// Open a tunnel to a connected agent. Answers once the agent has confirmed it.
-    #[oai(path = "/tunnel/open", method = "post", tag = "ApiTags::Tunnel")]
+    #[oai(
+        path = "/tunnel/open",
+        method = "post",
+        tag = "ApiTags::Tunnel",
+        operation_id = "openTunnel"
+    )]
     async fn open(&self, auth: TechAuth, body: Json<OpenBody>) -> OpenResponse {
         match self
             .app
@@ -166,7 +174,7 @@ impl<P: Ports> Handlers<P, Tunnels> {
         {
             Ok(session) => OpenResponse::Ok(Json(OpenedResponse {
                 session_id: session.id().as_uuid(),
-                status: session.status().as_str().to_owned(),
+                status: Wire(session.status()),
             })),
             Err(e @ OpenTunnelError::Forbidden) => {
                 OpenResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()))
@@ -197,14 +205,21 @@ impl<P: Ports> Handlers<P, Tunnels> {
     }
 
     /// Close a tunnel (its owner, or an admin). Idempotent.
-    #[oai(path = "/tunnel/close", method = "post", tag = "ApiTags::Tunnel")]
+    #[oai(
+        path = "/tunnel/close",
+        method = "post",
+        tag = "ApiTags::Tunnel",
+        operation_id = "closeTunnel"
+    )]
     async fn close(&self, auth: TechAuth, body: Json<CloseBody>) -> CloseResponse {
         let id = SessionId::from_uuid(body.session_id);
         match self.app.close_tunnel(auth.0.actor, id).await {
             Ok(session) => CloseResponse::Ok(Json(ClosedResponse {
-                status: session.status().as_str().to_owned(),
+                status: Wire(session.status()),
                 session_id: id.as_uuid(),
-                close_reason: session.close_reason().map_or("", |r| r.as_str()).to_owned(),
+                // A closed session has its reason; closing by hand is the owner's (or an
+                // admin's, which the session then names).
+                close_reason: Wire(session.close_reason().unwrap_or(CloseReason::ClosedByOwner)),
             })),
             Err(e @ CloseTunnelError::NotFound(_)) => {
                 CloseResponse::NotFound(error(ApiErrorCode::SessionNotFound, e.to_string()))
@@ -223,12 +238,15 @@ impl<P: Ports> Handlers<P, Tunnels> {
     #[oai(
         path = "/tunnel/status/:session_id",
         method = "get",
-        tag = "ApiTags::Tunnel"
+        tag = "ApiTags::Tunnel",
+        operation_id = "getTunnelStatus"
     )]
     async fn status(
         &self,
         auth: TechAuth,
-        #[oai(name = "session_id")] session_id: Path<Uuid>,
+        /// The tunnel session's id (from `openTunnel`).
+        #[oai(name = "session_id", example = "crate::examples::id")]
+        session_id: Path<Uuid>,
     ) -> StatusResponse {
         match self
             .app

@@ -11,18 +11,20 @@ use uuid::Uuid;
 
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error};
+use crate::wire_enum::Wire;
 use crate::{ApiTags, Handlers, Users, to_datetime};
 
 #[derive(Debug, Object)]
 struct UserDto {
     user_id: Uuid,
     username: String,
-    /// `admin`, `technician` or `auditor`.
-    role: String,
+    // `admin`, `technician` or `auditor`.
+    role: Wire<Role>,
     /// A disabled user cannot log in; their tokens are refused.
     disabled: bool,
     created_at: DateTime<Utc>,
     /// The last successful login; null if never.
+    #[oai(nullable)]
     last_login_at: Option<DateTime<Utc>>,
     /// The groups granted (technicians see only these groups' agents).
     groups: Vec<String>,
@@ -41,7 +43,7 @@ impl From<UserRecord> for UserDto {
         Self {
             user_id: user.id.as_uuid(),
             username: user.username.as_str().to_owned(),
-            role: user.role.as_str().to_owned(),
+            role: Wire(user.role),
             disabled: user.disabled,
             created_at: to_datetime(user.created_at),
             last_login_at: user.last_login_at.map(to_datetime),
@@ -195,7 +197,12 @@ fn bad_request(message: impl Into<String>) -> UserAdminError {
 #[OpenApi(prefix_path = "/api/v1")]
 impl<P: Ports> Handlers<P, Users> {
     /// List users (admins only), by username. Deleted users are not listed.
-    #[oai(path = "/users", method = "get", tag = "ApiTags::Users")]
+    #[oai(
+        path = "/users",
+        method = "get",
+        tag = "ApiTags::Users",
+        operation_id = "listUsers"
+    )]
     async fn list_users(&self, auth: TechAuth) -> ListUsersResponse {
         let users = match self.app.list_users(Some(auth.0.actor)).await {
             Ok(users) => users,
@@ -213,7 +220,12 @@ impl<P: Ports> Handlers<P, Users> {
     }
 
     /// Create a user (admins only).
-    #[oai(path = "/users", method = "post", tag = "ApiTags::Users")]
+    #[oai(
+        path = "/users",
+        method = "post",
+        tag = "ApiTags::Users",
+        operation_id = "createUser"
+    )]
     async fn create_user(&self, auth: TechAuth, body: Json<CreateUserBody>) -> CreateUserResponse {
         let actor = auth.0.actor;
         if actor.role != Role::Admin {
@@ -251,10 +263,17 @@ impl<P: Ports> Handlers<P, Users> {
 
     /// Change a user's role, state or password (admins only). Disabling a user, or setting
     /// their password, revokes every token of theirs at once.
-    #[oai(path = "/users/:user_id", method = "patch", tag = "ApiTags::Users")]
+    #[oai(
+        path = "/users/:user_id",
+        method = "patch",
+        tag = "ApiTags::Users",
+        operation_id = "updateUser"
+    )]
     async fn update_user(
         &self,
         auth: TechAuth,
+        /// The user's id (from `listUsers`).
+        #[oai(name = "user_id", example = "crate::examples::id")]
         user_id: Path<Uuid>,
         body: Json<UpdateUserBody>,
     ) -> UpdateUserResponse {
@@ -286,8 +305,19 @@ impl<P: Ports> Handlers<P, Users> {
 
     /// Delete a user (admins only): they can no longer log in, every token of theirs is
     /// revoked, and their audit history stays.
-    #[oai(path = "/users/:user_id", method = "delete", tag = "ApiTags::Users")]
-    async fn delete_user(&self, auth: TechAuth, user_id: Path<Uuid>) -> DeleteUserResponse {
+    #[oai(
+        path = "/users/:user_id",
+        method = "delete",
+        tag = "ApiTags::Users",
+        operation_id = "deleteUser"
+    )]
+    async fn delete_user(
+        &self,
+        auth: TechAuth,
+        /// The user's id (from `listUsers`).
+        #[oai(name = "user_id", example = "crate::examples::id")]
+        user_id: Path<Uuid>,
+    ) -> DeleteUserResponse {
         let id = UserId::from_uuid(user_id.0);
         match self.app.delete_user(Some(auth.0.actor), id).await {
             Ok(()) => DeleteUserResponse::NoContent,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use poem::http::StatusCode;
 use poem::web::websocket::{WebSocket, WebSocketConfig};
 use poem::web::{Data, Json as PoemJson};
-use poem::{EndpointExt, IntoResponse, Response, Route, get, handler};
-use poem_openapi::OpenApiService;
+use poem::{EndpointExt, IntoEndpoint, IntoResponse, Response, Route, get, handler};
+use poem_openapi::{OpenApiService, ServerObject};
 use rmm_application::{
     AgentRepository, App, AuditLog, CommandRepository, Config, ConnectAgentError, Deps,
     EnrollmentRepository, GroupRepository, Ports, RecordingRepository, SessionRepository,
@@ -151,6 +151,10 @@ pub fn api_service<P: Ports>(app: Arc<App<P>>, jwt: Arc<Jwt>) -> OpenApiService<
              the token as `Authorization: Bearer <token>`. Agents connect to `GET /api/v1/agent/ws`; the \
              WebSocket messages are documented in docs/protocol.md.",
         )
+        .server(ServerObject::new("/").description(
+            "The server that serves this document: every path is absolute (`/api/v1/...`), \
+             so clients join it to the base URL they reached the server at.",
+        ))
 }
 
 /// Health: 200 while serving.
@@ -322,8 +326,10 @@ where
         trusted_proxies: options.trusted_proxies.clone(),
         jwt: Arc::clone(&jwt),
     };
+    let spec_json = api.spec();
+    let path_param_names = rmm_http::PathParamNames::from_spec(&spec_json);
     let access_log = crate::access_log::AccessLog {
-        routes: Arc::new(crate::access_log::Routes::from_spec(&api.spec())),
+        routes: Arc::new(crate::access_log::Routes::from_spec(&spec_json)),
         jwt: Arc::clone(&jwt),
     };
     let spec = api.spec_endpoint();
@@ -331,7 +337,7 @@ where
     let console = console();
     let admission = Arc::new(Admission::new(options.admission));
     Route::new()
-        .nest("/", api)
+        .nest("/", api.into_endpoint().with(path_param_names))
         .at("/api/v1/openapi.json", spec)
         .nest("/docs", docs)
         .at("/api/v1/agent/ws", get(agent_ws::<P>::default()))

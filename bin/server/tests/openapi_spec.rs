@@ -82,3 +82,111 @@ async fn committed_openapi_spec_is_current() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The conventions of the spec (docs/protocol.md, "API conventions"), checked on the
+/// committed document (equal to the served one by the test above): every operation has a
+/// unique camelCase `operationId` starting with a verb; every parameter a description and an
+/// example, and no router-internal `param<N>` name; every 4xx/5xx answer is the one error
+/// schema; an operation that takes a token documents 401, one with parameters or a body 400;
+/// `servers` is set; no property is an `allOf` over a string enum.
+#[test]
+fn committed_openapi_spec_follows_the_api_conventions() -> anyhow::Result<()> {
+    const VERBS: &[&str] = &[
+        "get", "list", "create", "update", "delete", "open", "close", "run", "cancel", "write",
+        "upload", "download", "register", "revoke", "rotate", "enroll", "login", "logout",
+        "change", "export",
+    ];
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(committed_path())?)?;
+    let mut problems = Vec::new();
+    let servers = spec["servers"].as_array().map_or(0, Vec::len);
+    if servers == 0 {
+        problems.push("`servers` is empty".to_owned());
+    }
+    let mut ids = std::collections::HashSet::new();
+    let paths = spec["paths"].as_object().cloned().unwrap_or_default();
+    for (path, operations) in &paths {
+        if path.contains("{param") {
+            problems.push(format!("{path}: a router-internal parameter name"));
+        }
+        for (method, op) in operations.as_object().cloned().unwrap_or_default() {
+            let at = format!("{} {path}", method.to_uppercase());
+            let id = op["operationId"].as_str().unwrap_or_default();
+            let verb: String = id.chars().take_while(char::is_ascii_lowercase).collect();
+            if !VERBS.contains(&verb.as_str()) || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+                problems.push(format!(
+                    "{at}: operationId {id:?} is not a camelCase verb name"
+                ));
+            }
+            if !ids.insert(id.to_owned()) {
+                problems.push(format!("{at}: operationId {id:?} is not unique"));
+            }
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            for p in &params {
+                let name = p["name"].as_str().unwrap_or_default();
+                if name.starts_with("param") {
+                    problems.push(format!("{at}: parameter named {name:?}"));
+                }
+                if p["description"].as_str().is_none_or(str::is_empty) {
+                    problems.push(format!("{at}: parameter {name} has no description"));
+                }
+                if p["schema"]["example"].is_null() && p["example"].is_null() {
+                    problems.push(format!("{at}: parameter {name} has no example"));
+                }
+            }
+            let responses = op["responses"].as_object().cloned().unwrap_or_default();
+            for (status, response) in &responses {
+                let is_error = status.starts_with('4') || status.starts_with('5');
+                let schemas: Vec<&serde_json::Value> = response["content"]
+                    .as_object()
+                    .map(|c| c.values().map(|v| &v["schema"]).collect())
+                    .unwrap_or_default();
+                let error_body = serde_json::json!({"$ref": "#/components/schemas/ErrorBody"});
+                if is_error && (schemas.is_empty() || schemas.iter().any(|s| **s != error_body)) {
+                    problems.push(format!("{at}: {status} is not the ErrorBody schema"));
+                }
+            }
+            if op["security"].as_array().is_some_and(|s| !s.is_empty())
+                && !responses.contains_key("401")
+            {
+                problems.push(format!("{at}: takes a token but documents no 401"));
+            }
+            if (!params.is_empty() || !op["requestBody"].is_null())
+                && !responses.contains_key("400")
+            {
+                problems.push(format!("{at}: takes input but documents no 400"));
+            }
+        }
+    }
+    // A described property that refers to a string enum is an `allOf` of the reference and
+    // the description, which openapi-python-client cannot read ("Cannot take allOf a
+    // non-object"): it drops the whole model. Such a field carries no `///` description.
+    let schemas = spec["components"]["schemas"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (name, schema) in &schemas {
+        let properties = schema["properties"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for (field, property) in properties {
+            let refs = property["allOf"].as_array().cloned().unwrap_or_default();
+            for r in refs.iter().filter_map(|r| r["$ref"].as_str()) {
+                let target = r.trim_start_matches("#/components/schemas/");
+                if schemas[target]["type"] != "object" {
+                    problems.push(format!(
+                        "{name}.{field}: allOf over the non-object {target}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the spec breaks its conventions:\n{}",
+        problems.join("\n")
+    );
+    assert!(ids.len() >= 38, "only {} operations", ids.len());
+    Ok(())
+}

@@ -140,7 +140,8 @@ async fn an_invalid_command_or_timeout_is_invalid_request() {
         .post("/api/v1/tunnel/not-a-uuid/command", TECH, &body())
         .send()
         .await;
-    assert_error(resp, StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest).await;
+    let message = assert_error(resp, StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest).await;
+    assert!(message.contains("`session_id`"), "{message}");
 }
 
 #[tokio::test]

@@ -168,3 +168,33 @@ async fn a_wrong_method_is_method_not_allowed() {
     )
     .await;
 }
+
+/// A path or query value that does not parse is answered with the parameter's name as the
+/// spec writes it (poem-openapi's router calls path parameters `param0`, `param1`, ...).
+#[tokio::test]
+async fn a_bad_parameter_is_named_as_the_spec_names_it() {
+    let server = Setup::default().serve();
+    let s = SESSION.as_uuid();
+    for (path, name) in [
+        (
+            format!("/api/v1/tunnel/{s}/commands/not-a-uuid"),
+            "command_id",
+        ),
+        (
+            "/api/v1/tunnel/not-a-uuid/commands/x".to_owned(),
+            "session_id",
+        ),
+        (
+            format!("/api/v1/tunnel/{s}/commands/x/stdout"),
+            "command_id",
+        ),
+        ("/api/v1/audit?limit=many".to_owned(), "limit"),
+        ("/api/v1/audit?agent_id=nope".to_owned(), "agent_id"),
+    ] {
+        let resp = server.get(&path, TECH).send().await;
+        let message =
+            assert_error(resp, StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest).await;
+        assert!(message.contains(&format!("`{name}`")), "{path}: {message}");
+        assert!(!message.contains("`param"), "{path}: {message}");
+    }
+}

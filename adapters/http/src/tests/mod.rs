@@ -226,8 +226,9 @@ impl Setup {
             "rmm-tunnel tests",
             "1",
         );
+        let names = crate::PathParamNames::from_spec(&api.spec());
         let endpoint = Route::new()
-            .nest("/", api)
+            .nest("/", poem::IntoEndpoint::into_endpoint(api).with(names))
             .at(
                 "/api/v1/agents/events",
                 poem::get(crate::agent_events::agent_events::<Mocks>::default()),

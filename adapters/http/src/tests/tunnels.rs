@@ -462,7 +462,10 @@ async fn status_with_a_session_id_that_is_no_uuid_is_invalid_request() {
         .get("/api/v1/tunnel/status/not-a-uuid", TECH)
         .send()
         .await;
-    assert_error(resp, StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest).await;
+    let message = assert_error(resp, StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest).await;
+    // The spec's name, not the router's internal `param0`.
+    assert!(message.contains("`session_id`"), "{message}");
+    assert!(!message.contains("param0"), "{message}");
 }
 
 #[tokio::test]
