@@ -28,15 +28,17 @@ fuzz_target!(|data: &[u8]| {
             0 => {
                 rmm_fuzz::data_frame(record);
             }
-            1 => match rmm_fuzz::text(record).and_then(rmm_fuzz::server_text) {
-                Some(
+            1 => {
+                if let Some(
                     ServerMessage::FileUpload { path, .. }
                     | ServerMessage::FileDownload { path, .. }
                     | ServerMessage::FileList { path, .. }
                     | ServerMessage::FileUploadStatus { path, .. },
-                ) => path_checked(&path),
-                _ => {}
-            },
+                ) = rmm_fuzz::text(record).and_then(rmm_fuzz::server_text)
+                {
+                    path_checked(&path);
+                }
+            }
             _ => {
                 rmm_fuzz::text(record).and_then(rmm_fuzz::agent_text);
             }
