@@ -105,6 +105,11 @@ cargo build --workspace --bins --locked
 banner "cargo test --workspace --locked $*"
 cargo test --workspace --locked --no-fail-fast "$@"
 
+# Every frame fuzz target over its seed corpus (nightly, cargo-fuzz; the long runs are
+# `scripts/fuzz.sh SECONDS`, see docs/fuzzing.md).
+banner "fuzz smoke (scripts/fuzz.sh --smoke)"
+bash scripts/fuzz.sh --smoke
+
 # Benchmarks are not timed tests: the smoke run only proves every part still produces figures.
 banner "benchmark smoke (bench/smoke.sh)"
 bash bench/smoke.sh

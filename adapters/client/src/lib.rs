@@ -52,6 +52,8 @@ pub use enrollment::{CreatedEnrollmentDto, EnrollmentDto};
 pub use error::ClientError;
 pub use files::FileDownload;
 pub use recordings::{RecordingDto, RecordingFilter};
+#[doc(hidden)]
+pub use stream::fuzzing as stream_fuzzing;
 pub use stream::{OutputFrame, SessionStream, StreamFrame};
 pub use terminal::{
     TerminalClosed, TerminalEvent, TerminalExit, TerminalOpened, TerminalSocket, TerminalSpec,

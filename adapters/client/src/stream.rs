@@ -144,6 +144,39 @@ impl OutputFrame {
     }
 }
 
+/// A text frame of the stream: `None` for a message type this client does not know (skipped).
+fn decode_text(text: &str) -> Result<Option<AgentMessage>, ClientError> {
+    match AgentMessage::decode(text) {
+        Ok(message) => Ok(Some(message)),
+        Err(DecodeError::UnknownType(_)) => Ok(None),
+        Err(e) => Err(ClientError::Protocol(format!(
+            "bad frame on the stream: {e}"
+        ))),
+    }
+}
+
+/// The stream's decoder without a socket, for the fuzz targets in `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{AgentMessage, ClientError, OutputFrame, decode_text};
+
+    /// A text frame as [`SessionStream::next_frame`](super::SessionStream::next_frame) reads it.
+    ///
+    /// # Errors
+    /// As `next_frame` for that frame.
+    pub fn text(text: &str) -> Result<Option<AgentMessage>, ClientError> {
+        decode_text(text)
+    }
+
+    /// A binary frame as `next_frame` reads it on a binary stream.
+    ///
+    /// # Errors
+    /// As `next_frame` for that frame.
+    pub fn binary(bytes: bytes::Bytes) -> Result<Option<OutputFrame>, ClientError> {
+        OutputFrame::decode(bytes)
+    }
+}
+
 /// A session's stream: the agent's frames (`tunnel_data`, `tunnel_error`) in the reference
 /// format with the lossless extension, decoded with the server's [`AgentMessage`].
 #[derive(Debug)]
@@ -188,15 +221,11 @@ impl SessionStream {
                         return Ok(Some(StreamFrame::Output(output)));
                     }
                 }
-                Some(Ok(Message::Text(text))) => match AgentMessage::decode(&text) {
-                    Ok(message) => return Ok(Some(StreamFrame::Message(message))),
-                    Err(DecodeError::UnknownType(_)) => {}
-                    Err(e) => {
-                        return Err(ClientError::Protocol(format!(
-                            "bad frame on the stream: {e}"
-                        )));
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(message) = decode_text(&text)? {
+                        return Ok(Some(StreamFrame::Message(message)));
                     }
-                },
+                }
                 Some(Ok(Message::Close(frame))) => {
                     // A close frame without a code is 1005, "no status received" (RFC 6455, 7.1.5).
                     self.close_code = Some(frame.as_ref().map_or(1005, |f| u16::from(f.code)));

@@ -426,21 +426,7 @@ impl AgentMessage {
     /// # Errors
     /// [`DecodeError`] naming what was wrong.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        decode(
-            text,
-            &[
-                "tunnel_ready",
-                "tunnel_data",
-                "tunnel_error",
-                "heartbeat",
-                "file_info",
-                "file_done",
-                "file_error",
-                "file_listing",
-                "file_partial",
-                "file_ack",
-            ],
-        )
+        decode(text, AGENT_TYPES)
     }
 }
 
@@ -450,24 +436,47 @@ impl ServerMessage {
     /// # Errors
     /// [`DecodeError`] naming what was wrong.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        decode(
-            text,
-            &[
-                "tunnel_open",
-                "tunnel_close",
-                "tunnel_data",
-                "command_cancel",
-                "file_upload",
-                "file_upload_end",
-                "file_download",
-                "file_list",
-                "file_upload_status",
-                "file_ack",
-                "file_cancel",
-            ],
-        )
+        decode(text, SERVER_TYPES)
     }
 }
+
+/// Every [`AgentMessage`] type by its wire name: a frame of one of these that does not parse
+/// is malformed, not a newer agent's extension (a test checks every variant is here).
+const AGENT_TYPES: &[&str] = &[
+    "tunnel_ready",
+    "tunnel_data",
+    "tunnel_error",
+    "heartbeat",
+    "file_info",
+    "file_done",
+    "file_error",
+    "pty_ready",
+    "pty_exit",
+    "channel_ack",
+    "file_listing",
+    "file_partial",
+    "file_ack",
+];
+
+/// Every [`ServerMessage`] type by its wire name (as [`AGENT_TYPES`]).
+const SERVER_TYPES: &[&str] = &[
+    "tunnel_open",
+    "tunnel_close",
+    "tunnel_data",
+    "command_cancel",
+    "file_upload",
+    "file_upload_end",
+    "file_download",
+    "file_list",
+    "file_upload_status",
+    "file_ack",
+    "file_cancel",
+    "pty_open",
+    "pty_resize",
+    "pty_close",
+    "channel_ack",
+    "stdin_end",
+];
 
 fn decode<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, DecodeError> {
     #[derive(Deserialize)]
