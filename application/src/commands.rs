@@ -69,6 +69,9 @@ pub enum GetCommandError {
     /// running; the end is stored once the store takes it.
     #[error("command {0} ended but its end cannot be recorded yet; it is kept and retried")]
     EndNotRecorded(CommandId),
+    /// The retention sweep removed the command's stored output (its record stays).
+    #[error("the output of command {0} was pruned by the retention sweep")]
+    OutputPruned(CommandId),
 }
 
 impl From<SessionUseError> for GetCommandError {
@@ -325,7 +328,9 @@ impl<P: Ports> App<P> {
             SessionAction::Use,
         )
         .await?;
-        self.command_of(session_id, id).await?;
+        if self.command_of(session_id, id).await?.output_pruned {
+            return Err(GetCommandError::OutputPruned(id));
+        }
         self.commands
             .read_output(id, stream, from, limit)
             .await

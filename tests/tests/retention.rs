@@ -172,6 +172,18 @@ async fn the_sweep_prunes_exactly_what_is_past_its_age(on_sqlite: bool) {
         (pruned["stdout"].as_str(), pruned["stdout_bytes"].as_u64()),
         (Some(""), Some(13))
     );
+    // Its raw output reads as pruned too, not as empty.
+    let (code, _, body) = r
+        .server
+        .raw_output(&r.tech, &r.session, &older, "stdout")
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (410, Some("output_pruned")),
+        "{body}"
+    );
     let pruned_cast = wait_recording(&r, &older_cast, |rec| rec["pruned"] == true).await;
     // At once: the newer ones ended ~10 s after the older ones, so are ~5 s from their age.
     let kept = command(&r, &newer).await;
@@ -180,6 +192,12 @@ async fn the_sweep_prunes_exactly_what_is_past_its_age(on_sqlite: bool) {
         (Some(false), Some("newer-output\n")),
         "{kept}"
     );
+    let (code, _, bytes) = r
+        .server
+        .raw_output(&r.tech, &r.session, &newer, "stdout")
+        .await
+        .unwrap();
+    assert_eq!((code, bytes.as_slice()), (200, &b"newer-output\n"[..]));
     let kept_cast = recording(&r, &newer_cast).await;
     assert_eq!(kept_cast["pruned"], false, "{kept_cast}");
     assert_eq!(download_status(&r, &newer_cast).await.0, 200);

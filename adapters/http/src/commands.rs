@@ -217,6 +217,9 @@ impl<P: Ports> Handlers<P, Commands> {
 enum ReadError {
     NotFound(Json<ErrorBody>),
     Forbidden(Json<ErrorBody>),
+    /// The output was pruned (only reading the output says so; the record shows
+    /// `output_pruned`).
+    Gone(Json<ErrorBody>),
     Internal(Json<ErrorBody>),
 }
 
@@ -232,6 +235,9 @@ impl ReadError {
             GetCommandError::Forbidden(_) => {
                 Self::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()))
             }
+            GetCommandError::OutputPruned(_) => {
+                Self::Gone(error(ApiErrorCode::OutputPruned, e.to_string()))
+            }
             GetCommandError::Store(_) | GetCommandError::EndNotRecorded(_) => {
                 Self::Internal(internal(operation, e))
             }
@@ -244,7 +250,8 @@ impl From<ReadError> for CommandResponse {
         match e {
             ReadError::NotFound(b) => Self::NotFound(b),
             ReadError::Forbidden(b) => Self::Forbidden(b),
-            ReadError::Internal(b) => Self::Internal(b),
+            // Reading a record never fails as pruned: it says `output_pruned` instead.
+            ReadError::Gone(b) | ReadError::Internal(b) => Self::Internal(b),
         }
     }
 }
@@ -254,6 +261,7 @@ impl From<ReadError> for RawOutputResponse {
         match e {
             ReadError::NotFound(b) => Self::NotFound(b),
             ReadError::Forbidden(b) => Self::Forbidden(b),
+            ReadError::Gone(b) => Self::Gone(b),
             ReadError::Internal(b) => Self::Internal(b),
         }
     }
@@ -581,6 +589,10 @@ enum RawOutputResponse {
     /// No such session, or no such command in it.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The retention sweep removed the command's stored output (`output_pruned`); its record
+    /// stays.
+    #[oai(status = 410)]
+    Gone(Json<ErrorBody>),
     /// The server failed; details are in its log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),

@@ -119,6 +119,8 @@ api_error_codes! {
         "404: no such live terminal in this session (it ended, or never was).",
     RecordingNotFound = "recording_not_found":
         "404: no such recording (or not one the caller may see).",
+    OutputPruned = "output_pruned":
+        "410: the retention sweep removed the command's stored output; its record (status, exit code, sizes) stays.",
     RecordingPruned = "recording_pruned":
         "410: the retention sweep removed the recording's content; its facts are still listed.",
     StdinClosed = "stdin_closed":
