@@ -1,5 +1,6 @@
 //! Reliability (issue 17): an `rmm-agent` killed outright (SIGKILL: no cleanup code of its own
-//! runs) leaves no command process it started running on the machine, grandchildren included.
+//! runs) leaves no command process it started running on the machine, grandchildren included,
+//! and its session reads closed as `agent_disconnected` within a second.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
@@ -58,6 +59,27 @@ async fn a_killed_agent_leaves_no_command_process_running() {
     assert!(running(shell_pid) && running(child_pid));
 
     t.agent.kill().await.unwrap(); // SIGKILL
+    let killed = Instant::now();
+
+    // The technician learns it at once: the session is closed as agent_disconnected.
+    let status_path = format!("/api/v1/tunnel/status/{}", t.session);
+    let status = loop {
+        let (_, status) = t
+            .server
+            .call(Method::GET, &status_path, Some(&t.tech), None)
+            .await
+            .unwrap();
+        if status["status"] == "closed" || killed.elapsed() > Duration::from_secs(5) {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let seen_after = killed.elapsed();
+    assert_eq!(status["close_reason"], "agent_disconnected", "{status}");
+    assert!(
+        seen_after < Duration::from_secs(1),
+        "the session closed {seen_after:?} after the agent died"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(5);
     while (running(shell_pid) || running(child_pid)) && Instant::now() < deadline {

@@ -84,6 +84,13 @@ impl InputSender {
     /// dropped with a warning).
     pub(crate) fn data(&mut self, channel: &str, offset: u64, data: Bytes) {
         let len = data.len() as u64;
+        if offset.checked_add(len).is_none() {
+            self.warn(
+                channel,
+                "input frame dropped: its offset is past the end of any stream",
+            );
+            return;
+        }
         let bytes = self.queued.bytes.load(Ordering::Acquire);
         let frames = self.queued.frames.load(Ordering::Acquire);
         if bytes + len > STREAM_WINDOW || frames + 1 > STREAM_WINDOW_FRAMES {
@@ -194,6 +201,15 @@ mod tests {
         assert_eq!(acks(&mut events), vec![5]);
         tx.end();
         assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_frame_whose_end_overflows_is_dropped_and_the_stream_goes_on() {
+        let (mut tx, mut rx) = input("pty-1");
+        tx.data("pty-1", u64::MAX - 1, Bytes::from_static(b"abc"));
+        assert_eq!(tx.queued.frames.load(Ordering::Acquire), 0);
+        tx.data("pty-1", 0, Bytes::from_static(b"ok"));
+        assert_eq!(rx.recv().await.unwrap(), "ok");
     }
 
     #[tokio::test]

@@ -214,11 +214,22 @@ fn csv_row(entry: &Value) -> String {
         .iter()
         .map(|column| match entry.get(column) {
             None | Some(Value::Null) => String::new(),
-            Some(Value::String(text)) => csv_field(text),
+            Some(Value::String(text)) => csv_field(&inert(text)),
             Some(other) => csv_field(&other.to_string()),
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Text a spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return: a technician's command such as `=HYPERLINK(...)` opened by an auditor)
+/// gets a leading `'`, which spreadsheets show as text (OWASP's advice for CSV injection).
+fn inert(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    }
 }
 
 /// A field quoted when it holds a comma, a quote or a line break (RFC 4180), quotes doubled.
@@ -252,7 +263,7 @@ enum ExportResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::{csv_field, csv_row};
+    use super::{csv_field, csv_row, inert};
 
     #[test]
     fn csv_quotes_only_what_needs_it() {
@@ -262,5 +273,14 @@ mod tests {
         let row = csv_row(&serde_json::json!({"id": 7, "event": "command", "command": "echo a,b"}));
         assert!(row.starts_with("7,,command,"), "{row}");
         assert!(row.contains(",\"echo a,b\","), "{row}");
+    }
+
+    #[test]
+    fn text_a_spreadsheet_would_run_is_kept_as_text() {
+        assert_eq!(inert("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(inert("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(inert("ls -l"), "ls -l");
+        let row = csv_row(&serde_json::json!({"id": 7, "command": "+1+1", "exit_code": -1}));
+        assert!(row.contains(",'+1+1,") && row.contains(",-1,"), "{row}");
     }
 }

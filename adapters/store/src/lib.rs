@@ -88,7 +88,7 @@ macro_rules! command_columns {
 /// Read after [`command_columns`] in selects: whether the retention sweep pruned the output.
 macro_rules! command_pruned_column {
     () => {
-        ", output_pruned_at is not null as output_pruned"
+        ", output_pruned_at is not null as is_output_pruned"
     };
 }
 

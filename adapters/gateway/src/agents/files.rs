@@ -233,7 +233,12 @@ impl DownloadState {
         }
         match self.link.next(ANSWER_TIMEOUT).await? {
             FileEvent::Data { offset, data } if offset == self.delivered => {
-                self.delivered += data.len() as u64;
+                self.delivered =
+                    self.delivered
+                        .checked_add(data.len() as u64)
+                        .ok_or_else(|| {
+                            FileOpError::Protocol("a data frame past any file's end".into())
+                        })?;
                 telemetry::transferred(Direction::Download, data.len());
                 if self.delivered > self.size {
                     return Err(FileOpError::Protocol(

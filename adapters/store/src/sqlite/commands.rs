@@ -31,7 +31,7 @@ fn command_from_row(row: &SqliteRow) -> Result<CommandRecord, StoreError> {
         stderr_bytes: row.try_get("stderr_bytes").map_err(store_error)?,
         stdout_truncated: row.try_get("stdout_truncated").map_err(store_error)?,
         stderr_truncated: row.try_get("stderr_truncated").map_err(store_error)?,
-        output_pruned: row.try_get("output_pruned").map_err(store_error)?,
+        output_pruned: row.try_get("is_output_pruned").map_err(store_error)?,
     };
     CommandRecord::try_from(decoded)
 }
