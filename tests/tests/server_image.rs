@@ -143,7 +143,8 @@ fn the_shipped_systemd_unit_verifies() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the server listens with this config file, environment and flags.
+/// Where the server listens with this config file, environment and flags (the `listening`
+/// line first, then the lines logged before it).
 async fn listening_on(
     config: &Path,
     env: &[(&str, &str)],
@@ -165,10 +166,13 @@ async fn listening_on(
     let stderr = child.stderr.take().context("no stderr")?;
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
     let found = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut before = String::new();
         while let Some(line) = lines.next_line().await? {
             if let Some(at) = line.find("listening") {
-                return anyhow::Ok(line[at..].to_owned());
+                return anyhow::Ok(format!("{}\n{before}", &line[at..]));
             }
+            before.push_str(&line);
+            before.push('\n');
         }
         bail!("the server exited without listening")
     })
@@ -194,13 +198,58 @@ async fn a_flag_beats_the_environment_which_beats_the_config_file() -> anyhow::R
         format!("listen = \"127.0.0.1:{file_port}\"\nidle_timeout_secs = 60\n"),
     )?;
     let from_file = listening_on(&config, &[], &[]).await?;
-    assert!(from_file.contains(&format!(":{file_port}")), "{from_file}");
+    assert!(
+        from_file
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains(&format!(":{file_port}"))),
+        "{from_file}"
+    );
+    assert!(!from_file.contains("holds a secret"), "{from_file}");
     let env = format!("127.0.0.1:{env_port}");
     let from_env = listening_on(&config, &[("RMM_LISTEN", &env)], &[]).await?;
-    assert!(from_env.contains(&format!(":{env_port}")), "{from_env}");
+    assert!(
+        from_env
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains(&format!(":{env_port}"))),
+        "{from_env}"
+    );
     let flag = format!("127.0.0.1:{flag_port}");
     let from_flag = listening_on(&config, &[("RMM_LISTEN", &env)], &["--listen", &flag]).await?;
-    assert!(from_flag.contains(&format!(":{flag_port}")), "{from_flag}");
+    assert!(
+        from_flag
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains(&format!(":{flag_port}"))),
+        "{from_flag}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_config_file_with_a_secret_that_anyone_may_read_is_named_in_a_warning()
+-> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("server.toml");
+    let port = free_port()?;
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\njwt_secret = \"{}\"\n",
+            "s".repeat(40)
+        ),
+    )?;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))?;
+    let open = listening_on(&config, &[], &[]).await?;
+    assert!(
+        open.contains("holds a secret") && open.contains("chmod 600"),
+        "{open}"
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))?;
+    let closed = listening_on(&config, &[], &[]).await?;
+    assert!(!closed.contains("holds a secret"), "{closed}");
     Ok(())
 }
 

@@ -33,7 +33,6 @@ pub(crate) fn named(args: &[OsString]) -> Option<PathBuf> {
 pub(crate) fn apply(command: Command, path: &Path) -> anyhow::Result<Command> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    warn_if_readable_secrets(path, &text);
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("{} is not valid TOML", path.display()))?;
@@ -92,11 +91,13 @@ fn value_text(key: &str, value: &toml::Value, path: &Path) -> anyhow::Result<Str
 /// only.
 const SECRET_KEYS: [&str; 3] = ["jwt_secret", "database_url", "admin_password"];
 
-fn warn_if_readable_secrets(path: &Path, text: &str) {
+/// Warns when the config file at `path` holds a secret and any user may read it. Called once
+/// logging runs (the file is read before it, to parse the command line).
+pub(crate) fn warn_if_readable_secrets(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let Ok(meta) = std::fs::metadata(path) else {
+        let (Ok(meta), Ok(text)) = (std::fs::metadata(path), std::fs::read_to_string(path)) else {
             return;
         };
         let open = meta.permissions().mode() & 0o004 != 0;
@@ -113,7 +114,7 @@ fn warn_if_readable_secrets(path: &Path, text: &str) {
         }
     }
     #[cfg(not(unix))]
-    let _ = (path, text);
+    let _ = path;
 }
 
 #[cfg(test)]

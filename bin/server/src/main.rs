@@ -31,13 +31,18 @@ use settings::{Cli, Command, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before logging: `--help` and usage errors print and exit whatever the log settings.
+    let cli = settings::parse();
     if let Err(e) = process::init_logging("info,sqlx=warn,poem=warn") {
         return process::exit_code("rmm-server", Err(e));
     }
-    let cli = match settings::parse() {
+    let cli = match cli {
         Ok(cli) => cli,
         Err(e) => return process::exit_code("rmm-server", Err(e)),
     };
+    if let Some(path) = &cli.settings.config {
+        config_file::warn_if_readable_secrets(path);
+    }
     process::exit_code("rmm-server", start(cli).await)
 }
 
