@@ -4,9 +4,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Some(text) = rmm_fuzz::text(data) {
-        rmm_fuzz::agent_text(text);
-    }
-    rmm_fuzz::data_frame(data);
-});
+fuzz_target!(|data: &[u8]| rmm_fuzz::targets::agent_frame::run(data));

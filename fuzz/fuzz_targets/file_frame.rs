@@ -7,41 +7,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rmm_domain::{MAX_NAME_CHARS, MAX_PATH_BYTES, check_agent_path};
-use rmm_protocol::ServerMessage;
 
-fn path_checked(path: &str) {
-    if check_agent_path(path).is_ok() {
-        assert!(!path.contains('\0'), "{path:?}");
-        assert!(path.len() <= MAX_PATH_BYTES, "{path:?}");
-        let names_fit = path
-            .split(['/', '\\'])
-            .all(|name| name.chars().count() <= MAX_NAME_CHARS);
-        assert!(names_fit, "{path:?}");
-    }
-}
-
-fuzz_target!(|data: &[u8]| {
-    for (kind, record) in rmm_fuzz::records(data) {
-        match kind % 3 {
-            // Upload data (server → agent) or download data (agent → server).
-            0 => {
-                rmm_fuzz::data_frame(record);
-            }
-            1 => {
-                if let Some(
-                    ServerMessage::FileUpload { path, .. }
-                    | ServerMessage::FileDownload { path, .. }
-                    | ServerMessage::FileList { path, .. }
-                    | ServerMessage::FileUploadStatus { path, .. },
-                ) = rmm_fuzz::text(record).and_then(rmm_fuzz::server_text)
-                {
-                    path_checked(&path);
-                }
-            }
-            _ => {
-                rmm_fuzz::text(record).and_then(rmm_fuzz::agent_text);
-            }
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| rmm_fuzz::targets::file_frame::run(data));

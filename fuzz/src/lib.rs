@@ -2,6 +2,8 @@
 //! record format of the multi-frame targets. Every check panics (a libFuzzer crash) when a
 //! property breaks; a decoder refusing a frame is fine.
 
+pub mod targets;
+
 use bytes::Bytes;
 use rmm_protocol::{AgentMessage, DataFrame, DecodeError, OutputChannel, ServerMessage, encode};
 
