@@ -285,6 +285,11 @@ fn u64_to_db(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// A sum or count a query computed: never negative, so 0 rather than an error if it were.
+fn sum_from_db(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
 /// A stored unsigned count; a negative one is a corrupt row.
 fn u64_from_db(
     table: &'static str,

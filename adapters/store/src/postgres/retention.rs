@@ -7,12 +7,7 @@ use rmm_domain::{CommandId, TerminalId, Timestamp};
 use uuid::Uuid;
 
 use super::{PgStore, from_db, to_db};
-use crate::store_error;
-
-/// A sum or count as read (never negative; saturates rather than fails if it were).
-fn count(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
+use crate::{store_error, sum_from_db};
 
 impl PgStore {
     pub(super) async fn sum_output_bytes(&self) -> Result<u64, StoreError> {
@@ -22,7 +17,7 @@ impl PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(store_error)?;
-        Ok(count(total))
+        Ok(sum_from_db(total))
     }
 
     pub(super) async fn list_ended_output(
@@ -49,7 +44,7 @@ impl PgStore {
             .map(|(id, finished_at, bytes)| StoredOutput {
                 id: CommandId::from_uuid(id),
                 finished_at: from_db(finished_at),
-                bytes: count(bytes),
+                bytes: sum_from_db(bytes),
             })
             .collect())
     }
@@ -59,31 +54,8 @@ impl PgStore {
         ids: &[CommandId],
         at: Timestamp,
     ) -> Result<Pruned, StoreError> {
-        let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let marked: Vec<Uuid> = sqlx::query_scalar(
-            "update commands set output_pruned_at = $2 \
-             where command_id = any($1) and finished_at is not null \
-             and output_pruned_at is null returning command_id",
-        )
-        .bind(&ids)
-        .bind(to_db(at)?)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let bytes: i64 = sqlx::query_scalar(
-            "with gone as (delete from command_output where command_id = any($1) \
-             returning octet_length(data) as n) select coalesce(sum(n), 0)::bigint from gone",
-        )
-        .bind(&marked)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(Pruned {
-            items: marked.len() as u64,
-            bytes: count(bytes),
-        })
+        let ids = ids.iter().map(|id| id.as_uuid()).collect();
+        self.prune(ids, at, &OUTPUT).await
     }
 
     pub(super) async fn list_ended_recordings(
@@ -109,30 +81,57 @@ impl PgStore {
         ids: &[TerminalId],
         at: Timestamp,
     ) -> Result<Pruned, StoreError> {
-        let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        let ids = ids.iter().map(|id| id.as_uuid()).collect();
+        self.prune(ids, at, &RECORDINGS).await
+    }
+
+    /// Marks the rows of `ids` not yet pruned and deletes their content, in one transaction.
+    async fn prune(
+        &self,
+        ids: Vec<Uuid>,
+        at: Timestamp,
+        sql: &Prune,
+    ) -> Result<Pruned, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let marked: Vec<Uuid> = sqlx::query_scalar(
-            "update recordings set pruned_at = $2 \
-             where recording_id = any($1) and ended_at is not null and pruned_at is null \
-             returning recording_id",
-        )
-        .bind(&ids)
-        .bind(to_db(at)?)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let bytes: i64 = sqlx::query_scalar(
-            "with gone as (delete from recording_chunks where recording_id = any($1) \
-             returning octet_length(data) as n) select coalesce(sum(n), 0)::bigint from gone",
-        )
-        .bind(&marked)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        let marked: Vec<Uuid> = sqlx::query_scalar(sql.mark)
+            .bind(&ids)
+            .bind(to_db(at)?)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let bytes: i64 = sqlx::query_scalar(sql.delete)
+            .bind(&marked)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
         Ok(Pruned {
             items: marked.len() as u64,
-            bytes: count(bytes),
+            bytes: sum_from_db(bytes),
         })
     }
 }
+
+/// What pruning one kind of content takes: `mark` sets its rows' pruned time (`$1` the ids,
+/// `$2` the time) where they are ended and not yet pruned, returning the ids it marked;
+/// `delete` removes those ids' content, returning the bytes removed.
+struct Prune {
+    mark: &'static str,
+    delete: &'static str,
+}
+
+const OUTPUT: Prune = Prune {
+    mark: "update commands set output_pruned_at = $2 \
+           where command_id = any($1) and finished_at is not null \
+           and output_pruned_at is null returning command_id",
+    delete: "with gone as (delete from command_output where command_id = any($1) \
+             returning octet_length(data) as n) select coalesce(sum(n), 0)::bigint from gone",
+};
+
+const RECORDINGS: Prune = Prune {
+    mark: "update recordings set pruned_at = $2 \
+           where recording_id = any($1) and ended_at is not null and pruned_at is null \
+           returning recording_id",
+    delete: "with gone as (delete from recording_chunks where recording_id = any($1) \
+             returning octet_length(data) as n) select coalesce(sum(n), 0)::bigint from gone",
+};

@@ -6,12 +6,7 @@ use rmm_domain::{CommandId, TerminalId, Timestamp};
 use uuid::Uuid;
 
 use super::{SqliteStore, id_text, micros};
-use crate::{RowError, store_error};
-
-/// A sum or count as read (never negative; saturates rather than fails if it were).
-fn count(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
+use crate::{RowError, store_error, sum_from_db};
 
 fn parse_id(table: &'static str, text: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|e| RowError::bad(table, format!("{text:?}"), "id", e))
@@ -24,7 +19,7 @@ impl SqliteStore {
                 .fetch_one(&self.reader)
                 .await
                 .map_err(store_error)?;
-        Ok(count(total))
+        Ok(sum_from_db(total))
     }
 
     pub(super) async fn list_ended_output(
@@ -51,7 +46,7 @@ impl SqliteStore {
                 Ok(StoredOutput {
                     id: CommandId::from_uuid(parse_id("commands", &id)?),
                     finished_at: Timestamp::from_unix_micros(finished_at),
-                    bytes: count(bytes),
+                    bytes: sum_from_db(bytes),
                 })
             })
             .collect()
@@ -62,39 +57,8 @@ impl SqliteStore {
         ids: &[CommandId],
         at: Timestamp,
     ) -> Result<Pruned, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let mut pruned = Pruned::default();
-        for id in ids {
-            let id = id_text(id.as_uuid());
-            let marked = sqlx::query(
-                "update commands set output_pruned_at = ?2 where command_id = ?1 \
-                 and finished_at is not null and output_pruned_at is null",
-            )
-            .bind(&id)
-            .bind(micros(at))
-            .execute(&mut *tx)
+        self.prune(ids.iter().map(|id| id.as_uuid()), at, &OUTPUT)
             .await
-            .map_err(store_error)?;
-            if marked.rows_affected() == 0 {
-                continue;
-            }
-            let bytes: i64 = sqlx::query_scalar(
-                "select coalesce(sum(length(data)), 0) from command_output where command_id = ?1",
-            )
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(store_error)?;
-            sqlx::query("delete from command_output where command_id = ?1")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            pruned.items += 1;
-            pruned.bytes = pruned.bytes.saturating_add(count(bytes));
-        }
-        tx.commit().await.map_err(store_error)?;
-        Ok(pruned)
     }
 
     pub(super) async fn list_ended_recordings(
@@ -122,39 +86,67 @@ impl SqliteStore {
         ids: &[TerminalId],
         at: Timestamp,
     ) -> Result<Pruned, StoreError> {
+        self.prune(ids.iter().map(|id| id.as_uuid()), at, &RECORDINGS)
+            .await
+    }
+
+    /// Marks the rows of `ids` not yet pruned and deletes their content, in one transaction.
+    async fn prune(
+        &self,
+        ids: impl Iterator<Item = Uuid>,
+        at: Timestamp,
+        sql: &Prune,
+    ) -> Result<Pruned, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let mut pruned = Pruned::default();
         for id in ids {
-            let id = id_text(id.as_uuid());
-            let marked = sqlx::query(
-                "update recordings set pruned_at = ?2 where recording_id = ?1 \
-                 and ended_at is not null and pruned_at is null",
-            )
-            .bind(&id)
-            .bind(micros(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            let id = id_text(id);
+            let marked = sqlx::query(sql.mark)
+                .bind(&id)
+                .bind(micros(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
             if marked.rows_affected() == 0 {
                 continue;
             }
-            let bytes: i64 = sqlx::query_scalar(
-                "select coalesce(sum(length(data)), 0) from recording_chunks \
-                 where recording_id = ?1",
-            )
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(store_error)?;
-            sqlx::query("delete from recording_chunks where recording_id = ?1")
+            let bytes: i64 = sqlx::query_scalar(sql.size)
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            sqlx::query(sql.delete)
                 .bind(&id)
                 .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
             pruned.items += 1;
-            pruned.bytes = pruned.bytes.saturating_add(count(bytes));
+            pruned.bytes = pruned.bytes.saturating_add(sum_from_db(bytes));
         }
         tx.commit().await.map_err(store_error)?;
         Ok(pruned)
     }
 }
+
+/// What pruning one kind of content takes, per id (`?1`): `mark` sets the row's pruned time
+/// (`?2`) where it is ended and not yet pruned; `size` sums its content's bytes; `delete`
+/// removes its content.
+struct Prune {
+    mark: &'static str,
+    size: &'static str,
+    delete: &'static str,
+}
+
+const OUTPUT: Prune = Prune {
+    mark: "update commands set output_pruned_at = ?2 where command_id = ?1 \
+           and finished_at is not null and output_pruned_at is null",
+    size: "select coalesce(sum(length(data)), 0) from command_output where command_id = ?1",
+    delete: "delete from command_output where command_id = ?1",
+};
+
+const RECORDINGS: Prune = Prune {
+    mark: "update recordings set pruned_at = ?2 where recording_id = ?1 \
+           and ended_at is not null and pruned_at is null",
+    size: "select coalesce(sum(length(data)), 0) from recording_chunks where recording_id = ?1",
+    delete: "delete from recording_chunks where recording_id = ?1",
+};
