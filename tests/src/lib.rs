@@ -12,6 +12,7 @@ pub mod pg;
 pub mod pki;
 pub mod procfs;
 pub mod real_agent;
+pub mod reliability;
 pub mod server;
 pub mod terminal;
 
