@@ -9,12 +9,14 @@
 #   --only "PART ..." (of: fuzz contract faults storms soak), --report FILE (default
 #   RELIABILITY.md).
 #
-# Every part appends its passed checks to target/reliability/rows.jsonl (RMM_RELIABILITY_OUT:
+# Every part appends its passed checks to target/reliability/PART.jsonl (RMM_RELIABILITY_OUT:
 # rmm_e2e::reliability::record in the Rust tests, the same JSON lines from the scripts); a
 # part that fails adds a failed row naming its log (target/reliability/PART.log), and the
-# tests that failed by name. scripts/reliability-report.py renders the rows. Exits non-zero
-# when any check failed; the report is written either way. Run it on a quiet machine: the
-# storm and soak figures depend on it (the load average is printed in the report).
+# tests that failed by name. Each part's run (command, time, load average) is kept beside its
+# rows in PART.meta.json, so `--only` reruns one part and the report keeps the others' last
+# figures. scripts/reliability-report.py renders them all. Exits non-zero when any check
+# failed; the report is written either way. Run it on a quiet machine: the storm and soak
+# figures depend on it (the load average of each part is printed in the report).
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,7 +33,6 @@ CONTRACT_EXAMPLES=1000
 SOAK_MINUTES=30
 ONLY="fuzz contract faults storms soak"
 REPORT="$ROOT/RELIABILITY.md"
-COMMAND="scripts/reliability.sh $*"
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --quick) MODE=quick; FUZZ_SECONDS=smoke; CONTRACT_EXAMPLES=""; SOAK_MINUTES=1 ;;
@@ -54,22 +55,43 @@ done
 
 OUT="$ROOT/target/reliability"
 mkdir -p "$OUT"
-export RMM_RELIABILITY_OUT="$OUT/rows.jsonl"
-: >"$RMM_RELIABILITY_OUT"
-rm -f "$OUT/fuzz-report.json"
-
-STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg)"
-log "mode $MODE, parts: $ONLY; load average $LOAD_AT_START"
+log "mode $MODE, parts: $ONLY; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # A failed row for a part that did not finish, and one per test it names as failed.
 failed_row() {
     local part="$1" check="$2" figure="$3" reproduce="$4"
-    python3 - "$part" "$check" "$figure" "$reproduce" >>"$RMM_RELIABILITY_OUT" <<'PY'
+    python3 - "$part" "$check" "$figure" "$reproduce" >>"$OUT/$part.jsonl" <<'PY'
 import json, sys
 part, check, figure, reproduce = sys.argv[1:]
 print(json.dumps({"part": part, "check": check, "figure": figure,
                   "reproduce": reproduce, "passed": False}))
+PY
+}
+
+# PART.meta.json: how and when this part ran, on what machine and commit, under what load.
+write_meta() {
+    python3 - "$OUT/$1.meta.json" "$MODE" "$2" "$3" "$4" "$5" <<'PY'
+import json, os, subprocess, sys
+path, mode, command, started, load_start, seconds = sys.argv[1:]
+def out(*args):
+    try:
+        return subprocess.check_output(args, text=True, stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+dirty = out("git", "status", "--porcelain", "--untracked-files=no") != ""
+mem_kib = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:")), 0)
+with open(path, "w", encoding="utf-8") as f:
+    json.dump({
+        "mode": mode,
+        "command": command,
+        "started": started,
+        "seconds": int(seconds),
+        "commit": out("git", "rev-parse", "--short", "HEAD") + (" (uncommitted changes)" if dirty else ""),
+        "load_at_start": load_start,
+        "load_at_end": " ".join(open("/proc/loadavg").read().split()[:3]),
+        "cpus": os.cpu_count(),
+        "memory": f"{mem_kib / 1024 / 1024:.0f} GiB",
+    }, f)
 PY
 }
 
@@ -78,9 +100,14 @@ run_part() {
     shift 2
     local logfile="$OUT/$part.log"
     log "$part: $reproduce (log: ${logfile#"$ROOT"/})"
-    local started=$SECONDS rc=0
+    export RMM_RELIABILITY_OUT="$OUT/$part.jsonl"
+    : >"$RMM_RELIABILITY_OUT"
+    local started=$SECONDS rc=0 started_at load_at_start
+    started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    load_at_start="$(cut -d' ' -f1-3 /proc/loadavg)"
     "$@" >"$logfile" 2>&1 || rc=$?
     log "$part: exit $rc after $((SECONDS - started)) s"
+    write_meta "$part" "$reproduce" "$started_at" "$load_at_start" "$((SECONDS - started))"
     if [ "$rc" -ne 0 ]; then
         # libtest's "test NAME ... FAILED" lines: one row per failed test.
         grep -E '^test .* \.\.\. FAILED$' "$logfile" | sed -E 's/^test (.*) \.\.\. FAILED$/\1/' |
@@ -109,7 +136,11 @@ if wants fuzz; then
     else
         run_part fuzz "scripts/fuzz.sh $FUZZ_SECONDS" bash scripts/fuzz.sh "$FUZZ_SECONDS"
     fi
-    [ -f target/fuzz-report.json ] && cp target/fuzz-report.json "$OUT/fuzz-report.json"
+    if [ -f target/fuzz-report.json ]; then
+        cp target/fuzz-report.json "$OUT/fuzz-report.json"
+    else
+        rm -f "$OUT/fuzz-report.json"
+    fi
 fi
 
 if wants contract; then
@@ -145,27 +176,4 @@ if wants soak; then
     run_part soak "scripts/soak.sh $SOAK_MINUTES" bash scripts/soak.sh "$SOAK_MINUTES"
 fi
 
-python3 - "$OUT/meta.json" "$COMMAND" "$MODE" "$STARTED" "$LOAD_AT_START" <<'PY'
-import json, os, subprocess, sys
-path, command, mode, started, load_start = sys.argv[1:]
-def out(*args):
-    try:
-        return subprocess.check_output(args, text=True, stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-mem_kib = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:")), 0)
-json.dump({
-    "command": command.strip(),
-    "mode": mode,
-    "started": started,
-    "finished": out("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
-    "commit": out("git", "rev-parse", "--short", "HEAD")
-              + ("" if out("git", "status", "--porcelain", "--untracked-files=no") == "" else " (with uncommitted changes)"),
-    "load_at_start": load_start,
-    "load_at_end": " ".join(open("/proc/loadavg").read().split()[:3]),
-    "cpus": os.cpu_count(),
-    "memory": f"{mem_kib / 1024 / 1024:.0f} GiB",
-}, open(path, "w"))
-PY
-python3 scripts/reliability-report.py "$RMM_RELIABILITY_OUT" "$OUT/fuzz-report.json" \
-    "$OUT/meta.json" "$REPORT"
+python3 scripts/reliability-report.py "$OUT" "$REPORT"
