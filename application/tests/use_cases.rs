@@ -589,6 +589,8 @@ async fn output_is_stored_up_to_the_cap_streamed_whole_and_the_end_recorded() {
             let c = e.command.as_ref();
             *id == COMMAND
                 && o.status == CommandStatus::TimedOut
+                && o.end_reason == Some(CommandEndReason::Timeout)
+                && e.detail.as_deref() == Some("timeout")
                 && o.exit_code == Some(137)
                 && o.stdout_bytes == 14
                 && o.stdout_truncated
