@@ -2,7 +2,7 @@
 //! another group; and noting when a second connection with a live key replaced the first.
 //! Each change commits with its audit entry; revoking and a new key end the live connection.
 
-use rmm_domain::{Actor, AgentId, CloseReason, CommandStatus, Role};
+use rmm_domain::{Actor, AgentId, CloseReason, Role};
 
 use crate::app::{App, Ports};
 use crate::ports::{
@@ -102,8 +102,7 @@ impl<P: Ports> App<P> {
         };
         let reason = CloseReason::AgentRevoked;
         for session in open.iter().filter(|s| s.agent() == agent) {
-            self.end_session_commands(session.id(), CommandStatus::Failed)
-                .await;
+            self.end_session_commands(session.id(), reason).await;
             match self
                 .sessions
                 .close(

@@ -1,9 +1,7 @@
 //! Agents: registration, listing, authentication of their connections, and their presence
 //! (last seen, host facts), which is buffered in memory and written in batches.
 
-use rmm_domain::{
-    Actor, AgentId, AgentMode, AgentName, CloseReason, CommandStatus, GroupName, Role, SessionId,
-};
+use rmm_domain::{Actor, AgentId, AgentMode, AgentName, CloseReason, GroupName, Role, SessionId};
 
 use crate::agent_events::{AgentWatch, WatchAgentsError};
 use crate::app::{App, Ports};
@@ -189,9 +187,8 @@ impl<P: Ports> App<P> {
         let Some(previous) = previous else {
             return Ok(());
         };
-        self.end_session_commands(previous, CommandStatus::Failed)
-            .await;
         let reason = CloseReason::AgentReconnected;
+        self.end_session_commands(previous, reason).await;
         if self
             .sessions
             .close(previous, reason, now, &AuditNote::close(reason))

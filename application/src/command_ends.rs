@@ -12,7 +12,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rmm_domain::{AgentId, ChannelId, CommandEnd, CommandId, CommandStatus, SessionId, Timestamp};
+use rmm_domain::{
+    AgentId, ChannelId, CloseReason, CommandEnd, CommandEndParts, CommandEndReason, CommandId,
+    CommandStatus, SessionId, Timestamp,
+};
 
 use crate::app::{App, Ports};
 use crate::ports::{
@@ -85,26 +88,21 @@ impl<P: Ports> App<P> {
         if let Some(id) = self.running.on_channel(agent, channel) {
             tracing::warn!(command_id = %id, agent_id = %agent, error, "agent reported a command error");
             // A refused end is logged and kept for maintenance.
-            let _ = self.end_command(id, CommandStatus::Failed).await;
+            let _ = self.end_command(id, CommandEndReason::AgentError).await;
         }
     }
 
-    /// Ends a running command on the server's own decision and releases its channel.
+    /// Ends a running command on the server's own decision, for `reason`, and releases its
+    /// channel.
     ///
     /// # Errors
     /// The store refused the end (logged; kept for maintenance to store).
     pub(crate) async fn end_command(
         &self,
         id: CommandId,
-        status: CommandStatus,
+        reason: CommandEndReason,
     ) -> Result<(), StoreError> {
-        let end = match CommandEnd::decided(status) {
-            Ok(end) => end,
-            Err(e) => {
-                tracing::error!(command_id = %id, error = %e, "not an end the server may decide");
-                return Ok(());
-            }
-        };
+        let end = CommandEnd::decided(reason);
         if let Some(command) = self.running.begin_end(id, &end) {
             self.gateway
                 .release_channel(command.agent, &command.channel);
@@ -113,7 +111,8 @@ impl<P: Ports> App<P> {
         Ok(())
     }
 
-    /// Stores a command's end with its `command_end` entry, then wakes its waiters.
+    /// Stores a command's end with its `command_end` entry (the reason, if any, as its
+    /// detail), then wakes its waiters.
     async fn record_end(
         &self,
         id: CommandId,
@@ -121,11 +120,17 @@ impl<P: Ports> App<P> {
         end: CommandEnd,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let (status, exit_code, signal) = end.into_parts();
+        let CommandEndParts {
+            status,
+            exit_code,
+            signal,
+            reason,
+        } = end.into_parts();
         let outcome = CommandOutcome {
             status,
             exit_code,
             signal,
+            end_reason: reason,
             finished_at: now,
             stdout_bytes: command.stdout.written,
             stderr_bytes: command.stderr.written,
@@ -138,6 +143,7 @@ impl<P: Ports> App<P> {
         event.user = Some(command.owner);
         event.agent = Some(command.agent);
         event.session = Some(command.session);
+        event.detail = reason.map(|r| r.as_str().to_owned());
         event.command = Some(CommandAudit {
             command_id: Some(id),
             text: Some(command.text.clone()),
@@ -147,7 +153,7 @@ impl<P: Ports> App<P> {
             stderr_bytes: Some(command.stderr.written),
             duration_ms: Some(duration_ms),
         });
-        tracing::info!(command_id = %id, session_id = %command.session, status = status.as_str(), exit_code = ?exit_code, duration_ms, "command ended");
+        tracing::info!(command_id = %id, session_id = %command.session, status = status.as_str(), end_reason = reason.map(CommandEndReason::as_str), exit_code = ?exit_code, duration_ms, "command ended");
         self.store_end(id, outcome, event).await
     }
 
@@ -256,12 +262,14 @@ impl<P: Ports> App<P> {
         Ok(())
     }
 
-    /// Ends every running command of a session (tunnel closed: `Cancelled`; agent gone:
-    /// `Failed`).
-    pub(crate) async fn end_session_commands(&self, session: SessionId, status: CommandStatus) {
+    /// Ends every running command of a session that closed for `reason`, with that reason
+    /// (a closed tunnel cancels them; one gone with its agent fails them: see
+    /// [`CommandEndReason::status`]).
+    pub(crate) async fn end_session_commands(&self, session: SessionId, reason: CloseReason) {
+        let reason = CommandEndReason::SessionClosed(reason);
         // Terminals first: they are told why before the agent's tunnel (and with it their
         // link) goes, which callers do after this.
-        let why = if status == CommandStatus::Failed {
+        let why = if reason.status() == CommandStatus::Failed {
             rmm_domain::TerminalEnd::AgentDisconnected
         } else {
             rmm_domain::TerminalEnd::SessionClosed
@@ -269,7 +277,7 @@ impl<P: Ports> App<P> {
         self.end_session_terminals(session, why).await;
         for id in self.running.of_session(session) {
             // A refused end is logged and kept for maintenance.
-            let _ = self.end_command(id, status).await;
+            let _ = self.end_command(id, reason).await;
         }
         self.streams.end_session(session);
     }
@@ -280,7 +288,7 @@ impl<P: Ports> App<P> {
             tracing::warn!(command_id = %id, "command ran past its timeout without an end from the agent");
             self.gateway.cancel_command(agent, &channel);
             // A refused end is logged and kept for maintenance.
-            let _ = self.end_command(id, CommandStatus::TimedOut).await;
+            let _ = self.end_command(id, CommandEndReason::Timeout).await;
         }
     }
 }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use rmm_domain::{
-    Actor, ChannelId, CommandEnd, CommandId, CommandRun, CommandStatus, CommandText, SessionAction,
-    SessionId, SessionStatus, Timestamp,
+    Actor, ChannelId, CommandEnd, CommandEndParts, CommandEndReason, CommandId, CommandRun,
+    CommandStatus, CommandText, SessionAction, SessionId, SessionStatus, Timestamp,
 };
 use tokio::sync::watch;
 
@@ -142,6 +142,7 @@ impl<P: Ports> App<P> {
             status: CommandStatus::Running,
             exit_code: None,
             signal: None,
+            end_reason: None,
             started_at: now,
             finished_at: None,
             stdout_bytes: 0,
@@ -220,7 +221,9 @@ impl<P: Ports> App<P> {
         );
         if let Err(e) = sent {
             // A refused end is logged and kept for maintenance.
-            let _ = self.end_command(record.id, CommandStatus::Failed).await;
+            let _ = self
+                .end_command(record.id, CommandEndReason::NotDelivered)
+                .await;
             return Err(match e {
                 GatewayError::NotConnected | GatewayError::Disconnected => {
                     RunCommandError::AgentOffline(record.session)
@@ -239,17 +242,21 @@ impl<P: Ports> App<P> {
     /// `command_end` entry; when the store refuses, it is listed (holding no channel) for
     /// maintenance to store.
     async fn store_refused_end(&self, record: &CommandRecord, mut running: RunningCommand) {
-        let Ok(end) = CommandEnd::decided(CommandStatus::Failed) else {
-            return;
-        };
+        let end = CommandEnd::decided(CommandEndReason::ChannelInUse);
         if running.run.end(&end).is_err() {
             return;
         }
-        let (status, exit_code, signal) = end.into_parts();
+        let CommandEndParts {
+            status,
+            exit_code,
+            signal,
+            reason,
+        } = end.into_parts();
         let outcome = CommandOutcome {
             status,
             exit_code,
             signal,
+            end_reason: reason,
             finished_at: record.started_at,
             stdout_bytes: 0,
             stderr_bytes: 0,
@@ -258,12 +265,13 @@ impl<P: Ports> App<P> {
         };
         let ended = CommandRecord {
             status: outcome.status,
+            end_reason: outcome.end_reason,
             finished_at: Some(outcome.finished_at),
             ..record.clone()
         };
         let note = AuditNote::new(
             AuditAction::CommandEnd,
-            Some(format!("channel {} is in use", record.channel)),
+            outcome.end_reason.map(|r| r.as_str().to_owned()),
         );
         let event = note.for_ended_command(&ended);
         if let Err(e) = self
@@ -411,7 +419,7 @@ impl<P: Ports> App<P> {
             if target.ending || self.gateway.cancel_command(target.agent, &target.channel) {
                 let _ = tokio::time::timeout(wait, target.done.wait_for(|ended| *ended)).await;
             } else if self
-                .end_command(id, CommandStatus::Cancelled)
+                .end_command(id, CommandEndReason::CancelledByUser)
                 .await
                 .is_err()
             {

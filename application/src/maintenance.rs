@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rmm_domain::{AgentMode, CloseReason, CommandStatus, Session, SessionStatus, Timestamp};
+use rmm_domain::{AgentMode, CloseReason, Session, SessionStatus, Timestamp};
 
 use crate::app::{App, Ports};
 use crate::ports::{
@@ -64,7 +64,7 @@ impl<P: Ports> App<P> {
         let idle = self.sessions.close_idle(cutoff, now, &note).await?;
         for session in &idle {
             tracing::info!(session_id = %session.id(), agent_id = %session.agent(), "closed idle session");
-            self.end_session_commands(session.id(), CommandStatus::Cancelled)
+            self.end_session_commands(session.id(), CloseReason::Idle)
                 .await;
             self.gateway.close_tunnel(session.agent(), session.id());
             self.agent_events.changed();
@@ -92,8 +92,7 @@ impl<P: Ports> App<P> {
                 .is_some()
             {
                 tracing::warn!(session_id = %session.id(), agent_id = %session.agent(), reason = reason.as_str(), "closed a session no agent connection holds (its close could not be recorded when it happened)");
-                self.end_session_commands(session.id(), CommandStatus::Failed)
-                    .await;
+                self.end_session_commands(session.id(), reason).await;
             }
         }
         Ok(())

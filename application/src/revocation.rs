@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rmm_domain::{CloseReason, CommandStatus, Session, TokenId, UserId};
+use rmm_domain::{CloseReason, Session, TokenId, UserId};
 
 use crate::app::{App, Ports};
 use crate::ports::{AgentGateway, AuditNote, Clock, SessionRepository, StoreError, UserRepository};
@@ -65,8 +65,7 @@ impl<P: Ports> App<P> {
             if self.sessions.close(id, reason, now, &note).await?.is_some() {
                 closed += 1;
                 tracing::warn!(session_id = %id, user_id = %session.owner(), agent_id = %session.agent(), reason = reason.as_str(), "closed a session its owner's revocation ended");
-                self.end_session_commands(id, CommandStatus::Cancelled)
-                    .await;
+                self.end_session_commands(id, reason).await;
                 self.gateway.close_tunnel(session.agent(), id);
                 self.agent_events.changed();
             }

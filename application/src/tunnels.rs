@@ -2,8 +2,8 @@
 //! keep "active" true: agent disconnect, restart reconciliation, shutdown.
 
 use rmm_domain::{
-    Actor, AgentId, AgentMode, CloseReason, CommandStatus, Role, Session, SessionAction, SessionId,
-    SessionStatus, Timestamp, TokenId, UserId,
+    Actor, AgentId, AgentMode, CloseReason, CommandEndReason, Role, Session, SessionAction,
+    SessionId, SessionStatus, Timestamp, TokenId, UserId,
 };
 
 use crate::access::{SessionUseError, may_see, session_for};
@@ -386,8 +386,7 @@ impl<P: Ports> App<P> {
             .map_err(CloseTunnelError::Store)?
         {
             Some(closed) => {
-                self.end_session_commands(id, CommandStatus::Cancelled)
-                    .await;
+                self.end_session_commands(id, reason).await;
                 self.gateway.close_tunnel(closed.agent(), id);
                 self.agent_events.changed();
                 tracing::info!(session_id = %id, agent_id = %closed.agent(), by = %actor.id, reason = reason.as_str(), "tunnel closed");
@@ -443,8 +442,8 @@ impl<P: Ports> App<P> {
     ) -> Result<(), StoreError> {
         self.agent_events.changed();
         let Some(id) = tunnel else { return Ok(()) };
-        self.end_session_commands(id, CommandStatus::Failed).await;
         let reason = CloseReason::AgentDisconnected;
+        self.end_session_commands(id, reason).await;
         if self
             .sessions
             .close(id, reason, self.clock.now(), &AuditNote::close(reason))
@@ -468,8 +467,7 @@ impl<P: Ports> App<P> {
             .close_all_open(reason, self.clock.now(), &AuditNote::close(reason))
             .await?;
         for session in &closed {
-            self.end_session_commands(session.id(), CommandStatus::Cancelled)
-                .await;
+            self.end_session_commands(session.id(), reason).await;
             self.gateway.close_tunnel(session.agent(), session.id());
             self.agent_events.changed();
         }
@@ -494,7 +492,7 @@ impl<P: Ports> App<P> {
         let commands = self
             .commands
             .fail_running_commands(
-                CommandStatus::Failed,
+                CommandEndReason::SessionClosed(CloseReason::ServerRestart),
                 self.clock.now(),
                 &AuditNote::new(
                     AuditAction::CommandEnd,

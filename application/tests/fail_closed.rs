@@ -200,7 +200,9 @@ async fn a_command_end_the_store_refuses_is_kept_and_stored_by_maintenance() {
         .withf(|id, o, e| {
             *id == COMMAND
                 && o.status == CommandStatus::Cancelled
+                && o.end_reason == Some(CommandEndReason::CancelledByUser)
                 && e.action == AuditAction::CommandEnd
+                && e.detail.as_deref() == Some("cancelled_by_user")
                 && e.command.as_ref().and_then(|c| c.status.as_deref()) == Some("cancelled")
         })
         .times(2)
@@ -256,7 +258,7 @@ async fn restart_reconciliation_ends_sessions_and_commands_each_with_its_entry()
     s.commands
         .expect_fail_running_commands()
         .with(
-            eq(CommandStatus::Failed),
+            eq(CommandEndReason::SessionClosed(CloseReason::ServerRestart)),
             eq(now()),
             eq(AuditNote::new(
                 AuditAction::CommandEnd,
@@ -286,6 +288,7 @@ fn running_command() -> CommandRecord {
         status: CommandStatus::Running,
         exit_code: None,
         signal: None,
+        end_reason: None,
         started_at: now(),
         finished_at: None,
         stdout_bytes: 0,

@@ -279,6 +279,54 @@ async fn a_disconnect_closes_only_that_connections_session() {
 }
 
 #[tokio::test]
+async fn a_running_command_whose_agent_disconnects_ends_failed_saying_why() {
+    let mut s = Setup::default();
+    active_session_store(&mut s);
+    s.commands
+        .expect_insert_command()
+        .returning(|_, _| Box::pin(async { Ok(()) }));
+    s.gateway
+        .expect_send_command()
+        .returning(|_, _, _, _, _, _| Ok(()));
+    s.gateway
+        .expect_release_channel()
+        .withf(|agent, ch| *agent == AGENT && *ch == ChannelId::for_command(COMMAND))
+        .times(1)
+        .return_const(());
+    let why = CommandEndReason::SessionClosed(CloseReason::AgentDisconnected);
+    s.commands
+        .expect_finish_command()
+        .withf(move |id, o, e| {
+            *id == COMMAND
+                && o.status == CommandStatus::Failed
+                && o.end_reason == Some(why)
+                && o.exit_code.is_none()
+                && e.action == AuditAction::CommandEnd
+                && e.detail.as_deref() == Some("agent_disconnected")
+                && e.command.as_ref().and_then(|c| c.status.as_deref()) == Some("failed")
+        })
+        .times(1)
+        .returning(|_, _, _| Box::pin(async { Ok(true) }));
+    s.sessions
+        .expect_close()
+        .with(
+            eq(SESSION),
+            eq(CloseReason::AgentDisconnected),
+            eq(now()),
+            eq(AuditNote::close(CloseReason::AgentDisconnected)),
+        )
+        .times(1)
+        .returning(|_, _, _, _| {
+            Box::pin(async { Ok(Some(closed(TECH, CloseReason::AgentDisconnected))) })
+        });
+    let app = s.build();
+    app.run_command(TECH, SESSION, "sleep 300", None, None)
+        .await
+        .unwrap();
+    app.agent_disconnected(AGENT, Some(SESSION)).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_known_key_authenticates_without_touching_any_session() {
     let mut s = Setup::default();
     let digest = KeyDigest([9; 32]);
@@ -589,6 +637,8 @@ async fn output_is_stored_up_to_the_cap_streamed_whole_and_the_end_recorded() {
             let c = e.command.as_ref();
             *id == COMMAND
                 && o.status == CommandStatus::TimedOut
+                && o.end_reason == Some(CommandEndReason::Timeout)
+                && e.detail.as_deref() == Some("timeout")
                 && o.exit_code == Some(137)
                 && o.stdout_bytes == 14
                 && o.stdout_truncated

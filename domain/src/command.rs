@@ -1,7 +1,10 @@
 //! A command run in a tunnel: its text (validated), and its lifecycle from running to one of
-//! the ends a technician needs to tell apart.
+//! the ends a technician needs to tell apart, with the reason for any end other than its
+//! process exiting on its own.
 
 use std::fmt;
+
+use crate::session::CloseReason;
 
 /// The text of a command, as typed by a technician.
 #[derive(Clone, PartialEq, Eq)]
@@ -57,7 +60,7 @@ pub enum CommandStatus {
     TimedOut,
     /// Killed on request, or because its tunnel closed.
     Cancelled,
-    /// The agent went away before reporting an end.
+    /// It could not run to its end: the agent went away, reported an error, or never got it.
     Failed,
 }
 
@@ -112,18 +115,128 @@ pub enum CommandStatusError {
     Ended(CommandStatus),
     #[error("running is not an end")]
     NotAnEnd,
-    #[error("only the agent can report that a command completed")]
-    AgentOnly,
+}
+
+/// Why a command ended other than by its process exiting on its own: kept with the command
+/// (its `end_reason`) and in its `command_end` audit entry. A command that completed has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandEndReason {
+    /// Its session ended, for this reason; the wire string is the session's
+    /// (`agent_disconnected`, `server_restart`, `closed_by_owner`, `idle`, ...).
+    SessionClosed(CloseReason),
+    /// The agent reported an error on its channel: it could not start it, or lost it.
+    AgentError,
+    /// The server could not hand it to the agent (the agent's connection was gone or full).
+    NotDelivered,
+    /// Another command held its channel, so it never ran.
+    ChannelInUse,
+    /// It ran past its timeout (killed by the agent, or ended by the server when the agent
+    /// stayed silent past it).
+    Timeout,
+    /// A technician cancelled it.
+    CancelledByUser,
+    /// The agent stopped it on its own, unasked (e.g. while shutting down).
+    CancelledByAgent,
+}
+
+/// How many reasons are not a session's.
+const OWN_END_REASONS: usize = 6;
+
+impl CommandEndReason {
+    /// Every reason: one per [`CloseReason`], then the command's own.
+    pub const ALL: [Self; CloseReason::ALL.len() + OWN_END_REASONS] = {
+        let own = [
+            Self::AgentError,
+            Self::NotDelivered,
+            Self::ChannelInUse,
+            Self::Timeout,
+            Self::CancelledByUser,
+            Self::CancelledByAgent,
+        ];
+        let mut all = [Self::AgentError; CloseReason::ALL.len() + OWN_END_REASONS];
+        let mut i = 0;
+        while i < CloseReason::ALL.len() {
+            all[i] = Self::SessionClosed(CloseReason::ALL[i]);
+            i += 1;
+        }
+        let mut j = 0;
+        while j < OWN_END_REASONS {
+            all[i + j] = own[j];
+            j += 1;
+        }
+        all
+    };
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::SessionClosed(reason) => reason.as_str(),
+            Self::AgentError => "agent_error",
+            Self::NotDelivered => "not_delivered",
+            Self::ChannelInUse => "channel_in_use",
+            Self::Timeout => "timeout",
+            Self::CancelledByUser => "cancelled_by_user",
+            Self::CancelledByAgent => "cancelled_by_agent",
+        }
+    }
+
+    /// The inverse of [`Self::as_str`].
+    #[must_use]
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == value)
+    }
+
+    /// The end this reason makes. A session closed by someone (its owner, an admin, a
+    /// revocation, the idle timeout, a shutdown) cancels its commands; one that went with its
+    /// agent (gone, reconnected, revoked, or a previous server process that died) fails them.
+    #[must_use]
+    pub const fn status(self) -> CommandStatus {
+        match self {
+            Self::SessionClosed(
+                CloseReason::ClosedByOwner
+                | CloseReason::ClosedByAdmin
+                | CloseReason::Idle
+                | CloseReason::ServerShutdown
+                | CloseReason::UserDisabled
+                | CloseReason::LoggedOut,
+            )
+            | Self::CancelledByUser
+            | Self::CancelledByAgent => CommandStatus::Cancelled,
+            Self::SessionClosed(
+                CloseReason::Refused
+                | CloseReason::OpenTimeout
+                | CloseReason::AgentDisconnected
+                | CloseReason::AgentReconnected
+                | CloseReason::ServerRestart
+                | CloseReason::AgentRevoked,
+            )
+            | Self::AgentError
+            | Self::NotDelivered
+            | Self::ChannelInUse => CommandStatus::Failed,
+            Self::Timeout => CommandStatus::TimedOut,
+        }
+    }
 }
 
 /// How a command ended: which end, and what that end carries. An end the agent reports
 /// carries the process's exit code (and the signal that killed it, if one did); an end the
-/// server decides on its own carries neither, because nobody saw the process end.
+/// server decides on its own carries neither, because nobody saw the process end. Every end
+/// but a completion carries its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandEnd {
     status: CommandStatus,
     exit_code: Option<i32>,
     signal: Option<String>,
+    reason: Option<CommandEndReason>,
+}
+
+/// What a [`CommandEnd`] stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandEndParts {
+    pub status: CommandStatus,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub reason: Option<CommandEndReason>,
 }
 
 /// The agent's `end_reason` when it killed a command itself.
@@ -134,7 +247,8 @@ impl CommandEnd {
     /// The end the agent reported with its last output chunk. The agent's `end_reason`
     /// (`timed_out`, `cancelled`) says it killed the process; a command whose cancel was
     /// requested ends cancelled however the process exited; otherwise it completed. A timeout
-    /// outranks a cancel: the process was killed for running too long either way.
+    /// outranks a cancel: the process was killed for running too long either way. A cancel
+    /// the agent reports unasked is its own (it was shutting down).
     #[must_use]
     pub fn reported(
         exit_code: i32,
@@ -142,36 +256,30 @@ impl CommandEnd {
         end_reason: Option<&str>,
         cancel_requested: bool,
     ) -> Self {
-        let status = match (end_reason, cancel_requested) {
-            (Some(AGENT_TIMED_OUT), _) => CommandStatus::TimedOut,
-            (Some(AGENT_CANCELLED), _) | (_, true) => CommandStatus::Cancelled,
-            _ => CommandStatus::Completed,
+        let reason = match (end_reason, cancel_requested) {
+            (Some(AGENT_TIMED_OUT), _) => Some(CommandEndReason::Timeout),
+            (_, true) => Some(CommandEndReason::CancelledByUser),
+            (Some(AGENT_CANCELLED), false) => Some(CommandEndReason::CancelledByAgent),
+            _ => None,
         };
         Self {
-            status,
+            status: reason.map_or(CommandStatus::Completed, CommandEndReason::status),
             exit_code: Some(exit_code),
             signal,
+            reason,
         }
     }
 
-    /// An end the server decides without the agent's word: the tunnel closed (cancelled),
-    /// the agent went away or refused the channel (failed), the agent stayed silent past the
-    /// timeout (timed out). It carries no exit code.
-    ///
-    /// # Errors
-    /// [`CommandStatusError::NotAnEnd`] for `Running`; [`CommandStatusError::AgentOnly`] for
-    /// `Completed`, which only the agent can report.
-    pub fn decided(status: CommandStatus) -> Result<Self, CommandStatusError> {
-        match status {
-            CommandStatus::Running => Err(CommandStatusError::NotAnEnd),
-            CommandStatus::Completed => Err(CommandStatusError::AgentOnly),
-            CommandStatus::TimedOut | CommandStatus::Cancelled | CommandStatus::Failed => {
-                Ok(Self {
-                    status,
-                    exit_code: None,
-                    signal: None,
-                })
-            }
+    /// An end the server decides without the agent's word, for `reason`: the tunnel closed,
+    /// the agent went away or refused the channel, the agent stayed silent past the timeout.
+    /// It carries no exit code, and is never a completion (only the agent can report one).
+    #[must_use]
+    pub fn decided(reason: CommandEndReason) -> Self {
+        Self {
+            status: reason.status(),
+            exit_code: None,
+            signal: None,
+            reason: Some(reason),
         }
     }
 
@@ -190,10 +298,20 @@ impl CommandEnd {
         self.signal.as_deref()
     }
 
-    /// The status, exit code and signal, to store.
     #[must_use]
-    pub fn into_parts(self) -> (CommandStatus, Option<i32>, Option<String>) {
-        (self.status, self.exit_code, self.signal)
+    pub fn reason(&self) -> Option<CommandEndReason> {
+        self.reason
+    }
+
+    /// The status, exit code, signal and reason, to store.
+    #[must_use]
+    pub fn into_parts(self) -> CommandEndParts {
+        CommandEndParts {
+            status: self.status,
+            exit_code: self.exit_code,
+            signal: self.signal,
+            reason: self.reason,
+        }
     }
 }
 
@@ -248,100 +366,4 @@ impl CommandRun {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn command_text_rejects_blank_long_and_nul() {
-        assert_eq!(CommandText::parse("ls -la").unwrap().as_str(), "ls -la");
-        assert_eq!(CommandText::parse("  \n"), Err(CommandTextError::Empty));
-        assert_eq!(
-            CommandText::parse(&"x".repeat(CommandText::MAX_LEN + 1)),
-            Err(CommandTextError::TooLong)
-        );
-        assert_eq!(CommandText::parse("a\0b"), Err(CommandTextError::Nul));
-    }
-
-    #[test]
-    fn running_ends_once_in_any_end() {
-        for end in [
-            CommandStatus::Completed,
-            CommandStatus::TimedOut,
-            CommandStatus::Cancelled,
-            CommandStatus::Failed,
-        ] {
-            assert_eq!(CommandStatus::Running.finish(end), Ok(end));
-            assert_eq!(
-                end.finish(CommandStatus::Completed),
-                Err(CommandStatusError::Ended(end))
-            );
-        }
-        assert_eq!(
-            CommandStatus::Running.finish(CommandStatus::Running),
-            Err(CommandStatusError::NotAnEnd)
-        );
-    }
-
-    #[test]
-    fn the_agents_end_reason_and_a_requested_cancel_decide_a_reported_end() {
-        let end = |reason, cancel| CommandEnd::reported(0, None, reason, cancel).status();
-        assert_eq!(end(None, false), CommandStatus::Completed);
-        assert_eq!(end(Some("timed_out"), false), CommandStatus::TimedOut);
-        assert_eq!(end(Some("timed_out"), true), CommandStatus::TimedOut);
-        assert_eq!(end(Some("cancelled"), false), CommandStatus::Cancelled);
-        assert_eq!(end(None, true), CommandStatus::Cancelled);
-        assert_eq!(end(Some("something_new"), false), CommandStatus::Completed);
-        let killed = CommandEnd::reported(137, Some("SIGKILL".into()), None, false);
-        assert_eq!(killed.exit_code(), Some(137));
-        assert_eq!(killed.signal(), Some("SIGKILL"));
-    }
-
-    #[test]
-    fn the_server_decides_only_ends_without_an_exit_code_and_never_a_completion() {
-        for status in [
-            CommandStatus::TimedOut,
-            CommandStatus::Cancelled,
-            CommandStatus::Failed,
-        ] {
-            let end = CommandEnd::decided(status).unwrap();
-            assert_eq!(end.clone().into_parts(), (status, None, None));
-        }
-        assert_eq!(
-            CommandEnd::decided(CommandStatus::Completed),
-            Err(CommandStatusError::AgentOnly)
-        );
-        assert_eq!(
-            CommandEnd::decided(CommandStatus::Running),
-            Err(CommandStatusError::NotAnEnd)
-        );
-    }
-
-    #[test]
-    fn a_run_takes_one_end_and_refuses_cancels_after_it() {
-        let mut run = CommandRun::new();
-        assert_eq!(run.status(), CommandStatus::Running);
-        run.request_cancel().unwrap();
-        assert!(run.cancel_requested());
-        let cancelled = CommandEnd::reported(0, None, None, run.cancel_requested());
-        run.end(&cancelled).unwrap();
-        assert_eq!(run.status(), CommandStatus::Cancelled);
-        let failed = CommandEnd::decided(CommandStatus::Failed).unwrap();
-        assert_eq!(
-            run.end(&failed),
-            Err(CommandStatusError::Ended(CommandStatus::Cancelled))
-        );
-        assert_eq!(
-            run.request_cancel(),
-            Err(CommandStatusError::Ended(CommandStatus::Cancelled))
-        );
-        assert_eq!(run.status(), CommandStatus::Cancelled);
-    }
-
-    #[test]
-    fn statuses_round_trip_through_text() {
-        for s in CommandStatus::ALL {
-            assert_eq!(CommandStatus::parse(s.as_str()), Some(s));
-        }
-        assert_eq!(CommandStatus::parse("done"), None);
-    }
-}
+mod tests;

@@ -19,7 +19,8 @@ pub use agent_mode::{AgentMode, ModeError};
 pub use asciicast::{CastWriter, TRUNCATED_MARKER};
 pub use channel::{Channel, ChannelError, ChannelKind, Channels};
 pub use command::{
-    CommandEnd, CommandRun, CommandStatus, CommandStatusError, CommandText, CommandTextError,
+    CommandEnd, CommandEndParts, CommandEndReason, CommandRun, CommandStatus, CommandStatusError,
+    CommandText, CommandTextError,
 };
 pub use file::{FileErrorCode, MAX_NAME_CHARS, MAX_PATH_BYTES, PathProblem, check_agent_path};
 pub use ids::{

@@ -16,3 +16,40 @@ pub fn proc_bytes(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
     kib * 1024
 }
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and
+/// parentheses: it ends at the last `)`): state, ppid, pgrp, ...; `None` when the process is
+/// gone.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Whether `pid` is a process still running (a zombie waiting for its reaper is not).
+#[must_use]
+pub fn is_running(pid: u32) -> bool {
+    stat_fields(pid)
+        .and_then(|f| f.first().cloned())
+        .is_some_and(|state| !state.starts_with(['Z', 'X']))
+}
+
+/// The process group of `pid`, while it exists.
+#[must_use]
+pub fn process_group(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(2)?.parse().ok()
+}
+
+/// The processes of group `pgid` still running (zombies left out), by pid.
+#[must_use]
+pub fn group_running(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid| process_group(*pid) == Some(pgid) && is_running(*pid))
+        .collect();
+    pids.sort_unstable();
+    pids
+}

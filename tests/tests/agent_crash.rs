@@ -1,6 +1,7 @@
 //! Reliability (issue 17): an `rmm-agent` killed outright (SIGKILL: no cleanup code of its own
-//! runs) leaves no command process it started running on the machine, grandchildren included,
-//! and its session reads closed as `agent_disconnected` within a second.
+//! runs) leaves no command process it started running on the machine, grandchildren included;
+//! its session reads closed as `agent_disconnected` within a second, and the command it ran
+//! reads `failed` with the same reason as its `end_reason`.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
@@ -8,19 +9,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
+use rmm_e2e::procfs::is_running as running;
 use rmm_e2e::real_agent::open_tunnel;
+use rmm_e2e::reliability;
 use serde_json::json;
-
-/// Whether `pid` is a process still running (a zombie waiting for its reaper is not).
-fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name's closing parenthesis.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
-}
 
 fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -48,6 +40,7 @@ async fn a_killed_agent_leaves_no_command_process_running() {
         .await
         .unwrap();
     assert_eq!(code, 202, "{started}");
+    let command_id = started["command_id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);
     let (shell_pid, child_pid) = loop {
         if let (Some(a), Some(b)) = (read_pid(&shell), read_pid(&child)) {
@@ -81,6 +74,24 @@ async fn a_killed_agent_leaves_no_command_process_running() {
         "the session closed {seen_after:?} after the agent died"
     );
 
+    // The command's record says why it failed (its end is stored with the session's close).
+    let (code, command) = t
+        .server
+        .call(
+            Method::GET,
+            &format!("/api/v1/tunnel/{}/commands/{command_id}", t.session),
+            Some(&t.tech),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{command}");
+    assert_eq!(
+        (&command["status"], &command["end_reason"]),
+        (&json!("failed"), &json!("agent_disconnected")),
+        "{command}"
+    );
+
     let deadline = Instant::now() + Duration::from_secs(5);
     while (running(shell_pid) || running(child_pid)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -92,5 +103,14 @@ async fn a_killed_agent_leaves_no_command_process_running() {
     assert!(
         !running(child_pid),
         "the command's background process {child_pid} outlived the agent"
+    );
+    reliability::record(
+        "faults",
+        "rmm-agent SIGKILLed mid-command: no command process survives; the session reads agent_disconnected within 1 s; the command reads failed (agent_disconnected)",
+        &format!(
+            "session closed {} ms after the kill; 0 of 2 command processes left",
+            seen_after.as_millis()
+        ),
+        "cargo test -p rmm-e2e --test agent_crash",
     );
 }

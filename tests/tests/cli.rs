@@ -606,7 +606,7 @@ async fn an_agent_that_goes_away_mid_command_fails_it_with_255_and_keeps_the_out
     assert_eq!(out.stdout, b"partial\n");
     assert_eq!(
         text(&out.stderr),
-        "rmm: the remote command failed: the agent went away before the command ended; check `rmm agents`\n"
+        "rmm: the remote command failed: the agent went away before the command ended; check `rmm agents` (agent_disconnected)\n"
     );
 }
 

@@ -3,7 +3,7 @@
 //! tests of the CLI hold the two together. And the audit log's filters.
 
 use chrono::{DateTime, Utc};
-use rmm_domain::{AgentId, CloseReason, CommandId, CommandStatus, SessionId};
+use rmm_domain::{AgentId, CloseReason, CommandEndReason, CommandId, CommandStatus, SessionId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -127,6 +127,10 @@ pub struct CommandDto {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// Why it ended, for every end but `completed` (`agent_disconnected`, `server_restart`,
+    /// `timeout`, ...); absent while running, for a completion, and from older servers.
+    #[serde(default)]
+    pub end_reason: Option<String>,
     /// Stored output, decoded lossily: use [`crate::ApiClient::command_output`] for the bytes.
     pub stdout: String,
     pub stderr: String,
@@ -154,6 +158,13 @@ impl CommandDto {
     #[must_use]
     pub fn is_running(&self) -> bool {
         self.state().is_some_and(CommandStatus::is_running)
+    }
+
+    /// Why it ended, when it has an end reason this client knows (a newer server's is kept
+    /// as text in [`Self::end_reason`]).
+    #[must_use]
+    pub fn why_ended(&self) -> Option<CommandEndReason> {
+        self.end_reason.as_deref().and_then(CommandEndReason::parse)
     }
 
     /// Bytes written in all to `stream`.

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use rmm_application::AuditAction;
-use rmm_domain::{CloseReason, CommandStatus, Role, SessionStatus, TerminalEnd};
+use rmm_domain::{CloseReason, CommandEndReason, CommandStatus, Role, SessionStatus, TerminalEnd};
 
 /// A domain enum with fixed wire strings.
 pub trait WireEnum: Copy + Send + Sync + 'static {
@@ -15,6 +15,8 @@ pub trait WireEnum: Copy + Send + Sync + 'static {
     const NAME: &'static str;
     /// The schema's description.
     const DESCRIPTION: &'static str;
+    /// A value to show as the schema's example, if any.
+    const EXAMPLE: Option<Self> = None;
     /// Every value, in the order the spec lists them.
     fn all() -> &'static [Self];
     /// The value on the wire.
@@ -41,6 +43,7 @@ impl<T: WireEnum> Type for Wire<T> {
     fn register(registry: &mut Registry) {
         registry.create_schema::<Self, _>(T::NAME.to_owned(), |_| MetaSchema {
             description: Some(T::DESCRIPTION),
+            example: T::EXAMPLE.map(|v| v.wire().into()),
             enum_items: T::all()
                 .iter()
                 .map(|v| serde_json::Value::from(v.wire()))
@@ -142,7 +145,19 @@ impl WireEnum for CloseReason {
 
 impl WireEnum for CommandStatus {
     const NAME: &'static str = "CommandStatus";
-    const DESCRIPTION: &'static str = "`running`, or how the command ended: `completed`, `timed_out`, `cancelled` or `failed` (the agent went away).";
+    const DESCRIPTION: &'static str = "`running`, or how the command ended: `completed`, `timed_out`, `cancelled` or `failed` (it could not run to its end); `end_reason` says why for every end but `completed`.";
+    fn all() -> &'static [Self] {
+        &Self::ALL
+    }
+    fn wire(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl WireEnum for CommandEndReason {
+    const NAME: &'static str = "CommandEndReason";
+    const DESCRIPTION: &'static str = "A command's `end_reason`, present for every end but `completed` (absent while it runs): why it ended other than by its process exiting on its own. Its session's close reason (`agent_disconnected`, `server_restart`, `closed_by_owner`, `idle`, ... as `CloseReason`) or its own: `agent_error` (the agent could not run it), `not_delivered` (it never reached the agent), `channel_in_use`, `timeout`, `cancelled_by_user`, `cancelled_by_agent` (the agent stopped it unasked, e.g. shutting down).";
+    const EXAMPLE: Option<Self> = Some(Self::SessionClosed(CloseReason::AgentDisconnected));
     fn all() -> &'static [Self] {
         &Self::ALL
     }

@@ -25,8 +25,8 @@ use rmm_application::{
     HostFacts, KeyDigest, StoreError, UserChange, UserRecord,
 };
 use rmm_domain::{
-    AgentId, AgentName, ChannelId, CommandId, CommandStatus, GroupName, Role, Session, SessionId,
-    Timestamp, UserId, Username,
+    AgentId, AgentName, ChannelId, CommandEndReason, CommandId, CommandStatus, GroupName, Role,
+    Session, SessionId, Timestamp, UserId, Username,
 };
 use uuid::Uuid;
 
@@ -81,7 +81,7 @@ macro_rules! command_columns {
     () => {
         "command_id, session_id, agent_id, tech_id, channel_id, command, timeout_secs, status, \
          exit_code, signal, started_at, finished_at, stdout_bytes, stderr_bytes, \
-         stdout_truncated, stderr_truncated"
+         stdout_truncated, stderr_truncated, end_reason"
     };
 }
 
@@ -486,6 +486,7 @@ struct CommandRow {
     stdout_truncated: bool,
     stderr_truncated: bool,
     output_pruned: bool,
+    end_reason: Option<String>,
 }
 
 impl TryFrom<CommandRow> for CommandRecord {
@@ -513,6 +514,19 @@ impl TryFrom<CommandRow> for CommandRecord {
             })?,
             exit_code: row.exit_code,
             signal: row.signal,
+            end_reason: row
+                .end_reason
+                .map(|reason| {
+                    CommandEndReason::parse(&reason).ok_or_else(|| {
+                        RowError::bad(
+                            TABLE,
+                            key,
+                            "end_reason",
+                            format!("unknown end reason {reason:?}"),
+                        )
+                    })
+                })
+                .transpose()?,
             started_at: row.started_at,
             finished_at: row.finished_at,
             stdout_bytes: u64_from_db(TABLE, key, "stdout_bytes", row.stdout_bytes)?,

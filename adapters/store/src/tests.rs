@@ -176,8 +176,26 @@ fn corrupt_command_rows_become_backend_errors_naming_the_column() {
         stdout_truncated: false,
         stderr_truncated: false,
         output_pruned: false,
+        end_reason: None,
     };
     CommandRecord::try_from(row()).expect("valid row");
+    let ended = CommandRecord::try_from(CommandRow {
+        status: "failed".into(),
+        end_reason: Some("agent_disconnected".into()),
+        ..row()
+    })
+    .expect("valid row");
+    assert_eq!(
+        ended.end_reason,
+        Some(rmm_domain::CommandEndReason::SessionClosed(
+            rmm_domain::CloseReason::AgentDisconnected
+        ))
+    );
+    let message = backend_message(CommandRecord::try_from(CommandRow {
+        end_reason: Some("gremlins".into()),
+        ..row()
+    }));
+    assert!(message.contains("end_reason"), "{message}");
     let message = backend_message(CommandRecord::try_from(CommandRow {
         status: "done".into(),
         ..row()

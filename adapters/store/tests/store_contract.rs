@@ -15,8 +15,8 @@ use rmm_application::{
     UserRepository,
 };
 use rmm_domain::{
-    AgentId, AgentName, ChannelId, CloseReason, CommandId, CommandStatus, Role, Session, SessionId,
-    SessionStatus, Timestamp, UserId, Username,
+    AgentId, AgentName, ChannelId, CloseReason, CommandEndReason, CommandId, CommandStatus, Role,
+    Session, SessionId, SessionStatus, Timestamp, UserId, Username,
 };
 use rmm_store::{PgStore, SqliteStore};
 use tempfile::TempDir;
@@ -581,6 +581,7 @@ fn running_command(session: &Session, text: &str, started: Timestamp) -> Command
         status: CommandStatus::Running,
         exit_code: None,
         signal: None,
+        end_reason: None,
         started_at: started,
         finished_at: None,
         stdout_bytes: 0,
@@ -597,6 +598,7 @@ fn finished(command: &CommandRecord, outcome: &CommandOutcome) -> CommandRecord 
         status: outcome.status,
         exit_code: outcome.exit_code,
         signal: outcome.signal.clone(),
+        end_reason: outcome.end_reason,
         finished_at: Some(outcome.finished_at),
         stdout_bytes: outcome.stdout_bytes,
         stderr_bytes: outcome.stderr_bytes,
@@ -613,6 +615,11 @@ fn count_of(actions: &[String], action: &str) -> usize {
 /// The entry an activation commits with.
 fn open_note() -> AuditNote {
     AuditNote::new(AuditAction::TunnelOpen, None)
+}
+
+/// The reason restart reconciliation ends running commands for.
+fn restart() -> CommandEndReason {
+    CommandEndReason::SessionClosed(CloseReason::ServerRestart)
 }
 
 /// The entry restart reconciliation ends running commands with.
@@ -650,6 +657,7 @@ fn completed(exit_code: i32, at: Timestamp) -> CommandOutcome {
         status: CommandStatus::Completed,
         exit_code: Some(exit_code),
         signal: None,
+        end_reason: None,
         finished_at: at,
         stdout_bytes: 12,
         stderr_bytes: 3,
@@ -1732,6 +1740,7 @@ async fn a_command_finishes_only_once(b: impl Backend) -> anyhow::Result<()> {
         status: CommandStatus::TimedOut,
         exit_code: Some(137),
         signal: Some("SIGKILL".into()),
+        end_reason: Some(CommandEndReason::Timeout),
         finished_at: t(30_000_002),
         stdout_bytes: 9_000_000,
         stderr_bytes: 42,
@@ -1817,13 +1826,14 @@ async fn fail_running_commands_ends_only_running_ones(b: impl Backend) -> anyhow
     let done = finished(&done, &outcome);
 
     let mut got = s
-        .fail_running_commands(CommandStatus::Failed, t(99), &restart_note())
+        .fail_running_commands(restart(), t(99), &restart_note())
         .await?;
     got.sort_by_key(|c| c.id);
     let mut expected: Vec<CommandRecord> = [a, b_cmd]
         .into_iter()
         .map(|c| CommandRecord {
             status: CommandStatus::Failed,
+            end_reason: Some(restart()),
             finished_at: Some(t(99)),
             ..c
         })
@@ -1835,8 +1845,12 @@ async fn fail_running_commands_ends_only_running_ones(b: impl Backend) -> anyhow
     }
     assert_eq!(s.get_command(done.id).await?, Some(done));
     assert_eq!(
-        s.fail_running_commands(CommandStatus::Cancelled, t(100), &restart_note())
-            .await?,
+        s.fail_running_commands(
+            CommandEndReason::SessionClosed(CloseReason::ServerShutdown),
+            t(100),
+            &restart_note()
+        )
+        .await?,
         vec![]
     );
     Ok(())

@@ -2,7 +2,9 @@
 
 use std::future::Future;
 
-use rmm_domain::{AgentId, ChannelId, CommandId, CommandStatus, SessionId, Timestamp, UserId};
+use rmm_domain::{
+    AgentId, ChannelId, CommandEndReason, CommandId, CommandStatus, SessionId, Timestamp, UserId,
+};
 
 use super::{AuditEvent, AuditNote, StoreError};
 
@@ -37,6 +39,8 @@ pub struct CommandRecord {
     pub exit_code: Option<i32>,
     /// The signal that killed the process, e.g. `SIGKILL`.
     pub signal: Option<String>,
+    /// Why it ended, for every end but a completion; `None` while running.
+    pub end_reason: Option<CommandEndReason>,
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
     /// Bytes the process wrote (all of them, stored or not).
@@ -73,6 +77,8 @@ pub struct CommandOutcome {
     pub status: CommandStatus,
     pub exit_code: Option<i32>,
     pub signal: Option<String>,
+    /// Why it ended; `None` for a completion.
+    pub end_reason: Option<CommandEndReason>,
     pub finished_at: Timestamp,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
@@ -138,15 +144,15 @@ pub trait CommandRepository: Send + Sync + 'static {
         entry: &AuditEvent,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Ends every running command (start-up: a previous process cannot report them any more),
-    /// with `note`'s entry about each as ended ([`AuditNote::for_ended_command`]), returning
-    /// them as ended.
+    /// Ends every running command for `reason` (start-up: a previous process cannot report
+    /// them any more) with the status it makes, with `note`'s entry about each as ended
+    /// ([`AuditNote::for_ended_command`]), returning them as ended.
     ///
     /// # Errors
     /// [`StoreError::Backend`]: then no command is changed.
     fn fail_running_commands(
         &self,
-        status: CommandStatus,
+        reason: CommandEndReason,
         at: Timestamp,
         note: &AuditNote,
     ) -> impl Future<Output = Result<Vec<CommandRecord>, StoreError>> + Send;

@@ -559,8 +559,17 @@ fn audit_detail(entry: &AuditEntryDto) -> String {
         parts.push(format!("{shown:?}{cut}"));
     }
     // A `command` entry is written as the command starts: its status says only "running".
+    // A `command_end` entry's detail is why it ended: shown with its status, `failed
+    // (agent_disconnected)`.
+    let mut detail = entry.detail.as_ref();
     if let Some(status) = entry.status.as_ref().filter(|_| entry.event != "command") {
-        parts.push(status.clone());
+        match detail.filter(|_| entry.event == "command_end") {
+            Some(why) => {
+                parts.push(format!("{status} ({why})"));
+                detail = None;
+            }
+            None => parts.push(status.clone()),
+        }
     }
     if let Some(code) = entry.exit_code {
         parts.push(format!("exit {code}"));
@@ -577,7 +586,7 @@ fn audit_detail(entry: &AuditEntryDto) -> String {
     if let Some(result) = &entry.result {
         parts.push(result.clone());
     }
-    if let Some(detail) = &entry.detail {
+    if let Some(detail) = detail {
         parts.push(detail.clone());
     }
     parts.join("  ")
@@ -665,5 +674,29 @@ mod tests {
             pick_session(&sessions, "s", Some(&other.to_string()), "close").unwrap(),
             SessionId::from_uuid(other)
         );
+    }
+
+    #[test]
+    fn a_command_end_shows_its_reason_with_its_status() {
+        let entry: AuditEntryDto = serde_json::from_value(serde_json::json!({
+            "id": 9, "at": "2026-01-01T00:00:00Z", "event": "command_end",
+            "tech_id": null, "agent_id": null, "session_id": null,
+            "command": "sleep 300", "status": "failed", "duration_ms": 1500,
+            "detail": "server_restart"
+        }))
+        .unwrap();
+        assert_eq!(
+            audit_detail(&entry),
+            "\"sleep 300\"  failed (server_restart)  1.500s"
+        );
+        let close = AuditEntryDto {
+            event: "tunnel_close".into(),
+            status: None,
+            command: None,
+            duration_ms: None,
+            detail: Some("idle".into()),
+            ..entry
+        };
+        assert_eq!(audit_detail(&close), "idle");
     }
 }

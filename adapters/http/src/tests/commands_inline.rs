@@ -25,6 +25,7 @@ fn record() -> CommandRecord {
         status: CommandStatus::Completed,
         exit_code: Some(0),
         signal: None,
+        end_reason: None,
         started_at: now(),
         finished_at: Some(now()),
         stdout_bytes: 16 * MIB as u64,

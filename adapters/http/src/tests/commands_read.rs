@@ -5,7 +5,7 @@
 
 use poem::http::StatusCode;
 use rmm_application::{CommandRecord, OutputStream, StoreError};
-use rmm_domain::{ChannelId, CommandStatus, SessionId};
+use rmm_domain::{ChannelId, CloseReason, CommandEndReason, CommandStatus, SessionId};
 use rmm_protocol::api::ApiErrorCode;
 
 use super::{
@@ -34,6 +34,7 @@ fn record(session: SessionId) -> CommandRecord {
         status: CommandStatus::Completed,
         exit_code: Some(0),
         signal: None,
+        end_reason: None,
         started_at: now(),
         finished_at: Some(now()),
         stdout_bytes: 12,
@@ -82,6 +83,8 @@ fn assert_completed(body: &serde_json::Value) {
     assert_eq!(body["command"], "uptime");
     assert_eq!(body["status"], "completed");
     assert_eq!(body["exit_code"], 0);
+    // A completion has no end reason.
+    assert_eq!(body.get("end_reason"), None);
     assert_eq!(body["stdout"], "hello world\n");
     assert_eq!(body["stderr"], "warn\n");
     assert_eq!(body["stdout_bytes"], 12);
@@ -93,6 +96,27 @@ async fn the_owner_reads_a_command_with_its_output() {
     let resp = completed().serve().get(&path(), TECH).send().await;
     let body = assert_ok(resp, StatusCode::OK).await;
     assert_completed(&body);
+}
+
+#[tokio::test]
+async fn a_command_whose_agent_went_away_reads_failed_with_the_reason() {
+    let mut s = with_command(|| {
+        Ok(Some(CommandRecord {
+            status: CommandStatus::Failed,
+            exit_code: None,
+            end_reason: Some(CommandEndReason::SessionClosed(
+                CloseReason::AgentDisconnected,
+            )),
+            ..record(SESSION)
+        }))
+    });
+    output(&mut s, OutputStream::Stdout, &[]);
+    output(&mut s, OutputStream::Stderr, &[]);
+    let resp = s.serve().get(&path(), TECH).send().await;
+    let body = assert_ok(resp, StatusCode::OK).await;
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["end_reason"], "agent_disconnected");
+    assert_eq!(body["exit_code"], serde_json::Value::Null);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use poem::http::StatusCode;
 use rmm_application::{AuditAction, GatewayError};
-use rmm_domain::{ChannelId, CloseReason, CommandStatus};
+use rmm_domain::{ChannelId, CloseReason, CommandEndReason, CommandStatus};
 use rmm_protocol::api::ApiErrorCode;
 use serde_json::json;
 
@@ -76,7 +76,9 @@ fn ends_failed(s: &mut Setup) {
         .withf(|id, outcome, e| {
             *id == COMMAND
                 && outcome.status == CommandStatus::Failed
+                && outcome.end_reason == Some(CommandEndReason::NotDelivered)
                 && e.action == AuditAction::CommandEnd
+                && e.detail.as_deref() == Some("not_delivered")
                 && e.command.as_ref().and_then(|c| c.status.as_deref()) == Some("failed")
         })
         .times(1)
@@ -236,8 +238,8 @@ fn command_path() -> String {
     )
 }
 
-/// After the run, the store answers `COMMAND` as `status`, with no output.
-fn stored_as(s: &mut Setup, status: CommandStatus) {
+/// After the run, the store answers `COMMAND` as `status` (for `end_reason`), with no output.
+fn stored_as(s: &mut Setup, status: CommandStatus, end_reason: Option<CommandEndReason>) {
     s.commands
         .expect_get_command()
         .withf(|id| *id == COMMAND)
@@ -253,6 +255,7 @@ fn stored_as(s: &mut Setup, status: CommandStatus) {
                 status,
                 exit_code: None,
                 signal: None,
+                end_reason,
                 started_at: super::now(),
                 finished_at: None,
                 stdout_bytes: 0,
@@ -283,18 +286,24 @@ async fn cancelling_a_running_command_the_agent_cannot_cancel_ends_it_as_cancell
         .withf(|id, outcome, e| {
             *id == COMMAND
                 && outcome.status == CommandStatus::Cancelled
+                && outcome.end_reason == Some(CommandEndReason::CancelledByUser)
                 && e.action == AuditAction::CommandEnd
                 && e.command.as_ref().and_then(|c| c.status.as_deref()) == Some("cancelled")
         })
         .times(1)
         .returning(|_, _, _| Box::pin(async { Ok(true) }));
-    stored_as(&mut s, CommandStatus::Cancelled);
+    stored_as(
+        &mut s,
+        CommandStatus::Cancelled,
+        Some(CommandEndReason::CancelledByUser),
+    );
     let server = s.serve();
     let resp = server.post(&path(), TECH, &body()).send().await;
     assert_ok(resp, StatusCode::ACCEPTED).await;
     let resp = server.delete(&command_path(), TECH).send().await;
     let body = assert_ok(resp, StatusCode::OK).await;
     assert_eq!(body["status"], "cancelled");
+    assert_eq!(body["end_reason"], "cancelled_by_user");
 }
 
 /// The agent is asked and never reports the end: the answer comes after the 10 s wait (paused
@@ -307,7 +316,7 @@ async fn cancelling_a_command_whose_agent_stays_silent_answers_after_the_wait() 
         .times(1)
         .return_const(true);
     s.commands.expect_finish_command().never();
-    stored_as(&mut s, CommandStatus::Running);
+    stored_as(&mut s, CommandStatus::Running, None);
     let server = s.serve();
     let resp = server.post(&path(), TECH, &body()).send().await;
     assert_ok(resp, StatusCode::ACCEPTED).await;
@@ -315,6 +324,7 @@ async fn cancelling_a_command_whose_agent_stays_silent_answers_after_the_wait() 
     let resp = server.delete(&command_path(), TECH).send().await;
     let body = assert_ok(resp, StatusCode::OK).await;
     assert_eq!(body["status"], "running");
+    assert_eq!(body.get("end_reason"), None);
     assert!(started.elapsed() >= std::time::Duration::from_secs(10));
 }
 

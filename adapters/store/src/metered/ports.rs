@@ -413,12 +413,12 @@ impl<S: CommandRepository> CommandRepository for Metered<S> {
 
     fn fail_running_commands(
         &self,
-        status: CommandStatus,
+        reason: CommandEndReason,
         at: Timestamp,
         note: &AuditNote,
     ) -> impl Future<Output = Result<Vec<CommandRecord>, StoreError>> + Send {
         timed("commands.fail_running_commands", async move {
-            let ended = self.0.fail_running_commands(status, at, note).await;
+            let ended = self.0.fail_running_commands(reason, at, note).await;
             for command in ended.iter().flatten() {
                 command_ended(command.status);
             }

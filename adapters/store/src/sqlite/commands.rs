@@ -4,7 +4,7 @@ use rmm_application::{
     AuditEvent, AuditNote, CommandOutcome, CommandRecord, CommandRepository, OutputStream, Pruned,
     StoreError, StoredOutput,
 };
-use rmm_domain::{CommandId, CommandStatus, Timestamp};
+use rmm_domain::{CommandEndReason, CommandId, Timestamp};
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
 
@@ -32,6 +32,7 @@ fn command_from_row(row: &SqliteRow) -> Result<CommandRecord, StoreError> {
         stdout_truncated: row.try_get("stdout_truncated").map_err(store_error)?,
         stderr_truncated: row.try_get("stderr_truncated").map_err(store_error)?,
         output_pruned: row.try_get("is_output_pruned").map_err(store_error)?,
+        end_reason: row.try_get("end_reason").map_err(store_error)?,
     };
     CommandRecord::try_from(decoded)
 }
@@ -46,7 +47,7 @@ impl CommandRepository for SqliteStore {
         sqlx::query(concat!(
             "insert into commands (",
             command_columns!(),
-            ") values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            ") values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
         ))
         .bind(id_text(command.id.as_uuid()))
         .bind(id_text(command.session.as_uuid()))
@@ -64,6 +65,7 @@ impl CommandRepository for SqliteStore {
         .bind(u64_to_db(command.stderr_bytes))
         .bind(command.stdout_truncated)
         .bind(command.stderr_truncated)
+        .bind(command.end_reason.map(CommandEndReason::as_str))
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
@@ -137,8 +139,8 @@ impl CommandRepository for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let done = sqlx::query(
             "update commands set status = ?2, exit_code = ?3, signal = ?4, finished_at = ?5, \
-             stdout_bytes = ?6, stderr_bytes = ?7, stdout_truncated = ?8, stderr_truncated = ?9 \
-             where command_id = ?1 and status = 'running'",
+             stdout_bytes = ?6, stderr_bytes = ?7, stdout_truncated = ?8, stderr_truncated = ?9, \
+             end_reason = ?10 where command_id = ?1 and status = 'running'",
         )
         .bind(id_text(id.as_uuid()))
         .bind(outcome.status.as_str())
@@ -149,6 +151,7 @@ impl CommandRepository for SqliteStore {
         .bind(u64_to_db(outcome.stderr_bytes))
         .bind(outcome.stdout_truncated)
         .bind(outcome.stderr_truncated)
+        .bind(outcome.end_reason.map(CommandEndReason::as_str))
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
@@ -162,19 +165,21 @@ impl CommandRepository for SqliteStore {
 
     async fn fail_running_commands(
         &self,
-        status: CommandStatus,
+        reason: CommandEndReason,
         at: Timestamp,
         note: &AuditNote,
     ) -> Result<Vec<CommandRecord>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let rows = sqlx::query(concat!(
-            "update commands set status = ?1, finished_at = ?2 where status = 'running' \
+            "update commands set status = ?1, finished_at = ?2, end_reason = ?3 \
+             where status = 'running' \
              returning ",
             command_columns!(),
             command_pruned_column!()
         ))
-        .bind(status.as_str())
+        .bind(reason.status().as_str())
         .bind(micros(at))
+        .bind(reason.as_str())
         .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;

@@ -8,7 +8,7 @@ use rmm_application::{
     AuditAction, AuditEvent, AuditNote, CommandRecord, CommandRepository, SessionRepository,
     StoreError,
 };
-use rmm_domain::{CloseReason, CommandStatus};
+use rmm_domain::{CloseReason, CommandEndReason, CommandStatus};
 
 use super::{
     Backend, Store, active_session, audit_query, by_id, closed, completed, end_entry, events,
@@ -203,7 +203,8 @@ pub(crate) async fn fail_running_commands_commits_with_an_entry_per_command_or_n
     }
     let before = entries(s).await?;
     let note = restart_note();
-    let fail = || s.fail_running_commands(CommandStatus::Failed, t(10), &note);
+    let reason = CommandEndReason::SessionClosed(CloseReason::ServerRestart);
+    let fail = || s.fail_running_commands(reason, t(10), &note);
 
     refused(&b, fail()).await?;
     assert_eq!(s.get_command(a.id).await?, Some(a.clone()));
@@ -211,6 +212,7 @@ pub(crate) async fn fail_running_commands_commits_with_an_entry_per_command_or_n
 
     let ended = |cmd: &CommandRecord| CommandRecord {
         status: CommandStatus::Failed,
+        end_reason: Some(reason),
         finished_at: Some(t(10)),
         ..cmd.clone()
     };

@@ -110,7 +110,8 @@ export class CommandRunner {
       this.err.textContent = done.stderr || "";
     }
     if (done.exit_code !== null && done.exit_code !== undefined) this.showEnd(done.exit_code, done.signal);
-    else this.exit.textContent = done.status;
+    // No exit code: the server ended it; say why, as the API does (`failed (agent_disconnected)`).
+    else this.exit.textContent = done.end_reason ? `${done.status} (${done.end_reason})` : done.status;
     return done;
   }
 

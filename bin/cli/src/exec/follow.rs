@@ -10,7 +10,7 @@ use rmm_client::{
     ClientError, CommandDto, CommandStartedResponse, OutputFrame, OutputKind, SessionStream,
     StreamFrame,
 };
-use rmm_domain::{CloseReason, CommandId, CommandStatus, SessionId};
+use rmm_domain::{CloseReason, CommandEndReason, CommandId, CommandStatus, SessionId};
 use rmm_protocol::{AgentMessage, TunnelDataPayload};
 
 use super::output::LocalOutput;
@@ -257,13 +257,35 @@ impl Follow {
             },
             Some(CommandStatus::Cancelled | CommandStatus::Running) => Ending::Cancelled,
             Some(CommandStatus::Failed) => Ending::Failed {
-                reason: self.agent_error.clone().unwrap_or_else(|| {
-                    "the agent went away before the command ended; check `rmm agents`".into()
-                }),
+                reason: self.why_failed(record),
             },
             None => Ending::Failed {
                 reason: format!("it ended with status {:?}", record.status),
             },
+        }
+    }
+
+    /// Why the command failed, in words, followed by the server's end reason (`failed
+    /// (agent_disconnected)` in the API's terms), when it gave one.
+    fn why_failed(&self, record: &CommandDto) -> String {
+        let why = match record.why_ended() {
+            Some(CommandEndReason::SessionClosed(CloseReason::ServerRestart)) => {
+                "the server restarted while it ran; the agent stopped it".to_owned()
+            }
+            Some(CommandEndReason::NotDelivered) => "it never reached the agent".to_owned(),
+            Some(CommandEndReason::ChannelInUse) => {
+                "another command held its channel, so it never ran".to_owned()
+            }
+            Some(CommandEndReason::SessionClosed(CloseReason::AgentRevoked)) => {
+                "the agent was revoked".to_owned()
+            }
+            _ => self.agent_error.clone().unwrap_or_else(|| {
+                "the agent went away before the command ended; check `rmm agents`".into()
+            }),
+        };
+        match &record.end_reason {
+            Some(reason) => format!("{why} ({reason})"),
+            None => why,
         }
     }
 
