@@ -35,13 +35,18 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// What command A writes: 30 numbered lines on each stream, 0.1 s apart (about 3 s).
+/// How many lines command A writes on each stream, 0.1 s apart: it outlives the set-up
+/// before the kill and ends during the outage.
+const A_LINES: usize = 50;
+
+/// What command A writes on stdout.
 fn a_stdout() -> String {
-    (0..30).map(|i| format!("a-out {i}\n")).collect()
+    (0..A_LINES).map(|i| format!("a-out {i}\n")).collect()
 }
 
+/// What command A writes on stderr.
 fn a_stderr() -> String {
-    (0..30).map(|i| format!("a-err {i}\n")).collect()
+    (0..A_LINES).map(|i| format!("a-err {i}\n")).collect()
 }
 
 /// One request made while the database is down: it must be a 503 `database_unavailable`
@@ -130,9 +135,11 @@ async fn stored(
 #[tokio::test]
 async fn a_killed_database_loses_nothing_and_runs_nothing_unaudited() {
     let pg = OwnPostgres::start().await.unwrap();
+    // The test waits for the server's INFO line of a command's end, whatever RUST_LOG the
+    // run has.
     let server = TestServer::start_with(
         &pg.url(),
-        &[],
+        &[("RUST_LOG", "info")],
         StartOptions {
             capture_log: true,
             ..StartOptions::default()
@@ -156,7 +163,7 @@ async fn a_killed_database_loses_nothing_and_runs_nothing_unaudited() {
         &tech,
         &session,
         &format!(
-            "i=0; while [ $i -lt 30 ]; do echo \"a-out $i\"; echo \"a-err $i\" >&2; i=$((i+1)); sleep 0.1; done; touch {}",
+            "i=0; while [ $i -lt {A_LINES} ]; do echo \"a-out $i\"; echo \"a-err $i\" >&2; i=$((i+1)); sleep 0.1; done; touch {}",
             at("a.done")
         ),
     )
@@ -231,6 +238,10 @@ async fn a_killed_database_loses_nothing_and_runs_nothing_unaudited() {
 
     pg.kill().unwrap();
     let killed = Instant::now();
+    assert!(
+        !Path::new(&at("a.done")).exists(),
+        "A ended before the database was killed: the machine is too slow for this test's plan"
+    );
 
     // Every answer is a quick 503, reads and writes alike.
     let mut slowest = Duration::ZERO;

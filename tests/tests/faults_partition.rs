@@ -24,9 +24,11 @@ const SERVER_PING: u64 = 1;
 /// each side is seen to act on its own setting).
 const AGENT_READ_IDLE: u64 = 4;
 const AGENT_HEARTBEAT: u64 = 1;
-/// What a timer firing late may add on a loaded 2-core machine: the deadline itself is the
-/// configured time after the last frame, the tolerance only covers the wake-up.
-const SCHEDULING: Duration = Duration::from_millis(500);
+/// What a timer firing late, and the socket's close reaching the proxy, may add on a loaded
+/// 2-core machine. The deadline each side applies is exactly its configured time after the
+/// last frame it received (checked as a lower bound); this allowance only covers the wake-up.
+/// Measured here: under 20 ms.
+const SCHEDULING: Duration = Duration::from_secs(1);
 
 async fn agents_connected(server: &TestServer, token: &str, agent_id: &str) -> bool {
     let (_, agents) = server
