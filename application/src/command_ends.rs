@@ -168,7 +168,13 @@ impl<P: Ports> App<P> {
         mut outcome: CommandOutcome,
         event: AuditEvent,
     ) -> Result<(), StoreError> {
-        let flushed = self.flush_output(id).await;
+        // While the store refuses, an end whose output waits is kept at once (maintenance
+        // flushes the output, then stores it): trying would only stall its connection.
+        let flushed = if self.output_spool.refusing() && self.output_spool.waiting(id) {
+            Ok(false)
+        } else {
+            self.flush_output(id).await
+        };
         if !matches!(flushed, Ok(true)) {
             if !self.output_spool.end_waited(id, END_PATIENCE) {
                 tracing::warn!(command_id = %id, error = ?flushed.as_ref().err().map(ToString::to_string), "a command's end waits for its output to be stored; kept to store again");
@@ -229,6 +235,10 @@ impl<P: Ports> App<P> {
                 tracing::error!(command_id = %id, stream = stream.as_str(), lost_chunks = lost.chunks, lost_bytes = lost.bytes, "the output spool is full: this stream's output is no longer stored (the command will be marked truncated)");
                 return;
             }
+        }
+        if self.output_spool.refusing() {
+            // The store is refusing: maintenance writes it, in order, behind what waits.
+            return;
         }
         if let Err(e) = self.flush_stream(id, stream).await {
             tracing::error!(command_id = %id, stream = stream.as_str(), error = %e, source = ?std::error::Error::source(&e), "storing command output failed; kept in the spool to store again");

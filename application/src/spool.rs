@@ -30,6 +30,8 @@ struct OutputInner {
     commands: HashMap<CommandId, Pending>,
     /// Bytes waiting, all commands together.
     bytes: u64,
+    /// The store refused the last write: it is likely down (see [`OutputSpool::refusing`]).
+    refusing: bool,
 }
 
 /// One command's waiting output.
@@ -172,6 +174,7 @@ impl OutputSpool {
     /// makes the stream give up; what it dropped.
     fn settle(&self, id: CommandId, stream: OutputStream, written: bool) -> Option<Lost> {
         let mut inner = self.lock();
+        inner.refusing = !written;
         let over = inner.bytes > self.cap;
         let pending = inner.commands.get_mut(&id)?;
         let lane = pending.lane(stream);
@@ -191,6 +194,15 @@ impl OutputSpool {
         }
         inner.bytes -= freed;
         overflow
+    }
+
+    /// Whether the store refused the last write of output (none has succeeded since). Then
+    /// new output only queues and the end of a command whose output waits is kept, without
+    /// a write that would only wait for the store's timeout: the connection that delivers
+    /// them would stall for that long per chunk. Maintenance writes what waits, in order;
+    /// its first success clears this.
+    pub(crate) fn refusing(&self) -> bool {
+        self.lock().refusing
     }
 
     /// Whether output of `id` still waits (or is being written).
@@ -352,6 +364,21 @@ mod tests {
 
     fn chunk(n: usize) -> Bytes {
         Bytes::from(vec![b'x'; n])
+    }
+
+    #[test]
+    fn a_refused_write_marks_the_store_refusing_until_a_write_succeeds() {
+        let spool = OutputSpool::new(100);
+        assert!(!spool.refusing());
+        assert_eq!(spool.push(ID, OUT, 0, chunk(10)), Pushed::Queued);
+        assert_eq!(spool.claim(ID, OUT).unwrap().settle(false), None);
+        assert!(spool.refusing());
+        // A claim dropped unsettled failed too.
+        drop(spool.claim(ID, OUT).unwrap());
+        assert!(spool.refusing());
+        assert_eq!(spool.claim(ID, OUT).unwrap().settle(true), None);
+        assert!(!spool.refusing());
+        assert!(!spool.waiting(ID));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Command output the store refuses is kept in a bounded spool and written again, in order:
-//! before the stream's next chunk, before the command's end, and by maintenance. Output that
+//! Command output the store refuses is kept in a bounded spool and written again, in order,
+//! by maintenance (while the store refuses, new output queues behind it and an end whose
+//! output waits is kept, without a write of their own), before the command's end. Output that
 //! cannot be kept makes the command truncated, never silently short.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
@@ -128,14 +129,19 @@ async fn end(app: &App<Mocks>) {
 }
 
 #[tokio::test]
-async fn a_refused_chunk_is_written_again_before_the_next_one() {
+async fn a_refused_chunk_is_written_again_by_maintenance_before_the_next_one() {
     let (s, store) = setup(None);
     let app = started(s).await;
     store.lock(true);
     out(&app, b"first ").await;
     store.lock(false);
+    // The store refused the last write: the next chunk and the end wait for maintenance
+    // rather than trying at once (a store that is down would make each try wait for its
+    // timeout, stalling the agent's connection).
     out(&app, b"second").await;
     end(&app).await;
+    assert!(store.ends.lock().unwrap().is_empty());
+    app.flush_presence_and_close_idle().await.unwrap();
     assert_eq!(store.stored(), b"first second");
     let seqs: Vec<_> = store
         .attempts
@@ -149,6 +155,32 @@ async fn a_refused_chunk_is_written_again_before_the_next_one() {
     assert_eq!(ends.len(), 1);
     assert_eq!(ends[0].stdout_bytes, 12);
     assert!(!ends[0].stdout_truncated);
+}
+
+#[tokio::test]
+async fn while_the_store_refuses_output_and_ends_wait_without_a_write_each() {
+    let (s, store) = setup(None);
+    let app = started(s).await;
+    store.lock(true);
+    out(&app, b"one ").await;
+    for _ in 0..10 {
+        out(&app, b"more ").await;
+    }
+    end(&app).await;
+    // One refused write, not one per chunk or for the end.
+    assert_eq!(store.attempts.lock().unwrap().len(), 1);
+    store.lock(false);
+    app.flush_presence_and_close_idle().await.unwrap();
+    assert_eq!(
+        store.stored(),
+        b"one more more more more more more more more more more "
+    );
+    let ends = store.ends.lock().unwrap();
+    assert_eq!(ends.len(), 1);
+    assert_eq!(
+        (ends[0].stdout_bytes, ends[0].stdout_truncated),
+        (54, false)
+    );
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ use rmm_domain::{
 use uuid::Uuid;
 
 pub use metered::Metered;
-pub use postgres::PgStore;
+pub use postgres::{PgPoolSettings, PgStore};
 pub use sqlite::SqliteStore;
 
 /// The columns of `tech_sessions` in the order [`SessionRow`] is read, as a literal so both

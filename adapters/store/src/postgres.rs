@@ -46,31 +46,36 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects (at most 10 connections, 5 s to get one) and brings the schema up to date.
+    /// Connects with the default [`PgPoolSettings`] and brings the schema up to date.
+    ///
+    /// # Errors
+    /// As [`Self::connect_with`].
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with(url, PgPoolSettings::default()).await
+    }
+
+    /// Connects (at most 10 connections; `settings.acquire_timeout` to get one once running,
+    /// but the first connection may take up to 5 s: a database starting beside the server
+    /// gets that long) and brings the schema up to date.
     ///
     /// # Errors
     /// When the URL is malformed, the server cannot be reached or refuses the login, or a
     /// migration fails. The message names the URL, without its password.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    pub async fn connect_with(url: &str, settings: PgPoolSettings) -> anyhow::Result<Self> {
         let shown = redact_url(url);
         let options = PgConnectOptions::from_str(url)
             .with_context(|| format!("invalid PostgreSQL URL {shown}"))?;
-        let pool = match PgPoolOptions::new()
+        let pool = PgPoolOptions::new()
             .max_connections(10)
-            .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_with(options.clone())
-            .await
-        {
-            Ok(pool) => pool,
-            Err(e) => {
-                let cause = match e {
-                    sqlx::Error::PoolTimedOut => why_unreachable(&options).await.unwrap_or(e),
-                    other => other,
-                };
-                return Err(cause)
-                    .with_context(|| format!("cannot connect to PostgreSQL at {shown}"));
-            }
-        };
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options.clone());
+        if let Err(e) = first_connection(&pool).await {
+            let cause = match e {
+                sqlx::Error::PoolTimedOut => why_unreachable(&options).await.unwrap_or(e),
+                other => other,
+            };
+            return Err(cause).with_context(|| format!("cannot connect to PostgreSQL at {shown}"));
+        }
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await
@@ -86,7 +91,50 @@ impl PgStore {
     }
 }
 
+/// How long the first connection may take at start-up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the running pool waits for the database.
+#[derive(Debug, Clone, Copy)]
+pub struct PgPoolSettings {
+    /// The longest a statement waits for a connection, opening one included. While the
+    /// database is away every request that needs it waits this long and then fails
+    /// (`StoreError::Backend`, answered 503 `database_unavailable`), so it bounds how long a
+    /// client hangs on a database outage; a pool busy for longer than this is overloaded
+    /// anyway.
+    pub acquire_timeout: Duration,
+}
+
+impl PgPoolSettings {
+    /// The default [`Self::acquire_timeout`]: well under the 2 s within which the API must
+    /// answer 503 while the database is down.
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+}
+
+impl Default for PgPoolSettings {
+    fn default() -> Self {
+        Self {
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+        }
+    }
+}
+
+/// Waits for the pool's first connection, retrying the pool's own (shorter) timeout until
+/// [`CONNECT_TIMEOUT`]: a database still starting refuses connections for a moment. Any
+/// other failure (a refused login, a missing database) is final at once.
+async fn first_connection(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match pool.acquire().await {
+            Ok(conn) => {
+                drop(conn);
+                return Ok(());
+            }
+            Err(sqlx::Error::PoolTimedOut) if started.elapsed() < CONNECT_TIMEOUT => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// The pool retries refused connections until its timeout and then reports only the timeout;
 /// one direct attempt recovers the cause ("connection refused", "no such host") for the

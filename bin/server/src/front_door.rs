@@ -1,7 +1,7 @@
 //! What every request passes first: its client address is settled (the trusted-proxy rule,
 //! [`ClientAddr`]), a JSON body is read with a bound on its size and time before any handler
-//! sees it, and every 401 and 403 is logged with the client (the login logs its own, with the
-//! username).
+//! sees it, every 401 and 403 is logged with the client (the login logs its own, with the
+//! username), and every 503 of the API carries a `Retry-After`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,12 @@ use rmm_auth::Jwt;
 use rmm_http::client_addr::{ClientAddr, TrustedProxies};
 use rmm_http::json_error;
 use rmm_protocol::api::ApiErrorCode;
+use rmm_protocol::limits::AGENT_WS_PATH;
 use tokio::io::AsyncReadExt as _;
+
+/// `Retry-After` of a 503 that set none, seconds (not on the agents' WebSocket, whose agents
+/// back off on their own).
+const RETRY_AFTER_UNAVAILABLE: &str = "1";
 
 /// The login path: its refusals are logged by the login itself, with the username.
 const LOGIN_PATH: &str = "/api/v1/auth/login";
@@ -59,8 +64,21 @@ impl<E: Endpoint> Endpoint for FrontDoorEndpoint<E> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-        let resp = self.inner.get_response(req).await;
+        let mut resp = self.inner.get_response(req).await;
         let status = resp.status();
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            && path != AGENT_WS_PATH
+            && !resp.headers().contains_key(header::RETRY_AFTER)
+        {
+            // Every 503 (the database away, an agent saturated or gone) is worth a retry
+            // soon: say when, so clients need no guess. Handlers with a better hint (a login
+            // queue) set their own. Not the agents' handshake: an agent told Retry-After
+            // skips its backoff, and a fleet must back off from a database outage.
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_UNAVAILABLE),
+            );
+        }
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) && path != LOGIN_PATH
         {
             self.door

@@ -17,7 +17,7 @@ use rmm_gateway::agents::ConnectionTimings;
 use rmm_server::limits::Limits;
 use rmm_server::tls::{ServerTls, TlsFiles};
 use rmm_server::wiring::{Production, ServeOptions, Store, build_app_with, openapi_spec, serve};
-use rmm_store::{Metered, PgStore, SqliteStore};
+use rmm_store::{Metered, PgPoolSettings, PgStore, SqliteStore};
 
 mod backup;
 mod config_file;
@@ -67,7 +67,10 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         refuse_new_sqlite_file(&url, &shown)?;
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = Metered::new(PgStore::connect(&url).await?);
+        let pool = PgPoolSettings {
+            acquire_timeout: Duration::from_millis(cli.settings.db_acquire_timeout_ms.max(1)),
+        };
+        let store = Metered::new(PgStore::connect_with(&url, pool).await?);
         run(store, cli, secret, shown).await
     } else if url.starts_with("sqlite:") {
         let store = Metered::new(SqliteStore::connect(&url).await?);

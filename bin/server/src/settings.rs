@@ -74,6 +74,16 @@ pub(crate) struct Settings {
     /// the data folder (rmm.db).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub(crate) database_url: Option<String>,
+    /// PostgreSQL: the longest a request waits for a database connection, milliseconds
+    /// (opening one included). While the database is down, requests that need it answer 503
+    /// `database_unavailable` after this long; keep it under 2000.
+    #[arg(
+        long,
+        env = "RMM_DB_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub(crate) db_acquire_timeout_ms: u64,
     /// Address to listen on.
     #[arg(
         long,

@@ -71,7 +71,9 @@ impl Upload {
                     .await?;
                     partial = back;
                     self.queued.fetch_sub(cost, Ordering::AcqRel);
-                    written.map_err(|e| Failure::io("write", &path, &e))?;
+                    if let Err(e) = written {
+                        return Err(write_failed(partial, path, &e).await);
+                    }
                     if partial.len - acked >= FILE_ACK_EVERY {
                         acked = partial.len;
                         if !task.send(ack(task, acked)).await {
@@ -115,6 +117,32 @@ async fn open_recorded(locks: &PathLocks, path: &Path, offset: u64) -> Result<Pa
         Ok(partial)
     })
     .await?
+}
+
+/// Why a write to the partial file failed. When the disk could not hold it, the partial file
+/// is removed: a resume cannot help until space is freed, and a partial file that filled the
+/// disk would keep the machine's other programs from writing, so the space is given back at
+/// once rather than after the journal's day. Best effort: a failure to remove is logged (the
+/// journal's sweep still removes the file later).
+async fn write_failed(partial: Partial, path: std::path::PathBuf, error: &io::Error) -> Failure {
+    let failure = Failure::io("write", &path, error);
+    drop(partial);
+    if failure.code != Code::DiskFull {
+        return failure;
+    }
+    let shown = path.display().to_string();
+    match blocking(move || std::fs::remove_file(&path)).await {
+        Ok(Ok(())) => {
+            tracing::info!(path = %shown, "disk full: partial file removed");
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(path = %shown, error = %e, "disk full: cannot remove the partial file");
+        }
+        Err(lost) => {
+            tracing::warn!(path = %shown, error = %lost.message, "disk full: cannot remove the partial file");
+        }
+    }
+    failure
 }
 
 fn ack(task: &Task, offset: u64) -> AgentMessage {
