@@ -165,10 +165,13 @@ if wants faults; then
 fi
 
 if wants storms; then
+    # The soak is its own part below.
     if [ "$MODE" = quick ]; then
-        run_part storms "scripts/storms.sh --smoke" bash scripts/storms.sh --smoke
+        run_part storms "scripts/storms.sh --smoke --parts restart,watchers" \
+            bash scripts/storms.sh --smoke --parts restart,watchers
     else
-        run_part storms "scripts/storms.sh" bash scripts/storms.sh
+        run_part storms "scripts/storms.sh --parts restart,watchers" \
+            bash scripts/storms.sh --parts restart,watchers
     fi
 fi
 
