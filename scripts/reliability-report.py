@@ -162,7 +162,7 @@ def main():
     with open(out_path, "w", encoding="utf-8") as f:
         f.write("\n".join(out))
     print(f"reliability-report: {out_path}: {total - failed}/{total} checks passed")
-    return 1 if failed or missing else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
