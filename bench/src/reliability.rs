@@ -15,7 +15,8 @@ use anyhow::Context as _;
 /// When the variable names a file that cannot be appended to (a report that silently loses
 /// rows would claim less than was checked).
 pub fn record(part: &str, check: &str, figure: &str, reproduce: &str) -> anyhow::Result<()> {
-    let Some(path) = std::env::var_os("RMM_RELIABILITY_OUT") else {
+    // Set but empty counts as unset (`RMM_RELIABILITY_OUT= scripts/storms.sh`).
+    let Some(path) = std::env::var_os("RMM_RELIABILITY_OUT").filter(|p| !p.is_empty()) else {
         return Ok(());
     };
     let line = serde_json::json!({

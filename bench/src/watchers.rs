@@ -6,7 +6,7 @@
 //! over the sessions, alternately in the reference JSON and in binary frames
 //! (`?output=binary`), and each compares every byte it gets with what the agent wrote at that
 //! offset, so a byte lost, repeated or moved fails it. The first sessions also get one
-//! watcher that stops reading (a small receive buffer, nothing read for up to 7 s) while its
+//! watcher that stops reading (a small receive buffer, nothing read for up to 6 s) while its
 //! session writes more than the 16 MiB a watcher may fall behind: the protocol says it is
 //! closed with 1008 `client too slow`, and the others of its session still get every byte.
 //!
@@ -36,9 +36,10 @@ const MIB: u64 = 1024 * 1024;
 /// How far a watcher may fall behind before it is closed as too slow (docs/protocol.md,
 /// "The technicians' stream"), frames counted as charged.
 const WATCHER_LAG: u64 = 16 * MIB;
-/// The longest a stopped watcher stays stopped: the server ends, without a close frame, a
-/// socket whose write has blocked for 10 s.
-const STALL_AT_MOST: Duration = Duration::from_secs(7);
+/// The longest a stopped watcher stays stopped, counted from its session's first output:
+/// the server ends, without a close frame, a socket whose write has blocked for 10 s, and
+/// its writes block from soon after the first output on.
+const STALL_AT_MOST: Duration = Duration::from_secs(6);
 /// A reading watcher that gets nothing for this long has failed.
 const IDLE_AT_MOST: Duration = Duration::from_secs(60);
 
@@ -194,6 +195,8 @@ struct Session {
     /// The most bytes any reading watcher of it has checked.
     progress: AtomicU64,
     done: AtomicBool,
+    /// When its command was sent.
+    output_started: std::sync::OnceLock<Instant>,
 }
 
 async fn storm(args: &WatchersArgs, load_at_start: String) -> anyhow::Result<WatcherFigures> {
@@ -231,10 +234,18 @@ async fn storm(args: &WatchersArgs, load_at_start: String) -> anyhow::Result<Wat
         let socket = subscribe(&target, &api, &session.id, binary, slow)
             .await
             .with_context(|| format!("watcher {w}"))?;
-        sockets.push((session, socket, binary, slow));
+        sockets.push((w, session, socket, binary, slow));
     }
     let server_rss_before_kib = rss();
     let peak = RssPeak::start(args.server_pid);
+    // The readers first: a stopped watcher's stall is timed from its session's output start.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (w, session, socket, binary, slow) in sockets {
+        tasks.spawn(async move {
+            let outcome = watch(socket, &session, binary, slow).await;
+            (w, slow, outcome)
+        });
+    }
     let started = Instant::now();
     for s in &sessions {
         let rate = if usize::from(s.tag) < args.slow {
@@ -242,18 +253,12 @@ async fn storm(args: &WatchersArgs, load_at_start: String) -> anyhow::Result<Wat
         } else {
             args.rate
         };
+        let _ = s.output_started.set(Instant::now());
         api.run_command(&s.id, &emit_command(s.bytes, rate, s.tag), 3600)
             .await
             .with_context(|| format!("starting the output of session {}", s.tag))?;
     }
     eprintln!("watchers: output started in every session");
-    let mut tasks = tokio::task::JoinSet::new();
-    for (session, socket, binary, slow) in sockets {
-        tasks.spawn(async move {
-            let outcome = watch(socket, &session, binary, slow).await;
-            (slow, outcome)
-        });
-    }
     let mut outcomes = Vec::with_capacity(args.watchers);
     while let Some(joined) = tasks.join_next().await {
         outcomes.push(joined.context("a watcher task panicked")?);
@@ -280,14 +285,15 @@ async fn storm(args: &WatchersArgs, load_at_start: String) -> anyhow::Result<Wat
         server_rss_before_kib,
         server_rss_peak_kib,
         server_rss_after_kib: rss(),
-        // What the protocol bounds: per session with a stopped watcher, the 16 MiB it may
-        // fall behind and the 1 MiB replay, with room for the reading watchers' share and the
-        // allocator (bounded_memory.rs allows 96 MiB for one such session); per other
-        // session its replay (1 MiB) and in-flight frames; socket buffers and the rest.
-        rss_growth_limit_kib: (args.slow as u64 * 96 + args.agents as u64 * 2 + 64) * 1024,
+        // What the protocol bounds (docs/protocol.md, "The technicians' stream"): per
+        // watched session the newest 16 MiB of frames for its live watchers and the 1 MiB
+        // replay, whether or not a watcher lags; plus the watchers' and agents' socket
+        // buffers in the server (up to ~256 KiB each) and the allocator's slack.
+        rss_growth_limit_kib: (args.agents as u64 * 17 + 128) * 1024,
         load_at_start,
     };
-    for (w, (slow, outcome)) in outcomes.into_iter().enumerate() {
+    outcomes.sort_by_key(|(w, _, _)| *w);
+    for (w, slow, outcome) in outcomes {
         match (slow, outcome) {
             (false, Outcome::Complete { bytes }) => {
                 figures.complete += 1;
@@ -350,6 +356,7 @@ async fn open_sessions(
             },
             progress: AtomicU64::new(0),
             done: AtomicBool::new(false),
+            output_started: std::sync::OnceLock::new(),
         }));
     }
     Ok(sessions)
@@ -413,13 +420,20 @@ async fn subscribe(
 
 /// Reads one watcher's stream to its end, checking every byte. A stopped watcher first reads
 /// nothing until the readers of its session are [`WATCHER_LAG`] + 8 MiB ahead, or for
-/// [`STALL_AT_MOST`].
+/// [`STALL_AT_MOST`] from its session's output start.
 async fn watch(mut socket: Socket, session: &Session, binary: bool, slow: bool) -> Outcome {
     if slow {
-        let stopped = Instant::now();
+        let waiting = Instant::now();
+        let started = loop {
+            match session.output_started.get() {
+                Some(at) => break *at,
+                None if waiting.elapsed() > IDLE_AT_MOST => break waiting,
+                None => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        };
         while session.progress.load(Ordering::Relaxed) < WATCHER_LAG + 8 * MIB
             && !session.done.load(Ordering::Relaxed)
-            && stopped.elapsed() < STALL_AT_MOST
+            && started.elapsed() < STALL_AT_MOST
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
