@@ -208,7 +208,13 @@ async fn storm(args: &WatchersArgs, load_at_start: String) -> anyhow::Result<Wat
     let server_rss_start_kib = rss();
     let api = Api::with_token(&args.server, &args.token)?;
     let target = Target::parse(&args.server.replacen("http://", "ws://", 1))?;
-    let keys = register_many(&api, "watch", args.agents, 16).await?;
+    // Names of their own, so the storm can run again against the same server.
+    let prefix = format!(
+        "watch-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp()
+    );
+    let keys = register_many(&api, &prefix, args.agents, 16).await?;
     let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
     let fleet = Fleet::start(&fleet_options(target.clone()), keys);
     let ramp = fleet.wait_ramped(Duration::from_secs(120), |_| {}).await;
