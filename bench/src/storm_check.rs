@@ -46,18 +46,38 @@ pub fn run(args: &StormCheckArgs) -> anyhow::Result<()> {
         .storm
         .context("the simulator's row has no restart storm")?;
     let figure = figure(&storm, &args.load);
+    let missed = judge(sim.requested, sim.connected, &storm, args.target_secs);
+    if !missed.is_empty() {
+        bail!("the restart storm failed ({}): {figure}", missed.join("; "));
+    }
+    eprintln!("restart storm: passed: {figure}");
+    let check = format!(
+        "restart storm: {} simulated agents connected, the server SIGKILLed and started again: all back within {} s, none given up",
+        storm.agents, args.target_secs
+    );
+    reliability::record("storms", &check, &figure, &args.reproduce)
+}
+
+/// What the storm missed: nothing when every agent asked for was connected, all were back
+/// within `target_secs` of the first lost connection, and none was answered 401.
+fn judge(
+    requested: usize,
+    connected: usize,
+    storm: &StormFigures,
+    target_secs: f64,
+) -> Vec<String> {
     let mut missed = Vec::new();
-    if sim.connected < sim.requested {
+    if connected < requested {
         missed.push(format!(
             "only {} of {} agents connected before the restart",
-            sim.connected, sim.requested
+            connected, requested
         ));
     }
     match storm.all_back_secs {
-        Some(secs) if secs <= args.target_secs => {}
+        Some(secs) if secs <= target_secs => {}
         Some(secs) => missed.push(format!(
             "all back in {secs:.1} s, over the {} s target",
-            args.target_secs
+            target_secs
         )),
         None => missed.push(format!(
             "{} of {} agents were not back within {} s",
@@ -69,15 +89,7 @@ pub fn run(args: &StormCheckArgs) -> anyhow::Result<()> {
     if storm.rejected > 0 {
         missed.push(format!("{} upgrades answered 401", storm.rejected));
     }
-    if !missed.is_empty() {
-        bail!("the restart storm failed ({}): {figure}", missed.join("; "));
-    }
-    eprintln!("restart storm: passed: {figure}");
-    let check = format!(
-        "restart storm: {} simulated agents connected, the server SIGKILLed and started again: all back within {} s, none given up",
-        storm.agents, args.target_secs
-    );
-    reliability::record("storms", &check, &figure, &args.reproduce)
+    missed
 }
 
 fn figure(storm: &StormFigures, load: &str) -> String {
@@ -96,4 +108,43 @@ fn figure(storm: &StormFigures, load: &str) -> String {
         storm.failed_dials,
         storm.agents - storm.back.min(storm.agents),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storm(agents: usize, back: usize, all_back_secs: Option<f64>) -> StormFigures {
+        StormFigures {
+            signal: "SIGKILL".into(),
+            agents,
+            back,
+            all_back_secs,
+            restart_secs: 0.5,
+            deadline_secs: 120.0,
+            busy: 10,
+            failed_dials: 3,
+            rejected: 0,
+            server_peak_rss_kib: 1024,
+            server_cpu_pct: 50.0,
+        }
+    }
+
+    #[test]
+    fn a_storm_passes_only_with_every_agent_back_in_time() {
+        assert!(judge(100, 100, &storm(100, 100, Some(19.9)), 20.0).is_empty());
+        let late = judge(100, 100, &storm(100, 100, Some(20.1)), 20.0);
+        assert!(late[0].contains("over the 20 s target"), "{late:?}");
+        let lost = judge(100, 100, &storm(100, 97, None), 20.0);
+        assert!(
+            lost[0].contains("3 of 100 agents were not back"),
+            "{lost:?}"
+        );
+        let short = judge(100, 90, &storm(90, 90, Some(5.0)), 20.0);
+        assert!(short[0].contains("only 90 of 100"), "{short:?}");
+        let mut refused = storm(100, 100, Some(5.0));
+        refused.rejected = 1;
+        assert!(judge(100, 100, &refused, 20.0)[0].contains("401"));
+        assert!(figure(&storm(100, 97, None), "1.5").contains("97/100 not all back"));
+    }
 }

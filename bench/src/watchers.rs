@@ -614,3 +614,91 @@ impl RssPeak {
         self.task.await.unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmm_protocol::{TerminalOutput, encode};
+
+    fn output(channel: &str, stdout: &[u8], exit_code: Option<i32>) -> String {
+        let mut out = TerminalOutput::chunk(stdout, b"");
+        out.exit_code = exit_code;
+        encode(&AgentMessage::TunnelData {
+            channel_id: channel.into(),
+            data: TunnelDataPayload::TerminalOutput(out),
+        })
+    }
+
+    fn checker() -> Checker {
+        Checker {
+            tag: 9,
+            got: 0,
+            channel: None,
+        }
+    }
+
+    fn failed(step: Step) -> String {
+        match step {
+            Step::End(Outcome::Failed { why }) => why,
+            Step::End(other) => panic!("not a failure: {other:?}"),
+            Step::More => panic!("not a failure: more"),
+        }
+    }
+
+    #[test]
+    fn json_output_in_order_completes_and_anything_else_fails() {
+        let mut c = checker();
+        assert!(matches!(
+            c.json(&output("c-1", &emitted_bytes(9, 0, 100), None), false),
+            Step::More
+        ));
+        assert!(matches!(
+            c.json(&output("c-1", &emitted_bytes(9, 100, 60), None), false),
+            Step::More
+        ));
+        assert!(matches!(
+            c.json(&output("c-1", b"", Some(0)), false),
+            Step::End(Outcome::Complete { bytes: 160 })
+        ));
+        // A chunk skipped, a byte changed, another channel, JSON on a binary stream.
+        let mut c = checker();
+        let _ = c.json(&output("c-1", &emitted_bytes(9, 0, 100), None), false);
+        let why = failed(c.json(&output("c-1", &emitted_bytes(9, 116, 16), None), false));
+        assert!(why.contains("differ"), "{why}");
+        let mut c = checker();
+        let mut bytes = emitted_bytes(9, 0, 32);
+        bytes[5] = b'x';
+        assert!(failed(c.json(&output("c-1", &bytes, None), false)).contains("differ"));
+        let mut c = checker();
+        let _ = c.json(&output("c-1", &emitted_bytes(9, 0, 16), None), false);
+        let why = failed(c.json(&output("c-2", &emitted_bytes(9, 16, 16), None), false));
+        assert!(why.contains("c-2"), "{why}");
+        let mut c = checker();
+        let why = failed(c.json(&output("c-1", &emitted_bytes(9, 0, 16), None), true));
+        assert!(why.contains("binary stream"), "{why}");
+    }
+
+    #[test]
+    fn binary_frames_must_follow_each_other_exactly() {
+        let frame = |offset: u64, len: usize| {
+            bytes::Bytes::from(DataFrame::encode_parts(
+                "c-1/stdout",
+                offset,
+                &emitted_bytes(9, offset, len),
+            ))
+        };
+        let mut c = checker();
+        assert!(matches!(c.binary(frame(0, 64), true), Step::More));
+        assert!(matches!(c.binary(frame(64, 64), true), Step::More));
+        assert_eq!(c.got, 128);
+        // A repeat, a gap, a binary frame on a JSON stream, stderr.
+        assert!(failed(c.binary(frame(64, 64), true)).contains("gap or a repeat"));
+        let mut c = checker();
+        assert!(failed(c.binary(frame(16, 16), true)).contains("gap or a repeat"));
+        let mut c = checker();
+        assert!(failed(c.binary(frame(0, 16), false)).contains("JSON stream"));
+        let mut c = checker();
+        let stderr = bytes::Bytes::from(DataFrame::encode_parts("c-1/stderr", 0, b"x"));
+        assert!(failed(c.binary(stderr, true)).contains("c-1/stderr"));
+    }
+}
