@@ -167,7 +167,11 @@ else
     PROFILE="$PROFILE (prebuilt binaries, --no-build)"
 fi
 [ "$PROFILE" = debug ] || PROFILE="$PROFILE; rmm-agent: the agent profile (target/agent)"
-for b in "$BIN/rmm-server" "$AGENT_BIN" "$BIN/rmm-bench" "$BIN/rmm-agent-sim"; do
+# The real agent only for the parts that run it (--sim alone, as scripts/storms.sh runs it,
+# needs no agent build).
+NEEDED=("$BIN/rmm-server" "$BIN/rmm-bench" "$BIN/rmm-agent-sim")
+if wants roundtrip || wants stream || wants files || wants terminal || wants agent; then NEEDED+=("$AGENT_BIN"); fi
+for b in "${NEEDED[@]}"; do
     [ -x "$b" ] || die "$b is missing: build it (drop --no-build)"
 done
 BENCH="$BIN/rmm-bench"

@@ -39,6 +39,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::api::Api;
 
+mod emit;
+pub use emit::{EMIT_COMMAND, Emission, command as emit_command, expected as emitted_bytes};
+
 /// One agent's credentials, as kept in a keys file (`agent_id<TAB>agent_key` per line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentKey {
@@ -678,11 +681,27 @@ async fn serve(
     if let Err(e) = socket.send(Message::text(beat.clone())).await {
         return Some(format!("first heartbeat failed: {e}"));
     }
+    // The output being sent for an `rmm-sim-emit` command (the watcher storm), if any.
+    let mut emission: Option<Emission> = None;
     loop {
+        let due = emission.as_ref().map_or_else(Instant::now, Emission::due);
         tokio::select! {
+            () = tokio::time::sleep_until(due), if emission.is_some() => {
+                let Some(e) = emission.as_mut() else { continue };
+                let (frame, last) = e.next_frame();
+                if let Err(e) = socket.send(Message::text(frame)).await {
+                    return Some(format!("output write failed: {e}"));
+                }
+                if last {
+                    emission = None;
+                }
+            }
             frame = socket.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(reply) = answer(text.as_str(), shared)
+                    if let Some(asked) = Emission::asked(text.as_str()) {
+                        shared.commands.fetch_add(1, Ordering::Relaxed);
+                        emission = Some(asked);
+                    } else if let Some(reply) = answer(text.as_str(), shared)
                         && let Err(e) = socket.send(Message::text(reply)).await
                     {
                         return Some(format!("write failed: {e}"));

@@ -115,6 +115,16 @@ enum Command {
     },
     /// Render a results folder as markdown (BENCHMARKS.md).
     Report(ReportArgs),
+    /// The watcher storm: many session streams over simulated agents writing known output,
+    /// every byte checked; some stop reading and must be closed as too slow (a reliability
+    /// check: exits 1 when it fails).
+    Watchers(rmm_bench::watchers::WatchersArgs),
+    /// Judge the restart storm of `bench/run.sh --sim` against its target (a reliability
+    /// check: exits 1 when it fails).
+    StormCheck(rmm_bench::storm_check::StormCheckArgs),
+    /// The soak: a mixed workload on real agents for some minutes, then the checks that
+    /// nothing leaked (a reliability check: exits 1 when it fails).
+    Soak(rmm_bench::soak::SoakArgs),
     /// Exit 1 unless every part in --parts left a row of ours (not an OpenSSH baseline) with
     /// figures in --results: the smoke test's only assertion.
     Check {
@@ -437,6 +447,9 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("wrote {}", args.out.display());
         }
         Command::Check { results, parts } => check(&results, &parts)?,
+        Command::Watchers(args) => rmm_bench::watchers::run(&args).await?,
+        Command::StormCheck(args) => rmm_bench::storm_check::run(&args)?,
+        Command::Soak(args) => rmm_bench::soak::run(&args).await?,
     }
     Ok(())
 }
