@@ -6,8 +6,8 @@
 //! same server at the same instant, so a restarted server is not hit by all of them at once.
 //!
 //! A server at capacity answers the upgrade `503` with `Retry-After: N` (seconds): the agent
-//! then waits in `[N, 2N)` (the hint, jittered so the shed agents do not come back together),
-//! without growing its backoff: the server is up and said when to come back, so a storm of
+//! then waits in `[N, N + 1 s)` (the server hands the agents it turns away different seconds;
+//! the jitter spreads those given the same one), without growing its backoff: the server is up and said when to come back, so a storm of
 //! reconnects never pushes an agent out to the backoff's cap.
 
 use std::time::Duration;
@@ -65,14 +65,12 @@ impl Backoff {
 
     /// The delay after the server answered the upgrade `503`, given its `Retry-After` hint
     /// (see [`parse_retry_after`]) and a uniform draw `unit` in `[0, 1)`: with a hint, in
-    /// `[hint, 2 × hint)` (the hint capped at the backoff's cap), the failure count unchanged;
-    /// without one (or `Retry-After: 0`), an ordinary failure ([`Self::next_delay`]).
+    /// `[hint, hint + 1 s)` (the hint capped at the backoff's cap; the server spreads the
+    /// agents it turns away over the seconds, the jitter within the second), the failure count
+    /// unchanged; without one (or `Retry-After: 0`), an ordinary failure ([`Self::next_delay`]).
     pub fn after_busy(&mut self, retry_after: Option<Duration>, unit: f64) -> Duration {
         match retry_after.filter(|hint| !hint.is_zero()) {
-            Some(hint) => {
-                let hint = hint.min(self.cap);
-                hint + hint.mul_f64(unit.clamp(0.0, 1.0))
-            }
+            Some(hint) => hint.min(self.cap) + Duration::from_secs(1).mul_f64(unit.clamp(0.0, 1.0)),
             None => self.next_delay(unit),
         }
     }
@@ -167,9 +165,9 @@ mod tests {
         assert_eq!(b.after_busy(Some(secs(3)), 0.0), secs(3));
         assert_eq!(
             b.after_busy(Some(secs(3)), 0.5),
-            Duration::from_millis(4500)
+            Duration::from_millis(3500)
         );
-        assert!(b.after_busy(Some(secs(3)), 0.999_999) < secs(6));
+        assert!(b.after_busy(Some(secs(3)), 0.999_999) < secs(4));
         // The hint does not count as a failure: the next refusal continues from 2.
         assert_eq!(b.failures(), 2);
         // A hint beyond the cap is capped; none (or zero) is an ordinary failure.

@@ -6,11 +6,14 @@
 //! costs the server a bounded amount of memory and CPU. Agents honour the hint with jitter
 //! (docs/protocol.md, "Connection").
 //!
-//! The hint grows with the number of handshakes shed in the current second: the more agents
-//! are turned away, the further apart they are asked to come back, up to [`MAX_HINT_SECS`].
+//! The hint is a place in line: the server measures how fast it admits handshakes and hands
+//! each turned-away agent the next free moment at that rate, so a fleet shed in one second
+//! comes back spread over exactly the time the server needs to take it (the agent adds under
+//! a second of jitter). Guessing the rate too high only brings agents back early, to be given
+//! a later moment; too low would leave the server idle, so the guess errs high.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -18,8 +21,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The longest a handshake waits in the queue before it is shed.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
-/// The largest `Retry-After` the server hands out (seconds).
-pub const MAX_HINT_SECS: u64 = 10;
+/// The largest `Retry-After` the server hands out (seconds): the agents' backoff cap.
+pub const MAX_HINT_SECS: u64 = 60;
+/// The admission rate assumed until one is measured (handshakes per second): above what this
+/// kind of machine does (about 1,100 per second on 2 cores), as the guess must err high.
+const GUESSED_RATE: f64 = 2_000.0;
+/// How long admissions are counted before their rate replaces the guess.
+const MEASURE_AFTER: Duration = Duration::from_millis(250);
+/// The measured rate is raised by this much: agents come back a little early rather than
+/// leave the server idle.
+const OPTIMISM: f64 = 1.25;
 
 /// Flags and environment variables of the admission control.
 #[derive(Debug, Clone, Copy, Args)]
@@ -57,13 +68,20 @@ pub struct Admission {
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     queue: usize,
-    /// Handshakes the slots and the queue hold together: the hint's step.
-    per_hint: usize,
-    epoch: Instant,
-    /// The second (since `epoch`) the shed count belongs to, and the count.
-    window: AtomicU64,
-    shed_in_window: AtomicU64,
+    /// Handshakes given a slot since the start.
+    admitted: AtomicU64,
     shed_total: AtomicU64,
+    line: Mutex<Line>,
+}
+
+/// The moments handed to turned-away agents. Never locked across an `.await`.
+#[derive(Debug)]
+struct Line {
+    /// The last moment handed out; before now when nobody is waiting to come back.
+    until: Instant,
+    /// When the current backlog began, and `admitted` then: the rate is measured from there.
+    since: Instant,
+    admitted_since: u64,
 }
 
 /// A handshake turned away: come back after this many seconds.
@@ -79,11 +97,13 @@ impl Admission {
             slots: Arc::new(Semaphore::new(settings.in_flight.max(1))),
             waiting: AtomicUsize::new(0),
             queue: settings.queue,
-            per_hint: settings.queue + settings.in_flight.max(1),
-            epoch: Instant::now(),
-            window: AtomicU64::new(0),
-            shed_in_window: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
             shed_total: AtomicU64::new(0),
+            line: Mutex::new(Line {
+                until: Instant::now(),
+                since: Instant::now(),
+                admitted_since: 0,
+            }),
         }
     }
 
@@ -94,6 +114,7 @@ impl Admission {
     /// [`Shed`] when the handshake is turned away.
     pub async fn enter(&self) -> Result<OwnedSemaphorePermit, Shed> {
         if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
+            self.admitted.fetch_add(1, Ordering::Relaxed);
             return Ok(permit);
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
@@ -104,7 +125,10 @@ impl Admission {
             tokio::time::timeout(QUEUE_WAIT, Arc::clone(&self.slots).acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         match waited {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Ok(permit)) => {
+                self.admitted.fetch_add(1, Ordering::Relaxed);
+                Ok(permit)
+            }
             // The semaphore is never closed; a wait too long is shed.
             Ok(Err(_)) | Err(_) => Err(self.shed()),
         }
@@ -116,27 +140,45 @@ impl Admission {
         self.shed_total.load(Ordering::Relaxed)
     }
 
-    /// Counts one shed handshake and says when to come back.
+    /// Counts one shed handshake and says when to come back: the next free moment in line.
     fn shed(&self) -> Shed {
         self.shed_total.fetch_add(1, Ordering::Relaxed);
-        let now = self.epoch.elapsed().as_secs();
-        if self.window.swap(now, Ordering::AcqRel) != now {
-            self.shed_in_window.store(0, Ordering::Release);
+        let now = Instant::now();
+        let admitted = self.admitted.load(Ordering::Relaxed);
+        let mut line = self.line.lock().unwrap_or_else(PoisonError::into_inner);
+        if line.until <= now {
+            // Nobody is waiting to come back: a new backlog, measured afresh.
+            line.since = now;
+            line.admitted_since = admitted;
         }
-        let shed = self.shed_in_window.fetch_add(1, Ordering::AcqRel);
+        let rate = admission_rate(
+            admitted.saturating_sub(line.admitted_since),
+            now.saturating_duration_since(line.since),
+        );
+        line.until = line.until.max(now) + Duration::from_secs_f64(1.0 / rate);
         Shed {
-            retry_after_secs: hint_secs(shed, self.per_hint),
+            retry_after_secs: hint_secs(line.until.saturating_duration_since(now)),
         }
     }
 }
 
-/// The `Retry-After` for the `shed`-th handshake turned away this second, when `per_hint`
-/// handshakes fit in the server's queue and slots: one second for the first `per_hint`, one
-/// more for each further `per_hint`, at most [`MAX_HINT_SECS`].
+/// Handshakes per second to space the line by: what was admitted over `elapsed` (raised by
+/// [`OPTIMISM`]), or [`GUESSED_RATE`] before [`MEASURE_AFTER`].
+fn admission_rate(admitted: u64, elapsed: Duration) -> f64 {
+    if elapsed < MEASURE_AFTER || admitted == 0 {
+        return GUESSED_RATE;
+    }
+    #[allow(clippy::cast_precision_loss)] // A count of handshakes: far below 2^52.
+    let measured = admitted as f64 / elapsed.as_secs_f64();
+    (measured * OPTIMISM).max(1.0)
+}
+
+/// The `Retry-After` for a moment `ahead` of now: whole seconds, rounded up, 1 to
+/// [`MAX_HINT_SECS`].
 #[must_use]
-pub fn hint_secs(shed: u64, per_hint: usize) -> u64 {
-    let per_hint = u64::try_from(per_hint.max(1)).unwrap_or(u64::MAX);
-    (1 + shed / per_hint).min(MAX_HINT_SECS)
+pub fn hint_secs(ahead: Duration) -> u64 {
+    let secs = ahead.as_secs() + u64::from(ahead.subsec_nanos() > 0);
+    secs.clamp(1, MAX_HINT_SECS)
 }
 
 #[cfg(test)]
@@ -144,14 +186,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_hint_grows_with_the_handshakes_shed_this_second_up_to_the_cap() {
-        assert_eq!(hint_secs(0, 500), 1);
-        assert_eq!(hint_secs(499, 500), 1);
-        assert_eq!(hint_secs(500, 500), 2);
-        assert_eq!(hint_secs(2_600, 500), 6);
-        assert_eq!(hint_secs(1_000_000, 500), MAX_HINT_SECS);
-        // A step of zero counts as one.
-        assert_eq!(hint_secs(3, 0), 4);
+    fn the_hint_is_the_moment_ahead_rounded_up_within_bounds() {
+        assert_eq!(hint_secs(Duration::ZERO), 1);
+        assert_eq!(hint_secs(Duration::from_millis(1)), 1);
+        assert_eq!(hint_secs(Duration::from_millis(1_000)), 1);
+        assert_eq!(hint_secs(Duration::from_millis(1_001)), 2);
+        assert_eq!(hint_secs(Duration::from_secs(17)), 17);
+        assert_eq!(hint_secs(Duration::from_secs(3_600)), MAX_HINT_SECS);
+    }
+
+    #[test]
+    fn the_rate_is_guessed_high_until_measured_then_measured_with_a_margin() {
+        assert!((admission_rate(500, Duration::from_millis(100)) - GUESSED_RATE).abs() < 1e-9);
+        assert!((admission_rate(0, Duration::from_secs(5)) - GUESSED_RATE).abs() < 1e-9);
+        let rate = admission_rate(1_100, Duration::from_secs(1));
+        assert!((rate - 1_100.0 * OPTIMISM).abs() < 1e-6, "{rate}");
+    }
+
+    #[tokio::test]
+    async fn a_backlog_is_spread_at_the_measured_rate() {
+        let admission = Admission::new(AdmissionSettings {
+            in_flight: 1,
+            queue: 0,
+        });
+        let _held = admission.enter().await.unwrap();
+        // Before any measure: the guessed rate, one moment after the other.
+        let mut hints = Vec::new();
+        for _ in 0..4_000 {
+            hints.push(admission.enter().await.unwrap_err().retry_after_secs);
+        }
+        assert_eq!(hints[0], 1);
+        assert!(
+            hints.windows(2).all(|w| w[0] <= w[1]),
+            "hints never go back"
+        );
+        // 4,000 at 2,000 per second: the last comes back two seconds on.
+        assert_eq!(*hints.last().unwrap(), 2);
+        assert_eq!(admission.shed_total(), 4_000);
     }
 
     #[tokio::test]
@@ -170,6 +241,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let shed = admission.enter().await.unwrap_err();
         assert_eq!(shed.retry_after_secs, 1);
+        assert_eq!(admission.admitted.load(Ordering::Relaxed), 2);
         assert_eq!(admission.shed_total(), 1);
         drop(a);
         assert_eq!(queued.await.unwrap(), Ok(()));
