@@ -11,22 +11,24 @@ pub struct CommandText(String);
 pub enum CommandTextError {
     #[error("command is empty")]
     Empty,
-    #[error("command is longer than {max} bytes", max = CommandText::MAX_LEN)]
+    #[error("command is longer than {max} characters", max = CommandText::MAX_LEN)]
     TooLong,
     #[error("command contains a NUL byte")]
     Nul,
 }
 
 impl CommandText {
+    /// The longest command, in characters (a JSON Schema `maxLength` counts characters, so
+    /// the API's spec can state the rule exactly).
     pub const MAX_LEN: usize = 64 * 1024;
 
     /// # Errors
-    /// [`CommandTextError`] for an empty (or blank) command, one over 64 KiB, or one with NUL
-    /// (a shell cannot receive it).
+    /// [`CommandTextError`] for an empty (or blank) command, one over 65,536 characters, or
+    /// one with NUL (a shell cannot receive it).
     pub fn parse(value: &str) -> Result<Self, CommandTextError> {
         if value.trim().is_empty() {
             Err(CommandTextError::Empty)
-        } else if value.len() > Self::MAX_LEN {
+        } else if value.chars().count() > Self::MAX_LEN {
             Err(CommandTextError::TooLong)
         } else if value.contains('\0') {
             Err(CommandTextError::Nul)
@@ -259,6 +261,8 @@ mod tests {
             CommandText::parse(&"x".repeat(CommandText::MAX_LEN + 1)),
             Err(CommandTextError::TooLong)
         );
+        // Characters, not bytes: the longest command of 2-byte characters is accepted.
+        assert!(CommandText::parse(&"é".repeat(CommandText::MAX_LEN)).is_ok());
         assert_eq!(CommandText::parse("a\0b"), Err(CommandTextError::Nul));
     }
 

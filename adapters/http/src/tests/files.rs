@@ -210,17 +210,17 @@ fn agent_failures() -> Vec<(StatusCode, ApiErrorCode, FileOpError)> {
             agent_error(F::NotAbsolute, "not absolute on this system"),
         ),
         (
-            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
             ApiErrorCode::IsDirectory,
             agent_error(F::IsDirectory, "/srv/app.conf is a directory"),
         ),
         (
-            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
             ApiErrorCode::NotADirectory,
             agent_error(F::NotADirectory, "/srv/app.conf is a file"),
         ),
         (
-            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
             ApiErrorCode::NotARegularFile,
             agent_error(F::NotARegularFile, "/dev/zero is not a regular file"),
         ),
@@ -235,7 +235,7 @@ fn agent_failures() -> Vec<(StatusCode, ApiErrorCode, FileOpError)> {
             agent_error(F::InvalidPath, "/srv/app.conf contains a NUL byte"),
         ),
         (
-            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
             ApiErrorCode::BadOffset,
             agent_error(F::BadOffset, "offset 7 but 4 bytes held"),
         ),
