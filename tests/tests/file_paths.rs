@@ -260,12 +260,13 @@ async fn nul_bytes_and_over_long_paths_are_refused_before_the_agent_is_asked() {
         assert_refused(&answer, 400, "name_too_long", "256 characters");
     }
     // 200 two-byte letters: within the server's 255 characters, over Linux's 255 bytes; the
-    // agent's file system refuses it, and says so.
+    // agent's file system refuses it, and says so: a well-formed path its machine does not
+    // take (409).
     let wide = w.path(&"é".repeat(200));
     let wide = wide.to_str().unwrap();
     for body in [Some(&b"data"[..]), None] {
         let answer = w.send(&session, "files", wide, body).await;
-        assert_refused(&answer, 400, "name_too_long", "too long");
+        assert_refused(&answer, 409, "name_too_long", "too long");
     }
     assert_eq!(std::fs::read_dir(w.dir.path()).unwrap().count(), 0);
 }

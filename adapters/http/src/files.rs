@@ -291,9 +291,9 @@ impl From<TransferError> for FileErrorResponse {
             TransferError::Access(FileAccessError::NotAbsolute(_)) => {
                 Self::BadRequest(body(ApiErrorCode::NotAbsolute))
             }
-            // The same code, and so the same status, as the agent's refusal of such a path.
+            // The agent's code for such a path; a 400: the server saw the form is wrong.
             TransferError::Access(FileAccessError::InvalidPath(problem)) => {
-                Self::of_agent_code(problem.code(), body(ApiErrorCode::from(problem.code())))
+                Self::BadRequest(body(ApiErrorCode::from(problem.code())))
             }
             TransferError::Access(FileAccessError::NotFound(_)) => {
                 Self::NotFound(body(ApiErrorCode::SessionNotFound))
@@ -338,18 +338,19 @@ impl From<TransferError> for FileErrorResponse {
 
 impl FileErrorResponse {
     /// The status of an agent's `file_error` code. Every refusal of the path the client
-    /// named is a 4xx; only `io` (any other failure) is a 500. A path the agent's system
-    /// cannot take is a bad request (400); a well-formed one that meets the wrong kind of
-    /// file, or an offset that does not match what is held, conflicts with the machine's
-    /// state (409).
+    /// named is a 4xx; only `io` (any other failure) is a 500. The server has checked the
+    /// path's form before asking (a 400 when it is wrong), so what the agent refuses is a
+    /// well-formed request its machine does not take (409): a path its system does not
+    /// call absolute (`C:\x` on Linux) or valid, the wrong kind of file, an offset that
+    /// does not match what is held.
     fn of_agent_code(code: FileErrorCode, body: Json<ErrorBody>) -> Self {
         match code {
             FileErrorCode::NotFound => Self::NotFound(body),
             FileErrorCode::PermissionDenied => Self::Forbidden(body),
             FileErrorCode::NotAbsolute
             | FileErrorCode::NameTooLong
-            | FileErrorCode::InvalidPath => Self::BadRequest(body),
-            FileErrorCode::IsDirectory
+            | FileErrorCode::InvalidPath
+            | FileErrorCode::IsDirectory
             | FileErrorCode::NotADirectory
             | FileErrorCode::NotARegularFile
             | FileErrorCode::BadOffset => Self::Conflict(body),
@@ -399,8 +400,8 @@ macro_rules! file_response {
         #[derive(ApiResponse)]
         enum $name {
             $($(#[$meta])* $variant($($(#[$fmeta])* $ty),+),)+
-            /// Path not absolute, with a NUL byte (`invalid_path`) or too long
-            /// (`name_too_long`), or an interrupted request body.
+            /// Path not absolute (`not_absolute`), with a NUL byte (`invalid_path`) or too
+            /// long (`name_too_long`), or an interrupted request body.
             #[oai(status = 400)]
             BadRequest(Json<ErrorBody>),
             /// Missing, expired or invalid token.
@@ -417,7 +418,8 @@ macro_rules! file_response {
             /// The session is not active, or its agent does not support file transfer; a
             /// directory where a file is needed (`is_directory`) or the reverse
             /// (`not_a_directory`); a device, FIFO or socket (`not_a_regular_file`); an offset
-            /// the agent cannot resume from (`bad_offset`).
+            /// the agent cannot resume from (`bad_offset`); a path the agent's system does
+            /// not take (`not_absolute`, `name_too_long`, `invalid_path`).
             #[oai(status = 409)]
             Conflict(Json<ErrorBody>),
             /// The file's SHA-256 does not match the expected one (nothing was written).

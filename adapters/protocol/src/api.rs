@@ -134,13 +134,13 @@ api_error_codes! {
     NotADirectory = "not_a_directory":
         "409 (files): a file where a directory is needed.",
     NotAbsolute = "not_absolute":
-        "400 (files): the path is not absolute.",
+        "400 (files; 409 when the agent's system refuses a path the server took): the path is not absolute.",
     NotARegularFile = "not_a_regular_file":
         "409 (files): the path names a device, FIFO or socket, not a regular file; nothing was read or written.",
     NameTooLong = "name_too_long":
-        "400 (files): the path is longer than 4096 bytes, a name in it longer than 255 characters, or either longer than the agent's file system allows.",
+        "400 (files; 409 when the agent's system refuses a path the server took): the path is longer than 4096 bytes, a name in it longer than 255 characters, or either longer than the agent's file system allows.",
     InvalidPath = "invalid_path":
-        "400 (files): the path cannot name a file (it contains a NUL byte).",
+        "400 (files; 409 when the agent's system refuses a path the server took): the path cannot name a file (it contains a NUL byte).",
     BadOffset = "bad_offset":
         "409 (files): the offset to resume from does not match what the agent holds.",
     RangeNotSatisfiable = "range_not_satisfiable":
