@@ -170,7 +170,8 @@ impl<P: Ports> Handlers<P, Groups> {
         }
     }
 
-    /// Delete a group that has no agents (admins only); users lose their grant of it.
+    /// Delete a group that has no agents (admins only); users lose their grant of it, and its
+    /// enrollment tokens are deleted with it.
     #[oai(
         path = "/groups/:name",
         method = "delete",
