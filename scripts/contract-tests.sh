@@ -10,7 +10,8 @@
 #   scripts/contract-tests.sh --seed 1234       replay a run (the seed is printed)
 #
 # Options: --examples N (cases per operation in the examples/coverage/fuzzing phases; the
-# stateful phase asks for 5 x N scenarios, at least 50), --stateful-examples S, --seed SEED.
+# stateful phase then runs 0.6 s per example, at least 30 s, suites of 5 x N scenarios, at
+# least 50), --stateful-seconds T, --stateful-examples S, --seed SEED.
 #
 # It runs in a sandbox (scripts/lib/sandbox.sh): its own network namespace with nothing but
 # loopback, every file system read-only except its temp dir, its own PID namespace. What the
@@ -33,9 +34,10 @@ SEED=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --examples) EXAMPLES="$2"; shift 2 ;;
-        --stateful-examples) STATEFUL=(--stateful-examples "$2"); shift 2 ;;
+        --stateful-examples) STATEFUL+=(--stateful-examples "$2"); shift 2 ;;
+        --stateful-seconds) STATEFUL+=(--stateful-seconds "$2"); shift 2 ;;
         --seed) SEED=(--seed "$2"); shift 2 ;;
-        *) echo "contract-tests: unknown argument $1 (--examples N, --stateful-examples S, --seed SEED)" >&2; exit 2 ;;
+        *) echo "contract-tests: unknown argument $1 (--examples N, --stateful-seconds T, --stateful-examples S, --seed SEED)" >&2; exit 2 ;;
     esac
 done
 case "$EXAMPLES" in
@@ -72,7 +74,9 @@ if [ "$status" != 0 ]; then
     exit "$status"
 fi
 
-reproduce="scripts/contract-tests.sh --examples $EXAMPLES${STATEFUL:+ ${STATEFUL[*]}}${SEED:+ ${SEED[*]}}"
+reproduce="scripts/contract-tests.sh --examples $EXAMPLES"
+[ ${#STATEFUL[@]} -eq 0 ] || reproduce+=" ${STATEFUL[*]}"
+[ ${#SEED[@]} -eq 0 ] || reproduce+=" ${SEED[*]}"
 "$PYTHON" - "$WORK/summary.json" "$reproduce" <<'EOF'
 import json, os, sys
 
@@ -88,7 +92,7 @@ rows = [
     ),
     (
         "schemathesis stateful: call sequences linked by the ids answers carry (open a tunnel -> run a command -> read it, terminals, files, the admin's resources)",
-        f"{st['scenarios']} scenarios, {st['requests']} requests, {st['links_followed']} links followed to a 2xx, "
+        f"{st['scenarios']} scenarios in {st['seconds']} s, {st['requests']} requests, {st['links_followed']} links followed to a 2xx, "
         f"{st['open_command_read']} open -> command -> read: {st['server_errors']} server errors, "
         f"{sum(st['failures'].values())} contract failures",
     ),

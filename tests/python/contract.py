@@ -8,10 +8,10 @@ accepted or a valid one refused, a 405 without `Allow`...
 Run by scripts/contract-tests.sh, inside a sandbox (own network namespace with loopback
 only, read-only file system but for the work dir, own PID namespace):
     python contract.py --bin target/release --work DIR --examples N [--stateful-examples S]
-        [--seed SEED] --summary FILE
+        [--stateful-seconds T] [--seed SEED] --summary FILE
 
 Two schemathesis runs: the examples, coverage and fuzzing phases with N cases per operation,
-then the stateful phase with its own number of scenarios. Writes FILE (JSON), per run:
+then the stateful phase for a time budget (suite after suite of scenarios). Writes FILE (JSON), per run:
 requests sent, operations covered, server errors, failures per check, lock-out cases
 contract_hooks.py held back; and for the stateful run its scenarios, the links it followed to
 a 2xx and how many times it went all the way open -> command -> read.
@@ -66,8 +66,9 @@ def setup(api, procs, base):
     return admin_id, agent["agent_id"]
 
 
-def schemathesis(python, base, work, name, phases, examples, seed, admin_id, agent_id):
-    """Runs schemathesis over `phases`; returns its exit code and the folder of its reports."""
+def schemathesis(python, base, work, name, phases, examples, seconds, seed, admin_id, agent_id):
+    """Runs schemathesis over `phases` (for `seconds` when given: the stateful phase repeats
+    until they are spent); returns its exit code and the folder of its reports."""
     reports = work / f"schemathesis-{name}"
     files = work / "agent-files"
     files.mkdir(exist_ok=True)
@@ -99,6 +100,8 @@ def schemathesis(python, base, work, name, phases, examples, seed, admin_id, age
         "--report-dir", str(reports),
         "--no-color",
     ]
+    if seconds is not None:
+        command += ["--max-time", str(seconds)]
     if seed is not None:
         command += ["--seed", str(seed)]
     print("contract:", " ".join(command[1:]), flush=True)
@@ -213,7 +216,8 @@ def main():
     parser.add_argument("--bin", required=True, help="folder of rmm-server and rmm-agent")
     parser.add_argument("--work", required=True, help="a writable, empty folder")
     parser.add_argument("--examples", type=int, default=10, help="test cases per operation and phase")
-    parser.add_argument("--stateful-examples", type=int, help="stateful scenarios asked for (default: 5 x --examples, at least 50)")
+    parser.add_argument("--stateful-examples", type=int, help="scenarios per stateful suite (default: 5 x --examples, at least 50)")
+    parser.add_argument("--stateful-seconds", type=int, help="how long the stateful phase runs, suite after suite (default: 0.6 s per --examples, at least 30)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--summary", required=True, help="where to write the figures (JSON)")
     args = parser.parse_args()
@@ -230,24 +234,28 @@ def main():
         admin_id, agent_id = setup(api, procs, base)
         # The stateful phase runs on its own, with its own (larger) number of scenarios: each
         # is a sequence of calls, and the long ones are where a session is used end to end.
+        # Hypothesis ends a suite of scenarios when it sees fit (often after a few dozen);
+        # under a time budget schemathesis starts another, so the phase runs that long.
         stateful_examples = args.stateful_examples or max(50, 5 * args.examples)
+        stateful_seconds = args.stateful_seconds or max(30, (6 * args.examples) // 10)
         runs = [
-            ("operations", "examples,coverage,fuzzing", args.examples),
-            ("stateful", "stateful", stateful_examples),
+            ("operations", "examples,coverage,fuzzing", args.examples, None),
+            ("stateful", "stateful", stateful_examples, stateful_seconds),
         ]
         statuses = []
-        for name, phases, examples in runs:
-            statuses.append(schemathesis(sys.executable, base, work, name, phases, examples, args.seed, admin_id, agent_id))
+        for name, phases, examples, seconds in runs:
+            statuses.append(schemathesis(sys.executable, base, work, name, phases, examples, seconds, args.seed, admin_id, agent_id))
         server_alive = procs.procs[0].poll() is None
     finally:
         procs.stop()
     figures = {}
-    for (name, phases, examples), (status, reports) in zip(runs, statuses):
+    for (name, phases, examples, seconds), (status, reports) in zip(runs, statuses):
         figures[name] = {
             **tally(reports, work / f"guarded-{name}.txt", documented),
             "schemathesis_exit": status,
             "phases": phases,
             "examples": examples,
+            "seconds": seconds,
         }
     figures["stateful"].update(stateful_figures(statuses[1][1]))
     figures["server_alive"] = server_alive
