@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+source scripts/lib/binaries.sh
 
 PLAYWRIGHT_VERSION=1.65.2
 PYTEST_VERSION=9.0.1
@@ -33,8 +34,8 @@ if ! "$VENV/bin/python" -c "import playwright, pytest" >/dev/null 2>&1; then
     "$VENV/bin/pip" install -q "playwright==$PLAYWRIGHT_VERSION" "pytest==$PYTEST_VERSION"
 fi
 
-echo "building the release binaries"
-cargo build --release --locked -p rmm-server -p rmm-agent
+release_binaries
+export RMM_BROWSER_BIN="${RMM_BROWSER_BIN:-$BIN_DIR}"
 
 rm -rf "$ROOT/target/browser-screenshots"
 started=$(date +%s)

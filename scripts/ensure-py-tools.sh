@@ -3,6 +3,7 @@
 #   prometheus_client     - parses /metrics with Prometheus' own text parser (tests/tests/metrics.rs)
 #   openapi-python-client - generates a client from openapi/openapi.json (tests/tests/python_client.rs)
 #   httpx, attrs, python-dateutil - what the generated client imports
+#   schemathesis          - contract fuzzing against the served spec (scripts/contract-tests.sh)
 # Prints the venv's python. The tests find it as RMM_TEST_PYTHON (else target/py-venv/bin/python).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,6 +14,7 @@ PACKAGES=(
     "httpx==0.28.1"
     "attrs==26.1.0"
     "python-dateutil==2.9.0.post0"
+    "schemathesis==4.32.5"
 )
 stamp="$VENV/.packages"
 if [ "$(cat "$stamp" 2>/dev/null)" != "${PACKAGES[*]}" ]; then

@@ -9,10 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
-
-if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-${HOME:-/root}/.cargo}/bin/cargo" ]; then
-    export PATH="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin:$PATH"
-fi
+source scripts/lib/binaries.sh
 
 PYTHON="${RMM_TEST_PYTHON:-}"
 [ -n "$PYTHON" ] || PYTHON="$(bash scripts/ensure-py-tools.sh)"
@@ -22,14 +19,15 @@ GENERATOR="$(dirname "$PYTHON")/openapi-python-client"
     exit 1
 }
 
-echo "building the release binaries"
-cargo build --release --locked -p rmm-server -p rmm-agent
+release_binaries
 
 GEN=$(mktemp -d -t rmm-pyclient-gen.XXXXXX)
 cleanup() { [ "${RMM_PYCLIENT_KEEP:-}" = 1 ] || rm -rf "$GEN"; }
 trap cleanup EXIT
-# No post hooks (they run ruff, which the venv does not have).
-printf 'post_hooks: []\n' >"$GEN/config.yaml"
+# No post hooks (they run ruff, which the venv does not have). A recording is served as
+# what it is, application/x-asciicast, a media type the generator does not know: it is read as
+# bytes, as it would be as application/octet-stream.
+printf 'post_hooks: []\ncontent_type_overrides:\n  application/x-asciicast: application/octet-stream\n' >"$GEN/config.yaml"
 # Warnings (a schema it cannot read, a response it drops) fail the test: the spec must
 # generate whole.
 "$GENERATOR" generate --path "$ROOT/openapi/openapi.json" --meta none \
@@ -40,5 +38,5 @@ if grep -qi "warning\|unable to\|cannot" "$GEN/generate.log"; then
 fi
 
 started=$(date +%s)
-"$PYTHON" "$ROOT/tests/python/client_flow.py" --client-dir "$GEN" --bin "$ROOT/target/release"
+"$PYTHON" "$ROOT/tests/python/client_flow.py" --client-dir "$GEN" --bin "$BIN_DIR"
 echo "python client tests: $(( $(date +%s) - started )) s"

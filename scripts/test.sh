@@ -123,3 +123,9 @@ bash scripts/browser-tests.sh
 # the whole technician flow through it, against the release binaries; a few seconds.
 banner "generated Python client (scripts/python-client-tests.sh)"
 bash scripts/python-client-tests.sh
+
+# The API against its own document: schemathesis, every check, stateful, at the small size
+# (about a minute, sandboxed; the long run is `scripts/contract-tests.sh --examples 1000`,
+# see docs/contract-testing.md).
+banner "contract tests (scripts/contract-tests.sh)"
+bash scripts/contract-tests.sh

@@ -21,14 +21,12 @@ pub enum AgentAdminError {
     Forbidden,
     #[error("no agent {0}")]
     NotFound(AgentId),
-    #[error("agent {0} is revoked; a revoked agent gets no new key")]
+    #[error("agent {0} is revoked: it is kept as history, with no new key and no change")]
     Revoked(AgentId),
     #[error("an agent named {0:?} exists already")]
     NameTaken(String),
     #[error("no group named {0:?}")]
     UnknownGroup(String),
-    #[error("nothing to change: give a name or a group")]
-    NothingToChange,
     #[error("agent store failed")]
     Store(#[source] StoreError),
 }
@@ -163,11 +161,12 @@ impl<P: Ports> App<P> {
     }
 
     /// Renames an agent and/or moves it to another group, by name (admins); the agent as
-    /// changed.
+    /// changed. A change of nothing changes nothing (no audit entry) and answers the agent as
+    /// it is, as a PATCH of no field does. A revoked agent is kept as history: not changed.
     ///
     /// # Errors
-    /// [`AgentAdminError::Forbidden`], [`AgentAdminError::NothingToChange`],
-    /// [`AgentAdminError::NotFound`], [`AgentAdminError::NameTaken`],
+    /// [`AgentAdminError::Forbidden`], [`AgentAdminError::NotFound`],
+    /// [`AgentAdminError::Revoked`], [`AgentAdminError::NameTaken`],
     /// [`AgentAdminError::UnknownGroup`], [`AgentAdminError::Store`].
     pub async fn update_agent(
         &self,
@@ -177,12 +176,18 @@ impl<P: Ports> App<P> {
     ) -> Result<AgentRecord, AgentAdminError> {
         admin_only(actor)?;
         if change.name.is_none() && change.group.is_none() {
-            return Err(AgentAdminError::NothingToChange);
+            return match self.agents.find_agent(id).await {
+                Ok(Some(agent)) if agent.revoked => Err(AgentAdminError::Revoked(id)),
+                Ok(Some(agent)) => Ok(agent),
+                Ok(None) => Err(AgentAdminError::NotFound(id)),
+                Err(e) => Err(AgentAdminError::Store(e)),
+            };
         }
         let mut entry = self.agent_entry(actor, id, AuditAction::AgentUpdated);
         entry.detail = Some(describe(&change));
         match self.agents.update_agent(id, &change, &entry).await {
-            Ok(AgentChangeOutcome::Changed | AgentChangeOutcome::Revoked) => {
+            Ok(AgentChangeOutcome::Revoked) => Err(AgentAdminError::Revoked(id)),
+            Ok(AgentChangeOutcome::Changed) => {
                 tracing::info!(agent_id = %id, by = %actor.id, change = %describe(&change), "agent changed");
                 self.agent_events.changed();
                 self.agents

@@ -36,6 +36,8 @@ pub enum UserAdminError {
     Forbidden,
     #[error("user {0} not found")]
     NotFound(UserId),
+    #[error("no group named {0}")]
+    UnknownGroup(String),
     #[error("refused: it would leave no enabled admin")]
     LastAdmin,
     #[error("password must be at least {MIN_PASSWORD_CHARS} characters")]
@@ -210,7 +212,7 @@ impl<P: Ports> App<P> {
                 .await
                 .map_err(UserAdminError::Store)?
         {
-            return Err(UserAdminError::Invalid(format!("no group named {unknown}")));
+            return Err(UserAdminError::UnknownGroup(unknown.to_string()));
         }
         let password_hash = match &update.password {
             Some(password) => Some(self.hash_new_password(password).await?),
@@ -305,7 +307,7 @@ fn outcome_result(id: UserId, outcome: UserChangeOutcome) -> Result<(), UserAdmi
         UserChangeOutcome::NotFound => Err(UserAdminError::NotFound(id)),
         UserChangeOutcome::LastAdmin => Err(UserAdminError::LastAdmin),
         UserChangeOutcome::UnknownGroup(name) => {
-            Err(UserAdminError::Invalid(format!("no group named {name}")))
+            Err(UserAdminError::UnknownGroup(name.to_string()))
         }
     }
 }

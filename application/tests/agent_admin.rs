@@ -186,12 +186,25 @@ async fn rename_and_move_report_taken_names_and_unknown_groups() {
         s.build().update_agent(ADMIN, AGENT, change.clone()).await,
         Err(AgentAdminError::UnknownGroup(group)) if group == "acme"
     ));
+    let mut s = Setup::default();
+    s.agents
+        .expect_update_agent()
+        .returning(|_, _, _| Box::pin(async { Ok(AgentChangeOutcome::Revoked) }));
     assert!(matches!(
-        Setup::default()
-            .build()
+        s.build().update_agent(ADMIN, AGENT, change.clone()).await,
+        Err(AgentAdminError::Revoked(id)) if id == AGENT
+    ));
+    // Nothing to change: the agent as it is, nothing written (no update, no audit).
+    let mut s = Setup::default();
+    s.agents.expect_update_agent().never();
+    s.agents
+        .expect_find_agent()
+        .returning(|_| Box::pin(async { Ok(None) }));
+    assert!(matches!(
+        s.build()
             .update_agent(ADMIN, AGENT, AgentChange::default())
             .await,
-        Err(AgentAdminError::NothingToChange)
+        Err(AgentAdminError::NotFound(id)) if id == AGENT
     ));
     let mut s = Setup::default();
     s.agents

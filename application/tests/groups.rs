@@ -109,7 +109,7 @@ async fn an_unknown_group_is_refused_before_a_user_is_created_or_changed() {
     };
     let changed = app.update_user(Some(ADMIN), TECH.id, update).await;
     assert!(
-        matches!(&changed, Err(UserAdminError::Invalid(m)) if m.contains("nowhere")),
+        matches!(&changed, Err(UserAdminError::UnknownGroup(g)) if g == "nowhere"),
         "{changed:?}"
     );
 }

@@ -14,22 +14,24 @@ pub struct CommandText(String);
 pub enum CommandTextError {
     #[error("command is empty")]
     Empty,
-    #[error("command is longer than {max} bytes", max = CommandText::MAX_LEN)]
+    #[error("command is longer than {max} characters", max = CommandText::MAX_LEN)]
     TooLong,
     #[error("command contains a NUL byte")]
     Nul,
 }
 
 impl CommandText {
+    /// The longest command, in characters (a JSON Schema `maxLength` counts characters, so
+    /// the API's spec can state the rule exactly).
     pub const MAX_LEN: usize = 64 * 1024;
 
     /// # Errors
-    /// [`CommandTextError`] for an empty (or blank) command, one over 64 KiB, or one with NUL
-    /// (a shell cannot receive it).
+    /// [`CommandTextError`] for an empty (or blank) command, one over 65,536 characters, or
+    /// one with NUL (a shell cannot receive it).
     pub fn parse(value: &str) -> Result<Self, CommandTextError> {
         if value.trim().is_empty() {
             Err(CommandTextError::Empty)
-        } else if value.len() > Self::MAX_LEN {
+        } else if value.chars().count() > Self::MAX_LEN {
             Err(CommandTextError::TooLong)
         } else if value.contains('\0') {
             Err(CommandTextError::Nul)

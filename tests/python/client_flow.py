@@ -18,14 +18,12 @@ import importlib
 import os
 import pkgutil
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
+
+from rig import Processes, free_port, wait_for
 
 ADMIN_PASSWORD = "admin-password-for-python-client"
 TECH_PASSWORD = "tech-password-for-python-client"
@@ -50,53 +48,6 @@ EXPECTED_MODULES = [
     "api.files.upload_file",
     "api.files.download_file",
 ]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Processes:
-    """The server and the agent, each in its own process group, logs in the temp dir."""
-
-    def __init__(self, bin_dir, work):
-        self.bin = Path(bin_dir).resolve()
-        self.work = work
-        self.procs = []
-        self.logs = []
-
-    def start(self, name, env):
-        log = open(self.work / f"{name}.log", "wb")
-        self.logs.append(log)
-        full = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.work), "RUST_LOG": "info", **env}
-        proc = subprocess.Popen([str(self.bin / name)], env=full, stdout=log, stderr=log, cwd=self.work, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        for log in self.logs:
-            log.close()
-
-
-def wait_for(what, check, within=30.0):
-    deadline = time.time() + within
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {within} s")
 
 
 def check_module_names():
@@ -134,6 +85,7 @@ def flow(base, procs):
         CommandStartedDto,
         CommandStatus,
         CreateUserBody,
+        CreateUserBodyRole,
         CreatedUser,
         ErrorBody,
         ErrorCode,
@@ -160,8 +112,9 @@ def flow(base, procs):
     assert isinstance(token, TokenResponse), token
     admin = AuthenticatedClient(base_url=base, token=token.token, raise_on_unexpected_status=True)
 
-    # A technician (Role enum in the answer) and an agent (its key, to start the real agent).
-    created = create_user.sync(client=admin, body=CreateUserBody(username="tina", password=TECH_PASSWORD, role="technician", groups=["default"]))
+    # A technician (a role enum in the request and the answer) and an agent (its key, to
+    # start the real agent).
+    created = create_user.sync(client=admin, body=CreateUserBody(username="tina", password=TECH_PASSWORD, role=CreateUserBodyRole.TECHNICIAN, groups=["default"]))
     assert isinstance(created, CreatedUser), created
     users = list_users.sync(client=admin)
     assert isinstance(users, list) and all(isinstance(u, UserDto) for u in users), users
@@ -169,12 +122,7 @@ def flow(base, procs):
     assert roles == {"admin": Role.ADMIN, "tina": Role.TECHNICIAN}, roles
     registered = register_agent.sync(client=admin, body=RegisterAgentBody(name="py-agent"))
     assert isinstance(registered, RegisteredAgentResponse), registered
-    procs.start("rmm-agent", {
-        "SHELL": "/bin/sh",
-        "RMM_SERVER": base.replace("http://", "ws://"),
-        "RMM_AGENT_KEY": registered.agent_key,
-        "RMM_AGENT_HEARTBEAT_SECS": "1",
-    })
+    procs.start_agent(base, registered.agent_key)
 
     tech_token = login.sync(client=anonymous, body=LoginBody(username="tina", password=TECH_PASSWORD))
     assert isinstance(tech_token, TokenResponse), tech_token
@@ -260,23 +208,7 @@ def main():
     base = f"http://127.0.0.1:{port}"
     ok = False
     try:
-        server = procs.start("rmm-server", {
-            "DATABASE_URL": f"sqlite://{work / 'rmm.sqlite3'}",
-            "RMM_DATA_DIR": str(work / "data"),
-            "RMM_LISTEN": f"127.0.0.1:{port}",
-            "RMM_JWT_SECRET": JWT_SECRET,
-            "RMM_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        })
-
-        def healthy():
-            assert server.poll() is None, f"rmm-server exited: see {work / 'rmm-server.log'}"
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return True
-            except OSError:
-                return False
-
-        wait_for("rmm-server listening", healthy)
+        procs.start_server(port, ADMIN_PASSWORD, JWT_SECRET)
         flow(base, procs)
         ok = True
     finally:

@@ -294,7 +294,7 @@ async fn agents_are_renamed_and_moved_over_the_api_and_the_cli() {
     .await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (400, Some("invalid_request"))
+        (409, Some("group_not_found"))
     );
     assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");
     let (status, body) = call(

@@ -198,8 +198,26 @@ async fn scenario(on_sqlite: bool) {
         (403, Some("forbidden")),
         "{answer}"
     );
+    // A group that does not exist is not found; the request itself is well formed.
+    let (status, answer) = s
+        .call(
+            Method::POST,
+            "/api/v1/enrollment-tokens",
+            Some(&admin),
+            Some(json!({ "group": "nowhere" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (409, Some("group_not_found")),
+        "{answer}"
+    );
+    assert!(
+        answer["error"].as_str().unwrap().contains("nowhere"),
+        "{answer}"
+    );
     for (body, needle) in [
-        (json!({ "group": "nowhere" }), "nowhere"),
         (json!({ "group": "site-a", "uses": 0 }), "uses"),
         (
             json!({ "group": "site-a", "expires_in_secs": 59 }),

@@ -216,7 +216,7 @@ async fn devices_and_fifos_are_neither_read_nor_written() {
     for target in [&zero, &fifo] {
         let target = target.to_str().unwrap();
         let answer = w.send(&session, "files", target, Some(b"data")).await;
-        assert_refused(&answer, 400, "not_a_regular_file", target);
+        assert_refused(&answer, 409, "not_a_regular_file", target);
     }
     assert!(is_char_device(&zero), "the device was replaced");
     assert!(
@@ -230,12 +230,12 @@ async fn devices_and_fifos_are_neither_read_nor_written() {
 
     for source in ["/dev/zero", "/dev/null", fifo.to_str().unwrap()] {
         let answer = w.send(&session, "files", source, None).await;
-        assert_refused(&answer, 400, "not_a_regular_file", source);
+        assert_refused(&answer, 409, "not_a_regular_file", source);
     }
     assert!(is_char_device(Path::new("/dev/zero")));
     // Listing one is listing something that is not a directory.
     let answer = w.send(&session, "files/list", "/dev/zero", None).await;
-    assert_refused(&answer, 400, "not_a_directory", "/dev/zero");
+    assert_refused(&answer, 409, "not_a_directory", "/dev/zero");
 }
 
 #[tokio::test]
@@ -260,12 +260,13 @@ async fn nul_bytes_and_over_long_paths_are_refused_before_the_agent_is_asked() {
         assert_refused(&answer, 400, "name_too_long", "256 characters");
     }
     // 200 two-byte letters: within the server's 255 characters, over Linux's 255 bytes; the
-    // agent's file system refuses it, and says so.
+    // agent's file system refuses it, and says so: a well-formed path its machine does not
+    // take (409).
     let wide = w.path(&"é".repeat(200));
     let wide = wide.to_str().unwrap();
     for body in [Some(&b"data"[..]), None] {
         let answer = w.send(&session, "files", wide, body).await;
-        assert_refused(&answer, 400, "name_too_long", "too long");
+        assert_refused(&answer, 409, "name_too_long", "too long");
     }
     assert_eq!(std::fs::read_dir(w.dir.path()).unwrap().count(), 0);
 }
@@ -294,15 +295,15 @@ async fn missing_directories_directories_and_denied_paths_have_their_codes() {
     // A directory where a file is needed, both ways; a file where a directory is needed.
     let dir = w.dir.path().to_str().unwrap();
     let answer = w.send(&session, "files", dir, None).await;
-    assert_refused(&answer, 400, "is_directory", dir);
+    assert_refused(&answer, 409, "is_directory", dir);
     let answer = w.send(&session, "files", dir, Some(b"data")).await;
-    assert_refused(&answer, 400, "is_directory", dir);
+    assert_refused(&answer, 409, "is_directory", dir);
     let plain = w.path("plain.txt");
     std::fs::write(&plain, b"plain").unwrap();
     let answer = w
         .send(&session, "files/list", plain.to_str().unwrap(), None)
         .await;
-    assert_refused(&answer, 400, "not_a_directory", "plain.txt");
+    assert_refused(&answer, 409, "not_a_directory", "plain.txt");
     let under_a_file = w.path("plain.txt/new");
     let answer = w
         .send(
@@ -312,7 +313,7 @@ async fn missing_directories_directories_and_denied_paths_have_their_codes() {
             Some(b"x"),
         )
         .await;
-    assert_refused(&answer, 400, "not_a_directory", "plain.txt");
+    assert_refused(&answer, 409, "not_a_directory", "plain.txt");
 
     // What the permission bits deny the agent.
     let secret = w.path("secret");

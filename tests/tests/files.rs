@@ -346,10 +346,12 @@ async fn file_errors_are_typed_and_clear() {
     let missing = w.path("nope/missing.bin");
     let (code, body) = w.get(&format!("/files?path={}", missing.display())).await;
     assert_eq!(code, 404, "{body}");
+    // A directory where a file is needed: a well-formed request the machine refuses.
     let (code, body) = w
         .get(&format!("/files?path={}", w.dir.path().display()))
         .await;
-    assert_eq!(code, 400, "{body}");
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["code"], "is_directory", "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("directory"),
         "{body}"

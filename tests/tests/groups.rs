@@ -167,7 +167,7 @@ async fn groups_are_managed_and_granted(s: &TestServer, admin: &str, tech: &str)
         Some(json!({"groups": ["initech"]})),
     )
     .await;
-    expect(&unknown, 400, Some("invalid_request"), "unknown group");
+    expect(&unknown, 409, Some("group_not_found"), "unknown group");
     assert!(
         unknown.1["error"].as_str().unwrap().contains("initech"),
         "{}",
@@ -213,8 +213,8 @@ async fn groups_are_managed_and_granted(s: &TestServer, admin: &str, tech: &str)
     let refused = call(s, Method::POST, "/api/v1/users", admin, Some(body)).await;
     expect(
         &refused,
-        400,
-        Some("invalid_request"),
+        409,
+        Some("group_not_found"),
         "unknown group on create",
     );
     assert!(

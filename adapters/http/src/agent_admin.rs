@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error};
+use crate::rules::{AgentNameRule, GroupNameRule, Text};
 use crate::{AgentAdmin, ApiTags, Handlers};
 
 #[derive(Debug, Object)]
@@ -22,9 +23,11 @@ struct RotatedKey {
 #[derive(Debug, Object)]
 struct UpdateAgentBody {
     /// A new name, unique among agents.
-    name: Option<String>,
+    #[oai(nullable)]
+    name: Option<Text<AgentNameRule>>,
     /// The name of an existing group to move the agent to.
-    group: Option<String>,
+    #[oai(nullable)]
+    group: Option<Text<GroupNameRule>>,
 }
 
 #[derive(Debug, Object)]
@@ -40,7 +43,7 @@ macro_rules! admin_response {
         #[derive(ApiResponse)]
         enum $name {
             $($(#[$attr])* $variant $(($body))?,)+
-            /// The request is malformed (a bad name, nothing to change, an unknown group).
+            /// The request is malformed (a bad name or group name).
             #[oai(status = 400)]
             #[allow(dead_code)] // Not every operation takes a body.
             BadRequest(Json<ErrorBody>),
@@ -54,8 +57,9 @@ macro_rules! admin_response {
             /// No such agent (`agent_not_found`).
             #[oai(status = 404)]
             NotFound(Json<ErrorBody>),
-            /// `agent_exists` (a taken name) or `revoked_agent` (no new key for a revoked
-            /// agent).
+            /// `agent_exists` (a taken name), `revoked_agent` (a revoked agent is kept as
+            /// history: no new key, no change), or `group_not_found` (no group of that name
+            /// to move it to).
             #[oai(status = 409)]
             #[allow(dead_code)] // Not every operation can conflict.
             Conflict(Json<ErrorBody>),
@@ -80,8 +84,8 @@ macro_rules! admin_response {
                     AgentAdminError::NameTaken(_) => {
                         Self::Conflict(error(ApiErrorCode::AgentExists, message))
                     }
-                    AgentAdminError::UnknownGroup(_) | AgentAdminError::NothingToChange => {
-                        Self::BadRequest(error(ApiErrorCode::InvalidRequest, message))
+                    AgentAdminError::UnknownGroup(_) => {
+                        Self::Conflict(error(ApiErrorCode::GroupNotFound, message))
                     }
                     AgentAdminError::Store(_) => {
                         tracing::error!(error = %e, source = ?std::error::Error::source(&e), "agent operation failed");
@@ -113,6 +117,10 @@ admin_response!(UpdateAgentResponse {
     /// The agent as changed.
     #[oai(status = 200)]
     Ok(Json<UpdatedAgent>),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 });
 
 fn invalid(message: String) -> UpdateAgentResponse {

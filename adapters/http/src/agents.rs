@@ -10,13 +10,14 @@ use uuid::Uuid;
 
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error, internal};
+use crate::rules::{AgentNameRule, Text};
 use crate::wire_enum::{AgentModeDto, Wire};
 use crate::{Agents, ApiTags, Handlers, to_datetime};
 
 #[derive(Debug, Object)]
 struct RegisterAgentBody {
     /// A display name, unique among agents (e.g. the hostname).
-    name: String,
+    name: Text<AgentNameRule>,
 }
 
 #[derive(Debug, Object)]
@@ -47,6 +48,10 @@ enum RegisterAgentResponse {
     /// The server failed; details are in its log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 }
 
 #[derive(Debug, Object)]

@@ -45,11 +45,19 @@ impl<P: Ports> Handlers<P, Audit> {
         /// Only entries before this time (RFC 3339).
         #[oai(example = "crate::examples::until")]
         until: Query<Option<DateTime<Utc>>>,
-        /// At most this many entries (1 to 500; default 50).
-        #[oai(example = "crate::examples::limit")]
+        /// At most this many entries (1 to 500; default 50; fewer or more are taken as 1 or
+        /// 500).
+        #[oai(
+            example = "crate::examples::limit",
+            validator(minimum(value = "0"), maximum(value = "4294967295"))
+        )]
         limit: Query<Option<u32>>,
-        /// Only entries older than this entry id: the previous page's `next_before`.
-        #[oai(example = "crate::examples::before")]
+        /// Only entries older than this entry id: the previous page's `next_before` (at most
+        /// 2^53 - 1, the largest integer JSON numbers carry exactly).
+        #[oai(
+            example = "crate::examples::before",
+            validator(minimum(value = "0"), maximum(value = "9007199254740991"))
+        )]
         before: Query<Option<i64>>,
     ) -> AuditResponse {
         let query = AuditFilters {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Query;
 use poem_openapi::payload::{Binary, Json};
+use poem_openapi::registry::{MetaMediaType, MetaResponses, MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::ToJSON as _;
 use poem_openapi::{ApiResponse, OpenApi};
 use rmm_application::{App, ListAuditError, Ports};
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use crate::audit::{AuditEntryDto, AuditFilters};
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error, internal};
+use crate::rules::{ExportFormatRule, Text};
 use crate::{ApiTags, AuditExport, Handlers};
 
 /// Entries read from the store per page while exporting (the list's largest page).
@@ -89,7 +91,7 @@ impl<P: Ports> Handlers<P, AuditExport> {
         auth: TechAuth,
         /// `ndjson` (one JSON object per line) or `csv` (a header row, then one row per entry).
         #[oai(example = "crate::examples::export_format")]
-        format: Query<String>,
+        format: Query<Text<ExportFormatRule>>,
         /// Only entries about this agent.
         #[oai(example = "crate::examples::some_id")]
         agent_id: Query<Option<Uuid>>,
@@ -106,14 +108,17 @@ impl<P: Ports> Handlers<P, AuditExport> {
         #[oai(example = "crate::examples::until")]
         until: Query<Option<DateTime<Utc>>>,
         /// Only entries older than this entry id (the list's `before`).
-        #[oai(example = "crate::examples::before")]
+        #[oai(
+            example = "crate::examples::before",
+            validator(minimum(value = "0"), maximum(value = "9007199254740991"))
+        )]
         before: Query<Option<i64>>,
-    ) -> ExportResponse {
-        let Some(format) = Format::parse(&format.0) else {
-            return ExportResponse::BadRequest(error(
+    ) -> Export {
+        let Some(format) = Format::parse(format.0.as_str()) else {
+            return Export(ExportResponse::BadRequest(error(
                 ApiErrorCode::InvalidRequest,
-                format!("format must be ndjson or csv, not {:?}", format.0),
-            ));
+                format!("format must be ndjson or csv, not {:?}", format.0.as_str()),
+            )));
         };
         let filters = AuditFilters {
             agent_id: agent_id.0,
@@ -129,17 +134,20 @@ impl<P: Ports> Handlers<P, AuditExport> {
         let first = match page(&self.app, actor, filters).await {
             Ok(first) => first,
             Err(e @ ListAuditError::Forbidden) => {
-                return ExportResponse::Forbidden(error(ApiErrorCode::Forbidden, e.to_string()));
+                return Export(ExportResponse::Forbidden(error(
+                    ApiErrorCode::Forbidden,
+                    e.to_string(),
+                )));
             }
             Err(e @ ListAuditError::Store(_)) => {
-                return ExportResponse::Internal(internal("export_audit", &e));
+                return Export(ExportResponse::Internal(internal("export_audit", &e)));
             }
         };
         let body = export_stream(Arc::clone(&self.app), actor, filters, format, first);
-        ExportResponse::Ok(
+        Export(ExportResponse::Ok(
             Binary(poem::Body::from_bytes_stream(body)),
             format.content_type().to_owned(),
-        )
+        ))
     }
 }
 
@@ -243,7 +251,7 @@ fn csv_field(text: &str) -> String {
 
 #[derive(ApiResponse)]
 enum ExportResponse {
-    /// The entries, streamed: `application/x-ndjson` or `text/csv`.
+    /// The entries, streamed: `application/x-ndjson` or `text/csv` (as `format` asks).
     #[oai(status = 200)]
     Ok(Binary<poem::Body>, #[oai(header = "Content-Type")] String),
     /// `format` is not `ndjson` or `csv`, or a filter is malformed.
@@ -259,6 +267,44 @@ enum ExportResponse {
     /// The server failed; details are in its log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+}
+
+/// [`ExportResponse`] as answered, and as documented: its 200 with both media types it can
+/// carry (a derived response documents one: `application/octet-stream`, which the export
+/// never sends), `Content-Type` being the media type rather than a header of its own.
+struct Export(ExportResponse);
+
+impl ApiResponse for Export {
+    fn meta() -> MetaResponses {
+        let mut meta = ExportResponse::meta();
+        for response in &mut meta.responses {
+            if response.status == Some(200) {
+                response.content = [Format::Ndjson, Format::Csv]
+                    .into_iter()
+                    .map(|f| MetaMediaType {
+                        content_type: f.content_type(),
+                        schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format(
+                            "string", "binary",
+                        ))),
+                    })
+                    .collect();
+                response
+                    .headers
+                    .retain(|h| !h.name.eq_ignore_ascii_case("content-type"));
+            }
+        }
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        ExportResponse::register(registry);
+    }
+}
+
+impl poem::IntoResponse for Export {
+    fn into_response(self) -> poem::Response {
+        self.0.into_response()
+    }
 }
 
 #[cfg(test)]

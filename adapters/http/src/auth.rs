@@ -18,6 +18,7 @@ use rmm_protocol::api::ApiErrorCode;
 
 use crate::client_addr::ClientAddr;
 use crate::error::{ErrorBody, Failure, error, internal};
+use crate::rules::{PasswordRule, Text};
 use crate::{ApiTags, Auth, Handlers, to_datetime};
 
 /// Who is calling, and with which token (what logout revokes).
@@ -173,13 +174,17 @@ enum LoginResponse {
         #[oai(header = "Retry-After")]
         u64,
     ),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 }
 
 #[derive(Debug, Object)]
 struct ChangePasswordBody {
     current_password: String,
     /// At least 8 characters.
-    new_password: String,
+    new_password: Text<PasswordRule>,
 }
 
 #[derive(ApiResponse)]
@@ -200,6 +205,10 @@ enum ChangePasswordResponse {
     /// The database is unavailable, or password hashing is at capacity; nothing changed.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 }
 
 #[derive(ApiResponse)]
@@ -227,8 +236,10 @@ fn login_outcome(response: &LoginResponse) -> &'static str {
             "unavailable"
         }
         LoginResponse::Busy(..) => "busy",
-        // Never built here (the body parser answers 400 before the handler runs).
-        LoginResponse::Internal(_) | LoginResponse::BadRequest(_) => "error",
+        // Never built here (the body parser answers 400 and 415 before the handler runs).
+        LoginResponse::Internal(_)
+        | LoginResponse::BadRequest(_)
+        | LoginResponse::UnsupportedMediaType(_) => "error",
     }
 }
 

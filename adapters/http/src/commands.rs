@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Binary, Json};
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, OpenApi};
 use rmm_application::{CommandRecord, GetCommandError, OutputStream, Ports, RunCommandError};
 use rmm_domain::{Actor, CommandId, SessionId};
 use rmm_protocol::api::ApiErrorCode;
@@ -17,6 +17,10 @@ use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error, internal};
 use crate::{ApiTags, Commands, Handlers};
 use dto::{CommandDto, Inline};
+
+mod run;
+
+use run::{CommandBody, CommandStartedDto, RunCommandResponse};
 
 #[OpenApi(prefix_path = "/api/v1")]
 impl<P: Ports> Handlers<P, Commands> {
@@ -109,7 +113,10 @@ impl<P: Ports> Handlers<P, Commands> {
         #[oai(name = "command_id", example = "crate::examples::id")]
         command_id: Path<Uuid>,
         /// Hold the answer until the command ends or this many seconds pass (at most 300).
-        #[oai(example = "crate::examples::wait_secs")]
+        #[oai(
+            example = "crate::examples::wait_secs",
+            validator(minimum(value = "0"), maximum(value = "300"))
+        )]
         wait: Query<Option<u64>>,
     ) -> CommandResponse {
         let wait = wait
@@ -360,55 +367,6 @@ impl<P: Ports> Handlers<P, Commands> {
             futures_util::StreamExt::map(body, |r| r.map(bytes::Bytes::from)),
         )))
     }
-}
-
-#[derive(Debug, Object)]
-struct CommandBody {
-    /// Run through the agent's shell (`sh -c` on Unix); stdin closed unless `stdin`.
-    command: String,
-    /// Kill the command (its whole process group) after this many seconds; default 300.
-    timeout_secs: Option<u64>,
-    /// Keep the command's stdin open: send it with
-    /// `PUT /api/v1/tunnel/{session_id}/commands/{command_id}/stdin` (EOF at the body's end).
-    /// Default false: stdin is closed.
-    #[oai(default)]
-    stdin: bool,
-}
-
-#[derive(Debug, Object)]
-struct CommandStartedDto {
-    command_id: Uuid,
-    /// The channel its output frames carry on the session stream.
-    channel_id: String,
-    timeout_secs: u64,
-}
-
-#[derive(ApiResponse)]
-enum RunCommandResponse {
-    /// Sent to the agent.
-    #[oai(status = 202)]
-    Accepted(Json<CommandStartedDto>),
-    /// Empty, too long or otherwise invalid command or timeout.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// Missing, expired or invalid token.
-    #[oai(status = 401)]
-    #[allow(dead_code)] // Answered by the auth extractor; listed for the API docs.
-    Unauthorized(Json<ErrorBody>),
-    /// The session belongs to another user.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// No such session.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// The session is closed (or still pending), or its agent is gone.
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// The agent is saturated (`agent_busy`), or the database cannot record the command with
-    /// its audit entry (`database_unavailable`): it was not sent (commands never run
-    /// unaudited). Retry shortly.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
 }
 
 #[derive(ApiResponse)]

@@ -15,15 +15,18 @@ use uuid::Uuid;
 use crate::auth::TechAuth;
 use crate::client_addr::ClientAddr;
 use crate::error::{ErrorBody, error, internal};
+use crate::rules::{AgentNameRule, GroupNameRule, Text};
 use crate::{ApiTags, Enrollment, Handlers, to_datetime};
 
 #[derive(Debug, Object)]
 struct CreateEnrollmentBody {
     /// The group the enrolled agents join (it must exist).
-    group: String,
+    group: Text<GroupNameRule>,
     /// How many machines may enroll with it: 1 (default) to 10000.
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "10000")))]
     uses: Option<u32>,
     /// Seconds until it expires: 60 to 2592000 (30 days); default 86400.
+    #[oai(nullable, validator(minimum(value = "60"), maximum(value = "2592000")))]
     expires_in_secs: Option<u64>,
 }
 
@@ -66,7 +69,7 @@ struct EnrollBody {
     /// An enrollment token from `POST /api/v1/enrollment-tokens`.
     token: String,
     /// The agent's name, unique among agents (e.g. the hostname).
-    name: String,
+    name: Text<AgentNameRule>,
 }
 
 #[derive(Debug, Object)]
@@ -82,11 +85,11 @@ struct EnrolledDto {
 /// A response enum for one admin operation on tokens: its success, then the failures they
 /// share.
 macro_rules! admin_response {
-    ($name:ident { $(#[$doc:meta] #[oai(status = $status:literal)] $variant:ident $(($body:ty))?,)+ }) => {
+    ($name:ident { $($(#[$attr:meta])* $variant:ident $(($body:ty))?,)+ }) => {
         #[derive(ApiResponse)]
         enum $name {
-            $(#[$doc] #[oai(status = $status)] $variant $(($body))?,)+
-            /// Uses or expiry out of range, or an unknown group (the message names it).
+            $($(#[$attr])* $variant $(($body))?,)+
+            /// Uses or expiry out of range, or a bad group name (the message names it).
             #[oai(status = 400)]
             #[allow(dead_code)] // Not every operation takes a body.
             BadRequest(Json<ErrorBody>),
@@ -101,6 +104,10 @@ macro_rules! admin_response {
             #[oai(status = 404)]
             #[allow(dead_code)] // Not every operation names a token.
             NotFound(Json<ErrorBody>),
+            /// The group named does not exist (`group_not_found`).
+            #[oai(status = 409)]
+            #[allow(dead_code)] // Not every operation names a group.
+            Conflict(Json<ErrorBody>),
             /// The database is unavailable; nothing was changed.
             #[oai(status = 503)]
             Unavailable(Json<ErrorBody>),
@@ -113,7 +120,10 @@ macro_rules! admin_response {
                     EnrollmentAdminError::Forbidden => {
                         Self::Forbidden(error(ApiErrorCode::Forbidden, message))
                     }
-                    EnrollmentAdminError::Invalid(_) | EnrollmentAdminError::UnknownGroup(_) => {
+                    EnrollmentAdminError::UnknownGroup(_) => {
+                        Self::Conflict(error(ApiErrorCode::GroupNotFound, message))
+                    }
+                    EnrollmentAdminError::Invalid(_) => {
                         Self::BadRequest(error(ApiErrorCode::InvalidRequest, message))
                     }
                     EnrollmentAdminError::NotFound(_) => {
@@ -136,6 +146,10 @@ admin_response!(CreateEnrollmentResponse {
     /// Created; hand the token to the machines to enroll.
     #[oai(status = 201)]
     Created(Json<CreatedEnrollmentDto>),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 });
 
 admin_response!(ListEnrollmentsResponse {
@@ -178,6 +192,10 @@ enum EnrollResponse {
     /// The server failed; details are in its log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 }
 
 #[OpenApi(prefix_path = "/api/v1")]

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::rules::{AgentPathRule, ExportFormatRule, Text};
+
 /// Any id in a path.
 pub fn id() -> Uuid {
     Uuid::from_u128(0x0192_6b3e_7c1a_7d4e_9f21_3a5b_8c6d_0e1f)
@@ -18,12 +20,12 @@ pub fn group_name() -> String {
     "acme".to_owned()
 }
 
-pub fn file_path() -> String {
-    "/var/log/syslog".to_owned()
+pub fn file_path() -> Text<AgentPathRule> {
+    Text::new("/var/log/syslog")
 }
 
-pub fn dir_path() -> String {
-    "/var/log".to_owned()
+pub fn dir_path() -> Text<AgentPathRule> {
+    Text::new("/var/log")
 }
 
 pub fn offset() -> Option<u64> {
@@ -59,6 +61,6 @@ pub fn before() -> Option<i64> {
 }
 
 /// The audit export's format.
-pub fn export_format() -> String {
-    "ndjson".to_owned()
+pub fn export_format() -> Text<ExportFormatRule> {
+    Text::new("ndjson")
 }

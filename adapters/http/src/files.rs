@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error, internal};
+use crate::rules::{AgentPathRule, Text};
 use crate::{ApiTags, Files, Handlers};
 
 #[OpenApi(prefix_path = "/api/v1")]
@@ -35,9 +36,12 @@ impl<P: Ports> Handlers<P, Files> {
         session_id: Path<Uuid>,
         /// Absolute path of the file on the agent.
         #[oai(example = "crate::examples::file_path")]
-        path: Query<String>,
+        path: Query<Text<AgentPathRule>>,
         /// Resume from this byte (the bytes before it are already on the agent).
-        #[oai(example = "crate::examples::offset")]
+        #[oai(
+            example = "crate::examples::offset",
+            validator(minimum(value = "0"), maximum(value = "9007199254740991"))
+        )]
         offset: Query<Option<u64>>,
         /// Expected SHA-256 (hex) of the whole file.
         #[oai(example = "crate::examples::sha256")]
@@ -80,7 +84,7 @@ impl<P: Ports> Handlers<P, Files> {
         session_id: Path<Uuid>,
         /// Absolute path of the file on the agent.
         #[oai(example = "crate::examples::file_path")]
-        path: Query<String>,
+        path: Query<Text<AgentPathRule>>,
         /// `bytes=N-` (from byte N to the end) or `bytes=N-M` (bytes N to M inclusive).
         #[oai(name = "Range", example = "crate::examples::range")]
         range: Header<Option<String>>,
@@ -134,12 +138,12 @@ impl<P: Ports> Handlers<P, Files> {
         session_id: Path<Uuid>,
         /// Absolute path of the directory on the agent.
         #[oai(example = "crate::examples::dir_path")]
-        path: Query<String>,
+        path: Query<Text<AgentPathRule>>,
     ) -> ListFilesResponse {
         let session = SessionId::from_uuid(session_id.0);
         match self.app.list_files(auth.0.actor, session, &path.0).await {
             Ok(entries) => ListFilesResponse::Ok(Json(DirectoryDto {
-                path: path.0,
+                path: path.0.into_string(),
                 entries: entries
                     .into_iter()
                     .map(|e| FileEntryDto {
@@ -171,12 +175,12 @@ impl<P: Ports> Handlers<P, Files> {
         session_id: Path<Uuid>,
         /// Absolute path of the file being uploaded.
         #[oai(example = "crate::examples::file_path")]
-        path: Query<String>,
+        path: Query<Text<AgentPathRule>>,
     ) -> UploadStatusResponse {
         let session = SessionId::from_uuid(session_id.0);
         match self.app.upload_status(auth.0.actor, session, &path.0).await {
             Ok(size) => UploadStatusResponse::Ok(Json(UploadStatusDto {
-                path: path.0,
+                path: path.0.into_string(),
                 received: size,
             })),
             Err(e) => UploadStatusResponse::from(FileErrorResponse::from(e)),
@@ -287,9 +291,9 @@ impl From<TransferError> for FileErrorResponse {
             TransferError::Access(FileAccessError::NotAbsolute(_)) => {
                 Self::BadRequest(body(ApiErrorCode::NotAbsolute))
             }
-            // The same code, and so the same status, as the agent's refusal of such a path.
+            // The agent's code for such a path; a 400: the server saw the form is wrong.
             TransferError::Access(FileAccessError::InvalidPath(problem)) => {
-                Self::of_agent_code(problem.code(), body(ApiErrorCode::from(problem.code())))
+                Self::BadRequest(body(ApiErrorCode::from(problem.code())))
             }
             TransferError::Access(FileAccessError::NotFound(_)) => {
                 Self::NotFound(body(ApiErrorCode::SessionNotFound))
@@ -334,18 +338,22 @@ impl From<TransferError> for FileErrorResponse {
 
 impl FileErrorResponse {
     /// The status of an agent's `file_error` code. Every refusal of the path the client
-    /// named is a 4xx; only `io` (any other failure) is a 500.
+    /// named is a 4xx; only `io` (any other failure) is a 500. The server has checked the
+    /// path's form before asking (a 400 when it is wrong), so what the agent refuses is a
+    /// well-formed request its machine does not take (409): a path its system does not
+    /// call absolute (`C:\x` on Linux) or valid, the wrong kind of file, an offset that
+    /// does not match what is held.
     fn of_agent_code(code: FileErrorCode, body: Json<ErrorBody>) -> Self {
         match code {
             FileErrorCode::NotFound => Self::NotFound(body),
             FileErrorCode::PermissionDenied => Self::Forbidden(body),
             FileErrorCode::NotAbsolute
+            | FileErrorCode::NameTooLong
+            | FileErrorCode::InvalidPath
             | FileErrorCode::IsDirectory
             | FileErrorCode::NotADirectory
             | FileErrorCode::NotARegularFile
-            | FileErrorCode::NameTooLong
-            | FileErrorCode::InvalidPath
-            | FileErrorCode::BadOffset => Self::BadRequest(body),
+            | FileErrorCode::BadOffset => Self::Conflict(body),
             FileErrorCode::ChecksumMismatch => Self::Unprocessable(body),
             FileErrorCode::DiskFull => Self::InsufficientStorage(body),
             FileErrorCode::Io => Self::Internal(body),
@@ -392,10 +400,8 @@ macro_rules! file_response {
         #[derive(ApiResponse)]
         enum $name {
             $($(#[$meta])* $variant($($(#[$fmeta])* $ty),+),)+
-            /// Path not absolute, with a NUL byte (`invalid_path`) or too long
-            /// (`name_too_long`); a directory where a file is needed (or the reverse); a
-            /// device, FIFO or socket (`not_a_regular_file`); an offset the agent cannot resume
-            /// from, or an interrupted request body.
+            /// Path not absolute (`not_absolute`), with a NUL byte (`invalid_path`) or too
+            /// long (`name_too_long`), or an interrupted request body.
             #[oai(status = 400)]
             BadRequest(Json<ErrorBody>),
             /// Missing, expired or invalid token.
@@ -409,7 +415,11 @@ macro_rules! file_response {
             /// No such session, file or directory.
             #[oai(status = 404)]
             NotFound(Json<ErrorBody>),
-            /// The session is not active, or its agent does not support file transfer.
+            /// The session is not active, or its agent does not support file transfer; a
+            /// directory where a file is needed (`is_directory`) or the reverse
+            /// (`not_a_directory`); a device, FIFO or socket (`not_a_regular_file`); an offset
+            /// the agent cannot resume from (`bad_offset`); a path the agent's system does
+            /// not take (`not_absolute`, `name_too_long`, `invalid_path`).
             #[oai(status = 409)]
             Conflict(Json<ErrorBody>),
             /// The file's SHA-256 does not match the expected one (nothing was written).

@@ -10,6 +10,7 @@ use rmm_protocol::api::ApiErrorCode;
 
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error};
+use crate::rules::{GroupNameRule, Text};
 use crate::{ApiTags, Groups, Handlers};
 
 #[derive(Debug, Object)]
@@ -23,7 +24,7 @@ struct GroupDto {
 #[derive(Debug, Object)]
 struct CreateGroupBody {
     /// 1 to 64 characters, no control characters and no `/`.
-    name: String,
+    name: Text<GroupNameRule>,
 }
 
 #[derive(Debug, Object)]
@@ -34,10 +35,10 @@ struct CreatedGroup {
 
 /// A response enum for one group operation: its success, then the failures they share.
 macro_rules! group_response {
-    ($name:ident { $(#[$doc:meta] #[oai(status = $status:literal)] $variant:ident $(($body:ty))?,)+ }) => {
+    ($name:ident { $($(#[$attr:meta])* $variant:ident $(($body:ty))?,)+ }) => {
         #[derive(ApiResponse)]
         enum $name {
-            $(#[$doc] #[oai(status = $status)] $variant $(($body))?,)+
+            $($(#[$attr])* $variant $(($body))?,)+
             /// A bad group name.
             #[oai(status = 400)]
             #[allow(dead_code)] // Not every operation takes a name.
@@ -98,6 +99,10 @@ group_response!(CreateGroupResponse {
     /// Created.
     #[oai(status = 201)]
     Created(Json<CreatedGroup>),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 });
 
 group_response!(DeleteGroupResponse {
@@ -165,7 +170,8 @@ impl<P: Ports> Handlers<P, Groups> {
         }
     }
 
-    /// Delete a group that has no agents (admins only); users lose their grant of it.
+    /// Delete a group that has no agents (admins only); users lose their grant of it, and its
+    /// enrollment tokens are deleted with it.
     #[oai(
         path = "/groups/:name",
         method = "delete",

@@ -15,6 +15,7 @@ use rmm_domain::Timestamp;
 mod agent_admin;
 pub mod agent_events;
 mod agents;
+mod allow;
 mod audit;
 mod audit_export;
 mod auth;
@@ -27,6 +28,7 @@ mod files;
 mod groups;
 mod path_params;
 mod recordings;
+mod rules;
 mod terminals;
 #[cfg(test)]
 mod tests;
@@ -34,6 +36,7 @@ mod tunnels;
 mod users;
 pub mod wire_enum;
 
+pub use allow::AllowHeader;
 pub use auth::{Authenticate, Caller, TechAuth, authenticator, caller_of};
 pub use error::{ErrorBody, error_as_json, json_error};
 pub use path_params::PathParamNames;

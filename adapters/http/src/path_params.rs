@@ -48,19 +48,29 @@ impl PathParamNames {
         else {
             return internal;
         };
-        let is_param = |s: &String| s.starts_with('{') && s.ends_with('}');
-        let segments: Vec<&str> = path.split('/').collect();
-        let best = self
-            .templates
-            .iter()
-            .filter(|t| {
-                t.len() == segments.len()
-                    && t.iter().zip(&segments).all(|(t, s)| t == s || is_param(t))
-            })
-            .max_by_key(|t| t.iter().map(|s| !is_param(s)).collect::<Vec<bool>>());
-        best.and_then(|t| t.iter().filter(|s| is_param(s)).nth(n))
+        best_template(self.templates.iter(), path)
+            .and_then(|t| t.iter().filter(|s| is_param(s)).nth(n))
             .map_or(internal, |s| &s[1..s.len() - 1])
     }
+}
+
+fn is_param(segment: &str) -> bool {
+    segment.starts_with('{') && segment.ends_with('}')
+}
+
+/// The template (split at `/`) that `path` matches, literal segments first, as poem's router
+/// prefers them: `/tunnel/status/x` is `/tunnel/status/{session_id}`, not
+/// `/tunnel/{session_id}/x`.
+pub(crate) fn best_template<'a>(
+    templates: impl Iterator<Item = &'a Vec<String>>,
+    path: &str,
+) -> Option<&'a Vec<String>> {
+    let segments: Vec<&str> = path.split('/').collect();
+    templates
+        .filter(|t| {
+            t.len() == segments.len() && t.iter().zip(&segments).all(|(t, s)| t == s || is_param(t))
+        })
+        .max_by_key(|t| t.iter().map(|s| !is_param(s)).collect::<Vec<bool>>())
 }
 
 impl<E: Endpoint> Middleware<E> for PathParamNames {

@@ -16,9 +16,6 @@ use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error, internal};
 use crate::{ApiTags, Handlers, Recordings, from_datetime, to_datetime};
 
-/// The media type of an asciicast file.
-const ASCIICAST: &str = "application/x-asciicast";
-
 #[OpenApi(prefix_path = "/api/v1")]
 impl<P: Ports> Handlers<P, Recordings> {
     /// Terminal recordings, newest first (by start). Admins and auditors see every one,
@@ -44,8 +41,11 @@ impl<P: Ports> Handlers<P, Recordings> {
         /// Started before.
         #[oai(example = "crate::examples::until")]
         until: Query<Option<DateTime<Utc>>>,
-        /// At most this many (1 to 500; default 50).
-        #[oai(example = "crate::examples::limit")]
+        /// At most this many (1 to 500; default 50; fewer or more are taken as 1 or 500).
+        #[oai(
+            example = "crate::examples::limit",
+            validator(minimum(value = "0"), maximum(value = "4294967295"))
+        )]
         limit: Query<Option<u32>>,
     ) -> ListRecordingsResponse {
         let query = RecordingQuery {
@@ -88,13 +88,10 @@ impl<P: Ports> Handlers<P, Recordings> {
                 ApiErrorCode::RecordingPruned,
                 format!("recording {id} was pruned by the retention sweep"),
             )),
-            Ok(_) => RecordingResponse::Ok(
-                Binary(poem::Body::from_bytes_stream(chunks(
-                    Arc::clone(&self.app),
-                    id,
-                ))),
-                ASCIICAST.to_owned(),
-            ),
+            Ok(_) => RecordingResponse::Ok(Binary(poem::Body::from_bytes_stream(chunks(
+                Arc::clone(&self.app),
+                id,
+            )))),
             Err(e @ RecordingError::NotFound(_)) => {
                 RecordingResponse::NotFound(error(ApiErrorCode::RecordingNotFound, e.to_string()))
             }
@@ -198,8 +195,8 @@ enum ListRecordingsResponse {
 #[derive(ApiResponse)]
 enum RecordingResponse {
     /// The cast file.
-    #[oai(status = 200)]
-    Ok(Binary<poem::Body>, #[oai(header = "Content-Type")] String),
+    #[oai(status = 200, content_type = "application/x-asciicast")]
+    Ok(Binary<poem::Body>),
     /// A parameter that does not parse (`invalid_request`).
     #[oai(status = 400)]
     #[allow(dead_code)] // Answered by the parameter parser; listed for the API docs.

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error};
 use crate::files::RawBody;
+use crate::rules::{CommandRule, TermRule, Text};
 use crate::wire_enum::Wire;
 use crate::{ApiTags, Handlers, Terminals, to_datetime};
 
@@ -42,8 +43,8 @@ impl<P: Ports> Handlers<P, Terminals> {
         let request = NewTerminal {
             cols: body.0.cols,
             rows: body.0.rows,
-            term: body.0.term,
-            command: body.0.command,
+            term: body.0.term.map(Text::into_string),
+            command: body.0.command.map(Text::into_string),
         };
         let session = SessionId::from_uuid(session_id.0);
         match self.app.open_terminal(auth.0.actor, session, request).await {
@@ -162,13 +163,17 @@ impl<P: Ports> Handlers<P, Terminals> {
 #[derive(Debug, Object)]
 struct TerminalBody {
     /// Columns, 1 to 1000.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     cols: u16,
     /// Rows, 1 to 1000.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     rows: u16,
     /// `TERM` for the remote process; default `xterm-256color`.
-    term: Option<String>,
+    #[oai(nullable)]
+    term: Option<Text<TermRule>>,
     /// Run this (through `sh -c`) instead of the login shell of the agent's user.
-    command: Option<String>,
+    #[oai(nullable)]
+    command: Option<Text<CommandRule>>,
 }
 
 #[derive(Debug, Object)]
@@ -335,6 +340,10 @@ enum OpenTerminalResponse {
     /// The agent did not start it in time.
     #[oai(status = 504)]
     Timeout(Json<ErrorBody>),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 }
 
 #[derive(ApiResponse)]

@@ -60,6 +60,10 @@ enum OpenResponse {
     /// The agent did not confirm within the open timeout; nothing was left open.
     #[oai(status = 504)]
     Timeout(Json<ErrorBody>),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 }
 
 #[derive(Debug, Object)]
@@ -99,6 +103,10 @@ enum CloseResponse {
     /// the session is unchanged. Retry shortly.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 }
 
 #[derive(Debug, Object)]

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::TechAuth;
 use crate::error::{ErrorBody, error};
+use crate::rules::{GroupNameRule, PasswordRule, RoleRule, Text, UsernameRule};
 use crate::wire_enum::Wire;
 use crate::{ApiTags, Handlers, Users, to_datetime};
 
@@ -55,13 +56,14 @@ impl From<UserRecord> for UserDto {
 #[derive(Debug, Object)]
 struct CreateUserBody {
     /// 1 to 64 characters of `a-z A-Z 0-9 . _ @ -`.
-    username: String,
+    username: Text<UsernameRule>,
     /// At least 8 characters.
-    password: String,
-    /// `admin`, `technician` or `auditor`.
-    role: String,
+    password: Text<PasswordRule>,
+    /// `admin`, `technician` (or `tech`) or `auditor`.
+    role: Text<RoleRule>,
     /// Groups to grant (each must exist); `default` when absent.
-    groups: Option<Vec<String>>,
+    #[oai(nullable)]
+    groups: Option<Vec<Text<GroupNameRule>>>,
 }
 
 #[derive(Debug, Object)]
@@ -71,31 +73,37 @@ struct CreatedUser {
 
 #[derive(Debug, Object)]
 struct UpdateUserBody {
-    /// `admin`, `technician` or `auditor`.
-    role: Option<String>,
+    /// `admin`, `technician` (or `tech`) or `auditor`.
+    #[oai(nullable)]
+    role: Option<Text<RoleRule>>,
     /// Disabling a user revokes every token of theirs at once.
+    #[oai(nullable)]
     disabled: Option<bool>,
     /// A new password (at least 8 characters); revokes every token of theirs.
-    password: Option<String>,
+    #[oai(nullable)]
+    password: Option<Text<PasswordRule>>,
     /// The groups to grant instead of the current ones (each must exist).
-    groups: Option<Vec<String>>,
+    #[oai(nullable)]
+    groups: Option<Vec<Text<GroupNameRule>>>,
 }
 
 /// Group names from a request body.
-fn group_names(names: &[String]) -> Result<Vec<GroupName>, UserAdminError> {
+fn group_names(names: &[Text<GroupNameRule>]) -> Result<Vec<GroupName>, UserAdminError> {
     names
         .iter()
-        .map(|n| GroupName::parse(n).map_err(|e| bad_request(format!("group {n:?}: {e}"))))
+        .map(|n| {
+            GroupName::parse(n).map_err(|e| bad_request(format!("group {:?}: {e}", n.as_str())))
+        })
         .collect()
 }
 
 /// A response enum for one user operation: its success, then the failures every user
 /// operation shares (so the API docs list exactly what each can answer).
 macro_rules! user_response {
-    ($name:ident { $(#[$doc:meta] #[oai(status = $status:literal)] $variant:ident $(($body:ty))?,)+ }) => {
+    ($name:ident { $($(#[$attr:meta])* $variant:ident $(($body:ty))?,)+ }) => {
         #[derive(ApiResponse)]
         enum $name {
-            $(#[$doc] #[oai(status = $status)] $variant $(($body))?,)+
+            $($(#[$attr])* $variant $(($body))?,)+
             /// A bad username, role or password.
             #[oai(status = 400)]
             BadRequest(Json<ErrorBody>),
@@ -110,8 +118,9 @@ macro_rules! user_response {
             #[oai(status = 404)]
             #[allow(dead_code)] // Not every operation names a user.
             NotFound(Json<ErrorBody>),
-            /// The username is taken (`username_taken`), or the change would leave no
-            /// enabled admin (`last_admin`).
+            /// The username is taken (`username_taken`), the change would leave no
+            /// enabled admin (`last_admin`), or a group named does not exist
+            /// (`group_not_found`).
             #[oai(status = 409)]
             Conflict(Json<ErrorBody>),
             /// The database is unavailable, or password hashing is at capacity; nothing changed.
@@ -150,6 +159,9 @@ fn failure(e: UserAdminError) -> Failed {
             Failed::Forbidden(error(ApiErrorCode::InvalidCredentials, message))
         }
         UserAdminError::NotFound(_) => Failed::NotFound(error(ApiErrorCode::UserNotFound, message)),
+        UserAdminError::UnknownGroup(_) => {
+            Failed::Conflict(error(ApiErrorCode::GroupNotFound, message))
+        }
         UserAdminError::LastAdmin => Failed::Conflict(error(ApiErrorCode::LastAdmin, message)),
         UserAdminError::WeakPassword | UserAdminError::Invalid(_) => {
             Failed::BadRequest(error(ApiErrorCode::InvalidRequest, message))
@@ -175,12 +187,20 @@ user_response!(CreateUserResponse {
     /// Created.
     #[oai(status = 201)]
     Created(Json<CreatedUser>),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 });
 
 user_response!(UpdateUserResponse {
     /// Changed; the user as they are now.
     #[oai(status = 200)]
     Ok(Json<UserDto>),
+    /// The body is not JSON: send `Content-Type: application/json`.
+    #[oai(status = 415)]
+    #[allow(dead_code)] // Answered by the body parser; listed for the API docs.
+    UnsupportedMediaType(Json<ErrorBody>),
 });
 
 user_response!(DeleteUserResponse {
@@ -255,7 +275,9 @@ impl<P: Ports> Handlers<P, Users> {
                 CreateUserResponse::Conflict(error(ApiErrorCode::UsernameTaken, e.to_string()))
             }
             Err(CreateUserError::WeakPassword) => UserAdminError::WeakPassword.into(),
-            Err(e @ CreateUserError::UnknownGroup(_)) => bad_request(e.to_string()).into(),
+            Err(e @ CreateUserError::UnknownGroup(_)) => {
+                CreateUserResponse::Conflict(error(ApiErrorCode::GroupNotFound, e.to_string()))
+            }
             Err(CreateUserError::Hashing(why)) => UserAdminError::Hashing(why).into(),
             Err(CreateUserError::Store(e)) => UserAdminError::Store(e).into(),
         }
@@ -289,7 +311,7 @@ impl<P: Ports> Handlers<P, Users> {
         let update = UserUpdate {
             role,
             disabled: body.disabled,
-            password: body.password,
+            password: body.password.map(Text::into_string),
             groups,
         };
         let id = UserId::from_uuid(user_id.0);

@@ -94,13 +94,13 @@ api_error_codes! {
     AgentExists = "agent_exists":
         "409: an agent with this name exists.",
     RevokedAgent = "revoked_agent":
-        "409: the agent is revoked (a revoked agent gets no new key).",
+        "409: the agent is revoked (kept as history: no new key, no change).",
     UsernameTaken = "username_taken":
         "409: a user with this username exists.",
     LastAdmin = "last_admin":
         "409: refused because it would leave no enabled admin.",
     GroupNotFound = "group_not_found":
-        "404: no such group.",
+        "404 (the group in the path), 409 (a group a body names): no such group.",
     GroupExists = "group_exists":
         "409: a group with this name exists.",
     GroupNotEmpty = "group_not_empty":
@@ -130,19 +130,19 @@ api_error_codes! {
     PermissionDenied = "permission_denied":
         "403 (files): the agent's operating system refused access.",
     IsDirectory = "is_directory":
-        "400 (files): a directory where a file is needed.",
+        "409 (files): a directory where a file is needed.",
     NotADirectory = "not_a_directory":
-        "400 (files): a file where a directory is needed.",
+        "409 (files): a file where a directory is needed.",
     NotAbsolute = "not_absolute":
-        "400 (files): the path is not absolute.",
+        "400 (files; 409 when the agent's system refuses a path the server took): the path is not absolute.",
     NotARegularFile = "not_a_regular_file":
-        "400 (files): the path names a device, FIFO or socket, not a regular file; nothing was read or written.",
+        "409 (files): the path names a device, FIFO or socket, not a regular file; nothing was read or written.",
     NameTooLong = "name_too_long":
-        "400 (files): the path is longer than 4096 bytes, a name in it longer than 255 characters, or either longer than the agent's file system allows.",
+        "400 (files; 409 when the agent's system refuses a path the server took): the path is longer than 4096 bytes, a name in it longer than 255 characters, or either longer than the agent's file system allows.",
     InvalidPath = "invalid_path":
-        "400 (files): the path cannot name a file (it contains a NUL byte).",
+        "400 (files; 409 when the agent's system refuses a path the server took): the path cannot name a file (it contains a NUL byte).",
     BadOffset = "bad_offset":
-        "400 (files): the offset to resume from does not match what the agent holds.",
+        "409 (files): the offset to resume from does not match what the agent holds.",
     RangeNotSatisfiable = "range_not_satisfiable":
         "416 (files): the requested byte range starts at or past the end of the file (`Content-Range: bytes */SIZE` gives the size when known).",
     ChecksumMismatch = "checksum_mismatch":

@@ -151,7 +151,8 @@ pub trait AgentRepository: Send + Sync + 'static {
         entry: &AuditEvent,
     ) -> impl Future<Output = Result<AgentChangeOutcome, StoreError>> + Send;
 
-    /// Renames the agent and/or moves it to another group, with `entry`, in one transaction.
+    /// Renames the agent and/or moves it to another group, with `entry`, in one transaction;
+    /// a revoked agent is left alone ([`AgentChangeOutcome::Revoked`]: it is kept as history).
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when the new name is taken; [`StoreError::Backend`].

@@ -45,8 +45,8 @@ pub trait GroupRepository: Send + Sync + 'static {
         entry: &AuditEvent,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Deletes a group that has no agents, and every user's grant of it, with `entry`
-    /// (`group_deleted`), in one transaction.
+    /// Deletes a group that has no agents, every user's grant of it and every enrollment
+    /// token into it, with `entry` (`group_deleted`), in one transaction.
     ///
     /// # Errors
     /// [`StoreError::Backend`]: then nothing changed.

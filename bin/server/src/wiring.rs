@@ -328,6 +328,17 @@ where
     };
     let spec_json = api.spec();
     let path_param_names = rmm_http::PathParamNames::from_spec(&spec_json);
+    let allow = rmm_http::AllowHeader::from_spec(&spec_json)
+        .route("/api/v1/openapi.json", &["GET"])
+        .route("/api/v1/agent/ws", &["GET"])
+        .route("/api/v1/agents/events", &["GET"])
+        .route("/api/v1/tunnel/{session_id}/stream", &["GET"])
+        .route(
+            "/api/v1/tunnel/{session_id}/terminals/{terminal_id}/ws",
+            &["GET"],
+        )
+        .route("/healthz", &["GET"])
+        .route("/readyz", &["GET"]);
     let access_log = crate::access_log::AccessLog {
         routes: Arc::new(crate::access_log::Routes::from_spec(&spec_json)),
         jwt: Arc::clone(&jwt),
@@ -363,6 +374,7 @@ where
         .data(admission)
         .with(console)
         .catch_all_error(error_as_json)
+        .with(allow)
         .with(front_door)
         .with(access_log)
 }

@@ -87,8 +87,27 @@ async fn committed_openapi_spec_is_current() -> anyhow::Result<()> {
 /// committed document (equal to the served one by the test above): every operation has a
 /// unique camelCase `operationId` starting with a verb; every parameter a description and an
 /// example, and no router-internal `param<N>` name; every 4xx/5xx answer is the one error
-/// schema; an operation that takes a token documents 401, one with parameters or a body 400;
-/// `servers` is set; no property is an `allOf` over a string enum.
+/// schema; an operation that takes a token documents 401, one with parameters or a body 400,
+/// one with a JSON body 415; every integer a request carries (parameter or body property) has
+/// a `minimum` and a `maximum` no larger than 2^53 - 1 (a fuzzer, or a client, otherwise
+/// takes a negative or huge value for valid); every optional property of a request body is
+/// `nullable` (the server takes `null` as absent); `servers` is set; no property is an
+/// `allOf` over a string enum.
+/// A problem when `schema` is an integer without both bounds, or with a bound a JSON number
+/// does not carry exactly.
+fn unbounded_integer(what: &str, schema: &serde_json::Value) -> Option<String> {
+    const EXACT: f64 = 9_007_199_254_740_991.0;
+    if schema["type"] != "integer" {
+        return None;
+    }
+    match (schema["minimum"].as_f64(), schema["maximum"].as_f64()) {
+        (Some(min), Some(max)) if min >= -EXACT && max <= EXACT => None,
+        _ => Some(format!(
+            "{what}: an integer without a minimum and a maximum within 2^53 - 1"
+        )),
+    }
+}
+
 #[test]
 fn committed_openapi_spec_follows_the_api_conventions() -> anyhow::Result<()> {
     const VERBS: &[&str] = &[
@@ -155,6 +174,46 @@ fn committed_openapi_spec_follows_the_api_conventions() -> anyhow::Result<()> {
                 && !responses.contains_key("400")
             {
                 problems.push(format!("{at}: takes input but documents no 400"));
+            }
+            let json_body = op["requestBody"]["content"]
+                .as_object()
+                .is_some_and(|c| c.keys().any(|t| t.starts_with("application/json")));
+            if json_body && !responses.contains_key("415") {
+                problems.push(format!("{at}: takes JSON but documents no 415"));
+            }
+            for p in &params {
+                let name = p["name"].as_str().unwrap_or_default();
+                problems.extend(unbounded_integer(
+                    &format!("{at}: parameter {name}"),
+                    &p["schema"],
+                ));
+            }
+            if let Some(body) = op["requestBody"]["content"]
+                .as_object()
+                .and_then(|c| c.values().next())
+                .and_then(|m| m["schema"]["$ref"].as_str())
+            {
+                let name = body.trim_start_matches("#/components/schemas/");
+                let schema = &spec["components"]["schemas"][name];
+                let required: Vec<&str> = schema["required"]
+                    .as_array()
+                    .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
+                for (field, property) in schema["properties"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    let what = format!("{at}: body field {name}.{field}");
+                    problems.extend(unbounded_integer(&what, &property));
+                    problems.extend(unbounded_integer(&what, &property["items"]));
+                    if !required.contains(&field.as_str())
+                        && property["nullable"] != true
+                        && property["default"].is_null()
+                    {
+                        problems.push(format!("{what}: optional but not nullable"));
+                    }
+                }
             }
         }
     }

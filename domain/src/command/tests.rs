@@ -10,6 +10,8 @@ fn command_text_rejects_blank_long_and_nul() {
         CommandText::parse(&"x".repeat(CommandText::MAX_LEN + 1)),
         Err(CommandTextError::TooLong)
     );
+    // Characters, not bytes: the longest command of 2-byte characters is accepted.
+    assert!(CommandText::parse(&"é".repeat(CommandText::MAX_LEN)).is_ok());
     assert_eq!(CommandText::parse("a\0b"), Err(CommandTextError::Nul));
 }
 

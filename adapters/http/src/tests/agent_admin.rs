@@ -1,7 +1,7 @@
 //! `DELETE /api/v1/agents/{id}` (204, again 204, 403, 404 `agent_not_found`, 503),
 //! `POST /api/v1/agents/{id}/rotate-key` (200, 404, 409 `revoked_agent`) and
-//! `PATCH /api/v1/agents/{id}` (200, 400 unknown group / nothing to change, 409
-//! `agent_exists`, 404); and `revoked`/`group` in the agent list.
+//! `PATCH /api/v1/agents/{id}` (200, also for a change of nothing; 400 unknown group or bad
+//! name; 409 `agent_exists`, 404); and `revoked`/`group` in the agent list.
 
 use poem::http::StatusCode;
 use rmm_application::{
@@ -161,15 +161,37 @@ async fn patch_renames_and_moves_and_answers_the_agent() {
     assert_eq!(body["revoked"], false);
 }
 
+/// A PATCH of no field is valid (its schema has no required field): the agent as it is,
+/// nothing written.
 #[tokio::test]
-async fn patch_refuses_unknown_groups_taken_names_unknown_agents_and_empty_changes() {
+async fn patch_of_nothing_answers_the_agent_unchanged() {
+    let mut s = Setup::default();
+    s.agents.expect_update_agent().never();
+    s.agents
+        .expect_find_agent()
+        .times(1)
+        .returning(|_| Box::pin(async { Ok(Some(record(false))) }));
+    let server = s.serve();
+    let body = assert_ok(patch(&server, &json!({})).send().await, StatusCode::OK).await;
+    assert_eq!(body["name"], "db-01");
+    assert_eq!(body["group"], "acme");
+}
+
+#[tokio::test]
+async fn patch_refuses_unknown_groups_taken_names_unknown_agents_and_bad_values() {
     for (outcome, status, code) in [
         (
             Ok(AgentChangeOutcome::UnknownGroup),
-            StatusCode::BAD_REQUEST,
-            ApiErrorCode::InvalidRequest,
+            StatusCode::CONFLICT,
+            ApiErrorCode::GroupNotFound,
         ),
         (Err(()), StatusCode::CONFLICT, ApiErrorCode::AgentExists),
+        // A revoked agent is kept as history, unchanged.
+        (
+            Ok(AgentChangeOutcome::Revoked),
+            StatusCode::CONFLICT,
+            ApiErrorCode::RevokedAgent,
+        ),
         (
             Ok(AgentChangeOutcome::NotFound),
             StatusCode::NOT_FOUND,
@@ -185,16 +207,12 @@ async fn patch_refuses_unknown_groups_taken_names_unknown_agents_and_empty_chang
             .send()
             .await;
         let message = assert_error(resp, status, code).await;
-        if code == ApiErrorCode::InvalidRequest {
+        if code == ApiErrorCode::GroupNotFound {
             assert!(message.contains("nowhere"), "names the group: {message}");
         }
     }
     let server = Setup::default().serve();
-    for body in [
-        json!({}),
-        json!({"name": ""}),
-        json!({"group": "bad\ngroup"}),
-    ] {
+    for body in [json!({"name": ""}), json!({"group": "bad\ngroup"})] {
         let resp = patch(&server, &body).send().await;
         assert_error(resp, StatusCode::BAD_REQUEST, ApiErrorCode::InvalidRequest).await;
     }

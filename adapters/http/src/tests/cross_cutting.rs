@@ -153,20 +153,44 @@ async fn an_unknown_route_is_not_found() {
     assert_error(resp, StatusCode::NOT_FOUND, ApiErrorCode::NotFound).await;
 }
 
+/// RFC 9110: a 405 lists what the path takes in `Allow` (`HEAD` with `GET`, which poem
+/// answers through `GET`).
 #[tokio::test]
-async fn a_wrong_method_is_method_not_allowed() {
-    let resp = Setup::default()
-        .serve()
-        .client
-        .delete("/api/v1/agents")
-        .send()
+async fn a_wrong_method_is_method_not_allowed_with_the_paths_methods_in_allow() {
+    let server = Setup::default().serve();
+    let s = SESSION.as_uuid();
+    for (method, path, allow) in [
+        (
+            Method::DELETE,
+            "/api/v1/agents".to_owned(),
+            "GET, HEAD, POST",
+        ),
+        (Method::GET, format!("/api/v1/users/{s}"), "DELETE, PATCH"),
+        (
+            Method::TRACE,
+            format!("/api/v1/tunnel/status/{s}"),
+            "GET, HEAD",
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/tunnel/{s}/terminals"),
+            "GET, HEAD, POST",
+        ),
+    ] {
+        let resp = server.client.request(method.clone(), &path).send().await;
+        let got = resp.0.headers().get("allow").cloned();
+        assert_error(
+            resp,
+            StatusCode::METHOD_NOT_ALLOWED,
+            ApiErrorCode::MethodNotAllowed,
+        )
         .await;
-    assert_error(
-        resp,
-        StatusCode::METHOD_NOT_ALLOWED,
-        ApiErrorCode::MethodNotAllowed,
-    )
-    .await;
+        assert_eq!(
+            got.as_ref().and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "Allow of {method} {path}"
+        );
+    }
 }
 
 /// A path or query value that does not parse is answered with the parameter's name as the

@@ -58,7 +58,7 @@ async fn an_admin_creates_a_token_shown_once_and_stored_as_its_digest() {
 }
 
 #[tokio::test]
-async fn bad_values_and_unknown_groups_are_400_naming_them_and_non_admins_403() {
+async fn bad_values_are_400_unknown_groups_409_naming_them_and_non_admins_403() {
     let mut s = Setup::default();
     keys(&mut s);
     s.enrollment
@@ -66,8 +66,17 @@ async fn bad_values_and_unknown_groups_are_400_naming_them_and_non_admins_403() 
         .times(1)
         .returning(|_, _| Box::pin(async { Ok(false) }));
     let server = s.serve();
+    let resp = server
+        .post(
+            "/api/v1/enrollment-tokens",
+            ADMIN,
+            &json!({"group": "nowhere"}),
+        )
+        .send()
+        .await;
+    let message = assert_error(resp, StatusCode::CONFLICT, ApiErrorCode::GroupNotFound).await;
+    assert!(message.contains("nowhere"), "{message}");
     for (body, needle) in [
-        (json!({"group": "nowhere"}), "nowhere"),
         (json!({"group": "default", "uses": 10_001}), "uses"),
         (
             json!({"group": "default", "expires_in_secs": 2_592_001}),

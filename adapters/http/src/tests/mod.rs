@@ -227,6 +227,7 @@ impl Setup {
             "1",
         );
         let names = crate::PathParamNames::from_spec(&api.spec());
+        let allow = crate::AllowHeader::from_spec(&api.spec());
         let endpoint = Route::new()
             .nest("/", poem::IntoEndpoint::into_endpoint(api).with(names))
             .at(
@@ -237,6 +238,7 @@ impl Setup {
             .data(crate::authenticator(Arc::clone(&app)))
             .data(Arc::clone(&jwt))
             .catch_all_error(crate::error_as_json)
+            .with(allow)
             .boxed();
         Server {
             client: TestClient::new(endpoint),

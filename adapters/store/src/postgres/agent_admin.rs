@@ -78,8 +78,10 @@ pub(super) async fn update_agent(
     entry: &AuditEvent,
 ) -> Result<AgentChangeOutcome, StoreError> {
     let (mut tx, revoked) = lock_agent(store, id.as_uuid()).await?;
-    if revoked.is_none() {
-        return rolled_back(tx, AgentChangeOutcome::NotFound).await;
+    match revoked {
+        None => return rolled_back(tx, AgentChangeOutcome::NotFound).await,
+        Some(true) => return rolled_back(tx, AgentChangeOutcome::Revoked).await,
+        Some(false) => {}
     }
     let group_id: Option<Uuid> = match &change.group {
         Some(group) => {

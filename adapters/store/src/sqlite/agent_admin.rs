@@ -118,7 +118,8 @@ pub(super) async fn update_agent(
     let (mut tx, revoked) = lock_agent(store, &key).await?;
     let outcome = match revoked {
         None => Ok(AgentChangeOutcome::NotFound),
-        Some(_) => update_locked(&mut tx, &key, change, entry).await,
+        Some(true) => Ok(AgentChangeOutcome::Revoked),
+        Some(false) => update_locked(&mut tx, &key, change, entry).await,
     };
     settle(tx, outcome).await
 }

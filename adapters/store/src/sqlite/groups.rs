@@ -116,8 +116,11 @@ impl GroupRepository for SqliteStore {
         if used {
             return rolled_back(tx, GroupDeleteOutcome::NotEmpty).await;
         }
+        // Its grants and its enrollment tokens (which could only enroll into nothing) go
+        // with it.
         for statement in [
             "delete from user_groups where group_id = ?1",
+            "delete from enrollment_tokens where group_id = ?1",
             "delete from groups where group_id = ?1",
         ] {
             sqlx::query(statement)

@@ -152,6 +152,20 @@ pub(crate) async fn agents_are_renamed_and_moved_by_group_name(
         s.update_agent(unknown(), &rename, &note).await?,
         AgentChangeOutcome::NotFound
     );
+    // A revoked agent is kept as history, unchanged.
+    s.revoke_agent(db.id, &entry(AuditAction::AgentRevoked, db.id, 2))
+        .await?;
+    let renamed = AgentChange {
+        name: Some(AgentName::parse("db-02")?),
+        group: Some(GroupName::parse("acme")?),
+    };
+    assert_eq!(
+        s.update_agent(db.id, &renamed, &note).await?,
+        AgentChangeOutcome::Revoked
+    );
+    let found = s.find_agent(db.id).await?.context("db")?;
+    assert_eq!(found.name.as_str(), "db-01");
+    assert_eq!(found.group.as_str(), "default");
     // Nothing of the refused changes stuck.
     let found = s.find_agent(web.id).await?.context("web")?;
     assert_eq!(found.name.as_str(), "web-02");
@@ -159,7 +173,11 @@ pub(crate) async fn agents_are_renamed_and_moved_by_group_name(
     let actions: Vec<_> = entries(s).await?.into_iter().map(|e| e.action).collect();
     assert_eq!(
         actions,
-        vec![AuditAction::AgentUpdated, AuditAction::AgentUpdated]
+        vec![
+            AuditAction::AgentUpdated,
+            AuditAction::AgentUpdated,
+            AuditAction::AgentRevoked
+        ]
     );
     Ok(())
 }

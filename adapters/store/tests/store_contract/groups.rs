@@ -1,13 +1,14 @@
 //! Groups: created and deleted with their entry, deleted only when no agent is in them (and
-//! then with every grant of them), granted to users as a whole set, and scoping which agents
+//! then with every grant of them and every enrollment token into them), granted to users as a whole set, and scoping which agents
 //! a user may see; the per-user count of open sessions.
 
 use anyhow::ensure;
 use rmm_application::{
-    AgentRepository, AuditAction, AuditEvent, GroupDeleteOutcome, GroupRecord, GroupRepository,
-    SessionRepository, UserChange, UserChangeOutcome, UserRepository,
+    AgentRepository, AuditAction, AuditEvent, EnrollmentRecord, EnrollmentRepository,
+    GroupDeleteOutcome, GroupRecord, GroupRepository, KeyDigest, NewEnrollment, SessionRepository,
+    UserChange, UserChangeOutcome, UserRepository,
 };
-use rmm_domain::{AgentId, CloseReason, GroupName, Role, UserId};
+use rmm_domain::{AgentId, CloseReason, EnrollmentId, GroupName, Role, UserId};
 use uuid::Uuid;
 
 use super::{
@@ -89,9 +90,35 @@ pub(crate) async fn groups_are_listed_with_agent_counts_and_deleted_only_when_em
     let granted = [name.clone(), GroupName::default_group()];
     s.insert_user(&tech, &granted, &created(&tech)).await?;
     b.move_agent(web.id, "default").await?;
+    // An enrollment token into the group goes with it (it could only enroll into nothing).
+    let token = NewEnrollment {
+        record: EnrollmentRecord {
+            id: EnrollmentId::from_uuid(Uuid::new_v4()),
+            group: name.clone(),
+            uses: 0,
+            uses_allowed: 1,
+            expires_at: t(100_000),
+            revoked: false,
+            created_at: t(6),
+            created_by: None,
+        },
+        digest: KeyDigest([9; 32]),
+    };
+    ensure!(
+        s.insert_enrollment(
+            &token,
+            &AuditEvent::new(t(6), AuditAction::EnrollmentCreated)
+        )
+        .await?,
+        "the token's group exists"
+    );
     assert_eq!(
         s.delete_group(&name, &deleted).await?,
         GroupDeleteOutcome::Deleted
+    );
+    ensure!(
+        s.list_enrollments().await?.is_empty(),
+        "the group's enrollment token was left behind"
     );
     assert_eq!(names(&s.list_groups().await?), vec![("default".into(), 1)]);
     assert_eq!(
@@ -101,7 +128,11 @@ pub(crate) async fn groups_are_listed_with_agent_counts_and_deleted_only_when_em
     let actions: Vec<_> = entries(s).await?.into_iter().map(|e| e.action).collect();
     assert_eq!(
         actions,
-        vec![AuditAction::GroupCreated, AuditAction::GroupDeleted]
+        vec![
+            AuditAction::GroupCreated,
+            AuditAction::EnrollmentCreated,
+            AuditAction::GroupDeleted
+        ]
     );
     Ok(())
 }
