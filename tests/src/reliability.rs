@@ -2,7 +2,7 @@
 //! [`record`] with what it injected and what it measured; when `RMM_RELIABILITY_OUT` names a
 //! file (`scripts/reliability.sh` sets it), one JSON line is appended to it, and
 //! `scripts/reliability-report.py` turns the lines into the document's tables. Without the
-//! variable (a plain `cargo test`) nothing is written.
+//! variable, or with it empty (a plain `cargo test`), nothing is written, as in rmm-bench.
 
 use std::io::Write as _;
 
@@ -14,7 +14,7 @@ use std::io::Write as _;
 /// When the variable names a file that cannot be appended to: a report that silently loses
 /// rows would claim less than was checked.
 pub fn record(part: &str, check: &str, figure: &str, reproduce: &str) {
-    let Some(path) = std::env::var_os("RMM_RELIABILITY_OUT") else {
+    let Some(path) = std::env::var_os("RMM_RELIABILITY_OUT").filter(|p| !p.is_empty()) else {
         return;
     };
     let line = serde_json::json!({
