@@ -114,6 +114,20 @@ impl Nginx {
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
+
+    /// The access log once it contains `needle` (nginx writes a request's line when it
+    /// finalises the request, which may be after its client has the answer), or as it is
+    /// after `within`.
+    pub async fn access_log_with(&self, needle: &str, within: std::time::Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let log = self.access_log();
+            if log.contains(needle) || tokio::time::Instant::now() >= deadline {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Nginx {

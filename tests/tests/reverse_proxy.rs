@@ -250,11 +250,8 @@ async fn the_nginx_recipe_carries_agents_streams_big_files_long_polls_and_client
         .unwrap();
     assert!(line.contains("remote=127.0.0.2"), "{line}");
     assert!(line.contains("peer=socket://127.0.0.1:"), "{line}");
-    assert!(
-        nginx.access_log().contains("127.0.0.2 "),
-        "{}",
-        nginx.access_log()
-    );
+    let log = nginx.access_log_with("127.0.0.2 ", WAIT).await;
+    assert!(log.contains("127.0.0.2 "), "{log}");
 
     // The long poll was held the full minute and answered: the command still runs.
     let (code, body, took) = tokio::time::timeout(Duration::from_secs(120), long_poll)
