@@ -320,7 +320,10 @@ async fn storm(args: &WatchersArgs, load_at_start: String) -> anyhow::Result<Wat
     Ok(figures)
 }
 
-fn fleet_options(target: Target) -> SimOptions {
+/// A quiet local fleet of simulated agents (heartbeats every 30 s, no ping sampling), as
+/// the storms that drive their own agents use it.
+#[must_use]
+pub fn fleet_options(target: Target) -> SimOptions {
     SimOptions {
         target,
         heartbeat: Duration::from_secs(30),

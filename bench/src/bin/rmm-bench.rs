@@ -18,7 +18,7 @@ use rmm_bench::measure::{
     self, Figures, Latency, Measurement, OpensFigures, Part, SingleOpens, Throughput,
 };
 use rmm_bench::report::{self, ReportInputs};
-use rmm_bench::sim::{Fleet, SimOptions, Target, register_many};
+use rmm_bench::sim::{Fleet, Target, register_many};
 use rmm_bench::terminal;
 use rmm_protocol::{AgentMessage, TunnelDataPayload};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -988,16 +988,7 @@ async fn opens(args: OpensArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
-    let opts = SimOptions {
-        target,
-        heartbeat: Duration::from_secs(30),
-        bind_ips: vec![std::net::Ipv4Addr::LOCALHOST],
-        ramp_per_sec: 2000.0,
-        max_in_flight: 64,
-        ping_sample: 0,
-        ping_every: Duration::from_secs(1),
-        connect_timeout: Duration::from_secs(30),
-    };
+    let opts = rmm_bench::watchers::fleet_options(target);
     let nofile = rmm_bench::limits::raise_nofile(args.agents as u64 + 256)?;
     if !nofile.enough {
         bail!(
