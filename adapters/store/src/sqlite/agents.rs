@@ -90,36 +90,46 @@ impl AgentRepository for SqliteStore {
         if updates.is_empty() {
             return Ok(());
         }
-        // One transaction, one fsync for the batch. Its first statement writes, so the write
-        // lock is taken up front and the busy timeout applies (no read-to-write upgrade).
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        for u in updates {
-            // Facts are taken only from a batch at least as new as the stored last_seen; the
-            // right-hand sides all see the row's old values.
-            sqlx::query(
-                "update agents set \
-                   last_seen = max(coalesce(last_seen, ?2), ?2), \
-                   agent_version = case when ?2 >= coalesce(last_seen, ?2) \
-                     then coalesce(?3, agent_version) else agent_version end, \
-                   hostname = case when ?2 >= coalesce(last_seen, ?2) \
-                     then coalesce(?4, hostname) else hostname end, \
-                   os = case when ?2 >= coalesce(last_seen, ?2) \
-                     then coalesce(?5, os) else os end, \
-                   uptime_secs = case when ?2 >= coalesce(last_seen, ?2) \
-                     then coalesce(?6, uptime_secs) else uptime_secs end \
-                 where agent_id = ?1",
-            )
-            .bind(id_text(u.agent.as_uuid()))
-            .bind(micros(u.at))
-            .bind(u.facts.version)
-            .bind(u.facts.hostname)
-            .bind(u.facts.os)
-            .bind(u.facts.uptime_secs.map(u64_to_db))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        }
-        tx.commit().await.map_err(store_error)
+        // One statement for the whole batch, its rows passed as one JSON array: a statement
+        // per agent cost a hand-off to sqlx's SQLite worker thread each (thousands per flush
+        // with a large idle fleet, most of the server's idle CPU). merge_seen left one row
+        // per agent, so no agent matches twice. Facts are taken only from a batch at least as
+        // new as the stored last_seen; the right-hand sides all see the row's old values.
+        let rows: Vec<serde_json::Value> = updates
+            .into_iter()
+            .map(|u| {
+                serde_json::json!([
+                    id_text(u.agent.as_uuid()),
+                    micros(u.at),
+                    u.facts.version,
+                    u.facts.hostname,
+                    u.facts.os,
+                    u.facts.uptime_secs.map(u64_to_db),
+                ])
+            })
+            .collect();
+        let batch = serde_json::Value::Array(rows).to_string();
+        sqlx::query(
+            "update agents set \
+               last_seen = max(coalesce(agents.last_seen, s.at), s.at), \
+               agent_version = case when s.at >= coalesce(agents.last_seen, s.at) \
+                 then coalesce(s.v, agents.agent_version) else agents.agent_version end, \
+               hostname = case when s.at >= coalesce(agents.last_seen, s.at) \
+                 then coalesce(s.h, agents.hostname) else agents.hostname end, \
+               os = case when s.at >= coalesce(agents.last_seen, s.at) \
+                 then coalesce(s.o, agents.os) else agents.os end, \
+               uptime_secs = case when s.at >= coalesce(agents.last_seen, s.at) \
+                 then coalesce(s.u, agents.uptime_secs) else agents.uptime_secs end \
+             from (select value ->> 0 as id, value ->> 1 as at, value ->> 2 as v, \
+                          value ->> 3 as h, value ->> 4 as o, value ->> 5 as u \
+                   from json_each(?1)) as s \
+             where agents.agent_id = s.id",
+        )
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
     }
 
     async fn find_agent(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
