@@ -128,7 +128,7 @@ impl<P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>> Link<'_, P>
         // `clock.inbound` (no timer is re-armed per frame), and the timer wakes at whichever
         // comes first.
         let mut clock = Clock::new(tokio::time::Instant::now(), self.timings);
-        let timer = tokio::time::sleep_until(clock.inbound);
+        let timer = tokio::time::sleep_until(clock.next_wake());
         tokio::pin!(timer);
         loop {
             tokio::select! {
@@ -156,7 +156,7 @@ impl<P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>> Link<'_, P>
                             if !self.write(&mut sink, Message::Ping(Vec::new())).await {
                                 return "ping failed or timed out";
                             }
-                            clock.pinged = now;
+                            clock.pinged(now);
                         }
                         Due::Nothing => {}
                     }
