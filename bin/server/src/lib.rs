@@ -7,6 +7,7 @@ pub mod front_door;
 pub mod http_server;
 pub mod limits;
 pub mod metrics;
+pub mod read_ahead;
 pub mod system;
 pub mod tls;
 pub mod wiring;

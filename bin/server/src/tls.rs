@@ -29,6 +29,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 
+use crate::read_ahead::ReadAhead;
+
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -223,7 +225,12 @@ impl Acceptor for ServerAcceptor {
             tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
         }
         let Some(tls) = &self.tls else {
-            return Ok((ServerIo::Plain(stream), local, remote, scheme));
+            return Ok((
+                ServerIo::Plain(ReadAhead::new(stream)),
+                local,
+                remote,
+                scheme,
+            ));
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.borrow()));
         let handshake = async move {
@@ -244,7 +251,8 @@ type Handshake = Pin<Box<dyn Future<Output = io::Result<TlsStream<TcpStream>>> +
 
 /// One accepted connection: plain, or TLS (handshaking until its first read or write).
 pub enum ServerIo {
-    Plain(TcpStream),
+    /// Read ahead in bulk while it streams ([`ReadAhead`]); TLS has rustls's buffer.
+    Plain(ReadAhead<TcpStream>),
     Handshaking(Handshake),
     Tls(Box<TlsStream<TcpStream>>),
     Failed,

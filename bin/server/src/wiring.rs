@@ -280,8 +280,12 @@ fn agent_ws_config(max_frame: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_frame))
 }
 
-/// The read buffer of an agent's WebSocket, allocated when it connects.
-const AGENT_READ_BUFFER: usize = 4 * 1024;
+/// The read buffer of an agent's WebSocket, allocated when it connects and held while it
+/// idles (tungstenite zero-fills all of it on its first read, so every byte is resident).
+/// tungstenite also reads at most this much per call; on plain connections
+/// [`crate::read_ahead::ReadAhead`] below it makes a streaming agent's reads 64 KiB
+/// system calls all the same. 1 KiB holds a heartbeat frame whole.
+const AGENT_READ_BUFFER: usize = 512;
 
 /// `503 server_busy` with `Retry-After`: the agent handshake was shed (see [`Admission`]).
 fn busy(retry_after_secs: u64) -> Response {
