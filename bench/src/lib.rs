@@ -16,6 +16,7 @@
 pub mod agent_idle;
 pub mod api;
 pub mod attack;
+pub mod bare_ws;
 pub mod limits;
 pub mod measure;
 pub mod procfs;

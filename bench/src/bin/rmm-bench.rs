@@ -102,6 +102,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The idle fleet's peer: a bare agent WebSocket server on the server's stack (decode,
+    /// ping on the grid, nothing else), for `--sim` to run the same fleet against. Runs until
+    /// killed.
+    BareWs {
+        /// 127.0.0.1:PORT
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Seconds between pings to each connection (rmm-server's default: 20).
+        #[arg(long, default_value_t = 20)]
+        ping_secs: u64,
+    },
     /// Record that a part could not run, and why.
     NotAvailable {
         #[arg(long, value_enum)]
@@ -373,6 +384,9 @@ async fn main() -> anyhow::Result<()> {
         Command::FreePort => {
             let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
             println!("{}", listener.local_addr()?.port());
+        }
+        Command::BareWs { listen, ping_secs } => {
+            rmm_bench::bare_ws::serve(listen, Duration::from_secs(ping_secs.max(1))).await?;
         }
         Command::WaitHttp { url, timeout_secs } => wait_http(&url, timeout_secs).await?,
         Command::WaitAgent {

@@ -130,6 +130,10 @@ impl<P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>> Link<'_, P>
         let mut clock = Clock::new(tokio::time::Instant::now(), self.timings);
         let timer = tokio::time::sleep_until(clock.next_wake());
         tokio::pin!(timer);
+        // Made once: a `changed()` made per loop turn joined and left the watch's waiter list
+        // (shared by every connection) on every frame.
+        let shutting_down = shutdown.changed();
+        tokio::pin!(shutting_down);
         loop {
             tokio::select! {
                 frame = stream.next() => {
@@ -162,7 +166,7 @@ impl<P: Ports<Gateway = WsAgentGateway, Streams = BroadcastStreams>> Link<'_, P>
                     }
                     timer.as_mut().reset(clock.next_wake());
                 }
-                _ = shutdown.changed() => {
+                _ = &mut shutting_down => {
                     // Flush what is queued (the tunnel_close of shutdown) before closing.
                     while let Ok(message) = outbound.try_recv() {
                         self.write(&mut sink, message.into_frame()).await;
