@@ -583,6 +583,8 @@ if wants agent; then part_agent || log "part 7 failed"; fi
 
 # --- part 4: the agent simulator -----------------------------------------------------------
 if wants sim; then
+    # Must equal rmm_bench::report::SIM_PEER (the report tells the peer's row by it).
+    SIM_PEER_NAME="bare tokio-tungstenite peer"
     log "part 4: agent simulator ($SIM_AGENTS agents)"
     out="$RESULTS/sim-1.json"
     if start_server sim "sqlite://$WORK/sim/rmm.db"; then
@@ -618,6 +620,24 @@ if wants sim; then
                 fi
             fi
             wait "$sim_job" || true
+            # The same fleet against the bare peer (the floor of the server's stack), with
+            # the server stopped so the two never share the machine.
+            stop_pid "$SERVER_PID"
+            peer_port="$("$BENCH" free-port)"
+            (
+                ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+                exec "$BENCH" bare-ws --listen "127.0.0.1:$peer_port"
+            ) >"$WORK/sim-peer.log" 2>&1 &
+            peer_pid=$!
+            STARTED_PIDS+=("$peer_pid")
+            log "part 4: the same fleet against the bare tokio-tungstenite peer"
+            measure sim "$SIM_PEER_NAME" "$RESULTS/sim-peer.json" -- "$SIM" \
+                --server "ws://127.0.0.1:$peer_port" --agents "$SIM_AGENTS" \
+                --keys-file "$keys" --heartbeat-secs 30 --ramp-per-sec "$SIM_RAMP" \
+                --bind-ips 127.0.0.1-127.0.0.20 --server-pid "$peer_pid" \
+                --hold-secs "$SIM_HOLD" --name "$SIM_PEER_NAME" \
+                --out "$RESULTS/sim-peer.json" || true
+            stop_pid "$peer_pid"
         else
             na sim "$SIM_AGENTS agents" "registering the agents failed" "$out"
         fi

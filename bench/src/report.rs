@@ -40,6 +40,14 @@ const TARGET_AGENTS: usize = 100_000;
 const TARGET_RSS_KIB: f64 = 16.0;
 const TARGET_HEARTBEAT_P99_MS: f64 = 50.0;
 
+/// The name of the simulator's row against `rmm-bench bare-ws` (the idle fleet's peer).
+pub const SIM_PEER: &str = "bare tokio-tungstenite peer";
+
+/// Whether a simulator row is the bare peer's, not the server's.
+fn is_sim_peer(m: &Measurement) -> bool {
+    m.name == SIM_PEER
+}
+
 fn ms(x: f64) -> String {
     if x < 10.0 {
         format!("{x:.2}")
@@ -289,13 +297,18 @@ fn targets(out: &mut String, rows: &[Measurement]) {
         }
     }
     stream_targets(out, rows);
-    let sims: Vec<&SimFigures> = part(rows, Part::Sim)
-        .into_iter()
-        .filter_map(|m| match &m.figures {
-            Figures::Sim(s) => Some(&**s),
-            _ => None,
-        })
-        .collect();
+    let sim_rows = |peer: bool| -> Vec<&SimFigures> {
+        part(rows, Part::Sim)
+            .into_iter()
+            .filter(|m| is_sim_peer(m) == peer)
+            .filter_map(|m| match &m.figures {
+                Figures::Sim(s) => Some(&**s),
+                _ => None,
+            })
+            .collect()
+    };
+    let sims = sim_rows(false);
+    let peer = sim_rows(true).into_iter().max_by_key(|s| s.connected);
     match sims.iter().max_by_key(|s| s.connected) {
         Some(s) => {
             let met = s.server_rss_per_agent_kib <= TARGET_RSS_KIB
@@ -322,7 +335,7 @@ fn targets(out: &mut String, rows: &[Measurement]) {
             );
         }
     }
-    idle::targets(out, sims.iter().max_by_key(|s| s.connected).copied());
+    idle::targets(out, sims.iter().max_by_key(|s| s.connected).copied(), peer);
     opens::targets(out, rows);
     terminal::targets(out, rows);
     agent::targets(out, rows);
@@ -502,16 +515,21 @@ fn sim(out: &mut String, rows: &[Measurement]) {
     }
     let _ = writeln!(
         out,
-        "| agents asked | connected | failed | dropped | connect rate | handshake p50 / p99 ms | server RSS per agent | server RSS before → loaded | server CPU ramp / idle | heartbeat RTT p50 / p99 ms (samples) |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| server | agents asked | connected | failed | dropped | connect rate | handshake p50 / p99 ms | server RSS per agent | server RSS before → loaded | server CPU ramp / idle | heartbeat RTT p50 / p99 ms (samples) |\n|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let mut details = Vec::new();
     for m in &rows {
         let Figures::Sim(s) = &m.figures else {
             continue;
         };
+        let server = if is_sim_peer(m) {
+            SIM_PEER
+        } else {
+            "rmm-server"
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.0}/s over {:.1} s ({} source addresses) | {} / {} | {:.1} KiB | {:.1} → {:.1} MiB | {:.0}% / {:.1}% of a core | {} / {} ({}) |",
+            "| {server} | {} | {} | {} | {} | {:.0}/s over {:.1} s ({} source addresses) | {} / {} | {:.1} KiB | {:.1} → {:.1} MiB | {:.0}% / {:.1}% of a core | {} / {} ({}) |",
             s.requested,
             s.connected,
             s.failed,
@@ -533,6 +551,12 @@ fn sim(out: &mut String, rows: &[Measurement]) {
         details.push(s);
     }
     let _ = writeln!(out);
+    if rows.iter().any(|m| is_sim_peer(m)) {
+        let _ = writeln!(
+            out,
+            "- The {SIM_PEER} (`rmm-bench bare-ws`) is the floor of the server's stack under the same fleet: tokio and tokio-tungstenite with the server's WebSocket settings, every frame read and decoded as an `AgentMessage`, a ping to each connection every 20 s on the same 1 s grid, a silent one dropped; no keys, registry, presence or database."
+        );
+    }
     for s in details {
         let _ = writeln!(
             out,

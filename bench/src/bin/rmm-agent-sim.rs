@@ -76,6 +76,10 @@ struct Cli {
     /// Write the measurement (JSON) here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The row's name in the report (default: `N agents`); `bench/run.sh` names the run
+    /// against the bare peer (`rmm-bench bare-ws`) with [`rmm_bench::report::SIM_PEER`].
+    #[arg(long)]
+    name: Option<String>,
 }
 
 /// Sockets the process needs besides the agents' (stdio, the runtime, the API client).
@@ -93,7 +97,10 @@ async fn main() -> anyhow::Result<()> {
     let figures = run(&cli, target).await?;
     let m = Measurement {
         part: Part::Sim,
-        name: format!("{} agents", cli.agents),
+        name: cli
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} agents", cli.agents)),
         command: command_line(),
         figures: Figures::Sim(Box::new(figures)),
     };
