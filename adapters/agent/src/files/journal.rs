@@ -78,6 +78,14 @@ impl Journal {
         file.write_all(format!("{dev} {ino} {}\n", hex::encode(path_bytes(path))).as_bytes())
     }
 
+    /// Whether any partial file is recorded (a sweep would have something to look at).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// Removes the recorded partial files untouched for `max_age`, except those `live`
     /// says an upload holds; forgets the ones that are gone (committed, removed, replaced).
     /// Blocking. Returns how many files it removed.
@@ -242,8 +250,10 @@ mod tests {
     fn old_recorded_partials_go_live_replaced_and_unrecorded_ones_stay() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path().join("state/partials.journal"));
+        assert!(journal.is_empty(), "a new journal records nothing to sweep");
         let (old, f) = made(dir.path(), ".old.rmm-partial");
         journal.record(&old, &f);
+        assert!(!journal.is_empty());
         let (live, f) = made(dir.path(), ".live.rmm-partial");
         journal.record(&live, &f);
         let (replaced, f) = made(dir.path(), ".replaced.rmm-partial");
@@ -254,9 +264,10 @@ mod tests {
         journal.record(&not_partial, &f);
         let (foreign, _) = made(dir.path(), ".foreign.rmm-partial");
 
-        // Reloaded from the file: what the previous run recorded.
+        // Reloaded from the file: what the previous run recorded (so the first sweep runs).
         let journal = Journal::open(dir.path().join("state/partials.journal"));
         assert_eq!(journal.entries.lock().unwrap().len(), 4);
+        assert!(!journal.is_empty());
         let removed = journal.sweep(Duration::ZERO, |p| p == live);
         assert_eq!(removed, 1);
         assert!(!old.exists());

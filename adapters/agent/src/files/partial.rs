@@ -315,6 +315,13 @@ impl PathLocks {
         }
     }
 
+    /// Whether the journal records any partial file (none: a sweep has nothing to do).
+    pub(crate) fn has_partials(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|journal| !journal.is_empty())
+    }
+
     /// Removes the journal's partial files untouched for `max_age` that no upload holds.
     /// Blocking. How many it removed.
     pub(crate) fn sweep(&self, max_age: std::time::Duration) -> usize {
