@@ -180,7 +180,6 @@ async fn slowloris_neither_keeps_others_out_nor_outlasts_the_header_timeout() {
     let admin = server.admin_token().await.unwrap();
     let (_, agent_key) = server.register_agent(&admin, "probe").await.unwrap();
 
-    let started = Instant::now();
     let mut slow = Vec::with_capacity(SLOW);
     for _ in 0..SLOW {
         let mut s = TcpStream::connect(server.addr).await.unwrap();
@@ -189,6 +188,8 @@ async fn slowloris_neither_keeps_others_out_nor_outlasts_the_header_timeout() {
             .unwrap();
         slow.push(s);
     }
+    // Each connection's header deadline runs from its own start: the last one's bounds all.
+    let last_started = Instant::now();
     // A fresh client and an agent get in at once.
     let fresh = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
@@ -211,7 +212,7 @@ async fn slowloris_neither_keeps_others_out_nor_outlasts_the_header_timeout() {
     for s in &mut slow {
         let _ = s.write_all(b"\r\nX-More: 1").await;
     }
-    let deadline = started + HEADER_TIMEOUT + Duration::from_secs(5);
+    let deadline = last_started + HEADER_TIMEOUT + Duration::from_secs(5);
     let mut open = 0;
     for mut s in slow {
         let left = deadline.saturating_duration_since(Instant::now());

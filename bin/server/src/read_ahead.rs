@@ -16,6 +16,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes read per system call while a connection streams.
 pub const BULK: usize = 64 * 1024;
+/// Reads this small that fill up switch to bulk reads; larger readers (hyper reads into
+/// 8 KiB and more) are passed straight through.
+const SMALL_READ: usize = 4 * 1024;
 
 /// A reader that switches to bulk reads while its peer streams (see the module docs).
 #[derive(Debug)]
@@ -86,7 +89,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
         }
         let before = dst.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, dst))?;
-        if dst.filled().len() - before == want && want < BULK {
+        if dst.filled().len() - before == want && want <= SMALL_READ {
             // The caller's buffer filled: more is waiting, read ahead from now on.
             this.bulk = Some(vec![0; BULK].into_boxed_slice());
         }
@@ -156,6 +159,16 @@ mod tests {
         assert_eq!(got.len(), data.len());
         assert!(got == data, "bytes differ");
         assert!(saw_bulk, "a stream of full reads switches to bulk reads");
+    }
+
+    #[tokio::test]
+    async fn a_large_reader_such_as_hyper_is_passed_straight_through() {
+        let (mut peer, ours) = tokio::io::duplex(4 * BULK);
+        let mut reader = ReadAhead::new(ours);
+        let mut large = vec![0u8; 8 * 1024];
+        peer.write_all(&[7u8; 8 * 1024]).await.expect("write");
+        assert_eq!(reader.read(&mut large).await.expect("read"), 8 * 1024);
+        assert!(!reader.is_bulk(), "hyper's own buffer reads; no second one");
     }
 
     #[tokio::test]
