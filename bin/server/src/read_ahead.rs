@@ -3,10 +3,11 @@
 //!
 //! The agents' WebSocket reads through a small buffer (its size is memory every idle agent
 //! holds), and tungstenite reads at most that much per call: a streaming agent would cost a
-//! system call per kilobyte. Below it, this reader notices a read that filled the caller's
-//! buffer (more is waiting), and from then on reads [`BULK`] bytes per system call into a
-//! buffer of its own, handing them out by copy; once a read finds less than the caller asked
-//! for (the stream has paused), the buffer is freed again. Idle connections hold none.
+//! system call per kilobyte. Below it, this reader notices a small read (at most 4 KiB) that
+//! filled the caller's buffer (more is waiting), and from then on reads [`BULK`] bytes per
+//! system call into a buffer of its own, handing them out by copy; once a refill fits in the
+//! caller's buffer whole (the stream has paused), the buffer is freed again. Idle connections
+//! hold none, and larger readers (hyper's own buffered reads) are passed straight through.
 
 use std::io;
 use std::pin::Pin;
@@ -38,10 +39,6 @@ impl<T> ReadAhead<T> {
             start: 0,
             end: 0,
         }
-    }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
     }
 
     /// Whether the bulk buffer is held now.
