@@ -307,9 +307,10 @@ fn targets(out: &mut String, rows: &[Measurement]) {
             })
             .collect()
     };
-    let sims = sim_rows(false);
+    // The run with the most agents, of the server's rows and of the peer's.
+    let server = sim_rows(false).into_iter().max_by_key(|s| s.connected);
     let peer = sim_rows(true).into_iter().max_by_key(|s| s.connected);
-    match sims.iter().max_by_key(|s| s.connected) {
+    match server {
         Some(s) => {
             let met = s.server_rss_per_agent_kib <= TARGET_RSS_KIB
                 && s.rtt_p99_ms <= TARGET_HEARTBEAT_P99_MS;
@@ -335,7 +336,7 @@ fn targets(out: &mut String, rows: &[Measurement]) {
             );
         }
     }
-    idle::targets(out, sims.iter().max_by_key(|s| s.connected).copied(), peer);
+    idle::targets(out, server, peer);
     opens::targets(out, rows);
     terminal::targets(out, rows);
     agent::targets(out, rows);
@@ -548,7 +549,11 @@ fn sim(out: &mut String, rows: &[Measurement]) {
             ms(s.rtt_p99_ms),
             s.rtt_samples
         );
-        details.push(s);
+        // The notes on the fleet and the server's limit are the server run's; the peer's
+        // row shares the fleet and has no such limit.
+        if !is_sim_peer(m) {
+            details.push(s);
+        }
     }
     let _ = writeln!(out);
     if rows.iter().any(|m| is_sim_peer(m)) {
@@ -671,5 +676,50 @@ mod tests {
         );
         assert!(text.contains("Not run (`--sim`)."), "{text}");
         assert!(text.ends_with("hello\n"), "{text}");
+    }
+
+    #[test]
+    fn the_bare_peer_is_the_idle_cpu_floor_and_its_row_adds_no_second_notes() {
+        let sim = |name: &str, cpu: f64, limit: Option<u64>| Measurement {
+            part: Part::Sim,
+            name: name.into(),
+            command: "sim".into(),
+            figures: Figures::Sim(Box::new(SimFigures {
+                requested: 19_500,
+                connected: 19_500,
+                heartbeat_secs: 30,
+                window_secs: 30.0,
+                server_rss_per_agent_kib: 7.9,
+                server_cpu_window_pct: cpu,
+                rtt_method: "pings".into(),
+                server_nofile_limit: limit,
+                ..SimFigures::default()
+            })),
+        };
+        let rows = vec![
+            sim("19500 agents", 4.3, Some(20_000)),
+            sim(SIM_PEER, 2.4, None),
+        ];
+        let text = render(&ReportInputs {
+            rows: &rows,
+            command: "bench/run.sh --sim",
+            sizes: "tiny",
+            profile: "release",
+            ssh_version: "OpenSSH_9",
+            load: "0.5",
+            machine: crate::procfs::machine(),
+            date: Utc::now(),
+            notes: None,
+        });
+        assert!(
+            text.contains(
+                "**not met**: out of reach on this machine, the bare stack alone needs 2.4%"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("| rmm-server | 19500 |"), "{text}");
+        assert!(text.contains(&format!("| {SIM_PEER} | 19500 |")), "{text}");
+        assert_eq!(text.matches("- Heartbeats every 30 s").count(), 1, "{text}");
+        assert_eq!(text.matches("open-file limit was").count(), 1, "{text}");
     }
 }
