@@ -57,7 +57,13 @@ def test_admin_pages_change_users_enrollment_and_agents(page, rig):
     page.goto("/#/admin/agents")
     row = admin_row(page, "spare-agent")
     expect(row).to_be_visible()
-    row.get_by_test_id("agent-move-group").select_option("acme")
+    # The move is a PATCH the page sends on change; the select shows "acme" at once, before
+    # the server has it, so wait for the server's answer before asking the API.
+    with page.expect_response(
+        lambda r: r.request.method == "PATCH" and f"/api/v1/agents/{spare['agent_id']}" in r.url
+    ) as moved:
+        row.get_by_test_id("agent-move-group").select_option("acme")
+    assert moved.value.ok, moved.value.status
 
     def spare_now():
         agents = rig.api.ok("GET", "/api/v1/agents", rig.admin)
