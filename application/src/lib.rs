@@ -15,6 +15,7 @@ mod agent_events;
 mod agents;
 mod app;
 mod audit;
+mod cluster;
 mod command_ends;
 mod commands;
 mod enrollment;
@@ -45,6 +46,7 @@ pub use agents::{
 };
 pub use app::{App, Config, Deps, Ports, Retention};
 pub use audit::ListAuditError;
+pub use cluster::sweep_lost_nodes;
 pub use commands::{GetCommandError, RunCommandError};
 pub use enrollment::{
     CreatedEnrollment, DEFAULT_ENROLLMENT_TTL, EnrollError, EnrolledAgent, EnrollmentAdminError,
@@ -53,7 +55,7 @@ pub use enrollment::{
 pub use files::{ByteRange, Direction, Download, FileAccessError, TransferError};
 pub use groups::GroupError;
 pub use identity::{AuthenticateError, UserAdminError, UserUpdate};
-pub use ports::{AgentChange, AgentChangeOutcome};
+pub use ports::{AgentChange, AgentChangeOutcome, LostNode, NodeLeases};
 pub use ports::{
     AgentDownload, AgentGateway, AgentKey, AgentRecord, AgentRepository, AuditAction, AuditEntry,
     AuditEvent, AuditLog, AuditNote, AuditQuery, ByteStream, Clock, CommandAudit, CommandOutcome,
@@ -69,7 +71,8 @@ pub use ports::{HashingBusy, enrolled_detail};
 pub use ports::{
     MockAgentGateway, MockAgentRepository, MockAuditLog, MockClock, MockCommandRepository,
     MockCredentials, MockEnrollmentRepository, MockGroupRepository, MockIdGenerator,
-    MockRecordingRepository, MockSessionRepository, MockSessionStreams, MockUserRepository,
+    MockNodeLeases, MockRecordingRepository, MockSessionRepository, MockSessionStreams,
+    MockUserRepository,
 };
 pub use ports::{
     PtyControl, PtyEvent, PtyLink, PtySpec, RecordingQuery, RecordingRecord, RecordingRepository,

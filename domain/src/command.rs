@@ -210,7 +210,8 @@ impl CommandEndReason {
                 | CloseReason::AgentDisconnected
                 | CloseReason::AgentReconnected
                 | CloseReason::ServerRestart
-                | CloseReason::AgentRevoked,
+                | CloseReason::AgentRevoked
+                | CloseReason::NodeLost,
             )
             | Self::AgentError
             | Self::NotDelivered

@@ -58,10 +58,13 @@ pub enum CloseReason {
     LoggedOut,
     /// An admin revoked the agent.
     AgentRevoked,
+    /// Cluster mode: the node that held the agent's connection stopped renewing its lease
+    /// (it died or lost the database); another node closed the session.
+    NodeLost,
 }
 
 impl CloseReason {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::ClosedByOwner,
         Self::ClosedByAdmin,
         Self::Refused,
@@ -74,6 +77,7 @@ impl CloseReason {
         Self::UserDisabled,
         Self::LoggedOut,
         Self::AgentRevoked,
+        Self::NodeLost,
     ];
 
     #[must_use]
@@ -91,6 +95,7 @@ impl CloseReason {
             Self::UserDisabled => "user_disabled",
             Self::LoggedOut => "logged_out",
             Self::AgentRevoked => "agent_revoked",
+            Self::NodeLost => "node_lost",
         }
     }
 

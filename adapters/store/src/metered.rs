@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use rmm_domain::CommandStatus;
 
+mod cluster;
 mod ports;
 
 /// The store `S`, its calls timed (see the module's documentation).

@@ -3,10 +3,17 @@
 //! the same as the domain's [`Timestamp`]).
 //!
 //! One module per repository ([`sessions`], [`agents`] for agents and users, [`audit`],
-//! [`commands`]), each with its row decoder and its statements; this module holds the pool and
-//! the time conversions they share.
+//! [`commands`], [`cluster`] for the nodes' leases), each with its row decoder and its
+//! statements; this module holds the pool and the time conversions they share.
+//!
+//! In cluster mode every server is a [`PgStore::for_node`] on the shared database: each session
+//! records the node that opened it, and what a node does with "its" sessions at start-up and
+//! shut-down (list them, close them all, end their running commands and recordings) touches
+//! only its own. Everything by id, and the rules that span the cluster (one open session per
+//! agent, the per-user cap), see every node's.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,6 +28,7 @@ use crate::{RowError, redact_url, store_error};
 mod agent_admin;
 mod agents;
 mod audit;
+mod cluster;
 mod commands;
 mod enrollment;
 mod groups;
@@ -43,6 +51,8 @@ async fn rolled_back<T>(
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The node this server is in a cluster; '' when it is the only one (see [`Self::for_node`]).
+    node: Arc<str>,
 }
 
 impl PgStore {
@@ -81,7 +91,36 @@ impl PgStore {
             .await
             .with_context(|| format!("migrating the PostgreSQL database at {shown} failed"))?;
         tracing::debug!(url = %shown, "PostgreSQL store ready");
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            node: Arc::from(""),
+        })
+    }
+
+    /// The same store as node `node` of a cluster (the pool is shared). Sessions it inserts
+    /// are `node`'s, and the calls about "every open session" or "every running command" see
+    /// only `node`'s: `SessionRepository::list_open`, `list_open_logged_out`,
+    /// `list_open_opened_with`, `close_all_open` and `close_idle`;
+    /// `CommandRepository::fail_running_commands` (commands of `node`'s sessions);
+    /// `RecordingRepository::finish_abandoned` (recordings of `node`'s sessions, and of
+    /// sessions since deleted). Everything by id (`get`, `close`, `activate`, `touch`, ...)
+    /// sees every node's, and so do the rules that span the cluster: one open session per
+    /// agent, the per-user cap on open sessions.
+    ///
+    /// `""`, the default, is a server alone on its database: it owns every session, whichever
+    /// node opened it (those a former cluster left too), exactly as before cluster mode.
+    #[must_use]
+    pub fn for_node(self, node: &str) -> Self {
+        Self {
+            node: Arc::from(node),
+            ..self
+        }
+    }
+
+    /// The node this store acts for; `""` outside a cluster (see [`Self::for_node`]).
+    #[must_use]
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The pool, for tests and health checks.

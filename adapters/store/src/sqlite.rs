@@ -25,6 +25,7 @@ use crate::{RowError, redact_url, store_error};
 mod agent_admin;
 mod agents;
 mod audit;
+mod cluster;
 mod commands;
 mod enrollment;
 mod groups;

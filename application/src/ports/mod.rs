@@ -3,6 +3,7 @@
 
 mod agents;
 mod audit;
+mod cluster;
 mod commands;
 mod enrollment;
 mod files;
@@ -22,6 +23,7 @@ pub use agents::{
 pub use audit::{
     AuditAction, AuditEntry, AuditEvent, AuditLog, AuditNote, AuditQuery, CommandAudit, FileAudit,
 };
+pub use cluster::{LostNode, NodeLeases};
 pub use commands::{
     CommandOutcome, CommandRecord, CommandRepository, OutputStream, Pruned, StoredOutput,
 };
@@ -47,6 +49,8 @@ pub use users::{
 pub use agents::MockAgentRepository;
 #[cfg(feature = "mocks")]
 pub use audit::MockAuditLog;
+#[cfg(feature = "mocks")]
+pub use cluster::MockNodeLeases;
 #[cfg(feature = "mocks")]
 pub use commands::MockCommandRepository;
 #[cfg(feature = "mocks")]

@@ -7,7 +7,7 @@ use rmm_application::{
 };
 use rmm_domain::{CommandEndReason, CommandId, Timestamp};
 use sqlx::Row as _;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgConnection, PgRow};
 
 use super::audit::insert_audit;
 use super::{PgStore, from_db, to_db};
@@ -18,6 +18,62 @@ fn opt_time(row: &PgRow, column: &str) -> Result<Option<Timestamp>, StoreError> 
         .try_get::<Option<DateTime<Utc>>, _>(column)
         .map_err(store_error)?
         .map(from_db))
+}
+
+/// The statement ending the running commands that meet `$cond` (on `commands`, with `$4`):
+/// status `$1`, ended at `$2` for reason `$3`, returning them.
+macro_rules! end_running_where {
+    ($cond:literal) => {
+        concat!(
+            "update commands set status = $1, finished_at = $2, end_reason = $3 \
+             where status = 'running' and ",
+            $cond,
+            " returning ",
+            command_columns!(),
+            command_pruned_column!()
+        )
+    };
+}
+
+/// Ends the running commands of node `$4`'s sessions ([`PgStore::for_node`]; every running
+/// command for the single node, `''`).
+const END_RUNNING_OF_STORE_NODE: &str = end_running_where!(
+    "($4 = '' or exists (select 1 from tech_sessions s \
+     where s.session_id = commands.session_id and s.node_id = $4))"
+);
+
+/// Ends the running commands of node `$4`'s sessions, of that node only (even `''`).
+pub(super) const END_RUNNING_OF_NODE: &str = end_running_where!(
+    "exists (select 1 from tech_sessions s \
+     where s.session_id = commands.session_id and s.node_id = $4)"
+);
+
+/// Runs `statement` (one of the `END_RUNNING_*`) for `node` in `conn` and writes `note`'s
+/// entry about each command it ended; the ended commands. The caller commits.
+pub(super) async fn end_running(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    node: &str,
+    reason: CommandEndReason,
+    at: Timestamp,
+    note: &AuditNote,
+) -> Result<Vec<CommandRecord>, StoreError> {
+    let rows = sqlx::query(statement)
+        .bind(reason.status().as_str())
+        .bind(to_db(at)?)
+        .bind(reason.as_str())
+        .bind(node)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    let ended = rows
+        .iter()
+        .map(command_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    for command in &ended {
+        insert_audit(conn, &note.for_ended_command(command)).await?;
+    }
+    Ok(ended)
 }
 
 fn command_from_row(row: &PgRow) -> Result<CommandRecord, StoreError> {
@@ -177,26 +233,15 @@ impl CommandRepository for PgStore {
         note: &AuditNote,
     ) -> Result<Vec<CommandRecord>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let rows = sqlx::query(concat!(
-            "update commands set status = $1, finished_at = $2, end_reason = $3 \
-             where status = 'running' \
-             returning ",
-            command_columns!(),
-            command_pruned_column!()
-        ))
-        .bind(reason.status().as_str())
-        .bind(to_db(at)?)
-        .bind(reason.as_str())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let ended = rows
-            .iter()
-            .map(command_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        for command in &ended {
-            insert_audit(&mut tx, &note.for_ended_command(command)).await?;
-        }
+        let ended = end_running(
+            &mut tx,
+            END_RUNNING_OF_STORE_NODE,
+            &self.node,
+            reason,
+            at,
+            note,
+        )
+        .await?;
         tx.commit().await.map_err(store_error)?;
         Ok(ended)
     }

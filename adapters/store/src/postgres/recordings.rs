@@ -158,11 +158,18 @@ impl RecordingRepository for PgStore {
     }
 
     async fn finish_abandoned(&self, at: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query("update recordings set ended_at = $1 where ended_at is null")
-            .bind(to_db(at)?)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
+        // Node `$2`'s: of its own sessions, and of sessions deleted since (no other node would
+        // finish those). All of them for the single node.
+        let done = sqlx::query(
+            "update recordings r set ended_at = $1 where ended_at is null and ($2 = '' or \
+             not exists (select 1 from tech_sessions s where s.session_id = r.session_id \
+             and s.node_id <> $2))",
+        )
+        .bind(to_db(at)?)
+        .bind(&*self.node)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
         Ok(done.rows_affected())
     }
 

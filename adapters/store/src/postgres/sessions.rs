@@ -60,7 +60,17 @@ macro_rules! session_entry {
     };
 }
 
-fn sessions_from_rows(rows: &[PgRow]) -> Result<Vec<Session>, StoreError> {
+/// The condition "the session is node `$n`'s" of a store [`PgStore::for_node`]: any session
+/// for the single node (`''`); for a cluster node, its own and those a single-node server
+/// left (`''`: the first cluster node to start reconciles them, so a switch to cluster mode
+/// leaves no session open that no node would close).
+macro_rules! of_node {
+    ($n:literal) => {
+        concat!("(", $n, " = '' or node_id in (", $n, ", ''))")
+    };
+}
+
+pub(super) fn sessions_from_rows(rows: &[PgRow]) -> Result<Vec<Session>, StoreError> {
     rows.iter().map(session_from_row).collect()
 }
 
@@ -82,10 +92,11 @@ impl SessionRepository for PgStore {
         opened_with: Option<TokenId>,
         cap: u64,
     ) -> Result<bool, StoreError> {
-        // The owner's count and the insert in one statement: no row when at the cap.
+        // The owner's count and the insert in one statement: no row when at the cap. The count
+        // is of every node's sessions: the cap is the cluster's.
         let done = sqlx::query(
-            "insert into tech_sessions (session_id, tech_id, agent_id, opened_at, last_activity, status, closed_at, close_reason, token_id) \
-             select $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+            "insert into tech_sessions (session_id, tech_id, agent_id, opened_at, last_activity, status, closed_at, close_reason, token_id, node_id) \
+             select $1, $2, $3, $4, $5, $6, $7, $8, $9, $11 \
              where (select count(*) from tech_sessions where tech_id = $2 \
              and status in ('pending', 'active')) < $10",
         )
@@ -99,6 +110,7 @@ impl SessionRepository for PgStore {
         .bind(session.close_reason().map(CloseReason::as_str))
         .bind(opened_with.map(|t| t.as_uuid()))
         .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+        .bind(&*self.node)
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
@@ -109,9 +121,12 @@ impl SessionRepository for PgStore {
         let rows = sqlx::query(concat!(
             "select ",
             session_columns!(),
-            " from tech_sessions where status in ('pending', 'active') and token_id in \
+            " from tech_sessions where status in ('pending', 'active') and ",
+            of_node!("$1"),
+            " and token_id in \
               (select token_id from auth_tokens where revoke_reason = 'logged_out')"
         ))
+        .bind(&*self.node)
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
@@ -122,9 +137,11 @@ impl SessionRepository for PgStore {
         let rows = sqlx::query(concat!(
             "select ",
             session_columns!(),
-            " from tech_sessions where token_id = $1 and status in ('pending', 'active')"
+            " from tech_sessions where token_id = $1 and status in ('pending', 'active') and ",
+            of_node!("$2")
         ))
         .bind(token.as_uuid())
+        .bind(&*self.node)
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
@@ -148,8 +165,11 @@ impl SessionRepository for PgStore {
         let rows = sqlx::query(concat!(
             "select ",
             session_columns!(),
-            " from tech_sessions where status in ('pending', 'active') order by opened_at"
+            " from tech_sessions where status in ('pending', 'active') and ",
+            of_node!("$1"),
+            " order by opened_at"
         ))
+        .bind(&*self.node)
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
@@ -225,11 +245,14 @@ impl SessionRepository for PgStore {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let rows = sqlx::query(concat!(
             "update tech_sessions set status = 'closed', closed_at = $1, close_reason = $2 \
-             where status in ('pending', 'active') returning ",
+             where status in ('pending', 'active') and ",
+            of_node!("$3"),
+            " returning ",
             session_columns!()
         ))
         .bind(to_db(now)?)
         .bind(reason.as_str())
+        .bind(&*self.node)
         .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;
@@ -247,12 +270,15 @@ impl SessionRepository for PgStore {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let rows = sqlx::query(concat!(
             "update tech_sessions set status = 'closed', closed_at = $2, close_reason = $3 \
-             where status = 'active' and last_activity < $1 returning ",
+             where status = 'active' and last_activity < $1 and ",
+            of_node!("$4"),
+            " returning ",
             session_columns!()
         ))
         .bind(to_db(cutoff)?)
         .bind(to_db(now)?)
         .bind(CloseReason::Idle.as_str())
+        .bind(&*self.node)
         .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;
