@@ -27,7 +27,7 @@ RMM_TEST_PG_IMAGE="$(bash scripts/ensure-postgres-image.sh)"
 export RMM_TEST_PG_IMAGE
 echo "RMM_TEST_PG_IMAGE=$RMM_TEST_PG_IMAGE"
 
-banner "test tools: nginx, curl (reverse_proxy.rs, tls.rs), tmux (cli_shell.rs), asciinema and script (terminal recordings), systemd-analyze (server_image.rs)"
+banner "test tools: nginx, curl (reverse_proxy.rs, tls.rs), tmux (cli_shell.rs), asciinema and script (terminal recordings), systemd-analyze (server_image.rs), nats-server and haproxy (cluster.rs)"
 # Debian's packages, installed when missing (as root, like scripts/ensure-docker.sh does
 # docker.io). nginx-light is bookworm's smallest nginx; later releases have only `nginx`.
 # The package must not start a system nginx on port 80: the test runs its own.
@@ -40,6 +40,8 @@ ensure_test_tools() {
     command -v script >/dev/null 2>&1 || missing+=(bsdutils)
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     [ -x /usr/bin/tinyproxy ] || command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
+    [ -x /usr/bin/nats-server ] || command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+    [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
     [ "${#missing[@]}" -eq 0 ] && { echo "test tools present"; return 0; }
     export DEBIAN_FRONTEND=noninteractive
     if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -n1)" ]; then

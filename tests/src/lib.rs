@@ -9,6 +9,7 @@
 //! know the product's internals; tests drive the real binaries through their public faces.
 
 pub mod agent;
+pub mod cluster;
 pub mod nginx;
 pub mod ops;
 pub mod pg;

@@ -12,11 +12,19 @@ use crate::server::{TestServer, binary};
 /// # Errors
 /// When the binary is missing (`cargo build --bins` first).
 pub fn agent_command(server: &TestServer, key: &str, args: &[&str]) -> anyhow::Result<Command> {
+    agent_command_to(&format!("ws://{}", server.addr), key, args)
+}
+
+/// As [`agent_command`], pointed at `url` (a load balancer, say).
+///
+/// # Errors
+/// When the binary is missing (`cargo build --bins` first).
+pub fn agent_command_to(url: &str, key: &str, args: &[&str]) -> anyhow::Result<Command> {
     let mut cmd = Command::new(binary("rmm-agent")?);
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RMM_SERVER", format!("ws://{}", server.addr))
+        .env("RMM_SERVER", url)
         .env("RMM_AGENT_KEY", key)
         .env("RMM_AGENT_HEARTBEAT_SECS", "1")
         .env(

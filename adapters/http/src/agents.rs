@@ -63,7 +63,8 @@ pub(crate) struct AgentDto {
     /// Revoked (`DELETE /api/v1/agents/{agent_id}`): its key is refused; listed for its
     /// history.
     revoked: bool,
-    /// Whether the agent holds a WebSocket to this server now.
+    /// Whether the agent holds a WebSocket to this server now; in cluster mode, to any node
+    /// of the cluster (as this node last heard from the others, within a second).
     connected: bool,
     // `heartbeat`, `tunnel`, or `offline` when not connected.
     mode: Wire<AgentModeDto>,

@@ -113,6 +113,8 @@ api_error_codes! {
         "503: the agent disconnected during the operation.",
     DatabaseUnavailable = "database_unavailable":
         "503: the database does not answer; nothing was changed.",
+    NodeUnreachable = "node_unreachable":
+        "503: cluster mode: the agent or session is on another node, which this one cannot reach now (NATS is down, or that node was lost); retry shortly.",
     AgentTimeout = "agent_timeout":
         "504: the agent did not answer in time.",
     TerminalNotFound = "terminal_not_found":

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rmm_application::{App, Config};
 use rmm_auth::{Argon2Credentials, Jwt, JwtSecret, random_secret};
+use rmm_cluster::ClusterSettings;
 use rmm_domain::{Role, Username};
 use rmm_gateway::agents::ConnectionTimings;
 use rmm_server::limits::Limits;
@@ -59,6 +60,10 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     };
     let url = database_url(&cli.settings)?;
     let shown = rmm_store::redact_url(&url);
+    let cluster = match cli.command {
+        None | Some(Command::Serve) => cluster_settings(&cli.settings, &url)?,
+        Some(_) => None,
+    };
     if let Some(Command::Backup { to }) = &cli.command {
         refuse_new_sqlite_file(&url, &shown)?;
         return backup::run(&url, &shown, to).await;
@@ -70,11 +75,14 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         let pool = PgPoolSettings {
             acquire_timeout: Duration::from_millis(cli.settings.db_acquire_timeout_ms.max(1)),
         };
-        let store = Metered::new(PgStore::connect_with(&url, pool).await?);
-        run(store, cli, secret, shown).await
+        let mut store = PgStore::connect_with(&url, pool).await?;
+        if let Some(cluster) = &cluster {
+            store = store.for_node(&cluster.node_id);
+        }
+        run(Metered::new(store), cli, secret, shown, cluster).await
     } else if url.starts_with("sqlite:") {
         let store = Metered::new(SqliteStore::connect(&url).await?);
-        run(store, cli, secret, shown).await
+        run(store, cli, secret, shown, None).await
     } else {
         bail!(
             "DATABASE_URL must start with postgres:// or sqlite:// (got {:?})",
@@ -147,6 +155,7 @@ async fn run<S: Store>(
     cli: Cli,
     secret: Option<ServeSetup>,
     shown_url: String,
+    cluster: Option<ClusterSettings>,
 ) -> anyhow::Result<()> {
     let settings = cli.settings;
     let config = Config {
@@ -182,17 +191,18 @@ async fn run<S: Store>(
         Command::Backup { .. } => bail!("backup runs before the store is opened"),
         Command::Serve => {
             let setup = secret.context("no JWT secret to serve with")?;
-            serve_command(&*store, app, &settings, setup).await
+            serve_command(&store, app, &settings, setup, cluster).await
         }
     }
 }
 
 /// `serve`: the first-run admin, the demo agent if asked for, then the server until stopped.
 async fn serve_command<S: Store>(
-    store: &S,
+    store: &Arc<S>,
     app: Arc<App<Production<S>>>,
     settings: &Settings,
     setup: ServeSetup,
+    cluster: Option<ClusterSettings>,
 ) -> anyhow::Result<()> {
     let ServeSetup {
         secret,
@@ -214,7 +224,7 @@ async fn serve_command<S: Store>(
     )
     .await?;
     let demo_agent = if settings.demo_agent {
-        Some(demo::ensure_registered(store, &app, &settings.data_dir).await?)
+        Some(demo::ensure_registered(&**store, &app, &settings.data_dir).await?)
     } else {
         None
     };
@@ -231,10 +241,14 @@ async fn serve_command<S: Store>(
         limits,
         admission: settings.admission,
         retention_sweep: Duration::from_secs(settings.retention.retention_sweep_secs.max(1)),
+        cluster: None,
     };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {} (RMM_LISTEN)", settings.listen))?;
+    if let Some(cluster) = cluster {
+        return serve_in_cluster(store, app, jwt, options, listener, &cluster).await;
+    }
     match demo_agent {
         None => serve(app, jwt, options, listener, process::shutdown_signal()).await,
         Some(agent) => {
@@ -243,6 +257,113 @@ async fn serve_command<S: Store>(
             let steps = demo::next_steps(addr, &agent, new_password.as_deref(), rmm.as_deref());
             demo::serve_with(app, jwt, options, listener, agent, addr, steps).await
         }
+    }
+}
+
+/// Serves as a node of the cluster: joins (lease, NATS) before the start-up reconciliation,
+/// leaves after the shutdown closed this node's sessions. A node that lost its lease stops.
+async fn serve_in_cluster<S: Store>(
+    store: &Arc<S>,
+    app: Arc<App<Production<S>>>,
+    jwt: Arc<Jwt>,
+    mut options: ServeOptions,
+    listener: tokio::net::TcpListener,
+    cluster: &ClusterSettings,
+) -> anyhow::Result<()> {
+    let (accepted_tx, accepted_rx) = tokio::sync::mpsc::channel(FORWARDED_QUEUE);
+    let links = rmm_cluster::Links {
+        accepted: accepted_tx,
+        session_node: {
+            let store = Arc::clone(store);
+            Arc::new(move |session| {
+                let store = Arc::clone(&store);
+                Box::pin(async move { store.node_of_open_session(session).await })
+            })
+        },
+        max_json_body: options.limits.max_json_body,
+    };
+    let node = rmm_cluster::Node::join(cluster, Arc::clone(&app), Arc::clone(store), links).await?;
+    options.cluster = Some(rmm_server::wiring::ServeCluster {
+        forwarder: node.forwarder(),
+        accepted: Arc::new(std::sync::Mutex::new(Some(accepted_rx))),
+    });
+    let mut lost = node.lost();
+    let shutdown = async move {
+        tokio::select! {
+            () = process::shutdown_signal() => {}
+            _ = lost.wait_for(|lost| *lost) => {}
+        }
+    };
+    let served = serve(app, jwt, options, listener, shutdown).await;
+    let lost = *node.lost().borrow();
+    node.leave().await;
+    served?;
+    if lost {
+        bail!(
+            "this node's lease ran out (cut off from the database for longer than RMM_NODE_LEASE_SECS) and another node closed its sessions; start it again"
+        );
+    }
+    Ok(())
+}
+
+/// Forwarded requests waiting for the listener to take them.
+const FORWARDED_QUEUE: usize = 64;
+
+/// Cluster mode's settings when `RMM_NATS_URL` is set: PostgreSQL required, the node id
+/// checked (or generated once and kept in the data folder).
+fn cluster_settings(settings: &Settings, url: &str) -> anyhow::Result<Option<ClusterSettings>> {
+    let args = &settings.cluster;
+    let Some(nats_url) = args.nats_url.clone().filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!(
+            "cluster mode (RMM_NATS_URL is set) needs PostgreSQL, shared by every node: set DATABASE_URL=postgres://USER:PASSWORD@HOST/DB (SQLite is for a single node)"
+        );
+    }
+    if settings.demo_agent {
+        bail!("--demo-agent is for a single node: unset RMM_NATS_URL to try the demo");
+    }
+    let node_id = match &args.node_id {
+        Some(id) => id.clone(),
+        None => kept_node_id(&settings.data_dir)?,
+    };
+    rmm_cluster::check_node_id(&node_id).map_err(anyhow::Error::msg)?;
+    if !valid_subject_token(&args.nats_subject_prefix) {
+        bail!(
+            "RMM_NATS_SUBJECT_PREFIX {:?} is not one NATS subject token: use letters, digits, '-' or '_'",
+            args.nats_subject_prefix
+        );
+    }
+    Ok(Some(ClusterSettings {
+        nats_url,
+        node_id,
+        creds: args.nats_creds.clone(),
+        tls: args.nats_ca.is_some(),
+        ca: args.nats_ca.clone(),
+        subject_prefix: args.nats_subject_prefix.clone(),
+        lease_ttl: Duration::from_secs(args.node_lease_secs.clamp(3, 300)),
+    }))
+}
+
+fn valid_subject_token(token: &str) -> bool {
+    rmm_cluster::check_node_id(token).is_ok()
+}
+
+/// The node id generated on the first start in cluster mode, kept in the data folder.
+fn kept_node_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) => Ok(id.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            data_folder(data_dir)?;
+            // URL-safe base64: letters, digits, '-' and '_', as a node id may hold.
+            let id = format!("node-{}", random_secret(9));
+            write_private(&path, &id)?;
+            tracing::info!(node = %id, path = %path.display(), "cluster mode: generated this node's id (set RMM_NODE_ID to choose it)");
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 

@@ -228,6 +228,41 @@ pub(crate) struct Settings {
     pub(crate) admission: rmm_server::admission::AdmissionSettings,
     #[command(flatten)]
     pub(crate) retention: RetentionSettings,
+    #[command(flatten)]
+    pub(crate) cluster: ClusterArgs,
+}
+
+/// Cluster mode (docs/deploy.md, "Cluster mode"): on when `RMM_NATS_URL` is set. Needs
+/// PostgreSQL, shared by every node.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClusterArgs {
+    /// Cluster mode: the NATS server(s) the nodes talk through, comma-separated
+    /// (nats://HOST:4222, tls://HOST:4222). Unset: a single node, no NATS.
+    #[arg(long, env = "RMM_NATS_URL", global = true, hide_env_values = true)]
+    pub(crate) nats_url: Option<String>,
+    /// Cluster mode: this node's id (letters, digits, '-', '_'; unique in the cluster, kept
+    /// across restarts). Default: generated on the first start and kept in the data folder
+    /// (node-id).
+    #[arg(long, env = "RMM_NODE_ID", global = true)]
+    pub(crate) node_id: Option<String>,
+    /// Cluster mode: a NATS credentials file (user JWT and NKey seed), when NATS requires one.
+    #[arg(long, env = "RMM_NATS_CREDS", global = true)]
+    pub(crate) nats_creds: Option<PathBuf>,
+    /// Cluster mode: a PEM file of CA certificates for NATS's TLS certificate (implies TLS).
+    #[arg(long, env = "RMM_NATS_CA", global = true)]
+    pub(crate) nats_ca: Option<PathBuf>,
+    /// Cluster mode: the first token of every NATS subject the cluster uses.
+    #[arg(
+        long,
+        env = "RMM_NATS_SUBJECT_PREFIX",
+        default_value = "rmm",
+        global = true
+    )]
+    pub(crate) nats_subject_prefix: String,
+    /// Cluster mode: a node that has not renewed its lease for this long is lost; another
+    /// node closes its sessions (`node_lost`), seconds.
+    #[arg(long, env = "RMM_NODE_LEASE_SECS", default_value_t = 15, global = true)]
+    pub(crate) node_lease_secs: u64,
 }
 
 /// What the retention sweep prunes; unset keeps everything forever. Audit entries are never

@@ -178,6 +178,9 @@ pub fn scheme(tls: Option<&Arc<ServerTls>>) -> &'static str {
 pub struct ServerAcceptor {
     tcp: TcpAcceptor,
     tls: Option<watch::Receiver<Arc<ServerConfig>>>,
+    /// Cluster mode: the requests other nodes forward here, served as connections (already
+    /// decrypted: they came over NATS, whose own TLS protects them).
+    forwarded: Option<tokio::sync::mpsc::Receiver<rmm_cluster::Forwarded>>,
 }
 
 impl fmt::Debug for ServerAcceptor {
@@ -206,7 +209,35 @@ pub fn acceptor(
     Ok(ServerAcceptor {
         tcp: TcpAcceptor::from_tokio(listener)?,
         tls,
+        forwarded: None,
     })
+}
+
+impl ServerAcceptor {
+    /// Cluster mode: also accept the requests other nodes forward.
+    #[must_use]
+    pub fn with_forwarded(
+        mut self,
+        forwarded: Option<tokio::sync::mpsc::Receiver<rmm_cluster::Forwarded>>,
+    ) -> Self {
+        self.forwarded = forwarded;
+        self
+    }
+}
+
+/// A forwarded request's connection, with the addresses and scheme its client used at the
+/// node that forwarded it.
+fn forwarded(f: rmm_cluster::Forwarded) -> (ServerIo, LocalAddr, RemoteAddr, Scheme) {
+    let remote = f.remote.map_or_else(
+        || RemoteAddr(poem::Addr::Custom("forwarded", f.from.clone().into())),
+        |a| RemoteAddr(poem::Addr::SocketAddr(a)),
+    );
+    let local = f.local.map_or_else(
+        || LocalAddr(poem::Addr::Custom("forwarded", f.from.into())),
+        |a| LocalAddr(poem::Addr::SocketAddr(a)),
+    );
+    let scheme = if f.https { Scheme::HTTPS } else { Scheme::HTTP };
+    (ServerIo::Forwarded(f.io), local, remote, scheme)
 }
 
 impl Acceptor for ServerAcceptor {
@@ -217,7 +248,14 @@ impl Acceptor for ServerAcceptor {
     }
 
     async fn accept(&mut self) -> io::Result<(ServerIo, LocalAddr, RemoteAddr, Scheme)> {
-        let (stream, local, remote, scheme) = self.tcp.accept().await?;
+        let accepted = match &mut self.forwarded {
+            Some(rx) => tokio::select! {
+                tcp = self.tcp.accept() => tcp,
+                Some(f) = rx.recv() => return Ok(forwarded(f)),
+            },
+            None => self.tcp.accept().await,
+        };
+        let (stream, local, remote, scheme) = accepted?;
         // Every write of ours is a whole response or WebSocket frame: Nagle's algorithm only
         // delays them. Without this, a keystroke's input frame to the agent waited for the
         // agent's delayed ACK of the credit frame before it (40 ms per keystroke; bench/notes.md).
@@ -255,6 +293,8 @@ pub enum ServerIo {
     Plain(ReadAhead<TcpStream>),
     Handshaking(Handshake),
     Tls(Box<TlsStream<TcpStream>>),
+    /// Cluster mode: a request another node forwarded (see `rmm_cluster::forward`).
+    Forwarded(tokio::io::DuplexStream),
     Failed,
 }
 
@@ -264,6 +304,7 @@ impl fmt::Debug for ServerIo {
             Self::Plain(_) => "ServerIo::Plain",
             Self::Handshaking(_) => "ServerIo::Handshaking",
             Self::Tls(_) => "ServerIo::Tls",
+            Self::Forwarded(_) => "ServerIo::Forwarded",
             Self::Failed => "ServerIo::Failed",
         })
     }
@@ -306,6 +347,10 @@ macro_rules! on_stream {
                 let $s = Pin::new($s.as_mut());
                 $op
             }
+            ServerIo::Forwarded($s) => {
+                let $s = Pin::new($s);
+                $op
+            }
             ServerIo::Handshaking(_) | ServerIo::Failed => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "the TLS handshake failed",
@@ -345,6 +390,7 @@ impl AsyncWrite for ServerIo {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
             Self::Tls(s) => s.is_write_vectored(),
+            Self::Forwarded(s) => s.is_write_vectored(),
             Self::Handshaking(_) | Self::Failed => false,
         }
     }

@@ -12,8 +12,8 @@ use poem::{EndpointExt, IntoEndpoint, IntoResponse, Response, Route, get, handle
 use poem_openapi::{OpenApiService, ServerObject};
 use rmm_application::{
     AgentRepository, App, AuditLog, CommandRepository, Config, ConnectAgentError, Deps,
-    EnrollmentRepository, GroupRepository, Ports, RecordingRepository, SessionRepository,
-    UserRepository,
+    EnrollmentRepository, GroupRepository, NodeLeases, Ports, RecordingRepository,
+    SessionRepository, UserRepository,
 };
 use rmm_domain::CloseReason;
 use tokio::sync::watch;
@@ -41,6 +41,7 @@ pub trait Store:
     + CommandRepository
     + EnrollmentRepository
     + RecordingRepository
+    + NodeLeases
 {
 }
 
@@ -53,6 +54,7 @@ impl<S> Store for S where
         + CommandRepository
         + EnrollmentRepository
         + RecordingRepository
+        + NodeLeases
 {
 }
 
@@ -126,6 +128,28 @@ pub struct ServeOptions {
     pub admission: AdmissionSettings,
     /// How often the retention sweep runs (when the application's retention prunes anything).
     pub retention_sweep: Duration,
+    /// Cluster mode: where requests for agents on other nodes go, and what they forward here.
+    pub cluster: Option<ServeCluster>,
+}
+
+impl ServeCluster {
+    /// The forwarded requests, for the one listener that serves them.
+    fn take_accepted(&self) -> Option<tokio::sync::mpsc::Receiver<rmm_cluster::Forwarded>> {
+        self.accepted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// A cluster node's HTTP side: requests for other nodes' agents are forwarded, and the ones
+/// other nodes forward are served here as connections.
+#[derive(Debug, Clone)]
+pub struct ServeCluster {
+    pub forwarder: rmm_cluster::Forwarder,
+    /// Taken by the listener when serving starts.
+    pub accepted:
+        Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<rmm_cluster::Forwarded>>>>,
 }
 
 impl Default for ServeOptions {
@@ -139,6 +163,7 @@ impl Default for ServeOptions {
             limits: crate::limits::Limits::default(),
             admission: AdmissionSettings::default(),
             retention_sweep: Duration::from_secs(3600),
+            cluster: None,
         }
     }
 }
@@ -351,6 +376,7 @@ where
     let docs = api.swagger_ui();
     let console = console();
     let admission = Arc::new(Admission::new(options.admission));
+    let forward = rmm_cluster::Forward(options.cluster.as_ref().map(|c| c.forwarder.clone()));
     Route::new()
         .nest("/", api.into_endpoint().with(path_param_names))
         .at("/api/v1/openapi.json", spec)
@@ -379,6 +405,7 @@ where
         .with(console)
         .catch_all_error(error_as_json)
         .with(allow)
+        .with(forward)
         .with(front_door)
         .with(access_log)
 }
@@ -412,27 +439,7 @@ where
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let background = [
-        tokio::spawn(every(options.maintenance_interval, stop_rx.clone(), {
-            let app = Arc::clone(&app);
-            move || maintain(Arc::clone(&app))
-        })),
-        tokio::spawn(every(REVOCATION_CHECK, stop_rx.clone(), {
-            let app = Arc::clone(&app);
-            move || enforce_revocations(Arc::clone(&app))
-        })),
-        tokio::spawn(every(TOKEN_PRUNE, stop_rx.clone(), {
-            let app = Arc::clone(&app);
-            move || {
-                let app = Arc::clone(&app);
-                async move { app.prune_tokens().await }
-            }
-        })),
-        tokio::spawn(every(options.retention_sweep, stop_rx.clone(), {
-            let app = Arc::clone(&app);
-            move || sweep_retention(Arc::clone(&app))
-        })),
-    ];
+    let background = background(&app, &options, &stop_rx);
     let addr = listener.local_addr()?;
     let options = Arc::new(options);
     let endpoint = routes(Arc::clone(&app), jwt, Arc::clone(&options), stop_rx.clone());
@@ -440,7 +447,12 @@ where
     tracing::info!(%addr, "listening; API docs at {scheme}://{addr}/docs");
 
     let app_for_stop = Arc::clone(&app);
-    let acceptor = crate::tls::acceptor(listener, options.tls.as_ref())?;
+    let acceptor = crate::tls::acceptor(listener, options.tls.as_ref())?.with_forwarded(
+        options
+            .cluster
+            .as_ref()
+            .and_then(ServeCluster::take_accepted),
+    );
     crate::http_server::run(acceptor, endpoint, options.limits, async move {
         shutdown.await;
         tracing::info!("shutting down: closing sessions and telling agents");
@@ -473,6 +485,35 @@ where
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The periodic work beside serving: maintenance, revocations, token pruning, retention.
+fn background<P: Ports>(
+    app: &Arc<App<P>>,
+    options: &ServeOptions,
+    stop_rx: &watch::Receiver<bool>,
+) -> [tokio::task::JoinHandle<()>; 4] {
+    [
+        tokio::spawn(every(options.maintenance_interval, stop_rx.clone(), {
+            let app = Arc::clone(app);
+            move || maintain(Arc::clone(&app))
+        })),
+        tokio::spawn(every(REVOCATION_CHECK, stop_rx.clone(), {
+            let app = Arc::clone(app);
+            move || enforce_revocations(Arc::clone(&app))
+        })),
+        tokio::spawn(every(TOKEN_PRUNE, stop_rx.clone(), {
+            let app = Arc::clone(app);
+            move || {
+                let app = Arc::clone(&app);
+                async move { app.prune_tokens().await }
+            }
+        })),
+        tokio::spawn(every(options.retention_sweep, stop_rx.clone(), {
+            let app = Arc::clone(app);
+            move || sweep_retention(Arc::clone(&app))
+        })),
+    ]
 }
 
 /// How long shutdown waits for terminals to end (the agent's HUP, TERM, KILL takes 4 s).

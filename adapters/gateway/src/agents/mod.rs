@@ -32,7 +32,7 @@ pub use stdin::FINAL_ACK_TIMEOUT as STDIN_FINAL_ACK_TIMEOUT;
 
 pub use connection::{Peer, run_agent_connection};
 pub(crate) use registry::FileLink;
-pub use registry::{Census, WsAgentGateway};
+pub use registry::{Census, Elsewhere, WsAgentGateway};
 
 /// Frames queued for one agent. Small on purpose: an agent that does not read is evicted,
 /// it never makes the server hold more.

@@ -17,7 +17,8 @@ use super::stdin::StdinState;
 
 impl AgentGateway for WsAgentGateway {
     fn mode(&self, agent: AgentId) -> Option<AgentMode> {
-        self.lock().get(&agent).map(|c| c.mode)
+        let here = self.lock().get(&agent).map(|c| c.mode);
+        here.or_else(|| self.elsewhere()?.mode(agent))
     }
 
     async fn open_tunnel(

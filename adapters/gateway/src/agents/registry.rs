@@ -122,11 +122,20 @@ pub struct Census {
     pub opening: usize,
 }
 
+/// Cluster mode: the agents connected to the other nodes, as this node last heard of them.
+pub trait Elsewhere: Send + Sync + std::fmt::Debug + 'static {
+    /// `agent`'s mode when it is connected to another node.
+    fn mode(&self, agent: AgentId) -> Option<AgentMode>;
+}
+
 /// The registry of connected agents; implements [`rmm_application::AgentGateway`].
 #[derive(Debug, Default)]
 pub struct WsAgentGateway {
     connections: Arc<Connections>,
     generations: AtomicU64,
+    /// Cluster mode: where [`rmm_application::AgentGateway::mode`] looks for an agent that is
+    /// not connected here.
+    elsewhere: std::sync::OnceLock<Arc<dyn Elsewhere>>,
 }
 
 impl WsAgentGateway {
@@ -180,6 +189,26 @@ impl WsAgentGateway {
             Some(c) if c.generation == generation => connections.remove(&agent).map(|c| c.mode),
             Some(_) | None => None,
         }
+    }
+
+    /// Cluster mode: agents not connected here are looked up in `elsewhere` (set once, at
+    /// start-up; a second call changes nothing).
+    pub fn set_elsewhere(&self, elsewhere: Arc<dyn Elsewhere>) {
+        let _ = self.elsewhere.set(elsewhere);
+    }
+
+    pub(crate) fn elsewhere(&self) -> Option<&Arc<dyn Elsewhere>> {
+        self.elsewhere.get()
+    }
+
+    /// Every agent connected here, with its mode (what cluster mode tells the other nodes).
+    pub fn modes(&self) -> Vec<(AgentId, AgentMode)> {
+        self.lock().iter().map(|(id, c)| (*id, c.mode)).collect()
+    }
+
+    /// Whether `agent` is connected to this process (not just known elsewhere).
+    pub fn connected_here(&self, agent: AgentId) -> bool {
+        self.lock().contains_key(&agent)
     }
 
     /// Number of connected agents.

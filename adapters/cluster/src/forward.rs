@@ -1,0 +1,429 @@
+//! Requests for an agent connected to another node are served by that node: this node
+//! forwards the whole HTTP request (and the WebSocket it upgrades to) over a cross-node
+//! stream ([`crate::pipe`]), and the other node runs it through its own HTTP stack, with the
+//! client's address, as if the client had connected there. Status codes, confirmations and
+//! streaming are therefore exactly single-node's.
+//!
+//! Which requests: the ones that need the agent's live connection, found by their path —
+//! everything under `/api/v1/tunnel/{session_id}/`, `GET /api/v1/tunnel/status/{session_id}`,
+//! `POST /api/v1/tunnel/open` and `/close` (by the `agent_id` or `session_id` of their JSON
+//! body), and `DELETE`/`PATCH /api/v1/agents/{agent_id}` and its `rotate-key` (they end or
+//! change a live connection). A session is served where it was opened (its node, in the
+//! database) while it is open; a closed one, and everything else, is served here.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
+use poem::http::{Method, StatusCode};
+use poem::{Endpoint, IntoResponse as _, Middleware, Request, Response};
+use rmm_application::StoreError;
+use rmm_domain::{AgentId, SessionId};
+use rmm_protocol::api::ApiErrorCode;
+use serde::Deserialize;
+use tokio::io::DuplexStream;
+use uuid::Uuid;
+
+use crate::Subjects;
+use crate::pipe::{self, Answer, DIAL_TIMEOUT, Dial};
+use crate::presence::ClusterView;
+
+/// Finds the node of an open session: `None` when it is closed, unknown, or this node's.
+pub type SessionNode =
+    Arc<dyn Fn(SessionId) -> BoxFuture<'static, Result<Option<String>, StoreError>> + Send + Sync>;
+
+/// Whether an agent is connected to this node.
+pub type IsLocal = Arc<dyn Fn(AgentId) -> bool + Send + Sync>;
+
+/// Dials other nodes; shared by every forwarded request.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: async_nats::Client,
+    subjects: Subjects,
+    view: Arc<ClusterView>,
+    session_node: SessionNode,
+    local: IsLocal,
+    /// The largest JSON body read here to find an open's agent or a close's session.
+    max_json_body: usize,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("node", &self.view.me())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stream another node dialled: serve it as a connection from `remote`.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub io: DuplexStream,
+    pub remote: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    pub https: bool,
+    /// The node that forwarded it.
+    pub from: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("the node did not answer within {DIAL_TIMEOUT:?}")]
+    Timeout,
+    #[error("the node's answer does not parse: {0}")]
+    Answer(#[from] serde_json::Error),
+}
+
+impl Forwarder {
+    pub(crate) fn new(
+        client: async_nats::Client,
+        subjects: Subjects,
+        view: Arc<ClusterView>,
+        session_node: SessionNode,
+        local: IsLocal,
+        max_json_body: usize,
+    ) -> Self {
+        Self {
+            client,
+            subjects,
+            view,
+            session_node,
+            local,
+            max_json_body,
+        }
+    }
+
+    async fn dial(&self, node: &str, req: &Request) -> Result<DuplexStream, DialError> {
+        let reply_to = format!(
+            "{}.pipe.{}",
+            self.subjects.inbox_prefix(),
+            Uuid::new_v4().simple()
+        );
+        let incoming = self
+            .client
+            .subscribe(reply_to.clone())
+            .await
+            .map_err(|e| DialError::Nats(e.to_string()))?;
+        let dial = Dial {
+            reply_to,
+            from: self.view.me().to_owned(),
+            remote: addr(req.remote_addr()),
+            local: addr(req.local_addr()),
+            https: req.scheme() == &poem::http::uri::Scheme::HTTPS,
+        };
+        let payload = serde_json::to_vec(&dial)?;
+        let answer = tokio::time::timeout(
+            DIAL_TIMEOUT,
+            self.client
+                .request(self.subjects.dial_of(node), payload.into()),
+        )
+        .await
+        .map_err(|_| DialError::Timeout)?
+        .map_err(|e| DialError::Nats(e.to_string()))?;
+        let answer: Answer = serde_json::from_slice(&answer.payload)?;
+        let (user, pump) = pipe::ends();
+        pipe::pump(
+            self.client.clone(),
+            incoming,
+            answer.reply_to,
+            pump,
+            Arc::from(node),
+            Arc::clone(&self.view),
+        );
+        Ok(user)
+    }
+
+    /// Where `req` is to be served: `Some(node)` for another node.
+    async fn target(&self, req: &mut Request) -> Result<Option<Target>, Response> {
+        let path = req.uri().path().to_owned();
+        let Some(rest) = path.strip_prefix("/api/v1/") else {
+            return Ok(None);
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let method = req.method().clone();
+        match parts.as_slice() {
+            ["tunnel", "status", id] => Ok(self.session_target(id).await?),
+            ["tunnel", "open"] if method == Method::POST => {
+                let Some(agent) = self.body_field(req, "agent_id").await else {
+                    return Ok(None);
+                };
+                Ok(self.agent_target(AgentId::from_uuid(agent)))
+            }
+            ["tunnel", "close"] if method == Method::POST => {
+                let Some(session) = self.body_field(req, "session_id").await else {
+                    return Ok(None);
+                };
+                Ok(self.session_of(SessionId::from_uuid(session)).await?)
+            }
+            ["tunnel", id, _, ..] => Ok(self.session_target(id).await?),
+            ["agents", id] if method == Method::DELETE || method == Method::PATCH => {
+                Ok(parse(id).and_then(|a| self.agent_target(AgentId::from_uuid(a))))
+            }
+            ["agents", id, "rotate-key"] => {
+                Ok(parse(id).and_then(|a| self.agent_target(AgentId::from_uuid(a))))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn agent_target(&self, agent: AgentId) -> Option<Target> {
+        if (self.local)(agent) {
+            return None;
+        }
+        let whereabouts = self.view.whereabouts(agent)?;
+        Some(Target {
+            node: whereabouts.node.to_string(),
+            reachable: whereabouts.reachable,
+        })
+    }
+
+    async fn session_target(&self, id: &str) -> Result<Option<Target>, Response> {
+        match parse(id) {
+            Some(id) => self.session_of(SessionId::from_uuid(id)).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn session_of(&self, session: SessionId) -> Result<Option<Target>, Response> {
+        match (self.session_node)(session).await {
+            Ok(Some(node)) if node != self.view.me() => Ok(Some(Target {
+                reachable: self.view.reachable(&node),
+                node,
+            })),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                tracing::warn!(error = %e, %session, "cluster: cannot look up the session's node");
+                Err(rmm_http::json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ApiErrorCode::DatabaseUnavailable,
+                    "the database does not answer; try again shortly",
+                ))
+            }
+        }
+    }
+
+    /// Reads the (small, JSON) body to find `field`, and puts it back for whoever serves the
+    /// request. `None` when there is no such UUID field: the request is served here, and its
+    /// handler answers what is wrong with it.
+    async fn body_field(&self, req: &mut Request, field: &str) -> Option<Uuid> {
+        #[derive(Deserialize)]
+        struct Any {
+            #[serde(flatten)]
+            fields: serde_json::Map<String, serde_json::Value>,
+        }
+        let body = req.take_body();
+        let bytes = match body.into_bytes_limit(self.max_json_body).await {
+            Ok(bytes) => bytes,
+            Err(_) => return None,
+        };
+        let found = serde_json::from_slice::<Any>(&bytes)
+            .ok()
+            .and_then(|any| any.fields.get(field)?.as_str().and_then(|s| s.parse().ok()));
+        req.set_body(bytes);
+        found
+    }
+
+    async fn forward(&self, node: &str, req: Request) -> Response {
+        let upgrade = if req.headers().contains_key(poem::http::header::UPGRADE) {
+            req.take_upgrade().ok()
+        } else {
+            None
+        };
+        let io = match self.dial(node, &req).await {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "cluster: cannot reach the node that holds the agent");
+                return unreachable(node);
+            }
+        };
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "cluster: cross-node HTTP handshake failed");
+                    return unreachable(node);
+                }
+            };
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "cluster: cross-node connection ended");
+            }
+        });
+        let request: hyper::Request<_> = req.into();
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "cluster: the node holding the agent broke off the request");
+                return unreachable(node);
+            }
+        };
+        // A WebSocket: once the node serving it switched protocols, the client's upgraded
+        // connection and the node's are joined, byte for byte, until either ends.
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_side) = upgrade
+        {
+            let (parts, body) = response.into_parts();
+            let node_side = hyper::upgrade::on(hyper::Response::from_parts(parts.clone(), body));
+            tokio::spawn(async move {
+                let (Ok(mut client_side), Ok(node_side)) = (client_side.await, node_side.await)
+                else {
+                    return;
+                };
+                let mut node_side = TokioIo::new(node_side);
+                if let Err(e) =
+                    tokio::io::copy_bidirectional(&mut client_side, &mut node_side).await
+                {
+                    tracing::debug!(error = %e, "cluster: forwarded WebSocket ended");
+                }
+            });
+            let mut out = Response::builder().status(parts.status);
+            for (name, value) in &parts.headers {
+                out = out.header(name, value);
+            }
+            return out.finish();
+        }
+        let (parts, body) = response.into_parts();
+        let body = body.map_err(io::Error::other);
+        Response::from(hyper::Response::from_parts(parts, body))
+    }
+}
+
+struct Target {
+    node: String,
+    reachable: bool,
+}
+
+fn parse(id: &str) -> Option<Uuid> {
+    id.parse().ok()
+}
+
+fn addr(addr: &poem::Addr) -> String {
+    match addr {
+        poem::Addr::SocketAddr(a) => a.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn unreachable(node: &str) -> Response {
+    rmm_http::json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ApiErrorCode::NodeUnreachable,
+        &format!(
+            "the agent is connected to node {node}, which cannot be reached now; try again shortly"
+        ),
+    )
+}
+
+/// The middleware: forwards what another node serves, passes the rest on. Without a
+/// forwarder (a single node) it passes everything on.
+#[derive(Debug, Clone, Default)]
+pub struct Forward(pub Option<Forwarder>);
+
+impl<E: Endpoint> Middleware<E> for Forward {
+    type Output = ForwardEndpoint<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        ForwardEndpoint {
+            inner: ep,
+            forwarder: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ForwardEndpoint<E> {
+    inner: E,
+    forwarder: Option<Forwarder>,
+}
+
+impl<E: Endpoint> Endpoint for ForwardEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let Some(forwarder) = &self.forwarder else {
+            return self
+                .inner
+                .call(req)
+                .await
+                .map(poem::IntoResponse::into_response);
+        };
+        match forwarder.target(&mut req).await {
+            Err(response) => Ok(response),
+            Ok(Some(target)) if !target.reachable => Ok(unreachable(&target.node)),
+            Ok(Some(target)) => Ok(forwarder.forward(&target.node, req).await),
+            Ok(None) => self.inner.call(req).await.map(|r| r.into_response()),
+        }
+    }
+}
+
+/// Answers other nodes' dials: each becomes a [`Forwarded`] connection on `accepted`.
+pub(crate) async fn answer_dials(
+    client: async_nats::Client,
+    subjects: Subjects,
+    view: Arc<ClusterView>,
+    accepted: tokio::sync::mpsc::Sender<Forwarded>,
+) -> Result<tokio::task::JoinHandle<()>, crate::JoinError> {
+    let subject = subjects.dial_of(view.me());
+    let mut dials = client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|source| crate::JoinError::Subscribe { subject, source })?;
+    Ok(tokio::spawn(async move {
+        use futures_util::StreamExt as _;
+        while let Some(message) = dials.next().await {
+            let Some(reply) = message.reply.clone() else {
+                continue;
+            };
+            let dial: Dial = match serde_json::from_slice(&message.payload) {
+                Ok(dial) => dial,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: ignored a dial that does not parse");
+                    continue;
+                }
+            };
+            let reply_to = format!(
+                "{}.pipe.{}",
+                subjects.inbox_prefix(),
+                Uuid::new_v4().simple()
+            );
+            let incoming = match client.subscribe(reply_to.clone()).await {
+                Ok(sub) => sub,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: cannot take a dial");
+                    continue;
+                }
+            };
+            let (user, pump) = pipe::ends();
+            pipe::pump(
+                client.clone(),
+                incoming,
+                dial.reply_to.clone(),
+                pump,
+                Arc::from(dial.from.as_str()),
+                Arc::clone(&view),
+            );
+            let forwarded = Forwarded {
+                io: user,
+                remote: dial.remote.parse().ok(),
+                local: dial.local.parse().ok(),
+                https: dial.https,
+                from: dial.from,
+            };
+            if accepted.send(forwarded).await.is_err() {
+                return;
+            }
+            let answer = match serde_json::to_vec(&Answer { reply_to }) {
+                Ok(answer) => answer,
+                Err(_) => continue,
+            };
+            if let Err(e) = client.publish(reply, answer.into()).await {
+                tracing::warn!(error = %e, "cluster: cannot answer a dial");
+            }
+        }
+    }))
+}

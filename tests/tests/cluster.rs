@@ -1,0 +1,343 @@
+//! Cluster mode end to end: PostgreSQL (testcontainers), Debian's `nats-server` and HAProxy,
+//! three real `rmm-server` nodes and real agents that connect through the balancer. A
+//! technician on node A works with an agent connected to node C; node C is killed and comes
+//! back.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use rmm_e2e::agent::ScriptedAgent;
+use rmm_e2e::cluster::{Haproxy, Nats, start_node};
+use rmm_e2e::real_agent::agent_command_to;
+use rmm_e2e::server::TestServer;
+use rmm_e2e::terminal::TermSocket;
+use serde_json::{Value, json};
+use tokio::process::Child;
+
+/// The nodes' lease: node C's death is noticed within it (plus a sweep).
+const LEASE_SECS: u64 = 6;
+
+/// Waits until `check` holds, polling; fails naming `what`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within {within:?}");
+}
+
+async fn connected_ids(node: &TestServer, token: &str) -> Vec<String> {
+    let (code, agents) = node
+        .call(Method::GET, "/api/v1/agents", Some(token), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{agents}");
+    agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["connected"] == true)
+        .map(|a| a["agent_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The agents whose connection node `node` logged since byte `from` of its log.
+fn connected_here(node: &TestServer, ids: &[String], from: usize) -> Vec<String> {
+    let log = node.log_text().unwrap_or_default();
+    let log = log.get(from..).unwrap_or("");
+    ids.iter()
+        .filter(|id| {
+            log.lines()
+                .any(|l| l.contains("agent connected") && l.contains(id.as_str()))
+        })
+        .cloned()
+        .collect()
+}
+
+fn spawn_agent(balancer: &Haproxy, key: &str) -> Child {
+    agent_command_to(&format!("ws://{}", balancer.addr), key, &[])
+        .unwrap()
+        .spawn()
+        .unwrap()
+}
+
+async fn open(node: &TestServer, tech: &str, agent: &str) -> (u16, Value) {
+    node.call(
+        Method::POST,
+        "/api/v1/tunnel/open",
+        Some(tech),
+        Some(json!({ "agent_id": agent })),
+    )
+    .await
+    .unwrap()
+}
+
+async fn run(node: &TestServer, tech: &str, session: &str, command: &str) -> Value {
+    let (code, started) = node
+        .call(
+            Method::POST,
+            &format!("/api/v1/tunnel/{session}/command"),
+            Some(tech),
+            Some(json!({ "command": command })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{started}");
+    let id = started["command_id"].as_str().unwrap();
+    let (code, done) = node
+        .call(
+            Method::GET,
+            &format!("/api/v1/tunnel/{session}/commands/{id}?wait=30"),
+            Some(tech),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{done}");
+    done
+}
+
+#[tokio::test]
+async fn a_technician_on_one_node_works_with_an_agent_on_another_and_survives_its_loss() {
+    let db = rmm_e2e::pg::fresh_database().await.unwrap();
+    let nats = Nats::start().await.unwrap();
+    let a = start_node(&db, &nats, "node-a", LEASE_SECS).await.unwrap();
+    let b = start_node(&db, &nats, "node-b", LEASE_SECS).await.unwrap();
+    let mut c = start_node(&db, &nats, "node-c", LEASE_SECS).await.unwrap();
+    let balancer = Haproxy::start(&[a.addr, b.addr, c.addr]).await.unwrap();
+
+    let admin = a.admin_token().await.unwrap();
+    let tech = a.tech_token("tina").await.unwrap();
+    let mut ids = Vec::new();
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        let (id, key) = a.register_agent(&admin, &format!("pc-{i}")).await.unwrap();
+        agents.push(spawn_agent(&balancer, &key));
+        ids.push(id);
+    }
+    // Presence across nodes: every node lists every agent as connected.
+    for node in [&a, &b, &c] {
+        eventually(
+            Duration::from_secs(15),
+            "all agents listed as connected on every node",
+            || async {
+                let listed = connected_ids(node, &admin).await;
+                ids.iter().all(|id| listed.contains(id))
+            },
+        )
+        .await;
+    }
+    let on_c = connected_here(&c, &ids, 0);
+    assert_eq!(
+        on_c.len(),
+        1,
+        "round-robin gives node C one of three agents: {on_c:?}"
+    );
+    let agent_c = on_c[0].clone();
+
+    // A tunnel through node A to the agent on node C; a command through A.
+    let (code, opened) = open(&a, &tech, &agent_c).await;
+    assert_eq!(code, 200, "{opened}");
+    let session = opened["session_id"].as_str().unwrap().to_owned();
+    let done = run(&a, &tech, &session, "echo hello from $((6 * 7))").await;
+    assert_eq!(
+        (done["status"].as_str(), done["stdout"].as_str()),
+        (Some("completed"), Some("hello from 42\n")),
+        "{done}"
+    );
+    // The same session's status through node B (forwarded to C as well).
+    let (code, status) = b
+        .call(
+            Method::GET,
+            &format!("/api/v1/tunnel/status/{session}"),
+            Some(&tech),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, status["status"].as_str()),
+        (200, Some("active")),
+        "{status}"
+    );
+
+    // Two watchers on different nodes see the same output.
+    let mut watch_a = ScriptedAgent::connect(
+        &format!("ws://{}/api/v1/tunnel/{session}/stream", a.addr),
+        Some(&tech),
+    )
+    .await
+    .unwrap();
+    let mut watch_b = ScriptedAgent::connect(
+        &format!("ws://{}/api/v1/tunnel/{session}/stream", b.addr),
+        Some(&tech),
+    )
+    .await
+    .unwrap();
+    let done = run(&b, &tech, &session, "echo watched").await;
+    assert_eq!(done["stdout"], "watched\n", "{done}");
+    for watcher in [&mut watch_a, &mut watch_b] {
+        // A watcher first gets what the session already output, then the live output.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = watcher.recv_json(left).await.unwrap();
+            if frame["payload"]["data"]["payload"]["stdout"] == "watched\n" {
+                break;
+            }
+        }
+    }
+
+    // A terminal through node A.
+    let (code, terminal) = a
+        .call(
+            Method::POST,
+            &format!("/api/v1/tunnel/{session}/terminals"),
+            Some(&tech),
+            Some(json!({ "cols": 80, "rows": 24, "command": "sh" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 201, "{terminal}");
+    let terminal_id = terminal["terminal_id"].as_str().unwrap();
+    let mut term = TermSocket::connect(&format!(
+        "ws://{}/api/v1/tunnel/{session}/terminals/{terminal_id}/ws?access_token={tech}",
+        a.addr
+    ))
+    .await
+    .unwrap();
+    term.input(b"echo term-$((40 + 2))\n").await.unwrap();
+    term.read_until("term-42", Duration::from_secs(10))
+        .await
+        .unwrap();
+    term.close().await;
+
+    // A file there and back through node A: 3 MiB, more than the cross-node window.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("moved.bin");
+    let bytes = rmm_e2e::pseudo_random(18, 3 * 1024 * 1024);
+    let url = a.url(&format!(
+        "/api/v1/tunnel/{session}/files?path={}",
+        path.display()
+    ));
+    let r = a
+        .http()
+        .put(&url)
+        .bearer_auth(&tech)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "the uploaded file differs"
+    );
+    let r = a.http().get(&url).bearer_auth(&tech).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().await.unwrap().as_ref() == bytes.as_slice(),
+        "the downloaded file differs"
+    );
+
+    // Node C dies: its session closes as node_lost within the lease (plus a sweep), its
+    // agent comes back through the balancer on A or B, and a new tunnel works.
+    let killed = Instant::now();
+    c.kill().await.unwrap();
+    eventually(
+        Duration::from_secs(LEASE_SECS + 10),
+        "the session closed as node_lost",
+        || async {
+            let (_, status) = a
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/tunnel/status/{session}"),
+                    Some(&tech),
+                    None,
+                )
+                .await
+                .unwrap();
+            status["close_reason"] == "node_lost"
+        },
+    )
+    .await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(LEASE_SECS + 5),
+        "took {:?}",
+        killed.elapsed()
+    );
+    let (code, audit) = a
+        .call(
+            Method::GET,
+            "/api/v1/audit?action=tunnel_close",
+            Some(&admin),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert!(audit.to_string().contains("node_lost"), "{audit}");
+
+    eventually(
+        Duration::from_secs(60),
+        "the agent of node C reconnected",
+        || async {
+            connected_ids(&a, &admin).await.contains(&agent_c)
+                && connected_ids(&b, &admin).await.contains(&agent_c)
+        },
+    )
+    .await;
+    let (code, opened) = open(&a, &tech, &agent_c).await;
+    assert_eq!(code, 200, "{opened}");
+    let session2 = opened["session_id"].as_str().unwrap().to_owned();
+    let done = run(&a, &tech, &session2, "echo back").await;
+    assert_eq!(done["stdout"], "back\n", "{done}");
+    let (code, closed) = a
+        .call(
+            Method::POST,
+            "/api/v1/tunnel/close",
+            Some(&tech),
+            Some(json!({ "session_id": session2 })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{closed}");
+
+    // Node C restarts and takes agents again: new agents through the balancer reach it.
+    let log_mark = c.log_len().unwrap_or(0);
+    c.restart().await.unwrap();
+    // HAProxy checks every 300 ms and takes a node back after one good check.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut more = Vec::new();
+    for i in 3..6 {
+        let (id, key) = a.register_agent(&admin, &format!("pc-{i}")).await.unwrap();
+        agents.push(spawn_agent(&balancer, &key));
+        more.push(id);
+    }
+    eventually(
+        Duration::from_secs(20),
+        "node C took one of the new agents",
+        || async { !connected_here(&c, &more, log_mark).is_empty() },
+    )
+    .await;
+    let on_c = connected_here(&c, &more, log_mark)[0].clone();
+    eventually(
+        Duration::from_secs(10),
+        "node A lists the agent on the restarted node",
+        || async { connected_ids(&a, &admin).await.contains(&on_c) },
+    )
+    .await;
+    let (code, opened) = open(&a, &tech, &on_c).await;
+    assert_eq!(code, 200, "{opened}");
+    let session3 = opened["session_id"].as_str().unwrap().to_owned();
+    let done = run(&a, &tech, &session3, "echo restarted").await;
+    assert_eq!(done["stdout"], "restarted\n", "{done}");
+}
