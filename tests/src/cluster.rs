@@ -164,7 +164,8 @@ impl Drop for Haproxy {
     }
 }
 
-/// Starts node `id` of the cluster on `database_url` through `nats`, its log kept, with a
+/// Starts node `id` of the cluster on `database_url` through `nats`, its log kept (at
+/// `info`, whatever the test's `RUST_LOG`: tests read which agents connected where), with a
 /// lease of `lease_secs`.
 ///
 /// # Errors
@@ -181,6 +182,7 @@ pub async fn start_node(
             ("RMM_NATS_URL", &nats.url()),
             ("RMM_NODE_ID", id),
             ("RMM_NODE_LEASE_SECS", &lease_secs.to_string()),
+            ("RUST_LOG", "info,sqlx=warn,poem=warn"),
         ],
         StartOptions {
             capture_log: true,

@@ -341,3 +341,167 @@ async fn a_technician_on_one_node_works_with_an_agent_on_another_and_survives_it
     let done = run(&a, &tech, &session3, "echo restarted").await;
     assert_eq!(done["stdout"], "restarted\n", "{done}");
 }
+
+#[tokio::test]
+async fn without_nats_other_nodes_agents_answer_503_and_everything_returns_with_it() {
+    let db = rmm_e2e::pg::fresh_database().await.unwrap();
+    let mut nats = Nats::start().await.unwrap();
+    let a = start_node(&db, &nats, "node-a", LEASE_SECS).await.unwrap();
+    let c = start_node(&db, &nats, "node-c", LEASE_SECS).await.unwrap();
+    let admin = a.admin_token().await.unwrap();
+    let tech = a.tech_token("tina").await.unwrap();
+    let (on_a, key_a) = a.register_agent(&admin, "here").await.unwrap();
+    let (on_c, key_c) = a.register_agent(&admin, "there").await.unwrap();
+    let _agent_a = rmm_e2e::real_agent::spawn_agent(&a, &key_a).unwrap();
+    let _agent_c = rmm_e2e::real_agent::spawn_agent(&c, &key_c).unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "both agents listed on node A",
+        || async {
+            let listed = connected_ids(&a, &admin).await;
+            listed.contains(&on_a) && listed.contains(&on_c)
+        },
+    )
+    .await;
+
+    nats.stop();
+    let asked = Instant::now();
+    let (code, body) = open(&a, &tech, &on_c).await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (503, Some("node_unreachable")),
+        "{body}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
+    // The agent on the node that serves the request keeps working, and the other is still
+    // listed where it was last heard of (a retry later, not "not connected").
+    let (code, opened) = open(&a, &tech, &on_a).await;
+    assert_eq!(code, 200, "{opened}");
+    let session = opened["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        run(&a, &tech, &session, "echo local").await["stdout"],
+        "local\n"
+    );
+    tokio::time::sleep(Duration::from_secs(LEASE_SECS + 3)).await;
+    assert!(connected_ids(&a, &admin).await.contains(&on_c));
+    let (code, body) = open(&a, &tech, &on_c).await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (503, Some("node_unreachable")),
+        "{body}"
+    );
+
+    nats.restart().await.unwrap();
+    let back = Instant::now();
+    let opened = loop {
+        let (code, body) = open(&a, &tech, &on_c).await;
+        if code == 200 {
+            break body;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "still {code} 30 s after NATS returned: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "cross-node requests work again {:?} after NATS returned",
+        back.elapsed()
+    );
+    let session = opened["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        run(&a, &tech, &session, "echo again").await["stdout"],
+        "again\n"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_that_reconnects_to_another_node_keeps_no_session_on_the_first() {
+    let db = rmm_e2e::pg::fresh_database().await.unwrap();
+    let nats = Nats::start().await.unwrap();
+    let a = start_node(&db, &nats, "node-a", LEASE_SECS).await.unwrap();
+    let b = start_node(&db, &nats, "node-b", LEASE_SECS).await.unwrap();
+    let admin = a.admin_token().await.unwrap();
+    let tech = a.tech_token("tina").await.unwrap();
+    let (agent, key) = a.register_agent(&admin, "roamer").await.unwrap();
+
+    // Connected to A, with a tunnel open through B.
+    let ws = |node: &TestServer| format!("ws://{}/api/v1/agent/ws", node.addr);
+    let mut first = ScriptedAgent::connect(&ws(&a), Some(&key)).await.unwrap();
+    eventually(Duration::from_secs(10), "B lists the agent", || async {
+        connected_ids(&b, &admin).await.contains(&agent)
+    })
+    .await;
+    let opening = tokio::spawn({
+        let (url, tech, agent) = (b.url("/api/v1/tunnel/open"), tech.clone(), agent.clone());
+        let http = b.http().clone();
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(tech)
+                .json(&json!({ "agent_id": agent }))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    });
+    let session = first.expect_open().await.unwrap();
+    first.ready(&session).await.unwrap();
+    let (code, opened) = opening.await.unwrap();
+    assert_eq!(
+        (code, opened["session_id"].as_str()),
+        (200, Some(session.as_str())),
+        "{opened}"
+    );
+
+    // The agent connects to B while its connection to A still stands (a half-open socket
+    // A has not noticed): A drops its connection and closes the tunnel, and a new tunnel
+    // opens on B.
+    let mut second = ScriptedAgent::connect(&ws(&b), Some(&key)).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the stale session closed",
+        || async {
+            let (_, status) = b
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/tunnel/status/{session}"),
+                    Some(&tech),
+                    None,
+                )
+                .await
+                .unwrap();
+            status["close_reason"] == "agent_reconnected"
+        },
+    )
+    .await;
+    let opening = tokio::spawn({
+        let (url, tech, agent) = (a.url("/api/v1/tunnel/open"), tech.clone(), agent.clone());
+        let http = a.http().clone();
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(tech)
+                .json(&json!({ "agent_id": agent }))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    });
+    let session2 = second.expect_open().await.unwrap();
+    second.ready(&session2).await.unwrap();
+    let (code, opened) = opening.await.unwrap();
+    assert_eq!(code, 200, "{opened}");
+    // The first connection was closed by A.
+    let closed = first.recv(Duration::from_secs(5)).await;
+    assert!(
+        matches!(&closed, Ok(rmm_e2e::agent::Received::Closed(_)) | Err(_)),
+        "A kept the stale connection: {closed:?}"
+    );
+}

@@ -138,8 +138,13 @@ impl Forwarder {
         Ok(user)
     }
 
-    /// Where `req` is to be served: `Some(node)` for another node.
+    /// Where `req` is to be served: `Some(node)` for another node. A request without a
+    /// token is served here (which refuses it): no one without credentials makes a node dial
+    /// another, or read the database to find where.
     async fn target(&self, req: &mut Request) -> Result<Option<Target>, Response> {
+        if !carries_token(req) {
+            return Ok(None);
+        }
         let path = req.uri().path().to_owned();
         let Some(rest) = path.strip_prefix("/api/v1/") else {
             return Ok(None);
@@ -234,6 +239,10 @@ impl Forwarder {
         } else {
             None
         };
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            tracing::warn!(%node, "cluster: NATS is down; cannot reach the node that holds the agent");
+            return unreachable(node);
+        }
         let io = match self.dial(node, &req).await {
             Ok(io) => io,
             Err(e) => {
@@ -293,6 +302,16 @@ impl Forwarder {
     }
 }
 
+/// A bearer token in the header, or `access_token` in the query (WebSockets from browsers).
+fn carries_token(req: &Request) -> bool {
+    req.headers()
+        .contains_key(poem::http::header::AUTHORIZATION)
+        || req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token=")))
+}
+
 struct Target {
     node: String,
     reachable: bool,
@@ -310,6 +329,7 @@ fn addr(addr: &poem::Addr) -> String {
 }
 
 fn unreachable(node: &str) -> Response {
+    forwarded("unreachable");
     rmm_http::json_error(
         StatusCode::SERVICE_UNAVAILABLE,
         ApiErrorCode::NodeUnreachable,
@@ -317,6 +337,11 @@ fn unreachable(node: &str) -> Response {
             "the agent is connected to node {node}, which cannot be reached now; try again shortly"
         ),
     )
+}
+
+/// Counts a request this node forwarded, or could not (`rmm_cluster_forwarded_total`).
+fn forwarded(result: &'static str) {
+    metrics::counter!("rmm_cluster_forwarded_total", "result" => result).increment(1);
 }
 
 /// The middleware: forwards what another node serves, passes the rest on. Without a

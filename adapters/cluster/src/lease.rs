@@ -107,7 +107,6 @@ pub(crate) fn sweeper<P, L>(
     app: Arc<App<P>>,
     leases: Arc<L>,
     view: Arc<ClusterView>,
-    lease_ttl: Duration,
 ) -> tokio::task::JoinHandle<()>
 where
     P: Ports,
@@ -123,15 +122,23 @@ where
                     for node in &lost {
                         view.forget(&node.node);
                     }
-                    // Another node may have claimed it: one silent for longer than a lease
-                    // (and a sweep) is gone all the same.
-                    let silent = view.forget_silent(lease_ttl + SWEEP);
+                    // Another node may have claimed it, or it left: forget what it had.
+                    let silent = match leases.live_nodes().await {
+                        Ok(live) => view.forget_all_but(&live),
+                        Err(_) => Vec::new(),
+                    };
                     for node in &silent {
-                        tracing::info!(%node, "forgot a node not heard from for longer than a lease");
+                        tracing::info!(%node, "forgot a node whose lease is gone");
                     }
                     if !lost.is_empty() || !silent.is_empty() {
                         app.note_agents_changed();
                     }
+                    let nodes = view.nodes();
+                    let reachable = nodes.iter().filter(|(_, r)| *r).count();
+                    metrics::gauge!("rmm_cluster_nodes", "state" => "reachable")
+                        .set(reachable as f64);
+                    metrics::gauge!("rmm_cluster_nodes", "state" => "silent")
+                        .set((nodes.len() - reachable) as f64);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not sweep for lost nodes; retrying");

@@ -161,12 +161,7 @@ impl Node {
             let app = Arc::clone(&app);
             Arc::new(move |agent| app.gateway().connected_here(agent))
         };
-        tasks.push(lease::sweeper(
-            app,
-            leases,
-            Arc::clone(&view),
-            settings.lease_ttl,
-        ));
+        tasks.push(lease::sweeper(app, leases, Arc::clone(&view)));
         let forwarder = Forwarder::new(
             client,
             subjects,

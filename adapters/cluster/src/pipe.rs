@@ -30,8 +30,9 @@ const CHUNK: usize = 64 * 1024;
 const BUFFER: usize = 64 * 1024;
 /// How often a stream checks that its other node is still within reach.
 const CHECK: Duration = Duration::from_millis(500);
-/// How long a dial waits for the other node's answer.
-pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a dial waits for the other node's answer (a request for an agent on a node out
+/// of reach answers 503 within it).
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the dialling node tells the node it dials.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -176,15 +176,16 @@ impl ClusterView {
         nodes
     }
 
-    /// Forgets the nodes not heard from for `silent` (their leases ran out, whoever claimed
-    /// them); their names.
-    pub fn forget_silent(&self, silent: Duration) -> Vec<String> {
+    /// Forgets the nodes heard from whose lease is gone (another node claimed it, or it
+    /// left); their names. A node that is only silent (NATS down) keeps its agents listed
+    /// where they were last heard of, so requests for them answer 503, not 404.
+    pub fn forget_all_but(&self, live: &[String]) -> Vec<String> {
         let gone: Vec<String> = self
             .lock()
             .nodes
-            .values()
-            .filter(|p| p.heard.elapsed() >= silent)
-            .map(|p| p.name.to_string())
+            .keys()
+            .filter(|n| !live.contains(n))
+            .cloned()
             .collect();
         for node in &gone {
             self.forget(node);
@@ -229,7 +230,7 @@ impl ClusterView {
             }
             return Applied {
                 resend: ask,
-                arrived: Vec::new(),
+                ..Applied::default()
             };
         }
         peer.seq = Some(a.seq);
@@ -272,6 +273,7 @@ impl ClusterView {
         Applied {
             resend: false,
             arrived,
+            changed: a.reset || !a.up.is_empty() || !a.down.is_empty(),
         }
     }
 }
@@ -279,7 +281,10 @@ impl ClusterView {
 #[derive(Debug, Default)]
 struct Applied {
     resend: bool,
+    /// Agents that connected to the announcing node (new there), and since when.
     arrived: Vec<(AgentId, u64)>,
+    /// Something listed changed (an agent came, went or changed mode).
+    changed: bool,
 }
 
 impl Elsewhere for ClusterView {
@@ -499,7 +504,7 @@ async fn hear<P>(
                 tracing::warn!(error = %e, "could not ask a node for its presence");
             }
         }
-        if !applied.arrived.is_empty() {
+        if applied.changed {
             app.note_agents_changed();
         }
         for (agent, since) in applied.arrived {

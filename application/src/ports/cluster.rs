@@ -62,6 +62,12 @@ pub trait NodeLeases: Send + Sync + 'static {
         generation: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The nodes whose lease has not run out.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn live_nodes(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     /// The node that holds `session`, while it is pending or active and held by a cluster
     /// node; `None` when it is closed, unknown, or a single node's.
     ///

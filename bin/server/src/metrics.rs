@@ -161,6 +161,14 @@ fn describe() {
     );
     describe_counter!("rmm_logins_total", "Password logins, by outcome.");
     describe_gauge!(
+        "rmm_cluster_nodes",
+        "Cluster mode: the other nodes this one knows, by state (reachable: heard from within 4 s; silent)."
+    );
+    describe_counter!(
+        "rmm_cluster_forwarded_total",
+        "Cluster mode: requests for agents on other nodes, by result (forwarded; unreachable: answered 503 node_unreachable)."
+    );
+    describe_gauge!(
         "rmm_password_hashes",
         "Password hashes waiting for a hashing thread, and running."
     );

@@ -35,6 +35,10 @@ impl<S: NodeLeases> NodeLeases for Metered<S> {
         timed("cluster.leave", self.0.leave(node, generation))
     }
 
+    fn live_nodes(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
+        timed("cluster.live_nodes", self.0.live_nodes())
+    }
+
     fn node_of_open_session(
         &self,
         session: SessionId,

@@ -56,6 +56,13 @@ impl NodeLeases for PgStore {
         Ok(())
     }
 
+    async fn live_nodes(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("select node_id from cluster_nodes where lease_until > now()")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)
+    }
+
     async fn node_of_open_session(&self, session: SessionId) -> Result<Option<String>, StoreError> {
         let node: Option<String> = sqlx::query_scalar(
             "select node_id from tech_sessions \

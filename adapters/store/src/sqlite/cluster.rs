@@ -31,6 +31,10 @@ impl NodeLeases for SqliteStore {
         Err(StoreError::backend(NotShared))
     }
 
+    async fn live_nodes(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn node_of_open_session(
         &self,
         _session: rmm_domain::SessionId,
