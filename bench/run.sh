@@ -7,7 +7,7 @@
 #   bench/run.sh --smoke              every part at tiny sizes (CI: bench/smoke.sh)
 #   bench/run.sh --terminal           one part; merged into the BENCHMARKS.md already there
 #
-# Parts: --roundtrip --stream --files --sim --opens --terminal --agent (none given: all). A run of
+# Parts: --roundtrip --stream --files --sim --opens --terminal --agent --cluster (none given: all). A run of
 # some parts merges its figures into the report already at --report (the other parts'
 # rows are kept, and the header gains this run's command, date and load average).
 # Options:
@@ -40,7 +40,7 @@ export RUST_LIB_BACKTRACE=0 RUST_BACKTRACE=0
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-ALL_PARTS=(roundtrip stream files sim opens terminal agent)
+ALL_PARTS=(roundtrip stream files sim opens terminal agent cluster)
 PARTS=()
 SMOKE=0
 PROFILE=release
@@ -53,7 +53,7 @@ ARGS="$*"
 LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)"
 while [ "$#" -gt 0 ]; do
     case "$1" in
-        --roundtrip | --stream | --files | --sim | --opens | --terminal | --agent) PARTS+=("${1#--}") ;;
+        --roundtrip | --stream | --files | --sim | --opens | --terminal | --agent | --cluster) PARTS+=("${1#--}") ;;
         --smoke) SMOKE=1 ;;
         --debug) PROFILE=debug ;;
         --no-build) BUILD=0 ;;
@@ -106,6 +106,9 @@ if [ "$SMOKE" = 1 ]; then
     TERM_RAW_MIB=3 # base64 of 3 MiB: ~4 MB of text
     TERM_RUNS=2
     AGENT_SETTLE=3
+    CLUSTER_RT_ITER=20
+    CLUSTER_RAW_MIB=3
+    CLUSTER_RUNS=2
 else
     RT_ITER=200
     STREAM_RAW_MIB=768 # base64 of 768 MiB: ~1.04 GB of text
@@ -124,6 +127,9 @@ else
     TERM_RAW_MIB=768 # as the stream: ~1.04 GB of text
     TERM_RUNS=5
     AGENT_SETTLE=10
+    CLUSTER_RT_ITER=200
+    CLUSTER_RAW_MIB=256 # base64 of 256 MiB: ~354 MB of text
+    CLUSTER_RUNS=5
 fi
 case "$SIM_AGENTS" in '' | *[!0-9]*) die "--sim-agents must be a number" ;; esac
 b64_text() { awk -v m="$1" 'BEGIN { b = int((m * 1048576 + 2) / 3) * 4; printf "%.0f MB", (b + int(b / 76)) / 1e6 }'; }
@@ -138,6 +144,7 @@ add_size files "files: ${FILE_MIB} MiB × ${FILE_RUNS} each way"
 add_size sim "simulator: ${SIM_AGENTS} agents, ${SIM_HOLD} s window"
 add_size opens "opens: ${OPENS_AGENTS} agents, ${OPENS_CONC} concurrent, ${OPENS_SECS} s per database, then ${OPENS_SINGLE} one at a time"
 add_size agent "agent: idle ${AGENT_SETTLE} s"
+add_size cluster "cluster: ${CLUSTER_RT_ITER} runs per node, cat of $(b64_text "$CLUSTER_RAW_MIB") of base64 text × ${CLUSTER_RUNS} per node"
 add_size terminal "terminal: ${TERM_ECHO_ITER} echoes per client, cat of ${TERM_BYTES_TEXT} of base64 text × ${TERM_RUNS}"
 [ "$SMOKE" = 1 ] && SIZES="smoke — $SIZES"
 
@@ -170,7 +177,7 @@ fi
 # The real agent only for the parts that run it (--sim alone, as scripts/storms.sh runs it,
 # needs no agent build).
 NEEDED=("$BIN/rmm-server" "$BIN/rmm-bench" "$BIN/rmm-agent-sim")
-if wants roundtrip || wants stream || wants files || wants terminal || wants agent; then NEEDED+=("$AGENT_BIN"); fi
+if wants roundtrip || wants stream || wants files || wants terminal || wants agent || wants cluster; then NEEDED+=("$AGENT_BIN"); fi
 for b in "${NEEDED[@]}"; do
     [ -x "$b" ] || die "$b is missing: build it (drop --no-build)"
 done
@@ -234,6 +241,9 @@ ADMIN_PASSWORD="bench-admin-password-$RANDOM$RANDOM"
 export RMM_BENCH_PASSWORD="$ADMIN_PASSWORD"
 JWT_SECRET="bench-jwt-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
+# Extra VAR=value settings for the next start_server (cluster mode).
+SERVER_ENV=()
+
 # start_server NAME DATABASE_URL [PORT]: sets SERVER_URL, SERVER_PID, TOKEN.
 start_server() {
     local name="$1" db="$2" port="${3:-}"
@@ -246,7 +256,7 @@ start_server() {
         exec env RMM_LISTEN="127.0.0.1:$port" DATABASE_URL="$db" RMM_JWT_SECRET="$JWT_SECRET" \
             RMM_ADMIN_PASSWORD="$ADMIN_PASSWORD" RMM_DATA_DIR="$WORK/$name" \
             RMM_MAX_SESSIONS_PER_USER=100000 \
-            RUST_LOG="${RMM_BENCH_SERVER_LOG:-warn}" "$BIN/rmm-server"
+            RUST_LOG="${RMM_BENCH_SERVER_LOG:-warn}" ${SERVER_ENV[@]+"${SERVER_ENV[@]}"} "$BIN/rmm-server"
     ) >"$WORK/$name.log" 2>&1 &
     SERVER_PID=$!
     STARTED_PIDS+=("$SERVER_PID")
@@ -702,6 +712,92 @@ if wants opens; then
         run_opens postgres "$PG_URL" "$RESULTS/opens-2-postgres.json"
     else
         na opens "postgres" "$PG_WHY" "$RESULTS/opens-2-postgres.json"
+    fi
+    if [ -n "$PG_CONTAINER" ]; then
+        docker rm -f "$PG_CONTAINER" >/dev/null 2>&1 || true
+        PG_CONTAINER=""
+    fi
+fi
+
+# --- part 8: cluster mode, the hop between nodes ----------------------------------------------
+# Three nodes on one PostgreSQL and a private nats-server (Debian's); a real agent connected to
+# node C. The same CLI commands go to node C (same node) and to node A, which forwards them to
+# C over NATS (across nodes); runs alternate between the two.
+ensure_nats() {
+    command -v nats-server >/dev/null 2>&1 && return 0
+    [ "$(id -u)" -eq 0 ] || { CLUSTER_WHY="nats-server is not installed and installing it needs root"; return 1; }
+    local policy=/usr/sbin/policy-rc.d created=0 rc=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        created=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    log "apt-get install -y nats-server"
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends nats-server >&2 || rc=$?
+    if [ "$created" = 1 ]; then rm -f "$policy"; fi
+    [ "$rc" -eq 0 ] || CLUSTER_WHY="apt-get install nats-server failed (exit $rc)"
+    return "$rc"
+}
+
+part_cluster() {
+    local out="$RESULTS" nats_port nats_pid node url a_url="" c_url="" pids=() i
+    local rmm=("$BIN/rmm") file="$WORK/data/cluster.b64" size
+    CLUSTER_WHY=""
+    ensure_nats || return 1
+    PG_WHY=""
+    start_postgres || { CLUSTER_WHY="$PG_WHY"; return 1; }
+    nats_port="$("$BENCH" free-port)"
+    nats-server -a 127.0.0.1 -p "$nats_port" >"$WORK/nats.log" 2>&1 &
+    nats_pid=$!
+    STARTED_PIDS+=("$nats_pid")
+    for ((i = 0; i < 100; i++)); do port_busy "$nats_port" && break; sleep 0.1; done
+    for node in a b c; do
+        SERVER_ENV=(RMM_NATS_URL="nats://127.0.0.1:$nats_port" RMM_NODE_ID="node-$node")
+        start_server "cluster-$node" "$PG_URL" || { SERVER_ENV=(); CLUSTER_WHY="node $node did not start"; return 1; }
+        pids+=("$SERVER_PID")
+        [ "$node" = a ] && a_url="$SERVER_URL"
+        [ "$node" = c ] && c_url="$SERVER_URL"
+    done
+    SERVER_ENV=()
+    # SERVER_URL is node C's: the agent connects there.
+    start_agent bench || { CLUSTER_WHY="the agent did not connect to node C"; return 1; }
+    "$BENCH" wait-agent --server "$a_url" --agent-id "$AGENT_ID" --timeout-secs 30 \
+        || { CLUSTER_WHY="node A did not list the agent of node C"; return 1; }
+    local same="rmm exec -- true, same node" cross="rmm exec -- true, across nodes"
+    for url in "$c_url" "$a_url"; do
+        XDG_CONFIG_HOME="$WORK/cli" "${rmm[@]}" --server "$url" exec bench -- true >/dev/null 2>"$WORK/cluster-warmup.err" \
+            || { CLUSTER_WHY="rmm exec through $url failed: $(tr '\n' ' ' <"$WORK/cluster-warmup.err" | cut -c1-300)"; return 1; }
+    done
+    log "part 8: cluster hop (${CLUSTER_RT_ITER} runs per node, $CLUSTER_RUNS cats of $(b64_text "$CLUSTER_RAW_MIB"))"
+    XDG_CONFIG_HOME="$WORK/cli" measure cluster "$same" "$out/cluster-1-exec-same.json" -- \
+        "$BENCH" time-cmd --part cluster --name "$same" --iterations "$CLUSTER_RT_ITER" \
+        --out "$out/cluster-1-exec-same.json" -- "${rmm[@]}" --server "$c_url" exec bench -- true
+    XDG_CONFIG_HOME="$WORK/cli" measure cluster "$cross" "$out/cluster-2-exec-cross.json" -- \
+        "$BENCH" time-cmd --part cluster --name "$cross" --iterations "$CLUSTER_RT_ITER" \
+        --out "$out/cluster-2-exec-cross.json" -- "${rmm[@]}" --server "$a_url" exec bench -- true
+    head -c "$((CLUSTER_RAW_MIB * 1048576))" /dev/urandom | base64 -w 76 >"$file"
+    chmod 644 "$file"
+    size=$(stat -c %s "$file")
+    for ((i = 1; i <= CLUSTER_RUNS; i++)); do
+        XDG_CONFIG_HOME="$WORK/cli" measure cluster "rmm exec cat, same node" "$out/cluster-3-cat-same.json" -- \
+            "$BENCH" time-cmd --part cluster --name "rmm exec cat, same node" --count-stdout --expect-bytes "$size" \
+            --warmup 0 --iterations 1 --append --out "$out/cluster-3-cat-same.json" -- "${rmm[@]}" --server "$c_url" exec bench -- cat "$file"
+        XDG_CONFIG_HOME="$WORK/cli" measure cluster "rmm exec cat, across nodes" "$out/cluster-4-cat-cross.json" -- \
+            "$BENCH" time-cmd --part cluster --name "rmm exec cat, across nodes" --count-stdout --expect-bytes "$size" \
+            --warmup 0 --iterations 1 --append --out "$out/cluster-4-cat-cross.json" -- "${rmm[@]}" --server "$a_url" exec bench -- cat "$file"
+    done
+    rm -f "$file"
+    stop_pid "${AGENT_PID:-}"
+    for i in "${pids[@]}"; do stop_pid "$i"; done
+    stop_pid "$nats_pid"
+}
+
+if wants cluster; then
+    if [ ! -x "$BIN/rmm" ]; then
+        na cluster "rmm exec across nodes" "the rmm CLI binary is not built" "$RESULTS/cluster-9-setup.json"
+    elif ! part_cluster; then
+        na cluster "rmm exec across nodes" "${CLUSTER_WHY:-failed (see the log above)}" "$RESULTS/cluster-9-setup.json"
     fi
     if [ -n "$PG_CONTAINER" ]; then
         docker rm -f "$PG_CONTAINER" >/dev/null 2>&1 || true

@@ -25,11 +25,14 @@ pub enum Part {
     Terminal,
     /// The real agent, idle: its memory and binary size.
     Agent,
+    /// Cluster mode: the hop between nodes (the same agent through its own node and through
+    /// another).
+    Cluster,
 }
 
 impl Part {
     /// Every part, in report order (section `## N.` of the report is `ALL[N - 1]`).
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Roundtrip,
         Self::Stream,
         Self::Files,
@@ -37,6 +40,7 @@ impl Part {
         Self::Opens,
         Self::Terminal,
         Self::Agent,
+        Self::Cluster,
     ];
 
     /// The file-name prefix and flag name of the part.
@@ -50,6 +54,7 @@ impl Part {
             Self::Opens => "opens",
             Self::Terminal => "terminal",
             Self::Agent => "agent",
+            Self::Cluster => "cluster",
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::measure::{Figures, Latency, Measurement, Part, SimFigures, Throughput
 use crate::procfs::Machine;
 
 mod agent;
+mod cluster;
 mod idle;
 pub mod merge;
 mod opens;
@@ -238,6 +239,7 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
     opens::section(&mut out, inputs.rows);
     terminal::section(&mut out, inputs.rows);
     agent::section(&mut out, inputs.rows);
+    cluster::section(&mut out, inputs.rows);
     if let Some(notes) = inputs.notes {
         let _ = writeln!(out, "{}", notes.trim_end());
     }
@@ -340,6 +342,7 @@ fn targets(out: &mut String, rows: &[Measurement]) {
     opens::targets(out, rows);
     terminal::targets(out, rows);
     agent::targets(out, rows);
+    cluster::targets(out, rows);
     let _ = writeln!(out);
 }
 

@@ -29,11 +29,15 @@ use uuid::Uuid;
 
 use crate::Subjects;
 use crate::pipe::{self, Answer, DIAL_TIMEOUT, Dial};
+use crate::pool;
 use crate::presence::ClusterView;
 
 /// Finds the node of an open session: `None` when it is closed, unknown, or this node's.
 pub type SessionNode =
     Arc<dyn Fn(SessionId) -> BoxFuture<'static, Result<Option<String>, StoreError>> + Send + Sync>;
+
+/// Open sessions whose node is remembered, at most (then the memory starts over).
+const SESSION_CACHE: usize = 10_000;
 
 /// Whether an agent is connected to this node.
 pub type IsLocal = Arc<dyn Fn(AgentId) -> bool + Send + Sync>;
@@ -46,6 +50,9 @@ pub struct Forwarder {
     view: Arc<ClusterView>,
     session_node: SessionNode,
     local: IsLocal,
+    pool: Arc<pool::Pool>,
+    /// Open sessions' nodes, as read from the database (a session never moves).
+    sessions: Arc<std::sync::Mutex<std::collections::HashMap<SessionId, String>>>,
     /// The largest JSON body read here to find an open's agent or a close's session.
     max_json_body: usize,
 }
@@ -94,6 +101,8 @@ impl Forwarder {
             view,
             session_node,
             local,
+            pool: Arc::default(),
+            sessions: Arc::default(),
             max_json_body,
         }
     }
@@ -195,11 +204,24 @@ impl Forwarder {
     }
 
     async fn session_of(&self, session: SessionId) -> Result<Option<Target>, Response> {
-        match (self.session_node)(session).await {
-            Ok(Some(node)) if node != self.view.me() => Ok(Some(Target {
-                reachable: self.view.reachable(&node),
+        // A session's node never changes: while that node is reachable the cached answer is
+        // right (were the session closed meanwhile, that node answers as well as any). An
+        // unreachable node may have been lost: then the database says whether it still is.
+        let cached = self.cached(session);
+        if let Some(node) = cached.filter(|n| self.view.reachable(n)) {
+            return Ok(Some(Target {
                 node,
-            })),
+                reachable: true,
+            }));
+        }
+        match (self.session_node)(session).await {
+            Ok(Some(node)) if node != self.view.me() => {
+                self.cache(session, &node);
+                Ok(Some(Target {
+                    reachable: self.view.reachable(&node),
+                    node,
+                }))
+            }
             Ok(_) => Ok(None),
             Err(e) => {
                 tracing::warn!(error = %e, %session, "cluster: cannot look up the session's node");
@@ -210,6 +232,25 @@ impl Forwarder {
                 ))
             }
         }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<SessionId, String>> {
+        // Each update is one insert or a clear.
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cached(&self, session: SessionId) -> Option<String> {
+        self.sessions().get(&session).cloned()
+    }
+
+    fn cache(&self, session: SessionId, node: &str) {
+        let mut sessions = self.sessions();
+        if sessions.len() >= SESSION_CACHE {
+            sessions.clear();
+        }
+        sessions.insert(session, node.to_owned());
     }
 
     /// Reads the (small, JSON) body to find `field`, and puts it back for whoever serves the
@@ -233,7 +274,32 @@ impl Forwarder {
         found
     }
 
-    async fn forward(&self, node: &str, req: Request) -> Response {
+    /// A new cross-node connection to `node` for `req`'s client.
+    async fn connect(&self, node: &str, req: &Request) -> Result<pool::Sender, Response> {
+        let io = match self.dial(node, req).await {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "cluster: cannot reach the node that holds the agent");
+                return Err(unreachable(node));
+            }
+        };
+        let (sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "cluster: cross-node HTTP handshake failed");
+                    return Err(unreachable(node));
+                }
+            };
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "cluster: cross-node connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn forward(&self, node: &str, mut req: Request) -> Response {
         let upgrade = if req.headers().contains_key(poem::http::header::UPGRADE) {
             req.take_upgrade().ok()
         } else {
@@ -243,26 +309,24 @@ impl Forwarder {
             tracing::warn!(%node, "cluster: NATS is down; cannot reach the node that holds the agent");
             return unreachable(node);
         }
-        let io = match self.dial(node, &req).await {
-            Ok(io) => io,
-            Err(e) => {
-                tracing::warn!(%node, error = %e, "cluster: cannot reach the node that holds the agent");
-                return unreachable(node);
-            }
+        let key = pool::Key {
+            node: node.to_owned(),
+            remote: addr(req.remote_addr()),
+            https: req.scheme() == &poem::http::uri::Scheme::HTTPS,
         };
-        let (mut sender, connection) =
-            match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(%node, error = %e, "cluster: cross-node HTTP handshake failed");
-                    return unreachable(node);
-                }
-            };
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "cluster: cross-node connection ended");
-            }
-        });
+        let mut sender = match self.pool.take(&key) {
+            Some(sender) => sender,
+            None => match self.connect(node, &req).await {
+                Ok(sender) => sender,
+                Err(response) => return response,
+            },
+        };
+        if upgrade.is_none() {
+            // Hop-by-hop: the client's wish to close its connection to this node is not one
+            // for the cross-node connection, which is kept for the next request.
+            req.headers_mut().remove(poem::http::header::CONNECTION);
+            req.headers_mut().remove("keep-alive");
+        }
         let request: hyper::Request<_> = req.into();
         let response = match sender.send_request(request).await {
             Ok(response) => response,
@@ -271,6 +335,10 @@ impl Forwarder {
                 return unreachable(node);
             }
         };
+        forwarded("forwarded");
+        if upgrade.is_none() {
+            self.pool.keep(key, sender);
+        }
         // A WebSocket: once the node serving it switched protocols, the client's upgraded
         // connection and the node's are joined, byte for byte, until either ends.
         if response.status() == StatusCode::SWITCHING_PROTOCOLS

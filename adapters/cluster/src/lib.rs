@@ -21,6 +21,7 @@ use tokio::sync::watch;
 pub mod forward;
 pub mod lease;
 mod pipe;
+mod pool;
 pub mod presence;
 mod subjects;
 

@@ -6,7 +6,8 @@
 //! slow consumer's messages) resets the stream rather than corrupting it. At most
 //! [`WINDOW`] bytes are in flight unacknowledged in each direction, so a reader that stops
 //! reading stops the writer at the other node, and memory stays bounded. A stream whose other
-//! node goes out of reach (no presence heard for [`crate::presence::SILENT_AFTER`]) is reset.
+//! node goes quiet (no presence heard for [`crate::presence::SILENT_AFTER`], or its lease
+//! gone) is reset.
 //!
 //! Frames: `D` + 4-byte number + data; `A` + 8-byte count of bytes taken; `F` (no more data);
 //! `R` (reset).
@@ -164,7 +165,7 @@ async fn inbound(
                 if fin && acked.is_closed() {
                     return;
                 }
-                if !view.reachable(&peer) {
+                if view.silent(&peer) {
                     break "the other node is out of reach";
                 }
                 continue;

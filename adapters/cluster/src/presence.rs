@@ -87,6 +87,8 @@ pub struct ClusterView {
 #[derive(Debug, Default)]
 struct Peers {
     nodes: HashMap<String, Peer>,
+    /// Nodes forgotten (lease gone) and not heard from since.
+    gone: HashSet<String>,
     agents: HashMap<AgentId, (Arc<str>, AgentMode, u64)>,
 }
 
@@ -154,6 +156,19 @@ impl ClusterView {
         })
     }
 
+    /// Whether `node` went quiet: heard from before, but not within [`SILENT_AFTER`], or
+    /// forgotten since (its lease is gone). A node never heard of is not silent (it may have
+    /// just started): a cross-node stream from it lives until it goes quiet.
+    #[must_use]
+    pub fn silent(&self, node: &str) -> bool {
+        let peers = self.lock();
+        peers.gone.contains(node)
+            || peers
+                .nodes
+                .get(node)
+                .is_some_and(|p| p.heard.elapsed() >= SILENT_AFTER)
+    }
+
     /// Whether `node` was heard from within [`SILENT_AFTER`].
     #[must_use]
     pub fn reachable(&self, node: &str) -> bool {
@@ -196,6 +211,7 @@ impl ClusterView {
     /// Forgets `node` and its agents (its lease ran out: it is gone).
     pub fn forget(&self, node: &str) {
         let mut peers = self.lock();
+        peers.gone.insert(node.to_owned());
         if let Some(peer) = peers.nodes.remove(node) {
             for agent in peer.agents {
                 peers.drop_if_at(agent, &peer.name);
@@ -208,6 +224,7 @@ impl ClusterView {
     fn apply(&self, a: &Announcement) -> Applied {
         let mut guard = self.lock();
         let peers = &mut *guard;
+        peers.gone.remove(&a.node);
         let peer = peers.nodes.entry(a.node.clone()).or_insert_with(|| Peer {
             name: Arc::from(a.node.as_str()),
             seq: None,

@@ -84,6 +84,8 @@ pub fn target_part(row: &str) -> Option<Part> {
         Some(Part::Opens)
     } else if text.starts_with("idle rmm-agent") || text.starts_with("rmm-agent binary") {
         Some(Part::Agent)
+    } else if text.starts_with("cross-node") {
+        Some(Part::Cluster)
     } else {
         None
     }
