@@ -20,7 +20,7 @@ timeout --kill-after=15 600 bash bench/run.sh --smoke --debug \
 cat "$out/BENCHMARKS.md"
 bench="${CARGO_TARGET_DIR:-target}/debug/rmm-bench"
 "$bench" check --results "$out/results" \
-    --parts roundtrip,stream,files,sim,opens,terminal,agent
+    --parts roundtrip,stream,files,sim,opens,terminal,agent,cluster
 
 # The storms and the soak of scripts/storms.sh at tiny sizes (about a minute). Unlike the
 # figures above these are checks of correctness — every agent back, every byte delivered or

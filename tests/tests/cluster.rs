@@ -505,3 +505,213 @@ async fn an_agent_that_reconnects_to_another_node_keeps_no_session_on_the_first(
         "A kept the stale connection: {closed:?}"
     );
 }
+
+/// Runs `rmm-server` to its exit (at most 30 s) with `env`; its exit status and stderr.
+async fn start_refused(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(rmm_e2e::server::binary("rmm-server").unwrap())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RMM_JWT_SECRET", rmm_e2e::server::JWT_SECRET)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .output(),
+    )
+    .await
+    .expect("rmm-server did not exit")
+    .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn cluster_mode_refuses_sqlite_and_an_unreachable_or_refusing_nats_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    // SQLite (the default, and named).
+    for db in [None, Some(format!("sqlite://{data}/rmm.db"))] {
+        let mut env = vec![
+            ("RMM_NATS_URL", "nats://127.0.0.1:4222"),
+            ("RMM_DATA_DIR", data.as_str()),
+        ];
+        if let Some(db) = &db {
+            env.push(("DATABASE_URL", db.as_str()));
+        }
+        let (code, log) = start_refused(&env).await;
+        assert_eq!(code, Some(1), "{log}");
+        assert!(
+            log.contains("needs PostgreSQL") && log.contains("DATABASE_URL=postgres://"),
+            "{log}"
+        );
+        assert!(
+            !dir.path().join("rmm.db").exists(),
+            "a refused start created the database"
+        );
+    }
+
+    let db = rmm_e2e::pg::fresh_database().await.unwrap();
+    // No NATS there.
+    let closed = rmm_e2e::cluster::free_addr().unwrap();
+    let url = format!("nats://{closed}");
+    let (code, log) = start_refused(&[
+        ("DATABASE_URL", &db),
+        ("RMM_NATS_URL", &url),
+        ("RMM_NODE_ID", "node-x"),
+        (
+            "RMM_LISTEN",
+            &rmm_e2e::cluster::free_addr().unwrap().to_string(),
+        ),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("cannot connect to NATS") && log.contains("RMM_NATS_URL"),
+        "{log}"
+    );
+    // A bad node id.
+    let (code, log) = start_refused(&[
+        ("DATABASE_URL", &db),
+        ("RMM_NATS_URL", &url),
+        ("RMM_NODE_ID", "node.x"),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("RMM_NODE_ID"), "{log}");
+}
+
+#[tokio::test]
+async fn a_node_without_an_id_makes_one_and_keeps_it() {
+    let db = rmm_e2e::pg::fresh_database().await.unwrap();
+    let nats = Nats::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let env = [
+        ("RMM_NATS_URL", nats.url()),
+        ("RMM_DATA_DIR", data.clone()),
+        ("RUST_LOG", "info".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let options = rmm_e2e::server::StartOptions {
+        capture_log: true,
+        ..Default::default()
+    };
+    let mut node = TestServer::start_with(&db, &env, options).await.unwrap();
+    let id = std::fs::read_to_string(dir.path().join("node-id")).unwrap();
+    assert!(id.starts_with("node-") && id.len() > 8, "{id:?}");
+    node.wait_for_log(
+        &[&format!("joined the cluster node={id}")],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    node.terminate().await.unwrap();
+    node.restart().await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("node-id")).unwrap(),
+        id
+    );
+    let log = node.log_text().unwrap();
+    assert_eq!(
+        log.matches(&format!("joined the cluster node={id}"))
+            .count(),
+        2,
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_disabled_on_one_node_loses_the_tunnel_held_by_another() {
+    let db = rmm_e2e::pg::fresh_database().await.unwrap();
+    let nats = Nats::start().await.unwrap();
+    let a = start_node(&db, &nats, "node-a", LEASE_SECS).await.unwrap();
+    let c = start_node(&db, &nats, "node-c", LEASE_SECS).await.unwrap();
+    let admin = a.admin_token().await.unwrap();
+    let tech = a.tech_token("tina").await.unwrap();
+    let (agent, key) = a.register_agent(&admin, "far").await.unwrap();
+    let _agent = rmm_e2e::real_agent::spawn_agent(&c, &key).unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "node A lists the agent on C",
+        || async { connected_ids(&a, &admin).await.contains(&agent) },
+    )
+    .await;
+    let (code, opened) = open(&a, &tech, &agent).await;
+    assert_eq!(code, 200, "{opened}");
+    let session = opened["session_id"].as_str().unwrap().to_owned();
+    let mut watcher = ScriptedAgent::connect(
+        &format!("ws://{}/api/v1/tunnel/{session}/stream", a.addr),
+        Some(&tech),
+    )
+    .await
+    .unwrap();
+
+    let (_, users) = a
+        .call(Method::GET, "/api/v1/users", Some(&admin), None)
+        .await
+        .unwrap();
+    let tina = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "tina")
+        .and_then(|u| u["user_id"].as_str())
+        .unwrap()
+        .to_owned();
+    let (code, body) = a
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{tina}"),
+            Some(&admin),
+            Some(json!({ "disabled": true })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    eventually(
+        Duration::from_secs(5),
+        "the session on node C closed user_disabled",
+        || async {
+            let (_, audit) = a
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/audit?session_id={session}"),
+                    Some(&admin),
+                    None,
+                )
+                .await
+                .unwrap();
+            audit["entries"].as_array().is_some_and(|entries| {
+                entries
+                    .iter()
+                    .any(|e| e["event"] == "tunnel_close" && e["detail"] == "user_disabled")
+            })
+        },
+    )
+    .await;
+    // The stream forwarded through A ends with the session.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match watcher
+            .recv(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            Ok(rmm_e2e::agent::Received::Closed(_)) | Err(_) => break,
+            Ok(rmm_e2e::agent::Received::Json(_)) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watcher's stream stayed open"
+        );
+    }
+    // Their token is refused on every node.
+    for node in [&a, &c] {
+        let (code, _) = node
+            .call(Method::GET, "/api/v1/agents", Some(&tech), None)
+            .await
+            .unwrap();
+        assert_eq!(code, 401);
+    }
+}

@@ -209,7 +209,8 @@ async fn connect(settings: &ClusterSettings) -> Result<async_nats::Client, JoinE
         // Replies come back under the cluster's prefix, not the shared `_INBOX.>`: the
         // permissions that keep other users of the NATS server out cover them too.
         .custom_inbox_prefix(subjects.inbox_prefix())
-        .retry_on_initial_connect()
+        // No retry at start: a wrong URL or credentials stop the start with one line naming
+        // the setting. Once connected, the client reconnects for as long as it takes.
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         .event_callback(|event| async move {
