@@ -109,6 +109,8 @@ if [ "$SMOKE" = 1 ]; then
     CLUSTER_RT_ITER=20
     CLUSTER_RAW_MIB=3
     CLUSTER_RUNS=2
+    CLUSTER_AGENTS=60
+    CLUSTER_HOLD=3
 else
     RT_ITER=200
     STREAM_RAW_MIB=768 # base64 of 768 MiB: ~1.04 GB of text
@@ -130,6 +132,9 @@ else
     CLUSTER_RT_ITER=200
     CLUSTER_RAW_MIB=256 # base64 of 256 MiB: ~354 MB of text
     CLUSTER_RUNS=5
+    # HAProxy holds two descriptors per agent (client and node side) under the 20,000 limit.
+    CLUSTER_AGENTS=6000
+    CLUSTER_HOLD=20
 fi
 case "$SIM_AGENTS" in '' | *[!0-9]*) die "--sim-agents must be a number" ;; esac
 b64_text() { awk -v m="$1" 'BEGIN { b = int((m * 1048576 + 2) / 3) * 4; printf "%.0f MB", (b + int(b / 76)) / 1e6 }'; }
@@ -144,7 +149,7 @@ add_size files "files: ${FILE_MIB} MiB × ${FILE_RUNS} each way"
 add_size sim "simulator: ${SIM_AGENTS} agents, ${SIM_HOLD} s window"
 add_size opens "opens: ${OPENS_AGENTS} agents, ${OPENS_CONC} concurrent, ${OPENS_SECS} s per database, then ${OPENS_SINGLE} one at a time"
 add_size agent "agent: idle ${AGENT_SETTLE} s"
-add_size cluster "cluster: ${CLUSTER_RT_ITER} runs per node, cat of $(b64_text "$CLUSTER_RAW_MIB") of base64 text × ${CLUSTER_RUNS} per node"
+add_size cluster "cluster: ${CLUSTER_RT_ITER} runs per node, cat of $(b64_text "$CLUSTER_RAW_MIB") of base64 text × ${CLUSTER_RUNS} per node, ${CLUSTER_AGENTS} simulated agents over 3 nodes"
 add_size terminal "terminal: ${TERM_ECHO_ITER} echoes per client, cat of ${TERM_BYTES_TEXT} of base64 text × ${TERM_RUNS}"
 [ "$SMOKE" = 1 ] && SIZES="smoke — $SIZES"
 
@@ -723,9 +728,9 @@ fi
 # Three nodes on one PostgreSQL and a private nats-server (Debian's); a real agent connected to
 # node C. The same CLI commands go to node C (same node) and to node A, which forwards them to
 # C over NATS (across nodes); runs alternate between the two.
-ensure_nats() {
-    command -v nats-server >/dev/null 2>&1 && return 0
-    [ "$(id -u)" -eq 0 ] || { CLUSTER_WHY="nats-server is not installed and installing it needs root"; return 1; }
+ensure_pkg() { # program package
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] && return 0
+    [ "$(id -u)" -eq 0 ] || { CLUSTER_WHY="$1 is not installed and installing it needs root"; return 1; }
     local policy=/usr/sbin/policy-rc.d created=0 rc=0
     if [ ! -e "$policy" ]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy"
@@ -733,18 +738,67 @@ ensure_nats() {
         created=1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    log "apt-get install -y nats-server"
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends nats-server >&2 || rc=$?
+    log "apt-get install -y $2"
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$2" >&2 || rc=$?
     if [ "$created" = 1 ]; then rm -f "$policy"; fi
-    [ "$rc" -eq 0 ] || CLUSTER_WHY="apt-get install nats-server failed (exit $rc)"
+    [ "$rc" -eq 0 ] || CLUSTER_WHY="apt-get install $2 failed (exit $rc)"
     return "$rc"
+}
+
+# The fleet: CLUSTER_AGENTS simulated agents through HAProxy (round robin over the three
+# nodes), while rmm-bench cluster-fleet times how long node A takes to list them all and then
+# reads each node's share (its metrics) and memory.
+cluster_fleet() { # a_url nats_port node_pids... (a b c)
+    local a_url="$1" haproxy_port cfg keys="$WORK/cluster-keys.tsv" sim_job i
+    shift
+    ensure_pkg haproxy haproxy || return 1
+    haproxy_port="$("$BENCH" free-port)"
+    cfg="$WORK/haproxy.cfg"
+    {
+        printf 'global\n  maxconn 9500\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n'
+        printf 'frontend rmm\n  bind 127.0.0.1:%s\n  default_backend nodes\nbackend nodes\n  balance roundrobin\n' "$haproxy_port"
+        for i in a b c; do printf '  server %s %s\n' "$i" "${CLUSTER_NODE_ADDR[$i]}"; done
+    } >"$cfg"
+    (
+        ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+        exec "$(command -v haproxy || echo /usr/sbin/haproxy)" -f "$cfg" -db
+    ) >"$WORK/haproxy.log" 2>&1 &
+    STARTED_PIDS+=("$!")
+    for ((i = 0; i < 100; i++)); do port_busy "$haproxy_port" && break; sleep 0.1; done
+    port_busy "$haproxy_port" || { CLUSTER_WHY="haproxy did not start: $(grep -m1 ALERT "$WORK/haproxy.log" | cut -c1-200)"; return 1; }
+    RMM_ADMIN_TOKEN="$TOKEN" "$SIM" --server "ws://${a_url#http://}" --keys-file "$keys" --register "$CLUSTER_AGENTS" \
+        || { CLUSTER_WHY="registering the simulated agents failed"; return 1; }
+    local name="$CLUSTER_AGENTS agents over 3 nodes"
+    measure cluster "$name (simulator)" "$RESULTS/cluster-5-sim.json" -- "$SIM" \
+        --server "ws://127.0.0.1:$haproxy_port" --agents "$CLUSTER_AGENTS" --keys-file "$keys" \
+        --heartbeat-secs 30 --ramp-per-sec "$SIM_RAMP" --bind-ips 127.0.0.1-127.0.0.20 \
+        --hold-secs "$CLUSTER_HOLD" --part cluster --name "$name (simulator)" \
+        --out "$RESULTS/cluster-5-sim.json" &
+    sim_job=$!
+    measure cluster "$name (nodes)" "$RESULTS/cluster-6-fleet.json" -- "$BENCH" cluster-fleet \
+        --server "$a_url" --expect "$CLUSTER_AGENTS" --timeout-secs "$((CLUSTER_HOLD * 3 + 60))" --name "$name (nodes)" \
+        --node "A=$1@http://${CLUSTER_METRICS[a]}/metrics" --node "B=$2@http://${CLUSTER_METRICS[b]}/metrics" \
+        --node "C=$3@http://${CLUSTER_METRICS[c]}/metrics" --out "$RESULTS/cluster-6-fleet.json"
+    wait "$sim_job" || true
+}
+
+cluster_exec() { # name url outfile
+    local rmm=("$BIN/rmm" --server "$2")
+    export XDG_CONFIG_HOME="$WORK/cli"
+    "${rmm[@]}" exec --no-mux --keep bench -- true >/dev/null 2>"$WORK/cluster-warmup.err" \
+        || { CLUSTER_WHY="rmm exec --keep through $2 failed: $(tr '\n' ' ' <"$WORK/cluster-warmup.err" | cut -c1-300)"; return 1; }
+    measure cluster "$1" "$3" -- "$BENCH" time-cmd --part cluster --name "$1" \
+        --iterations "$CLUSTER_RT_ITER" --out "$3" -- "${rmm[@]}" exec bench -- true
+    rm -rf "$XDG_CONFIG_HOME/rmm/mux"
+    "${rmm[@]}" close bench >/dev/null 2>&1 || true
+    pkill -f -- "--server $2 mux" 2>/dev/null || true
 }
 
 part_cluster() {
     local out="$RESULTS" nats_port nats_pid node url a_url="" c_url="" pids=() i
     local rmm=("$BIN/rmm") file="$WORK/data/cluster.b64" size
     CLUSTER_WHY=""
-    ensure_nats || return 1
+    ensure_pkg nats-server nats-server || return 1
     PG_WHY=""
     start_postgres || { CLUSTER_WHY="$PG_WHY"; return 1; }
     nats_port="$("$BENCH" free-port)"
@@ -752,10 +806,14 @@ part_cluster() {
     nats_pid=$!
     STARTED_PIDS+=("$nats_pid")
     for ((i = 0; i < 100; i++)); do port_busy "$nats_port" && break; sleep 0.1; done
+    declare -gA CLUSTER_NODE_ADDR=() CLUSTER_METRICS=()
     for node in a b c; do
-        SERVER_ENV=(RMM_NATS_URL="nats://127.0.0.1:$nats_port" RMM_NODE_ID="node-$node")
+        CLUSTER_METRICS[$node]="127.0.0.1:$("$BENCH" free-port)"
+        SERVER_ENV=(RMM_NATS_URL="nats://127.0.0.1:$nats_port" RMM_NODE_ID="node-$node"
+            RMM_METRICS_LISTEN="${CLUSTER_METRICS[$node]}")
         start_server "cluster-$node" "$PG_URL" || { SERVER_ENV=(); CLUSTER_WHY="node $node did not start"; return 1; }
         pids+=("$SERVER_PID")
+        CLUSTER_NODE_ADDR[$node]="${SERVER_URL#http://}"
         [ "$node" = a ] && a_url="$SERVER_URL"
         [ "$node" = c ] && c_url="$SERVER_URL"
     done
@@ -765,17 +823,11 @@ part_cluster() {
     "$BENCH" wait-agent --server "$a_url" --agent-id "$AGENT_ID" --timeout-secs 30 \
         || { CLUSTER_WHY="node A did not list the agent of node C"; return 1; }
     local same="rmm exec -- true, same node" cross="rmm exec -- true, across nodes"
-    for url in "$c_url" "$a_url"; do
-        XDG_CONFIG_HOME="$WORK/cli" "${rmm[@]}" --server "$url" exec bench -- true >/dev/null 2>"$WORK/cluster-warmup.err" \
-            || { CLUSTER_WHY="rmm exec through $url failed: $(tr '\n' ' ' <"$WORK/cluster-warmup.err" | cut -c1-300)"; return 1; }
-    done
     log "part 8: cluster hop (${CLUSTER_RT_ITER} runs per node, $CLUSTER_RUNS cats of $(b64_text "$CLUSTER_RAW_MIB"))"
-    XDG_CONFIG_HOME="$WORK/cli" measure cluster "$same" "$out/cluster-1-exec-same.json" -- \
-        "$BENCH" time-cmd --part cluster --name "$same" --iterations "$CLUSTER_RT_ITER" \
-        --out "$out/cluster-1-exec-same.json" -- "${rmm[@]}" --server "$c_url" exec bench -- true
-    XDG_CONFIG_HOME="$WORK/cli" measure cluster "$cross" "$out/cluster-2-exec-cross.json" -- \
-        "$BENCH" time-cmd --part cluster --name "$cross" --iterations "$CLUSTER_RT_ITER" \
-        --out "$out/cluster-2-exec-cross.json" -- "${rmm[@]}" --server "$a_url" exec bench -- true
+    # As part 1's warm mux: a session kept open (one per agent: kept through one node, then
+    # closed and kept through the other), the exec mux warmed by time-cmd's warm-up runs.
+    cluster_exec "$same" "$c_url" "$out/cluster-1-exec-same.json" || return 1
+    cluster_exec "$cross" "$a_url" "$out/cluster-2-exec-cross.json" || return 1
     head -c "$((CLUSTER_RAW_MIB * 1048576))" /dev/urandom | base64 -w 76 >"$file"
     chmod 644 "$file"
     size=$(stat -c %s "$file")
@@ -789,6 +841,7 @@ part_cluster() {
     done
     rm -f "$file"
     stop_pid "${AGENT_PID:-}"
+    cluster_fleet "$a_url" "${pids[@]}" || na cluster "$CLUSTER_AGENTS agents over 3 nodes" "${CLUSTER_WHY:-failed}" "$RESULTS/cluster-7-fleet-setup.json"
     for i in "${pids[@]}"; do stop_pid "$i"; done
     stop_pid "$nats_pid"
 }

@@ -17,6 +17,7 @@ pub mod agent_idle;
 pub mod api;
 pub mod attack;
 pub mod bare_ws;
+pub mod cluster_fleet;
 pub mod limits;
 pub mod measure;
 pub mod procfs;

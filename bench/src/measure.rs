@@ -79,6 +79,8 @@ pub enum Figures {
     Sim(Box<SimFigures>),
     Opens(OpensFigures),
     AgentIdle(crate::agent_idle::AgentIdleFigures),
+    /// A fleet spread over a cluster's nodes (`rmm-bench cluster-fleet`).
+    ClusterFleet(crate::cluster_fleet::FleetFigures),
     /// The part could not run here; the reason says why and what would make it run.
     NotAvailable {
         reason: String,

@@ -178,6 +178,12 @@ pub fn one_line(m: &Measurement) -> String {
             "{} KiB RSS, {} thread(s), binary {} bytes",
             a.rss_kib, a.threads, a.binary_bytes
         ),
+        Figures::ClusterFleet(f) => format!(
+            "{} agents listed on one node after {:.1} s; {}",
+            f.agents,
+            f.listed_secs,
+            cluster::shares(f)
+        ),
         Figures::NotAvailable { reason } => format!("not available: {reason}"),
     };
     format!("{} | {}: {figures}", m.part.as_str(), m.name)

@@ -309,9 +309,12 @@ impl Forwarder {
             tracing::warn!(%node, "cluster: NATS is down; cannot reach the node that holds the agent");
             return unreachable(node);
         }
+        // By the client's IP address, not its port: a client's next connection (each `rmm`
+        // command is one) reuses the cross-node connection of its last. The serving node then
+        // logs the port of the connection that dialled it.
         let key = pool::Key {
             node: node.to_owned(),
-            remote: addr(req.remote_addr()),
+            remote: ip(req.remote_addr()),
             https: req.scheme() == &poem::http::uri::Scheme::HTTPS,
         };
         let mut sender = match self.pool.take(&key) {
@@ -392,6 +395,13 @@ fn parse(id: &str) -> Option<Uuid> {
 fn addr(addr: &poem::Addr) -> String {
     match addr {
         poem::Addr::SocketAddr(a) => a.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn ip(addr: &poem::Addr) -> String {
+    match addr {
+        poem::Addr::SocketAddr(a) => a.ip().to_string(),
         _ => String::new(),
     }
 }

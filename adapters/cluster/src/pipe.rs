@@ -24,11 +24,11 @@ use tokio::sync::watch;
 use crate::presence::ClusterView;
 
 /// Unacknowledged bytes in flight, per direction.
-pub const WINDOW: u64 = 512 * 1024;
+pub const WINDOW: u64 = 1024 * 1024;
 /// The largest data message.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 128 * 1024;
 /// Bytes buffered between a stream's user and its pump, per direction.
-const BUFFER: usize = 64 * 1024;
+const BUFFER: usize = 128 * 1024;
 /// How often a stream checks that its other node is still within reach.
 const CHECK: Duration = Duration::from_millis(500);
 /// How long a dial waits for the other node's answer (a request for an agent on a node out

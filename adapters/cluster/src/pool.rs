@@ -1,7 +1,7 @@
 //! Idle cross-node HTTP/1.1 connections, kept for the next request to the same node from the
-//! same client address: a request then skips the dial (a NATS round trip) and the new
-//! connection. Keyed by client address too, because the serving node knows a connection's
-//! client by the address it was dialled with. Bounded per key and in all, and dropped well
+//! same client IP address: a request then skips the dial (a NATS round trip) and the new
+//! connection. Keyed by client IP too, because the serving node knows a connection's client
+//! by the address it was dialled with. Bounded per key and in all, and dropped well
 //! before the serving node closes an idle connection (after `RMM_HEADER_READ_TIMEOUT_SECS`,
 //! at least 1 s; connections older than [`MAX_AGE`] are not reused).
 

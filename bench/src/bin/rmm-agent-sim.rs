@@ -73,6 +73,9 @@ struct Cli {
     /// Seconds the agents have to come back after a restart.
     #[arg(long, default_value_t = 120)]
     storm_deadline_secs: u64,
+    /// The report part the row belongs to (`cluster`: a fleet over a cluster's nodes).
+    #[arg(long, value_enum, default_value = "sim")]
+    part: Part,
     /// Write the measurement (JSON) here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -96,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let figures = run(&cli, target).await?;
     let m = Measurement {
-        part: Part::Sim,
+        part: cli.part,
         name: cli
             .name
             .clone()

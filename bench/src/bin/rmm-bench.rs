@@ -130,6 +130,9 @@ enum Command {
     /// every byte checked; some stop reading and must be closed as too slow (a reliability
     /// check: exits 1 when it fails).
     Watchers(rmm_bench::watchers::WatchersArgs),
+    /// Cluster mode: how long until one node lists a fleet connected through the balancer,
+    /// and how it spread over the nodes (agents, memory).
+    ClusterFleet(rmm_bench::cluster_fleet::FleetArgs),
     /// Judge the restart storm of `bench/run.sh --sim` against its target (a reliability
     /// check: exits 1 when it fails).
     StormCheck(rmm_bench::storm_check::StormCheckArgs),
@@ -462,6 +465,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Check { results, parts } => check(&results, &parts)?,
         Command::Watchers(args) => rmm_bench::watchers::run(&args).await?,
+        Command::ClusterFleet(args) => rmm_bench::cluster_fleet::run(&args).await?,
         Command::StormCheck(args) => rmm_bench::storm_check::run(&args)?,
         Command::Soak(args) => rmm_bench::soak::run(&args).await?,
     }

@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 
 use super::{commands, latency, mb, ms, not_available, part, throughput, verdict};
-use crate::measure::{Measurement, Part};
+use crate::cluster_fleet::FleetFigures;
+use crate::measure::{Figures, Measurement, Part};
 
 /// Cross-node `rmm exec -- true` p50 over same-node, milliseconds (issue 18).
 const TARGET_HOP_MS: f64 = 1.0;
@@ -67,6 +68,60 @@ pub(super) fn targets(out: &mut String, rows: &[Measurement]) {
     }
 }
 
+/// Each node's share of a fleet, in words.
+pub(super) fn shares(f: &FleetFigures) -> String {
+    f.nodes
+        .iter()
+        .map(|n| {
+            // Per agent only where the agents dominate the process's memory.
+            let per = if n.agents >= 1000 {
+                format!(", {:.1} KiB/agent", n.rss_kib as f64 / n.agents as f64)
+            } else {
+                String::new()
+            };
+            format!(
+                "{}: {} agents, {} KiB RSS{per}",
+                n.node, n.agents, n.rss_kib
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The fleet spread over the nodes: the simulator's row and the nodes' shares.
+fn fleet(out: &mut String, rows: &[&Measurement]) {
+    for m in rows {
+        match &m.figures {
+            Figures::Sim(s) => {
+                let _ = writeln!(
+                    out,
+                    "- **{}**: {} of {} connected through HAProxy in {:.1} s ({:.0}/s); handshake p50 {} ms, p99 {} ms; heartbeat round trip p50 {} ms, p99 {} ms.",
+                    m.name,
+                    s.connected,
+                    s.requested,
+                    s.connect_secs,
+                    s.connect_rate_per_s,
+                    ms(s.handshake_p50_ms),
+                    ms(s.handshake_p99_ms),
+                    ms(s.rtt_p50_ms),
+                    ms(s.rtt_p99_ms)
+                );
+            }
+            Figures::ClusterFleet(f) => {
+                let _ = writeln!(
+                    out,
+                    "- **{}**: node A listed all {} agents as connected {:.1} s after the simulator started (the nodes' presence, over NATS). Per node (`rmm_agents_connected`, `VmRSS`, whole process): {}.",
+                    m.name,
+                    f.agents,
+                    f.listed_secs,
+                    shares(f)
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Section 8.
 pub(super) fn section(out: &mut String, rows: &[Measurement]) {
     let _ = writeln!(out, "## 8. Cluster mode: the hop between nodes\n");
@@ -75,9 +130,12 @@ pub(super) fn section(out: &mut String, rows: &[Measurement]) {
         .iter()
         .filter(|m| latency(m).is_some() || throughput(m).is_some())
         .collect();
-    if measured.is_empty() {
+    let fleet_rows = rows
+        .iter()
+        .any(|m| matches!(m.figures, Figures::Sim(_) | Figures::ClusterFleet(_)));
+    if measured.is_empty() && !fleet_rows {
         let _ = writeln!(out, "Not measured in this run.");
-    } else {
+    } else if !measured.is_empty() {
         let _ = writeln!(
             out,
             "Three nodes on one PostgreSQL and one `nats-server`; the agent is connected to node C. \
@@ -105,6 +163,7 @@ pub(super) fn section(out: &mut String, rows: &[Measurement]) {
         }
         let _ = writeln!(out);
     }
+    fleet(out, &rows);
     commands(out, &rows);
     not_available(out, &rows);
 }
