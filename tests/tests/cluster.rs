@@ -504,6 +504,23 @@ async fn an_agent_that_reconnects_to_another_node_keeps_no_session_on_the_first(
         matches!(&closed, Ok(rmm_e2e::agent::Received::Closed(_)) | Err(_)),
         "A kept the stale connection: {closed:?}"
     );
+    // An open whose body is over the JSON limit is refused by the node it reached, as a
+    // single node refuses it, before anything is forwarded.
+    let padded = json!({ "agent_id": agent, "pad": "x".repeat(1_100_000) });
+    let (code, body) = a
+        .call(
+            Method::POST,
+            "/api/v1/tunnel/open",
+            Some(&tech),
+            Some(padded),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
 }
 
 /// Runs `rmm-server` to its exit (at most 30 s) with `env`; its exit status and stderr.

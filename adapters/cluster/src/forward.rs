@@ -23,7 +23,6 @@ use poem::{Endpoint, IntoResponse as _, Middleware, Request, Response};
 use rmm_application::StoreError;
 use rmm_domain::{AgentId, SessionId};
 use rmm_protocol::api::ApiErrorCode;
-use serde::Deserialize;
 use tokio::io::DuplexStream;
 use uuid::Uuid;
 
@@ -163,13 +162,13 @@ impl Forwarder {
         match parts.as_slice() {
             ["tunnel", "status", id] => Ok(self.session_target(id).await?),
             ["tunnel", "open"] if method == Method::POST => {
-                let Some(agent) = self.body_field(req, "agent_id").await else {
+                let Some(agent) = self.body_field(req, "agent_id").await? else {
                     return Ok(None);
                 };
                 Ok(self.agent_target(AgentId::from_uuid(agent)))
             }
             ["tunnel", "close"] if method == Method::POST => {
-                let Some(session) = self.body_field(req, "session_id").await else {
+                let Some(session) = self.body_field(req, "session_id").await? else {
                     return Ok(None);
                 };
                 Ok(self.session_of(SessionId::from_uuid(session)).await?)
@@ -255,23 +254,19 @@ impl Forwarder {
 
     /// Reads the (small, JSON) body to find `field`, and puts it back for whoever serves the
     /// request. `None` when there is no such UUID field: the request is served here, and its
-    /// handler answers what is wrong with it.
-    async fn body_field(&self, req: &mut Request, field: &str) -> Option<Uuid> {
-        #[derive(Deserialize)]
-        struct Any {
-            #[serde(flatten)]
-            fields: serde_json::Map<String, serde_json::Value>,
-        }
+    /// handler answers what is wrong with it. A body that cannot be read (too large, broken
+    /// off) is answered here, as the handler would.
+    async fn body_field(&self, req: &mut Request, field: &str) -> Result<Option<Uuid>, Response> {
         let body = req.take_body();
         let bytes = match body.into_bytes_limit(self.max_json_body).await {
             Ok(bytes) => bytes,
-            Err(_) => return None,
+            Err(e) => return Err(rmm_http::error_as_json(poem::Error::from(e)).await),
         };
-        let found = serde_json::from_slice::<Any>(&bytes)
+        let found = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
             .ok()
-            .and_then(|any| any.fields.get(field)?.as_str().and_then(|s| s.parse().ok()));
+            .and_then(|fields| fields.get(field)?.as_str()?.parse().ok());
         req.set_body(bytes);
-        found
+        Ok(found)
     }
 
     /// A new cross-node connection to `node` for `req`'s client.

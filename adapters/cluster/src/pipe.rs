@@ -31,6 +31,9 @@ const CHUNK: usize = 128 * 1024;
 const BUFFER: usize = 128 * 1024;
 /// How often a stream checks that its other node is still within reach.
 const CHECK: Duration = Duration::from_millis(500);
+/// How long a stream whose user is done waits for the other end to finish too, before it is
+/// reset (the other end may have vanished without a word while its node still answers).
+const LINGER: Duration = Duration::from_secs(30);
 /// How long a dial waits for the other node's answer (a request for an agent on a node out
 /// of reach answers 503 within it).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -158,12 +161,19 @@ async fn inbound(
     let mut told = 0u64;
     let mut check = tokio::time::interval(CHECK);
     let mut fin = false;
+    let mut done_at: Option<tokio::time::Instant> = None;
     let reason = loop {
         let message = tokio::select! {
             m = incoming.next() => m,
             _ = check.tick() => {
-                if fin && acked.is_closed() {
-                    return;
+                if acked.is_closed() {
+                    if fin {
+                        return;
+                    }
+                    let done = *done_at.get_or_insert_with(tokio::time::Instant::now);
+                    if done.elapsed() >= LINGER {
+                        break "the other end did not finish";
+                    }
                 }
                 if view.silent(&peer) {
                     break "the other node is out of reach";
