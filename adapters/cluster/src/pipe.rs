@@ -165,21 +165,11 @@ async fn inbound(
     let reason = loop {
         let message = tokio::select! {
             m = incoming.next() => m,
-            _ = check.tick() => {
-                if acked.is_closed() {
-                    if fin {
-                        return;
-                    }
-                    let done = *done_at.get_or_insert_with(tokio::time::Instant::now);
-                    if done.elapsed() >= LINGER {
-                        break "the other end did not finish";
-                    }
-                }
-                if view.silent(&peer) {
-                    break "the other node is out of reach";
-                }
-                continue;
-            }
+            _ = check.tick() => match checked(acked.is_closed(), fin, &mut done_at, view.silent(&peer)) {
+                Check::Go => continue,
+                Check::Done => return,
+                Check::Reset(why) => break why,
+            },
             _ = reset.wait_for(|r| *r) => break "reset here",
         };
         let Some(message) = message else {
@@ -229,6 +219,39 @@ async fn inbound(
     }
     // Dropping the writer (and the outbound task's reader, which stops on the reset) tells
     // the user the stream broke.
+}
+
+enum Check {
+    Go,
+    /// Both sides finished.
+    Done,
+    Reset(&'static str),
+}
+
+/// The periodic check of a stream: both ends done; this side done and the other silent for
+/// [`LINGER`]; the other node gone quiet.
+fn checked(
+    done_here: bool,
+    done_there: bool,
+    done_at: &mut Option<tokio::time::Instant>,
+    node_silent: bool,
+) -> Check {
+    if done_here {
+        if done_there {
+            return Check::Done;
+        }
+        if done_at
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed()
+            >= LINGER
+        {
+            return Check::Reset("the other end did not finish");
+        }
+    }
+    if node_silent {
+        return Check::Reset("the other node is out of reach");
+    }
+    Check::Go
 }
 
 /// A new stream's two ends: the user's, and the pump's.
