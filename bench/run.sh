@@ -298,11 +298,11 @@ SSH_WHY=""
 SSH_PORT="${RMM_BENCH_SSH_PORT:-2222}"
 SSH_USER=rmmbench
 
-install_sshd() {
-    [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v scp >/dev/null && return 0
-    [ "$(id -u)" -eq 0 ] || { SSH_WHY="openssh-server is not installed and installing it needs root"; return 1; }
+# apt_install PACKAGE: installs a Debian package (root only), keeping it from starting a
+# system service (sshd on port 22, nats-server, haproxy); sets PKG_WHY when it cannot.
+apt_install() {
+    [ "$(id -u)" -eq 0 ] || { PKG_WHY="$1 is not installed and installing it needs root"; return 1; }
     local policy=/usr/sbin/policy-rc.d created=0 rc=0
-    # Keep the package from starting the system's own sshd (on port 22, every address).
     if [ ! -e "$policy" ]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy"
         chmod 755 "$policy"
@@ -313,11 +313,16 @@ install_sshd() {
         log "apt-get update"
         apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 || rc=$?
     fi
-    log "apt-get install -y openssh-server"
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends openssh-server >&2 || rc=$?
+    log "apt-get install -y $1"
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$1" >&2 || rc=$?
     if [ "$created" = 1 ]; then rm -f "$policy"; fi
-    [ "$rc" -eq 0 ] || SSH_WHY="apt-get install openssh-server failed (exit $rc)"
+    [ "$rc" -eq 0 ] || PKG_WHY="apt-get install $1 failed (exit $rc)"
     return "$rc"
+}
+
+install_sshd() {
+    [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v scp >/dev/null && return 0
+    apt_install openssh-server || { SSH_WHY="$PKG_WHY"; return 1; }
 }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -727,22 +732,10 @@ fi
 # --- part 8: cluster mode, the hop between nodes ----------------------------------------------
 # Three nodes on one PostgreSQL and a private nats-server (Debian's); a real agent connected to
 # node C. The same CLI commands go to node C (same node) and to node A, which forwards them to
-# C over NATS (across nodes); runs alternate between the two.
+# C over NATS (across nodes); the cat runs alternate between the two. Then a simulated fleet.
 ensure_pkg() { # program package
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] && return 0
-    [ "$(id -u)" -eq 0 ] || { CLUSTER_WHY="$1 is not installed and installing it needs root"; return 1; }
-    local policy=/usr/sbin/policy-rc.d created=0 rc=0
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod 755 "$policy"
-        created=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    log "apt-get install -y $2"
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$2" >&2 || rc=$?
-    if [ "$created" = 1 ]; then rm -f "$policy"; fi
-    [ "$rc" -eq 0 ] || CLUSTER_WHY="apt-get install $2 failed (exit $rc)"
-    return "$rc"
+    apt_install "$2" || { CLUSTER_WHY="$PKG_WHY"; return 1; }
 }
 
 # The fleet: CLUSTER_AGENTS simulated agents through HAProxy (round robin over the three

@@ -80,6 +80,27 @@ async fn open(node: &TestServer, tech: &str, agent: &str) -> (u16, Value) {
     .unwrap()
 }
 
+/// Opens a tunnel to `agent` through `node` in a task: a scripted agent answers meanwhile.
+fn open_in_background(
+    node: &TestServer,
+    tech: &str,
+    agent: &str,
+) -> tokio::task::JoinHandle<(u16, Value)> {
+    let (url, http) = (node.url("/api/v1/tunnel/open"), node.http().clone());
+    let body = json!({ "agent_id": agent });
+    let tech = tech.to_owned();
+    tokio::spawn(async move {
+        let r = http
+            .post(url)
+            .bearer_auth(tech)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    })
+}
+
 async fn run(node: &TestServer, tech: &str, session: &str, command: &str) -> Value {
     let (code, started) = node
         .call(
@@ -436,20 +457,7 @@ async fn an_agent_that_reconnects_to_another_node_keeps_no_session_on_the_first(
         connected_ids(&b, &admin).await.contains(&agent)
     })
     .await;
-    let opening = tokio::spawn({
-        let (url, tech, agent) = (b.url("/api/v1/tunnel/open"), tech.clone(), agent.clone());
-        let http = b.http().clone();
-        async move {
-            let r = http
-                .post(url)
-                .bearer_auth(tech)
-                .json(&json!({ "agent_id": agent }))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
-    });
+    let opening = open_in_background(&b, &tech, &agent);
     let session = first.expect_open().await.unwrap();
     first.ready(&session).await.unwrap();
     let (code, opened) = opening.await.unwrap();
@@ -480,20 +488,7 @@ async fn an_agent_that_reconnects_to_another_node_keeps_no_session_on_the_first(
         },
     )
     .await;
-    let opening = tokio::spawn({
-        let (url, tech, agent) = (a.url("/api/v1/tunnel/open"), tech.clone(), agent.clone());
-        let http = a.http().clone();
-        async move {
-            let r = http
-                .post(url)
-                .bearer_auth(tech)
-                .json(&json!({ "agent_id": agent }))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
-    });
+    let opening = open_in_background(&a, &tech, &agent);
     let session2 = second.expect_open().await.unwrap();
     second.ready(&session2).await.unwrap();
     let (code, opened) = opening.await.unwrap();
