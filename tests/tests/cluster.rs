@@ -385,6 +385,24 @@ async fn without_nats_other_nodes_agents_answer_503_and_everything_returns_with_
     )
     .await;
 
+    // A request another node forwarded is served where it arrives, never forwarded again
+    // (here: node A has no connection to that agent, so it cannot open a tunnel to it).
+    let r = a
+        .http()
+        .post(a.url("/api/v1/tunnel/open"))
+        .bearer_auth(&tech)
+        .header("x-rmm-forwarded-by", "node-c")
+        .json(&json!({ "agent_id": on_c }))
+        .send()
+        .await
+        .unwrap();
+    let (code, body) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (404, Some("agent_not_connected")),
+        "{body}"
+    );
+
     nats.stop();
     let asked = Instant::now();
     let (code, body) = open(&a, &tech, &on_c).await;

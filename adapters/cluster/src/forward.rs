@@ -35,6 +35,9 @@ use crate::presence::ClusterView;
 pub type SessionNode =
     Arc<dyn Fn(SessionId) -> BoxFuture<'static, Result<Option<String>, StoreError>> + Send + Sync>;
 
+/// The header a forwarded request carries: the node that forwarded it.
+const FORWARDED_BY: &str = "x-rmm-forwarded-by";
+
 /// Open sessions whose node is remembered, at most (then the memory starts over).
 const SESSION_CACHE: usize = 10_000;
 
@@ -150,7 +153,9 @@ impl Forwarder {
     /// token is served here (which refuses it): no one without credentials makes a node dial
     /// another, or read the database to find where.
     async fn target(&self, req: &mut Request) -> Result<Option<Target>, Response> {
-        if !carries_token(req) {
+        // A request another node forwarded is served here, never forwarded again: two nodes
+        // whose views of a moving agent disagree for a moment cannot pass it back and forth.
+        if !carries_token(req) || req.headers().contains_key(FORWARDED_BY) {
             return Ok(None);
         }
         let path = req.uri().path().to_owned();
@@ -319,6 +324,9 @@ impl Forwarder {
                 Err(response) => return response,
             },
         };
+        if let Ok(me) = poem::http::HeaderValue::from_str(self.view.me()) {
+            req.headers_mut().insert(FORWARDED_BY, me);
+        }
         if upgrade.is_none() {
             // Hop-by-hop: the client's wish to close its connection to this node is not one
             // for the cross-node connection, which is kept for the next request.
