@@ -363,14 +363,41 @@ async fn a_technician_on_one_node_works_with_an_agent_on_another_and_survives_it
     assert_eq!(done["stdout"], "restarted\n", "{done}");
 }
 
-#[tokio::test]
-async fn without_nats_other_nodes_agents_answer_503_and_everything_returns_with_it() {
+/// Two nodes, `node-a` and `second`, on a fresh database and their own NATS, with the
+/// admin's and a technician's tokens (the technician `tina`).
+struct Pair {
+    nats: Nats,
+    a: TestServer,
+    other: TestServer,
+    admin: String,
+    tech: String,
+}
+
+async fn pair(second: &str) -> Pair {
     let db = rmm_e2e::pg::fresh_database().await.unwrap();
-    let mut nats = Nats::start().await.unwrap();
+    let nats = Nats::start().await.unwrap();
     let a = start_node(&db, &nats, "node-a", LEASE_SECS).await.unwrap();
-    let c = start_node(&db, &nats, "node-c", LEASE_SECS).await.unwrap();
+    let other = start_node(&db, &nats, second, LEASE_SECS).await.unwrap();
     let admin = a.admin_token().await.unwrap();
     let tech = a.tech_token("tina").await.unwrap();
+    Pair {
+        nats,
+        a,
+        other,
+        admin,
+        tech,
+    }
+}
+
+#[tokio::test]
+async fn without_nats_other_nodes_agents_answer_503_and_everything_returns_with_it() {
+    let Pair {
+        mut nats,
+        a,
+        other: c,
+        admin,
+        tech,
+    } = pair("node-c").await;
     let (on_a, key_a) = a.register_agent(&admin, "here").await.unwrap();
     let (on_c, key_c) = a.register_agent(&admin, "there").await.unwrap();
     let _agent_a = rmm_e2e::real_agent::spawn_agent(&a, &key_a).unwrap();
@@ -460,12 +487,13 @@ async fn without_nats_other_nodes_agents_answer_503_and_everything_returns_with_
 
 #[tokio::test]
 async fn an_agent_that_reconnects_to_another_node_keeps_no_session_on_the_first() {
-    let db = rmm_e2e::pg::fresh_database().await.unwrap();
-    let nats = Nats::start().await.unwrap();
-    let a = start_node(&db, &nats, "node-a", LEASE_SECS).await.unwrap();
-    let b = start_node(&db, &nats, "node-b", LEASE_SECS).await.unwrap();
-    let admin = a.admin_token().await.unwrap();
-    let tech = a.tech_token("tina").await.unwrap();
+    let Pair {
+        nats: _nats,
+        a,
+        other: b,
+        admin,
+        tech,
+    } = pair("node-b").await;
     let (agent, key) = a.register_agent(&admin, "roamer").await.unwrap();
 
     // Connected to A, with a tunnel open through B.
@@ -654,12 +682,13 @@ async fn a_node_without_an_id_makes_one_and_keeps_it() {
 
 #[tokio::test]
 async fn a_user_disabled_on_one_node_loses_the_tunnel_held_by_another() {
-    let db = rmm_e2e::pg::fresh_database().await.unwrap();
-    let nats = Nats::start().await.unwrap();
-    let a = start_node(&db, &nats, "node-a", LEASE_SECS).await.unwrap();
-    let c = start_node(&db, &nats, "node-c", LEASE_SECS).await.unwrap();
-    let admin = a.admin_token().await.unwrap();
-    let tech = a.tech_token("tina").await.unwrap();
+    let Pair {
+        nats: _nats,
+        a,
+        other: c,
+        admin,
+        tech,
+    } = pair("node-c").await;
     let (agent, key) = a.register_agent(&admin, "far").await.unwrap();
     let _agent = rmm_e2e::real_agent::spawn_agent(&c, &key).unwrap();
     eventually(
