@@ -164,9 +164,55 @@ impl Drop for Haproxy {
     }
 }
 
+/// How a node's cross-node streams reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Its cluster address (`RMM_CLUSTER_LISTEN`, a free loopback port).
+    Direct,
+    /// NATS alone.
+    Nats,
+}
+
 /// Starts node `id` of the cluster on `database_url` through `nats`, its log kept (at
-/// `info`, whatever the test's `RUST_LOG`: tests read which agents connected where), with a
-/// lease of `lease_secs`.
+/// `info`, whatever the test's `RUST_LOG`: tests read which agents connected where, and at
+/// `debug` for the cluster crate: which path each cross-node stream took), with a lease of
+/// `lease_secs`, reached by other nodes by `reach`, with `extra` settings.
+///
+/// # Errors
+/// As [`TestServer::start_with`].
+pub async fn start_node_with(
+    database_url: &str,
+    nats: &Nats,
+    id: &str,
+    lease_secs: u64,
+    reach: Reach,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<TestServer> {
+    let nats_url = nats.url();
+    let lease = lease_secs.to_string();
+    let listen = free_addr()?.to_string();
+    let mut env = vec![
+        ("RMM_NATS_URL", nats_url.as_str()),
+        ("RMM_NODE_ID", id),
+        ("RMM_NODE_LEASE_SECS", lease.as_str()),
+        ("RUST_LOG", "info,sqlx=warn,poem=warn,rmm_cluster=debug"),
+    ];
+    if reach == Reach::Direct {
+        env.push(("RMM_CLUSTER_LISTEN", listen.as_str()));
+    }
+    env.extend_from_slice(extra);
+    TestServer::start_with(
+        database_url,
+        &env,
+        StartOptions {
+            capture_log: true,
+            ..StartOptions::default()
+        },
+    )
+    .await
+}
+
+/// [`start_node_with`] reached over its cluster address, with nothing else set.
 ///
 /// # Errors
 /// As [`TestServer::start_with`].
@@ -176,18 +222,5 @@ pub async fn start_node(
     id: &str,
     lease_secs: u64,
 ) -> anyhow::Result<TestServer> {
-    TestServer::start_with(
-        database_url,
-        &[
-            ("RMM_NATS_URL", &nats.url()),
-            ("RMM_NODE_ID", id),
-            ("RMM_NODE_LEASE_SECS", &lease_secs.to_string()),
-            ("RUST_LOG", "info,sqlx=warn,poem=warn"),
-        ],
-        StartOptions {
-            capture_log: true,
-            ..StartOptions::default()
-        },
-    )
-    .await
+    start_node_with(database_url, nats, id, lease_secs, Reach::Direct, &[]).await
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use rmm_e2e::agent::ScriptedAgent;
-use rmm_e2e::cluster::{Haproxy, Nats, start_node};
+use rmm_e2e::cluster::{Haproxy, Nats, Reach, start_node, start_node_with};
 use rmm_e2e::real_agent::agent_command_to;
 use rmm_e2e::server::TestServer;
 use rmm_e2e::terminal::TermSocket;
@@ -60,6 +60,15 @@ fn connected_here(node: &TestServer, ids: &[String], from: usize) -> Vec<String>
         })
         .cloned()
         .collect()
+}
+
+/// The cross-node streams `node` dialled to `peer` by `path` ("direct" or "nats"), by its log.
+fn streams_to(node: &TestServer, peer: &str, path: &str) -> usize {
+    let log = node.log_text().unwrap_or_default();
+    let (peer, path) = (format!("node={peer}"), format!("path=\"{path}\""));
+    log.lines()
+        .filter(|l| l.contains("new cross-node stream") && l.contains(&peer) && l.contains(&path))
+        .count()
 }
 
 fn spawn_agent(balancer: &Haproxy, key: &str) -> Child {
@@ -268,6 +277,10 @@ async fn a_technician_on_one_node_works_with_an_agent_on_another_and_survives_it
         r.bytes().await.unwrap().as_ref() == bytes.as_slice(),
         "the downloaded file differs"
     );
+    // All of it went over TCP to node C's cluster address, none over NATS.
+    assert!(streams_to(&a, "node-c", "direct") > 0);
+    assert!(streams_to(&b, "node-c", "direct") > 0);
+    assert_eq!(streams_to(&a, "node-c", "nats"), 0);
 
     // Node C dies: its session closes as node_lost within the lease (plus a sweep), its
     // agent comes back through the balancer on A or B, and a new tunnel works.
@@ -373,11 +386,16 @@ struct Pair {
     tech: String,
 }
 
-async fn pair(second: &str) -> Pair {
+/// Node A and node `second`, both reached by `reach`, with `extra` settings for `second`.
+async fn pair(second: &str, reach: Reach, extra: &[(&str, &str)]) -> Pair {
     let db = rmm_e2e::pg::fresh_database().await.unwrap();
     let nats = Nats::start().await.unwrap();
-    let a = start_node(&db, &nats, "node-a", LEASE_SECS).await.unwrap();
-    let other = start_node(&db, &nats, second, LEASE_SECS).await.unwrap();
+    let a = start_node_with(&db, &nats, "node-a", LEASE_SECS, reach, &[])
+        .await
+        .unwrap();
+    let other = start_node_with(&db, &nats, second, LEASE_SECS, reach, extra)
+        .await
+        .unwrap();
     let admin = a.admin_token().await.unwrap();
     let tech = a.tech_token("tina").await.unwrap();
     Pair {
@@ -397,7 +415,7 @@ async fn without_nats_other_nodes_agents_answer_503_and_everything_returns_with_
         other: c,
         admin,
         tech,
-    } = pair("node-c").await;
+    } = pair("node-c", Reach::Direct, &[]).await;
     let (on_a, key_a) = a.register_agent(&admin, "here").await.unwrap();
     let (on_c, key_c) = a.register_agent(&admin, "there").await.unwrap();
     let _agent_a = rmm_e2e::real_agent::spawn_agent(&a, &key_a).unwrap();
@@ -493,7 +511,7 @@ async fn an_agent_that_reconnects_to_another_node_keeps_no_session_on_the_first(
         other: b,
         admin,
         tech,
-    } = pair("node-b").await;
+    } = pair("node-b", Reach::Direct, &[]).await;
     let (agent, key) = a.register_agent(&admin, "roamer").await.unwrap();
 
     // Connected to A, with a tunnel open through B.
@@ -688,7 +706,7 @@ async fn a_user_disabled_on_one_node_loses_the_tunnel_held_by_another() {
         other: c,
         admin,
         tech,
-    } = pair("node-c").await;
+    } = pair("node-c", Reach::Nats, &[]).await;
     let (agent, key) = a.register_agent(&admin, "far").await.unwrap();
     let _agent = rmm_e2e::real_agent::spawn_agent(&c, &key).unwrap();
     eventually(
@@ -700,6 +718,9 @@ async fn a_user_disabled_on_one_node_loses_the_tunnel_held_by_another() {
     let (code, opened) = open(&a, &tech, &agent).await;
     assert_eq!(code, 200, "{opened}");
     let session = opened["session_id"].as_str().unwrap().to_owned();
+    // Node C has no cluster address: A reached it over NATS.
+    assert!(streams_to(&a, "node-c", "nats") > 0);
+    assert_eq!(streams_to(&a, "node-c", "direct"), 0);
     let mut watcher = ScriptedAgent::connect(
         &format!("ws://{}/api/v1/tunnel/{session}/stream", a.addr),
         Some(&tech),
@@ -773,4 +794,76 @@ async fn a_user_disabled_on_one_node_loses_the_tunnel_held_by_another() {
             .unwrap();
         assert_eq!(code, 401);
     }
+}
+
+#[tokio::test]
+async fn a_node_whose_cluster_address_cannot_be_reached_is_reached_over_nats() {
+    // Node C listens on one port and advertises another, where nothing listens.
+    let nowhere = rmm_e2e::cluster::free_addr().unwrap().to_string();
+    let Pair {
+        nats: _nats,
+        a,
+        other: c,
+        admin,
+        tech,
+    } = pair(
+        "node-c",
+        Reach::Direct,
+        &[("RMM_CLUSTER_ADVERTISE", nowhere.as_str())],
+    )
+    .await;
+    let (agent, key) = a.register_agent(&admin, "behind").await.unwrap();
+    let _agent = rmm_e2e::real_agent::spawn_agent(&c, &key).unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "node A lists the agent on C",
+        || async { connected_ids(&a, &admin).await.contains(&agent) },
+    )
+    .await;
+    let (code, opened) = open(&a, &tech, &agent).await;
+    assert_eq!(code, 200, "{opened}");
+    let session = opened["session_id"].as_str().unwrap().to_owned();
+    let done = run(&a, &tech, &session, "echo still here").await;
+    assert_eq!(done["stdout"], "still here\n", "{done}");
+    let log = a.log_text().unwrap_or_default();
+    assert!(
+        log.contains("cannot connect to the node's cluster address") && log.contains(&nowhere),
+        "node A did not say why it fell back to NATS"
+    );
+    assert!(streams_to(&a, "node-c", "nats") > 0);
+    assert_eq!(streams_to(&a, "node-c", "direct"), 0);
+}
+
+#[tokio::test]
+async fn a_cluster_address_that_cannot_serve_refuses_the_start_naming_the_setting() {
+    let db = rmm_e2e::pg::fresh_database().await.unwrap();
+    let nats = Nats::start().await.unwrap();
+    let listen = |addr: &str| {
+        [
+            ("DATABASE_URL", db.clone()),
+            ("RMM_NATS_URL", nats.url()),
+            ("RMM_NODE_ID", "node-x".to_owned()),
+            (
+                "RMM_LISTEN",
+                rmm_e2e::cluster::free_addr().unwrap().to_string(),
+            ),
+            ("RMM_CLUSTER_LISTEN", addr.to_owned()),
+        ]
+    };
+    // Every address, and no word on which one other nodes reach.
+    let env = listen("0.0.0.0:7700");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, log) = start_refused(&env).await;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("RMM_CLUSTER_ADVERTISE"), "{log}");
+    // An address already taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let env = listen(&taken.local_addr().unwrap().to_string());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, log) = start_refused(&env).await;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("cannot listen on the cluster address") && log.contains("RMM_CLUSTER_LISTEN"),
+        "{log}"
+    );
 }

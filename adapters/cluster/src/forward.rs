@@ -1,6 +1,7 @@
 //! Requests for an agent connected to another node are served by that node: this node
 //! forwards the whole HTTP request (and the WebSocket it upgrades to) over a cross-node
-//! stream ([`crate::pipe`]), and the other node runs it through its own HTTP stack, with the
+//! stream (a TCP connection to the node's cluster address, [`crate::direct`], or a byte
+//! stream over NATS, [`crate::pipe`]), and the other node runs it through its own HTTP stack, with the
 //! client's address, as if the client had connected there. Status codes, confirmations and
 //! streaming are therefore exactly single-node's.
 //!
@@ -12,7 +13,6 @@
 //! database) while it is open; a closed one, and everything else, is served here.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -23,11 +23,12 @@ use poem::{Endpoint, IntoResponse as _, Middleware, Request, Response};
 use rmm_application::StoreError;
 use rmm_domain::{AgentId, SessionId};
 use rmm_protocol::api::ApiErrorCode;
-use tokio::io::DuplexStream;
 use uuid::Uuid;
 
 use crate::Subjects;
-use crate::pipe::{self, Answer, DIAL_TIMEOUT, Dial};
+use crate::dial::{Answer, Connection, DIAL_TIMEOUT, Dial};
+use crate::direct;
+use crate::pipe;
 use crate::pool;
 use crate::presence::ClusterView;
 
@@ -44,6 +45,9 @@ const SESSION_CACHE: usize = 10_000;
 /// Whether an agent is connected to this node.
 pub type IsLocal = Arc<dyn Fn(AgentId) -> bool + Send + Sync>;
 
+/// How long a node whose cluster address could not be connected to is dialled over NATS.
+const DIRECT_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Dials other nodes; shared by every forwarded request.
 #[derive(Clone)]
 pub struct Forwarder {
@@ -57,6 +61,8 @@ pub struct Forwarder {
     sessions: Arc<std::sync::Mutex<std::collections::HashMap<SessionId, String>>>,
     /// The largest JSON body read here to find an open's agent or a close's session.
     max_json_body: usize,
+    /// Nodes whose cluster address could not be connected to, and when.
+    direct_failed: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -65,17 +71,6 @@ impl std::fmt::Debug for Forwarder {
             .field("node", &self.view.me())
             .finish_non_exhaustive()
     }
-}
-
-/// A stream another node dialled: serve it as a connection from `remote`.
-#[derive(Debug)]
-pub struct Forwarded {
-    pub io: DuplexStream,
-    pub remote: Option<SocketAddr>,
-    pub local: Option<SocketAddr>,
-    pub https: bool,
-    /// The node that forwarded it.
-    pub from: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,10 +101,75 @@ impl Forwarder {
             pool: Arc::default(),
             sessions: Arc::default(),
             max_json_body,
+            direct_failed: Arc::default(),
         }
     }
 
-    async fn dial(&self, node: &str, req: &Request) -> Result<DuplexStream, DialError> {
+    /// A new stream to `node` for `req`'s client: to its cluster address when it has one
+    /// (and it could be connected to lately), else over NATS.
+    async fn dial(&self, node: &str, req: &Request) -> Result<Connection, DialError> {
+        let mut want_direct = self.direct_ok(node);
+        loop {
+            let (answer, incoming) = self.ask(node, req, want_direct).await?;
+            let Some(direct) = answer.direct else {
+                let (user, pump) = pipe::ends();
+                pipe::pump(
+                    self.client.clone(),
+                    incoming,
+                    answer.reply_to,
+                    pump,
+                    Arc::from(node),
+                    Arc::clone(&self.view),
+                );
+                streams(node, "nats");
+                return Ok(Box::new(user));
+            };
+            drop(incoming);
+            match direct::connect(&direct).await {
+                Ok(stream) => {
+                    streams(node, "direct");
+                    return Ok(Box::new(stream));
+                }
+                Err(e) if want_direct => {
+                    tracing::warn!(%node, addr = %direct.addr, error = %e, "cluster: cannot connect to the node's cluster address (its RMM_CLUSTER_ADVERTISE): its streams go over NATS for the next 30 s");
+                    self.direct_failures()
+                        .insert(node.to_owned(), std::time::Instant::now());
+                    want_direct = false;
+                }
+                Err(e) => return Err(DialError::Nats(e.to_string())),
+            }
+        }
+    }
+
+    fn direct_failures(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
+        // Each update is one insert or removal.
+        self.direct_failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn direct_ok(&self, node: &str) -> bool {
+        let mut failed = self.direct_failures();
+        match failed.get(node) {
+            Some(at) if at.elapsed() < DIRECT_RETRY_AFTER => false,
+            Some(_) => {
+                failed.remove(node);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Asks `node` over NATS for a stream: its answer, and this end's subscription (for a
+    /// stream over NATS).
+    async fn ask(
+        &self,
+        node: &str,
+        req: &Request,
+        direct: bool,
+    ) -> Result<(Answer, async_nats::Subscriber), DialError> {
         let reply_to = format!(
             "{}.pipe.{}",
             self.subjects.inbox_prefix(),
@@ -126,6 +186,7 @@ impl Forwarder {
             remote: addr(req.remote_addr()),
             local: addr(req.local_addr()),
             https: req.scheme() == &poem::http::uri::Scheme::HTTPS,
+            direct,
         };
         let payload = serde_json::to_vec(&dial)?;
         let answer = tokio::time::timeout(
@@ -136,17 +197,7 @@ impl Forwarder {
         .await
         .map_err(|_| DialError::Timeout)?
         .map_err(|e| DialError::Nats(e.to_string()))?;
-        let answer: Answer = serde_json::from_slice(&answer.payload)?;
-        let (user, pump) = pipe::ends();
-        pipe::pump(
-            self.client.clone(),
-            incoming,
-            answer.reply_to,
-            pump,
-            Arc::from(node),
-            Arc::clone(&self.view),
-        );
-        Ok(user)
+        Ok((serde_json::from_slice(&answer.payload)?, incoming))
     }
 
     /// Where `req` is to be served: `Some(node)` for another node. A request without a
@@ -358,8 +409,13 @@ impl Forwarder {
                     return;
                 };
                 let mut node_side = TokioIo::new(node_side);
-                if let Err(e) =
-                    tokio::io::copy_bidirectional(&mut client_side, &mut node_side).await
+                if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client_side,
+                    &mut node_side,
+                    COPY_BUFFER,
+                    COPY_BUFFER,
+                )
+                .await
                 {
                     tracing::debug!(error = %e, "cluster: forwarded WebSocket ended");
                 }
@@ -420,6 +476,15 @@ fn unreachable(node: &str) -> Response {
     )
 }
 
+/// The buffer of each direction of a forwarded WebSocket: output streams in bulk.
+const COPY_BUFFER: usize = 64 * 1024;
+
+/// Counts a new cross-node stream this node dialled, by path (`rmm_cluster_streams_total`).
+fn streams(node: &str, path: &'static str) {
+    tracing::debug!(%node, path, "cluster: new cross-node stream");
+    metrics::counter!("rmm_cluster_streams_total", "path" => path).increment(1);
+}
+
 /// Counts a request this node forwarded, or could not (`rmm_cluster_forwarded_total`).
 fn forwarded(result: &'static str) {
     metrics::counter!("rmm_cluster_forwarded_total", "result" => result).increment(1);
@@ -465,71 +530,4 @@ impl<E: Endpoint> Endpoint for ForwardEndpoint<E> {
             Ok(None) => self.inner.call(req).await.map(|r| r.into_response()),
         }
     }
-}
-
-/// Answers other nodes' dials: each becomes a [`Forwarded`] connection on `accepted`.
-pub(crate) async fn answer_dials(
-    client: async_nats::Client,
-    subjects: Subjects,
-    view: Arc<ClusterView>,
-    accepted: tokio::sync::mpsc::Sender<Forwarded>,
-) -> Result<tokio::task::JoinHandle<()>, crate::JoinError> {
-    let subject = subjects.dial_of(view.me());
-    let mut dials = client
-        .subscribe(subject.clone())
-        .await
-        .map_err(|source| crate::JoinError::Subscribe { subject, source })?;
-    Ok(tokio::spawn(async move {
-        use futures_util::StreamExt as _;
-        while let Some(message) = dials.next().await {
-            let Some(reply) = message.reply.clone() else {
-                continue;
-            };
-            let dial: Dial = match serde_json::from_slice(&message.payload) {
-                Ok(dial) => dial,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cluster: ignored a dial that does not parse");
-                    continue;
-                }
-            };
-            let reply_to = format!(
-                "{}.pipe.{}",
-                subjects.inbox_prefix(),
-                Uuid::new_v4().simple()
-            );
-            let incoming = match client.subscribe(reply_to.clone()).await {
-                Ok(sub) => sub,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cluster: cannot take a dial");
-                    continue;
-                }
-            };
-            let (user, pump) = pipe::ends();
-            pipe::pump(
-                client.clone(),
-                incoming,
-                dial.reply_to.clone(),
-                pump,
-                Arc::from(dial.from.as_str()),
-                Arc::clone(&view),
-            );
-            let forwarded = Forwarded {
-                io: user,
-                remote: dial.remote.parse().ok(),
-                local: dial.local.parse().ok(),
-                https: dial.https,
-                from: dial.from,
-            };
-            if accepted.send(forwarded).await.is_err() {
-                return;
-            }
-            let answer = match serde_json::to_vec(&Answer { reply_to }) {
-                Ok(answer) => answer,
-                Err(_) => continue,
-            };
-            if let Err(e) = client.publish(reply, answer.into()).await {
-                tracing::warn!(error = %e, "cluster: cannot answer a dial");
-            }
-        }
-    }))
 }

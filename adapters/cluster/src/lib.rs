@@ -7,6 +7,9 @@
 //! - **Presence** ([`presence`]): each node tells the others over NATS which agents are
 //!   connected to it and in which mode, so `GET /api/v1/agents` lists an agent as connected
 //!   wherever it is, and a node drops a connection that an agent has replaced on another node.
+//! - **Forwarding** ([`forward`]): a request for an agent on another node is served there,
+//!   over a TCP connection to that node's cluster address ([`direct`]) when it has one, else
+//!   over NATS ([`pipe`]).
 //!
 //! Single-node mode uses none of this: no NATS, no lease.
 
@@ -18,6 +21,9 @@ use rmm_application::{App, NodeLeases, Ports};
 use rmm_gateway::agents::WsAgentGateway;
 use tokio::sync::watch;
 
+mod answer;
+mod dial;
+pub mod direct;
 pub mod forward;
 pub mod lease;
 mod pipe;
@@ -25,7 +31,9 @@ mod pool;
 pub mod presence;
 mod subjects;
 
-pub use forward::{Forward, Forwarded, Forwarder, SessionNode};
+pub use dial::{Connection, Forwarded, Stream};
+pub use direct::DirectSettings;
+pub use forward::{Forward, Forwarder, SessionNode};
 pub use presence::ClusterView;
 pub use subjects::Subjects;
 
@@ -48,6 +56,9 @@ pub struct ClusterSettings {
     /// How long a lease lasts without renewal: a dead node is found within this (plus one
     /// sweep period).
     pub lease_ttl: Duration,
+    /// This node's cluster address, for other nodes' direct connections; `None`: they reach
+    /// it over NATS.
+    pub direct: Option<DirectSettings>,
 }
 
 /// The node ids a node may have: what a NATS subject token allows, and short.
@@ -106,6 +117,12 @@ pub enum JoinError {
         #[source]
         source: async_nats::SubscribeError,
     },
+    #[error("cannot listen on the cluster address {addr} (RMM_CLUSTER_LISTEN): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot take this node's lease in the database: {0}")]
     Lease(#[source] rmm_application::StoreError),
 }
@@ -138,6 +155,20 @@ impl Node {
         let client = connect(settings).await?;
         let subjects = Subjects::new(&settings.subject_prefix, &settings.node_id);
         let view = Arc::new(ClusterView::new(settings.node_id.clone()));
+        // The cluster address before the lease: a node that cannot listen stops without
+        // leaving a lease for the others to sweep.
+        let (direct, listening) = match &settings.direct {
+            Some(direct) => {
+                let (direct, task) = direct::Direct::start(direct, links.accepted.clone())
+                    .await
+                    .map_err(|source| JoinError::Listen {
+                        addr: direct.listen,
+                        source,
+                    })?;
+                (Some(direct), Some(task))
+            }
+            None => (None, None),
+        };
         let lease = lease::Lease::take(Arc::clone(&leases), settings).await?;
         tracing::info!(node = %settings.node_id, generation = lease.generation(), nats = %settings.nats_url, "joined the cluster");
         app.gateway()
@@ -149,12 +180,14 @@ impl Node {
             Arc::clone(&app),
         )
         .await?;
+        tasks.extend(listening);
         tasks.push(
-            forward::answer_dials(
+            answer::answer_dials(
                 client.clone(),
                 subjects.clone(),
                 Arc::clone(&view),
                 links.accepted,
+                direct,
             )
             .await?,
         );

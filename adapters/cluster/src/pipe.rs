@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use futures_util::StreamExt as _;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 use tokio::sync::watch;
 
@@ -34,29 +33,6 @@ const CHECK: Duration = Duration::from_millis(500);
 /// How long a stream whose user is done waits for the other end to finish too, before it is
 /// reset (the other end may have vanished without a word while its node still answers).
 const LINGER: Duration = Duration::from_secs(30);
-/// How long a dial waits for the other node's answer (a request for an agent on a node out
-/// of reach answers 503 within it).
-pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// What the dialling node tells the node it dials.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Dial {
-    /// Where the dialled node sends its bytes.
-    pub reply_to: String,
-    /// The dialling node.
-    pub from: String,
-    /// The client's address as the dialling node saw it (empty when it had none).
-    pub remote: String,
-    pub local: String,
-    /// Whether the client used HTTPS.
-    pub https: bool,
-}
-
-/// The dialled node's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Answer {
-    pub reply_to: String,
-}
 
 /// Starts the pump between `local` (the stream's user holds the other end) and the node
 /// `peer`, reached at `send_to`, with `incoming` the subscription to this end's subject.

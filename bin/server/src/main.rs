@@ -28,7 +28,7 @@ mod files;
 mod settings;
 
 use files::{data_folder, replace_private, write_private};
-use settings::{Cli, Command, Settings};
+use settings::{Cli, ClusterArgs, Command, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -343,7 +343,37 @@ fn cluster_settings(settings: &Settings, url: &str) -> anyhow::Result<Option<Clu
         ca: args.nats_ca.clone(),
         subject_prefix: args.nats_subject_prefix.clone(),
         lease_ttl: Duration::from_secs(args.node_lease_secs.clamp(3, 300)),
+        direct: direct_settings(args)?,
     }))
+}
+
+/// The cluster address, when set: one other nodes can connect to.
+fn direct_settings(args: &ClusterArgs) -> anyhow::Result<Option<rmm_cluster::DirectSettings>> {
+    let advertise = args
+        .cluster_advertise
+        .clone()
+        .filter(|a| !a.trim().is_empty());
+    let Some(listen) = args.cluster_listen else {
+        if advertise.is_some() {
+            bail!(
+                "RMM_CLUSTER_ADVERTISE is set without RMM_CLUSTER_LISTEN: set the address to listen on too"
+            );
+        }
+        return Ok(None);
+    };
+    if let Some(advertise) = &advertise
+        && advertise
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        bail!("RMM_CLUSTER_ADVERTISE {advertise:?} is not HOST:PORT");
+    }
+    if listen.ip().is_unspecified() && advertise.is_none() {
+        bail!(
+            "RMM_CLUSTER_LISTEN {listen} listens on every address: set RMM_CLUSTER_ADVERTISE to the HOST:PORT other nodes reach this one at"
+        );
+    }
+    Ok(Some(rmm_cluster::DirectSettings { listen, advertise }))
 }
 
 fn valid_subject_token(token: &str) -> bool {

@@ -263,6 +263,15 @@ pub(crate) struct ClusterArgs {
     /// node closes its sessions (`node_lost`), seconds.
     #[arg(long, env = "RMM_NODE_LEASE_SECS", default_value_t = 15, global = true)]
     pub(crate) node_lease_secs: u64,
+    /// Cluster mode: this node's cluster address (HOST:PORT on the nodes' private network):
+    /// other nodes connect here to reach its agents, with a one-time ticket they got over
+    /// NATS. Unset: they reach it over NATS alone (slower; docs/deploy.md).
+    #[arg(long, env = "RMM_CLUSTER_LISTEN", global = true)]
+    pub(crate) cluster_listen: Option<std::net::SocketAddr>,
+    /// Cluster mode: the address other nodes connect to for RMM_CLUSTER_LISTEN (HOST:PORT),
+    /// when it is not the one listened on (0.0.0.0, NAT). Default: RMM_CLUSTER_LISTEN.
+    #[arg(long, env = "RMM_CLUSTER_ADVERTISE", global = true)]
+    pub(crate) cluster_advertise: Option<String>,
 }
 
 /// What the retention sweep prunes; unset keeps everything forever. Audit entries are never

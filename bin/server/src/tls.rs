@@ -179,7 +179,8 @@ pub struct ServerAcceptor {
     tcp: TcpAcceptor,
     tls: Option<watch::Receiver<Arc<ServerConfig>>>,
     /// Cluster mode: the requests other nodes forward here, served as connections (already
-    /// decrypted: they came over NATS, whose own TLS protects them).
+    /// decrypted: they came over NATS, whose own TLS protects them, or from the cluster
+    /// address, which is on the nodes' private network).
     forwarded: Option<tokio::sync::mpsc::Receiver<rmm_cluster::Forwarded>>,
 }
 
@@ -294,7 +295,7 @@ pub enum ServerIo {
     Handshaking(Handshake),
     Tls(Box<TlsStream<TcpStream>>),
     /// Cluster mode: a request another node forwarded (see `rmm_cluster::forward`).
-    Forwarded(tokio::io::DuplexStream),
+    Forwarded(rmm_cluster::Connection),
     Failed,
 }
 
@@ -348,7 +349,7 @@ macro_rules! on_stream {
                 $op
             }
             ServerIo::Forwarded($s) => {
-                let $s = Pin::new($s);
+                let $s = Pin::new($s.as_mut());
                 $op
             }
             ServerIo::Handshaking(_) | ServerIo::Failed => Poll::Ready(Err(io::Error::new(
