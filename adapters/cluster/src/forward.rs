@@ -385,6 +385,22 @@ impl Forwarder {
             req.headers_mut().remove("keep-alive");
         }
         let request: hyper::Request<_> = req.into();
+        let Some(client_side) = upgrade else {
+            return match pool::exchange(&self.pool, key, sender, request).await {
+                Ok(response) => {
+                    forwarded("forwarded");
+                    let (parts, body) = response.into_parts();
+                    Response::from(hyper::Response::from_parts(
+                        parts,
+                        body.map_err(io::Error::other),
+                    ))
+                }
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "cluster: the node holding the agent broke off the request");
+                    unreachable(node)
+                }
+            };
+        };
         let response = match sender.send_request(request).await {
             Ok(response) => response,
             Err(e) => {
@@ -393,43 +409,45 @@ impl Forwarder {
             }
         };
         forwarded("forwarded");
-        if upgrade.is_none() {
-            self.pool.keep(key, sender);
-        }
-        // A WebSocket: once the node serving it switched protocols, the client's upgraded
-        // connection and the node's are joined, byte for byte, until either ends.
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_side) = upgrade
-        {
-            let (parts, body) = response.into_parts();
-            let node_side = hyper::upgrade::on(hyper::Response::from_parts(parts.clone(), body));
-            tokio::spawn(async move {
-                let (Ok(mut client_side), Ok(node_side)) = (client_side.await, node_side.await)
-                else {
-                    return;
-                };
-                let mut node_side = TokioIo::new(node_side);
-                if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client_side,
-                    &mut node_side,
-                    COPY_BUFFER,
-                    COPY_BUFFER,
-                )
-                .await
-                {
-                    tracing::debug!(error = %e, "cluster: forwarded WebSocket ended");
-                }
-            });
-            let mut out = Response::builder().status(parts.status);
-            for (name, value) in &parts.headers {
-                out = out.header(name, value);
-            }
-            return out.finish();
-        }
-        let (parts, body) = response.into_parts();
-        let body = body.map_err(io::Error::other);
-        Response::from(hyper::Response::from_parts(parts, body))
+        joined(client_side, response)
     }
+}
+
+/// The answer to a forwarded WebSocket upgrade: once the node serving it switched protocols,
+/// the client's upgraded connection and the node's are joined, byte for byte, until either
+/// ends. Any other answer (401, 404) goes to the client as it is.
+fn joined(
+    client_side: poem::OnUpgrade,
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Response {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, body) = response.into_parts();
+        let node_side = hyper::upgrade::on(hyper::Response::from_parts(parts.clone(), body));
+        tokio::spawn(async move {
+            let (Ok(mut client_side), Ok(node_side)) = (client_side.await, node_side.await) else {
+                return;
+            };
+            let mut node_side = TokioIo::new(node_side);
+            if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+                &mut client_side,
+                &mut node_side,
+                COPY_BUFFER,
+                COPY_BUFFER,
+            )
+            .await
+            {
+                tracing::debug!(error = %e, "cluster: forwarded WebSocket ended");
+            }
+        });
+        let mut out = Response::builder().status(parts.status);
+        for (name, value) in &parts.headers {
+            out = out.header(name, value);
+        }
+        return out.finish();
+    }
+    let (parts, body) = response.into_parts();
+    let body = body.map_err(io::Error::other);
+    Response::from(hyper::Response::from_parts(parts, body))
 }
 
 /// A bearer token in the header, or `access_token` in the query (WebSockets from browsers).
