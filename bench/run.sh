@@ -107,6 +107,7 @@ if [ "$SMOKE" = 1 ]; then
     TERM_RUNS=2
     AGENT_SETTLE=3
     CLUSTER_RT_ITER=20
+    CLUSTER_ROUNDS=2
     CLUSTER_RAW_MIB=3
     CLUSTER_RUNS=2
     CLUSTER_AGENTS=60
@@ -130,6 +131,7 @@ else
     TERM_RUNS=5
     AGENT_SETTLE=10
     CLUSTER_RT_ITER=200
+    CLUSTER_ROUNDS=4
     CLUSTER_RAW_MIB=256 # base64 of 256 MiB: ~354 MB of text
     CLUSTER_RUNS=5
     # HAProxy holds two descriptors per agent (client and node side) under the 20,000 limit.
@@ -149,7 +151,7 @@ add_size files "files: ${FILE_MIB} MiB × ${FILE_RUNS} each way"
 add_size sim "simulator: ${SIM_AGENTS} agents, ${SIM_HOLD} s window"
 add_size opens "opens: ${OPENS_AGENTS} agents, ${OPENS_CONC} concurrent, ${OPENS_SECS} s per database, then ${OPENS_SINGLE} one at a time"
 add_size agent "agent: idle ${AGENT_SETTLE} s"
-add_size cluster "cluster: ${CLUSTER_RT_ITER} runs per node, cat of $(b64_text "$CLUSTER_RAW_MIB") of base64 text × ${CLUSTER_RUNS} per node, ${CLUSTER_AGENTS} simulated agents over 3 nodes"
+add_size cluster "cluster: ${CLUSTER_RT_ITER} runs per node in ${CLUSTER_ROUNDS} alternating rounds, cat of $(b64_text "$CLUSTER_RAW_MIB") of base64 text × ${CLUSTER_RUNS} per node, ${CLUSTER_AGENTS} simulated agents over 3 nodes"
 add_size terminal "terminal: ${TERM_ECHO_ITER} echoes per client, cat of ${TERM_BYTES_TEXT} of base64 text × ${TERM_RUNS}"
 [ "$SMOKE" = 1 ] && SIZES="smoke — $SIZES"
 
@@ -732,7 +734,8 @@ fi
 # --- part 8: cluster mode, the hop between nodes ----------------------------------------------
 # Three nodes on one PostgreSQL and a private nats-server (Debian's); a real agent connected to
 # node C. The same CLI commands go to node C (same node) and to node A, which forwards them to
-# C over NATS (across nodes); the cat runs alternate between the two. Then a simulated fleet.
+# C (across nodes: over TCP to C's cluster address, RMM_CLUSTER_LISTEN, dialled over NATS);
+# the cat runs alternate between the two. Then a simulated fleet.
 ensure_pkg() { # program package
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] && return 0
     apt_install "$2" || { CLUSTER_WHY="$PKG_WHY"; return 1; }
@@ -775,15 +778,30 @@ cluster_fleet() { # a_url nats_port node_pids... (a b c)
     wait "$sim_job" || true
 }
 
-cluster_exec() { # name url outfile
-    local rmm=("$BIN/rmm" --server "$2")
+# rmm exec -- true through the warm mux, as part 1's, with a session kept open: agent `bench`
+# through node C (same node) and agent `bench2`, also on C, through node A (across nodes). The
+# runs alternate between the two in CLUSTER_ROUNDS rounds, so a change in the machine's load
+# during the part weighs on both alike.
+cluster_keep() { # agent url
+    "$BIN/rmm" --server "$2" exec --no-mux --keep "$1" -- true >/dev/null 2>"$WORK/cluster-warmup.err" \
+        || { CLUSTER_WHY="rmm exec --keep $1 through $2 failed: $(tr '\n' ' ' <"$WORK/cluster-warmup.err" | cut -c1-300)"; return 1; }
+}
+
+cluster_exec() { # c_url a_url
+    local same="rmm exec -- true, same node" cross="rmm exec -- true, across nodes" r
+    local per=$((CLUSTER_RT_ITER / CLUSTER_ROUNDS))
     export XDG_CONFIG_HOME="$WORK/cli"
-    "${rmm[@]}" exec --no-mux --keep bench -- true >/dev/null 2>"$WORK/cluster-warmup.err" \
-        || { CLUSTER_WHY="rmm exec --keep through $2 failed: $(tr '\n' ' ' <"$WORK/cluster-warmup.err" | cut -c1-300)"; return 1; }
-    measure cluster "$1" "$3" -- "$BENCH" time-cmd --part cluster --name "$1" \
-        --iterations "$CLUSTER_RT_ITER" --out "$3" -- "${rmm[@]}" exec bench -- true
+    cluster_keep bench "$1" && cluster_keep bench2 "$2" || return 1
+    for ((r = 1; r <= CLUSTER_ROUNDS; r++)); do
+        measure cluster "$same" "$RESULTS/cluster-1-exec-same.json" -- "$BENCH" time-cmd --part cluster --name "$same" \
+            --iterations "$per" --append --out "$RESULTS/cluster-1-exec-same.json" -- "$BIN/rmm" --server "$1" exec bench -- true
+        measure cluster "$cross" "$RESULTS/cluster-2-exec-cross.json" -- "$BENCH" time-cmd --part cluster --name "$cross" \
+            --iterations "$per" --append --out "$RESULTS/cluster-2-exec-cross.json" -- "$BIN/rmm" --server "$2" exec bench2 -- true
+    done
     rm -rf "$XDG_CONFIG_HOME/rmm/mux"
-    "${rmm[@]}" close bench >/dev/null 2>&1 || true
+    "$BIN/rmm" --server "$1" close bench >/dev/null 2>&1 || true
+    "$BIN/rmm" --server "$2" close bench2 >/dev/null 2>&1 || true
+    pkill -f -- "--server $1 mux" 2>/dev/null || true
     pkill -f -- "--server $2 mux" 2>/dev/null || true
 }
 
@@ -803,7 +821,7 @@ part_cluster() {
     for node in a b c; do
         CLUSTER_METRICS[$node]="127.0.0.1:$("$BENCH" free-port)"
         SERVER_ENV=(RMM_NATS_URL="nats://127.0.0.1:$nats_port" RMM_NODE_ID="node-$node"
-            RMM_METRICS_LISTEN="${CLUSTER_METRICS[$node]}")
+            RMM_METRICS_LISTEN="${CLUSTER_METRICS[$node]}" RMM_CLUSTER_LISTEN="127.0.0.1:$("$BENCH" free-port)")
         start_server "cluster-$node" "$PG_URL" || { SERVER_ENV=(); CLUSTER_WHY="node $node did not start"; return 1; }
         pids+=("$SERVER_PID")
         CLUSTER_NODE_ADDR[$node]="${SERVER_URL#http://}"
@@ -811,16 +829,16 @@ part_cluster() {
         [ "$node" = c ] && c_url="$SERVER_URL"
     done
     SERVER_ENV=()
-    # SERVER_URL is node C's: the agent connects there.
-    start_agent bench || { CLUSTER_WHY="the agent did not connect to node C"; return 1; }
-    "$BENCH" wait-agent --server "$a_url" --agent-id "$AGENT_ID" --timeout-secs 30 \
-        || { CLUSTER_WHY="node A did not list the agent of node C"; return 1; }
-    local same="rmm exec -- true, same node" cross="rmm exec -- true, across nodes"
-    log "part 8: cluster hop (${CLUSTER_RT_ITER} runs per node, $CLUSTER_RUNS cats of $(b64_text "$CLUSTER_RAW_MIB"))"
-    # As part 1's warm mux: a session kept open (one per agent: kept through one node, then
-    # closed and kept through the other), the exec mux warmed by time-cmd's warm-up runs.
-    cluster_exec "$same" "$c_url" "$out/cluster-1-exec-same.json" || return 1
-    cluster_exec "$cross" "$a_url" "$out/cluster-2-exec-cross.json" || return 1
+    # SERVER_URL is node C's: both agents connect there.
+    local agents=()
+    for i in bench bench2; do
+        start_agent "$i" || { CLUSTER_WHY="agent $i did not connect to node C"; return 1; }
+        agents+=("$AGENT_PID")
+        "$BENCH" wait-agent --server "$a_url" --agent-id "$AGENT_ID" --timeout-secs 30 \
+            || { CLUSTER_WHY="node A did not list agent $i of node C"; return 1; }
+    done
+    log "part 8: cluster hop (${CLUSTER_RT_ITER} runs per node in $CLUSTER_ROUNDS rounds, $CLUSTER_RUNS cats of $(b64_text "$CLUSTER_RAW_MIB"))"
+    cluster_exec "$c_url" "$a_url" || return 1
     head -c "$((CLUSTER_RAW_MIB * 1048576))" /dev/urandom | base64 -w 76 >"$file"
     chmod 644 "$file"
     size=$(stat -c %s "$file")
@@ -833,7 +851,7 @@ part_cluster() {
             --warmup 0 --iterations 1 --append --out "$out/cluster-4-cat-cross.json" -- "${rmm[@]}" --server "$a_url" exec bench -- cat "$file"
     done
     rm -f "$file"
-    stop_pid "${AGENT_PID:-}"
+    for i in "${agents[@]}"; do stop_pid "$i"; done
     cluster_fleet "$a_url" "${pids[@]}" || na cluster "$CLUSTER_AGENTS agents over 3 nodes" "${CLUSTER_WHY:-failed}" "$RESULTS/cluster-7-fleet-setup.json"
     for i in "${pids[@]}"; do stop_pid "$i"; done
     stop_pid "$nats_pid"

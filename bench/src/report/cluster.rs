@@ -1,6 +1,6 @@
 //! The cluster part of the report: the same agent reached through the node it is connected
-//! to and through another node, whose requests are forwarded over NATS (issue 18). The peer is
-//! the same-node row of the same run.
+//! to and through another node, which forwards the requests to it (over TCP to its cluster
+//! address, dialled over NATS; issue 18). The peer is the same-node row of the same run.
 
 use std::fmt::Write as _;
 
@@ -138,9 +138,10 @@ pub(super) fn section(out: &mut String, rows: &[Measurement]) {
     } else if !measured.is_empty() {
         let _ = writeln!(
             out,
-            "Three nodes on one PostgreSQL and one `nats-server`; the agent is connected to node C. \
+            "Three nodes on one PostgreSQL and one `nats-server`; the agents are connected to node C. \
              \"Same node\" sends the CLI to node C, \"across nodes\" to node A, which forwards each \
-             request to C over NATS.\n"
+             request to C (over TCP to C's cluster address, dialled over NATS). The `true` runs \
+             alternate between the two in rounds, on two agents (one session kept open each).\n"
         );
         let _ = writeln!(out, "| | p50 | p99 | throughput |\n|---|---|---|---|");
         for m in measured {
