@@ -506,6 +506,23 @@ impl TestServer {
         Ok(exit.code())
     }
 
+    /// Waits for the server to exit by itself; its exit code (`None`: killed by a signal).
+    ///
+    /// # Errors
+    /// When it is not running or does not exit within `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
+        let Some(mut child) = self.child.take() else {
+            bail!("server is not running")
+        };
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(exit) => Ok(exit?.code()),
+            Err(_) => {
+                self.child = Some(child);
+                bail!("server did not exit within {within:?}")
+            }
+        }
+    }
+
     /// Starts the server again on the same port and database.
     ///
     /// # Errors

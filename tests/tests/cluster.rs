@@ -867,3 +867,86 @@ async fn a_cluster_address_that_cannot_serve_refuses_the_start_naming_the_settin
         "{log}"
     );
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to a node's process.
+fn signal(node: &TestServer, signal: &str) {
+    let pid = node.pid().expect("the node runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test]
+async fn a_node_cut_off_longer_than_its_lease_stops_once_another_closed_its_sessions() {
+    let Pair {
+        nats: _nats,
+        a,
+        other: mut b,
+        admin,
+        tech,
+    } = pair("node-b", Reach::Direct, &[]).await;
+    let (agent, key) = a.register_agent(&admin, "stranded").await.unwrap();
+    let _agent = rmm_e2e::real_agent::spawn_agent(&b, &key).unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "node A lists the agent on B",
+        || async { connected_ids(&a, &admin).await.contains(&agent) },
+    )
+    .await;
+    let (code, opened) = open(&a, &tech, &agent).await;
+    assert_eq!(code, 200, "{opened}");
+    let session = opened["session_id"].as_str().unwrap().to_owned();
+
+    // Node B freezes (SIGSTOP) for longer than its lease: node A claims the lease and closes
+    // B's session as node_lost, while B cannot say a word.
+    signal(&b, "STOP");
+    eventually(
+        Duration::from_secs(LEASE_SECS + 10),
+        "node A closed B's session as node_lost",
+        || async {
+            let (_, status) = a
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/tunnel/status/{session}"),
+                    Some(&tech),
+                    None,
+                )
+                .await
+                .unwrap();
+            status["close_reason"] == "node_lost"
+        },
+    )
+    .await;
+    // B wakes up to a lease that is no longer its own: it stops serving and exits non-zero,
+    // saying why, rather than serve sessions the cluster has closed.
+    signal(&b, "CONT");
+    let code = b.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(code, Some(1), "{:?}", b.log_text());
+    let log = b.log_text().unwrap_or_default();
+    assert!(
+        log.contains("this node's lease ran out"),
+        "node B did not say why it stopped"
+    );
+    // The cluster goes on without it: the session stays closed as node_lost (node A may
+    // answer 503 for the moment it still counts B as within reach, until its sweep sees B's
+    // lease gone).
+    eventually(
+        Duration::from_secs(10),
+        "the session reads closed node_lost after B stopped",
+        || async {
+            let (_, status) = a
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/tunnel/status/{session}"),
+                    Some(&tech),
+                    None,
+                )
+                .await
+                .unwrap();
+            status["close_reason"] == "node_lost"
+        },
+    )
+    .await;
+}

@@ -15,20 +15,30 @@
 //! tickets wait for their connection. The bytes themselves are not encrypted: the cluster
 //! address belongs on the nodes' private network (docs/deploy.md, "Cluster mode").
 //!
-//! A dead peer: TCP keepalive (5 s idle, then 3 probes 1 s apart) and a 10 s limit on
-//! unacknowledged data end a connection whose other node vanished without a word.
+//! A dead or stuck peer: a connection whose other node goes quiet (no presence heard for
+//! [`crate::presence::SILENT_AFTER`]) is reset, as a stream over NATS is ([`Guarded`]): a
+//! node that hangs (frozen, swapping) would otherwise hold forwarded requests forever, its
+//! kernel still acknowledging their bytes. TCP keepalive (5 s idle, then 3 probes 1 s apart)
+//! and a 10 s limit on unacknowledged data end a connection whose other node vanished.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
 use crate::dial::{DIAL_TIMEOUT, Dial, DirectAnswer, Forwarded};
+use crate::presence::ClusterView;
 
 /// What a connection to a cluster address says first, before its ticket.
 pub(crate) const HELLO: &[u8; 5] = b"rmmc1";
@@ -42,6 +52,8 @@ pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const MAX_HELLOS: usize = 64;
 /// Tickets waiting for their connection, at most; past that, dials go over NATS.
 const MAX_TICKETS: usize = 1024;
+/// How often a connection checks that its other node is still heard from.
+const CHECK: Duration = Duration::from_millis(500);
 
 /// Where a node listens for other nodes' direct connections.
 #[derive(Debug, Clone)]
@@ -58,6 +70,7 @@ pub struct DirectSettings {
 pub(crate) struct Direct {
     advertise: String,
     tickets: Mutex<HashMap<String, (Instant, Dial)>>,
+    view: Arc<ClusterView>,
 }
 
 impl Direct {
@@ -65,6 +78,7 @@ impl Direct {
     /// [`Forwarded`] connection on `accepted`.
     pub(crate) async fn start(
         settings: &DirectSettings,
+        view: Arc<ClusterView>,
         accepted: tokio::sync::mpsc::Sender<Forwarded>,
     ) -> io::Result<(Arc<Self>, tokio::task::JoinHandle<()>)> {
         let listener = TcpListener::bind(settings.listen).await?;
@@ -75,6 +89,7 @@ impl Direct {
                 .clone()
                 .unwrap_or_else(|| bound.to_string()),
             tickets: Mutex::default(),
+            view,
         });
         tracing::info!(listen = %bound, advertise = %direct.advertise, "cluster: direct streams from other nodes on this address");
         let task = tokio::spawn(Arc::clone(&direct).accept(listener, accepted));
@@ -143,8 +158,13 @@ impl Direct {
                 let Some(dial) = direct.redeem(&ticket) else {
                     return refused(peer, "unknown, used or expired ticket");
                 };
+                let io = Guarded::new(
+                    stream,
+                    Arc::from(dial.from.as_str()),
+                    Arc::clone(&direct.view),
+                );
                 let forwarded = Forwarded {
-                    io: Box::new(stream),
+                    io: Box::new(io),
                     remote: dial.remote.parse().ok(),
                     local: dial.local.parse().ok(),
                     https: dial.https,
@@ -177,8 +197,12 @@ fn refused(peer: SocketAddr, why: &str) {
     metrics::counter!("rmm_cluster_direct_refused_total").increment(1);
 }
 
-/// Connects to the node that gave `answer`, and says its ticket.
-pub(crate) async fn connect(answer: &DirectAnswer) -> io::Result<TcpStream> {
+/// Connects to `node`, which gave `answer`, and says its ticket.
+pub(crate) async fn connect(
+    answer: &DirectAnswer,
+    node: &str,
+    view: &Arc<ClusterView>,
+) -> io::Result<Guarded> {
     let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&answer.addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -187,7 +211,104 @@ pub(crate) async fn connect(answer: &DirectAnswer) -> io::Result<TcpStream> {
     hello.extend_from_slice(HELLO);
     hello.extend_from_slice(answer.ticket.as_bytes());
     stream.write_all(&hello).await?;
-    Ok(stream)
+    Ok(Guarded::new(stream, Arc::from(node), Arc::clone(view)))
+}
+
+/// A connection to another node, reset once that node goes quiet.
+#[derive(Debug)]
+pub(crate) struct Guarded {
+    inner: TcpStream,
+    state: Arc<Guard>,
+}
+
+#[derive(Debug, Default)]
+struct Guard {
+    reset: AtomicBool,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+impl Guarded {
+    /// Wraps `inner`, and watches `peer` in `view` for as long as the connection lives.
+    fn new(inner: TcpStream, peer: Arc<str>, view: Arc<ClusterView>) -> Self {
+        let state = Arc::new(Guard::default());
+        let watched = Arc::downgrade(&state);
+        tokio::spawn(async move {
+            let mut check = tokio::time::interval(CHECK);
+            loop {
+                check.tick().await;
+                let Some(state) = watched.upgrade() else {
+                    return;
+                };
+                if view.silent(&peer) {
+                    tracing::debug!(%peer, "cluster: reset a connection to a node gone quiet");
+                    state.reset.store(true, Ordering::SeqCst);
+                    state.reader.wake();
+                    state.writer.wake();
+                    return;
+                }
+            }
+        });
+        Self { inner, state }
+    }
+
+    /// The error of a reset connection, once `waker` is registered to hear of one.
+    fn check(&self, waker: &AtomicWaker, cx: &Context<'_>) -> io::Result<()> {
+        waker.register(cx.waker());
+        if self.state.reset.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the other node went quiet",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check(&this.state.reader, cx)?;
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check(&this.state.writer, cx)?;
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check(&this.state.writer, cx)?;
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// No Nagle delay (each write is a whole HTTP message or WebSocket frame), and a dead peer
@@ -224,6 +345,10 @@ mod tests {
         }
     }
 
+    fn view() -> Arc<ClusterView> {
+        Arc::new(ClusterView::new("b".into()))
+    }
+
     async fn node() -> (
         Arc<Direct>,
         SocketAddr,
@@ -234,7 +359,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().expect("an address"),
             advertise: None,
         };
-        let (direct, _task) = Direct::start(&settings, tx).await.expect("listens");
+        let (direct, _task) = Direct::start(&settings, view(), tx).await.expect("listens");
         let addr = direct.advertise.parse().expect("the bound address");
         (direct, addr, rx)
     }
@@ -243,7 +368,7 @@ mod tests {
     async fn a_ticket_opens_one_connection_with_the_dials_addresses() {
         let (direct, _, mut accepted) = node().await;
         let answer = direct.issue(dial()).expect("a ticket");
-        let mut dialler = connect(&answer).await.expect("connects");
+        let mut dialler = connect(&answer, "b", &view()).await.expect("connects");
         dialler
             .write_all(b"GET / HTTP/1.1\r\n")
             .await
@@ -261,7 +386,7 @@ mod tests {
             "the bytes after the ticket are the stream's"
         );
         // The same ticket again is refused: the connection is closed unread.
-        let mut again = connect(&answer).await.expect("connects");
+        let mut again = connect(&answer, "b", &view()).await.expect("connects");
         let mut buf = [0u8; 1];
         let read = tokio::time::timeout(Duration::from_secs(5), again.read(&mut buf))
             .await
@@ -289,7 +414,7 @@ mod tests {
             addr: addr.to_string(),
             ticket: Uuid::new_v4().simple().to_string(),
         };
-        let mut forger = connect(&forged).await.expect("connects");
+        let mut forger = connect(&forged, "b", &view()).await.expect("connects");
         let read = tokio::time::timeout(Duration::from_secs(5), forger.read(&mut buf))
             .await
             .expect("closed in time");
@@ -316,5 +441,37 @@ mod tests {
             .filter_map(|_| direct.issue(dial()))
             .count();
         assert_eq!(issued, MAX_TICKETS);
+    }
+
+    #[tokio::test]
+    async fn a_connection_to_a_node_gone_quiet_is_reset() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("an address");
+        let accepting = tokio::spawn(async move { listener.accept().await });
+        let stream = TcpStream::connect(addr).await.expect("connects");
+        // The other end stays open and says nothing, as a frozen node's kernel would.
+        let _other = accepting.await.expect("accepts").expect("a connection");
+        let view = view();
+        let mut guarded = Guarded::new(stream, Arc::from("c"), Arc::clone(&view));
+        let mut buf = [0u8; 1];
+        let waited = tokio::time::timeout(Duration::from_millis(700), guarded.read(&mut buf)).await;
+        assert!(
+            waited.is_err(),
+            "a quiet connection to a node not known as silent ended"
+        );
+        // The node's lease is gone: it is silent from now on.
+        view.forget("c");
+        let read = tokio::time::timeout(Duration::from_secs(5), guarded.read(&mut buf))
+            .await
+            .expect("the read ends once the node is silent");
+        assert_eq!(
+            read.map_err(|e| e.kind()).err(),
+            Some(io::ErrorKind::ConnectionReset)
+        );
+        let write = guarded.write_all(b"x").await;
+        assert_eq!(
+            write.map_err(|e| e.kind()).err(),
+            Some(io::ErrorKind::ConnectionReset)
+        );
     }
 }

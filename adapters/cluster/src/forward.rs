@@ -125,7 +125,7 @@ impl Forwarder {
                 return Ok(Box::new(user));
             };
             drop(incoming);
-            match direct::connect(&direct).await {
+            match direct::connect(&direct, node, &self.view).await {
                 Ok(stream) => {
                     streams(node, "direct");
                     return Ok(Box::new(stream));

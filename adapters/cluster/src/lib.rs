@@ -159,12 +159,13 @@ impl Node {
         // leaving a lease for the others to sweep.
         let (direct, listening) = match &settings.direct {
             Some(direct) => {
-                let (direct, task) = direct::Direct::start(direct, links.accepted.clone())
-                    .await
-                    .map_err(|source| JoinError::Listen {
-                        addr: direct.listen,
-                        source,
-                    })?;
+                let (direct, task) =
+                    direct::Direct::start(direct, Arc::clone(&view), links.accepted.clone())
+                        .await
+                        .map_err(|source| JoinError::Listen {
+                            addr: direct.listen,
+                            source,
+                        })?;
                 (Some(direct), Some(task))
             }
             None => (None, None),
