@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use rmm_e2e::pg::sqlite_url;
 use rmm_e2e::real_agent::spawn_agent;
-use rmm_e2e::server::TestServer;
+use rmm_e2e::server::{StartOptions, TestServer};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::process::Child;
@@ -29,8 +29,12 @@ struct World {
 }
 
 async fn world(env: &[(&str, &str)]) -> World {
+    world_with(env, StartOptions::default()).await
+}
+
+async fn world_with(env: &[(&str, &str)], options: StartOptions) -> World {
     let db = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&sqlite_url(db.path()), env)
+    let server = TestServer::start_with(&sqlite_url(db.path()), env, options)
         .await
         .unwrap();
     let admin = server.admin_token().await.unwrap();
@@ -278,4 +282,40 @@ async fn a_revoked_token_through_the_mux_is_a_one_line_error_not_a_hang() {
         "{stderr}"
     );
     assert!(stderr.contains("rmm login"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_long_poll_the_stream_made_needless_is_finished_not_dropped() {
+    // Dropped, it would cost the mux its connection (a new one per command; in cluster mode
+    // a new dial between nodes). Finished, the server logs it like any request.
+    let w = world_with(
+        &[("RUST_LOG", "info")],
+        StartOptions {
+            capture_log: true,
+            ..StartOptions::default()
+        },
+    )
+    .await;
+    let out = w.rmm(&["exec", "--keep", "web-01", "--", "true"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for _ in 0..3 {
+        let out = w.rmm(&["exec", "web-01", "--", "true"]).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let finished = || {
+        w.server
+            .log_text()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.contains("route=/api/v1/tunnel/{session_id}/commands/{command_id}")
+                    && l.contains("status=200")
+            })
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || finished() >= 3).await,
+        "the long polls of the mux's commands were dropped: {} answered",
+        finished()
+    );
 }

@@ -16,6 +16,18 @@ use rmm_protocol::{AgentMessage, TunnelDataPayload};
 use super::output::LocalOutput;
 use super::{ApiClient, CliError, Ending, Interrupts};
 
+/// How long a long poll made needless by the stream's end is still awaited.
+const NEEDLESS_POLL_GRACE: Duration = Duration::from_secs(1);
+
+/// Lets a long poll that the stream's end made needless finish on its own (the command has
+/// ended, so the server answers it at once): dropped, it would cost its HTTP connection, and
+/// the mux's next command a new one (a new dial to another node, in cluster mode).
+fn finish_in_background(poll: Poll) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(NEEDLESS_POLL_GRACE, poll).await;
+    });
+}
+
 /// The long poll's wait while the stream carries the output: only the end is awaited.
 const LONG_POLL: Duration = Duration::from_secs(30);
 /// The poll's wait once the stream has dropped: the stored output is fetched this often.
@@ -110,7 +122,10 @@ impl Follow {
                 () = interrupts.recv() => return self.cancel(interrupts).await,
                 message = next_message(&mut self.stream) => match self.on_message(message) {
                     Step::Continue => {}
-                    Step::Ended(ending) => return Ok(ending),
+                    Step::Ended(ending) => {
+                        finish_in_background(poll);
+                        return Ok(ending);
+                    }
                     Step::StreamLost => {
                         // From now on the stored output is the source: poll it often.
                         poll = self.poll(Duration::ZERO, FALLBACK_POLL);
