@@ -1,9 +1,9 @@
 //! Requests for an agent connected to another node are served by that node: this node
 //! forwards the whole HTTP request (and the WebSocket it upgrades to) over a cross-node
 //! stream (a TCP connection to the node's cluster address, [`crate::direct`], or a byte
-//! stream over NATS, [`crate::pipe`]), and the other node runs it through its own HTTP stack, with the
-//! client's address, as if the client had connected there. Status codes, confirmations and
-//! streaming are therefore exactly single-node's.
+//! stream over NATS, [`crate::pipe`]), and the other node runs it through its own HTTP
+//! stack, with the client's address, as if the client had connected there. Status codes,
+//! confirmations and streaming are therefore exactly single-node's.
 //!
 //! Which requests: the ones that need the agent's live connection, found by their path —
 //! everything under `/api/v1/tunnel/{session_id}/`, `GET /api/v1/tunnel/status/{session_id}`,
@@ -77,6 +77,8 @@ impl std::fmt::Debug for Forwarder {
 enum DialError {
     #[error("NATS: {0}")]
     Nats(String),
+    #[error("cannot connect to the node's cluster address: {0}")]
+    Direct(#[source] io::Error),
     #[error("the node did not answer within {DIAL_TIMEOUT:?}")]
     Timeout,
     #[error("the node's answer does not parse: {0}")]
@@ -136,7 +138,8 @@ impl Forwarder {
                         .insert(node.to_owned(), std::time::Instant::now());
                     want_direct = false;
                 }
-                Err(e) => return Err(DialError::Nats(e.to_string())),
+                // Asked not to, the node answered with its address all the same.
+                Err(e) => return Err(DialError::Direct(e)),
             }
         }
     }
