@@ -62,6 +62,21 @@ fn connected_here(node: &TestServer, ids: &[String], from: usize) -> Vec<String>
         .collect()
 }
 
+/// The session's `close_reason` as `node` reads it (null while it is open, or when the
+/// node cannot say).
+async fn close_reason(node: &TestServer, tech: &str, session: &str) -> Value {
+    let (_, status) = node
+        .call(
+            Method::GET,
+            &format!("/api/v1/tunnel/status/{session}"),
+            Some(tech),
+            None,
+        )
+        .await
+        .unwrap();
+    status["close_reason"].clone()
+}
+
 /// The cross-node streams `node` dialled to `peer` by `path` ("direct" or "nats"), by its log.
 fn streams_to(node: &TestServer, peer: &str, path: &str) -> usize {
     let log = node.log_text().unwrap_or_default();
@@ -289,18 +304,7 @@ async fn a_technician_on_one_node_works_with_an_agent_on_another_and_survives_it
     eventually(
         Duration::from_secs(LEASE_SECS + 10),
         "the session closed as node_lost",
-        || async {
-            let (_, status) = a
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/tunnel/status/{session}"),
-                    Some(&tech),
-                    None,
-                )
-                .await
-                .unwrap();
-            status["close_reason"] == "node_lost"
-        },
+        || async { close_reason(&a, &tech, &session).await == "node_lost" },
     )
     .await;
     assert!(
@@ -538,18 +542,7 @@ async fn an_agent_that_reconnects_to_another_node_keeps_no_session_on_the_first(
     eventually(
         Duration::from_secs(10),
         "the stale session closed",
-        || async {
-            let (_, status) = b
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/tunnel/status/{session}"),
-                    Some(&tech),
-                    None,
-                )
-                .await
-                .unwrap();
-            status["close_reason"] == "agent_reconnected"
-        },
+        || async { close_reason(&b, &tech, &session).await == "agent_reconnected" },
     )
     .await;
     let opening = open_in_background(&a, &tech, &agent);
@@ -905,18 +898,7 @@ async fn a_node_cut_off_longer_than_its_lease_stops_once_another_closed_its_sess
     eventually(
         Duration::from_secs(LEASE_SECS + 10),
         "node A closed B's session as node_lost",
-        || async {
-            let (_, status) = a
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/tunnel/status/{session}"),
-                    Some(&tech),
-                    None,
-                )
-                .await
-                .unwrap();
-            status["close_reason"] == "node_lost"
-        },
+        || async { close_reason(&a, &tech, &session).await == "node_lost" },
     )
     .await;
     // B wakes up to a lease that is no longer its own: it stops serving and exits non-zero,
@@ -935,18 +917,7 @@ async fn a_node_cut_off_longer_than_its_lease_stops_once_another_closed_its_sess
     eventually(
         Duration::from_secs(10),
         "the session reads closed node_lost after B stopped",
-        || async {
-            let (_, status) = a
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/tunnel/status/{session}"),
-                    Some(&tech),
-                    None,
-                )
-                .await
-                .unwrap();
-            status["close_reason"] == "node_lost"
-        },
+        || async { close_reason(&a, &tech, &session).await == "node_lost" },
     )
     .await;
 }

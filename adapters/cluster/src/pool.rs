@@ -299,6 +299,20 @@ mod tests {
         panic!("the connection did not come back to the pool");
     }
 
+    /// The connection comes back to the pool and serves the next request: no second one.
+    async fn serves_the_next_request(pool: &Arc<Pool>, accepted: &AtomicUsize) {
+        let sender = kept(pool).await;
+        let response = exchange(pool, key(), sender, get("/fast"))
+            .await
+            .expect("answered");
+        assert_eq!(text(response).await, "ok");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "a second connection was made"
+        );
+    }
+
     async fn text(response: hyper::Response<Drained>) -> Bytes {
         response
             .into_body()
@@ -320,16 +334,7 @@ mod tests {
         )
         .await;
         assert!(gave_up.is_err(), "the slow answer came within 10 ms");
-        let sender = kept(&pool).await;
-        let response = exchange(&pool, key(), sender, get("/fast"))
-            .await
-            .expect("answered");
-        assert_eq!(text(response).await, "ok");
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            1,
-            "a second connection was made"
-        );
+        serves_the_next_request(&pool, &accepted).await;
     }
 
     #[tokio::test]
@@ -344,15 +349,6 @@ mod tests {
         let first = body.frame().await.expect("a frame").expect("data");
         assert!(first.data_ref().is_some_and(|d| d.len() < 512 * 1024));
         drop(body);
-        let sender = kept(&pool).await;
-        let response = exchange(&pool, key(), sender, get("/fast"))
-            .await
-            .expect("answered");
-        assert_eq!(text(response).await, "ok");
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            1,
-            "a second connection was made"
-        );
+        serves_the_next_request(&pool, &accepted).await;
     }
 }
