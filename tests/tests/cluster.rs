@@ -390,6 +390,29 @@ struct Pair {
     tech: String,
 }
 
+/// A real agent `name` connected to `other`, once node A lists it, and a tunnel to it
+/// opened through A: the agent's process and the session's id.
+async fn tunnel_through_a(
+    a: &TestServer,
+    other: &TestServer,
+    admin: &str,
+    tech: &str,
+    name: &str,
+) -> (Child, String) {
+    let (agent, key) = a.register_agent(admin, name).await.unwrap();
+    let process = rmm_e2e::real_agent::spawn_agent(other, &key).unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "node A lists the agent on the other node",
+        || async { connected_ids(a, admin).await.contains(&agent) },
+    )
+    .await;
+    let (code, opened) = open(a, tech, &agent).await;
+    assert_eq!(code, 200, "{opened}");
+    let session = opened["session_id"].as_str().unwrap().to_owned();
+    (process, session)
+}
+
 /// Node A and node `second`, both reached by `reach`, with `extra` settings for `second`.
 async fn pair(second: &str, reach: Reach, extra: &[(&str, &str)]) -> Pair {
     let db = rmm_e2e::pg::fresh_database().await.unwrap();
@@ -700,17 +723,7 @@ async fn a_user_disabled_on_one_node_loses_the_tunnel_held_by_another() {
         admin,
         tech,
     } = pair("node-c", Reach::Nats, &[]).await;
-    let (agent, key) = a.register_agent(&admin, "far").await.unwrap();
-    let _agent = rmm_e2e::real_agent::spawn_agent(&c, &key).unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "node A lists the agent on C",
-        || async { connected_ids(&a, &admin).await.contains(&agent) },
-    )
-    .await;
-    let (code, opened) = open(&a, &tech, &agent).await;
-    assert_eq!(code, 200, "{opened}");
-    let session = opened["session_id"].as_str().unwrap().to_owned();
+    let (_agent, session) = tunnel_through_a(&a, &c, &admin, &tech, "far").await;
     // Node C has no cluster address: A reached it over NATS.
     assert!(streams_to(&a, "node-c", "nats") > 0);
     assert_eq!(streams_to(&a, "node-c", "direct"), 0);
@@ -805,17 +818,7 @@ async fn a_node_whose_cluster_address_cannot_be_reached_is_reached_over_nats() {
         &[("RMM_CLUSTER_ADVERTISE", nowhere.as_str())],
     )
     .await;
-    let (agent, key) = a.register_agent(&admin, "behind").await.unwrap();
-    let _agent = rmm_e2e::real_agent::spawn_agent(&c, &key).unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "node A lists the agent on C",
-        || async { connected_ids(&a, &admin).await.contains(&agent) },
-    )
-    .await;
-    let (code, opened) = open(&a, &tech, &agent).await;
-    assert_eq!(code, 200, "{opened}");
-    let session = opened["session_id"].as_str().unwrap().to_owned();
+    let (_agent, session) = tunnel_through_a(&a, &c, &admin, &tech, "behind").await;
     let done = run(&a, &tech, &session, "echo still here").await;
     assert_eq!(done["stdout"], "still here\n", "{done}");
     let log = a.log_text().unwrap_or_default();
@@ -880,17 +883,7 @@ async fn a_node_cut_off_longer_than_its_lease_stops_once_another_closed_its_sess
         admin,
         tech,
     } = pair("node-b", Reach::Direct, &[]).await;
-    let (agent, key) = a.register_agent(&admin, "stranded").await.unwrap();
-    let _agent = rmm_e2e::real_agent::spawn_agent(&b, &key).unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "node A lists the agent on B",
-        || async { connected_ids(&a, &admin).await.contains(&agent) },
-    )
-    .await;
-    let (code, opened) = open(&a, &tech, &agent).await;
-    assert_eq!(code, 200, "{opened}");
-    let session = opened["session_id"].as_str().unwrap().to_owned();
+    let (_agent, session) = tunnel_through_a(&a, &b, &admin, &tech, "stranded").await;
 
     // Node B freezes (SIGSTOP) for longer than its lease: node A claims the lease and closes
     // B's session as node_lost, while B cannot say a word.
