@@ -593,7 +593,8 @@ mod tests {
     use super::*;
     use crate::measure::Latency;
 
-    fn lat(part: Part, name: &str, p50: f64) -> Measurement {
+    /// A latency row with p50 `p50` (p99 and max twice that), for the parts' report tests.
+    pub(super) fn lat(part: Part, name: &str, p50: f64) -> Measurement {
         Measurement {
             part,
             name: name.into(),

@@ -174,23 +174,10 @@ mod tests {
     #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
     use super::*;
-    use crate::measure::{Figures, Latency, Throughput};
+    use crate::measure::{Figures, Throughput};
 
     fn exec(name: &str, p50: f64) -> Measurement {
-        Measurement {
-            part: Part::Cluster,
-            name: name.to_owned(),
-            command: String::new(),
-            figures: Figures::Latency(Latency {
-                samples: 10,
-                failures: 0,
-                p50_ms: p50,
-                p99_ms: p50 * 2.0,
-                mean_ms: p50,
-                min_ms: p50,
-                max_ms: p50,
-            }),
-        }
+        crate::report::tests::lat(Part::Cluster, name, p50)
     }
 
     fn cat(name: &str, mb_per_s: f64) -> Measurement {
