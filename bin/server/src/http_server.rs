@@ -31,6 +31,30 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::limits::Limits;
 
+/// The listen backlog asked for; Linux caps it at `net.core.somaxconn` (4,096 by default).
+/// tokio's own, 1,024, overflowed when a restarted server's whole fleet (19,500 agents here)
+/// reconnected within the same second: the kernel dropped the handshakes it had no room
+/// for, and those agents waited for TCP's retransmissions (1, 3, 7, 15 s and on), long after
+/// the server had caught up.
+pub const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Listens on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as tokio's `bind` sets it,
+/// so a restarted server binds at once).
+///
+/// # Errors
+/// When the socket cannot be created, bound or put to listen.
+pub fn listen(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// How long shutdown waits for open connections to close.
 pub const GRACE: Duration = Duration::from_secs(5);
 /// At most one "connection cap reached" warning per this long.
@@ -218,5 +242,45 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Permitted<Io> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// More connections than tokio's default backlog (1,024) complete their handshake while
+    /// nothing accepts them: the kernel queues them instead of dropping their SYNs.
+    #[tokio::test]
+    async fn the_listen_backlog_holds_more_handshakes_than_tokios_default() {
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let want = somaxconn.min(1_500);
+        assert!(
+            want > 1_100,
+            "net.core.somaxconn is {somaxconn}: this test needs it above 1,100"
+        );
+        // One descriptor per client.
+        let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .expect("getrlimit");
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
+            .expect("raise the open-file limit");
+        let listener = listen("127.0.0.1:0".parse().expect("address")).expect("listen");
+        let addr = listener.local_addr().expect("local address");
+        let mut clients = Vec::new();
+        for _ in 0..want {
+            let connect = tokio::net::TcpStream::connect(addr);
+            match tokio::time::timeout(Duration::from_secs(1), connect).await {
+                Ok(Ok(client)) => clients.push(client),
+                _ => break,
+            }
+        }
+        assert_eq!(
+            clients.len(),
+            want,
+            "handshakes the kernel completed unaccepted"
+        );
     }
 }

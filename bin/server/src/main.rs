@@ -243,8 +243,7 @@ async fn serve_command<S: Store>(
         retention_sweep: Duration::from_secs(settings.retention.retention_sweep_secs.max(1)),
         cluster: None,
     };
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
+    let listener = rmm_server::http_server::listen(settings.listen)
         .with_context(|| format!("cannot listen on {} (RMM_LISTEN)", settings.listen))?;
     if let Some(cluster) = cluster {
         return serve_in_cluster(store, app, jwt, options, listener, &cluster).await;
