@@ -51,6 +51,11 @@ async fn rolled_back<T>(
 /// instead of polling SQLite's busy handler (which sleeps 1 to 100 ms between tries and made
 /// concurrent writers wait for seconds). Plain reads go to `reader`, read-only connections
 /// that WAL lets run beside the writer; a write sent there by mistake fails loudly.
+///
+/// Neither pool pings a connection before handing it out (sqlx's `test_before_acquire`): a
+/// SQLite connection is a file handle in this process and cannot hang up, and the ping is a
+/// round trip to the connection's worker thread on every acquire. On the single writer that
+/// was one hand-off in four.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -97,6 +102,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
             .await
@@ -108,6 +114,7 @@ impl SqliteStore {
         // After the migrations: the readers see the schema as it is now.
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.read_only(true))
             .await
