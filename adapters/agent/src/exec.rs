@@ -38,7 +38,7 @@ use kill::{KillSequence, sleep_until};
 use output::{Stream, pump, report_end};
 #[cfg(target_os = "linux")]
 pub use spawn::supervise_commands_with;
-use spawn::{Started, start};
+use spawn::{Spare, Started, start};
 
 /// Why the agent killed a command; its `end_reason` on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +103,9 @@ pub struct Commands {
     timings: KillTimings,
     next_run: RunId,
     running: HashMap<RunId, Running>,
+    /// A supervisor started ahead for the next command: made when a command ends, dropped
+    /// (killed) when the tunnel closes, so only an agent in use keeps one.
+    spare: Option<Spare>,
 }
 
 #[derive(Debug)]
@@ -126,6 +129,7 @@ impl Commands {
             timings,
             next_run: 0,
             running: HashMap::new(),
+            spare: None,
         }
     }
 
@@ -145,8 +149,9 @@ impl Commands {
         };
         // Detached: the task ends by itself (the process exits or is killed); the registry
         // reaches it through `stop` and hears of its end through `Event::CommandEnded`.
+        let spare = self.spare.take();
         tokio::spawn(async move {
-            execute(spec, &events, stopped, timings, feed).await;
+            execute(spec, &events, stopped, timings, feed, spare).await;
             // After the final frame, in the same queue: the channel is released only once the
             // server has been told how the command ended.
             let _ = events.send(Event::CommandEnded(run)).await;
@@ -205,6 +210,7 @@ impl Commands {
     /// The tunnel closed or the connection ends: kills every command. Their final frames are
     /// still queued (sent if the socket is up); their channels are already gone.
     pub fn stop_all(&mut self, reason: StopReason) {
+        self.spare = None;
         for running in self.running.values_mut() {
             running.detached = true;
             running.stop_with(reason);
@@ -215,7 +221,14 @@ impl Commands {
     /// tunnel is already gone.
     pub fn finished(&mut self, run: RunId) -> Option<ChannelId> {
         let running = self.running.remove(&run)?;
-        (!running.detached).then_some(running.channel)
+        if running.detached {
+            return None;
+        }
+        // After its final frame: the next command of this tunnel will likely follow soon.
+        if self.spare.is_none() {
+            self.spare = Spare::start();
+        }
+        Some(running.channel)
     }
 
     #[must_use]
@@ -240,13 +253,15 @@ impl Running {
 
 /// Runs one command to its end: output frames while it runs, then exactly one final frame
 /// (or a `tunnel_error` when it could not even start). Returns when that frame is queued, or
-/// when the connection is gone and only the kill was left to do.
-pub async fn execute(
+/// when the connection is gone and only the kill was left to do. The command starts on
+/// `spare` when it takes it.
+pub(crate) async fn execute(
     spec: CommandSpec,
     out: &mpsc::Sender<Event>,
     mut stop: oneshot::Receiver<StopReason>,
     timings: KillTimings,
     input: Option<InputReceiver>,
+    spare: Option<Spare>,
 ) {
     let channel = spec.channel.as_str();
     let Some(Started {
@@ -255,7 +270,7 @@ pub async fn execute(
         stdout,
         stderr,
         stdin,
-    }) = start(&spec, out).await
+    }) = start(&spec, out, spare).await
     else {
         return;
     };

@@ -23,10 +23,97 @@ pub(super) struct Started {
     pub(super) stdin: Option<ChildStdin>,
 }
 
-/// Spawns `spec`'s command. When it cannot start, its `tunnel_error` is queued and `None`
-/// returned.
-pub(super) async fn start(spec: &CommandSpec, out: &mpsc::Sender<Event>) -> Option<Started> {
+/// A command supervisor started ahead of its command, waiting for its order on stdin (see
+/// [`super::supervise`]): the agent keeps one while a tunnel is open, so a command costs no
+/// process start of the agent's own. Dropping it kills it (its stdin closes too: it ends).
+#[derive(Debug)]
+pub(crate) struct Spare {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    stderr: ChildStderr,
+}
+
+impl Spare {
+    /// Starts a spare when commands are supervised (Linux, the `rmm-agent` binary); `None`
+    /// otherwise, or when it cannot start (the command then starts the usual way).
+    pub(super) fn start() -> Option<Self> {
+        #[cfg(target_os = "linux")]
+        {
+            let program = SUPERVISOR.get()?;
+            let mut cmd = Command::new(program);
+            cmd.arg(super::supervise::SUBCOMMAND)
+                .arg(std::process::id().to_string())
+                .arg(super::supervise::SPARE)
+                .args(["/bin/sh", "-c"])
+                .process_group(0)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            let mut child = cmd
+                .spawn()
+                .inspect_err(|e| tracing::debug!(error = %e, "no spare command supervisor"))
+                .ok()?;
+            let (Some(stdin), Some(stdout), Some(stderr)) =
+                (child.stdin.take(), child.stdout.take(), child.stderr.take())
+            else {
+                return None;
+            };
+            Some(Self {
+                child,
+                stdin,
+                stdout,
+                stderr,
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
+    /// Hands `spec`'s command to this spare. `None` when the spare is gone or refuses it
+    /// (then it is killed, and the command starts the usual way).
+    #[cfg(target_os = "linux")]
+    async fn hand_over(mut self, spec: &CommandSpec) -> Option<Started> {
+        use tokio::io::AsyncWriteExt as _;
+        let order = super::supervise::order(&spec.command, spec.stdin)?;
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return None;
+        }
+        self.stdin.write_all(&order).await.ok()?;
+        let group = Group::of(&self.child);
+        Some(Started {
+            child: self.child,
+            group,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            // Closed at once without `stdin: true`: the command itself has /dev/null.
+            stdin: spec.stdin.then_some(self.stdin),
+        })
+    }
+
+    /// Never made off Linux ([`Self::start`]).
+    #[cfg(not(target_os = "linux"))]
+    #[allow(clippy::unused_async)]
+    async fn hand_over(self, _spec: &CommandSpec) -> Option<Started> {
+        None
+    }
+}
+
+/// Starts `spec`'s command: on `spare` when there is one that takes it, else spawned. When it
+/// cannot start, its `tunnel_error` is queued and `None` returned.
+pub(super) async fn start(
+    spec: &CommandSpec,
+    out: &mpsc::Sender<Event>,
+    spare: Option<Spare>,
+) -> Option<Started> {
     let channel = spec.channel.as_str();
+    if let Some(spare) = spare
+        && let Some(started) = spare.hand_over(spec).await
+    {
+        tracing::info!(channel_id = %channel, pid = ?started.child.id(), timeout_secs = ?spec.timeout.map(|t| t.as_secs()), "command started (on a spare supervisor)");
+        return Some(started);
+    }
     let mut child = match spawn(&spec.command, spec.stdin) {
         Ok(child) => child,
         Err(e) => {

@@ -16,7 +16,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
 
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::resource::{Resource, setrlimit};
@@ -28,15 +28,109 @@ pub const SUBCOMMAND: &str = "__supervise";
 
 /// Exit code when the supervisor cannot do its job (bad arguments, the shell cannot start).
 const CANNOT_RUN: i32 = 127;
+/// The argument before the program that makes the supervisor a spare (see [`spare`]).
+pub const SPARE: &str = "--spare";
+/// The longest command a spare takes (the server's limit on a command is far below).
+const MAX_ORDER: usize = 1 << 20;
 
 /// Runs the supervisor on `args` (after [`SUBCOMMAND`]: the agent's pid, the program and its
-/// arguments); returns the exit code to end with, when it does not end by a signal.
+/// arguments); returns the exit code to end with, when it does not end by a signal. With
+/// [`SPARE`] before the program, it is a spare (see [`spare`]).
 #[must_use]
 pub fn main(args: &[OsString]) -> i32 {
     let Some((parent, program, rest)) = parse(args) else {
-        eprintln!("rmm-agent {SUBCOMMAND}: usage: {SUBCOMMAND} <agent pid> <program> [args...]");
+        eprintln!(
+            "rmm-agent {SUBCOMMAND}: usage: {SUBCOMMAND} <agent pid> [{SPARE}] <program> [args...]"
+        );
         return CANNOT_RUN;
     };
+    if program.as_os_str() == SPARE {
+        let Some((program, rest)) = rest.split_first() else {
+            return CANNOT_RUN;
+        };
+        return spare(parent, program, rest);
+    }
+    supervise(parent, program, rest, Stdio::inherit())
+}
+
+/// A spare supervisor: started before its command, so that a command costs the agent no
+/// process start of its own (the agent keeps one ready while a tunnel is open). It waits for
+/// its order on stdin ([`order`]), then supervises `program rest... <command>` as above.
+/// It dies with the agent while it waits (SIGTERM by default action: nothing runs yet), and
+/// ends quietly when the agent closes its stdin without an order.
+fn spare(parent: Pid, program: &OsString, rest: &[OsString]) -> i32 {
+    if set_pdeathsig(Signal::SIGTERM).is_err() || getppid() != parent {
+        return CANNOT_RUN;
+    }
+    let Some((command, stdin)) = read_order() else {
+        return 0;
+    };
+    // From here on as a supervisor started for this command: the request is made again once
+    // the shell runs and the signals are blocked, and the parent looked at after it.
+    if set_pdeathsig(None).is_err() {
+        return CANNOT_RUN;
+    }
+    let mut args = rest.to_vec();
+    args.push(command);
+    let stdin = if stdin {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    supervise(parent, program, &args, stdin)
+}
+
+/// Reads a spare's order from stdin, unbuffered (what follows it is the command's stdin):
+/// one byte (`1`: the command keeps this stdin; `0`: it gets /dev/null), the command's length
+/// (4 bytes, big-endian, at most [`MAX_ORDER`]) and the command. `None` at end of input or
+/// on a malformed order.
+fn read_order() -> Option<(OsString, bool)> {
+    use std::os::fd::AsFd as _;
+    use std::os::unix::ffi::OsStringExt as _;
+    let stdin = std::io::stdin();
+    let read_exact = |buf: &mut [u8]| -> Option<()> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match nix::unistd::read(stdin.as_fd(), &mut buf[filled..]) {
+                Ok(0) => return None,
+                Ok(n) => filled += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(())
+    };
+    let mut head = [0u8; 5];
+    read_exact(&mut head)?;
+    let keep_stdin = match head[0] {
+        b'0' => false,
+        b'1' => true,
+        _ => return None,
+    };
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_ORDER {
+        return None;
+    }
+    let mut command = vec![0u8; len];
+    read_exact(&mut command)?;
+    Some((OsString::from_vec(command), keep_stdin))
+}
+
+/// The order a spare reads: see [`read_order`].
+#[must_use]
+pub fn order(command: &str, keep_stdin: bool) -> Option<Vec<u8>> {
+    let len = u32::try_from(command.len())
+        .ok()
+        .filter(|&len| len as usize <= MAX_ORDER)?;
+    let mut order = Vec::with_capacity(5 + command.len());
+    order.push(if keep_stdin { b'1' } else { b'0' });
+    order.extend_from_slice(&len.to_be_bytes());
+    order.extend_from_slice(command.as_bytes());
+    Some(order)
+}
+
+/// Supervises `program rest...` with `stdin` (see the module's documentation).
+fn supervise(parent: Pid, program: &OsString, rest: &[OsString], stdin: Stdio) -> i32 {
     // The signals that matter are taken with sigwait below, never by a handler.
     let mut watched = SigSet::empty();
     for signal in [
@@ -50,7 +144,11 @@ pub fn main(args: &[OsString]) -> i32 {
     }
     // Started before any signal is blocked: a child inherits the signal mask (std does not
     // reset it), and the shell must get the usual signals.
-    let mut child = match std::process::Command::new(program).args(rest).spawn() {
+    let mut child = match std::process::Command::new(program)
+        .args(rest)
+        .stdin(stdin)
+        .spawn()
+    {
         Ok(child) => child,
         Err(e) => {
             eprintln!(

@@ -48,7 +48,7 @@ async fn run_with(
     let (stop, stopped) = oneshot::channel();
     let mut stop = Some(stop);
     let started = Instant::now();
-    let task = tokio::spawn(async move { execute(spec, &tx, stopped, timings, None).await });
+    let task = tokio::spawn(async move { execute(spec, &tx, stopped, timings, None, None).await });
     let mut outcome = Outcome::default();
     while let Some(event) = rx.recv().await {
         let Event::Frame(frame) = event else {
@@ -330,6 +330,7 @@ async fn an_aborted_task_still_kills_its_group() {
             &tx,
             stopped,
             fast_kill(),
+            None,
             None,
         )
         .await;

@@ -1,0 +1,172 @@
+//! Performance (issue 15): once a tunnel has run a command, `rmm-agent` keeps a command
+//! supervisor started ahead (`__supervise <pid> --spare`), so the next command costs no
+//! process start of the agent's own. These tests show that the next command does run on that
+//! spare, with the same stdin as before (`/dev/null`, or the technician's bytes with
+//! `"stdin": true`), and that a command on a spare still dies with an agent killed outright.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use rmm_e2e::procfs::is_running as running;
+use rmm_e2e::real_agent::{Tunnel, open_tunnel};
+use serde_json::{Value, json};
+
+/// The spare supervisor the agent `agent` holds: its pid, once one is there (within 10 s).
+async fn spare_of(agent: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{agent}/task/{agent}/children"))
+            .unwrap_or_default();
+        let spare = children
+            .split_whitespace()
+            .filter_map(|pid| pid.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == b"--spare"))
+            });
+        if let Some(spare) = spare {
+            return spare;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no spare supervisor under the agent {agent}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `body` as a command of the tunnel's session; its id.
+async fn command(t: &Tunnel, body: Value) -> String {
+    let (code, started) = t
+        .server
+        .call(
+            Method::POST,
+            &format!("/api/v1/tunnel/{}/command", t.session),
+            Some(&t.tech),
+            Some(body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{started}");
+    started["command_id"].as_str().unwrap().to_owned()
+}
+
+/// Waits for the command `id` to end; its record and its stdout.
+async fn ended(t: &Tunnel, id: &str) -> (Value, String) {
+    let path = format!("/api/v1/tunnel/{}/commands/{id}?wait=10", t.session);
+    let (code, record) = t
+        .server
+        .call(Method::GET, &path, Some(&t.tech), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, &record["status"]),
+        (200, &json!("completed")),
+        "{record}"
+    );
+    let (code, _, stdout) = t
+        .server
+        .raw_output(&t.tech, &t.session, id, "stdout")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    (record, String::from_utf8(stdout).unwrap())
+}
+
+#[tokio::test]
+async fn the_next_command_runs_on_the_spare_with_its_stdin() {
+    let t = open_tunnel().await.unwrap();
+    let agent = t.agent.id().unwrap();
+    // No command yet: no spare.
+    let first = command(&t, json!({ "command": "echo $PPID" })).await;
+    let (_, out) = ended(&t, &first).await;
+    let cold_supervisor: u32 = out.trim().parse().unwrap();
+
+    // Without stdin: the shell's parent is the spare, and its stdin is /dev/null.
+    let spare = spare_of(agent).await;
+    assert_ne!(spare, cold_supervisor);
+    let second = command(
+        &t,
+        json!({ "command": "echo $PPID; readlink /proc/self/fd/0" }),
+    )
+    .await;
+    let (record, out) = ended(&t, &second).await;
+    assert_eq!(record["exit_code"], 0, "{record}");
+    assert_eq!(out, format!("{spare}\n/dev/null\n"));
+
+    // With stdin: the technician's bytes reach the command through the spare.
+    let spare = spare_of(agent).await;
+    let third = command(&t, json!({ "command": "echo $PPID; cat", "stdin": true })).await;
+    let put = t
+        .server
+        .http()
+        .put(t.server.url(&format!(
+            "/api/v1/tunnel/{}/commands/{third}/stdin",
+            t.session
+        )))
+        .bearer_auth(&t.tech)
+        .body("from the technician\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let (_, out) = ended(&t, &third).await;
+    assert_eq!(out, format!("{spare}\nfrom the technician\n"));
+
+    // Exit codes come through the spare as before.
+    let fourth = command(&t, json!({ "command": "exit 7" })).await;
+    let path = format!("/api/v1/tunnel/{}/commands/{fourth}?wait=10", t.session);
+    let (_, record) = t
+        .server
+        .call(Method::GET, &path, Some(&t.tech), None)
+        .await
+        .unwrap();
+    assert_eq!(record["exit_code"], 7, "{record}");
+}
+
+#[tokio::test]
+async fn a_command_on_a_spare_dies_with_a_killed_agent() {
+    let mut t = open_tunnel().await.unwrap();
+    let agent = t.agent.id().unwrap();
+    let first = command(&t, json!({ "command": "true" })).await;
+    ended(&t, &first).await;
+    let spare = spare_of(agent).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (shell, child) = (dir.path().join("shell.pid"), dir.path().join("child.pid"));
+    let long = format!(
+        "echo $PPID > {shell}.tmp && mv {shell}.tmp {shell}; sleep 600 & echo $! > {child}.tmp && mv {child}.tmp {child}; wait",
+        shell = shell.display(),
+        child = child.display()
+    );
+    command(&t, json!({ "command": long })).await;
+    let read = |path: &std::path::Path| -> Option<u32> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (parent, child_pid) = loop {
+        if let (Some(a), Some(b)) = (read(&shell), read(&child)) {
+            break (a, b);
+        }
+        assert!(Instant::now() < deadline, "the command did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(parent, spare, "the command ran on the spare");
+    assert!(running(spare) && running(child_pid));
+
+    t.agent.kill().await.unwrap(); // SIGKILL
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (running(spare) || running(child_pid)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !running(spare),
+        "the spare supervisor {spare} outlived the agent"
+    );
+    assert!(
+        !running(child_pid),
+        "the command's background process {child_pid} outlived the agent"
+    );
+}
