@@ -53,3 +53,34 @@ pub fn group_running(pgid: u32) -> Vec<u32> {
     pids.sort_unstable();
     pids
 }
+
+/// The pids a command under test wrote to `files` (one number each, written whole by a
+/// rename), once every file is there; `None` after `within`.
+pub async fn pids_written(
+    files: &[&std::path::Path],
+    within: std::time::Duration,
+) -> Option<Vec<u32>> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let pids: Option<Vec<u32>> = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).ok()?.trim().parse().ok())
+            .collect();
+        if pids.is_some() || std::time::Instant::now() >= deadline {
+            return pids;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits up to `within` for every one of `pids` to stop running; those still running then.
+pub async fn still_running_after(pids: &[u32], within: std::time::Duration) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let running: Vec<u32> = pids.iter().copied().filter(|&p| is_running(p)).collect();
+        if running.is_empty() || std::time::Instant::now() >= deadline {
+            return running;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -5,18 +5,13 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use rmm_e2e::procfs::is_running as running;
+use rmm_e2e::procfs::{is_running as running, pids_written, still_running_after};
 use rmm_e2e::real_agent::open_tunnel;
 use rmm_e2e::reliability;
 use serde_json::json;
-
-fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
 
 #[tokio::test]
 async fn a_killed_agent_leaves_no_command_process_running() {
@@ -41,13 +36,11 @@ async fn a_killed_agent_leaves_no_command_process_running() {
         .unwrap();
     assert_eq!(code, 202, "{started}");
     let command_id = started["command_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (shell_pid, child_pid) = loop {
-        if let (Some(a), Some(b)) = (read_pid(&shell), read_pid(&child)) {
-            break (a, b);
-        }
-        assert!(Instant::now() < deadline, "the command did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let Some(&[shell_pid, child_pid]) = pids_written(&[&shell, &child], Duration::from_secs(20))
+        .await
+        .as_deref()
+    else {
+        panic!("the command did not start");
     };
     assert!(running(shell_pid) && running(child_pid));
 
@@ -92,17 +85,10 @@ async fn a_killed_agent_leaves_no_command_process_running() {
         "{command}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (running(shell_pid) || running(child_pid)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let left = still_running_after(&[shell_pid, child_pid], Duration::from_secs(5)).await;
     assert!(
-        !running(shell_pid),
-        "the command's shell {shell_pid} outlived the agent"
-    );
-    assert!(
-        !running(child_pid),
-        "the command's background process {child_pid} outlived the agent"
+        left.is_empty(),
+        "command processes outlived the agent: {left:?} of shell {shell_pid}, background {child_pid}"
     );
     reliability::record(
         "faults",

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use rmm_e2e::procfs::is_running as running;
+use rmm_e2e::procfs::{is_running as running, pids_written, still_running_after};
 use rmm_e2e::real_agent::{Tunnel, open_tunnel};
 use serde_json::{Value, json};
 
@@ -142,31 +142,19 @@ async fn a_command_on_a_spare_dies_with_a_killed_agent() {
         child = child.display()
     );
     command(&t, json!({ "command": long })).await;
-    let read = |path: &std::path::Path| -> Option<u32> {
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (parent, child_pid) = loop {
-        if let (Some(a), Some(b)) = (read(&shell), read(&child)) {
-            break (a, b);
-        }
-        assert!(Instant::now() < deadline, "the command did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let Some(&[parent, child_pid]) = pids_written(&[&shell, &child], Duration::from_secs(20))
+        .await
+        .as_deref()
+    else {
+        panic!("the command did not start");
     };
     assert_eq!(parent, spare, "the command ran on the spare");
     assert!(running(spare) && running(child_pid));
 
     t.agent.kill().await.unwrap(); // SIGKILL
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (running(spare) || running(child_pid)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let left = still_running_after(&[spare, child_pid], Duration::from_secs(5)).await;
     assert!(
-        !running(spare),
-        "the spare supervisor {spare} outlived the agent"
-    );
-    assert!(
-        !running(child_pid),
-        "the command's background process {child_pid} outlived the agent"
+        left.is_empty(),
+        "outlived the agent: {left:?} of spare {spare}, background {child_pid}"
     );
 }
