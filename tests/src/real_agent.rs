@@ -58,6 +58,30 @@ pub struct Tunnel {
     pub agent: Child,
 }
 
+impl Tunnel {
+    /// Sends `body` (`{"command", ...}`) as a command of the session, as the technician; the
+    /// command's id once the server answered 202.
+    ///
+    /// # Errors
+    /// On transport failure or any other answer (named with its body).
+    pub async fn start_command(&self, body: serde_json::Value) -> anyhow::Result<String> {
+        let (code, started) = self
+            .server
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/tunnel/{}/command", self.session),
+                Some(&self.tech),
+                Some(body),
+            )
+            .await?;
+        anyhow::ensure!(code == 202, "command answered {code}: {started}");
+        started["command_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("202 without command_id: {started}"))
+    }
+}
+
 /// Starts everything a test of commands or files through a tunnel needs.
 ///
 /// # Errors

@@ -24,18 +24,10 @@ async fn a_killed_agent_leaves_no_command_process_running() {
         shell = shell.display(),
         child = child.display()
     );
-    let (code, started) = t
-        .server
-        .call(
-            Method::POST,
-            &format!("/api/v1/tunnel/{}/command", t.session),
-            Some(&t.tech),
-            Some(json!({ "command": command })),
-        )
+    let command_id = t
+        .start_command(json!({ "command": command }))
         .await
         .unwrap();
-    assert_eq!(code, 202, "{started}");
-    let command_id = started["command_id"].as_str().unwrap().to_owned();
     let Some(&[shell_pid, child_pid]) = pids_written(&[&shell, &child], Duration::from_secs(20))
         .await
         .as_deref()

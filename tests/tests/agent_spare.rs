@@ -37,22 +37,6 @@ async fn spare_of(agent: u32) -> u32 {
     }
 }
 
-/// Sends `body` as a command of the tunnel's session; its id.
-async fn command(t: &Tunnel, body: Value) -> String {
-    let (code, started) = t
-        .server
-        .call(
-            Method::POST,
-            &format!("/api/v1/tunnel/{}/command", t.session),
-            Some(&t.tech),
-            Some(body),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{started}");
-    started["command_id"].as_str().unwrap().to_owned()
-}
-
 /// Waits for the command `id` to end; its record and its stdout.
 async fn ended(t: &Tunnel, id: &str) -> (Value, String) {
     let path = format!("/api/v1/tunnel/{}/commands/{id}?wait=10", t.session);
@@ -80,25 +64,30 @@ async fn the_next_command_runs_on_the_spare_with_its_stdin() {
     let t = open_tunnel().await.unwrap();
     let agent = t.agent.id().unwrap();
     // No command yet: no spare.
-    let first = command(&t, json!({ "command": "echo $PPID" })).await;
+    let first = t
+        .start_command(json!({ "command": "echo $PPID" }))
+        .await
+        .unwrap();
     let (_, out) = ended(&t, &first).await;
     let cold_supervisor: u32 = out.trim().parse().unwrap();
 
     // Without stdin: the shell's parent is the spare, and its stdin is /dev/null.
     let spare = spare_of(agent).await;
     assert_ne!(spare, cold_supervisor);
-    let second = command(
-        &t,
-        json!({ "command": "echo $PPID; readlink /proc/self/fd/0" }),
-    )
-    .await;
+    let second = t
+        .start_command(json!({ "command": "echo $PPID; readlink /proc/self/fd/0" }))
+        .await
+        .unwrap();
     let (record, out) = ended(&t, &second).await;
     assert_eq!(record["exit_code"], 0, "{record}");
     assert_eq!(out, format!("{spare}\n/dev/null\n"));
 
     // With stdin: the technician's bytes reach the command through the spare.
     let spare = spare_of(agent).await;
-    let third = command(&t, json!({ "command": "echo $PPID; cat", "stdin": true })).await;
+    let third = t
+        .start_command(json!({ "command": "echo $PPID; cat", "stdin": true }))
+        .await
+        .unwrap();
     let put = t
         .server
         .http()
@@ -116,7 +105,10 @@ async fn the_next_command_runs_on_the_spare_with_its_stdin() {
     assert_eq!(out, format!("{spare}\nfrom the technician\n"));
 
     // Exit codes come through the spare as before.
-    let fourth = command(&t, json!({ "command": "exit 7" })).await;
+    let fourth = t
+        .start_command(json!({ "command": "exit 7" }))
+        .await
+        .unwrap();
     let path = format!("/api/v1/tunnel/{}/commands/{fourth}?wait=10", t.session);
     let (_, record) = t
         .server
@@ -130,7 +122,7 @@ async fn the_next_command_runs_on_the_spare_with_its_stdin() {
 async fn a_command_on_a_spare_dies_with_a_killed_agent() {
     let mut t = open_tunnel().await.unwrap();
     let agent = t.agent.id().unwrap();
-    let first = command(&t, json!({ "command": "true" })).await;
+    let first = t.start_command(json!({ "command": "true" })).await.unwrap();
     ended(&t, &first).await;
     let spare = spare_of(agent).await;
 
@@ -141,7 +133,7 @@ async fn a_command_on_a_spare_dies_with_a_killed_agent() {
         shell = shell.display(),
         child = child.display()
     );
-    command(&t, json!({ "command": long })).await;
+    t.start_command(json!({ "command": long })).await.unwrap();
     let Some(&[parent, child_pid]) = pids_written(&[&shell, &child], Duration::from_secs(20))
         .await
         .as_deref()
